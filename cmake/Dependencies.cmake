@@ -1,0 +1,13 @@
+# Every dependency comes from Debian packages (scripts/setup.sh installs them).
+find_package(Threads REQUIRED)
+find_package(fmt CONFIG REQUIRED)
+find_package(spdlog CONFIG REQUIRED)
+find_package(yaml-cpp CONFIG REQUIRED)   # target: yaml-cpp (0.7 has no namespace)
+find_package(CLI11 CONFIG REQUIRED)
+if(EMBER_BUILD_TESTS OR EMBER_BUILD_EXAMPLES)
+  find_package(GTest CONFIG REQUIRED)
+  include(GoogleTest)
+endif()
+if(EMBER_BUILD_BENCHMARKS)
+  find_package(benchmark CONFIG REQUIRED)
+endif()

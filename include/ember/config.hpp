@@ -1,0 +1,87 @@
+// SPDX-License-Identifier: Apache-2.0
+//
+// A node's configuration, read from YAML (node.yaml). Keys keep the seed's PascalCase names:
+//
+//   NodeConf:
+//     NodeId: game-1
+//     WorkerThreads: 2
+//   ServiceConf:
+//     StartServices:
+//       - ClassName: LoginService
+//         ServiceName: login
+//         WorkerConf: { WorkerNum: 4 }
+//
+// Every field below has the default that really applies when the key is absent.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <map>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <ember/error.hpp>
+
+namespace ember {
+
+/// What a bounded mailbox does when a user-priority message arrives while it is full.
+enum class OverflowPolicy : std::uint8_t {
+  reject,  ///< the sender gets Errc::overloaded (Call/Send fail at once); nothing is queued
+};
+
+struct WorkerConfig {
+  int lanes = 1;                ///< WorkerNum: 1 = strictly single-threaded service
+  int max_lanes = 0;            ///< MaxWorkerNum: upper bound for run-time changes; 0 = none (1024)
+  int virtual_nodes = 10;       ///< VirtualWorkerRate: ring points per lane for dispatch keys
+  std::int64_t mailbox_bound = 0;  ///< MailboxSize: user messages queued per service; 0 = unbounded
+  OverflowPolicy overflow = OverflowPolicy::reject;  ///< Overflow: "reject"
+};
+
+struct ServiceConfig {
+  std::string class_name;    ///< ClassName (required): factory key given to register_service
+  std::string name;          ///< ServiceName: routing name; default = ClassName
+  std::string id;            ///< ServiceId: instance id within a name; default ""
+  std::string type;          ///< Type: service type used by type selectors; default ""
+  std::int32_t server_id = 0;  ///< ServerId: zone / namespace
+  std::int64_t version = 0;    ///< Version
+  bool primary_secondary = false;  ///< IsPrimarySecondaryMode: master/slave group member
+  bool pinned = false;       ///< Pinned: run on dedicated thread(s) instead of the shared pool
+  WorkerConfig worker;       ///< WorkerConf
+  std::map<std::string, std::string> params;  ///< Params: free scalar settings for the service
+  int line = 0;              ///< line of this entry in the file, for error messages
+};
+
+struct LogConfig {
+  std::string level = "info";  ///< Level: trace|debug|info|warn|error|critical|off
+  std::string path;            ///< Path: directory for a log file; "" = stderr only
+  std::string name = "ember";  ///< Name: log file base name (<Path>/<Name>.log)
+};
+
+struct NodeConfig {
+  std::string node_id = "node";  ///< NodeConf.NodeId
+  int worker_threads = 0;        ///< NodeConf.WorkerThreads: 0 = number of cores
+  std::chrono::milliseconds timer_tick{10};          ///< NodeConf.TimerTick
+  std::chrono::milliseconds shutdown_timeout{5000};  ///< NodeConf.ShutdownTimeout: drain bound
+  std::chrono::milliseconds call_timeout{1000};      ///< NodeConf.CallTimeout: default Call timeout
+  LogConfig log;                                     ///< SystemLogger
+  std::vector<ServiceConfig> services;               ///< ServiceConf.StartServices, in order
+  std::string source;  ///< file (or source name) the config came from, for error messages
+};
+
+/// Parses a Go-style duration: "10ms", "1.5s", "1m30s", "2h", "250us". A bare integer means ms.
+Result<std::chrono::milliseconds> parse_duration(std::string_view text);
+
+/// Replaces ${VAR} and ${VAR:-default} with environment values. An unset variable without a
+/// default is an error naming its line. "$$" yields a literal "$".
+Result<std::string> expand_env(std::string_view text, std::string_view source_name);
+
+/// Parses and validates YAML text. Errors name source, line and key path and the node refuses
+/// to start: unknown key, wrong type, missing required field, duplicate service name+id.
+/// Whether each ClassName is registered is checked by the node, which knows the factory.
+Result<NodeConfig> parse_node_config(std::string_view yaml_text, std::string_view source_name);
+
+/// Reads a file, expands ${VAR}, then parse_node_config.
+Result<NodeConfig> load_node_config(const std::string& path);
+
+}  // namespace ember

@@ -1,0 +1,76 @@
+// SPDX-License-Identifier: Apache-2.0
+//
+// A Node is one process hosting many services on a fixed pool of worker threads.
+//
+//   int main(int argc, char** argv) { return ember::run_node(argc, argv); }
+//
+// run_node reads --config (YAML), creates the configured services by class name, starts them
+// (all on_init in config order, then for each: on_start, visible, on_started) and stops them in
+// reverse order on SIGINT/SIGTERM, draining each mailbox within NodeConf.ShutdownTimeout.
+#pragma once
+
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <string_view>
+#include <vector>
+
+#include <ember/config.hpp>
+#include <ember/dispatch.hpp>
+#include <ember/error.hpp>
+#include <ember/service.hpp>
+
+namespace ember {
+
+namespace detail {
+class NodeImpl;
+}
+
+class Node {
+ public:
+  explicit Node(NodeConfig config);
+  ~Node();  // stops the node if it still runs
+  Node(const Node&) = delete;
+  Node& operator=(const Node&) = delete;
+
+  /// Creates and starts the configured services. On any error (unknown class, failing on_init
+  /// or on_start) the services started so far are stopped again and the error names the cause.
+  Status start();
+  /// Stops every service (reverse order, bounded drain) and the worker pool. Idempotent. Must
+  /// not be called from a handler (it would wait for its own mailbox): use request_stop().
+  Status stop();
+  /// Asks run() to stop. Thread-safe, callable from handlers.
+  void request_stop() noexcept;
+  /// start(), wait for SIGINT/SIGTERM or request_stop(), stop(). Returns a process exit code.
+  int run();
+
+  /// Adds a service outside the config. Before start() it joins the start sequence (after the
+  /// configured ones); afterwards it is initialized and started at once.
+  Result<Service*> add_service(std::unique_ptr<Service> service, ServiceConfig config);
+  /// Stops one running service and destroys it.
+  Status stop_service(std::string_view name, std::string_view id = {});
+
+  /// A running, visible service, or nullptr.
+  [[nodiscard]] Service* find_service(std::string_view name, std::string_view id = {}) const;
+  [[nodiscard]] std::vector<Service*> services() const;
+
+  /// Queues `fn` in a service's mailbox as a message from outside: subject to the mailbox bound
+  /// (overloaded) and refused once the service is stopping (stopping) or unknown (not_found).
+  Status post(std::string_view service_name, std::function<void()> fn, PostOptions options = {});
+
+  [[nodiscard]] const NodeConfig& config() const noexcept;
+  [[nodiscard]] const std::string& id() const noexcept;
+  [[nodiscard]] bool running() const noexcept;
+
+  detail::NodeImpl& impl() noexcept { return *impl_; }
+
+ private:
+  std::unique_ptr<detail::NodeImpl> impl_;
+};
+
+/// The standard entry point: flags --config PATH (default $EMBER_CONFIG, else node.yaml),
+/// --log-level LEVEL, --node-id ID, --threads N, --help. Returns the process exit code:
+/// 0 clean stop, 1 runtime failure, 2 bad flags or config.
+int run_node(int argc, char** argv);
+
+}  // namespace ember

@@ -1,0 +1,92 @@
+// SPDX-License-Identifier: Apache-2.0
+//
+// A Service is an actor: one mailbox, lifecycle hooks, a tree of modules. Nodes create services
+// from their YAML config by class name:
+//
+//   class Lobby : public ember::Service {
+//     ember::Status on_init() override { return {}; }      // before any message; add modules here
+//     ember::Status on_start() override { return {}; }     // then the service becomes visible
+//     void on_started() override { log().info("up"); }     // first message in its mailbox
+//     void on_release() override {}                        // after the mailbox drained
+//   };
+//   EMBER_REGISTER_SERVICE(Lobby);
+//
+// With one lane (the default) handlers never run concurrently. With N lanes, messages with the
+// same dispatch key run in order on one lane and different lanes run in parallel: state shared
+// across keys then needs its own synchronization.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include <ember/config.hpp>
+#include <ember/module.hpp>
+
+namespace ember {
+
+enum class ServiceState : std::uint8_t { created, initialized, running, stopping, stopped };
+
+class Service : public Module {
+ public:
+  Service();
+  ~Service() override;
+
+  /// Runs after every service's on_init, in config order. An error stops the node's start.
+  virtual Status on_start() { return {}; }
+  /// Runs as the first message of the service's mailbox (system priority), once it is visible.
+  virtual void on_started() {}
+
+  [[nodiscard]] const std::string& name() const noexcept;
+  [[nodiscard]] const std::string& service_id() const noexcept;
+  [[nodiscard]] const std::string& type() const noexcept;
+  [[nodiscard]] std::int32_t server_id() const noexcept;
+  [[nodiscard]] const ServiceConfig& config() const noexcept;
+  /// A Params value from the config, or `fallback`.
+  [[nodiscard]] std::string_view param(std::string_view key, std::string_view fallback = {}) const;
+  [[nodiscard]] ServiceState state() const noexcept;
+
+  [[nodiscard]] int lane_count() const;
+  /// Changes the number of lanes at run time without losing a message or breaking per-key
+  /// order. Clamped to [1, MaxWorkerNum] (or [1, 1024] when no maximum is configured).
+  void set_lane_count(int lanes);
+  /// Lane a dispatch key runs on now.
+  [[nodiscard]] int lane_of(DispatchKey key) const;
+  /// Messages queued (all lanes) and user messages counted against the mailbox bound.
+  [[nodiscard]] std::int64_t queued_messages() const;
+
+ private:
+  friend class Module;
+  friend class detail::NodeImpl;
+  friend class detail::ServiceCore;
+  friend class Node;
+  std::unique_ptr<detail::ServiceCore> core_;
+};
+
+using ServiceFactory = std::function<std::unique_ptr<Service>()>;
+
+/// Makes a class creatable from config by `class_name`. A second registration of the same name
+/// is already_exists (the first stays).
+Status register_service(std::string class_name, ServiceFactory factory);
+
+template <class T>
+Status register_service(std::string class_name) {
+  return register_service(std::move(class_name), [] { return std::make_unique<T>(); });
+}
+
+/// Names registered so far, sorted.
+std::vector<std::string> registered_services();
+
+}  // namespace ember
+
+#define EMBER_REGISTER_SERVICE(Class)                                                 \
+  [[maybe_unused]] static const bool ember_registered_##Class = [] {                  \
+    auto status = ::ember::register_service<Class>(#Class);                           \
+    if (!status) {                                                                    \
+      ::ember::system_log().error("register_service({}): {}", #Class,                 \
+                                  status.error().to_string());                        \
+    }                                                                                 \
+    return true;                                                                      \
+  }()

@@ -1,0 +1,781 @@
+// SPDX-License-Identifier: Apache-2.0
+#include <ember/config.hpp>
+
+#include <algorithm>
+#include <array>
+#include <cctype>
+#include <cerrno>
+#include <charconv>
+#include <cstdlib>
+#include <cstring>
+#include <exception>
+#include <filesystem>
+#include <fstream>
+#include <limits>
+#include <optional>
+#include <span>
+#include <sstream>
+#include <system_error>
+#include <utility>
+
+#include <yaml-cpp/yaml.h>
+
+namespace ember {
+namespace {
+
+using std::chrono::milliseconds;
+
+constexpr std::int64_t kInt64Max = std::numeric_limits<std::int64_t>::max();
+constexpr std::int64_t kNsPerMs = 1'000'000;
+
+// Parse errors are shown to operators, so an unnamed source still gets a recognisable label.
+std::string display_source(std::string_view source) {
+  return source.empty() ? std::string{"<config>"} : std::string{source};
+}
+
+// One place for the "source:line: path: what" shape so every error reads the same.
+Error config_error(std::string_view source, int line, std::string_view path, std::string_view what,
+                   Errc code = Errc::invalid_argument) {
+  std::string text = display_source(source);
+  if (line > 0) {
+    text += ':';
+    text += std::to_string(line);
+  }
+  text += ": ";
+  if (!path.empty()) {
+    text += path;
+    text += ": ";
+  }
+  text += what;
+  return Error{code, std::move(text)};
+}
+
+// Scalars are echoed back in messages; a pasted blob should not swamp the log line.
+std::string quote(std::string_view text) {
+  constexpr std::size_t kMaxShown = 60;
+  std::string out = "'";
+  if (text.size() > kMaxShown) {
+    out += text.substr(0, kMaxShown);
+    out += "...";
+  } else {
+    out += text;
+  }
+  out += '\'';
+  return out;
+}
+
+std::string describe(const YAML::Node& node) {
+  switch (node.Type()) {
+    case YAML::NodeType::Null: return "an empty value";
+    case YAML::NodeType::Map: return "a map";
+    case YAML::NodeType::Sequence: return "a sequence";
+    case YAML::NodeType::Scalar: return quote(node.Scalar());
+    case YAML::NodeType::Undefined: break;
+  }
+  return "nothing";
+}
+
+std::string join_path(std::string_view parent, std::string_view key) {
+  if (parent.empty())
+    return std::string{key};
+  std::string out{parent};
+  out += '.';
+  out += key;
+  return out;
+}
+
+std::string join_list(std::span<const std::string_view> names) {
+  std::string out;
+  for (std::string_view name : names) {
+    if (!out.empty())
+      out += ", ";
+    out += name;
+  }
+  return out;
+}
+
+bool all_digits(std::string_view text) {
+  return !text.empty() &&
+         std::all_of(text.begin(), text.end(), [](char c) { return c >= '0' && c <= '9'; });
+}
+
+std::string to_lower(std::string_view text) {
+  std::string out{text};
+  for (char& c : out) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+  return out;
+}
+
+// --- durations -------------------------------------------------------------------------------
+
+std::optional<std::int64_t> unit_in_ns(std::string_view unit) {
+  if (unit == "ns")
+    return 1;
+  // Go accepts both the micro sign (U+00B5) and the Greek mu (U+03BC); people paste either.
+  if (unit == "us" || unit == "\xC2\xB5s" || unit == "\xCE\xBCs")
+    return 1'000;
+  if (unit == "ms")
+    return kNsPerMs;
+  if (unit == "s")
+    return 1'000'000'000;
+  if (unit == "m")
+    return 60LL * 1'000'000'000;
+  if (unit == "h")
+    return 3600LL * 1'000'000'000;
+  return std::nullopt;
+}
+
+// --- environment expansion -------------------------------------------------------------------
+
+bool is_env_name(std::string_view name) {
+  if (name.empty())
+    return false;
+  auto head = static_cast<unsigned char>(name.front());
+  if (!(std::isalpha(head) || head == '_'))
+    return false;
+  return std::all_of(name.begin(), name.end(), [](char c) {
+    auto u = static_cast<unsigned char>(c);
+    return std::isalnum(u) || u == '_';
+  });
+}
+
+// --- YAML → NodeConfig -----------------------------------------------------------------------
+
+constexpr std::array<std::string_view, 3> kTopKeys = {"NodeConf", "ServiceConf", "SystemLogger"};
+constexpr std::array<std::string_view, 5> kNodeKeys = {"NodeId", "WorkerThreads", "TimerTick",
+                                                       "ShutdownTimeout", "CallTimeout"};
+constexpr std::array<std::string_view, 3> kLogKeys = {"Level", "Path", "Name"};
+constexpr std::array<std::string_view, 1> kServiceConfKeys = {"StartServices"};
+constexpr std::array<std::string_view, 10> kServiceKeys = {"ClassName",
+                                                           "ServiceName",
+                                                           "ServiceId",
+                                                           "Type",
+                                                           "ServerId",
+                                                           "Version",
+                                                           "IsPrimarySecondaryMode",
+                                                           "Pinned",
+                                                           "WorkerConf",
+                                                           "Params"};
+constexpr std::array<std::string_view, 5> kWorkerKeys = {
+    "WorkerNum", "MaxWorkerNum", "VirtualWorkerRate", "MailboxSize", "Overflow"};
+constexpr std::array<std::string_view, 7> kLevels = {"trace", "debug",    "info", "warn",
+                                                     "error", "critical", "off"};
+
+// One key/value pair of a YAML map, with what the readers need to word their errors.
+struct Entry {
+  std::string key;
+  YAML::Node value;
+  std::string path;
+  int line = 0;  // where the value is, falling back to the key when the value has no position
+};
+
+class Parser {
+ public:
+  Parser(std::string_view text, std::string_view source) : text_(text), source_(source) {}
+
+  Result<NodeConfig> run() {
+    std::vector<YAML::Node> docs = YAML::LoadAll(std::string{text_});
+    NodeConfig config;
+    // An empty file or one holding only comments yields no document: all defaults apply.
+    if (docs.empty())
+      return config;
+    if (docs.size() > 1) {
+      return fail(line_of(docs[1]), "",
+                  "expected a single YAML document, found " + std::to_string(docs.size()));
+    }
+    const YAML::Node& root = docs.front();
+    if (root.IsNull())
+      return config;
+    if (!root.IsMap()) {
+      return fail(std::max(line_of(root), 1), "",
+                  "expected a map at the top level, got " + describe(root));
+    }
+    auto on_key = [&](const Entry& e) -> Status {
+      if (e.key == "NodeConf")
+        return read_node_conf(e, config);
+      if (e.key == "SystemLogger")
+        return read_logger(e, config.log);
+      return read_service_conf(e, config.services);
+    };
+    Status status = for_each_key(root, 1, "", kTopKeys, on_key);
+    if (!status)
+      return status.error();
+    return config;
+  }
+
+ private:
+  Error fail(int line, std::string_view path, std::string_view what) const {
+    return config_error(source_, line, path, what);
+  }
+
+  static int line_of(const YAML::Node& node) {
+    const YAML::Mark mark = node.Mark();
+    return mark.is_null() || mark.line < 0 ? 0 : mark.line + 1;
+  }
+
+  // yaml-cpp places an empty value at the next token, which is often on a later line; the key
+  // is where the user has to look, so empty values report the key's line.
+  static int value_line(const YAML::Node& value, int key_line) {
+    if (value.IsNull())
+      return key_line;
+    const int line = line_of(value);
+    return line > 0 ? line : key_line;
+  }
+
+  // An empty sequence item ("-" alone) has the same problem but no key to fall back on, so walk
+  // back from where yaml-cpp put it to the last non-blank, non-comment line, which holds the "-".
+  int sequence_item_line(const YAML::Node& item) const {
+    const int line = line_of(item);
+    if (!item.IsNull() || line == 0)
+      return line;
+    const YAML::Mark mark = item.Mark();
+    auto pos = static_cast<std::size_t>(std::max(mark.pos, 0));
+    if (pos > text_.size())
+      return line;
+    std::string_view rest = text_.substr(pos);
+    if (rest.starts_with('~') || rest.starts_with("null") || rest.starts_with("Null") ||
+        rest.starts_with("NULL")) {
+      return line;  // an explicit null sits where yaml-cpp says
+    }
+    std::size_t p = pos;
+    while (p > 0) {
+      const char c = text_[p - 1];
+      if (c == ' ' || c == '\t' || c == '\r' || c == '\n') {
+        --p;
+        continue;
+      }
+      const std::size_t line_start = text_.rfind('\n', p - 1);
+      const std::size_t begin = line_start == std::string_view::npos ? 0 : line_start + 1;
+      const std::size_t first = text_.find_first_not_of(" \t", begin);
+      if (first != std::string_view::npos && first < p && text_[first] == '#') {
+        p = begin;  // a comment-only line: keep looking above it
+        continue;
+      }
+      return 1 + static_cast<int>(
+                     std::count(text_.begin(), text_.begin() + static_cast<long>(p - 1), '\n'));
+    }
+    return line;
+  }
+
+  // Walks a map in document order so the first problem in the file is the one reported.
+  // known == nullopt accepts any key (Params).
+  template <class Fn>
+  Status for_each_key(const YAML::Node& map, int line, const std::string& path,
+                      std::optional<std::span<const std::string_view>> known, Fn&& fn) const {
+    // A section whose entries are all commented out parses as null; treat it as empty.
+    if (map.IsNull())
+      return ok_status();
+    if (!map.IsMap())
+      return fail(line, path, "expected a map, got " + describe(map));
+    std::map<std::string, int> seen;
+    for (auto it = map.begin(); it != map.end(); ++it) {
+      // Copies on purpose: the iterator hands out a temporary pair, so references would dangle.
+      const YAML::Node key_node = it->first;
+      const int key_line = line_of(key_node) > 0 ? line_of(key_node) : line;
+      if (!key_node.IsScalar()) {
+        return fail(key_line, path, "expected a string key, got " + describe(key_node));
+      }
+      Entry entry{key_node.Scalar(), it->second, "", 0};
+      entry.path = join_path(path, entry.key);
+      entry.line = value_line(entry.value, key_line);
+      // yaml-cpp keeps both copies of a repeated key; silently taking one would hide a typo.
+      auto [previous, inserted] = seen.emplace(entry.key, key_line);
+      if (!inserted) {
+        return fail(
+            key_line, entry.path,
+            "duplicate key (first defined at line " + std::to_string(previous->second) + ")");
+      }
+      if (known && std::find(known->begin(), known->end(), entry.key) == known->end()) {
+        return fail(key_line, entry.path,
+                    "unknown key (expected one of: " + join_list(*known) + ")");
+      }
+      if (Status status = fn(entry); !status)
+        return status;
+    }
+    return ok_status();
+  }
+
+  // --- scalar readers ---
+
+  Result<std::string> read_string(const Entry& e, bool non_empty = false) const {
+    std::string value;
+    if (e.value.IsScalar()) {
+      value = e.value.Scalar();
+    } else if (!e.value.IsNull()) {
+      return fail(e.line, e.path, "expected a string, got " + describe(e.value));
+    }
+    if (non_empty && value.empty())
+      return fail(e.line, e.path, "must not be empty");
+    return value;
+  }
+
+  static std::string range_text(std::int64_t lo, std::int64_t hi) {
+    if (hi == kInt64Max)
+      return ">= " + std::to_string(lo);
+    return std::to_string(lo) + ".." + std::to_string(hi);
+  }
+
+  Result<std::int64_t> read_int(const Entry& e, std::int64_t lo, std::int64_t hi) const {
+    if (!e.value.IsScalar()) {
+      return fail(e.line, e.path, "expected an integer, got " + describe(e.value));
+    }
+    const std::string& text = e.value.Scalar();
+    std::string_view digits = text;
+    if (digits.starts_with('+'))
+      digits.remove_prefix(1);
+    std::int64_t value = 0;
+    const auto [end, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), value);
+    const bool whole = end == digits.data() + digits.size();
+    if (digits.empty() || digits.starts_with('+') || !whole ||
+        (ec != std::errc{} && ec != std::errc::result_out_of_range)) {
+      return fail(e.line, e.path, "expected an integer, got " + quote(text));
+    }
+    if (ec == std::errc::result_out_of_range || value < lo || value > hi) {
+      return fail(e.line, e.path,
+                  quote(text) + " is out of range (expected " + range_text(lo, hi) + ")");
+    }
+    return value;
+  }
+
+  Result<bool> read_bool(const Entry& e) const {
+    // yaml-cpp would also take yes/no/on/off/y/n; those surprise people (the "Norway problem"),
+    // so only the two spellings everyone reads the same way are accepted.
+    if (e.value.IsScalar()) {
+      if (e.value.Scalar() == "true")
+        return true;
+      if (e.value.Scalar() == "false")
+        return false;
+    }
+    return fail(e.line, e.path, "expected true or false, got " + describe(e.value));
+  }
+
+  Result<milliseconds> read_duration(const Entry& e, milliseconds lo,
+                                     std::optional<milliseconds> hi,
+                                     std::string_view expected) const {
+    if (!e.value.IsScalar()) {
+      return fail(e.line, e.path,
+                  "expected a duration such as 10ms, 1.5s or 1m30s, got " + describe(e.value));
+    }
+    const std::string& text = e.value.Scalar();
+    Result<milliseconds> parsed = parse_duration(text);
+    if (!parsed)
+      return fail(e.line, e.path, parsed.error().message());
+    if (*parsed < lo || (hi && *parsed > *hi)) {
+      return fail(e.line, e.path,
+                  quote(text) + " (" + std::to_string(parsed->count()) +
+                      "ms) is out of range (expected " + std::string{expected} + ")");
+    }
+    return parsed;
+  }
+
+  // --- sections ---
+
+  Status read_node_conf(const Entry& section, NodeConfig& config) const {
+    auto on_key = [&](const Entry& e) -> Status {
+      if (e.key == "NodeId") {
+        auto value = read_string(e, /*non_empty=*/true);
+        if (!value)
+          return value.error();
+        config.node_id = std::move(*value);
+      } else if (e.key == "WorkerThreads") {
+        auto value = read_int(e, 0, 1024);
+        if (!value)
+          return value.error();
+        config.worker_threads = static_cast<int>(*value);
+      } else if (e.key == "TimerTick") {
+        auto value = read_duration(e, milliseconds{1}, milliseconds{1000}, "1ms..1s");
+        if (!value)
+          return value.error();
+        config.timer_tick = *value;
+      } else if (e.key == "ShutdownTimeout") {
+        auto value = read_duration(e, milliseconds{0}, std::nullopt, ">= 0");
+        if (!value)
+          return value.error();
+        config.shutdown_timeout = *value;
+      } else {  // CallTimeout
+        auto value = read_duration(e, milliseconds{1}, std::nullopt, "at least 1ms");
+        if (!value)
+          return value.error();
+        config.call_timeout = *value;
+      }
+      return ok_status();
+    };
+    return for_each_key(section.value, section.line, section.path, kNodeKeys, on_key);
+  }
+
+  Status read_logger(const Entry& section, LogConfig& log) const {
+    auto on_key = [&](const Entry& e) -> Status {
+      if (e.key == "Level") {
+        auto value = read_string(e);
+        if (!value)
+          return value.error();
+        std::string level = to_lower(*value);
+        if (std::find(kLevels.begin(), kLevels.end(), level) == kLevels.end()) {
+          return fail(
+              e.line, e.path,
+              "unknown level " + quote(*value) + " (expected one of: " + join_list(kLevels) + ")");
+        }
+        log.level = std::move(level);
+      } else if (e.key == "Path") {
+        auto value = read_string(e);
+        if (!value)
+          return value.error();
+        log.path = std::move(*value);
+      } else {  // Name
+        auto value = read_string(e, /*non_empty=*/true);
+        if (!value)
+          return value.error();
+        log.name = std::move(*value);
+      }
+      return ok_status();
+    };
+    return for_each_key(section.value, section.line, section.path, kLogKeys, on_key);
+  }
+
+  Status read_service_conf(const Entry& section, std::vector<ServiceConfig>& services) const {
+    auto on_key = [&](const Entry& e) -> Status {
+      if (e.value.IsNull())
+        return ok_status();
+      if (!e.value.IsSequence()) {
+        return fail(e.line, e.path, "expected a sequence, got " + describe(e.value));
+      }
+      // (ServiceName, ServiceId) → line of the entry that claimed it first.
+      std::map<std::pair<std::string, std::string>, int> identities;
+      std::size_t index = 0;
+      for (auto it = e.value.begin(); it != e.value.end(); ++it, ++index) {
+        Entry item{"", *it, e.path + "[" + std::to_string(index) + "]", 0};
+        item.line = sequence_item_line(item.value);
+        if (item.line == 0)
+          item.line = e.line;
+        ServiceConfig service;
+        if (Status status = read_service(item, service); !status)
+          return status;
+        auto [previous, inserted] =
+            identities.emplace(std::pair{service.name, service.id}, service.line);
+        if (!inserted) {
+          return fail(service.line, item.path,
+                      "duplicate service: ServiceName " + quote(service.name) + " with ServiceId " +
+                          quote(service.id) + " is already defined at line " +
+                          std::to_string(previous->second));
+        }
+        services.push_back(std::move(service));
+      }
+      return ok_status();
+    };
+    return for_each_key(section.value, section.line, section.path, kServiceConfKeys, on_key);
+  }
+
+  Status read_service(const Entry& item, ServiceConfig& service) const {
+    if (!item.value.IsMap()) {
+      return fail(item.line, item.path, "expected a map, got " + describe(item.value));
+    }
+    service.line = item.line;
+    bool has_class = false;
+    bool has_name = false;
+    auto on_key = [&](const Entry& e) -> Status {
+      if (e.key == "ClassName" || e.key == "ServiceName") {
+        auto value = read_string(e, /*non_empty=*/true);
+        if (!value)
+          return value.error();
+        if (e.key == "ClassName") {
+          service.class_name = std::move(*value);
+          has_class = true;
+        } else {
+          service.name = std::move(*value);
+          has_name = true;
+        }
+      } else if (e.key == "ServiceId" || e.key == "Type") {
+        auto value = read_string(e);
+        if (!value)
+          return value.error();
+        (e.key == "ServiceId" ? service.id : service.type) = std::move(*value);
+      } else if (e.key == "ServerId") {
+        auto value = read_int(e, std::numeric_limits<std::int32_t>::min(),
+                              std::numeric_limits<std::int32_t>::max());
+        if (!value)
+          return value.error();
+        service.server_id = static_cast<std::int32_t>(*value);
+      } else if (e.key == "Version") {
+        auto value = read_int(e, std::numeric_limits<std::int64_t>::min(), kInt64Max);
+        if (!value)
+          return value.error();
+        service.version = *value;
+      } else if (e.key == "IsPrimarySecondaryMode" || e.key == "Pinned") {
+        auto value = read_bool(e);
+        if (!value)
+          return value.error();
+        (e.key == "Pinned" ? service.pinned : service.primary_secondary) = *value;
+      } else if (e.key == "WorkerConf") {
+        return read_worker(e, service.worker);
+      } else {  // Params
+        return read_params(e, service.params);
+      }
+      return ok_status();
+    };
+    Status status = for_each_key(item.value, item.line, item.path, kServiceKeys, on_key);
+    if (!status)
+      return status;
+    if (!has_class) {
+      return fail(item.line, join_path(item.path, "ClassName"), "missing required key");
+    }
+    if (!has_name)
+      service.name = service.class_name;
+    return ok_status();
+  }
+
+  Status read_worker(const Entry& section, WorkerConfig& worker) const {
+    std::optional<Entry> max_entry;
+    auto on_key = [&](const Entry& e) -> Status {
+      if (e.key == "WorkerNum") {
+        auto value = read_int(e, 1, 1024);
+        if (!value)
+          return value.error();
+        worker.lanes = static_cast<int>(*value);
+      } else if (e.key == "MaxWorkerNum") {
+        auto value = read_int(e, 0, 1024);
+        if (!value)
+          return value.error();
+        worker.max_lanes = static_cast<int>(*value);
+        max_entry = e;
+      } else if (e.key == "VirtualWorkerRate") {
+        auto value = read_int(e, 1, 1000);
+        if (!value)
+          return value.error();
+        worker.virtual_nodes = static_cast<int>(*value);
+      } else if (e.key == "MailboxSize") {
+        auto value = read_int(e, 0, kInt64Max);
+        if (!value)
+          return value.error();
+        worker.mailbox_bound = *value;
+      } else {  // Overflow
+        auto value = read_string(e);
+        if (!value)
+          return value.error();
+        if (*value != "reject") {
+          return fail(e.line, e.path,
+                      "unknown overflow policy " + quote(*value) + " (expected one of: reject)");
+        }
+        worker.overflow = OverflowPolicy::reject;
+      }
+      return ok_status();
+    };
+    Status status = for_each_key(section.value, section.line, section.path, kWorkerKeys, on_key);
+    if (!status)
+      return status;
+    // Checked after the whole map because the two keys may come in either order.
+    if (max_entry && worker.max_lanes != 0 && worker.max_lanes < worker.lanes) {
+      return fail(max_entry->line, max_entry->path,
+                  std::to_string(worker.max_lanes) + " is less than WorkerNum " +
+                      std::to_string(worker.lanes) + " (use 0 to mean the same as WorkerNum)");
+    }
+    return ok_status();
+  }
+
+  Status read_params(const Entry& section, std::map<std::string, std::string>& params) const {
+    auto on_key = [&](const Entry& e) -> Status {
+      if (e.value.IsMap() || e.value.IsSequence()) {
+        return fail(e.line, e.path,
+                    "expected a scalar value, got " + describe(e.value) +
+                        " (Params values cannot be nested)");
+      }
+      params[e.key] = e.value.IsScalar() ? e.value.Scalar() : std::string{};
+      return ok_status();
+    };
+    return for_each_key(section.value, section.line, section.path, std::nullopt, on_key);
+  }
+
+  std::string_view text_;
+  std::string_view source_;
+};
+
+}  // namespace
+
+Result<milliseconds> parse_duration(std::string_view text) {
+  auto fail = [&](std::string_view why) {
+    return Error{Errc::invalid_argument,
+                 "invalid duration " + quote(text) + ": " + std::string{why}};
+  };
+  if (text.empty())
+    return fail("empty");
+  if (text.front() == '-')
+    return fail("negative durations are not allowed");
+
+  // A bare integer is the seed's historical form: milliseconds.
+  if (all_digits(text)) {
+    std::int64_t ms = 0;
+    const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), ms);
+    if (ec != std::errc{} || end != text.data() + text.size() || ms > kInt64Max / kNsPerMs) {
+      return fail("out of range");
+    }
+    return milliseconds{ms};
+  }
+
+  // Accumulate in whole nanoseconds so "0.3s" is exactly 300ms rather than 299.999...
+  std::int64_t total_ns = 0;
+  std::size_t i = 0;
+  while (i < text.size()) {
+    const std::size_t number_start = i;
+    std::int64_t whole = 0;
+    bool overflow = false;
+    std::size_t digits = 0;
+    while (i < text.size() && text[i] >= '0' && text[i] <= '9') {
+      overflow = overflow || __builtin_mul_overflow(whole, 10, &whole) ||
+                 __builtin_add_overflow(whole, text[i] - '0', &whole);
+      ++i;
+      ++digits;
+    }
+    std::string_view fraction;
+    if (i < text.size() && text[i] == '.') {
+      const std::size_t start = ++i;
+      while (i < text.size() && text[i] >= '0' && text[i] <= '9') ++i;
+      fraction = text.substr(start, i - start);
+      digits += fraction.size();
+    }
+    if (digits == 0)
+      return fail("expected a number at " + quote(text.substr(number_start)));
+
+    const std::size_t unit_start = i;
+    while (i < text.size() && !(text[i] >= '0' && text[i] <= '9') && text[i] != '.') ++i;
+    const std::string_view unit = text.substr(unit_start, i - unit_start);
+    if (unit.empty())
+      return fail("missing unit (use ns, us, ms, s, m or h)");
+    const std::optional<std::int64_t> unit_ns = unit_in_ns(unit);
+    if (!unit_ns)
+      return fail("unknown unit " + quote(unit) + " (use ns, us, ms, s, m or h)");
+
+    std::int64_t part = 0;
+    overflow = overflow || __builtin_mul_overflow(whole, *unit_ns, &part);
+    // Each fraction digit is worth a tenth of the previous one; below 1ns the rest is dropped.
+    std::int64_t scale = *unit_ns;
+    for (char c : fraction) {
+      scale /= 10;
+      if (scale == 0)
+        break;
+      overflow = overflow || __builtin_add_overflow(part, (c - '0') * scale, &part);
+    }
+    overflow = overflow || __builtin_add_overflow(total_ns, part, &total_ns);
+    if (overflow)
+      return fail("out of range");
+  }
+  return milliseconds{total_ns / kNsPerMs};
+}
+
+Result<std::string> expand_env(std::string_view text, std::string_view source_name) {
+  std::string out;
+  out.reserve(text.size());
+  int line = 1;
+  std::size_t i = 0;
+  while (i < text.size()) {
+    const char c = text[i];
+    if (c == '\n')
+      ++line;
+    if (c != '$') {
+      out += c;
+      ++i;
+      continue;
+    }
+    if (i + 1 < text.size() && text[i + 1] == '$') {
+      out += '$';
+      i += 2;
+      continue;
+    }
+    if (i + 1 >= text.size() || text[i + 1] != '{') {
+      out += '$';  // "$5" or "cost: $" are ordinary text, not references
+      ++i;
+      continue;
+    }
+    // A reference must close on its own line; otherwise a missing "}" would swallow the file.
+    const std::size_t close = text.find_first_of("}\n", i + 2);
+    if (close == std::string_view::npos || text[close] == '\n') {
+      return config_error(source_name, line, "",
+                          "unterminated '${' (expected '}' on the same line)");
+    }
+    const std::string_view body = text.substr(i + 2, close - i - 2);
+    std::string_view name = body;
+    std::optional<std::string_view> fallback;
+    if (const std::size_t colon = body.find(':'); colon != std::string_view::npos) {
+      if (body.substr(colon, 2) != ":-") {
+        return config_error(source_name, line, "",
+                            "unsupported expression " + quote("${" + std::string{body} + "}") +
+                                " (expected ${NAME} or ${NAME:-default})");
+      }
+      name = body.substr(0, colon);
+      fallback = body.substr(colon + 2);
+    }
+    if (!is_env_name(name)) {
+      return config_error(source_name, line, "",
+                          "invalid environment variable name " + quote(name) + " in " +
+                              quote("${" + std::string{body} + "}"));
+    }
+    const std::string name_text{name};
+    const char* value = std::getenv(name_text.c_str());
+    std::string_view replacement;
+    // Like the shell's ":-", an empty value also takes the default: an exported-but-empty
+    // variable is almost always a deployment slip, not a deliberate empty setting.
+    if (value != nullptr && (*value != '\0' || !fallback)) {
+      replacement = value;
+    } else if (fallback) {
+      replacement = *fallback;
+    } else {
+      return config_error(source_name, line, "",
+                          "environment variable " + name_text + " is not set");
+    }
+    if (replacement.find_first_of("\r\n") != std::string_view::npos) {
+      return config_error(source_name, line, "",
+                          "environment variable " + name_text +
+                              " contains a line break; only single-line values can be "
+                              "substituted (line numbers in errors would be wrong)");
+    }
+    out += replacement;
+    i = close + 1;
+  }
+  return out;
+}
+
+Result<NodeConfig> parse_node_config(std::string_view yaml_text, std::string_view source_name) {
+  try {
+    Result<NodeConfig> config = Parser{yaml_text, source_name}.run();
+    if (config) {
+      config->source = std::string(source_name);
+    }
+    return config;
+  } catch (const YAML::Exception& e) {
+    const int line = e.mark.is_null() || e.mark.line < 0 ? 0 : e.mark.line + 1;
+    return config_error(source_name, line, "", "invalid YAML: " + e.msg);
+  } catch (const std::exception& e) {
+    return config_error(source_name, 0, "", std::string{"unexpected error: "} + e.what(),
+                        Errc::internal);
+  } catch (...) {
+    return config_error(source_name, 0, "", "unexpected error", Errc::internal);
+  }
+}
+
+Result<NodeConfig> load_node_config(const std::string& path) {
+  try {
+    std::error_code ec;
+    if (std::filesystem::is_directory(path, ec)) {
+      return Error{Errc::io_error, "cannot read config file '" + path + "': is a directory"};
+    }
+    std::ifstream in(path, std::ios::binary);
+    if (!in) {
+      return Error{Errc::io_error,
+                   "cannot open config file '" + path + "': " + std::strerror(errno)};
+    }
+    std::ostringstream buffer;
+    buffer << in.rdbuf();
+    if (in.bad()) {
+      return Error{Errc::io_error, "cannot read config file '" + path + "'"};
+    }
+    Result<std::string> expanded = expand_env(buffer.str(), path);
+    if (!expanded)
+      return std::move(expanded).error();
+    Result<NodeConfig> config = parse_node_config(*expanded, path);
+    if (!config)
+      return config;
+    config->source = path;
+    return config;
+  } catch (const std::exception& e) {
+    return Error{Errc::io_error, "cannot read config file '" + path + "': " + e.what()};
+  }
+}
+
+}  // namespace ember

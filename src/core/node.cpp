@@ -1,0 +1,348 @@
+// SPDX-License-Identifier: Apache-2.0
+#include <ember/node.hpp>
+
+#include <algorithm>
+#include <csignal>
+#include <thread>
+
+#include "core/node_impl.hpp"
+#include "core/service_core.hpp"
+
+namespace ember {
+
+namespace detail {
+ServiceFactory find_factory(std::string_view class_name);
+
+namespace {
+std::string describe(const ServiceConfig& c) { return c.id.empty() ? c.name : c.name + "#" + c.id; }
+
+std::string where(const NodeConfig& node, const ServiceConfig& c) {
+  if (c.line > 0 && !node.source.empty()) {
+    return node.source + ":" + std::to_string(c.line) + ": ";
+  }
+  return {};
+}
+}  // namespace
+
+NodeImpl::NodeImpl(NodeConfig cfg)
+    : config(std::move(cfg)),
+      log(config.node_id),
+      local_zone(timer::TimeZone::utc()) {
+  if (auto zone = timer::TimeZone::load("Local")) {
+    local_zone = std::move(*zone);
+  }
+}
+
+void NodeImpl::make_visible(Service& s) {
+  std::unique_lock lock(visible_mu);
+  visible[{s.name(), s.service_id()}] = &s;
+}
+
+void NodeImpl::make_invisible(Service& s) {
+  std::unique_lock lock(visible_mu);
+  auto it = visible.find(std::pair<std::string, std::string>{s.name(), s.service_id()});
+  if (it != visible.end() && it->second == &s) {
+    visible.erase(it);
+  }
+}
+
+Service* NodeImpl::find_visible(std::string_view name, std::string_view id) const {
+  std::shared_lock lock(visible_mu);
+  auto it = visible.find(std::pair<std::string, std::string>{std::string(name), std::string(id)});
+  return it == visible.end() ? nullptr : it->second;
+}
+
+Status NodeImpl::create_and_init(std::unique_ptr<Service> service, ServiceConfig cfg,
+                                 std::vector<Service*>& out) {
+  if (cfg.name.empty()) {
+    cfg.name = cfg.class_name;
+  }
+  if (cfg.name.empty()) {
+    return Error{Errc::invalid_argument, "a service needs a ServiceName or ClassName"};
+  }
+  for (const auto& existing : services) {
+    if (existing->name() == cfg.name && existing->service_id() == cfg.id) {
+      return Error{Errc::already_exists, where(config, cfg) + "service " + describe(cfg) +
+                                             " already exists on node " + config.node_id};
+    }
+  }
+  std::unique_ptr<runtime::Scheduler> dedicated;
+  if (cfg.pinned) {
+    dedicated = std::make_unique<runtime::Scheduler>(std::max(1, cfg.worker.lanes), describe(cfg));
+  }
+  Service* raw = service.get();
+  raw->core_ = std::make_unique<ServiceCore>(*this, *raw, cfg, scheduler.get(), std::move(dedicated));
+  raw->service_ = raw;
+  raw->id_ = 1'000'000;
+  raw->extras_ = std::make_unique<ModuleExtras>();
+  services.push_back(std::move(service));
+  Status st = raw->core_->init();
+  if (!st) {
+    return Error{st.error().code(), where(config, cfg) + st.error().message()};
+  }
+  out.push_back(raw);
+  return {};
+}
+
+Status NodeImpl::stop_one(Service& s) {
+  make_invisible(s);
+  return s.core_->stop(config.shutdown_timeout);
+}
+
+}  // namespace detail
+
+Node::Node(NodeConfig config) : impl_(std::make_unique<detail::NodeImpl>(std::move(config))) {
+  impl_->owner = this;
+}
+
+Node::~Node() { (void)stop(); }
+
+const NodeConfig& Node::config() const noexcept { return impl_->config; }
+const std::string& Node::id() const noexcept { return impl_->config.node_id; }
+
+bool Node::running() const noexcept {
+  return impl_->phase == detail::NodeImpl::Phase::running;
+}
+
+Status Node::start() {
+  auto& n = *impl_;
+  std::lock_guard lifecycle(n.lifecycle_mu);
+  if (n.phase != detail::NodeImpl::Phase::idle) {
+    return Error{Errc::bad_state, "node " + n.config.node_id + " was already started"};
+  }
+  // Resolve every class before running any hook: a typo must not half-start the node.
+  std::vector<std::pair<std::unique_ptr<Service>, ServiceConfig>> planned;
+  for (std::size_t i = 0; i < n.config.services.size(); ++i) {
+    const ServiceConfig& cfg = n.config.services[i];
+    ServiceFactory factory = detail::find_factory(cfg.class_name);
+    if (!factory) {
+      std::string known;
+      for (const auto& name : registered_services()) {
+        known += (known.empty() ? "" : ", ") + name;
+      }
+      return Error{Errc::not_found, detail::where(n.config, cfg) + "ServiceConf.StartServices[" +
+                                        std::to_string(i) + "].ClassName: unknown class '" +
+                                        cfg.class_name + "' (registered: " +
+                                        (known.empty() ? "none" : known) + ")"};
+    }
+    std::unique_ptr<Service> instance;
+    try {
+      instance = factory();
+    } catch (const std::exception& e) {
+      return Error{Errc::handler_failed, "constructing " + cfg.class_name + " threw: " + e.what()};
+    }
+    if (!instance) {
+      return Error{Errc::internal, "the factory of " + cfg.class_name + " returned null"};
+    }
+    planned.emplace_back(std::move(instance), cfg);
+  }
+  for (auto& early : n.added_before_start) {
+    planned.push_back(std::move(early));
+  }
+  n.added_before_start.clear();
+
+  n.phase = detail::NodeImpl::Phase::starting;
+  int threads = n.config.worker_threads > 0 ? n.config.worker_threads
+                                            : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  n.scheduler = std::make_unique<runtime::Scheduler>(threads, n.config.node_id);
+  n.timers = std::make_unique<timer::TimerService>(n.config.timer_tick);
+  n.timers->start();
+
+  std::vector<Service*> initialized;
+  Status failure;
+  for (auto& [instance, cfg] : planned) {
+    failure = n.create_and_init(std::move(instance), cfg, initialized);
+    if (!failure) {
+      break;
+    }
+  }
+  std::vector<Service*> started;
+  if (failure) {
+    for (Service* s : initialized) {
+      failure = s->core_->start();
+      if (!failure) {
+        break;
+      }
+      started.push_back(s);
+    }
+  }
+  if (!failure) {
+    n.log.error("start failed: {}", failure.error().to_string());
+    for (auto it = n.services.rbegin(); it != n.services.rend(); ++it) {
+      (void)n.stop_one(**it);
+    }
+    n.services.clear();
+    n.timers->stop();
+    n.scheduler->stop();
+    n.phase = detail::NodeImpl::Phase::stopped;
+    return failure;
+  }
+  n.phase = detail::NodeImpl::Phase::running;
+  n.log.info("started {} services on {} worker threads", n.services.size(), threads);
+  return {};
+}
+
+Status Node::stop() {
+  auto& n = *impl_;
+  if (runtime::Scheduler::current() != nullptr) {
+    return Error{Errc::bad_state, "Node::stop() called from a handler; use request_stop()"};
+  }
+  std::lock_guard lifecycle(n.lifecycle_mu);
+  if (n.phase != detail::NodeImpl::Phase::running) {
+    return {};
+  }
+  n.phase = detail::NodeImpl::Phase::stopping;
+  n.log.info("stopping {} services", n.services.size());
+  Status result;
+  for (auto it = n.services.rbegin(); it != n.services.rend(); ++it) {
+    Status st = n.stop_one(**it);
+    if (!st) {
+      n.log.error("{}", st.error().to_string());
+      result = st;
+    }
+  }
+  n.timers->stop();
+  // Destroy in reverse start order; a service stuck in a handler is kept, never freed under it.
+  while (!n.services.empty()) {
+    std::unique_ptr<Service> s = std::move(n.services.back());
+    n.services.pop_back();
+    if (s->core_->mailbox().quiescent()) {
+      s.reset();
+    } else {
+      n.stuck.push_back(std::move(s));
+    }
+  }
+  if (n.stuck.empty()) {
+    n.scheduler->stop();
+  } else {
+    n.log.error("{} services are stuck in handlers; their worker threads are left running",
+                n.stuck.size());
+  }
+  n.phase = detail::NodeImpl::Phase::stopped;
+  n.log.info("stopped");
+  flush_logs();
+  return result;
+}
+
+void Node::request_stop() noexcept {
+  impl_->stop_requested.store(true, std::memory_order_release);
+  std::lock_guard lock(impl_->run_mu);
+  impl_->run_cv.notify_all();
+}
+
+int Node::run() {
+  // Block the stop signals before any thread exists so every thread inherits the mask and only
+  // this loop receives them (no async-signal-safety concerns in handlers).
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGINT);
+  sigaddset(&signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+
+  Status started = start();
+  if (!started) {
+    system_log().error("{}", started.error().to_string());
+    return 1;
+  }
+  auto& n = *impl_;
+  while (!n.stop_requested.load(std::memory_order_acquire)) {
+    timespec wait{0, 100'000'000};
+    int sig = sigtimedwait(&signals, nullptr, &wait);
+    if (sig == SIGINT || sig == SIGTERM) {
+      n.log.info("received {}", sig == SIGINT ? "SIGINT" : "SIGTERM");
+      break;
+    }
+  }
+  Status stopped = stop();
+  return stopped ? 0 : 1;
+}
+
+Result<Service*> Node::add_service(std::unique_ptr<Service> service, ServiceConfig config) {
+  auto& n = *impl_;
+  if (!service) {
+    return Error{Errc::invalid_argument, "add_service: null service"};
+  }
+  if (runtime::Scheduler::current() != nullptr) {
+    return Error{Errc::bad_state, "add_service must not be called from a handler"};
+  }
+  std::lock_guard lifecycle(n.lifecycle_mu);
+  if (config.name.empty()) {
+    config.name = config.class_name;
+  }
+  if (n.phase == detail::NodeImpl::Phase::idle) {
+    Service* raw = service.get();
+    n.added_before_start.emplace_back(std::move(service), std::move(config));
+    return raw;  // duplicates are reported by start()
+  }
+  if (n.phase != detail::NodeImpl::Phase::running) {
+    return Error{Errc::bad_state, "add_service: node is not running"};
+  }
+  std::vector<Service*> initialized;
+  Service* raw = service.get();
+  Status st = n.create_and_init(std::move(service), config, initialized);
+  bool created = std::any_of(n.services.begin(), n.services.end(), [&](auto& p) { return p.get() == raw; });
+  if (st) {
+    st = raw->core_->start();
+  }
+  if (!st) {
+    if (created) {  // otherwise create_and_init refused it before taking it in
+      (void)n.stop_one(*raw);
+      auto it = std::find_if(n.services.begin(), n.services.end(), [&](auto& p) { return p.get() == raw; });
+      n.services.erase(it);
+    }
+    return st.error();
+  }
+  return raw;
+}
+
+Status Node::stop_service(std::string_view name, std::string_view id) {
+  auto& n = *impl_;
+  if (runtime::Scheduler::current() != nullptr) {
+    return Error{Errc::bad_state, "stop_service must not be called from a handler"};
+  }
+  std::lock_guard lifecycle(n.lifecycle_mu);
+  auto it = std::find_if(n.services.begin(), n.services.end(), [&](auto& p) {
+    return p->name() == name && p->service_id() == id;
+  });
+  if (it == n.services.end()) {
+    return Error{Errc::not_found, "no service " + std::string(name) + (id.empty() ? "" : "#" + std::string(id))};
+  }
+  Status st = n.stop_one(**it);
+  if (!st) {
+    n.stuck.push_back(std::move(*it));
+  }
+  n.services.erase(it);
+  return st;
+}
+
+Service* Node::find_service(std::string_view name, std::string_view id) const {
+  return impl_->find_visible(name, id);
+}
+
+std::vector<Service*> Node::services() const {
+  std::shared_lock lock(impl_->visible_mu);
+  std::vector<Service*> out;
+  for (const auto& [key, s] : impl_->visible) {
+    out.push_back(s);
+  }
+  return out;
+}
+
+Status Node::post(std::string_view service_name, std::function<void()> fn, PostOptions options) {
+  if (!fn) {
+    return Error{Errc::invalid_argument, "post: empty function"};
+  }
+  std::shared_lock lock(impl_->visible_mu);
+  // The instance without an id, else the first instance of that name.
+  auto it = impl_->visible.lower_bound(std::pair<std::string, std::string>{std::string(service_name), std::string()});
+  if (it == impl_->visible.end() || it->first.first != service_name) {
+    return Error{Errc::not_found, "no running service named '" + std::string(service_name) + "'"};
+  }
+  auto* m = runtime::make_message(std::move(fn), options.name);
+  m->priority = options.priority;
+  m->key = options.key;
+  // Posting under the shared lock: the service cannot be stopped and freed meanwhile.
+  return it->second->core_->post(m, true);
+}
+
+}  // namespace ember

@@ -1,0 +1,59 @@
+// SPDX-License-Identifier: Apache-2.0
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <shared_mutex>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include <ember/config.hpp>
+#include <ember/node.hpp>
+#include <ember/log.hpp>
+#include <ember/service.hpp>
+
+#include "runtime/scheduler.hpp"
+#include "timer/time_zone.hpp"
+#include "timer/timer_service.hpp"
+
+namespace ember::detail {
+
+class NodeImpl {
+ public:
+  enum class Phase { idle, starting, running, stopping, stopped };
+
+  explicit NodeImpl(NodeConfig cfg);
+
+  Node* owner = nullptr;
+  NodeConfig config;
+  Logger log;
+  timer::TimeZone local_zone;
+  std::unique_ptr<runtime::Scheduler> scheduler;
+  std::unique_ptr<timer::TimerService> timers;
+
+  std::mutex lifecycle_mu;  // start/stop/add/remove run one at a time
+  Phase phase = Phase::idle;
+  std::vector<std::unique_ptr<Service>> services;  // start order
+  std::vector<std::unique_ptr<Service>> stuck;     // could not be drained: never destroyed
+  std::vector<std::pair<std::unique_ptr<Service>, ServiceConfig>> added_before_start;
+
+  mutable std::shared_mutex visible_mu;
+  std::map<std::pair<std::string, std::string>, Service*, std::less<>> visible;
+
+  std::mutex run_mu;
+  std::condition_variable run_cv;
+  std::atomic<bool> stop_requested{false};
+
+  void make_visible(Service& s);
+  void make_invisible(Service& s);
+  Service* find_visible(std::string_view name, std::string_view id) const;
+
+  Status create_and_init(std::unique_ptr<Service> service, ServiceConfig cfg, std::vector<Service*>& out);
+  Status stop_one(Service& s);
+};
+
+}  // namespace ember::detail

@@ -1,0 +1,103 @@
+// SPDX-License-Identifier: Apache-2.0
+#include <ember/service.hpp>
+
+#include <algorithm>
+#include <map>
+#include <mutex>
+
+#include "core/service_core.hpp"
+
+namespace ember {
+namespace {
+
+struct Registry {
+  std::mutex mu;
+  std::map<std::string, ServiceFactory, std::less<>> factories;
+};
+
+Registry& registry() {
+  static Registry r;
+  return r;
+}
+
+const ServiceConfig& empty_config() {
+  static const ServiceConfig c;
+  return c;
+}
+
+}  // namespace
+
+namespace detail {
+ServiceFactory find_factory(std::string_view class_name) {
+  auto& r = registry();
+  std::lock_guard lock(r.mu);
+  auto it = r.factories.find(class_name);
+  return it == r.factories.end() ? ServiceFactory{} : it->second;
+}
+}  // namespace detail
+
+Status register_service(std::string class_name, ServiceFactory factory) {
+  if (class_name.empty() || !factory) {
+    return Error{Errc::invalid_argument, "register_service: empty class name or factory"};
+  }
+  auto& r = registry();
+  std::lock_guard lock(r.mu);
+  if (r.factories.count(class_name) != 0) {
+    return Error{Errc::already_exists, "service class '" + class_name + "' is already registered"};
+  }
+  r.factories.emplace(std::move(class_name), std::move(factory));
+  return {};
+}
+
+std::vector<std::string> registered_services() {
+  auto& r = registry();
+  std::lock_guard lock(r.mu);
+  std::vector<std::string> names;
+  for (const auto& [name, f] : r.factories) {
+    names.push_back(name);
+  }
+  return names;
+}
+
+Service::Service() = default;
+Service::~Service() = default;
+
+const std::string& Service::name() const noexcept { return config().name; }
+const std::string& Service::service_id() const noexcept { return config().id; }
+const std::string& Service::type() const noexcept { return config().type; }
+std::int32_t Service::server_id() const noexcept { return config().server_id; }
+
+const ServiceConfig& Service::config() const noexcept {
+  return core_ ? core_->config() : empty_config();
+}
+
+std::string_view Service::param(std::string_view key, std::string_view fallback) const {
+  const auto& params = config().params;
+  auto it = params.find(std::string(key));
+  return it == params.end() ? fallback : std::string_view(it->second);
+}
+
+ServiceState Service::state() const noexcept {
+  return core_ ? core_->state() : ServiceState::created;
+}
+
+int Service::lane_count() const { return core_ ? core_->mailbox().lane_count() : 0; }
+
+void Service::set_lane_count(int lanes) {
+  if (!core_) {
+    return;
+  }
+  int max = config().worker.max_lanes > 0 ? config().worker.max_lanes : runtime::Mailbox::kMaxLanes;
+  core_->mailbox().resize(std::clamp(lanes, 1, max));
+}
+
+int Service::lane_of(DispatchKey key) const {
+  if (!core_ || !key.has_value()) {
+    return -1;
+  }
+  return core_->mailbox().lane_for_key(key.hash());
+}
+
+std::int64_t Service::queued_messages() const { return core_ ? core_->mailbox().queued() : 0; }
+
+}  // namespace ember

@@ -1,0 +1,376 @@
+// SPDX-License-Identifier: Apache-2.0
+#include "core/service_core.hpp"
+
+#include <algorithm>
+#include <condition_variable>
+#include <thread>
+
+#include "core/node_impl.hpp"
+
+namespace ember::detail {
+namespace {
+
+thread_local ServiceCore* tls_current = nullptr;
+
+std::string describe(const ServiceConfig& c) {
+  return c.id.empty() ? c.name : c.name + "#" + c.id;
+}
+
+Status guarded(const char* hook, const std::string& who, const std::function<Status()>& fn) {
+  try {
+    return fn();
+  } catch (const std::exception& e) {
+    return Error{Errc::handler_failed, who + ": " + hook + " threw: " + e.what()};
+  } catch (...) {
+    return Error{Errc::handler_failed, who + ": " + hook + " threw a non-standard exception"};
+  }
+}
+
+runtime::Mailbox::Options mailbox_options(const ServiceConfig& c) {
+  runtime::Mailbox::Options o;
+  o.lanes = c.worker.lanes;
+  o.virtual_nodes = c.worker.virtual_nodes;
+  o.user_bound = c.worker.mailbox_bound;
+  return o;
+}
+
+}  // namespace
+
+ServiceCore::ServiceCore(NodeImpl& node, Service& self, ServiceConfig config,
+                         runtime::Scheduler* scheduler, std::unique_ptr<runtime::Scheduler> dedicated)
+    : node_(node),
+      self_(self),
+      config_(std::move(config)),
+      logger_(node.config.node_id + "/" + describe(config_)),
+      dedicated_(std::move(dedicated)),
+      mailbox_(this, dedicated_ ? dedicated_.get() : scheduler, mailbox_options(config_)) {
+  // Nothing runs until start() opens the gates: timers set in on_init queue up meanwhile.
+  mailbox_.hold();
+}
+
+ServiceCore::~ServiceCore() = default;
+
+ServiceCore* ServiceCore::current() noexcept { return tls_current; }
+
+timer::TimerService& ServiceCore::timers() noexcept { return *node_.timers; }
+
+Status ServiceCore::post(runtime::Message* m, bool external) noexcept {
+  ServiceState s = state_.load(std::memory_order_acquire);
+  if (s == ServiceState::stopped || (external && s == ServiceState::stopping)) {
+    std::string why = "service " + describe(config_) +
+                      (s == ServiceState::stopped ? " has stopped" : " is stopping");
+    delete m;
+    return Error{Errc::stopping, std::move(why)};
+  }
+  if (external && m->priority == Priority::user) {
+    m->counted = true;
+  }
+  Status pushed = mailbox_.push(m);
+  if (!pushed) {
+    delete m;
+    return Error{pushed.error().code(), "service " + describe(config_) + ": " + pushed.error().message()};
+  }
+  return {};
+}
+
+void ServiceCore::post_timer_fire(runtime::Message* m) noexcept {
+  if (state_.load(std::memory_order_acquire) == ServiceState::stopped) {
+    m->reject(Error{Errc::stopping, "service stopped"});
+    delete m;
+    return;
+  }
+  Status pushed = mailbox_.push(m);  // not counted: timer fires are never refused for the bound
+  if (!pushed) {
+    m->reject(pushed.error());
+    delete m;
+  }
+}
+
+void ServiceCore::execute(runtime::Message* m) noexcept {
+  if (m->counted) {
+    // The bound limits messages waiting, so the one starting now frees its slot.
+    mailbox_.on_counted_done();
+    m->counted = false;
+  }
+  if (state_.load(std::memory_order_acquire) == ServiceState::stopped && !m->is_control()) {
+    rejected_.fetch_add(1, std::memory_order_relaxed);
+    m->reject(Error{Errc::stopping, "service " + describe(config_) + " stopped before handling it"});
+  } else {
+    ServiceCore* outer = tls_current;
+    tls_current = this;
+    try {
+      m->run();
+    } catch (const std::exception& e) {
+      failures_.fetch_add(1, std::memory_order_relaxed);
+      logger_.error("handler '{}' threw: {}", m->name(), e.what());
+    } catch (...) {
+      failures_.fetch_add(1, std::memory_order_relaxed);
+      logger_.error("handler '{}' threw a non-standard exception", m->name());
+    }
+    tls_current = outer;
+  }
+  delete m;
+  if (graveyard_dirty_.load(std::memory_order_acquire)) {
+    flush_graveyard();
+  }
+}
+
+void ServiceCore::flush_graveyard() {
+  std::vector<std::unique_ptr<Module>> dead;
+  {
+    std::lock_guard lock(modules_mu_);
+    dead.swap(graveyard_);
+    graveyard_dirty_.store(false, std::memory_order_release);
+  }
+  dead.clear();
+}
+
+Status ServiceCore::init() {
+  Status st = guarded("on_init", describe(config_), [this] { return self_.on_init(); });
+  if (!st) {
+    return st;
+  }
+  state_.store(ServiceState::initialized, std::memory_order_release);
+  return {};
+}
+
+Status ServiceCore::start() {
+  Status st = guarded("on_start", describe(config_), [this] { return self_.on_start(); });
+  if (!st) {
+    return st;
+  }
+  state_.store(ServiceState::running, std::memory_order_release);
+  node_.make_visible(self_);
+  auto* started = runtime::make_message(
+      [this] {
+        try {
+          self_.on_started();
+        } catch (const std::exception& e) {
+          logger_.error("on_started threw: {}", e.what());
+        }
+      },
+      "on_started");
+  started->priority = Priority::system;
+  (void)post(started, false);
+  mailbox_.release();
+  return {};
+}
+
+void ServiceCore::cancel_all_timers() {
+  std::vector<Module*> all;
+  {
+    std::lock_guard lock(modules_mu_);
+    all.reserve(modules_.size());
+    for (auto& [id, m] : modules_) {
+      all.push_back(m);
+    }
+  }
+  for (Module* m : all) {
+    timers().cancel_all(m->extras_->timers);
+  }
+}
+
+Status ServiceCore::stop(std::chrono::milliseconds drain_timeout) {
+  ServiceState before = state_.load(std::memory_order_acquire);
+  if (before == ServiceState::stopping || before == ServiceState::stopped) {
+    return {};
+  }
+  state_.store(ServiceState::stopping, std::memory_order_release);
+  cancel_all_timers();
+  const auto deadline = std::chrono::steady_clock::now() + drain_timeout;
+
+  if (before == ServiceState::running) {
+    struct DrainState {
+      std::mutex mu;
+      std::condition_variable cv;
+      bool done = false;
+    };
+    auto drain = std::make_shared<DrainState>();
+    mailbox_.post_drain_markers([drain] {
+      std::lock_guard lock(drain->mu);
+      drain->done = true;
+      drain->cv.notify_all();
+    });
+    std::unique_lock lock(drain->mu);
+    if (!drain->cv.wait_until(lock, deadline, [&] { return drain->done; })) {
+      logger_.warn("drain did not finish within {} ms ({} messages queued); refusing the rest "
+                   "with 'stopping'",
+                   drain_timeout.count(), mailbox_.queued());
+    }
+  }
+  state_.store(ServiceState::stopped, std::memory_order_release);
+  if (before != ServiceState::running) {
+    mailbox_.release();  // never started: queued messages are now rejected, not run
+  }
+
+  // Closed lanes only reject now, which is fast; a lane still busy is stuck in a handler.
+  const auto grace = std::max(deadline, std::chrono::steady_clock::now() + std::chrono::seconds(1));
+  auto backoff = std::chrono::microseconds(50);
+  while (!mailbox_.quiescent()) {
+    if (std::chrono::steady_clock::now() > grace) {
+      logger_.error("a handler is still running after the drain deadline; the service is left "
+                    "allocated and its on_release is skipped");
+      return Error{Errc::timeout, "service " + describe(config_) + " is stuck in a handler"};
+    }
+    std::this_thread::sleep_for(backoff);
+    backoff = std::min(backoff * 2, std::chrono::microseconds(10'000));
+  }
+
+  // Lanes are closed and idle: the tree can be released here without racing a handler.
+  release_tree(self_);
+  flush_graveyard();
+  if (dedicated_) {
+    dedicated_->stop();
+  }
+  return {};
+}
+
+Result<ModuleId> ServiceCore::attach(Module& parent, std::unique_ptr<Module> child, ModuleId preset_id) {
+  if (!child) {
+    return Error{Errc::invalid_argument, "add_module: null module"};
+  }
+  if (child->service_ != nullptr) {
+    return Error{Errc::invalid_argument, "add_module: the module is already part of a service"};
+  }
+  Module* raw = child.get();
+  ModuleId id = 0;
+  {
+    std::lock_guard lock(modules_mu_);
+    if (parent.released_) {
+      return Error{Errc::bad_state, "add_module: parent module was released"};
+    }
+    if (preset_id != 0) {
+      if (modules_.count(preset_id) != 0) {
+        return Error{Errc::already_exists, "add_module: module id " + std::to_string(preset_id) +
+                                               " is taken in service " + describe(config_)};
+      }
+      id = preset_id;
+    } else {
+      while (modules_.count(next_module_id_) != 0) {
+        ++next_module_id_;
+      }
+      id = next_module_id_++;
+    }
+    raw->parent_ = &parent;
+    raw->service_ = &self_;
+    raw->id_ = id;
+    raw->extras_ = std::make_unique<ModuleExtras>();
+    modules_.emplace(id, raw);
+    parent.children_.push_back(std::move(child));
+  }
+  Status st = guarded("on_init", describe(config_) + " module " + std::to_string(id),
+                      [raw] { return raw->on_init(); });
+  if (!st) {
+    // Refused: undo as if it had never been added (its timers and children go too).
+    (void)release(parent, id);
+    return st.error();
+  }
+  return id;
+}
+
+Status ServiceCore::release(Module& ancestor, ModuleId id) {
+  Module* target = nullptr;
+  {
+    std::lock_guard lock(modules_mu_);
+    auto it = modules_.find(id);
+    if (it == modules_.end()) {
+      return Error{Errc::not_found, "module " + std::to_string(id) + " is not in service " +
+                                        describe(config_) + " (released already?)"};
+    }
+    target = it->second;
+    if (target == &ancestor) {
+      return Error{Errc::invalid_argument, "a module cannot release itself; release it from its parent"};
+    }
+    bool in_subtree = false;
+    for (Module* p = target->parent_; p != nullptr; p = p->parent_) {
+      if (p == &ancestor) {
+        in_subtree = true;
+        break;
+      }
+    }
+    if (!in_subtree) {
+      return Error{Errc::not_found, "module " + std::to_string(id) + " is not below module " +
+                                        std::to_string(ancestor.id_)};
+    }
+  }
+  release_tree(*target);
+  return {};
+}
+
+void ServiceCore::release_tree(Module& m) {
+  for (;;) {
+    Module* child = nullptr;
+    {
+      std::lock_guard lock(modules_mu_);
+      if (m.children_.empty()) {
+        break;
+      }
+      child = m.children_.back().get();
+    }
+    release_tree(*child);
+  }
+  {
+    std::lock_guard lock(modules_mu_);
+    if (m.released_) {
+      return;
+    }
+    m.released_ = true;
+  }
+  try {
+    m.on_release();
+  } catch (const std::exception& e) {
+    logger_.error("on_release of module {} threw: {}", m.id_, e.what());
+  } catch (...) {
+    logger_.error("on_release of module {} threw a non-standard exception", m.id_);
+  }
+  if (m.extras_) {
+    for (auto it = m.extras_->cleanups.rbegin(); it != m.extras_->cleanups.rend(); ++it) {
+      try {
+        (*it)();
+      } catch (...) {
+        logger_.error("a release cleanup of module {} threw", m.id_);
+      }
+    }
+    m.extras_->cleanups.clear();
+    timers().cancel_all(m.extras_->timers);
+  }
+  if (&m == &self_) {
+    std::lock_guard lock(modules_mu_);
+    modules_.erase(m.id_);
+    return;
+  }
+  std::unique_ptr<Module> owned;
+  {
+    std::lock_guard lock(modules_mu_);
+    modules_.erase(m.id_);
+    auto& siblings = m.parent_->children_;
+    auto it = std::find_if(siblings.begin(), siblings.end(), [&](const auto& p) { return p.get() == &m; });
+    if (it != siblings.end()) {
+      owned = std::move(*it);
+      siblings.erase(it);
+    }
+    if (owned && tls_current == this) {
+      // The module may be the one whose code is running right now: free it after the message.
+      graveyard_.push_back(std::move(owned));
+      graveyard_dirty_.store(true, std::memory_order_release);
+    }
+  }
+}
+
+Module* ServiceCore::find(ModuleId id) const {
+  std::lock_guard lock(modules_mu_);
+  auto it = modules_.find(id);
+  return it == modules_.end() ? nullptr : it->second;
+}
+
+std::vector<Module*> ServiceCore::children_of(const Module& m) const {
+  std::lock_guard lock(modules_mu_);
+  std::vector<Module*> out;
+  out.reserve(m.children_.size());
+  for (const auto& c : m.children_) {
+    out.push_back(c.get());
+  }
+  return out;
+}
+
+}  // namespace ember::detail

@@ -1,0 +1,90 @@
+// SPDX-License-Identifier: Apache-2.0
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <unordered_map>
+#include <vector>
+
+#include <ember/config.hpp>
+#include <ember/log.hpp>
+#include <ember/service.hpp>
+
+#include "runtime/mailbox.hpp"
+#include "runtime/scheduler.hpp"
+#include "timer/timer_service.hpp"
+
+namespace ember::detail {
+
+class NodeImpl;
+
+struct ModuleExtras {
+  timer::TimerOwnerList timers;
+  std::vector<std::function<void()>> cleanups;
+};
+
+/// Everything a Service needs from the runtime: its mailbox, state, module index and logger.
+/// Hidden behind Service so that user headers do not see the scheduler or the wheel.
+class ServiceCore final : public runtime::LaneOwner, public timer::TimerTarget {
+ public:
+  ServiceCore(NodeImpl& node, Service& self, ServiceConfig config, runtime::Scheduler* scheduler,
+              std::unique_ptr<runtime::Scheduler> dedicated);
+  ~ServiceCore() override;
+
+  /// Enqueues `m`; on failure deletes it and says why. `external` messages (from other
+  /// services or threads) are refused once the service stops and count against the bound.
+  Status post(runtime::Message* m, bool external) noexcept;
+  void execute(runtime::Message* m) noexcept override;
+  void post_timer_fire(runtime::Message* m) noexcept override;
+
+  Status init();
+  Status start();
+  /// Bounded drain, then on_release of the module tree. Returns an error when a handler is
+  /// stuck: the service must then not be destroyed.
+  Status stop(std::chrono::milliseconds drain_timeout);
+
+  // Module tree support (called by Module).
+  Result<ModuleId> attach(Module& parent, std::unique_ptr<Module> child, ModuleId preset_id);
+  Status release(Module& ancestor, ModuleId id);
+  Module* find(ModuleId id) const;
+  std::vector<Module*> children_of(const Module& m) const;
+
+  [[nodiscard]] ServiceState state() const noexcept { return state_.load(std::memory_order_acquire); }
+  [[nodiscard]] const ServiceConfig& config() const noexcept { return config_; }
+  [[nodiscard]] const Logger& logger() const noexcept { return logger_; }
+  [[nodiscard]] runtime::Mailbox& mailbox() noexcept { return mailbox_; }
+  [[nodiscard]] timer::TimerService& timers() noexcept;
+  [[nodiscard]] NodeImpl& node() noexcept { return node_; }
+  [[nodiscard]] Service& self() noexcept { return self_; }
+  [[nodiscard]] std::uint64_t handler_failures() const noexcept { return failures_.load(); }
+  [[nodiscard]] std::uint64_t rejected() const noexcept { return rejected_.load(); }
+
+  /// The service whose message the calling thread runs, or nullptr.
+  static ServiceCore* current() noexcept;
+
+ private:
+  void release_tree(Module& m);
+  void cancel_all_timers();
+  void flush_graveyard();
+
+  NodeImpl& node_;
+  Service& self_;
+  const ServiceConfig config_;
+  Logger logger_;
+  std::unique_ptr<runtime::Scheduler> dedicated_;  // declared before mailbox_: outlives it
+  runtime::Mailbox mailbox_;
+  std::atomic<ServiceState> state_{ServiceState::created};
+  std::atomic<std::uint64_t> failures_{0};
+  std::atomic<std::uint64_t> rejected_{0};
+
+  mutable std::mutex modules_mu_;
+  std::unordered_map<ModuleId, Module*> modules_;
+  ModuleId next_module_id_ = 1'000'001;
+  std::vector<std::unique_ptr<Module>> graveyard_;  // released during a handler; freed after it
+  std::atomic<bool> graveyard_dirty_{false};
+};
+
+}  // namespace ember::detail

@@ -1,0 +1,382 @@
+// SPDX-License-Identifier: Apache-2.0
+#include "runtime/mailbox.hpp"
+
+#include <algorithm>
+#include <set>
+#include <thread>
+#include <utility>
+
+namespace ember::runtime {
+
+// ---------------------------------------------------------------------------------------------
+// Lane
+
+Lane::Lane(LaneOwner* owner, Scheduler* scheduler, int index)
+    : owner_(owner), scheduler_(scheduler), index_(index) {}
+
+void Lane::push(Message* m) noexcept {
+  (m->priority == Priority::system ? system_ : user_).push(m);
+  size_.fetch_add(1, std::memory_order_seq_cst);
+  try_schedule(false);
+}
+
+void Lane::try_schedule(bool resubmit) noexcept {
+  if (gate_.load(std::memory_order_seq_cst) > 0) {
+    return;
+  }
+  if (scheduled_.exchange(true, std::memory_order_acq_rel)) {
+    return;
+  }
+  if (resubmit) {
+    scheduler_->resubmit(this);
+  } else {
+    scheduler_->submit(this);
+  }
+}
+
+void Lane::close_gate() noexcept { gate_.fetch_add(1, std::memory_order_seq_cst); }
+
+void Lane::open_gate() noexcept {
+  if (gate_.fetch_sub(1, std::memory_order_seq_cst) == 1 &&
+      size_.load(std::memory_order_seq_cst) > 0) {
+    try_schedule(false);
+  }
+}
+
+void Lane::run_slice() {
+  in_slice_.fetch_add(1, std::memory_order_acq_rel);
+  runner_.store(std::this_thread::get_id(), std::memory_order_relaxed);
+  for (int done = 0; done < kBatch && gate_.load(std::memory_order_acquire) == 0; ++done) {
+    Message* m = system_.pop();
+    if (m == nullptr) {
+      m = user_.pop();
+    }
+    if (m == nullptr) {
+      break;  // empty, or a producer is mid-push and will be seen below
+    }
+    owner_->execute(m);
+    size_.fetch_sub(1, std::memory_order_acq_rel);
+  }
+  runner_.store(std::thread::id{}, std::memory_order_relaxed);
+  scheduled_.store(false, std::memory_order_seq_cst);
+  if (size_.load(std::memory_order_seq_cst) > 0) {
+    try_schedule(true);
+  }
+  // Last access to `this`: the owner may destroy a lane once it is quiescent.
+  in_slice_.fetch_sub(1, std::memory_order_release);
+}
+
+bool Lane::quiescent() const noexcept {
+  return size_.load(std::memory_order_acquire) == 0 &&
+         !scheduled_.load(std::memory_order_acquire) &&
+         in_slice_.load(std::memory_order_acquire) == 0;
+}
+
+bool Lane::running_on_this_thread() const noexcept {
+  return runner_.load(std::memory_order_relaxed) == std::this_thread::get_id();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Routing
+
+struct Mailbox::Routing {
+  std::vector<Lane*> lanes;
+  std::vector<std::uint64_t> points;  // sorted ring positions
+  std::vector<std::uint16_t> owners;  // lane index of each point
+
+  [[nodiscard]] int lane_for(std::uint64_t hash) const {
+    if (lanes.size() == 1) {
+      return 0;
+    }
+    auto it = std::lower_bound(points.begin(), points.end(), hash);
+    std::size_t i = it == points.end() ? 0 : static_cast<std::size_t>(it - points.begin());
+    return owners[i];
+  }
+};
+
+std::unique_ptr<Mailbox::Routing> Mailbox::build_routing(int lanes) {
+  auto r = std::make_unique<Routing>();
+  std::vector<std::pair<std::uint64_t, std::uint16_t>> ring;
+  ring.reserve(static_cast<std::size_t>(lanes) * static_cast<std::size_t>(virtual_nodes_));
+  for (int i = 0; i < lanes; ++i) {
+    r->lanes.push_back(lanes_[static_cast<std::size_t>(i)].get());
+    for (int v = 0; v < virtual_nodes_; ++v) {
+      // A lane's points depend only on (lane, v): growing keeps existing points where they are.
+      std::uint64_t point = hash_key((static_cast<std::uint64_t>(i) << 32) | static_cast<std::uint32_t>(v));
+      ring.emplace_back(point, static_cast<std::uint16_t>(i));
+    }
+  }
+  std::sort(ring.begin(), ring.end());
+  for (const auto& [point, owner] : ring) {
+    r->points.push_back(point);
+    r->owners.push_back(owner);
+  }
+  return r;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Barrier: runs at the tail of a lane that gave keys away, then lets the receivers run.
+
+class Mailbox::Barrier final : public Message {
+ public:
+  Barrier(Mailbox* mailbox, std::vector<Lane*> receivers)
+      : mailbox_(mailbox), receivers_(std::move(receivers)) {}
+  void run() override {
+    for (Lane* lane : receivers_) {
+      lane->open_gate();
+    }
+    mailbox_->barrier_done();
+  }
+  void reject(const Error& /*why*/) noexcept override { run(); }
+  [[nodiscard]] std::string_view name() const noexcept override { return "lane-barrier"; }
+  [[nodiscard]] bool is_control() const noexcept override { return true; }
+
+ private:
+  Mailbox* mailbox_;
+  std::vector<Lane*> receivers_;
+};
+
+namespace {
+class DrainMarker final : public Message {
+ public:
+  DrainMarker(std::shared_ptr<std::atomic<int>> remaining, std::shared_ptr<std::function<void()>> done)
+      : remaining_(std::move(remaining)), done_(std::move(done)) {}
+  void run() override {
+    if (remaining_->fetch_sub(1, std::memory_order_acq_rel) == 1) {
+      (*done_)();
+    }
+  }
+  void reject(const Error& /*why*/) noexcept override { run(); }
+  [[nodiscard]] std::string_view name() const noexcept override { return "drain-marker"; }
+  [[nodiscard]] bool is_control() const noexcept override { return true; }
+
+ private:
+  std::shared_ptr<std::atomic<int>> remaining_;
+  std::shared_ptr<std::function<void()>> done_;
+};
+
+constexpr std::uint32_t kWriterBit = 1u << 31;
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------
+// Mailbox
+
+Mailbox::Mailbox(LaneOwner* owner, Scheduler* scheduler, Options options)
+    : owner_(owner),
+      scheduler_(scheduler),
+      virtual_nodes_(std::clamp(options.virtual_nodes, 1, 1000)),
+      user_bound_(std::max<std::int64_t>(0, options.user_bound)) {
+  int lanes = std::clamp(options.lanes, 1, kMaxLanes);
+  for (int i = 0; i < lanes; ++i) {
+    lanes_.push_back(std::make_unique<Lane>(owner_, scheduler_, i));
+  }
+  routing_.store(build_routing(lanes).release(), std::memory_order_release);
+}
+
+Mailbox::~Mailbox() { delete routing_.load(std::memory_order_acquire); }
+
+void Mailbox::enter_post() noexcept {
+  for (;;) {
+    std::uint32_t before = post_gate_.fetch_add(1, std::memory_order_seq_cst);
+    if ((before & kWriterBit) == 0) {
+      return;
+    }
+    post_gate_.fetch_sub(1, std::memory_order_seq_cst);
+    while ((post_gate_.load(std::memory_order_acquire) & kWriterBit) != 0) {
+      std::this_thread::yield();
+    }
+  }
+}
+
+void Mailbox::leave_post() noexcept { post_gate_.fetch_sub(1, std::memory_order_release); }
+
+void Mailbox::exclusive_begin() noexcept {
+  post_gate_.fetch_or(kWriterBit, std::memory_order_seq_cst);
+  while ((post_gate_.load(std::memory_order_acquire) & ~kWriterBit) != 0) {
+    std::this_thread::yield();
+  }
+}
+
+void Mailbox::exclusive_end() noexcept {
+  post_gate_.fetch_and(~kWriterBit, std::memory_order_seq_cst);
+}
+
+Status Mailbox::push(Message* m) noexcept {
+  if (m->counted) {
+    std::int64_t before = user_pending_.fetch_add(1, std::memory_order_relaxed);
+    if (user_bound_ > 0 && before >= user_bound_) {
+      user_pending_.fetch_sub(1, std::memory_order_relaxed);
+      return Error{Errc::overloaded, "mailbox holds " + std::to_string(before) +
+                                         " user messages (bound " + std::to_string(user_bound_) + ")"};
+    }
+  }
+  enter_post();
+  const Routing* r = routing_.load(std::memory_order_acquire);
+  Lane* lane;
+  if (r->lanes.size() == 1) {
+    lane = r->lanes[0];
+  } else if (m->key.has_value()) {
+    lane = r->lanes[static_cast<std::size_t>(r->lane_for(m->key.hash()))];
+  } else {
+    std::uint64_t n = round_robin_.fetch_add(1, std::memory_order_relaxed);
+    lane = r->lanes[n % r->lanes.size()];
+  }
+  lane->push(m);
+  leave_post();
+  return {};
+}
+
+int Mailbox::lane_count() const {
+  auto* self = const_cast<Mailbox*>(this);
+  self->enter_post();
+  int n = static_cast<int>(routing_.load(std::memory_order_acquire)->lanes.size());
+  self->leave_post();
+  return n;
+}
+
+int Mailbox::lane_for_key(std::uint64_t hash) const {
+  auto* self = const_cast<Mailbox*>(this);
+  self->enter_post();
+  int lane = routing_.load(std::memory_order_acquire)->lane_for(hash);
+  self->leave_post();
+  return lane;
+}
+
+bool Mailbox::resizing() const {
+  std::lock_guard lock(resize_mu_);
+  return outstanding_barriers_ > 0;
+}
+
+void Mailbox::resize(int lanes) {
+  int target = std::clamp(lanes, 1, kMaxLanes);
+  std::lock_guard lock(resize_mu_);
+  if (outstanding_barriers_ > 0) {
+    pending_target_ = target;  // applied when the change in progress completes
+    return;
+  }
+  apply_resize_locked(target);
+}
+
+void Mailbox::apply_resize_locked(int target) {
+  pending_target_ = 0;
+  const Routing* current = routing_.load(std::memory_order_acquire);
+  const int from = static_cast<int>(current->lanes.size());
+  if (target == from) {
+    return;
+  }
+  while (static_cast<int>(lanes_.size()) < target) {
+    lanes_.push_back(std::make_unique<Lane>(owner_, scheduler_, static_cast<int>(lanes_.size())));
+    if (held_) {
+      lanes_.back()->close_gate();
+    }
+  }
+  std::unique_ptr<Routing> next = build_routing(target);
+
+  // Owners only change at ring points of either ring: checking each point (and the wrap-around
+  // region past the last point) finds every (giver, receiver) pair exactly.
+  std::set<std::pair<int, int>> moves;
+  auto check = [&](std::uint64_t h) {
+    int a = current->lane_for(h);
+    int b = next->lane_for(h);
+    if (a != b) {
+      moves.emplace(a, b);
+    }
+  };
+  for (std::uint64_t p : current->points) {
+    check(p);
+  }
+  for (std::uint64_t p : next->points) {
+    check(p);
+  }
+  check(~std::uint64_t{0});
+
+  std::vector<std::vector<Lane*>> receivers_of(lanes_.size());
+  for (const auto& [giver, receiver] : moves) {
+    receivers_of[static_cast<std::size_t>(giver)].push_back(lanes_[static_cast<std::size_t>(receiver)].get());
+  }
+
+  exclusive_begin();
+  int givers = 0;
+  for (std::size_t g = 0; g < receivers_of.size(); ++g) {
+    if (receivers_of[g].empty()) {
+      continue;
+    }
+    for (Lane* receiver : receivers_of[g]) {
+      receiver->close_gate();
+    }
+    ++givers;
+  }
+  outstanding_barriers_ = givers;
+  for (std::size_t g = 0; g < receivers_of.size(); ++g) {
+    if (!receivers_of[g].empty()) {
+      lanes_[g]->push(new Barrier(this, std::move(receivers_of[g])));
+    }
+  }
+  const Routing* old = routing_.exchange(next.release(), std::memory_order_acq_rel);
+  exclusive_end();
+  // No poster can hold `old` now: they only read routing_ between enter_post and leave_post.
+  delete old;
+}
+
+void Mailbox::barrier_done() {
+  std::lock_guard lock(resize_mu_);
+  if (--outstanding_barriers_ == 0 && pending_target_ != 0) {
+    apply_resize_locked(pending_target_);
+  }
+}
+
+void Mailbox::hold() {
+  std::lock_guard lock(resize_mu_);
+  if (held_) {
+    return;
+  }
+  held_ = true;
+  for (auto& lane : lanes_) {
+    lane->close_gate();
+  }
+}
+
+void Mailbox::release() {
+  std::lock_guard lock(resize_mu_);
+  if (!held_) {
+    return;
+  }
+  held_ = false;
+  for (auto& lane : lanes_) {
+    lane->open_gate();
+  }
+}
+
+void Mailbox::post_drain_markers(std::function<void()> done) {
+  std::lock_guard lock(resize_mu_);
+  auto remaining = std::make_shared<std::atomic<int>>(static_cast<int>(lanes_.size()));
+  auto shared_done = std::make_shared<std::function<void()>>(std::move(done));
+  for (auto& lane : lanes_) {
+    lane->push(new DrainMarker(remaining, shared_done));
+  }
+}
+
+bool Mailbox::quiescent() const {
+  std::lock_guard lock(resize_mu_);
+  return std::all_of(lanes_.begin(), lanes_.end(), [](const auto& l) { return l->quiescent(); });
+}
+
+std::int64_t Mailbox::queued() const {
+  std::lock_guard lock(resize_mu_);
+  std::int64_t total = 0;
+  for (const auto& lane : lanes_) {
+    total += lane->size();
+  }
+  return total;
+}
+
+std::vector<std::int64_t> Mailbox::lane_sizes() const {
+  std::lock_guard lock(resize_mu_);
+  std::vector<std::int64_t> sizes;
+  for (const auto& lane : lanes_) {
+    sizes.push_back(lane->size());
+  }
+  return sizes;
+}
+
+}  // namespace ember::runtime

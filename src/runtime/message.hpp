@@ -1,0 +1,57 @@
+// SPDX-License-Identifier: Apache-2.0
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <string_view>
+#include <utility>
+
+#include <ember/dispatch.hpp>
+#include <ember/error.hpp>
+
+namespace ember::runtime {
+
+/// Anything a lane executes: a posted function, an RPC request or reply, a timer fire, a barrier.
+/// Intrusive (one allocation per message) because the mailbox is the hot path.
+class Message {
+ public:
+  Message() = default;
+  Message(const Message&) = delete;
+  Message& operator=(const Message&) = delete;
+  virtual ~Message() = default;
+
+  /// Runs on the owning lane's thread.
+  virtual void run() = 0;
+  /// Called instead of run() when the message can no longer be processed (the service stopped).
+  /// A request answers its caller with `why` here, so nothing disappears silently.
+  virtual void reject(const Error& why) noexcept { (void)why; }
+  [[nodiscard]] virtual std::string_view name() const noexcept = 0;
+  /// Control messages (barriers, drain markers) are not user work: not counted against the
+  /// mailbox bound, never rejected.
+  [[nodiscard]] virtual bool is_control() const noexcept { return false; }
+
+  Priority priority = Priority::user;
+  /// Counted against the service's mailbox bound (user messages posted from outside).
+  bool counted = false;
+  DispatchKey key;
+  std::atomic<Message*> next{nullptr};
+};
+
+template <class F>
+class FunctionMessage final : public Message {
+ public:
+  FunctionMessage(F fn, std::string_view name) : fn_(std::move(fn)), name_(name) {}
+  void run() override { fn_(); }
+  [[nodiscard]] std::string_view name() const noexcept override { return name_; }
+
+ private:
+  F fn_;
+  std::string_view name_;
+};
+
+template <class F>
+Message* make_message(F&& fn, std::string_view name) {
+  return new FunctionMessage<std::decay_t<F>>(std::forward<F>(fn), name);
+}
+
+}  // namespace ember::runtime

@@ -1,0 +1,350 @@
+// SPDX-License-Identifier: Apache-2.0
+#include "runtime/scheduler.hpp"
+
+#include <algorithm>
+
+#include <ember/log.hpp>
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#define EMBER_CPU_RELAX() _mm_pause()
+#else
+#define EMBER_CPU_RELAX() std::this_thread::yield()
+#endif
+
+namespace ember::runtime {
+
+struct Scheduler::Worker {
+  Scheduler* owner = nullptr;
+  int index = 0;
+  Runnable* next = nullptr;  // owner thread only
+
+  std::mutex mu;  // guards head/tail (the owner pushes, thieves pop)
+  Runnable* head = nullptr;
+  Runnable* tail = nullptr;
+  std::atomic<int> size{0};
+
+  std::atomic<int> wake_token{0};
+  bool parked = false;  // guarded by Scheduler::idle_mu_
+  bool blocked = false;  // owner thread only
+  std::uint32_t steal_seed = 0;
+
+  void push_back(Runnable* r) {
+    r->next_runnable = nullptr;
+    std::lock_guard lock(mu);
+    if (tail != nullptr) {
+      tail->next_runnable = r;
+    } else {
+      head = r;
+    }
+    tail = r;
+    size.fetch_add(1, std::memory_order_release);
+  }
+
+  Runnable* pop_front() {
+    if (size.load(std::memory_order_acquire) == 0) {
+      return nullptr;
+    }
+    std::lock_guard lock(mu);
+    Runnable* r = head;
+    if (r != nullptr) {
+      head = r->next_runnable;
+      if (head == nullptr) {
+        tail = nullptr;
+      }
+      r->next_runnable = nullptr;
+      size.fetch_sub(1, std::memory_order_relaxed);
+    }
+    return r;
+  }
+};
+
+namespace {
+thread_local Scheduler::Worker* tls_worker = nullptr;
+constexpr int kSpinRounds = 64;
+}  // namespace
+
+Scheduler::Scheduler(int threads, std::string name)
+    : threads_(std::clamp(threads, 1, kMaxWorkers / 2)),
+      name_(std::move(name)),
+      workers_(new std::atomic<Worker*>[kMaxWorkers]) {
+  for (int i = 0; i < kMaxWorkers; ++i) {
+    workers_[i].store(nullptr, std::memory_order_relaxed);
+  }
+  for (int i = 0; i < threads_; ++i) {
+    spawn_worker();
+  }
+}
+
+Scheduler::~Scheduler() { stop(); }
+
+void Scheduler::spawn_worker() {
+  std::lock_guard lock(workers_mu_);
+  int index = worker_count_.load(std::memory_order_relaxed);
+  if (index >= kMaxWorkers) {
+    system_log().error("scheduler {}: worker limit {} reached; blocked handlers may starve the pool",
+                       name_, kMaxWorkers);
+    return;
+  }
+  auto* w = new Worker;
+  w->owner = this;
+  w->index = index;
+  w->steal_seed = static_cast<std::uint32_t>(index * 2654435761u + 1);
+  workers_[index].store(w, std::memory_order_release);
+  worker_count_.store(index + 1, std::memory_order_release);
+  threads_list_.emplace_back([this, w] { worker_main(w); });
+}
+
+int Scheduler::spawned_threads() const { return worker_count_.load(std::memory_order_acquire); }
+
+void Scheduler::stop() {
+  if (stopping_.exchange(true)) {
+    return;
+  }
+  int count = worker_count_.load(std::memory_order_acquire);
+  for (int i = 0; i < count; ++i) {
+    Worker* w = workers_[i].load(std::memory_order_acquire);
+    w->wake_token.store(1, std::memory_order_release);
+    w->wake_token.notify_one();
+  }
+  // Spares may be spawned concurrently by a blocked handler; join until the list is stable.
+  for (std::size_t i = 0;; ++i) {
+    std::thread t;
+    {
+      std::lock_guard lock(workers_mu_);
+      if (i >= threads_list_.size()) {
+        break;
+      }
+      t = std::move(threads_list_[i]);
+    }
+    if (t.joinable()) {
+      t.join();
+    }
+  }
+  count = worker_count_.load(std::memory_order_acquire);
+  for (int i = 0; i < count; ++i) {
+    delete workers_[i].exchange(nullptr);
+  }
+  worker_count_.store(0);
+}
+
+Scheduler* Scheduler::current() noexcept {
+  return tls_worker != nullptr ? tls_worker->owner : nullptr;
+}
+
+void Scheduler::submit(Runnable* r) noexcept {
+  Worker* w = tls_worker;
+  if (w != nullptr && w->owner == this && !w->blocked) {
+    if (w->next == nullptr) {
+      w->next = r;
+      return;
+    }
+    // More work than this thread can take next: let an idle worker steal the older one.
+    w->push_back(w->next);
+    w->next = r;
+    std::atomic_thread_fence(std::memory_order_seq_cst);
+    wake_one();
+    return;
+  }
+  push_global(r);
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+  wake_one();
+}
+
+void Scheduler::resubmit(Runnable* r) noexcept {
+  Worker* w = tls_worker;
+  if (w != nullptr && w->owner == this && !w->blocked) {
+    w->push_back(r);
+    if (w->size.load(std::memory_order_relaxed) + (w->next != nullptr ? 1 : 0) > 1) {
+      std::atomic_thread_fence(std::memory_order_seq_cst);
+      wake_one();
+    }
+    return;
+  }
+  push_global(r);
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+  wake_one();
+}
+
+void Scheduler::push_global(Runnable* r) {
+  r->next_runnable = nullptr;
+  std::lock_guard lock(global_mu_);
+  if (global_tail_ != nullptr) {
+    global_tail_->next_runnable = r;
+  } else {
+    global_head_ = r;
+  }
+  global_tail_ = r;
+  global_size_.fetch_add(1, std::memory_order_release);
+}
+
+Runnable* Scheduler::pop_global() {
+  if (global_size_.load(std::memory_order_acquire) == 0) {
+    return nullptr;
+  }
+  std::lock_guard lock(global_mu_);
+  Runnable* r = global_head_;
+  if (r != nullptr) {
+    global_head_ = r->next_runnable;
+    if (global_head_ == nullptr) {
+      global_tail_ = nullptr;
+    }
+    r->next_runnable = nullptr;
+    global_size_.fetch_sub(1, std::memory_order_relaxed);
+  }
+  return r;
+}
+
+Runnable* Scheduler::steal(Worker* thief) {
+  int count = worker_count_.load(std::memory_order_acquire);
+  if (count <= 1) {
+    return nullptr;
+  }
+  thief->steal_seed = thief->steal_seed * 1664525u + 1013904223u;
+  int start = static_cast<int>(thief->steal_seed % static_cast<std::uint32_t>(count));
+  for (int i = 0; i < count; ++i) {
+    Worker* victim = workers_[(start + i) % count].load(std::memory_order_acquire);
+    if (victim == nullptr || victim == thief) {
+      continue;
+    }
+    if (Runnable* r = victim->pop_front()) {
+      return r;
+    }
+  }
+  return nullptr;
+}
+
+bool Scheduler::has_visible_work() const {
+  if (global_size_.load(std::memory_order_seq_cst) > 0) {
+    return true;
+  }
+  int count = worker_count_.load(std::memory_order_acquire);
+  for (int i = 0; i < count; ++i) {
+    Worker* w = workers_[i].load(std::memory_order_acquire);
+    if (w != nullptr && w->size.load(std::memory_order_seq_cst) > 0) {
+      return true;
+    }
+  }
+  return false;
+}
+
+Runnable* Scheduler::find_work(Worker* w) {
+  if (w->next != nullptr) {
+    Runnable* r = w->next;
+    w->next = nullptr;
+    return r;
+  }
+  if (Runnable* r = w->pop_front()) {
+    return r;
+  }
+  if (Runnable* r = pop_global()) {
+    return r;
+  }
+  return steal(w);
+}
+
+void Scheduler::worker_main(Worker* w) {
+  tls_worker = w;
+  while (!stopping_.load(std::memory_order_acquire)) {
+    Runnable* r = find_work(w);
+    for (int spin = 0; r == nullptr && spin < kSpinRounds; ++spin) {
+      // A short spin catches work readied microseconds later without a futex round trip.
+      for (int i = 0; i < 32; ++i) {
+        EMBER_CPU_RELAX();
+      }
+      r = find_work(w);
+      if (stopping_.load(std::memory_order_relaxed)) {
+        break;
+      }
+    }
+    if (r != nullptr) {
+      r->run_slice();
+      continue;
+    }
+    park(w);
+  }
+  tls_worker = nullptr;
+}
+
+void Scheduler::park(Worker* w) {
+  {
+    std::lock_guard lock(idle_mu_);
+    idle_.push_back(w);
+    w->parked = true;
+    idle_count_.fetch_add(1, std::memory_order_seq_cst);
+  }
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+  if (has_visible_work() || stopping_.load(std::memory_order_seq_cst)) {
+    std::unique_lock lock(idle_mu_);
+    if (w->parked) {
+      idle_.erase(std::find(idle_.begin(), idle_.end(), w));
+      w->parked = false;
+      idle_count_.fetch_sub(1, std::memory_order_seq_cst);
+      return;
+    }
+    // Someone already took us off the idle list and will post the token: consume it below.
+  }
+  while (w->wake_token.exchange(0, std::memory_order_acquire) == 0) {
+    w->wake_token.wait(0, std::memory_order_acquire);
+  }
+}
+
+void Scheduler::wake_one() {
+  if (idle_count_.load(std::memory_order_seq_cst) == 0) {
+    return;
+  }
+  Worker* w = nullptr;
+  {
+    std::lock_guard lock(idle_mu_);
+    if (idle_.empty()) {
+      return;
+    }
+    w = idle_.back();
+    idle_.pop_back();
+    w->parked = false;
+    idle_count_.fetch_sub(1, std::memory_order_seq_cst);
+  }
+  w->wake_token.store(1, std::memory_order_release);
+  w->wake_token.notify_one();
+}
+
+void Scheduler::enter_blocking(Worker* w) {
+  w->blocked = true;
+  // Hand queued work to the others: this thread will not get to it until the wait ends.
+  if (w->next != nullptr) {
+    push_global(w->next);
+    w->next = nullptr;
+  }
+  while (Runnable* r = w->pop_front()) {
+    push_global(r);
+  }
+  int blocked = blocked_.fetch_add(1, std::memory_order_acq_rel) + 1;
+  if (worker_count_.load(std::memory_order_acquire) - blocked < threads_ &&
+      !stopping_.load(std::memory_order_acquire)) {
+    spawn_worker();
+  }
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+  wake_one();
+}
+
+void Scheduler::leave_blocking(Worker* w) {
+  blocked_.fetch_sub(1, std::memory_order_acq_rel);
+  w->blocked = false;
+}
+
+Scheduler::BlockingRegion::BlockingRegion() noexcept {
+  Worker* w = tls_worker;
+  if (w != nullptr && !w->blocked) {
+    active_ = true;
+    w->owner->enter_blocking(w);
+  }
+}
+
+Scheduler::BlockingRegion::~BlockingRegion() {
+  if (active_) {
+    Worker* w = tls_worker;
+    w->owner->leave_blocking(w);
+  }
+}
+
+}  // namespace ember::runtime

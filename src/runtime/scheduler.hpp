@@ -1,0 +1,109 @@
+// SPDX-License-Identifier: Apache-2.0
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace ember::runtime {
+
+/// Something a worker runs for a while: a service lane with queued messages.
+class Runnable {
+ public:
+  virtual ~Runnable() = default;
+  /// Runs a bounded slice of work, then returns. Re-submits itself if work is left.
+  virtual void run_slice() = 0;
+
+  Runnable* next_runnable = nullptr;  // link in exactly one run queue at a time
+};
+
+/// A fixed pool of worker threads running Runnables (M:N: many services, few threads).
+///
+/// Each worker keeps a LIFO "next" slot and a FIFO: a runnable readied by a running handler goes
+/// to the next slot, so a request/reply pair between two services runs on one warm thread
+/// without waking anyone. Work readied from outside (timer, network, other pools) goes to a
+/// shared queue. Idle workers steal, then park on a futex: an idle node does not poll.
+///
+/// A handler that must block (a synchronous Call) brackets the wait with BlockingRegion; the
+/// pool then hands the worker's queued work to others and, if needed, starts a spare worker so
+/// `threads` workers keep running. This is what makes nested synchronous Calls safe.
+class Scheduler {
+ public:
+  Scheduler(int threads, std::string name);
+  ~Scheduler();
+  Scheduler(const Scheduler&) = delete;
+  Scheduler& operator=(const Scheduler&) = delete;
+
+  /// Makes `r` runnable. Thread-safe. `r` must not already be queued.
+  void submit(Runnable* r) noexcept;
+  /// Like submit, for a runnable that just used its slice: it goes behind queued work.
+  void resubmit(Runnable* r) noexcept;
+
+  /// Joins every worker. Runnables still queued are not run: drain services first.
+  void stop();
+
+  [[nodiscard]] int threads() const noexcept { return threads_; }
+  [[nodiscard]] const std::string& name() const noexcept { return name_; }
+  /// Worker threads started so far, spares included.
+  [[nodiscard]] int spawned_threads() const;
+
+  /// The pool the calling thread works for, or nullptr outside any worker.
+  static Scheduler* current() noexcept;
+
+  /// Marks the calling worker as blocked for the object's lifetime. No-op off worker threads.
+  class BlockingRegion {
+   public:
+    BlockingRegion() noexcept;
+    ~BlockingRegion();
+    BlockingRegion(const BlockingRegion&) = delete;
+    BlockingRegion& operator=(const BlockingRegion&) = delete;
+
+   private:
+    bool active_ = false;
+  };
+
+  struct Worker;
+
+ private:
+  friend class BlockingRegion;
+
+  void worker_main(Worker* w);
+  Runnable* find_work(Worker* w);
+  Runnable* steal(Worker* thief);
+  Runnable* pop_global();
+  void push_global(Runnable* r);
+  void park(Worker* w);
+  void wake_one();
+  bool has_visible_work() const;
+  void spawn_worker();
+  void enter_blocking(Worker* w);
+  void leave_blocking(Worker* w);
+
+  const int threads_;
+  const std::string name_;
+  std::atomic<bool> stopping_{false};
+
+  static constexpr int kMaxWorkers = 1024;
+
+  mutable std::mutex workers_mu_;  // serializes spawning
+  // Fixed slots so that thieves can scan workers while spares are being added.
+  std::unique_ptr<std::atomic<Worker*>[]> workers_;
+  std::vector<std::thread> threads_list_;
+  std::atomic<int> worker_count_{0};
+  std::atomic<int> blocked_{0};
+
+  std::mutex global_mu_;
+  Runnable* global_head_ = nullptr;
+  Runnable* global_tail_ = nullptr;
+  std::atomic<std::int64_t> global_size_{0};
+
+  std::mutex idle_mu_;
+  std::vector<Worker*> idle_;
+  std::atomic<int> idle_count_{0};
+};
+
+}  // namespace ember::runtime

@@ -1,0 +1,133 @@
+// SPDX-License-Identifier: Apache-2.0
+#include "runtime/scheduler.hpp"
+
+#include <atomic>
+#include <thread>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "support/wait_for.hpp"
+
+namespace ember::runtime {
+namespace {
+
+using ember::testing::wait_for;
+
+class CountingRunnable final : public Runnable {
+ public:
+  explicit CountingRunnable(std::atomic<int>& counter) : counter_(counter) {}
+  void run_slice() override { counter_.fetch_add(1); }
+
+ private:
+  std::atomic<int>& counter_;
+};
+
+TEST(Scheduler, RunsEveryRunnableSubmittedFromOutside) {
+  Scheduler scheduler(2, "test");
+  std::atomic<int> counter{0};
+  std::vector<std::unique_ptr<CountingRunnable>> runnables;
+  for (int i = 0; i < 1000; ++i) {
+    runnables.push_back(std::make_unique<CountingRunnable>(counter));
+  }
+  for (auto& r : runnables) {
+    scheduler.submit(r.get());
+  }
+  EXPECT_TRUE(wait_for([&] { return counter.load() == 1000; }));
+  scheduler.stop();
+}
+
+// A runnable that resubmits itself `rounds` times from inside a worker.
+class Bouncer final : public Runnable {
+ public:
+  Bouncer(Scheduler& s, std::atomic<int>& done, int rounds) : s_(s), done_(done), left_(rounds) {}
+  void run_slice() override {
+    if (--left_ > 0) {
+      s_.submit(this);
+    } else {
+      done_.fetch_add(1);
+    }
+  }
+
+ private:
+  Scheduler& s_;
+  std::atomic<int>& done_;
+  int left_;
+};
+
+TEST(Scheduler, WorkSubmittedFromWorkersRunsToCompletion) {
+  Scheduler scheduler(2, "test");
+  std::atomic<int> done{0};
+  std::vector<std::unique_ptr<Bouncer>> bouncers;
+  for (int i = 0; i < 64; ++i) {
+    bouncers.push_back(std::make_unique<Bouncer>(scheduler, done, 1000));
+  }
+  for (auto& b : bouncers) {
+    scheduler.submit(b.get());
+  }
+  EXPECT_TRUE(wait_for([&] { return done.load() == 64; }));
+  scheduler.stop();
+}
+
+// Runnables that block (as a synchronous Call does) must not starve queued work: the pool
+// starts spare workers so that `threads` workers keep running.
+class Blocker final : public Runnable {
+ public:
+  Blocker(std::atomic<bool>& release, std::atomic<int>& blocked) : release_(release), blocked_(blocked) {}
+  void run_slice() override {
+    Scheduler::BlockingRegion region;
+    blocked_.fetch_add(1);
+    while (!release_.load()) {
+      std::this_thread::yield();
+    }
+  }
+
+ private:
+  std::atomic<bool>& release_;
+  std::atomic<int>& blocked_;
+};
+
+TEST(Scheduler, BlockingRegionsKeepThePoolServing) {
+  Scheduler scheduler(2, "test");
+  std::atomic<bool> release{false};
+  std::atomic<int> blocked{0};
+  std::vector<std::unique_ptr<Blocker>> blockers;
+  for (int i = 0; i < 6; ++i) {
+    blockers.push_back(std::make_unique<Blocker>(release, blocked));
+    scheduler.submit(blockers.back().get());
+  }
+  // All six block at once: only possible if spares were started.
+  EXPECT_TRUE(wait_for([&] { return blocked.load() == 6; }));
+  std::atomic<int> counter{0};
+  CountingRunnable after(counter);
+  scheduler.submit(&after);
+  EXPECT_TRUE(wait_for([&] { return counter.load() == 1; }));
+  EXPECT_GE(scheduler.spawned_threads(), 8);
+  release.store(true);
+  scheduler.stop();  // before the blockers go out of scope
+}
+
+TEST(Scheduler, CurrentIsSetOnlyOnWorkers) {
+  Scheduler scheduler(1, "test");
+  EXPECT_EQ(Scheduler::current(), nullptr);
+  std::atomic<Scheduler*> seen{nullptr};
+  struct Probe final : Runnable {
+    std::atomic<Scheduler*>* out;
+    void run_slice() override { out->store(Scheduler::current()); }
+  } probe;
+  probe.out = &seen;
+  scheduler.submit(&probe);
+  EXPECT_TRUE(wait_for([&] { return seen.load() != nullptr; }));
+  EXPECT_EQ(seen.load(), &scheduler);
+  scheduler.stop();
+}
+
+TEST(Scheduler, StopIsIdempotent) {
+  Scheduler scheduler(2, "test");
+  scheduler.stop();
+  scheduler.stop();
+  SUCCEED();
+}
+
+}  // namespace
+}  // namespace ember::runtime
