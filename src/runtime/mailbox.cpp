@@ -173,7 +173,14 @@ Mailbox::Mailbox(LaneOwner* owner, Scheduler* scheduler, Options options)
   routing_.store(build_routing(lanes).release(), std::memory_order_release);
 }
 
-Mailbox::~Mailbox() { delete routing_.load(std::memory_order_acquire); }
+Mailbox::~Mailbox() {
+  // Owners destroy a mailbox only once it is quiescent; a worker may still be leaving the last
+  // slice, and this wait (acquire on in_slice_) orders its last access before the frees.
+  while (!quiescent()) {
+    std::this_thread::yield();
+  }
+  delete routing_.load(std::memory_order_acquire);
+}
 
 void Mailbox::enter_post() noexcept {
   for (;;) {

@@ -432,8 +432,7 @@ void TimerService::rearm_locked(std::uint32_t index, Clock::time_point now) {
   ++pending_;
 }
 
-void TimerService::collect_due_locked(std::uint64_t target,
-                                      std::vector<std::pair<std::uint32_t, std::uint32_t>>& due) {
+void TimerService::collect_due_locked(std::uint64_t target, std::vector<Due>& due) {
   const Clock::time_point now = Clock::now();
   while (current_ < target) {
     if (pending_ == 0) {
@@ -465,7 +464,7 @@ void TimerService::collect_due_locked(std::uint64_t target,
       e.next = kNil;
       --pending_;
       ++e.inflight;
-      due.emplace_back(index, e.generation);
+      due.push_back(Due{index, e.generation, e.target, e.key_hash, e.priority});
       if (e.period_ticks > 0 || e.cron != nullptr) {
         rearm_locked(index, now);
       } else {
@@ -476,28 +475,19 @@ void TimerService::collect_due_locked(std::uint64_t target,
   }
 }
 
-void TimerService::post_fires(const std::vector<std::pair<std::uint32_t, std::uint32_t>>& due) {
-  // Called with posting_mu_ held. Each fire holds an inflight reference, so the entry is alive.
-  for (const auto& [index, generation] : due) {
-    TimerTarget* target;
-    std::uint64_t key_hash;
-    Priority priority;
-    {
-      std::lock_guard lock(mu_);
-      const Entry& e = at(index);
-      target = e.target;
-      key_hash = e.key_hash;
-      priority = e.priority;
-    }
-    auto* fire = new Fire(this, index, generation);
-    fire->priority = priority;
-    fire->key = DispatchKey::from_hash(key_hash);
-    target->post_timer_fire(fire);
+void TimerService::post_fires(const std::vector<Due>& due) {
+  // Called with posting_mu_ held, without mu_. Each fire holds an inflight reference, so its
+  // entry stays allocated; cancel_all waits on posting_mu_, so each target is still alive.
+  for (const Due& d : due) {
+    auto* fire = new Fire(this, d.index, d.generation);
+    fire->priority = d.priority;
+    fire->key = DispatchKey::from_hash(d.key_hash);
+    d.target->post_timer_fire(fire);
   }
 }
 
 void TimerService::advance_to(Clock::time_point now) {
-  std::vector<std::pair<std::uint32_t, std::uint32_t>> due;
+  std::vector<Due> due;
   std::unique_lock lock(mu_);
   collect_due_locked(due_tick_of(now), due);
   std::unique_lock posting(posting_mu_);
@@ -518,7 +508,7 @@ std::uint64_t TimerService::wake_tick_locked() const {
 }
 
 void TimerService::thread_main() {
-  std::vector<std::pair<std::uint32_t, std::uint32_t>> due;
+  std::vector<Due> due;
   std::unique_lock lock(mu_);
   while (!stopping_) {
     std::uint64_t target = due_tick_of(Clock::now());

@@ -100,9 +100,17 @@ class TimerService {
   /// Last tick whose start is at or before `t` (what is due now).
   std::uint64_t due_tick_of(Clock::time_point t) const;
   std::uint64_t wake_tick_locked() const;
-  void collect_due_locked(std::uint64_t target, std::vector<std::pair<std::uint32_t, std::uint32_t>>& due);
+  /// A fire to post, copied out under the lock so that posting needs no lock.
+  struct Due {
+    std::uint32_t index;
+    std::uint32_t generation;
+    TimerTarget* target;
+    std::uint64_t key_hash;
+    Priority priority;
+  };
+  void collect_due_locked(std::uint64_t target, std::vector<Due>& due);
   void rearm_locked(std::uint32_t index, Clock::time_point now);
-  void post_fires(const std::vector<std::pair<std::uint32_t, std::uint32_t>>& due);
+  void post_fires(const std::vector<Due>& due);
   void thread_main();
 
   const std::chrono::milliseconds tick_;

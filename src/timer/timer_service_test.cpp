@@ -44,15 +44,17 @@ class QueueTarget final : public TimerTarget {
     }
   }
   int reject_all() {
-    std::lock_guard lock(mu_);
-    int n = 0;
-    for (auto* m : queue_) {
+    std::deque<runtime::Message*> taken;
+    {
+      std::lock_guard lock(mu_);
+      taken.swap(queue_);
+    }
+    // Outside our lock, as a real mailbox does: reject() takes the wheel's lock.
+    for (auto* m : taken) {
       m->reject(Error{Errc::stopping, "closed"});
       delete m;
-      ++n;
     }
-    queue_.clear();
-    return n;
+    return static_cast<int>(taken.size());
   }
   std::size_t size() {
     std::lock_guard lock(mu_);

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Builds and runs the whole test suite under ASan+UBSan, then the concurrency tests under TSan.
+#   scripts/test.sh          both
+#   scripts/test.sh --asan   only the ASan+UBSan pass
+#   scripts/test.sh --tsan   only the TSan pass
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+mode="${1:-all}"
+jobs="$(nproc)"
+status=0
+
+if [ "$mode" = all ] || [ "$mode" = --asan ]; then
+  cmake --preset dev >/dev/null
+  cmake --build --preset dev -j "$jobs"
+  ASAN_OPTIONS="abort_on_error=1" UBSAN_OPTIONS="print_stacktrace=1" \
+    ctest --preset dev -j "$jobs" || status=1
+fi
+
+if [ "$mode" = all ] || [ "$mode" = --tsan ]; then
+  cmake --preset tsan >/dev/null
+  cmake --build --preset tsan -j "$jobs"
+  TSAN_OPTIONS="halt_on_error=1:second_deadlock_stack=1" \
+    ctest --preset tsan -j "$jobs" || status=1
+fi
+
+exit "$status"
