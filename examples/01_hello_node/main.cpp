@@ -86,7 +86,7 @@ class Gateway : public ember::Service {
   void feed() {
     ++seq_;
     auto* room = static_cast<Room*>(node().find_service("room"));
-    for (int player = 1; player <= 3; ++player) {
+    for (int player = 1; player <= 4; ++player) {
       int seq = seq_;
       ember::Status st = node().post(
           "room", [room, player, seq] { room->act(player, seq); },

@@ -33,7 +33,7 @@ enum class OverflowPolicy : std::uint8_t {
 struct WorkerConfig {
   int lanes = 1;                ///< WorkerNum: 1 = strictly single-threaded service
   int max_lanes = 0;            ///< MaxWorkerNum: upper bound for run-time changes; 0 = none (1024)
-  int virtual_nodes = 10;       ///< VirtualWorkerRate: ring points per lane for dispatch keys
+  int virtual_nodes = 100;      ///< VirtualWorkerRate: ring points per lane (seed: 10; 100 keeps lanes within ~10 % of even)
   std::int64_t mailbox_bound = 0;  ///< MailboxSize: user messages queued per service; 0 = unbounded
   OverflowPolicy overflow = OverflowPolicy::reject;  ///< Overflow: "reject"
 };

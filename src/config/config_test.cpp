@@ -402,7 +402,7 @@ ServiceConf:
   EXPECT_FALSE(echo.pinned);
   EXPECT_EQ(echo.worker.lanes, 1);
   EXPECT_EQ(echo.worker.max_lanes, 0);
-  EXPECT_EQ(echo.worker.virtual_nodes, 10);
+  EXPECT_EQ(echo.worker.virtual_nodes, 100);
   EXPECT_EQ(echo.worker.mailbox_bound, 0);
   EXPECT_EQ(echo.worker.overflow, OverflowPolicy::reject);
   EXPECT_TRUE(echo.params.empty());

@@ -305,7 +305,11 @@ Status Node::stop_service(std::string_view name, std::string_view id) {
     return p->name() == name && p->service_id() == id;
   });
   if (it == n.services.end()) {
-    return Error{Errc::not_found, "no service " + std::string(name) + (id.empty() ? "" : "#" + std::string(id))};
+    std::string who{name};
+    if (!id.empty()) {
+      who.append("#").append(id);
+    }
+    return Error{Errc::not_found, "no service " + who};
   }
   Status st = n.stop_one(**it);
   if (!st) {

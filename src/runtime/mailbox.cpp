@@ -102,7 +102,10 @@ std::unique_ptr<Mailbox::Routing> Mailbox::build_routing(int lanes) {
     r->lanes.push_back(lanes_[static_cast<std::size_t>(i)].get());
     for (int v = 0; v < virtual_nodes_; ++v) {
       // A lane's points depend only on (lane, v): growing keeps existing points where they are.
-      std::uint64_t point = hash_key((static_cast<std::uint64_t>(i) << 32) | static_cast<std::uint32_t>(v));
+      // Hashed twice with a salt: a single hash_key(small int) would coincide with the hash of
+      // integer dispatch keys and pin keys 0..9 to lane 0.
+      std::uint64_t point = hash_key(hash_key(0x454d424552ull ^ (static_cast<std::uint64_t>(i) << 32) ^
+                                              static_cast<std::uint32_t>(v)));
       ring.emplace_back(point, static_cast<std::uint16_t>(i));
     }
   }

@@ -77,7 +77,7 @@ class Mailbox {
  public:
   struct Options {
     int lanes = 1;
-    int virtual_nodes = 10;
+    int virtual_nodes = 100;
     std::int64_t user_bound = 0;  // 0 = unbounded
   };
 

@@ -3,6 +3,7 @@
 
 #include <atomic>
 #include <mutex>
+#include <set>
 #include <string>
 #include <thread>
 #include <vector>
@@ -229,6 +230,30 @@ TEST(Mailbox, ResizeMovesOnlySomeKeys) {
   EXPECT_GT(moved, 100);
   EXPECT_LT(moved, 350);
   EXPECT_EQ(moved, to_new);
+}
+
+TEST(Mailbox, KeysSpreadEvenlyOverLanes) {
+  Scheduler scheduler(1, "test");
+  TestOwner owner;
+  for (int lanes : {2, 4, 8}) {
+    Mailbox mailbox(&owner, &scheduler, {.lanes = lanes});
+    std::vector<int> counts(static_cast<std::size_t>(lanes), 0);
+    constexpr int kKeys = 100'000;
+    for (std::uint64_t k = 0; k < kKeys; ++k) {
+      ++counts[static_cast<std::size_t>(mailbox.lane_for_key(DispatchKey::from_int(k).hash()))];
+    }
+    for (int c : counts) {
+      double share = static_cast<double>(c) * lanes / kKeys;
+      EXPECT_GT(share, 0.75) << lanes << " lanes";
+      EXPECT_LT(share, 1.25) << lanes << " lanes";
+    }
+    // Regression: ring points once equalled the hashes of small integer keys.
+    std::set<int> used;
+    for (std::uint64_t k = 0; k < 16; ++k) {
+      used.insert(mailbox.lane_for_key(DispatchKey::from_int(k).hash()));
+    }
+    EXPECT_GT(used.size(), 1u);
+  }
 }
 
 TEST(Mailbox, UnkeyedMessagesAreSpreadOverLanes) {

@@ -14,10 +14,10 @@
 #include <ember/timer.hpp>
 
 #include "runtime/message.hpp"
+#include "timer/cron.hpp"
 
 namespace ember::timer {
 
-class CronSchedule;
 
 /// Where fires go: a service's mailbox. post_timer_fire must not run the message inline.
 class TimerTarget {
