@@ -1,12 +1,10 @@
 // SPDX-License-Identifier: Apache-2.0
 // CPU used by an idle node with 1,000 services over 5 s (target: < 1 % of one core).
+#include <benchmark/benchmark.h>
 #include <sys/resource.h>
 
-#include <thread>
-
-#include <benchmark/benchmark.h>
-
 #include <ember/ember.hpp>
+#include <thread>
 
 namespace {
 
@@ -15,7 +13,9 @@ class Idle : public ember::Service {};
 double cpu_seconds() {
   rusage usage{};
   getrusage(RUSAGE_SELF, &usage);
-  auto sec = [](const timeval& t) { return static_cast<double>(t.tv_sec) + static_cast<double>(t.tv_usec) / 1e6; };
+  auto sec = [](const timeval& t) {
+    return static_cast<double>(t.tv_sec) + static_cast<double>(t.tv_usec) / 1e6;
+  };
   return sec(usage.ru_utime) + sec(usage.ru_stime);
 }
 
@@ -36,7 +36,8 @@ void BM_IdleNode1000Services(benchmark::State& state) {
     auto wall_before = std::chrono::steady_clock::now();
     std::this_thread::sleep_for(std::chrono::seconds(5));
     double cpu = cpu_seconds() - cpu_before;
-    double wall = std::chrono::duration<double>(std::chrono::steady_clock::now() - wall_before).count();
+    double wall =
+        std::chrono::duration<double>(std::chrono::steady_clock::now() - wall_before).count();
     state.counters["cpu_percent_of_one_core"] = 100.0 * cpu / wall;
     (void)node.stop();
   }

@@ -1,12 +1,11 @@
 // SPDX-License-Identifier: Apache-2.0
 // Mailbox enqueue-to-run throughput on a real node: messages posted from outside into one
 // service, and a ping-pong between two services (one message in flight).
-#include <atomic>
-#include <future>
-
 #include <benchmark/benchmark.h>
 
+#include <atomic>
 #include <ember/ember.hpp>
+#include <future>
 
 namespace {
 
@@ -79,8 +78,8 @@ void BM_PingPong(benchmark::State& state) {
     finished.get_future().wait();
   }
   state.SetItemsProcessed(state.iterations() * hops);
-  state.counters["roundtrips_per_s"] =
-      benchmark::Counter(static_cast<double>(state.iterations() * hops / 2), benchmark::Counter::kIsRate);
+  state.counters["roundtrips_per_s"] = benchmark::Counter(
+      static_cast<double>(state.iterations() * hops / 2), benchmark::Counter::kIsRate);
   (void)node.stop();
 }
 BENCHMARK(BM_PingPong)->Unit(benchmark::kMillisecond)->UseRealTime();

@@ -1,11 +1,11 @@
 // SPDX-License-Identifier: Apache-2.0
 // Timer costs: schedule+cancel (target <= 100 ns) and memory per pending timer (target: 1,000,000
 // pending timers in <= 128 MB).
+#include <benchmark/benchmark.h>
+
 #include <fstream>
 #include <string>
 #include <vector>
-
-#include <benchmark/benchmark.h>
 
 #include "timer/timer_service.hpp"
 
@@ -36,11 +36,13 @@ void BM_TimerScheduleCancel(benchmark::State& state) {
   NullTarget target;
   std::vector<ember::TimerId> background;
   for (int i = 0; i < state.range(0); ++i) {
-    background.push_back(timers.schedule(request(target, std::chrono::milliseconds(1000 + i % 60000))));
+    background.push_back(
+        timers.schedule(request(target, std::chrono::milliseconds(1000 + i % 60000))));
   }
   int i = 0;
   for (auto _ : state) {
-    ember::TimerId id = timers.schedule(request(target, std::chrono::milliseconds(50 + (i++ & 1023))));
+    ember::TimerId id =
+        timers.schedule(request(target, std::chrono::milliseconds(50 + (i++ & 1023))));
     benchmark::DoNotOptimize(timers.cancel(id));
   }
   state.SetItemsProcessed(state.iterations());
@@ -74,7 +76,8 @@ void BM_PendingTimerMemory(benchmark::State& state) {
     state.counters["pending"] = static_cast<double>(timers->pending());
     state.counters["slab_MB"] = static_cast<double>(timers->slab_bytes()) / 1e6;
     state.counters["rss_MB"] = static_cast<double>(after - before) / 1024.0;
-    state.counters["bytes_per_timer"] = static_cast<double>(after - before) * 1024.0 / static_cast<double>(count);
+    state.counters["bytes_per_timer"] =
+        static_cast<double>(after - before) * 1024.0 / static_cast<double>(count);
   }
 }
 BENCHMARK(BM_PendingTimerMemory)->Arg(1'000'000)->Iterations(1)->Unit(benchmark::kMillisecond);

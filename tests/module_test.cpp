@@ -1,9 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 // The module tree inside a service: ids, lookups, depth-first release, timers that go with it.
-#include <atomic>
-
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <ember/ember.hpp>
 
 #include "support/node_helpers.hpp"
@@ -42,7 +41,8 @@ class ModuleTree : public ::testing::Test {
  protected:
   void SetUp() override {
     g_events.clear();
-    auto config = ember::parse_node_config("ServiceConf:\n  StartServices:\n    - ClassName: Host\n", "t");
+    auto config =
+        ember::parse_node_config("ServiceConf:\n  StartServices:\n    - ClassName: Host\n", "t");
     ASSERT_TRUE(config);
     node_ = std::make_unique<ember::Node>(std::move(*config));
     ASSERT_TRUE(node_->start());

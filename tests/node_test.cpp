@@ -1,11 +1,12 @@
 // SPDX-License-Identifier: Apache-2.0
 // A whole node: YAML config, lifecycle order, messages, timers, lanes, bounded drain.
-#include <atomic>
-#include <thread>
-
 #include <gtest/gtest.h>
 
+#include <atomic>
+#include <cstdio>
 #include <ember/ember.hpp>
+#include <fstream>
+#include <thread>
 
 #include "core/service_core.hpp"
 #include "support/node_helpers.hpp"
@@ -122,15 +123,17 @@ ServiceConf:
 
   g_log.clear();
   ASSERT_TRUE(node.stop());
-  EXPECT_EQ(filter(g_log.events(), "release"),
-            (std::vector<std::string>{"release store", "release room.chat", "release room.match.score",
-                                      "release room.match", "release room", "release gate"}));
+  EXPECT_EQ(
+      filter(g_log.events(), "release"),
+      (std::vector<std::string>{"release store", "release room.chat", "release room.match.score",
+                                "release room.match", "release room", "release gate"}));
   EXPECT_EQ(node.find_service("gate"), nullptr);
 }
 
 TEST(Node, OnStartedIsTheFirstMessageAndVisibleBeforeIt) {
   g_log.clear();
-  ember::Node node(parse("ServiceConf:\n  StartServices:\n    - ClassName: Tracked\n      ServiceName: solo\n"));
+  ember::Node node(
+      parse("ServiceConf:\n  StartServices:\n    - ClassName: Tracked\n      ServiceName: solo\n"));
   ASSERT_TRUE(node.start());
   ASSERT_TRUE(run_in(node, "solo", [] { g_log.add("message"); }));
   auto events = g_log.events();
@@ -196,8 +199,10 @@ class Plain : public ember::Service {};
 EMBER_REGISTER_SERVICE(Plain);
 
 ember::NodeConfig one_service(std::string extra = {}) {
-  return parse("NodeConf:\n  WorkerThreads: 2\nServiceConf:\n  StartServices:\n    - ClassName: Plain\n"
-               "      ServiceName: svc\n" + extra);
+  return parse(
+      "NodeConf:\n  WorkerThreads: 2\nServiceConf:\n  StartServices:\n    - ClassName: Plain\n"
+      "      ServiceName: svc\n" +
+      extra);
 }
 
 TEST(Node, HandlerThatThrowsIsLoggedAndTheServiceKeepsRunning) {
@@ -297,15 +302,16 @@ TEST(Node, LaneCountChangesAtRunTimeKeepPerKeyOrder) {
   });
   for (int seq = 0; seq < kPerKey; ++seq) {
     for (int key = 0; key < kKeys; ++key) {
-      ASSERT_TRUE(node.post("svc",
-                            [&, key, seq] {
-                              if (last[key] + 1 != seq) {
-                                bad.fetch_add(1);
-                              }
-                              last[key] = seq;
-                              handled.fetch_add(1);
-                            },
-                            {.key = ember::DispatchKey::from_int(static_cast<std::uint64_t>(key))}));
+      ASSERT_TRUE(
+          node.post("svc",
+                    [&, key, seq] {
+                      if (last[key] + 1 != seq) {
+                        bad.fetch_add(1);
+                      }
+                      last[key] = seq;
+                      handled.fetch_add(1);
+                    },
+                    {.key = ember::DispatchKey::from_int(static_cast<std::uint64_t>(key))}));
     }
   }
   resizer.join();
@@ -417,6 +423,75 @@ TEST(Node, StoppingServiceLeavesTheIndexAtOnce) {
   EXPECT_EQ(node.post("svc", [] {}).error().code(), ember::Errc::not_found);
   gate.open();
   stopper.join();
+}
+
+}  // namespace
+
+namespace {
+
+std::atomic<int> g_pongs{0};
+
+class Pong : public ember::Service {
+ public:
+  ember::Status on_init() override {
+    auto outer = add_module<Leaf>("pong.outer");
+    if (!outer) {
+      return outer.error();
+    }
+    auto inner = (*outer)->add_module<Leaf>("pong.outer.inner");
+    return inner ? ember::Status{} : inner.error();
+  }
+  void ping(int n) {
+    (void)node().post("ping", [n, this] {
+      auto* ping = node().find_service("ping");
+      (void)ping;
+      g_pongs.fetch_add(1);
+      (void)n;
+    });
+  }
+};
+EMBER_REGISTER_SERVICE(Pong);
+
+class Ping : public ember::Service {
+ public:
+  void on_started() override {
+    every(5ms, [this] {
+      auto* pong = static_cast<Pong*>(node().find_service("pong"));
+      if (pong != nullptr) {
+        int n = ++sent_;
+        (void)node().post("pong", [pong, n] { pong->ping(n); },
+                          {.key = ember::DispatchKey::from_int(1)});
+      }
+    });
+  }
+
+ private:
+  int sent_ = 0;
+};
+EMBER_REGISTER_SERVICE(Ping);
+
+TEST(Node, FullNodeFromAYamlFileExchangesMessagesFiresTimersAndStops) {
+  g_log.clear();
+  g_pongs = 0;
+  std::string path = ::testing::TempDir() + "ember_full_node.yaml";
+  {
+    std::ofstream out(path);
+    out << "NodeConf:\n  NodeId: ${EMBER_TEST_NODE_ID:-full}\n  WorkerThreads: 2\n"
+           "ServiceConf:\n  StartServices:\n"
+           "    - ClassName: Pong\n      ServiceName: pong\n      WorkerConf: { WorkerNum: 2 }\n"
+           "    - ClassName: Ping\n      ServiceName: ping\n";
+  }
+  auto config = ember::load_node_config(path);
+  ASSERT_TRUE(config) << config.error().message();
+  EXPECT_EQ(config->node_id, "full");
+  EXPECT_EQ(config->source, path);
+  ember::Node node(std::move(*config));
+  ASSERT_TRUE(node.start());
+  EXPECT_TRUE(wait_for([] { return g_pongs.load() >= 20; }));
+  ASSERT_TRUE(node.stop());
+  EXPECT_EQ(filter(g_log.events(), "release"),
+            (std::vector<std::string>{"release pong.outer.inner", "release pong.outer"}));
+  std::remove(path.c_str());
 }
 
 }  // namespace

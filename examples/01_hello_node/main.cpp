@@ -4,9 +4,8 @@
 // timers, and a clock driven by cron. The gateway stops the node after Params.run_for_ms.
 #include <atomic>
 #include <charconv>
-#include <string>
-
 #include <ember/ember.hpp>
+#include <string>
 
 using namespace std::chrono_literals;
 
@@ -15,7 +14,10 @@ namespace demo {
 // A module inside Room: counts actions per player. Runs on the room's lanes.
 class Scoreboard : public ember::Module {
  public:
-  void record(int player) { total_.fetch_add(1); (void)player; }
+  void record(int player) {
+    total_.fetch_add(1);
+    (void)player;
+  }
   int total() const { return total_.load(); }
   void on_release() override { log().info("scoreboard released after {} actions", total()); }
 
@@ -31,7 +33,8 @@ class Match : public ember::Module {
       return board.error();
     }
     scoreboard_ = *board;
-    round_timer_ = every(500ms, [this] { log().info("round tick: {} actions so far", scoreboard_->total()); });
+    round_timer_ =
+        every(500ms, [this] { log().info("round tick: {} actions so far", scoreboard_->total()); });
     return {};
   }
   void on_release() override { log().info("match released (its round timer goes with it)"); }
@@ -123,4 +126,6 @@ EMBER_REGISTER_SERVICE(Gateway);
 EMBER_REGISTER_SERVICE(Room);
 EMBER_REGISTER_SERVICE(Clock);
 
-int main(int argc, char** argv) { return ember::run_node(argc, argv); }
+int main(int argc, char** argv) {
+  return ember::run_node(argc, argv);
+}

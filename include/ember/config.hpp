@@ -16,12 +16,11 @@
 
 #include <chrono>
 #include <cstdint>
+#include <ember/error.hpp>
 #include <map>
 #include <string>
 #include <string_view>
 #include <vector>
-
-#include <ember/error.hpp>
 
 namespace ember {
 
@@ -31,25 +30,26 @@ enum class OverflowPolicy : std::uint8_t {
 };
 
 struct WorkerConfig {
-  int lanes = 1;                ///< WorkerNum: 1 = strictly single-threaded service
-  int max_lanes = 0;            ///< MaxWorkerNum: upper bound for run-time changes; 0 = none (1024)
-  int virtual_nodes = 100;      ///< VirtualWorkerRate: ring points per lane (seed: 10; 100 keeps lanes within ~10 % of even)
+  int lanes = 1;            ///< WorkerNum: 1 = strictly single-threaded service
+  int max_lanes = 0;        ///< MaxWorkerNum: upper bound for run-time changes; 0 = none (1024)
+  int virtual_nodes = 100;  ///< VirtualWorkerRate: ring points per lane (seed: 10; 100 keeps lanes
+                            ///< within ~10 % of even)
   std::int64_t mailbox_bound = 0;  ///< MailboxSize: user messages queued per service; 0 = unbounded
   OverflowPolicy overflow = OverflowPolicy::reject;  ///< Overflow: "reject"
 };
 
 struct ServiceConfig {
-  std::string class_name;    ///< ClassName (required): factory key given to register_service
-  std::string name;          ///< ServiceName: routing name; default = ClassName
-  std::string id;            ///< ServiceId: instance id within a name; default ""
-  std::string type;          ///< Type: service type used by type selectors; default ""
-  std::int32_t server_id = 0;  ///< ServerId: zone / namespace
-  std::int64_t version = 0;    ///< Version
+  std::string class_name;          ///< ClassName (required): factory key given to register_service
+  std::string name;                ///< ServiceName: routing name; default = ClassName
+  std::string id;                  ///< ServiceId: instance id within a name; default ""
+  std::string type;                ///< Type: service type used by type selectors; default ""
+  std::int32_t server_id = 0;      ///< ServerId: zone / namespace
+  std::int64_t version = 0;        ///< Version
   bool primary_secondary = false;  ///< IsPrimarySecondaryMode: master/slave group member
-  bool pinned = false;       ///< Pinned: run on dedicated thread(s) instead of the shared pool
-  WorkerConfig worker;       ///< WorkerConf
+  bool pinned = false;  ///< Pinned: run on dedicated thread(s) instead of the shared pool
+  WorkerConfig worker;  ///< WorkerConf
   std::map<std::string, std::string> params;  ///< Params: free scalar settings for the service
-  int line = 0;              ///< line of this entry in the file, for error messages
+  int line = 0;  ///< line of this entry in the file, for error messages
 };
 
 struct LogConfig {
@@ -59,9 +59,9 @@ struct LogConfig {
 };
 
 struct NodeConfig {
-  std::string node_id = "node";  ///< NodeConf.NodeId
-  int worker_threads = 0;        ///< NodeConf.WorkerThreads: 0 = number of cores
-  std::chrono::milliseconds timer_tick{10};          ///< NodeConf.TimerTick
+  std::string node_id = "node";              ///< NodeConf.NodeId
+  int worker_threads = 0;                    ///< NodeConf.WorkerThreads: 0 = number of cores
+  std::chrono::milliseconds timer_tick{10};  ///< NodeConf.TimerTick
   std::chrono::milliseconds shutdown_timeout{5000};  ///< NodeConf.ShutdownTimeout: drain bound
   std::chrono::milliseconds call_timeout{1000};      ///< NodeConf.CallTimeout: default Call timeout
   LogConfig log;                                     ///< SystemLogger

@@ -14,7 +14,8 @@ namespace ember {
 
 enum class Priority : std::uint8_t { user = 0, system = 1 };
 
-/// 64-bit FNV-1a followed by a murmur-style finalizer: FNV alone spreads short numeric strings badly.
+/// 64-bit FNV-1a followed by a murmur-style finalizer: FNV alone spreads short numeric strings
+/// badly.
 constexpr std::uint64_t hash_key(std::string_view text) noexcept {
   std::uint64_t h = 14695981039346656037ull;
   for (char c : text) {

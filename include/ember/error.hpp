@@ -18,21 +18,21 @@ namespace ember {
 
 enum class Errc : std::uint8_t {
   ok = 0,
-  invalid_argument,  ///< the caller passed something unusable (bad spec, bad config value)
-  not_found,         ///< no such service, module, timer or key
-  already_exists,    ///< duplicate name, id or registration
-  timeout,           ///< no reply before the deadline
-  no_such_method,    ///< the service has no handler with that name
-  bad_argument_type, ///< the payload's type is not the method's request type
-  handler_failed,    ///< the handler returned an error or threw
-  overloaded,        ///< the target mailbox is over its bound
-  stopping,          ///< the target (or this node) is shutting down
-  cancelled,         ///< the caller cancelled the operation
-  call_cycle,        ///< a nested call would wait on a service already waiting in this chain
-  node_unreachable,  ///< the node hosting the target is gone
-  bad_state,         ///< the operation is not valid in the object's current state
-  io_error,          ///< reading a file or socket failed
-  internal,          ///< a broken invariant inside Ember
+  invalid_argument,   ///< the caller passed something unusable (bad spec, bad config value)
+  not_found,          ///< no such service, module, timer or key
+  already_exists,     ///< duplicate name, id or registration
+  timeout,            ///< no reply before the deadline
+  no_such_method,     ///< the service has no handler with that name
+  bad_argument_type,  ///< the payload's type is not the method's request type
+  handler_failed,     ///< the handler returned an error or threw
+  overloaded,         ///< the target mailbox is over its bound
+  stopping,           ///< the target (or this node) is shutting down
+  cancelled,          ///< the caller cancelled the operation
+  call_cycle,         ///< a nested call would wait on a service already waiting in this chain
+  node_unreachable,   ///< the node hosting the target is gone
+  bad_state,          ///< the operation is not valid in the object's current state
+  io_error,           ///< reading a file or socket failed
+  internal,           ///< a broken invariant inside Ember
 };
 
 /// Stable lower_snake_case name of a code, used in logs and on the wire.
@@ -57,7 +57,7 @@ class Error {
 template <class T>
 class [[nodiscard]] Result {
  public:
-  Result(T value) : state_(std::in_place_index<0>, std::move(value)) {}  // NOLINT(implicit)
+  Result(T value) : state_(std::in_place_index<0>, std::move(value)) {}      // NOLINT(implicit)
   Result(Error error) : state_(std::in_place_index<1>, std::move(error)) {}  // NOLINT(implicit)
 
   [[nodiscard]] bool has_value() const noexcept { return state_.index() == 0; }
@@ -99,6 +99,8 @@ class [[nodiscard]] Status {
   bool ok_ = true;
 };
 
-inline Status ok_status() { return {}; }
+inline Status ok_status() {
+  return {};
+}
 
 }  // namespace ember

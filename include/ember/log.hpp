@@ -8,13 +8,12 @@
 // Every service has its own Logger whose lines carry the node and service names.
 #pragma once
 
-#include <memory>
-#include <string>
-#include <string_view>
-
 #include <fmt/core.h>
 
 #include <ember/error.hpp>
+#include <memory>
+#include <string>
+#include <string_view>
 
 namespace ember {
 
@@ -41,17 +40,29 @@ class Logger {
     }
   }
   template <class... Args>
-  void trace(fmt::format_string<Args...> f, Args&&... a) const { log(LogLevel::trace, f, std::forward<Args>(a)...); }
+  void trace(fmt::format_string<Args...> f, Args&&... a) const {
+    log(LogLevel::trace, f, std::forward<Args>(a)...);
+  }
   template <class... Args>
-  void debug(fmt::format_string<Args...> f, Args&&... a) const { log(LogLevel::debug, f, std::forward<Args>(a)...); }
+  void debug(fmt::format_string<Args...> f, Args&&... a) const {
+    log(LogLevel::debug, f, std::forward<Args>(a)...);
+  }
   template <class... Args>
-  void info(fmt::format_string<Args...> f, Args&&... a) const { log(LogLevel::info, f, std::forward<Args>(a)...); }
+  void info(fmt::format_string<Args...> f, Args&&... a) const {
+    log(LogLevel::info, f, std::forward<Args>(a)...);
+  }
   template <class... Args>
-  void warn(fmt::format_string<Args...> f, Args&&... a) const { log(LogLevel::warn, f, std::forward<Args>(a)...); }
+  void warn(fmt::format_string<Args...> f, Args&&... a) const {
+    log(LogLevel::warn, f, std::forward<Args>(a)...);
+  }
   template <class... Args>
-  void error(fmt::format_string<Args...> f, Args&&... a) const { log(LogLevel::error, f, std::forward<Args>(a)...); }
+  void error(fmt::format_string<Args...> f, Args&&... a) const {
+    log(LogLevel::error, f, std::forward<Args>(a)...);
+  }
   template <class... Args>
-  void critical(fmt::format_string<Args...> f, Args&&... a) const { log(LogLevel::critical, f, std::forward<Args>(a)...); }
+  void critical(fmt::format_string<Args...> f, Args&&... a) const {
+    log(LogLevel::critical, f, std::forward<Args>(a)...);
+  }
 
  private:
   std::string name_;

@@ -19,15 +19,14 @@
 
 #include <chrono>
 #include <cstdint>
-#include <functional>
-#include <memory>
-#include <string_view>
-#include <vector>
-
 #include <ember/dispatch.hpp>
 #include <ember/error.hpp>
 #include <ember/log.hpp>
 #include <ember/timer.hpp>
+#include <functional>
+#include <memory>
+#include <string_view>
+#include <vector>
 
 namespace ember {
 
@@ -87,9 +86,12 @@ class Module {
   // --- timers: callbacks run in the service's mailbox -----------------------------------------
 
   /// One-shot. Returns an invalid id (and logs) when the module is not attached or released.
-  TimerId after(std::chrono::nanoseconds delay, std::function<void()> fn, TimerOptions options = {});
-  /// Repeats every `period` (rounded up to the node's tick, at least one tick), first after one period.
-  TimerId every(std::chrono::nanoseconds period, std::function<void()> fn, TimerOptions options = {});
+  TimerId after(std::chrono::nanoseconds delay, std::function<void()> fn,
+                TimerOptions options = {});
+  /// Repeats every `period` (rounded up to the node's tick, at least one tick), first after one
+  /// period.
+  TimerId every(std::chrono::nanoseconds period, std::function<void()> fn,
+                TimerOptions options = {});
   /// Six-field cron with seconds ("0 30 9 * * MON-FRI"), descriptors (@daily, @every 90s) and an
   /// optional "TZ=Area/City " prefix; the zone (default: the node's local zone) never changes
   /// between fires. A malformed spec is invalid_argument.

@@ -10,15 +10,14 @@
 #pragma once
 
 #include <chrono>
-#include <functional>
-#include <memory>
-#include <string_view>
-#include <vector>
-
 #include <ember/config.hpp>
 #include <ember/dispatch.hpp>
 #include <ember/error.hpp>
 #include <ember/service.hpp>
+#include <functional>
+#include <memory>
+#include <string_view>
+#include <vector>
 
 namespace ember {
 

@@ -17,13 +17,12 @@
 #pragma once
 
 #include <cstdint>
+#include <ember/config.hpp>
+#include <ember/module.hpp>
 #include <functional>
 #include <memory>
 #include <string>
 #include <string_view>
-
-#include <ember/config.hpp>
-#include <ember/module.hpp>
 
 namespace ember {
 
@@ -81,12 +80,11 @@ std::vector<std::string> registered_services();
 
 }  // namespace ember
 
-#define EMBER_REGISTER_SERVICE(Class)                                                 \
-  [[maybe_unused]] static const bool ember_registered_##Class = [] {                  \
-    auto status = ::ember::register_service<Class>(#Class);                           \
-    if (!status) {                                                                    \
-      ::ember::system_log().error("register_service({}): {}", #Class,                 \
-                                  status.error().to_string());                        \
-    }                                                                                 \
-    return true;                                                                      \
+#define EMBER_REGISTER_SERVICE(Class)                                                              \
+  [[maybe_unused]] static const bool ember_registered_##Class = [] {                               \
+    auto status = ::ember::register_service<Class>(#Class);                                        \
+    if (!status) {                                                                                 \
+      ::ember::system_log().error("register_service({}): {}", #Class, status.error().to_string()); \
+    }                                                                                              \
+    return true;                                                                                   \
   }()

@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: Apache-2.0
-#include <ember/config.hpp>
+#include <yaml-cpp/yaml.h>
 
 #include <algorithm>
 #include <array>
@@ -8,6 +8,7 @@
 #include <charconv>
 #include <cstdlib>
 #include <cstring>
+#include <ember/config.hpp>
 #include <exception>
 #include <filesystem>
 #include <fstream>
@@ -17,8 +18,6 @@
 #include <sstream>
 #include <system_error>
 #include <utility>
-
-#include <yaml-cpp/yaml.h>
 
 namespace ember {
 namespace {

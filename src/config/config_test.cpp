@@ -1,14 +1,13 @@
 // SPDX-License-Identifier: Apache-2.0
-#include <ember/config.hpp>
+#include <gtest/gtest.h>
+#include <unistd.h>
 
 #include <cstdlib>
+#include <ember/config.hpp>
 #include <filesystem>
 #include <fstream>
 #include <string>
 #include <string_view>
-
-#include <gtest/gtest.h>
-#include <unistd.h>
 
 namespace ember {
 namespace {

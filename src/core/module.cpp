@@ -39,14 +39,17 @@ Module* Module::find_module(ModuleId id) const {
   return c != nullptr ? c->find(id) : nullptr;
 }
 
-Module& Module::root() const noexcept { return *service_; }
+Module& Module::root() const noexcept {
+  return *service_;
+}
 
 std::vector<Module*> Module::children() const {
   detail::ServiceCore* c = core();
   return c != nullptr ? c->children_of(*this) : std::vector<Module*>{};
 }
 
-TimerId Module::after(std::chrono::nanoseconds delay, std::function<void()> fn, TimerOptions options) {
+TimerId Module::after(std::chrono::nanoseconds delay, std::function<void()> fn,
+                      TimerOptions options) {
   detail::ServiceCore* c = core();
   if (c == nullptr || released_ || !fn) {
     system_log().error("after(): module not attached, released, or empty callback; timer not set");
@@ -61,7 +64,8 @@ TimerId Module::after(std::chrono::nanoseconds delay, std::function<void()> fn, 
   return c->timers().schedule(std::move(request));
 }
 
-TimerId Module::every(std::chrono::nanoseconds period, std::function<void()> fn, TimerOptions options) {
+TimerId Module::every(std::chrono::nanoseconds period, std::function<void()> fn,
+                      TimerOptions options) {
   detail::ServiceCore* c = core();
   if (c == nullptr || released_ || !fn) {
     system_log().error("every(): module not attached, released, or empty callback; timer not set");
@@ -79,7 +83,8 @@ TimerId Module::every(std::chrono::nanoseconds period, std::function<void()> fn,
   return c->timers().schedule(std::move(request));
 }
 
-Result<TimerId> Module::cron(std::string_view spec, std::function<void()> fn, TimerOptions options) {
+Result<TimerId> Module::cron(std::string_view spec, std::function<void()> fn,
+                             TimerOptions options) {
   detail::ServiceCore* c = core();
   if (c == nullptr || released_) {
     return Error{Errc::bad_state, "cron(): module not attached or released"};
@@ -124,7 +129,9 @@ const Logger& Module::log() const {
   return c != nullptr ? c->logger() : system_log();
 }
 
-Node& Module::node() const { return *core()->node().owner; }
+Node& Module::node() const {
+  return *core()->node().owner;
+}
 
 void Module::on_release_cleanup(std::function<void()> fn) {
   if (extras_) {

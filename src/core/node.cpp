@@ -1,8 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
-#include <ember/node.hpp>
-
 #include <algorithm>
 #include <csignal>
+#include <ember/node.hpp>
 #include <thread>
 
 #include "core/node_impl.hpp"
@@ -14,7 +13,9 @@ namespace detail {
 ServiceFactory find_factory(std::string_view class_name);
 
 namespace {
-std::string describe(const ServiceConfig& c) { return c.id.empty() ? c.name : c.name + "#" + c.id; }
+std::string describe(const ServiceConfig& c) {
+  return c.id.empty() ? c.name : c.name + "#" + c.id;
+}
 
 std::string where(const NodeConfig& node, const ServiceConfig& c) {
   if (c.line > 0 && !node.source.empty()) {
@@ -25,9 +26,7 @@ std::string where(const NodeConfig& node, const ServiceConfig& c) {
 }  // namespace
 
 NodeImpl::NodeImpl(NodeConfig cfg)
-    : config(std::move(cfg)),
-      log(config.node_id),
-      local_zone(timer::TimeZone::utc()) {
+    : config(std::move(cfg)), log(config.node_id), local_zone(timer::TimeZone::utc()) {
   if (auto zone = timer::TimeZone::load("Local")) {
     local_zone = std::move(*zone);
   }
@@ -71,7 +70,8 @@ Status NodeImpl::create_and_init(std::unique_ptr<Service> service, ServiceConfig
     dedicated = std::make_unique<runtime::Scheduler>(std::max(1, cfg.worker.lanes), describe(cfg));
   }
   Service* raw = service.get();
-  raw->core_ = std::make_unique<ServiceCore>(*this, *raw, cfg, scheduler.get(), std::move(dedicated));
+  raw->core_ =
+      std::make_unique<ServiceCore>(*this, *raw, cfg, scheduler.get(), std::move(dedicated));
   raw->service_ = raw;
   raw->id_ = 1'000'000;
   raw->extras_ = std::make_unique<ModuleExtras>();
@@ -95,10 +95,16 @@ Node::Node(NodeConfig config) : impl_(std::make_unique<detail::NodeImpl>(std::mo
   impl_->owner = this;
 }
 
-Node::~Node() { (void)stop(); }
+Node::~Node() {
+  (void)stop();
+}
 
-const NodeConfig& Node::config() const noexcept { return impl_->config; }
-const std::string& Node::id() const noexcept { return impl_->config.node_id; }
+const NodeConfig& Node::config() const noexcept {
+  return impl_->config;
+}
+const std::string& Node::id() const noexcept {
+  return impl_->config.node_id;
+}
 
 bool Node::running() const noexcept {
   return impl_->phase == detail::NodeImpl::Phase::running;
@@ -122,8 +128,8 @@ Status Node::start() {
       }
       return Error{Errc::not_found, detail::where(n.config, cfg) + "ServiceConf.StartServices[" +
                                         std::to_string(i) + "].ClassName: unknown class '" +
-                                        cfg.class_name + "' (registered: " +
-                                        (known.empty() ? "none" : known) + ")"};
+                                        cfg.class_name +
+                                        "' (registered: " + (known.empty() ? "none" : known) + ")"};
     }
     std::unique_ptr<Service> instance;
     try {
@@ -142,8 +148,9 @@ Status Node::start() {
   n.added_before_start.clear();
 
   n.phase = detail::NodeImpl::Phase::starting;
-  int threads = n.config.worker_threads > 0 ? n.config.worker_threads
-                                            : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  int threads = n.config.worker_threads > 0
+                    ? n.config.worker_threads
+                    : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   n.scheduler = std::make_unique<runtime::Scheduler>(threads, n.config.node_id);
   n.timers = std::make_unique<timer::TimerService>(n.config.timer_tick);
   n.timers->start();
@@ -280,14 +287,16 @@ Result<Service*> Node::add_service(std::unique_ptr<Service> service, ServiceConf
   std::vector<Service*> initialized;
   Service* raw = service.get();
   Status st = n.create_and_init(std::move(service), config, initialized);
-  bool created = std::any_of(n.services.begin(), n.services.end(), [&](auto& p) { return p.get() == raw; });
+  bool created =
+      std::any_of(n.services.begin(), n.services.end(), [&](auto& p) { return p.get() == raw; });
   if (st) {
     st = raw->core_->start();
   }
   if (!st) {
     if (created) {  // otherwise create_and_init refused it before taking it in
       (void)n.stop_one(*raw);
-      auto it = std::find_if(n.services.begin(), n.services.end(), [&](auto& p) { return p.get() == raw; });
+      auto it = std::find_if(n.services.begin(), n.services.end(),
+                             [&](auto& p) { return p.get() == raw; });
       n.services.erase(it);
     }
     return st.error();
@@ -301,9 +310,8 @@ Status Node::stop_service(std::string_view name, std::string_view id) {
     return Error{Errc::bad_state, "stop_service must not be called from a handler"};
   }
   std::lock_guard lifecycle(n.lifecycle_mu);
-  auto it = std::find_if(n.services.begin(), n.services.end(), [&](auto& p) {
-    return p->name() == name && p->service_id() == id;
-  });
+  auto it = std::find_if(n.services.begin(), n.services.end(),
+                         [&](auto& p) { return p->name() == name && p->service_id() == id; });
   if (it == n.services.end()) {
     std::string who{name};
     if (!id.empty()) {
@@ -338,7 +346,8 @@ Status Node::post(std::string_view service_name, std::function<void()> fn, PostO
   }
   std::shared_lock lock(impl_->visible_mu);
   // The instance without an id, else the first instance of that name.
-  auto it = impl_->visible.lower_bound(std::pair<std::string, std::string>{std::string(service_name), std::string()});
+  auto it = impl_->visible.lower_bound(
+      std::pair<std::string, std::string>{std::string(service_name), std::string()});
   if (it == impl_->visible.end() || it->first.first != service_name) {
     return Error{Errc::not_found, "no running service named '" + std::string(service_name) + "'"};
   }

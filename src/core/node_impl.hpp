@@ -3,6 +3,10 @@
 
 #include <atomic>
 #include <condition_variable>
+#include <ember/config.hpp>
+#include <ember/log.hpp>
+#include <ember/node.hpp>
+#include <ember/service.hpp>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -10,11 +14,6 @@
 #include <string>
 #include <utility>
 #include <vector>
-
-#include <ember/config.hpp>
-#include <ember/node.hpp>
-#include <ember/log.hpp>
-#include <ember/service.hpp>
 
 #include "runtime/scheduler.hpp"
 #include "timer/time_zone.hpp"
@@ -52,7 +51,8 @@ class NodeImpl {
   void make_invisible(Service& s);
   Service* find_visible(std::string_view name, std::string_view id) const;
 
-  Status create_and_init(std::unique_ptr<Service> service, ServiceConfig cfg, std::vector<Service*>& out);
+  Status create_and_init(std::unique_ptr<Service> service, ServiceConfig cfg,
+                         std::vector<Service*>& out);
   Status stop_one(Service& s);
 };
 

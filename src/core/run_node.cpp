@@ -1,11 +1,9 @@
 // SPDX-License-Identifier: Apache-2.0
 // The only translation unit that includes CLI11 (it costs seconds to compile).
-#include <cstdlib>
-#include <iostream>
-
 #include <CLI/CLI.hpp>
-
+#include <cstdlib>
 #include <ember/node.hpp>
+#include <iostream>
 
 namespace ember {
 
@@ -16,7 +14,8 @@ int run_node(int argc, char** argv) {
   std::string level_text;
   std::string node_id;
   int threads = -1;
-  app.add_option("-c,--config", config_path, "node YAML file (default: $EMBER_CONFIG or node.yaml)");
+  app.add_option("-c,--config", config_path,
+                 "node YAML file (default: $EMBER_CONFIG or node.yaml)");
   app.add_option("--log-level", level_text, "trace|debug|info|warn|error|critical|off");
   app.add_option("--node-id", node_id, "overrides NodeConf.NodeId");
   app.add_option("--threads", threads, "worker threads; overrides NodeConf.WorkerThreads")

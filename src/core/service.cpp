@@ -1,7 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
-#include <ember/service.hpp>
-
 #include <algorithm>
+#include <ember/service.hpp>
 #include <map>
 #include <mutex>
 
@@ -62,10 +61,18 @@ std::vector<std::string> registered_services() {
 Service::Service() = default;
 Service::~Service() = default;
 
-const std::string& Service::name() const noexcept { return config().name; }
-const std::string& Service::service_id() const noexcept { return config().id; }
-const std::string& Service::type() const noexcept { return config().type; }
-std::int32_t Service::server_id() const noexcept { return config().server_id; }
+const std::string& Service::name() const noexcept {
+  return config().name;
+}
+const std::string& Service::service_id() const noexcept {
+  return config().id;
+}
+const std::string& Service::type() const noexcept {
+  return config().type;
+}
+std::int32_t Service::server_id() const noexcept {
+  return config().server_id;
+}
 
 const ServiceConfig& Service::config() const noexcept {
   return core_ ? core_->config() : empty_config();
@@ -81,7 +88,9 @@ ServiceState Service::state() const noexcept {
   return core_ ? core_->state() : ServiceState::created;
 }
 
-int Service::lane_count() const { return core_ ? core_->mailbox().lane_count() : 0; }
+int Service::lane_count() const {
+  return core_ ? core_->mailbox().lane_count() : 0;
+}
 
 void Service::set_lane_count(int lanes) {
   if (!core_) {
@@ -98,6 +107,8 @@ int Service::lane_of(DispatchKey key) const {
   return core_->mailbox().lane_for_key(key.hash());
 }
 
-std::int64_t Service::queued_messages() const { return core_ ? core_->mailbox().queued() : 0; }
+std::int64_t Service::queued_messages() const {
+  return core_ ? core_->mailbox().queued() : 0;
+}
 
 }  // namespace ember

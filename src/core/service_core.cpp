@@ -37,7 +37,8 @@ runtime::Mailbox::Options mailbox_options(const ServiceConfig& c) {
 }  // namespace
 
 ServiceCore::ServiceCore(NodeImpl& node, Service& self, ServiceConfig config,
-                         runtime::Scheduler* scheduler, std::unique_ptr<runtime::Scheduler> dedicated)
+                         runtime::Scheduler* scheduler,
+                         std::unique_ptr<runtime::Scheduler> dedicated)
     : node_(node),
       self_(self),
       config_(std::move(config)),
@@ -50,9 +51,13 @@ ServiceCore::ServiceCore(NodeImpl& node, Service& self, ServiceConfig config,
 
 ServiceCore::~ServiceCore() = default;
 
-ServiceCore* ServiceCore::current() noexcept { return tls_current; }
+ServiceCore* ServiceCore::current() noexcept {
+  return tls_current;
+}
 
-timer::TimerService& ServiceCore::timers() noexcept { return *node_.timers; }
+timer::TimerService& ServiceCore::timers() noexcept {
+  return *node_.timers;
+}
 
 Status ServiceCore::post(runtime::Message* m, bool external) noexcept {
   ServiceState s = state_.load(std::memory_order_acquire);
@@ -68,7 +73,8 @@ Status ServiceCore::post(runtime::Message* m, bool external) noexcept {
   Status pushed = mailbox_.push(m);
   if (!pushed) {
     delete m;
-    return Error{pushed.error().code(), "service " + describe(config_) + ": " + pushed.error().message()};
+    return Error{pushed.error().code(),
+                 "service " + describe(config_) + ": " + pushed.error().message()};
   }
   return {};
 }
@@ -94,7 +100,8 @@ void ServiceCore::execute(runtime::Message* m) noexcept {
   }
   if (state_.load(std::memory_order_acquire) == ServiceState::stopped && !m->is_control()) {
     rejected_.fetch_add(1, std::memory_order_relaxed);
-    m->reject(Error{Errc::stopping, "service " + describe(config_) + " stopped before handling it"});
+    m->reject(
+        Error{Errc::stopping, "service " + describe(config_) + " stopped before handling it"});
   } else {
     ServiceCore* outer = tls_current;
     tls_current = this;
@@ -193,9 +200,10 @@ Status ServiceCore::stop(std::chrono::milliseconds drain_timeout) {
     });
     std::unique_lock lock(drain->mu);
     if (!drain->cv.wait_until(lock, deadline, [&] { return drain->done; })) {
-      logger_.warn("drain did not finish within {} ms ({} messages queued); refusing the rest "
-                   "with 'stopping'",
-                   drain_timeout.count(), mailbox_.queued());
+      logger_.warn(
+          "drain did not finish within {} ms ({} messages queued); refusing the rest "
+          "with 'stopping'",
+          drain_timeout.count(), mailbox_.queued());
     }
   }
   state_.store(ServiceState::stopped, std::memory_order_release);
@@ -208,14 +216,18 @@ Status ServiceCore::stop(std::chrono::milliseconds drain_timeout) {
   auto backoff = std::chrono::microseconds(50);
   while (!mailbox_.quiescent()) {
     if (std::chrono::steady_clock::now() > grace) {
-      logger_.error("a handler is still running after the drain deadline; the service is left "
-                    "allocated and its on_release is skipped");
+      logger_.error(
+          "a handler is still running after the drain deadline; the service is left "
+          "allocated and its on_release is skipped");
       return Error{Errc::timeout, "service " + describe(config_) + " is stuck in a handler"};
     }
     std::this_thread::sleep_for(backoff);
     backoff = std::min(backoff * 2, std::chrono::microseconds(10'000));
   }
 
+  if (std::uint64_t refused = rejected_.load(std::memory_order_relaxed); refused > 0) {
+    logger_.warn("refused {} queued messages with 'stopping' (callers were told)", refused);
+  }
   // Lanes are closed and idle: the tree can be released here without racing a handler.
   release_tree(self_);
   flush_graveyard();
@@ -225,7 +237,8 @@ Status ServiceCore::stop(std::chrono::milliseconds drain_timeout) {
   return {};
 }
 
-Result<ModuleId> ServiceCore::attach(Module& parent, std::unique_ptr<Module> child, ModuleId preset_id) {
+Result<ModuleId> ServiceCore::attach(Module& parent, std::unique_ptr<Module> child,
+                                     ModuleId preset_id) {
   if (!child) {
     return Error{Errc::invalid_argument, "add_module: null module"};
   }
@@ -279,7 +292,8 @@ Status ServiceCore::release(Module& ancestor, ModuleId id) {
     }
     target = it->second;
     if (target == &ancestor) {
-      return Error{Errc::invalid_argument, "a module cannot release itself; release it from its parent"};
+      return Error{Errc::invalid_argument,
+                   "a module cannot release itself; release it from its parent"};
     }
     bool in_subtree = false;
     for (Module* p = target->parent_; p != nullptr; p = p->parent_) {
@@ -344,7 +358,8 @@ void ServiceCore::release_tree(Module& m) {
     std::lock_guard lock(modules_mu_);
     modules_.erase(m.id_);
     auto& siblings = m.parent_->children_;
-    auto it = std::find_if(siblings.begin(), siblings.end(), [&](const auto& p) { return p.get() == &m; });
+    auto it = std::find_if(siblings.begin(), siblings.end(),
+                           [&](const auto& p) { return p.get() == &m; });
     if (it != siblings.end()) {
       owned = std::move(*it);
       siblings.erase(it);

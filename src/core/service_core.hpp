@@ -3,15 +3,14 @@
 
 #include <atomic>
 #include <chrono>
+#include <ember/config.hpp>
+#include <ember/log.hpp>
+#include <ember/service.hpp>
 #include <functional>
 #include <memory>
 #include <mutex>
 #include <unordered_map>
 #include <vector>
-
-#include <ember/config.hpp>
-#include <ember/log.hpp>
-#include <ember/service.hpp>
 
 #include "runtime/mailbox.hpp"
 #include "runtime/scheduler.hpp"
@@ -52,7 +51,9 @@ class ServiceCore final : public runtime::LaneOwner, public timer::TimerTarget {
   Module* find(ModuleId id) const;
   std::vector<Module*> children_of(const Module& m) const;
 
-  [[nodiscard]] ServiceState state() const noexcept { return state_.load(std::memory_order_acquire); }
+  [[nodiscard]] ServiceState state() const noexcept {
+    return state_.load(std::memory_order_acquire);
+  }
   [[nodiscard]] const ServiceConfig& config() const noexcept { return config_; }
   [[nodiscard]] const Logger& logger() const noexcept { return logger_; }
   [[nodiscard]] runtime::Mailbox& mailbox() noexcept { return mailbox_; }

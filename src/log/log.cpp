@@ -1,14 +1,13 @@
 // SPDX-License-Identifier: Apache-2.0
-#include <ember/log.hpp>
+#include <spdlog/sinks/basic_file_sink.h>
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/spdlog.h>
 
 #include <algorithm>
 #include <atomic>
 #include <cctype>
+#include <ember/log.hpp>
 #include <mutex>
-
-#include <spdlog/sinks/basic_file_sink.h>
-#include <spdlog/sinks/stdout_color_sinks.h>
-#include <spdlog/spdlog.h>
 
 namespace ember {
 namespace {
@@ -44,8 +43,8 @@ bool parse_log_level(std::string_view text, LogLevel& level) {
   std::transform(lower.begin(), lower.end(), lower.begin(),
                  [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
   static constexpr std::pair<std::string_view, LogLevel> kNames[] = {
-      {"trace", LogLevel::trace}, {"debug", LogLevel::debug},     {"info", LogLevel::info},
-      {"warn", LogLevel::warn},   {"warning", LogLevel::warn},    {"error", LogLevel::error},
+      {"trace", LogLevel::trace},       {"debug", LogLevel::debug},  {"info", LogLevel::info},
+      {"warn", LogLevel::warn},         {"warning", LogLevel::warn}, {"error", LogLevel::error},
       {"critical", LogLevel::critical}, {"off", LogLevel::off}};
   for (const auto& [name, value] : kNames) {
     if (lower == name) {
@@ -94,9 +93,13 @@ Status configure_logging(LogLevel level, const std::string& file_path) {
   return {};
 }
 
-void set_log_level(LogLevel level) { g_level.store(static_cast<int>(level)); }
+void set_log_level(LogLevel level) {
+  g_level.store(static_cast<int>(level));
+}
 
-LogLevel log_level() noexcept { return static_cast<LogLevel>(g_level.load()); }
+LogLevel log_level() noexcept {
+  return static_cast<LogLevel>(g_level.load());
+}
 
 void flush_logs() {
   auto& b = backend();

@@ -34,7 +34,9 @@ void Lane::try_schedule(bool resubmit) noexcept {
   }
 }
 
-void Lane::close_gate() noexcept { gate_.fetch_add(1, std::memory_order_seq_cst); }
+void Lane::close_gate() noexcept {
+  gate_.fetch_add(1, std::memory_order_seq_cst);
+}
 
 void Lane::open_gate() noexcept {
   if (gate_.fetch_sub(1, std::memory_order_seq_cst) == 1 &&
@@ -104,8 +106,8 @@ std::unique_ptr<Mailbox::Routing> Mailbox::build_routing(int lanes) {
       // A lane's points depend only on (lane, v): growing keeps existing points where they are.
       // Hashed twice with a salt: a single hash_key(small int) would coincide with the hash of
       // integer dispatch keys and pin keys 0..9 to lane 0.
-      std::uint64_t point = hash_key(hash_key(0x454d424552ull ^ (static_cast<std::uint64_t>(i) << 32) ^
-                                              static_cast<std::uint32_t>(v)));
+      std::uint64_t point = hash_key(hash_key(
+          0x454d424552ull ^ (static_cast<std::uint64_t>(i) << 32) ^ static_cast<std::uint32_t>(v)));
       ring.emplace_back(point, static_cast<std::uint16_t>(i));
     }
   }
@@ -142,7 +144,8 @@ class Mailbox::Barrier final : public Message {
 namespace {
 class DrainMarker final : public Message {
  public:
-  DrainMarker(std::shared_ptr<std::atomic<int>> remaining, std::shared_ptr<std::function<void()>> done)
+  DrainMarker(std::shared_ptr<std::atomic<int>> remaining,
+              std::shared_ptr<std::function<void()>> done)
       : remaining_(std::move(remaining)), done_(std::move(done)) {}
   void run() override {
     if (remaining_->fetch_sub(1, std::memory_order_acq_rel) == 1) {
@@ -198,7 +201,9 @@ void Mailbox::enter_post() noexcept {
   }
 }
 
-void Mailbox::leave_post() noexcept { post_gate_.fetch_sub(1, std::memory_order_release); }
+void Mailbox::leave_post() noexcept {
+  post_gate_.fetch_sub(1, std::memory_order_release);
+}
 
 void Mailbox::exclusive_begin() noexcept {
   post_gate_.fetch_or(kWriterBit, std::memory_order_seq_cst);
@@ -217,7 +222,8 @@ Status Mailbox::push(Message* m) noexcept {
     if (user_bound_ > 0 && before >= user_bound_) {
       user_pending_.fetch_sub(1, std::memory_order_relaxed);
       return Error{Errc::overloaded, "mailbox holds " + std::to_string(before) +
-                                         " user messages (bound " + std::to_string(user_bound_) + ")"};
+                                         " user messages (bound " + std::to_string(user_bound_) +
+                                         ")"};
     }
   }
   enter_post();
@@ -302,7 +308,8 @@ void Mailbox::apply_resize_locked(int target) {
 
   std::vector<std::vector<Lane*>> receivers_of(lanes_.size());
   for (const auto& [giver, receiver] : moves) {
-    receivers_of[static_cast<std::size_t>(giver)].push_back(lanes_[static_cast<std::size_t>(receiver)].get());
+    receivers_of[static_cast<std::size_t>(giver)].push_back(
+        lanes_[static_cast<std::size_t>(receiver)].get());
   }
 
   exclusive_begin();

@@ -3,12 +3,11 @@
 
 #include <atomic>
 #include <cstdint>
+#include <ember/error.hpp>
 #include <functional>
 #include <memory>
 #include <mutex>
 #include <vector>
-
-#include <ember/error.hpp>
 
 #include "runtime/message.hpp"
 #include "runtime/mpsc_queue.hpp"

@@ -3,11 +3,10 @@
 
 #include <atomic>
 #include <cstdint>
-#include <string_view>
-#include <utility>
-
 #include <ember/dispatch.hpp>
 #include <ember/error.hpp>
+#include <string_view>
+#include <utility>
 
 namespace ember::runtime {
 

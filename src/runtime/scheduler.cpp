@@ -2,7 +2,6 @@
 #include "runtime/scheduler.hpp"
 
 #include <algorithm>
-
 #include <ember/log.hpp>
 
 #if defined(__x86_64__) || defined(__i386__)
@@ -25,7 +24,7 @@ struct Scheduler::Worker {
   std::atomic<int> size{0};
 
   std::atomic<int> wake_token{0};
-  bool parked = false;  // guarded by Scheduler::idle_mu_
+  bool parked = false;   // guarded by Scheduler::idle_mu_
   bool blocked = false;  // owner thread only
   std::uint32_t steal_seed = 0;
 
@@ -76,14 +75,17 @@ Scheduler::Scheduler(int threads, std::string name)
   }
 }
 
-Scheduler::~Scheduler() { stop(); }
+Scheduler::~Scheduler() {
+  stop();
+}
 
 void Scheduler::spawn_worker() {
   std::lock_guard lock(workers_mu_);
   int index = worker_count_.load(std::memory_order_relaxed);
   if (index >= kMaxWorkers) {
-    system_log().error("scheduler {}: worker limit {} reached; blocked handlers may starve the pool",
-                       name_, kMaxWorkers);
+    system_log().error(
+        "scheduler {}: worker limit {} reached; blocked handlers may starve the pool", name_,
+        kMaxWorkers);
     return;
   }
   auto* w = new Worker;
@@ -95,7 +97,9 @@ void Scheduler::spawn_worker() {
   threads_list_.emplace_back([this, w] { worker_main(w); });
 }
 
-int Scheduler::spawned_threads() const { return worker_count_.load(std::memory_order_acquire); }
+int Scheduler::spawned_threads() const {
+  return worker_count_.load(std::memory_order_acquire);
+}
 
 void Scheduler::stop() {
   if (stopping_.exchange(true)) {

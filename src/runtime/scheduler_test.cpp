@@ -1,11 +1,11 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "runtime/scheduler.hpp"
 
+#include <gtest/gtest.h>
+
 #include <atomic>
 #include <thread>
 #include <vector>
-
-#include <gtest/gtest.h>
 
 #include "support/wait_for.hpp"
 
@@ -73,7 +73,8 @@ TEST(Scheduler, WorkSubmittedFromWorkersRunsToCompletion) {
 // starts spare workers so that `threads` workers keep running.
 class Blocker final : public Runnable {
  public:
-  Blocker(std::atomic<bool>& release, std::atomic<int>& blocked) : release_(release), blocked_(blocked) {}
+  Blocker(std::atomic<bool>& release, std::atomic<int>& blocked)
+      : release_(release), blocked_(blocked) {}
   void run_slice() override {
     Scheduler::BlockingRegion region;
     blocked_.fetch_add(1);

@@ -13,11 +13,10 @@
 
 #include <chrono>
 #include <cstdint>
+#include <ember/error.hpp>
 #include <optional>
 #include <string>
 #include <string_view>
-
-#include <ember/error.hpp>
 
 #include "timer/time_zone.hpp"
 

@@ -10,11 +10,10 @@
 #pragma once
 
 #include <chrono>
+#include <ember/error.hpp>
 #include <memory>
 #include <string>
 #include <string_view>
-
-#include <ember/error.hpp>
 
 namespace ember::timer {
 

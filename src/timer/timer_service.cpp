@@ -2,7 +2,6 @@
 #include "timer/timer_service.hpp"
 
 #include <algorithm>
-
 #include <ember/log.hpp>
 
 #include "timer/cron.hpp"
@@ -51,7 +50,8 @@ struct TimerService::Entry {
 
 namespace {
 TimerId make_id(std::uint32_t index, std::uint32_t generation) {
-  return TimerId{(static_cast<std::uint64_t>(generation) << 32) | (static_cast<std::uint64_t>(index) + 1)};
+  return TimerId{(static_cast<std::uint64_t>(generation) << 32) |
+                 (static_cast<std::uint64_t>(index) + 1)};
 }
 bool split_id(TimerId id, std::uint32_t& index, std::uint32_t& generation) {
   if (!id.valid() || (id.value & 0xffffffffu) == 0) {
@@ -109,7 +109,9 @@ TimerService::TimerService(std::chrono::milliseconds tick)
   }
 }
 
-TimerService::~TimerService() { stop(); }
+TimerService::~TimerService() {
+  stop();
+}
 
 void TimerService::start() {
   std::lock_guard lock(mu_);
@@ -266,7 +268,8 @@ std::uint64_t TimerService::due_tick_of(Clock::time_point t) const {
   if (t <= epoch_) {
     return 0;
   }
-  return static_cast<std::uint64_t>((t - epoch_) / std::chrono::duration_cast<Clock::duration>(tick_));
+  return static_cast<std::uint64_t>((t - epoch_) /
+                                    std::chrono::duration_cast<Clock::duration>(tick_));
 }
 
 TimerId TimerService::schedule(Request request) {
@@ -275,8 +278,10 @@ TimerId TimerService::schedule(Request request) {
   std::unique_ptr<CronSchedule> cron = std::move(request.cron);
   const Clock::time_point now = Clock::now();
   const auto max_delay = std::chrono::hours(24 * 365 * 10);
-  Clock::duration delay = std::clamp<Clock::duration>(request.delay, Clock::duration::zero(), max_delay);
-  Clock::duration period = std::clamp<Clock::duration>(request.period, Clock::duration::zero(), max_delay);
+  Clock::duration delay =
+      std::clamp<Clock::duration>(request.delay, Clock::duration::zero(), max_delay);
+  Clock::duration period =
+      std::clamp<Clock::duration>(request.period, Clock::duration::zero(), max_delay);
   auto tick = std::chrono::duration_cast<Clock::duration>(tick_);
 
   bool notify = false;
@@ -389,8 +394,8 @@ void TimerService::fire_done(std::uint32_t index, std::uint32_t generation) {
       return;
     }
     --e.inflight;
-    bool finished = e.state == kRunning || e.state == kPosted ||
-                    (e.state == kCancelled && e.inflight == 0);
+    bool finished =
+        e.state == kRunning || e.state == kPosted || (e.state == kCancelled && e.inflight == 0);
     if (finished && e.inflight == 0) {
       owner_unlink_locked(index);
       dead_callback = std::move(e.callback);
@@ -423,7 +428,8 @@ void TimerService::rearm_locked(std::uint32_t index, Clock::time_point now) {
       return;
     }
     e.cron->last = *next;
-    auto delay = std::max<Clock::duration>(*next - std::chrono::system_clock::now(), Clock::duration::zero());
+    auto delay = std::max<Clock::duration>(*next - std::chrono::system_clock::now(),
+                                           Clock::duration::zero());
     e.expire = std::max(tick_of(now + delay), current_ + 1);
   } else {
     e.expire = std::max(e.expire + e.period_ticks, current_ + 1);

@@ -4,20 +4,18 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
+#include <ember/error.hpp>
+#include <ember/timer.hpp>
 #include <functional>
 #include <memory>
 #include <mutex>
 #include <thread>
 #include <vector>
 
-#include <ember/error.hpp>
-#include <ember/timer.hpp>
-
 #include "runtime/message.hpp"
 #include "timer/cron.hpp"
 
 namespace ember::timer {
-
 
 /// Where fires go: a service's mailbox. post_timer_fire must not run the message inline.
 class TimerTarget {

@@ -1,13 +1,13 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "timer/timer_service.hpp"
 
+#include <gtest/gtest.h>
+
 #include <atomic>
 #include <deque>
 #include <mutex>
 #include <string>
 #include <vector>
-
-#include <gtest/gtest.h>
 
 #include "support/wait_for.hpp"
 #include "timer/cron.hpp"
@@ -99,7 +99,8 @@ TEST(TimerService, FiresInDeadlineOrderAcrossWheelLevels) {
   std::vector<int> order;
   // 1 ms tick: 255 ms stays in the near wheel, the others cascade from levels 0, 1 and 2.
   for (int ms : {70'000, 3, 20'000, 255, 257, 5'000, 1'000}) {
-    timers.schedule(after(target, std::chrono::milliseconds(ms), [&order, ms] { order.push_back(ms); }));
+    timers.schedule(
+        after(target, std::chrono::milliseconds(ms), [&order, ms] { order.push_back(ms); }));
   }
   auto now = Clock::now();
   for (int step = 0; step < 80; ++step) {
@@ -222,9 +223,11 @@ TEST(TimerService, CancelAllRemovesEveryTimerOfAnOwner) {
   int mine_fired = 0;
   int other_fired = 0;
   for (int i = 0; i < 10; ++i) {
-    timers.schedule(after(target, std::chrono::milliseconds(10 + i * 100), [&] { ++mine_fired; }, &mine));
+    timers.schedule(after(
+        target, std::chrono::milliseconds(10 + i * 100), [&] { ++mine_fired; }, &mine));
   }
-  timers.schedule(after(target, 10ms, [&] { ++other_fired; }, &other));
+  timers.schedule(after(
+      target, 10ms, [&] { ++other_fired; }, &other));
   EXPECT_EQ(mine.count, 10u);
   timers.cancel_all(mine);
   EXPECT_EQ(mine.count, 0u);

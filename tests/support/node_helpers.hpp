@@ -3,15 +3,14 @@
 
 #include <atomic>
 #include <chrono>
+#include <ember/node.hpp>
 #include <functional>
-#include <memory>
-#include <thread>
 #include <future>
+#include <memory>
 #include <mutex>
 #include <string>
+#include <thread>
 #include <vector>
-
-#include <ember/node.hpp>
 
 namespace ember::testing {
 
