@@ -30,8 +30,12 @@
 
 namespace ember {
 
+class Bus;
 class Node;
+class Selector;
 class Service;
+template <class Req, class Resp>
+struct Method;
 using ModuleId = std::uint64_t;
 
 namespace detail {
@@ -98,6 +102,19 @@ class Module {
   Result<TimerId> cron(std::string_view spec, std::function<void()> fn, TimerOptions options = {});
   /// True when the timer will not fire (again). False for fired, cancelled or unknown ids.
   bool cancel_timer(TimerId id);
+
+  // --- RPC (templates defined in <ember/rpc.hpp>) ---------------------------------------------
+
+  /// Registers a typed handler under `name` on this module's service. A name taken by any module
+  /// of the service is already_exists. The handler goes away when this module is released.
+  template <class F>
+  Status handle(std::string_view name, F&& fn);
+  template <class Req, class Resp, class F>
+  Status handle(const Method<Req, Resp>& method, F&& fn);
+  /// Removes a handler this module registered. not_found if it has none by that name.
+  Status unhandle(std::string_view name);
+  /// The services matching `selector`, as seen from this module (see Bus).
+  [[nodiscard]] Bus select(const Selector& selector) const;
 
   // --- messages -----------------------------------------------------------------------------
 

@@ -33,11 +33,13 @@ NodeImpl::NodeImpl(NodeConfig cfg)
 }
 
 void NodeImpl::make_visible(Service& s) {
+  repository.add(s.core_->pid(), s.core_->anchor());
   std::unique_lock lock(visible_mu);
   visible[{s.name(), s.service_id()}] = &s;
 }
 
 void NodeImpl::make_invisible(Service& s) {
+  repository.remove(s.core_->pid().uid());
   std::unique_lock lock(visible_mu);
   auto it = visible.find(std::pair<std::string, std::string>{s.name(), s.service_id()});
   if (it != visible.end() && it->second == &s) {

@@ -15,6 +15,7 @@
 #include <utility>
 #include <vector>
 
+#include "rpc/repository.hpp"
 #include "runtime/scheduler.hpp"
 #include "timer/time_zone.hpp"
 #include "timer/timer_service.hpp"
@@ -39,6 +40,9 @@ class NodeImpl {
   std::vector<std::unique_ptr<Service>> services;  // start order
   std::vector<std::unique_ptr<Service>> stuck;     // could not be drained: never destroyed
   std::vector<std::pair<std::unique_ptr<Service>, ServiceConfig>> added_before_start;
+
+  Repository repository;
+  std::atomic<std::uint64_t> late_replies{0};
 
   mutable std::shared_mutex visible_mu;
   std::map<std::pair<std::string, std::string>, Service*, std::less<>> visible;

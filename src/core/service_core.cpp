@@ -11,6 +11,7 @@ namespace ember::detail {
 namespace {
 
 thread_local ServiceCore* tls_current = nullptr;
+thread_local int tls_lane = -1;
 
 std::string describe(const ServiceConfig& c) {
   return c.id.empty() ? c.name : c.name + "#" + c.id;
@@ -43,16 +44,100 @@ ServiceCore::ServiceCore(NodeImpl& node, Service& self, ServiceConfig config,
       self_(self),
       config_(std::move(config)),
       logger_(node.config.node_id + "/" + describe(config_)),
+      anchor_(std::make_shared<ServiceAnchor>(this)),
       dedicated_(std::move(dedicated)),
       mailbox_(this, dedicated_ ? dedicated_.get() : scheduler, mailbox_options(config_)) {
+  pid_.node_id = node.config.node_id;
+  pid_.name = config_.name;
+  pid_.id = config_.id;
+  pid_.type = config_.type;
+  pid_.server_id = config_.server_id;
+  pid_.version = config_.version;
   // Nothing runs until start() opens the gates: timers set in on_init queue up meanwhile.
   mailbox_.hold();
 }
 
-ServiceCore::~ServiceCore() = default;
+ServiceCore::~ServiceCore() { anchor_->detach(); }
 
-ServiceCore* ServiceCore::current() noexcept {
-  return tls_current;
+ServiceCore* ServiceCore::current() noexcept { return tls_current; }
+int ServiceCore::current_lane() noexcept { return tls_lane; }
+
+std::weak_ptr<void> ServiceCore::alive_token(Module& m) {
+  return m.extras_ ? std::weak_ptr<void>(m.extras_->alive) : std::weak_ptr<void>();
+}
+
+timer::TimerOwnerList* ServiceCore::timer_owner(Module& m) {
+  return m.extras_ ? &m.extras_->timers : nullptr;
+}
+
+Status ServiceCore::add_method(MethodEntry entry) {
+  Module* owner = entry.owner;
+  std::string name = entry.name;
+  if (name.empty()) {
+    return Error{Errc::invalid_argument, "handle: empty method name"};
+  }
+  {
+    std::unique_lock lock(methods_mu_);
+    auto it = methods_.find(name);
+    if (it != methods_.end()) {
+      return Error{Errc::already_exists, "method '" + name + "' is already registered in service " +
+                                             describe(config_) + " (by module " +
+                                             std::to_string(it->second->owner->id()) + ")"};
+    }
+    methods_.emplace(name, std::make_shared<const MethodEntry>(std::move(entry)));
+  }
+  if (owner->extras_) {
+    owner->extras_->cleanups.push_back([this, name, owner] { (void)remove_method(name, owner); });
+  }
+  return {};
+}
+
+Status ServiceCore::remove_method(std::string_view name, const Module* owner) {
+  std::unique_lock lock(methods_mu_);
+  auto it = methods_.find(std::string(name));
+  if (it == methods_.end() || (owner != nullptr && it->second->owner != owner)) {
+    return Error{Errc::not_found, "no method '" + std::string(name) + "' registered by this module"};
+  }
+  methods_.erase(it);
+  return {};
+}
+
+std::shared_ptr<const MethodEntry> ServiceCore::find_method(std::string_view name) const {
+  std::shared_lock lock(methods_mu_);
+  auto it = methods_.find(std::string(name));
+  return it == methods_.end() ? nullptr : it->second;
+}
+
+bool ServiceCore::has_rpc_methods() const {
+  std::shared_lock lock(methods_mu_);
+  return std::any_of(methods_.begin(), methods_.end(), [](const auto& m) {
+    return m.first.rfind("Rpc", 0) == 0 || m.first.rfind("RPC", 0) == 0;
+  });
+}
+
+void ServiceCore::track_coroutine(std::coroutine_handle<> root, std::function<void()> abandon) {
+  std::lock_guard lock(coroutines_mu_);
+  coroutines_[root.address()] = std::move(abandon);
+}
+
+void ServiceCore::untrack_coroutine(std::coroutine_handle<> root) {
+  std::lock_guard lock(coroutines_mu_);
+  coroutines_.erase(root.address());
+}
+
+void ServiceCore::destroy_suspended_coroutines() {
+  std::unordered_map<void*, std::function<void()>> left;
+  {
+    std::lock_guard lock(coroutines_mu_);
+    left.swap(coroutines_);
+  }
+  for (auto& [address, abandon] : left) {
+    std::coroutine_handle<>::from_address(address).destroy();
+    abandon();  // tells the caller 'stopping'
+  }
+  if (!left.empty()) {
+    logger_.warn("destroyed {} handlers suspended in co_await at stop", left.size());
+  }
 }
 
 timer::TimerService& ServiceCore::timers() noexcept {
@@ -92,7 +177,7 @@ void ServiceCore::post_timer_fire(runtime::Message* m) noexcept {
   }
 }
 
-void ServiceCore::execute(runtime::Message* m) noexcept {
+void ServiceCore::execute(runtime::Message* m, int lane) noexcept {
   if (m->counted) {
     // The bound limits messages waiting, so the one starting now frees its slot.
     mailbox_.on_counted_done();
@@ -104,7 +189,9 @@ void ServiceCore::execute(runtime::Message* m) noexcept {
         Error{Errc::stopping, "service " + describe(config_) + " stopped before handling it"});
   } else {
     ServiceCore* outer = tls_current;
+    int outer_lane = tls_lane;
     tls_current = this;
+    tls_lane = lane;
     try {
       m->run();
     } catch (const std::exception& e) {
@@ -115,6 +202,7 @@ void ServiceCore::execute(runtime::Message* m) noexcept {
       logger_.error("handler '{}' threw a non-standard exception", m->name());
     }
     tls_current = outer;
+    tls_lane = outer_lane;
   }
   delete m;
   if (graveyard_dirty_.load(std::memory_order_acquire)) {
@@ -229,6 +317,7 @@ Status ServiceCore::stop(std::chrono::milliseconds drain_timeout) {
     logger_.warn("refused {} queued messages with 'stopping' (callers were told)", refused);
   }
   // Lanes are closed and idle: the tree can be released here without racing a handler.
+  destroy_suspended_coroutines();
   release_tree(self_);
   flush_graveyard();
   if (dedicated_) {

@@ -3,8 +3,13 @@
 
 #include <atomic>
 #include <chrono>
+#include <coroutine>
+#include <shared_mutex>
+#include <string>
 #include <ember/config.hpp>
 #include <ember/log.hpp>
+#include <ember/pid.hpp>
+#include <ember/rpc.hpp>
 #include <ember/service.hpp>
 #include <functional>
 #include <memory>
@@ -12,6 +17,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "rpc/service_anchor.hpp"
 #include "runtime/mailbox.hpp"
 #include "runtime/scheduler.hpp"
 #include "timer/timer_service.hpp"
@@ -23,6 +29,8 @@ class NodeImpl;
 struct ModuleExtras {
   timer::TimerOwnerList timers;
   std::vector<std::function<void()>> cleanups;
+  /// Expires when the module is released: pending completions check it before running.
+  std::shared_ptr<char> alive = std::make_shared<char>();
 };
 
 /// Everything a Service needs from the runtime: its mailbox, state, module index and logger.
@@ -36,7 +44,7 @@ class ServiceCore final : public runtime::LaneOwner, public timer::TimerTarget {
   /// Enqueues `m`; on failure deletes it and says why. `external` messages (from other
   /// services or threads) are refused once the service stops and count against the bound.
   Status post(runtime::Message* m, bool external) noexcept;
-  void execute(runtime::Message* m) noexcept override;
+  void execute(runtime::Message* m, int lane) noexcept override;
   void post_timer_fire(runtime::Message* m) noexcept override;
 
   Status init();
@@ -65,16 +73,39 @@ class ServiceCore final : public runtime::LaneOwner, public timer::TimerTarget {
 
   /// The service whose message the calling thread runs, or nullptr.
   static ServiceCore* current() noexcept;
+  /// The lane index of that message (-1 outside a handler).
+  static int current_lane() noexcept;
+  static ServiceCore* of(Module& m) noexcept { return m.core(); }
+  static std::weak_ptr<void> alive_token(Module& m);
+  static timer::TimerOwnerList* timer_owner(Module& m);
+
+  [[nodiscard]] const Pid& pid() const noexcept { return pid_; }
+  [[nodiscard]] const std::shared_ptr<ServiceAnchor>& anchor() const noexcept { return anchor_; }
+
+  // Methods (RPC handlers) of every module of this service.
+  Status add_method(MethodEntry entry);
+  Status remove_method(std::string_view name, const Module* owner);
+  std::shared_ptr<const MethodEntry> find_method(std::string_view name) const;
+  /// A service without a Rpc-prefixed method is private: never published to discovery.
+  [[nodiscard]] bool has_rpc_methods() const;
+
+  // Coroutine handlers suspended in this service; destroyed (callers told) if it stops first.
+  void track_coroutine(std::coroutine_handle<> root, std::function<void()> abandon);
+  void untrack_coroutine(std::coroutine_handle<> root);
 
  private:
   void release_tree(Module& m);
   void cancel_all_timers();
   void flush_graveyard();
 
+  void destroy_suspended_coroutines();
+
   NodeImpl& node_;
   Service& self_;
   const ServiceConfig config_;
+  Pid pid_;
   Logger logger_;
+  std::shared_ptr<ServiceAnchor> anchor_;
   std::unique_ptr<runtime::Scheduler> dedicated_;  // declared before mailbox_: outlives it
   runtime::Mailbox mailbox_;
   std::atomic<ServiceState> state_{ServiceState::created};
@@ -86,6 +117,12 @@ class ServiceCore final : public runtime::LaneOwner, public timer::TimerTarget {
   ModuleId next_module_id_ = 1'000'001;
   std::vector<std::unique_ptr<Module>> graveyard_;  // released during a handler; freed after it
   std::atomic<bool> graveyard_dirty_{false};
+
+  mutable std::shared_mutex methods_mu_;
+  std::unordered_map<std::string, std::shared_ptr<const MethodEntry>> methods_;
+
+  std::mutex coroutines_mu_;
+  std::unordered_map<void*, std::function<void()>> coroutines_;
 };
 
 }  // namespace ember::detail

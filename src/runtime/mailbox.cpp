@@ -56,7 +56,7 @@ void Lane::run_slice() {
     if (m == nullptr) {
       break;  // empty, or a producer is mid-push and will be seen below
     }
-    owner_->execute(m);
+    owner_->execute(m, index_);
     size_.fetch_sub(1, std::memory_order_acq_rel);
   }
   runner_.store(std::thread::id{}, std::memory_order_relaxed);

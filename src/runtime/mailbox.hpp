@@ -20,7 +20,7 @@ namespace ember::runtime {
 class LaneOwner {
  public:
   virtual ~LaneOwner() = default;
-  virtual void execute(Message* m) noexcept = 0;
+  virtual void execute(Message* m, int lane) noexcept = 0;
 };
 
 /// One sequential execution context of a service: two MPSC queues (system, user) drained by at

@@ -19,7 +19,7 @@ using ember::testing::wait_for;
 
 class TestOwner final : public LaneOwner {
  public:
-  void execute(Message* m) noexcept override {
+  void execute(Message* m, int /*lane*/) noexcept override {
     if (closed.load() && !m->is_control()) {
       m->reject(Error{Errc::stopping, "closed"});
       rejected.fetch_add(1);

@@ -91,3 +91,19 @@ class Gate {
 };
 
 }  // namespace ember::testing
+
+namespace ember::testing {
+
+/// Runs a function at scope exit; declared after the threads it must unblock.
+class ScopeExit {
+ public:
+  explicit ScopeExit(std::function<void()> fn) : fn_(std::move(fn)) {}
+  ~ScopeExit() { fn_(); }
+  ScopeExit(const ScopeExit&) = delete;
+  ScopeExit& operator=(const ScopeExit&) = delete;
+
+ private:
+  std::function<void()> fn_;
+};
+
+}  // namespace ember::testing

@@ -1,0 +1,424 @@
+// SPDX-License-Identifier: Apache-2.0
+//
+// Messaging between services: methods by name with protobuf request/response types, selectors,
+// and the three verbs. The same API is meant to reach services on other nodes.
+//
+//   // callee: register typed handlers (duplicate names are refused)
+//   Status Calc::on_init() { return handle("RpcSum", &Calc::sum); }
+//   Result<pb::SumResp> Calc::sum(const pb::SumReq& req) { ... }
+//
+//   // caller (any service or module)
+//   auto bus = select(ember::Selector::name("calc"));
+//   Result<pb::SumResp> r = bus.call<pb::SumResp>("RpcSum", req);               // waits
+//   bus.async_call<pb::SumResp>("RpcSum", req, [](Result<pb::SumResp> r) {});  // callback on my lane
+//   bus.send("RpcLog", entry);                                                 // every target
+//   auto r2 = co_await bus.co_call<pb::SumResp>("RpcSum", req);               // in a Task handler
+//
+// Local calls never serialize: the request is moved (or copied once) into an immutable shared
+// object, so the callee cannot change the caller's message and the caller cannot change the
+// request under the callee.
+#pragma once
+
+#include <coroutine>
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include <google/protobuf/empty.pb.h>
+#include <google/protobuf/message.h>
+
+#include <ember/context.hpp>
+#include <ember/error.hpp>
+#include <ember/module.hpp>
+#include <ember/pid.hpp>
+#include <ember/task.hpp>
+
+namespace ember {
+
+using AnyMessage = google::protobuf::Message;
+/// Response type of methods that return nothing but success or an error.
+using NoReply = google::protobuf::Empty;
+
+/// A method's name and types in one place, shared by caller and callee:
+///   inline constexpr ember::Method<pb::SumReq, pb::SumResp> kSum{"RpcSum"};
+template <class Req, class Resp>
+struct Method {
+  std::string_view name;
+};
+
+enum class Role : std::uint8_t { master, slave, any };
+
+/// Which services a Bus addresses. Every criterion narrows the match; by default only masters.
+class Selector {
+ public:
+  static Selector name(std::string service_name);
+  static Selector type(std::string service_type);
+  static Selector pid(const Pid& exact);
+  static Selector all();
+
+  Selector& id(std::string service_id);
+  Selector& server_id(std::int32_t server);
+  Selector& role(Role r);
+  /// Picks ONE instance among the matches by consistent (rendezvous) hashing of `key`: the same key
+  /// keeps reaching the same instance while the set of instances is stable.
+  Selector& key(DispatchKey k);
+  /// Extra predicate over the repository entry.
+  Selector& where(std::function<bool(const Pid&)> predicate);
+
+  // Read by the repository.
+  std::string name_;
+  std::string type_;
+  std::string id_;
+  bool has_id_ = false;
+  std::int32_t server_id_ = 0;
+  bool has_server_id_ = false;
+  std::string uid_;  // exact instance
+  Role role_ = Role::master;
+  DispatchKey key_;
+  std::function<bool(const Pid&)> predicate_;
+};
+
+/// Cancels a pending AsyncCall: its callback will not run. Cheap to copy; cancel is idempotent.
+class CallHandle {
+ public:
+  CallHandle() = default;
+  explicit CallHandle(std::weak_ptr<void> pending) : pending_(std::move(pending)) {}
+  /// True when this call prevented the callback from running.
+  bool cancel();
+
+ private:
+  std::weak_ptr<void> pending_;
+};
+
+namespace detail {
+
+struct Selection;
+class PendingCall;
+
+struct CallSpec {
+  std::shared_ptr<const Selection> selection;  // pinned: a coroutine frame may die mid-call
+  std::string_view method;
+  std::shared_ptr<const AnyMessage> request;
+  const google::protobuf::Descriptor* response_type = nullptr;
+  CallOptions options;
+};
+
+using AnyReply = Result<std::shared_ptr<AnyMessage>>;
+
+Result<std::shared_ptr<AnyMessage>> call_blocking(CallSpec spec);
+Status send(CallSpec spec);
+Result<CallHandle> call_async(CallSpec spec, std::function<void(AnyReply)> on_done);
+/// Starts a call whose completion resumes `continuation` through the caller's mailbox. Stores
+/// the pending call in `slot` before anything can resume. False: resume at once (no mailbox).
+bool call_coroutine(CallSpec spec, std::coroutine_handle<> continuation,
+                    std::shared_ptr<PendingCall>& slot);
+AnyReply take_result(PendingCall& pending);
+
+template <class Resp>
+Result<Resp> unpack(AnyReply reply) {
+  if (!reply) {
+    return std::move(reply).error();
+  }
+  std::shared_ptr<AnyMessage>& any = *reply;
+  // Type was checked against Resp's descriptor by the callee before the handler ran.
+  return std::move(static_cast<Resp&>(*any));
+}
+
+template <class T>
+std::shared_ptr<const AnyMessage> share(T&& request) {
+  using Req = std::decay_t<T>;
+  static_assert(std::is_base_of_v<AnyMessage, Req>, "requests must be protobuf messages");
+  return std::make_shared<const Req>(std::forward<T>(request));
+}
+
+}  // namespace detail
+
+/// Awaitable returned by Bus::co_call. Resumes on the caller's lane with the reply or error.
+template <class Resp>
+class CallAwaiter {
+ public:
+  explicit CallAwaiter(detail::CallSpec spec) : spec_(std::move(spec)) {}
+  bool await_ready() const noexcept { return false; }
+  bool await_suspend(std::coroutine_handle<> h) {
+    return detail::call_coroutine(std::move(spec_), h, pending_);
+  }
+  Result<Resp> await_resume() { return detail::unpack<Resp>(detail::take_result(*pending_)); }
+
+ private:
+  detail::CallSpec spec_;
+  std::shared_ptr<detail::PendingCall> pending_;
+};
+
+/// The targets of a selection and the verbs to reach them.
+///
+/// - call / async_call / co_call need exactly one target: no match is not_found; several matches
+///   are invalid_argument (narrow the selector, or add .key(...) to pick one consistently).
+/// - send goes to every target; it fails only when none accepts (or none matched).
+class Bus {
+ public:
+  Bus() = default;
+  explicit Bus(std::shared_ptr<const detail::Selection> selection) : selection_(std::move(selection)) {}
+
+  [[nodiscard]] std::size_t size() const noexcept;
+  [[nodiscard]] bool empty() const noexcept { return size() == 0; }
+  [[nodiscard]] std::vector<Pid> targets() const;
+
+  /// Waits for the reply (NodeConf.CallTimeout by default). Safe in handlers: the worker is
+  /// handed over while it waits, and a call that would wait on a service already waiting up
+  /// the chain fails at once with call_cycle.
+  template <class Resp, class Req>
+  Result<Resp> call(std::string_view method, Req&& request, CallOptions options = {}) const {
+    return detail::unpack<Resp>(detail::call_blocking(spec<Resp>(method, std::forward<Req>(request), std::move(options))));
+  }
+  template <class Req, class Resp>
+  Result<Resp> call(const Method<Req, Resp>& method, Req request, CallOptions options = {}) const {
+    return call<Resp>(method.name, std::move(request), std::move(options));
+  }
+
+  /// Fire-and-forget to every target. Handler errors are logged by the callee, not returned.
+  template <class Req>
+  Status send(std::string_view method, Req&& request, CallOptions options = {}) const {
+    return detail::send(spec<NoReply>(method, std::forward<Req>(request), std::move(options)));
+  }
+  template <class Req, class Resp>
+  Status send(const Method<Req, Resp>& method, Req request, CallOptions options = {}) const {
+    detail::CallSpec s = spec<Resp>(method.name, std::move(request), std::move(options));
+    return detail::send(std::move(s));
+  }
+
+  /// Returns at once; `on_done(Result<Resp>)` runs exactly once in the calling service's mailbox
+  /// (on the lane of the message being handled) with the reply, an error or a timeout, unless
+  /// cancelled or the calling module is released first. Capture what you need in the lambda.
+  /// Only from inside a service (a handler, timer or hook).
+  template <class Resp, class Req, class F>
+  Result<CallHandle> async_call(std::string_view method, Req&& request, F&& on_done,
+                                CallOptions options = {}) const {
+    return detail::call_async(spec<Resp>(method, std::forward<Req>(request), std::move(options)),
+                              [fn = std::forward<F>(on_done)](detail::AnyReply reply) mutable {
+                                fn(detail::unpack<Resp>(std::move(reply)));
+                              });
+  }
+  template <class Req, class Resp, class F>
+  Result<CallHandle> async_call(const Method<Req, Resp>& method, Req request, F&& on_done,
+                                CallOptions options = {}) const {
+    return async_call<Resp>(method.name, std::move(request), std::forward<F>(on_done), std::move(options));
+  }
+
+  /// For coroutine handlers: `auto r = co_await bus.co_call<Resp>(...)`. Suspends without holding
+  /// a thread; while suspended the service keeps processing other messages.
+  template <class Resp, class Req>
+  CallAwaiter<Resp> co_call(std::string_view method, Req&& request, CallOptions options = {}) const {
+    return CallAwaiter<Resp>(spec<Resp>(method, std::forward<Req>(request), std::move(options)));
+  }
+  template <class Req, class Resp>
+  CallAwaiter<Resp> co_call(const Method<Req, Resp>& method, Req request, CallOptions options = {}) const {
+    return co_call<Resp>(method.name, std::move(request), std::move(options));
+  }
+
+ private:
+  template <class Resp, class Req>
+  detail::CallSpec spec(std::string_view method, Req&& request, CallOptions options) const {
+    static_assert(std::is_base_of_v<AnyMessage, Resp>, "responses must be protobuf messages");
+    detail::CallSpec s;
+    s.selection = selection_;
+    s.method = method;
+    s.request = detail::share(std::forward<Req>(request));
+    s.response_type = Resp::descriptor();
+    s.options = std::move(options);
+    return s;
+  }
+
+  std::shared_ptr<const detail::Selection> selection_;
+};
+
+/// Selects from outside any service (main thread, tests, tools): call and send work; async_call
+/// and co_call need a calling service.
+Bus select(Node& node, const Selector& selector);
+
+// ---------------------------------------------------------------------------------------------
+// Handler registration (Module::handle). Supported shapes, as a lambda or a member function:
+//   Result<Resp>(const Req&)            Result<Resp>(const Req&, const Context&)
+//   Task<Result<Resp>>(const Req&)      Task<Result<Resp>>(const Req&, const Context&)
+//   Status(const Req&)                  Status(const Req&, const Context&)       (reply: NoReply)
+
+namespace detail {
+
+class Responder;
+
+struct MethodEntry {
+  std::string name;
+  const google::protobuf::Descriptor* request_type = nullptr;
+  const google::protobuf::Descriptor* response_type = nullptr;
+  const AnyMessage* request_prototype = nullptr;
+  Module* owner = nullptr;
+  /// Runs on the callee's lane; must complete `reply` exactly once (now or later).
+  std::function<void(const AnyMessage&, const Context&, std::shared_ptr<Responder>)> invoke;
+};
+
+Status register_method(Module& owner, MethodEntry entry);
+void reply(const std::shared_ptr<Responder>& to, AnyReply result);
+void reply_exception(const std::shared_ptr<Responder>& to, const std::string& method, std::exception_ptr e);
+/// Runs a coroutine handler detached; its frame is destroyed if the service stops first.
+void track_coroutine(std::coroutine_handle<> root, std::function<void()> abandon);
+void untrack_coroutine(std::coroutine_handle<> root);
+
+template <class T>
+struct ReplyType;
+template <class R>
+struct ReplyType<Result<R>> {
+  using type = R;
+  static constexpr bool is_task = false;
+};
+template <>
+struct ReplyType<Status> {
+  using type = NoReply;
+  static constexpr bool is_task = false;
+};
+template <class R>
+struct ReplyType<Task<Result<R>>> {
+  using type = R;
+  static constexpr bool is_task = true;
+};
+template <>
+struct ReplyType<Task<Status>> {
+  using type = NoReply;
+  static constexpr bool is_task = true;
+};
+
+template <class F>
+struct HandlerTraits : HandlerTraits<decltype(&F::operator())> {};
+template <class C, class R, class Req>
+struct HandlerTraits<R (C::*)(const Req&) const> {
+  using Ret = R;
+  using Request = Req;
+  static constexpr bool with_context = false;
+};
+template <class C, class R, class Req>
+struct HandlerTraits<R (C::*)(const Req&)> : HandlerTraits<R (C::*)(const Req&) const> {};
+template <class C, class R, class Req>
+struct HandlerTraits<R (C::*)(const Req&, const Context&) const> {
+  using Ret = R;
+  using Request = Req;
+  static constexpr bool with_context = true;
+};
+template <class C, class R, class Req>
+struct HandlerTraits<R (C::*)(const Req&, const Context&)>
+    : HandlerTraits<R (C::*)(const Req&, const Context&) const> {};
+
+template <class Resp, class R>
+AnyReply to_any(R&& result) {
+  if constexpr (std::is_same_v<std::decay_t<R>, Status>) {
+    if (!result) {
+      return result.error();
+    }
+    return std::shared_ptr<AnyMessage>(std::make_shared<NoReply>());
+  } else {
+    if (!result) {
+      return std::move(result).error();
+    }
+    return std::shared_ptr<AnyMessage>(std::make_shared<Resp>(std::move(*result)));
+  }
+}
+
+template <class Ret, class Resp>
+void run_detached(Ret task, std::shared_ptr<Responder> to, std::string method) {
+  auto handle = task.release();
+  track_coroutine(handle, [to, method] {
+    reply(to, Error{Errc::stopping, "service stopped while '" + method + "' was suspended"});
+  });
+  handle.promise().on_done = [to, method, handle](typename Ret::promise_type& p) {
+    untrack_coroutine(handle);
+    if (p.error) {
+      reply_exception(to, method, p.error);
+    } else {
+      reply(to, to_any<Resp>(std::move(*p.value)));
+    }
+  };
+  handle.resume();
+}
+
+template <class Fn>
+MethodEntry make_entry(Module& owner, std::string_view name, Fn fn) {
+  using Traits = HandlerTraits<Fn>;
+  using Req = typename Traits::Request;
+  using Ret = typename Traits::Ret;
+  using Resp = typename ReplyType<Ret>::type;
+  static_assert(std::is_base_of_v<AnyMessage, Req>, "handler requests must be protobuf messages");
+  static_assert(std::is_base_of_v<AnyMessage, Resp>, "handler responses must be protobuf messages");
+  MethodEntry e;
+  e.name = std::string(name);
+  e.request_type = Req::descriptor();
+  e.response_type = Resp::descriptor();
+  e.request_prototype = &Req::default_instance();
+  e.owner = &owner;
+  e.invoke = [fn = std::move(fn), method = e.name](const AnyMessage& any, const Context& ctx,
+                                                   std::shared_ptr<Responder> to) mutable {
+    const auto& req = static_cast<const Req&>(any);  // descriptor checked by the runtime
+    try {
+      if constexpr (ReplyType<Ret>::is_task) {
+        if constexpr (Traits::with_context) {
+          run_detached<Ret, Resp>(fn(req, ctx), std::move(to), method);
+        } else {
+          (void)ctx;
+          run_detached<Ret, Resp>(fn(req), std::move(to), method);
+        }
+      } else {
+        if constexpr (Traits::with_context) {
+          reply(to, to_any<Resp>(fn(req, ctx)));
+        } else {
+          (void)ctx;
+          reply(to, to_any<Resp>(fn(req)));
+        }
+      }
+    } catch (...) {
+      reply_exception(to, method, std::current_exception());
+    }
+  };
+  return e;
+}
+
+template <class F>
+struct MemberHandler;
+template <class C, class R, class Req>
+struct MemberHandler<R (C::*)(const Req&)> {
+  using Class = C;
+  static auto bind(C* self, R (C::*fn)(const Req&)) {
+    return [self, fn](const Req& r) -> R { return (self->*fn)(r); };
+  }
+};
+template <class C, class R, class Req>
+struct MemberHandler<R (C::*)(const Req&, const Context&)> {
+  using Class = C;
+  static auto bind(C* self, R (C::*fn)(const Req&, const Context&)) {
+    return [self, fn](const Req& r, const Context& c) -> R { return (self->*fn)(r, c); };
+  }
+};
+
+}  // namespace detail
+
+template <class F>
+Status Module::handle(std::string_view name, F&& fn) {
+  using Fn = std::decay_t<F>;
+  if constexpr (std::is_member_function_pointer_v<Fn>) {
+    using Member = detail::MemberHandler<Fn>;
+    auto* self = dynamic_cast<typename Member::Class*>(this);
+    if (self == nullptr) {
+      return Error{Errc::invalid_argument, "handle(" + std::string(name) +
+                                               "): member function of another class than this module"};
+    }
+    return detail::register_method(*this, detail::make_entry(*this, name, Member::bind(self, fn)));
+  } else {
+    return detail::register_method(*this, detail::make_entry(*this, name, std::forward<F>(fn)));
+  }
+}
+
+template <class Req, class Resp, class F>
+Status Module::handle(const Method<Req, Resp>& method, F&& fn) {
+  return handle(method.name, std::forward<F>(fn));
+}
+
+}  // namespace ember

@@ -1,0 +1,593 @@
+// SPDX-License-Identifier: Apache-2.0
+#include "rpc/calls.hpp"
+
+#include <algorithm>
+#include <random>
+#include <thread>
+
+#include <ember/node.hpp>
+
+#include "core/node_impl.hpp"
+#include "core/service_core.hpp"
+#include "runtime/scheduler.hpp"
+
+namespace ember {
+namespace {
+thread_local const Context* tls_context = nullptr;
+}  // namespace
+
+const Context* current_context() noexcept { return tls_context; }
+
+std::uint64_t new_trace_id() noexcept {
+  thread_local std::mt19937_64 rng{std::random_device{}() ^
+                                   std::hash<std::thread::id>{}(std::this_thread::get_id())};
+  std::uint64_t id = 0;
+  while (id == 0) {
+    id = rng();
+  }
+  return id;
+}
+
+bool CallHandle::cancel() {
+  std::shared_ptr<void> locked = pending_.lock();
+  if (!locked) {
+    return false;
+  }
+  return std::static_pointer_cast<detail::PendingCall>(locked)->cancel();
+}
+
+}  // namespace ember
+
+namespace ember::detail {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+/// Runs an AsyncCall callback or resumes a coroutine in the caller's mailbox.
+class Completion final : public runtime::Message {
+ public:
+  explicit Completion(std::shared_ptr<PendingCall> pending) : pending_(std::move(pending)) {}
+
+  void run() override {
+    PendingCall& p = *pending_;
+    if (p.timer.valid()) {
+      p.node->timers->cancel(p.timer);
+    }
+    if (p.module_alive.expired()) {
+      return;  // the calling module was released: its callback must not run
+    }
+    if (p.mode == PendingCall::Mode::callback) {
+      auto callback = std::move(p.callback);
+      callback(std::move(*p.result));
+    } else {
+      ContextScope scope(&p.resume_context);
+      p.continuation.resume();
+    }
+  }
+  // The caller stopped: nothing to deliver to. A suspended coroutine is destroyed by the stop.
+  void reject(const Error& /*why*/) noexcept override {}
+  [[nodiscard]] std::string_view name() const noexcept override { return pending_->method; }
+
+ private:
+  std::shared_ptr<PendingCall> pending_;
+};
+
+std::string describe_selector(const Selector& s) {
+  std::string text;
+  auto add = [&](const std::string& k, const std::string& v) {
+    text += (text.empty() ? "" : " ") + k + "=" + v;
+  };
+  if (!s.uid_.empty()) {
+    add("pid", s.uid_);
+  }
+  if (!s.name_.empty()) {
+    add("name", s.name_);
+  }
+  if (!s.type_.empty()) {
+    add("type", s.type_);
+  }
+  if (s.has_id_) {
+    add("id", s.id_);
+  }
+  if (s.has_server_id_) {
+    add("server_id", std::to_string(s.server_id_));
+  }
+  if (s.role_ != Role::master) {
+    add("role", s.role_ == Role::slave ? "slave" : "any");
+  }
+  return text.empty() ? "all" : text;
+}
+
+Result<const Target*> single_target(const Selection& sel, std::string_view verb) {
+  if (sel.targets.empty()) {
+    return Error{Errc::not_found, "no service matches " + sel.description};
+  }
+  if (sel.targets.size() > 1) {
+    return Error{Errc::invalid_argument,
+                 std::string(verb) + " needs one target but " + std::to_string(sel.targets.size()) +
+                     " services match " + sel.description + "; narrow the selector or add .key(...)"};
+  }
+  const Target& t = sel.targets.front();
+  if (!t.anchor) {
+    return Error{Errc::node_unreachable, "service " + t.pid.to_string() +
+                                             " is on another node and this node has no cluster transport"};
+  }
+  return &t;
+}
+
+Result<Context> outgoing_context(const Selection& sel, const CallSpec& spec, bool inherit_chain) {
+  NodeImpl& node = *sel.node;
+  Context ctx;
+  ctx.priority_ = spec.options.priority;
+  ctx.key_ = spec.options.key;
+  ctx.headers_ = spec.options.headers;
+  ctx.method_ = std::string(spec.method);
+  const Context* parent = current_context();
+  ctx.trace_id_ = parent != nullptr && parent->trace_id_ != 0 ? parent->trace_id_ : new_trace_id();
+  auto timeout = spec.options.timeout.count() > 0 ? spec.options.timeout : node.config.call_timeout;
+  const auto now = Clock::now();
+  ctx.deadline_ = now + timeout;
+  if (parent != nullptr && parent->deadline_ < ctx.deadline_) {
+    ctx.deadline_ = parent->deadline_;
+    if (ctx.deadline_ <= now) {
+      return Error{Errc::timeout, "the deadline of the calling handler passed before calling '" +
+                                      std::string(spec.method) + "'"};
+    }
+  }
+  if (sel.from != nullptr) {
+    ctx.caller_ = sel.from->pid();
+  } else {
+    ctx.caller_.node_id = node.config.node_id;
+  }
+  if (inherit_chain && parent != nullptr) {
+    ctx.chain_ = parent->chain_;
+  }
+  return ctx;
+}
+
+/// A blocking call into a lane that is itself blocked up the chain can never be answered.
+std::optional<Error> find_cycle(const Context& ctx, const Target& target, DispatchKey key) {
+  return target.anchor->with_core([&](ServiceCore* core) -> std::optional<Error> {
+    if (core == nullptr) {
+      return std::nullopt;
+    }
+    int lanes = core->mailbox().lane_count();
+    int lane = lanes == 1 ? 0 : (key.has_value() ? core->mailbox().lane_for_key(key.hash()) : -1);
+    for (std::size_t i = 0; i < ctx.chain_.size(); ++i) {
+      const ChainLink& link = ctx.chain_[i];
+      if (link.service == core && lane >= 0 && (lanes == 1 || link.lane == lane)) {
+        std::string path;
+        for (std::size_t j = i; j < ctx.chain_.size(); ++j) {
+          path += ctx.chain_[j].name + " → ";
+        }
+        path += target.pid.to_string();
+        return Error{Errc::call_cycle, "call cycle: " + path + " (" + target.pid.to_string() +
+                                           " is already waiting in this chain; use async_call or "
+                                           "co_call on one side)"};
+      }
+    }
+    return std::nullopt;
+  });
+}
+
+Request* make_request(const CallSpec& spec, std::shared_ptr<Responder> responder, Context ctx,
+                      bool check_response) {
+  auto* req = new Request(std::string(spec.method), spec.request,
+                          check_response ? spec.response_type : nullptr, std::move(responder),
+                          std::move(ctx));
+  req->priority = spec.options.priority;
+  req->key = spec.options.key;
+  return req;
+}
+
+Status with_target(Status st, const Target& t, std::string_view method) {
+  if (st) {
+    return st;
+  }
+  return Error{st.error().code(), "'" + std::string(method) + "' to " + t.pid.to_string() + ": " +
+                                      st.error().message()};
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------------------------------------
+
+ContextScope::ContextScope(const Context* ctx) noexcept : saved_(tls_context) { tls_context = ctx; }
+ContextScope::~ContextScope() { tls_context = saved_; }
+
+bool PendingCall::complete(AnyReply r) {
+  if (done.exchange(true, std::memory_order_acq_rel)) {
+    return false;
+  }
+  result.emplace(std::move(r));
+  if (mode == Mode::blocking) {
+    {
+      std::lock_guard lock(mu);
+      ready = true;
+    }
+    cv.notify_all();
+    return true;
+  }
+  auto* m = new Completion(shared_from_this());
+  m->priority = priority;
+  m->key = caller_key;
+  (void)caller->post(m, false);  // internal: never refused for the bound
+  return true;
+}
+
+bool PendingCall::cancel() {
+  if (done.exchange(true, std::memory_order_acq_rel)) {
+    return false;
+  }
+  if (timer.valid()) {
+    node->timers->cancel(timer);
+  }
+  return true;
+}
+
+void LocalResponder::deliver(AnyReply result) {
+  if (!pending_) {
+    if (!result) {
+      if (ServiceCore* core = ServiceCore::current()) {
+        core->logger().warn("send failed: {}", result.error().to_string());
+      }
+    }
+    return;
+  }
+  if (!pending_->complete(std::move(result))) {
+    pending_->node->late_replies.fetch_add(1, std::memory_order_relaxed);
+  }
+}
+
+Request::Request(std::string method, std::shared_ptr<const AnyMessage> payload,
+                 const google::protobuf::Descriptor* response_type,
+                 std::shared_ptr<Responder> responder, Context context)
+    : method_(std::move(method)),
+      payload_(std::move(payload)),
+      response_type_(response_type),
+      responder_(std::move(responder)),
+      context_(std::move(context)) {}
+
+void Request::run() {
+  ServiceCore* core = ServiceCore::current();
+  auto entry = core->find_method(method_);
+  if (!entry) {
+    responder_->deliver(Error{Errc::no_such_method, "service " + core->pid().to_string() +
+                                                        " has no method '" + method_ + "'"});
+    return;
+  }
+  if (payload_->GetDescriptor() != entry->request_type) {
+    responder_->deliver(Error{Errc::bad_argument_type,
+                              "method '" + method_ + "' takes " + entry->request_type->full_name() +
+                                  ", got " + payload_->GetDescriptor()->full_name()});
+    return;
+  }
+  if (response_type_ != nullptr && response_type_ != entry->response_type) {
+    responder_->deliver(Error{Errc::bad_argument_type,
+                              "method '" + method_ + "' returns " + entry->response_type->full_name() +
+                                  ", the caller expects " + response_type_->full_name()});
+    return;
+  }
+  if (context_.deadline_ <= Clock::now() && responder_->wants_reply()) {
+    responder_->deliver(Error{Errc::timeout, "'" + method_ + "' expired in the mailbox of " +
+                                                 core->pid().to_string()});
+    return;
+  }
+  ContextScope scope(&context_);
+  entry->invoke(*payload_, context_, responder_);
+}
+
+void Request::reject(const Error& why) noexcept {
+  try {
+    responder_->deliver(why);
+  } catch (...) {
+    // Reject must not throw; a failed delivery only loses an error the caller times out on.
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+
+void reply(const std::shared_ptr<Responder>& to, AnyReply result) { to->deliver(std::move(result)); }
+
+void reply_exception(const std::shared_ptr<Responder>& to, const std::string& method,
+                     std::exception_ptr e) {
+  std::string what = "a non-standard exception";
+  try {
+    std::rethrow_exception(e);
+  } catch (const std::exception& ex) {
+    what = ex.what();
+  } catch (...) {
+  }
+  if (ServiceCore* core = ServiceCore::current()) {
+    core->logger().error("handler '{}' threw: {}", method, what);
+  }
+  to->deliver(Error{Errc::handler_failed, "handler '" + method + "' threw: " + what});
+}
+
+void track_coroutine(std::coroutine_handle<> root, std::function<void()> abandon) {
+  if (ServiceCore* core = ServiceCore::current()) {
+    core->track_coroutine(root, std::move(abandon));
+  }
+}
+
+void untrack_coroutine(std::coroutine_handle<> root) {
+  if (ServiceCore* core = ServiceCore::current()) {
+    core->untrack_coroutine(root);
+  }
+}
+
+Status register_method(Module& owner, MethodEntry entry) {
+  ServiceCore* core = ServiceCore::of(owner);
+  if (core == nullptr) {
+    return Error{Errc::bad_state, "handle(" + entry.name +
+                                      "): the module is not attached to a service yet (register "
+                                      "handlers from on_init or later)"};
+  }
+  return core->add_method(std::move(entry));
+}
+
+AnyReply take_result(PendingCall& pending) { return std::move(*pending.result); }
+
+Result<std::shared_ptr<AnyMessage>> call_blocking(CallSpec spec) {
+  const Selection& sel = *spec.selection;
+  if (sel.node == nullptr) {
+    return Error{Errc::bad_state, "call on an empty Bus"};
+  }
+  auto target = single_target(sel, "call");
+  if (!target) {
+    return std::move(target).error();
+  }
+  const Target& t = **target;
+  auto ctx = outgoing_context(sel, spec, true);
+  if (!ctx) {
+    return std::move(ctx).error();
+  }
+  if (ServiceCore* self = ServiceCore::current()) {
+    ctx->chain_.push_back(ChainLink{self, ServiceCore::current_lane(), self->pid().to_string()});
+  }
+  if (auto cycle = find_cycle(*ctx, t, spec.options.key)) {
+    return *cycle;
+  }
+  const auto deadline = ctx->deadline_;
+  auto pending = std::make_shared<PendingCall>(PendingCall::Mode::blocking, sel.node);
+  Request* req = make_request(spec, std::make_shared<LocalResponder>(pending), std::move(*ctx), true);
+  if (Status posted = t.anchor->post(req, true); !posted) {
+    return with_target(posted, t, spec.method).error();
+  }
+  {
+    runtime::Scheduler::BlockingRegion region;  // hand the worker over while we wait
+    std::unique_lock lock(pending->mu);
+    if (!pending->cv.wait_until(lock, deadline, [&] { return pending->ready; })) {
+      lock.unlock();
+      if (pending->complete(Error{Errc::timeout, "'" + std::string(spec.method) + "' to " +
+                                                     t.pid.to_string() + " got no reply in time"})) {
+        return std::move(*pending->result);
+      }
+      lock.lock();
+      pending->cv.wait(lock, [&] { return pending->ready; });  // a reply won the race just now
+    }
+  }
+  return std::move(*pending->result);
+}
+
+Status send(CallSpec spec) {
+  const Selection& sel = *spec.selection;
+  if (sel.node == nullptr) {
+    return Error{Errc::bad_state, "send on an empty Bus"};
+  }
+  if (sel.targets.empty()) {
+    return Error{Errc::not_found, "no service matches " + sel.description};
+  }
+  auto ctx = outgoing_context(sel, spec, false);
+  if (!ctx) {
+    return ctx.error();
+  }
+  auto responder = std::make_shared<LocalResponder>(nullptr);
+  std::size_t refused = 0;
+  std::optional<Error> first;
+  for (const Target& t : sel.targets) {
+    Status st;
+    if (!t.anchor) {
+      st = Error{Errc::node_unreachable, "no cluster transport"};
+    } else {
+      st = t.anchor->post(make_request(spec, responder, *ctx, false), true);
+    }
+    if (!st) {
+      ++refused;
+      if (!first) {
+        first = with_target(st, t, spec.method).error();
+      }
+    }
+  }
+  if (refused == 0) {
+    return {};
+  }
+  return Error{first->code(), std::to_string(refused) + " of " + std::to_string(sel.targets.size()) +
+                                  " targets refused; first: " + first->message()};
+}
+
+namespace {
+
+std::shared_ptr<PendingCall> start_async(CallSpec& spec, PendingCall::Mode mode, const Target& t,
+                                         Context ctx) {
+  const Selection& sel = *spec.selection;
+  auto pending = std::make_shared<PendingCall>(mode, sel.node);
+  pending->method = std::string(spec.method);
+  pending->target = t.pid.to_string();
+  pending->caller = sel.from->anchor();
+  const Context* parent = current_context();
+  pending->caller_key = parent != nullptr ? parent->key_ : DispatchKey{};
+  pending->priority = spec.options.priority;
+  Module* owner = sel.from_module != nullptr ? sel.from_module : &sel.from->self();
+  pending->module_alive = ServiceCore::alive_token(*owner);
+
+  timer::TimerService::Request timeout;
+  timeout.target = sel.from;
+  timeout.owner = ServiceCore::timer_owner(*owner);
+  timeout.delay = ctx.deadline_ - Clock::now();
+  timeout.options.key = pending->caller_key;
+  timeout.options.priority = pending->priority;
+  timeout.callback = [weak = std::weak_ptr<PendingCall>(pending), method = pending->method,
+                      target = pending->target] {
+    if (auto p = weak.lock()) {
+      p->complete(Error{Errc::timeout, "'" + method + "' to " + target + " got no reply in time"});
+    }
+  };
+  pending->timer = sel.node->timers->schedule(std::move(timeout));
+  return pending;
+}
+
+}  // namespace
+
+Result<CallHandle> call_async(CallSpec spec, std::function<void(AnyReply)> on_done) {
+  const Selection& sel = *spec.selection;
+  if (sel.node == nullptr || sel.from == nullptr) {
+    return Error{Errc::bad_state, "async_call needs a calling service (use it from a service or "
+                                  "module; from outside use call or send)"};
+  }
+  auto target = single_target(sel, "async_call");
+  if (!target) {
+    return std::move(target).error();
+  }
+  const Target& t = **target;
+  auto ctx = outgoing_context(sel, spec, false);
+  if (!ctx) {
+    return std::move(ctx).error();
+  }
+  auto pending = start_async(spec, PendingCall::Mode::callback, t, *ctx);
+  pending->callback = std::move(on_done);
+  Request* req = make_request(spec, std::make_shared<LocalResponder>(pending), std::move(*ctx), true);
+  if (Status posted = t.anchor->post(req, true); !posted) {
+    pending->cancel();  // refused now: report it here, the callback will not run
+    return with_target(posted, t, spec.method).error();
+  }
+  return CallHandle(std::weak_ptr<void>(pending));
+}
+
+bool call_coroutine(CallSpec spec, std::coroutine_handle<> continuation,
+                    std::shared_ptr<PendingCall>& slot) {
+  const Selection& sel = *spec.selection;
+  if (sel.node == nullptr || sel.from == nullptr) {
+    // No mailbox to resume through: the awaiter resumes in place with the error.
+    slot = std::make_shared<PendingCall>(PendingCall::Mode::blocking, sel.node);
+    slot->complete(Error{Errc::bad_state, "co_call needs a calling service"});
+    return false;
+  }
+  auto target = single_target(sel, "co_call");
+  auto ctx = target ? outgoing_context(sel, spec, true) : Result<Context>(target.error());
+  const Target* t = target ? *target : nullptr;
+  std::shared_ptr<PendingCall> pending;
+  if (t != nullptr && ctx) {
+    pending = start_async(spec, PendingCall::Mode::coroutine, *t, *ctx);
+  } else {
+    pending = std::make_shared<PendingCall>(PendingCall::Mode::coroutine, sel.node);
+    pending->method = std::string(spec.method);
+    pending->caller = sel.from->anchor();
+    const Context* parent = current_context();
+    pending->caller_key = parent != nullptr ? parent->key_ : DispatchKey{};
+    pending->module_alive =
+        ServiceCore::alive_token(sel.from_module != nullptr ? *sel.from_module : sel.from->self());
+  }
+  pending->continuation = continuation;
+  if (const Context* parent = current_context()) {
+    pending->resume_context = *parent;
+  }
+  // The slot lives in the coroutine frame: fill it before anything can resume the coroutine,
+  // and touch nothing of the frame afterwards.
+  slot = pending;
+  if (!ctx) {
+    pending->complete(ctx.error());  // resumes through the mailbox like any other outcome
+    return true;
+  }
+  Request* req = make_request(spec, std::make_shared<LocalResponder>(pending), std::move(*ctx), true);
+  if (Status posted = t->anchor->post(req, true); !posted) {
+    pending->complete(with_target(posted, *t, spec.method).error());
+  }
+  return true;
+}
+
+}  // namespace ember::detail
+
+// ---------------------------------------------------------------------------------------------
+// Selector and Bus
+
+namespace ember {
+
+Selector Selector::name(std::string service_name) {
+  Selector s;
+  s.name_ = std::move(service_name);
+  return s;
+}
+Selector Selector::type(std::string service_type) {
+  Selector s;
+  s.type_ = std::move(service_type);
+  return s;
+}
+Selector Selector::pid(const Pid& exact) {
+  Selector s;
+  s.uid_ = exact.uid();
+  s.role_ = Role::any;
+  return s;
+}
+Selector Selector::all() { return {}; }
+Selector& Selector::id(std::string service_id) {
+  id_ = std::move(service_id);
+  has_id_ = true;
+  return *this;
+}
+Selector& Selector::server_id(std::int32_t server) {
+  server_id_ = server;
+  has_server_id_ = true;
+  return *this;
+}
+Selector& Selector::role(Role r) {
+  role_ = r;
+  return *this;
+}
+Selector& Selector::key(DispatchKey k) {
+  key_ = k;
+  return *this;
+}
+Selector& Selector::where(std::function<bool(const Pid&)> predicate) {
+  predicate_ = std::move(predicate);
+  return *this;
+}
+
+std::size_t Bus::size() const noexcept { return selection_ ? selection_->targets.size() : 0; }
+
+std::vector<Pid> Bus::targets() const {
+  std::vector<Pid> out;
+  if (selection_) {
+    for (const auto& t : selection_->targets) {
+      out.push_back(t.pid);
+    }
+  }
+  return out;
+}
+
+namespace detail {
+std::shared_ptr<const Selection> make_selection(NodeImpl& node, ServiceCore* from, Module* from_module,
+                                                const Selector& selector) {
+  auto sel = std::make_shared<Selection>();
+  sel->node = &node;
+  sel->from = from;
+  sel->from_module = from_module;
+  sel->targets = node.repository.select(selector);
+  sel->description = describe_selector(selector);
+  return sel;
+}
+}  // namespace detail
+
+Bus select(Node& node, const Selector& selector) {
+  return Bus(detail::make_selection(node.impl(), nullptr, nullptr, selector));
+}
+
+Bus Module::select(const Selector& selector) const {
+  detail::ServiceCore* c = core();
+  if (c == nullptr) {
+    return Bus{};
+  }
+  return Bus(detail::make_selection(c->node(), c, const_cast<Module*>(this), selector));
+}
+
+}  // namespace ember

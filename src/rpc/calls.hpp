@@ -1,0 +1,119 @@
+// SPDX-License-Identifier: Apache-2.0
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <coroutine>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+
+#include <ember/context.hpp>
+#include <ember/rpc.hpp>
+#include <ember/timer.hpp>
+
+#include "rpc/repository.hpp"
+#include "rpc/service_anchor.hpp"
+#include "runtime/message.hpp"
+
+namespace ember::detail {
+
+class NodeImpl;
+class ServiceCore;
+
+struct Selection {
+  NodeImpl* node = nullptr;
+  ServiceCore* from = nullptr;  // calling service, if any
+  Module* from_module = nullptr;
+  std::vector<Target> targets;
+  std::string description;  // "name=room id=1", for error messages
+};
+
+/// One call waiting for its outcome. Whatever comes first — reply, error, timeout, cancel — wins
+/// the `done` flag; everything after it is dropped (and counted when it is a reply).
+class PendingCall : public std::enable_shared_from_this<PendingCall> {
+ public:
+  enum class Mode : std::uint8_t { blocking, callback, coroutine };
+
+  PendingCall(Mode mode, NodeImpl* node) : mode(mode), node(node) {}
+
+  /// Returns false when the call was already complete (a late reply, a lost race).
+  bool complete(AnyReply result);
+  /// Prevents the completion from running. True if it was still pending.
+  bool cancel();
+
+  const Mode mode;
+  NodeImpl* const node;
+  std::atomic<bool> done{false};
+  std::optional<AnyReply> result;
+  std::string method;
+  std::string target;
+
+  // blocking
+  std::mutex mu;
+  std::condition_variable cv;
+  bool ready = false;
+
+  // callback / coroutine: where and how the completion runs
+  std::shared_ptr<ServiceAnchor> caller;
+  DispatchKey caller_key;
+  Priority priority = Priority::user;
+  std::weak_ptr<void> module_alive;
+  std::function<void(AnyReply)> callback;
+  std::coroutine_handle<> continuation;
+  Context resume_context;
+  TimerId timer;
+};
+
+/// Where a callee's handler sends its outcome.
+class Responder {
+ public:
+  virtual ~Responder() = default;
+  virtual void deliver(AnyReply result) = 0;
+  /// Send has nobody waiting: errors are only logged.
+  [[nodiscard]] virtual bool wants_reply() const noexcept = 0;
+};
+
+class LocalResponder final : public Responder {
+ public:
+  explicit LocalResponder(std::shared_ptr<PendingCall> pending) : pending_(std::move(pending)) {}
+  void deliver(AnyReply result) override;
+  [[nodiscard]] bool wants_reply() const noexcept override { return pending_ != nullptr; }
+
+ private:
+  std::shared_ptr<PendingCall> pending_;
+};
+
+/// A request in the callee's mailbox.
+class Request final : public runtime::Message {
+ public:
+  Request(std::string method, std::shared_ptr<const AnyMessage> payload,
+          const google::protobuf::Descriptor* response_type, std::shared_ptr<Responder> responder,
+          Context context);
+  void run() override;
+  void reject(const Error& why) noexcept override;
+  [[nodiscard]] std::string_view name() const noexcept override { return method_; }
+
+ private:
+  std::string method_;
+  std::shared_ptr<const AnyMessage> payload_;
+  const google::protobuf::Descriptor* response_type_;
+  std::shared_ptr<Responder> responder_;
+  Context context_;
+};
+
+/// Sets the thread's current context for the lifetime of the object.
+class ContextScope {
+ public:
+  explicit ContextScope(const Context* ctx) noexcept;
+  ~ContextScope();
+  ContextScope(const ContextScope&) = delete;
+  ContextScope& operator=(const ContextScope&) = delete;
+
+ private:
+  const Context* saved_;
+};
+
+}  // namespace ember::detail

@@ -1,0 +1,114 @@
+// SPDX-License-Identifier: Apache-2.0
+#include "rpc/repository.hpp"
+
+#include <mutex>
+
+namespace ember::detail {
+
+void Repository::add(const Pid& pid, std::shared_ptr<ServiceAnchor> anchor) {
+  std::string uid = pid.uid();
+  std::unique_lock lock(mu_);
+  by_name_[pid.name].insert(uid);
+  by_type_[pid.type].insert(uid);
+  by_uid_[uid] = Target{pid, std::move(anchor)};
+}
+
+void Repository::remove(const std::string& uid) {
+  std::unique_lock lock(mu_);
+  auto it = by_uid_.find(uid);
+  if (it == by_uid_.end()) {
+    return;
+  }
+  auto drop = [&](auto& index, const std::string& key) {
+    auto entry = index.find(key);
+    if (entry != index.end()) {
+      entry->second.erase(uid);
+      if (entry->second.empty()) {
+        index.erase(entry);
+      }
+    }
+  };
+  drop(by_name_, it->second.pid.name);
+  drop(by_type_, it->second.pid.type);
+  by_uid_.erase(it);
+}
+
+std::size_t Repository::size() const {
+  std::shared_lock lock(mu_);
+  return by_uid_.size();
+}
+
+std::vector<Target> Repository::select(const Selector& s) const {
+  std::vector<Target> out;
+  auto matches = [&](const Target& t) {
+    const Pid& p = t.pid;
+    if (!s.name_.empty() && p.name != s.name_) {
+      return false;
+    }
+    if (!s.type_.empty() && p.type != s.type_) {
+      return false;
+    }
+    if (s.has_id_ && p.id != s.id_) {
+      return false;
+    }
+    if (s.has_server_id_ && p.server_id != s.server_id_) {
+      return false;
+    }
+    if (s.uid_.empty()) {  // an exact pid reaches the instance whatever its role
+      if (s.role_ == Role::master && !p.master) {
+        return false;
+      }
+      if (s.role_ == Role::slave && p.master) {
+        return false;
+      }
+    }
+    return !s.predicate_ || s.predicate_(p);
+  };
+  {
+    std::shared_lock lock(mu_);
+    if (!s.uid_.empty()) {
+      auto it = by_uid_.find(s.uid_);
+      if (it != by_uid_.end() && matches(it->second)) {
+        out.push_back(it->second);
+      }
+    } else if (!s.name_.empty() || !s.type_.empty()) {
+      const auto& index = !s.name_.empty() ? by_name_ : by_type_;
+      auto it = index.find(!s.name_.empty() ? s.name_ : s.type_);
+      if (it != index.end()) {
+        for (const auto& uid : it->second) {
+          const Target& t = by_uid_.at(uid);
+          if (matches(t)) {
+            out.push_back(t);
+          }
+        }
+      }
+    } else {
+      for (const auto& [uid, t] : by_uid_) {
+        if (matches(t)) {
+          out.push_back(t);
+        }
+      }
+    }
+  }
+  if (s.key_.has_value() && out.size() > 1) {
+    Target chosen = out[pick_by_key(out, s.key_)];
+    out.clear();
+    out.push_back(std::move(chosen));
+  }
+  return out;
+}
+
+std::size_t pick_by_key(const std::vector<Target>& targets, DispatchKey key) {
+  std::size_t best = 0;
+  std::uint64_t best_score = 0;
+  for (std::size_t i = 0; i < targets.size(); ++i) {
+    std::uint64_t score = hash_key(key.hash() ^ hash_key(targets[i].pid.uid()));
+    if (i == 0 || score > best_score) {
+      best = i;
+      best_score = score;
+    }
+  }
+  return best;
+}
+
+}  // namespace ember::detail

@@ -1,0 +1,43 @@
+// SPDX-License-Identifier: Apache-2.0
+#pragma once
+
+#include <map>
+#include <memory>
+#include <set>
+#include <shared_mutex>
+#include <string>
+#include <vector>
+
+#include <ember/pid.hpp>
+#include <ember/rpc.hpp>
+
+#include "rpc/service_anchor.hpp"
+
+namespace ember::detail {
+
+struct Target {
+  Pid pid;
+  std::shared_ptr<ServiceAnchor> anchor;  // local instance; null for remote ones (cluster issue)
+};
+
+/// The node's view of every service instance it can reach: local ones now, remote ones once
+/// discovery feeds it. Indexed by uid, name and type. Thread-safe.
+class Repository {
+ public:
+  void add(const Pid& pid, std::shared_ptr<ServiceAnchor> anchor);
+  void remove(const std::string& uid);
+  [[nodiscard]] std::vector<Target> select(const Selector& selector) const;
+  [[nodiscard]] std::size_t size() const;
+
+ private:
+  mutable std::shared_mutex mu_;
+  std::map<std::string, Target> by_uid_;
+  std::map<std::string, std::set<std::string>, std::less<>> by_name_;
+  std::map<std::string, std::set<std::string>, std::less<>> by_type_;
+};
+
+/// Rendezvous hashing: the instance with the highest hash(key, uid) wins, so a key moves only
+/// when its instance leaves.
+std::size_t pick_by_key(const std::vector<Target>& targets, DispatchKey key);
+
+}  // namespace ember::detail

@@ -1,0 +1,675 @@
+// SPDX-License-Identifier: Apache-2.0
+// Messaging between local services: the verbs, every error path, nesting, cycles, deadlines,
+// exactly-once completion, selectors and coroutine handlers.
+#include <atomic>
+#include <thread>
+
+#include <gtest/gtest.h>
+
+#include <ember/ember.hpp>
+#include <ember/rpc.hpp>
+
+#include "core/node_impl.hpp"
+#include "core/service_core.hpp"
+#include "test.pb.h"
+#include "support/node_helpers.hpp"
+#include "support/wait_for.hpp"
+
+namespace {
+
+using namespace std::chrono_literals;
+using ember::Errc;
+using ember::Result;
+using ember::Selector;
+using ember::testing::Gate;
+using ember::testing::run_in;
+using ember::testing::ScopeExit;
+using ember::testing::wait_for;
+namespace pb = ember::test;
+
+pb::SumReq sum_req(std::int64_t a, std::int64_t b) {
+  pb::SumReq r;
+  r.set_a(a);
+  r.set_b(b);
+  return r;
+}
+
+// A calculator whose behaviour the tests steer through its methods.
+class Calc : public ember::Service {
+ public:
+  ember::Status on_init() override {
+    if (auto st = handle("RpcSum", &Calc::sum); !st) {
+      return st;
+    }
+    if (auto st = handle("RpcFail", [](const pb::SumReq&) -> Result<pb::SumResp> {
+          return ember::Error{Errc::invalid_argument, "negative numbers are not allowed"};
+        });
+        !st) {
+      return st;
+    }
+    if (auto st = handle("RpcThrow", [](const pb::SumReq&) -> Result<pb::SumResp> {
+          throw std::runtime_error("kaboom");
+        });
+        !st) {
+      return st;
+    }
+    if (auto st = handle("RpcBlock", [this](const pb::SumReq&) -> Result<pb::SumResp> {
+          gate_wait();
+          return pb::SumResp{};
+        });
+        !st) {
+      return st;
+    }
+    return handle("RpcProbe", [](const pb::Echo& e, const ember::Context& ctx) -> Result<pb::Probe> {
+      pb::Probe p;
+      p.set_trace_id(ctx.trace_id());
+      p.set_remaining_ms(ctx.remaining().count());
+      p.set_caller(ctx.caller().name);
+      p.set_header(std::string(ctx.header("h")));
+      (void)e;
+      return p;
+    });
+  }
+  Result<pb::SumResp> sum(const pb::SumReq& req) {
+    calls.fetch_add(1);
+    pb::SumResp resp;
+    resp.set_sum(req.a() + req.b());
+    return resp;
+  }
+  void gate_wait() {
+    blocking.fetch_add(1);
+    auto flag = gate;
+    while (flag && !flag->load()) {
+      std::this_thread::yield();
+    }
+  }
+  std::shared_ptr<std::atomic<bool>> gate;
+  std::atomic<int> calls{0};
+  std::atomic<int> blocking{0};  // handlers that entered RpcBlock
+};
+
+ember::ServiceConfig named(std::string name, std::string id = {}, int lanes = 1) {
+  ember::ServiceConfig c;
+  c.name = std::move(name);
+  c.id = std::move(id);
+  c.worker.lanes = lanes;
+  return c;
+}
+
+ember::NodeConfig two_threads() {
+  ember::NodeConfig c;
+  c.worker_threads = 2;
+  return c;
+}
+
+TEST(Rpc, CallReturnsTheHandlersValue) {
+  ember::Node node(two_threads());
+  ASSERT_TRUE(node.add_service(std::make_unique<Calc>(), named("calc")));
+  ASSERT_TRUE(node.start());
+  auto r = ember::select(node, Selector::name("calc")).call<pb::SumResp>("RpcSum", sum_req(2, 3));
+  ASSERT_TRUE(r) << r.error().to_string();
+  EXPECT_EQ(r->sum(), 5);
+}
+
+TEST(Rpc, TypedMethodConstant) {
+  static constexpr ember::Method<pb::SumReq, pb::SumResp> kSum{"RpcSum"};
+  ember::Node node(two_threads());
+  ASSERT_TRUE(node.add_service(std::make_unique<Calc>(), named("calc")));
+  ASSERT_TRUE(node.start());
+  auto r = ember::select(node, Selector::name("calc")).call(kSum, sum_req(40, 2));
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->sum(), 42);
+}
+
+TEST(Rpc, EveryErrorPathHasItsCode) {
+  ember::Node node(two_threads());
+  ASSERT_TRUE(node.add_service(std::make_unique<Calc>(), named("calc")));
+  ASSERT_TRUE(node.start());
+  auto bus = ember::select(node, Selector::name("calc"));
+
+  auto missing = ember::select(node, Selector::name("nope")).call<pb::SumResp>("RpcSum", sum_req(1, 1));
+  EXPECT_EQ(missing.error().code(), Errc::not_found);
+
+  auto no_method = bus.call<pb::SumResp>("RpcMissing", sum_req(1, 1));
+  EXPECT_EQ(no_method.error().code(), Errc::no_such_method);
+  EXPECT_NE(no_method.error().message().find("RpcMissing"), std::string::npos);
+
+  pb::Echo wrong;
+  auto bad_arg = bus.call<pb::SumResp>("RpcSum", wrong);
+  EXPECT_EQ(bad_arg.error().code(), Errc::bad_argument_type);
+  EXPECT_NE(bad_arg.error().message().find("ember.test.SumReq"), std::string::npos);
+
+  auto bad_resp = bus.call<pb::Echo>("RpcSum", sum_req(1, 1));
+  EXPECT_EQ(bad_resp.error().code(), Errc::bad_argument_type);
+
+  auto failed = bus.call<pb::SumResp>("RpcFail", sum_req(1, 1));
+  EXPECT_EQ(failed.error().code(), Errc::invalid_argument);  // the handler's own code
+  EXPECT_NE(failed.error().message().find("negative"), std::string::npos);
+
+  auto thrown = bus.call<pb::SumResp>("RpcThrow", sum_req(1, 1));
+  EXPECT_EQ(thrown.error().code(), Errc::handler_failed);
+  EXPECT_NE(thrown.error().message().find("kaboom"), std::string::npos);
+
+  // The service survives all of it.
+  EXPECT_TRUE(bus.call<pb::SumResp>("RpcSum", sum_req(1, 1)));
+}
+
+TEST(Rpc, TimeoutIsReportedOnceAndTheLateReplyIsCounted) {
+  ember::Node node(two_threads());
+  auto* calc = static_cast<Calc*>(*node.add_service(std::make_unique<Calc>(), named("calc")));
+  ASSERT_TRUE(node.start());
+  Gate gate;
+  calc->gate = std::make_shared<std::atomic<bool>>(false);
+  auto flag = calc->gate;
+  auto t0 = std::chrono::steady_clock::now();
+  auto r = ember::select(node, Selector::name("calc"))
+               .call<pb::SumResp>("RpcBlock", sum_req(0, 0), {.timeout = 50ms});
+  EXPECT_EQ(r.error().code(), Errc::timeout);
+  EXPECT_GE(std::chrono::steady_clock::now() - t0, 50ms);
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 2s);
+  flag->store(true);
+  EXPECT_TRUE(wait_for([&] { return node.impl().late_replies.load() == 1; }));
+}
+
+TEST(Rpc, OverloadedAndStoppingAreTypedErrors) {
+  ember::Node node(two_threads());
+  auto cfg = named("calc");
+  cfg.worker.mailbox_bound = 1;
+  auto* calc = static_cast<Calc*>(*node.add_service(std::make_unique<Calc>(), cfg));
+  ASSERT_TRUE(node.start());
+  calc->gate = std::make_shared<std::atomic<bool>>(false);
+  auto flag = calc->gate;
+  auto bus = ember::select(node, Selector::name("calc"));
+  std::jthread blocked([&] { (void)bus.call<pb::SumResp>("RpcBlock", sum_req(0, 0), {.timeout = 5s}); });
+  ScopeExit unblock([flag] { flag->store(true); });
+  ASSERT_TRUE(wait_for([&] { return calc->blocking.load() == 1; }));
+  // One waiting message fills the bound of 1 (the running one does not count).
+  std::jthread queued([&] { (void)bus.call<pb::SumResp>("RpcSum", sum_req(1, 1), {.timeout = 5s}); });
+  ASSERT_TRUE(wait_for([&] { return calc->queued_messages() == 2; }));
+  auto over = bus.call<pb::SumResp>("RpcSum", sum_req(1, 1));
+  EXPECT_EQ(over.error().code(), Errc::overloaded);
+  flag->store(true);
+  blocked.join();
+  queued.join();
+
+  // A call queued behind a message that outlives the drain deadline is answered with stopping.
+  ASSERT_TRUE(node.stop());
+}
+
+TEST(Rpc, QueuedCallsAreAnsweredWithStoppingWhenTheDrainDeadlinePasses) {
+  ember::NodeConfig config = two_threads();
+  config.shutdown_timeout = 50ms;
+  ember::Node node(config);
+  auto* calc = static_cast<Calc*>(*node.add_service(std::make_unique<Calc>(), named("calc")));
+  ASSERT_TRUE(node.start());
+  calc->gate = std::make_shared<std::atomic<bool>>(false);
+  auto flag = calc->gate;
+  auto bus = ember::select(node, Selector::name("calc"));
+  std::jthread blocked([&] { (void)bus.call<pb::SumResp>("RpcBlock", sum_req(0, 0), {.timeout = 10s}); });
+  ScopeExit unblock([flag] { flag->store(true); });
+  ASSERT_TRUE(wait_for([&] { return calc->blocking.load() == 1; }));
+  Result<pb::SumResp> queued_result = ember::Error{Errc::internal, "not set"};
+  std::jthread queued([&] { queued_result = bus.call<pb::SumResp>("RpcSum", sum_req(1, 1), {.timeout = 10s}); });
+  ASSERT_TRUE(wait_for([&] { return calc->queued_messages() == 2; }));
+  std::jthread releaser([&] {
+    wait_for([&] { return calc->state() == ember::ServiceState::stopped; });
+    flag->store(true);
+  });
+  ASSERT_TRUE(node.stop());
+  blocked.join();
+  queued.join();
+  releaser.join();
+  ASSERT_FALSE(queued_result);
+  EXPECT_EQ(queued_result.error().code(), Errc::stopping);
+}
+
+TEST(Rpc, DuplicateMethodNamesAreRefused) {
+  class Dup : public ember::Service {
+    ember::Status on_init() override {
+      EXPECT_TRUE(handle("RpcX", [](const pb::SumReq&) -> Result<pb::SumResp> { return pb::SumResp{}; }));
+      auto again = handle("RpcX", [](const pb::SumReq&) -> Result<pb::SumResp> { return pb::SumResp{}; });
+      EXPECT_EQ(again.error().code(), Errc::already_exists);
+      return {};
+    }
+  };
+  ember::Node node(two_threads());
+  ASSERT_TRUE(node.add_service(std::make_unique<Dup>(), named("dup")));
+  ASSERT_TRUE(node.start());
+}
+
+// --- nesting and cycles ---------------------------------------------------------------------
+
+class Relay : public ember::Service {
+ public:
+  explicit Relay(std::string next) : next_(std::move(next)) {}
+  ember::Status on_init() override {
+    return handle("RpcHop", [this](const pb::Hop& hop) -> Result<pb::Hop> {
+      if (next_.empty()) {
+        pb::Hop done;
+        done.set_remaining(hop.remaining());
+        return done;
+      }
+      pb::Hop forward;
+      forward.set_remaining(hop.remaining() + 1);
+      return select(Selector::name(next_)).call<pb::Hop>("RpcHop", forward, {.timeout = 10s});
+    });
+  }
+
+ private:
+  std::string next_;
+};
+
+TEST(Rpc, ChainOfFiftyNestedBlockingCallsCompletesOnTwoThreads) {
+  ember::Node node(two_threads());
+  constexpr int kChain = 50;
+  for (int i = 0; i < kChain; ++i) {
+    std::string next = i + 1 < kChain ? "relay" + std::to_string(i + 1) : "";
+    ASSERT_TRUE(node.add_service(std::make_unique<Relay>(next), named("relay" + std::to_string(i))));
+  }
+  ASSERT_TRUE(node.start());
+  auto r = ember::select(node, Selector::name("relay0")).call<pb::Hop>("RpcHop", pb::Hop{}, {.timeout = 20s});
+  ASSERT_TRUE(r) << r.error().to_string();
+  EXPECT_EQ(r->remaining(), kChain - 1);
+}
+
+TEST(Rpc, CycleFailsAtOnceNamingTheCycle) {
+  ember::Node node(two_threads());
+  ASSERT_TRUE(node.add_service(std::make_unique<Relay>("b"), named("a")));
+  ASSERT_TRUE(node.add_service(std::make_unique<Relay>("c"), named("b")));
+  ASSERT_TRUE(node.add_service(std::make_unique<Relay>("a"), named("c")));
+  ASSERT_TRUE(node.start());
+  auto t0 = std::chrono::steady_clock::now();
+  auto r = ember::select(node, Selector::name("a")).call<pb::Hop>("RpcHop", pb::Hop{}, {.timeout = 5s});
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code(), Errc::call_cycle) << r.error().to_string();
+  EXPECT_NE(r.error().message().find("a@"), std::string::npos);
+  EXPECT_NE(r.error().message().find("c@"), std::string::npos);
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 1s);
+}
+
+TEST(Rpc, SelfCallIsACycle) {
+  ember::Node node(two_threads());
+  ASSERT_TRUE(node.add_service(std::make_unique<Relay>("self"), named("self")));
+  ASSERT_TRUE(node.start());
+  auto r = ember::select(node, Selector::name("self")).call<pb::Hop>("RpcHop", pb::Hop{});
+  EXPECT_EQ(r.error().code(), Errc::call_cycle);
+}
+
+// --- context propagation ---------------------------------------------------------------------
+
+class Front : public ember::Service {
+ public:
+  ember::Status on_init() override {
+    return handle("RpcFront", [this](const pb::Echo&, const ember::Context& ctx) -> Result<pb::Probe> {
+      seen_trace = ctx.trace_id();
+      seen_remaining = ctx.remaining().count();
+      return select(Selector::name("calc")).call<pb::Probe>("RpcProbe", pb::Echo{}, {.timeout = 10s, .headers = {{"h", "v"}}});
+    });
+  }
+  std::atomic<std::uint64_t> seen_trace{0};
+  std::atomic<std::int64_t> seen_remaining{0};
+};
+
+TEST(Rpc, NestedCallsInheritTraceIdAndRemainingDeadline) {
+  ember::Node node(two_threads());
+  auto* front = static_cast<Front*>(*node.add_service(std::make_unique<Front>(), named("front")));
+  ASSERT_TRUE(node.add_service(std::make_unique<Calc>(), named("calc")));
+  ASSERT_TRUE(node.start());
+  auto r = ember::select(node, Selector::name("front")).call<pb::Probe>("RpcFront", pb::Echo{}, {.timeout = 300ms});
+  ASSERT_TRUE(r) << r.error().to_string();
+  EXPECT_NE(r->trace_id(), 0u);
+  EXPECT_EQ(r->trace_id(), front->seen_trace.load());
+  EXPECT_LE(r->remaining_ms(), 300);  // capped by the caller's 300 ms, not the inner 10 s
+  EXPECT_EQ(r->caller(), "front");
+  EXPECT_EQ(r->header(), "v");
+}
+
+// --- AsyncCall --------------------------------------------------------------------------------
+
+class Asker : public ember::Service {
+ public:
+  std::atomic<int> callbacks{0};
+  std::atomic<int> wrong_thread{0};
+  std::atomic<int> last_code{-1};
+  std::atomic<std::int64_t> last_sum{-1};
+  ember::CallHandle handle_;
+
+  void ask(const std::string& method, std::chrono::milliseconds timeout, bool cancel = false) {
+    auto self = ember::detail::ServiceCore::current();
+    auto h = select(Selector::name("calc")).async_call<pb::SumResp>(
+        method, sum_req(20, 22),
+        [this, self](Result<pb::SumResp> r) {
+          if (ember::detail::ServiceCore::current() != self) {
+            wrong_thread.fetch_add(1);
+          }
+          last_code = r ? 0 : static_cast<int>(r.error().code());
+          last_sum = r ? r->sum() : -1;
+          callbacks.fetch_add(1);  // last: tests read the fields above once this moves
+        },
+        {.timeout = timeout});
+    ASSERT_TRUE(h);
+    if (cancel) {
+      EXPECT_TRUE(h->cancel());
+      EXPECT_FALSE(h->cancel());
+    }
+  }
+};
+
+TEST(Rpc, AsyncCallRunsTheCallbackOnceOnTheCallersService) {
+  ember::Node node(two_threads());
+  auto* asker = static_cast<Asker*>(*node.add_service(std::make_unique<Asker>(), named("asker")));
+  ASSERT_TRUE(node.add_service(std::make_unique<Calc>(), named("calc")));
+  ASSERT_TRUE(node.start());
+  ASSERT_TRUE(run_in(node, "asker", [&] { asker->ask("RpcSum", 1s); }));
+  ASSERT_TRUE(wait_for([&] { return asker->callbacks.load() == 1; }));
+  EXPECT_EQ(asker->last_sum.load(), 42);
+  EXPECT_EQ(asker->wrong_thread.load(), 0);
+  ASSERT_TRUE(run_in(node, "asker", [&] { asker->ask("RpcMissing", 1s); }));
+  ASSERT_TRUE(wait_for([&] { return asker->callbacks.load() == 2; }));
+  EXPECT_EQ(asker->last_code.load(), static_cast<int>(Errc::no_such_method));
+}
+
+TEST(Rpc, AsyncCallTimeoutFiresOnceAndTheLateReplyIsDropped) {
+  ember::Node node(two_threads());
+  auto* asker = static_cast<Asker*>(*node.add_service(std::make_unique<Asker>(), named("asker")));
+  auto* calc = static_cast<Calc*>(*node.add_service(std::make_unique<Calc>(), named("calc")));
+  ASSERT_TRUE(node.start());
+  calc->gate = std::make_shared<std::atomic<bool>>(false);
+  auto flag = calc->gate;
+  ASSERT_TRUE(run_in(node, "asker", [&] { asker->ask("RpcBlock", 30ms); }));
+  ASSERT_TRUE(wait_for([&] { return asker->callbacks.load() == 1; }));
+  EXPECT_EQ(asker->last_code.load(), static_cast<int>(Errc::timeout));
+  flag->store(true);
+  ASSERT_TRUE(wait_for([&] { return node.impl().late_replies.load() == 1; }));
+  // A sentinel call proves the late reply did not produce a second callback.
+  ASSERT_TRUE(run_in(node, "asker", [&] { asker->ask("RpcSum", 1s); }));
+  ASSERT_TRUE(wait_for([&] { return asker->callbacks.load() == 2; }));
+  EXPECT_EQ(asker->last_sum.load(), 42);
+}
+
+TEST(Rpc, CancelledAsyncCallNeverCallsBack) {
+  ember::Node node(two_threads());
+  auto* asker = static_cast<Asker*>(*node.add_service(std::make_unique<Asker>(), named("asker")));
+  auto* calc = static_cast<Calc*>(*node.add_service(std::make_unique<Calc>(), named("calc")));
+  ASSERT_TRUE(node.start());
+  ASSERT_TRUE(run_in(node, "asker", [&] { asker->ask("RpcSum", 1s, /*cancel=*/true); }));
+  ASSERT_TRUE(wait_for([&] { return calc->calls.load() == 1; }));
+  ASSERT_TRUE(run_in(node, "asker", [&] { asker->ask("RpcSum", 1s); }));
+  ASSERT_TRUE(wait_for([&] { return asker->callbacks.load() == 1; }));
+  EXPECT_EQ(asker->callbacks.load(), 1);
+}
+
+TEST(Rpc, AsyncCallFromOutsideAServiceIsRefused) {
+  ember::Node node(two_threads());
+  ASSERT_TRUE(node.add_service(std::make_unique<Calc>(), named("calc")));
+  ASSERT_TRUE(node.start());
+  auto h = ember::select(node, Selector::name("calc"))
+               .async_call<pb::SumResp>("RpcSum", sum_req(1, 1), [](Result<pb::SumResp>) {});
+  EXPECT_EQ(h.error().code(), Errc::bad_state);
+}
+
+// --- Send, selectors, priorities, lanes -------------------------------------------------------
+
+class Sink : public ember::Service {
+ public:
+  ember::Status on_init() override {
+    return handle("RpcPush", [this](const pb::Echo& e) -> ember::Status {
+      if (last_seq[e.key()] + 1 != e.seq()) {
+        out_of_order.fetch_add(1);
+      }
+      last_seq[e.key()] = e.seq();
+      received.fetch_add(1);
+      std::lock_guard lock(mu);
+      order.push_back(e.text());
+      return {};
+    });
+  }
+  std::atomic<int> received{0};
+  std::atomic<int> out_of_order{0};
+  std::vector<std::int64_t> last_seq = std::vector<std::int64_t>(64, -1);
+  std::mutex mu;
+  std::vector<std::string> order;
+};
+
+TEST(Rpc, SendReachesEveryTargetOfASelection) {
+  ember::Node node(two_threads());
+  std::vector<Sink*> sinks;
+  for (std::string id : {"1", "2", "3"}) {
+    sinks.push_back(static_cast<Sink*>(*node.add_service(std::make_unique<Sink>(), named("sink", id))));
+  }
+  ASSERT_TRUE(node.start());
+  auto bus = ember::select(node, Selector::name("sink"));
+  EXPECT_EQ(bus.size(), 3u);
+  pb::Echo e;
+  e.set_seq(0);
+  ASSERT_TRUE(bus.send("RpcPush", e));
+  for (Sink* s : sinks) {
+    EXPECT_TRUE(wait_for([&] { return s->received.load() == 1; }));
+  }
+  auto ambiguous = bus.call<ember::NoReply>("RpcPush", e);
+  EXPECT_EQ(ambiguous.error().code(), Errc::invalid_argument);
+  auto one = ember::select(node, Selector::name("sink").id("2")).call<ember::NoReply>("RpcPush", [] {
+    pb::Echo x;
+    x.set_seq(1);
+    return x;
+  }());
+  EXPECT_TRUE(one) << one.error().to_string();
+  EXPECT_EQ(sinks[1]->received.load(), 2);
+}
+
+TEST(Rpc, SelectorsByTypeServerIdPidKeyAndPredicate) {
+  ember::Node node(two_threads());
+  auto add = [&](std::string name, std::string id, std::string type, int server) {
+    auto c = named(std::move(name), std::move(id));
+    c.type = std::move(type);
+    c.server_id = server;
+    ASSERT_TRUE(node.add_service(std::make_unique<Sink>(), c));
+  };
+  add("room", "1", "game", 1);
+  add("room", "2", "game", 2);
+  add("room", "3", "game", 2);
+  add("chat", "", "social", 1);
+  ASSERT_TRUE(node.start());
+  EXPECT_EQ(ember::select(node, Selector::type("game")).size(), 3u);
+  EXPECT_EQ(ember::select(node, Selector::type("game").server_id(2)).size(), 2u);
+  EXPECT_EQ(ember::select(node, Selector::all()).size(), 4u);
+  EXPECT_EQ(ember::select(node, Selector::all().server_id(1)).size(), 2u);
+  EXPECT_EQ(ember::select(node, Selector::name("room").role(ember::Role::slave)).size(), 0u);
+  auto pid = ember::select(node, Selector::name("chat")).targets().at(0);
+  EXPECT_EQ(ember::select(node, Selector::pid(pid)).targets().at(0).name, "chat");
+  EXPECT_EQ(ember::select(node, Selector::all().where([](const ember::Pid& p) { return p.id == "3"; })).size(), 1u);
+  // A key picks one instance, the same one every time.
+  for (std::uint64_t uid = 0; uid < 20; ++uid) {
+    auto a = ember::select(node, Selector::name("room").key(ember::DispatchKey::from_int(uid))).targets();
+    auto b = ember::select(node, Selector::name("room").key(ember::DispatchKey::from_int(uid))).targets();
+    ASSERT_EQ(a.size(), 1u);
+    EXPECT_EQ(a[0].id, b[0].id);
+  }
+}
+
+TEST(Rpc, StoppedServiceLeavesTheRepositoryAtOnce) {
+  ember::Node node(two_threads());
+  ASSERT_TRUE(node.add_service(std::make_unique<Sink>(), named("sink")));
+  ASSERT_TRUE(node.start());
+  EXPECT_EQ(ember::select(node, Selector::name("sink")).size(), 1u);
+  ASSERT_TRUE(node.stop_service("sink"));
+  EXPECT_EQ(ember::select(node, Selector::name("sink")).size(), 0u);
+}
+
+TEST(Rpc, SystemPriorityRequestsOvertakeQueuedUserRequests) {
+  ember::Node node(two_threads());
+  auto* calc = static_cast<Calc*>(*node.add_service(std::make_unique<Calc>(), named("calc")));
+  auto* sink = static_cast<Sink*>(*node.add_service(std::make_unique<Sink>(), named("sink")));
+  ASSERT_TRUE(node.start());
+  (void)calc;
+  Gate gate;
+  auto entered = std::make_shared<std::atomic<bool>>(false);
+  ASSERT_TRUE(node.post("sink", gate.blocker(entered)));
+  ASSERT_TRUE(wait_for([&] { return entered->load(); }));
+  auto bus = ember::select(node, Selector::name("sink"));
+  for (const char* text : {"u1", "u2"}) {
+    pb::Echo e;
+    e.set_text(text);
+    e.set_seq(0);
+    ASSERT_TRUE(bus.send("RpcPush", e));
+  }
+  pb::Echo urgent;
+  urgent.set_text("sys");
+  urgent.set_seq(0);
+  ASSERT_TRUE(bus.send("RpcPush", urgent, {.priority = ember::Priority::system}));
+  gate.open();
+  ASSERT_TRUE(wait_for([&] { return sink->received.load() == 3; }));
+  std::lock_guard lock(sink->mu);
+  EXPECT_EQ(sink->order, (std::vector<std::string>{"sys", "u1", "u2"}));
+}
+
+TEST(Rpc, KeyedSendsKeepPerKeyOrderOnManyLanes) {
+  ember::Node node(two_threads());
+  auto* sink = static_cast<Sink*>(*node.add_service(std::make_unique<Sink>(), named("sink", "", 4)));
+  ASSERT_TRUE(node.start());
+  auto bus = ember::select(node, Selector::name("sink"));
+  constexpr int kKeys = 16;
+  constexpr int kPerKey = 200;
+  for (int seq = 0; seq < kPerKey; ++seq) {
+    for (std::uint64_t key = 0; key < kKeys; ++key) {
+      pb::Echo e;
+      e.set_key(key);
+      e.set_seq(seq);
+      ASSERT_TRUE(bus.send("RpcPush", e, {.key = ember::DispatchKey::from_int(key)}));
+    }
+  }
+  ASSERT_TRUE(wait_for([&] { return sink->received.load() == kKeys * kPerKey; }));
+  EXPECT_EQ(sink->out_of_order.load(), 0);
+}
+
+// --- local calls never share a mutable object ------------------------------------------------
+
+TEST(Rpc, TheCallerMayChangeItsRequestRightAfterSending) {
+  ember::Node node(two_threads());
+  auto* sink = static_cast<Sink*>(*node.add_service(std::make_unique<Sink>(), named("sink")));
+  ASSERT_TRUE(node.start());
+  pb::Echo e;
+  e.set_text("original");
+  e.set_seq(0);
+  ASSERT_TRUE(ember::select(node, Selector::name("sink")).send("RpcPush", e));
+  e.set_text("changed");  // the callee got its own immutable copy
+  ASSERT_TRUE(wait_for([&] { return sink->received.load() == 1; }));
+  std::lock_guard lock(sink->mu);
+  EXPECT_EQ(sink->order.at(0), "original");
+}
+
+// --- modules own their handlers ---------------------------------------------------------------
+
+class Plugin : public ember::Module {
+ public:
+  ember::Status on_init() override {
+    return handle("RpcPlugin", [](const pb::SumReq& r) -> Result<pb::SumResp> {
+      pb::SumResp s;
+      s.set_sum(r.a() * r.b());
+      return s;
+    });
+  }
+};
+
+class PluginHost : public ember::Service {};
+
+TEST(Rpc, AReleasedModulesHandlersGoWithIt) {
+  ember::Node node(two_threads());
+  auto* host = *node.add_service(std::make_unique<PluginHost>(), named("host"));
+  ASSERT_TRUE(node.start());
+  ember::ModuleId id = 0;
+  ASSERT_TRUE(run_in(node, "host", [&] {
+    auto plugin = host->add_module<Plugin>();
+    ASSERT_TRUE(plugin);
+    id = (*plugin)->id();
+  }));
+  auto bus = ember::select(node, Selector::name("host"));
+  auto r = bus.call<pb::SumResp>("RpcPlugin", sum_req(6, 7));
+  ASSERT_TRUE(r);
+  EXPECT_EQ(r->sum(), 42);
+  ASSERT_TRUE(run_in(node, "host", [&] { ASSERT_TRUE(host->release_module(id)); }));
+  EXPECT_EQ(bus.call<pb::SumResp>("RpcPlugin", sum_req(6, 7)).error().code(), Errc::no_such_method);
+  // The name is free again.
+  ASSERT_TRUE(run_in(node, "host", [&] { EXPECT_TRUE(host->add_module<Plugin>()); }));
+}
+
+// --- coroutines -----------------------------------------------------------------------------
+
+class CoFront : public ember::Service {
+ public:
+  ember::Status on_init() override {
+    if (auto st = handle("RpcViaCoroutine", &CoFront::via); !st) {
+      return st;
+    }
+    return handle("RpcQuick", [this](const pb::SumReq&) -> Result<pb::SumResp> {
+      quick_calls.fetch_add(1);
+      pb::SumResp r;
+      r.set_sum(suspended.load());
+      return r;
+    });
+  }
+  ember::Task<Result<pb::SumResp>> via(const pb::SumReq& req) {
+    suspended.fetch_add(1);
+    auto first = co_await select(Selector::name("calc")).co_call<pb::SumResp>("RpcBlock", req, {.timeout = 10s});
+    suspended.fetch_sub(1);
+    if (!first) {
+      co_return first.error();
+    }
+    auto second = co_await select(Selector::name("calc")).co_call<pb::SumResp>("RpcSum", req);
+    if (!second) {
+      co_return second.error();
+    }
+    pb::SumResp out;
+    out.set_sum(second->sum() * 10);
+    co_return out;
+  }
+  std::atomic<int> suspended{0};
+  std::atomic<int> quick_calls{0};
+};
+
+TEST(Rpc, CoroutineHandlerSuspendsWithoutBlockingItsService) {
+  ember::Node node(two_threads());
+  auto* front = static_cast<CoFront*>(*node.add_service(std::make_unique<CoFront>(), named("front")));
+  auto* calc = static_cast<Calc*>(*node.add_service(std::make_unique<Calc>(), named("calc")));
+  ASSERT_TRUE(node.start());
+  calc->gate = std::make_shared<std::atomic<bool>>(false);
+  auto flag = calc->gate;
+  Result<pb::SumResp> slow = ember::Error{Errc::internal, "unset"};
+  std::jthread caller([&] {
+    slow = ember::select(node, Selector::name("front")).call<pb::SumResp>("RpcViaCoroutine", sum_req(1, 2), {.timeout = 10s});
+  });
+  ScopeExit unblock([flag] { flag->store(true); });
+  ASSERT_TRUE(wait_for([&] { return front->suspended.load() == 1; }));
+  // The single-lane front service answers other requests while the coroutine waits.
+  auto quick = ember::select(node, Selector::name("front")).call<pb::SumResp>("RpcQuick", sum_req(0, 0));
+  ASSERT_TRUE(quick) << quick.error().to_string();
+  EXPECT_EQ(quick->sum(), 1);
+  flag->store(true);
+  caller.join();
+  ASSERT_TRUE(slow) << slow.error().to_string();
+  EXPECT_EQ(slow->sum(), 30);
+}
+
+TEST(Rpc, CoroutineSuspendedAtStopAnswersStopping) {
+  ember::NodeConfig config = two_threads();
+  config.shutdown_timeout = 100ms;
+  ember::Node node(config);
+  auto* front = static_cast<CoFront*>(*node.add_service(std::make_unique<CoFront>(), named("front")));
+  auto* calc = static_cast<Calc*>(*node.add_service(std::make_unique<Calc>(), named("calc")));
+  ASSERT_TRUE(node.start());
+  calc->gate = std::make_shared<std::atomic<bool>>(false);
+  auto flag = calc->gate;
+  Result<pb::SumResp> slow = ember::Error{Errc::internal, "unset"};
+  std::jthread caller([&] {
+    slow = ember::select(node, Selector::name("front")).call<pb::SumResp>("RpcViaCoroutine", sum_req(1, 2), {.timeout = 10s});
+  });
+  ScopeExit unblock([flag] { flag->store(true); });
+  ASSERT_TRUE(wait_for([&] { return front->suspended.load() == 1; }));
+  ASSERT_TRUE(node.stop_service("front"));
+  caller.join();
+  ASSERT_FALSE(slow);
+  EXPECT_EQ(slow.error().code(), Errc::stopping);
+  flag->store(true);
+}
+
+}  // namespace
