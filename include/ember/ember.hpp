@@ -4,9 +4,14 @@
 
 #include <ember/config.hpp>
 #include <ember/dispatch.hpp>
+#include <ember/context.hpp>
 #include <ember/error.hpp>
+#include <ember/event.hpp>
 #include <ember/log.hpp>
 #include <ember/module.hpp>
 #include <ember/node.hpp>
+#include <ember/pid.hpp>
+#include <ember/rpc.hpp>
 #include <ember/service.hpp>
+#include <ember/task.hpp>
 #include <ember/timer.hpp>

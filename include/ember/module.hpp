@@ -32,6 +32,8 @@ namespace ember {
 
 class Bus;
 class Node;
+struct PublishOptions;
+struct SubscriptionId;
 class Selector;
 class Service;
 template <class Req, class Resp>
@@ -115,6 +117,20 @@ class Module {
   Status unhandle(std::string_view name);
   /// The services matching `selector`, as seen from this module (see Bus).
   [[nodiscard]] Bus select(const Selector& selector) const;
+
+  // --- local events (templates defined in <ember/event.hpp>) ----------------------------------
+
+  /// Calls `fn(const Payload&)` or `fn(const Payload&, const EventInfo&)` in this service's
+  /// mailbox for every event of `type` published in the node, until unsubscribed or released.
+  template <class Payload, class F>
+  Result<SubscriptionId> subscribe(std::int32_t type, F&& fn);
+  /// True when the subscription existed.
+  bool unsubscribe(SubscriptionId id);
+  /// Delivers a copy of `payload` to every subscriber of `type` (none is fine).
+  template <class Payload>
+  Status publish(std::int32_t type, Payload&& payload);
+  template <class Payload>
+  Status publish(std::int32_t type, Payload&& payload, PublishOptions options);
 
   // --- messages -----------------------------------------------------------------------------
 

@@ -15,6 +15,7 @@
 #include <utility>
 #include <vector>
 
+#include "rpc/events.hpp"
 #include "rpc/repository.hpp"
 #include "runtime/scheduler.hpp"
 #include "timer/time_zone.hpp"
@@ -42,6 +43,7 @@ class NodeImpl {
   std::vector<std::pair<std::unique_ptr<Service>, ServiceConfig>> added_before_start;
 
   Repository repository;
+  LocalEventBus events;
   std::atomic<std::uint64_t> late_replies{0};
 
   mutable std::shared_mutex visible_mu;

@@ -66,6 +66,12 @@ std::weak_ptr<void> ServiceCore::alive_token(Module& m) {
   return m.extras_ ? std::weak_ptr<void>(m.extras_->alive) : std::weak_ptr<void>();
 }
 
+void ServiceCore::add_cleanup(Module& m, std::function<void()> fn) {
+  if (m.extras_) {
+    m.extras_->cleanups.push_back(std::move(fn));
+  }
+}
+
 timer::TimerOwnerList* ServiceCore::timer_owner(Module& m) {
   return m.extras_ ? &m.extras_->timers : nullptr;
 }

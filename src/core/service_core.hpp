@@ -78,6 +78,8 @@ class ServiceCore final : public runtime::LaneOwner, public timer::TimerTarget {
   static ServiceCore* of(Module& m) noexcept { return m.core(); }
   static std::weak_ptr<void> alive_token(Module& m);
   static timer::TimerOwnerList* timer_owner(Module& m);
+  /// Runs `fn` when `m` is released (after its on_release).
+  static void add_cleanup(Module& m, std::function<void()> fn);
 
   [[nodiscard]] const Pid& pid() const noexcept { return pid_; }
   [[nodiscard]] const std::shared_ptr<ServiceAnchor>& anchor() const noexcept { return anchor_; }

@@ -1,0 +1,144 @@
+// SPDX-License-Identifier: Apache-2.0
+#include "rpc/events.hpp"
+
+#include <algorithm>
+#include <mutex>
+
+#include <ember/node.hpp>
+
+#include "core/node_impl.hpp"
+#include "core/service_core.hpp"
+#include "rpc/calls.hpp"
+
+namespace ember::detail {
+
+std::uint64_t LocalEventBus::add(std::shared_ptr<Subscriber> s) {
+  s->id = next_id_.fetch_add(1);
+  std::unique_lock lock(mu_);
+  by_type_[s->subscription.type].push_back(s);
+  by_id_[s->id] = s;
+  return s->id;
+}
+
+bool LocalEventBus::remove(std::uint64_t id) {
+  std::unique_lock lock(mu_);
+  auto it = by_id_.find(id);
+  if (it == by_id_.end()) {
+    return false;
+  }
+  std::shared_ptr<Subscriber> s = it->second;
+  s->active.store(false);  // deliveries already queued see this and skip
+  by_id_.erase(it);
+  auto& list = by_type_[s->subscription.type];
+  list.erase(std::remove(list.begin(), list.end(), s), list.end());
+  if (list.empty()) {
+    by_type_.erase(s->subscription.type);
+  }
+  return true;
+}
+
+std::vector<std::shared_ptr<LocalEventBus::Subscriber>> LocalEventBus::subscribers_of(EventType type) const {
+  std::shared_lock lock(mu_);
+  auto it = by_type_.find(type);
+  return it == by_type_.end() ? std::vector<std::shared_ptr<Subscriber>>{} : it->second;
+}
+
+std::size_t LocalEventBus::size() const {
+  std::shared_lock lock(mu_);
+  return by_id_.size();
+}
+
+namespace {
+
+class Delivery final : public runtime::Message {
+ public:
+  Delivery(std::shared_ptr<LocalEventBus::Subscriber> to, std::shared_ptr<const AnyMessage> payload,
+           EventInfo info)
+      : to_(std::move(to)), payload_(std::move(payload)), info_(std::move(info)) {}
+
+  void run() override {
+    if (!to_->active.load() || to_->module_alive.expired()) {
+      return;  // unsubscribed or released after the publish
+    }
+    if (payload_->GetDescriptor() != to_->subscription.payload_type) {
+      if (ServiceCore* core = ServiceCore::current()) {
+        core->logger().error("event {}: {} expects {}, the publisher sent {}; event skipped",
+                             info_.type, to_->name, to_->subscription.payload_type->full_name(),
+                             payload_->GetDescriptor()->full_name());
+      }
+      return;
+    }
+    Context ctx;
+    ctx.priority_ = info_.priority;
+    ctx.key_ = info_.key;
+    ctx.trace_id_ = info_.trace_id;
+    ctx.caller_ = info_.publisher;
+    ctx.deadline_ = Context::Clock::now() + std::chrono::hours(24);
+    ContextScope scope(&ctx);
+    to_->subscription.invoke(*payload_, info_);
+  }
+  [[nodiscard]] std::string_view name() const noexcept override { return "event"; }
+
+ private:
+  std::shared_ptr<LocalEventBus::Subscriber> to_;
+  std::shared_ptr<const AnyMessage> payload_;
+  EventInfo info_;
+};
+
+}  // namespace
+
+Result<SubscriptionId> subscribe(Module& subscriber, EventSubscription subscription) {
+  ServiceCore* core = ServiceCore::of(subscriber);
+  if (core == nullptr || subscriber.released()) {
+    return Error{Errc::bad_state, "subscribe: the module is not attached to a running service"};
+  }
+  auto s = std::make_shared<LocalEventBus::Subscriber>();
+  s->subscription = std::move(subscription);
+  s->anchor = core->anchor();
+  s->module_alive = ServiceCore::alive_token(subscriber);
+  s->name = "service " + core->pid().to_string() + " module " + std::to_string(subscriber.id());
+  LocalEventBus& bus = core->node().events;
+  std::uint64_t id = bus.add(std::move(s));
+  ServiceCore::add_cleanup(subscriber, [&bus, id] { bus.remove(id); });
+  return SubscriptionId{id};
+}
+
+Status publish(Node* node, Module* publisher, EventType type, std::shared_ptr<const AnyMessage> payload,
+               PublishOptions options) {
+  NodeImpl* impl = nullptr;
+  EventInfo info;
+  info.type = type;
+  info.priority = options.priority;
+  info.key = options.key;
+  const Context* parent = current_context();
+  info.trace_id = parent != nullptr && parent->trace_id_ != 0 ? parent->trace_id_ : new_trace_id();
+  if (publisher != nullptr) {
+    ServiceCore* core = ServiceCore::of(*publisher);
+    if (core == nullptr) {
+      return Error{Errc::bad_state, "publish: the module is not attached to a running service"};
+    }
+    impl = &core->node();
+    info.publisher = core->pid();
+  } else {
+    impl = &node->impl();
+    info.publisher.node_id = impl->config.node_id;
+  }
+  for (auto& s : impl->events.subscribers_of(type)) {
+    auto* m = new Delivery(s, payload, info);
+    m->priority = options.priority;
+    m->key = options.key;
+    (void)s->anchor->post(m, false);  // a subscriber that is stopping simply misses it
+  }
+  return {};
+}
+
+}  // namespace ember::detail
+
+namespace ember {
+
+bool Module::unsubscribe(SubscriptionId id) {
+  detail::ServiceCore* c = core();
+  return c != nullptr && c->node().events.remove(id.value);
+}
+
+}  // namespace ember
