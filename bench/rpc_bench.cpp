@@ -1,14 +1,13 @@
 // SPDX-License-Identifier: Apache-2.0
 // Messaging costs between local services: Send ping-pong, fan-in 4 -> 1, Call round trip p50/p99
 // (blocking and co_await), AsyncCall throughput. Two worker threads, like the target machine.
-#include <algorithm>
-#include <atomic>
-#include <future>
-#include <vector>
-
 #include <benchmark/benchmark.h>
 
+#include <algorithm>
+#include <atomic>
 #include <ember/ember.hpp>
+#include <future>
+#include <vector>
 
 #include "bench.pb.h"
 
@@ -74,8 +73,8 @@ void BM_SendPingPong(benchmark::State& state) {
     (void)ember::select(node, Selector::name("a")).send("RpcPing", first);
     done.get_future().wait();
   }
-  state.counters["roundtrips_per_s"] =
-      benchmark::Counter(static_cast<double>(state.iterations() * hops / 2), benchmark::Counter::kIsRate);
+  state.counters["roundtrips_per_s"] = benchmark::Counter(
+      static_cast<double>(state.iterations() * hops / 2), benchmark::Counter::kIsRate);
   (void)node.stop();
 }
 BENCHMARK(BM_SendPingPong)->Unit(benchmark::kMillisecond)->UseRealTime();
@@ -131,8 +130,8 @@ void BM_FanIn4To1(benchmark::State& state) {
     }
     done.get_future().wait();
   }
-  state.counters["msgs_per_s"] =
-      benchmark::Counter(static_cast<double>(state.iterations() * per_producer * 4), benchmark::Counter::kIsRate);
+  state.counters["msgs_per_s"] = benchmark::Counter(
+      static_cast<double>(state.iterations() * per_producer * 4), benchmark::Counter::kIsRate);
   (void)node.stop();
 }
 BENCHMARK(BM_FanIn4To1)->Unit(benchmark::kMillisecond)->UseRealTime();
@@ -149,18 +148,21 @@ class Echo : public ember::Service {
 class Caller : public ember::Service {
  public:
   ember::Status on_init() override {
-    if (auto st = handle("RpcRunBlocking", [this](const bench::Ping& p) -> ember::Status {
-          auto echo = select(Selector::name("echo"));
-          for (std::int64_t i = 0; i < p.seq(); ++i) {
-            auto t0 = Clock::now();
-            auto r = echo.call<bench::Ping>("RpcEcho", bench::Ping{});
-            samples.push_back(std::chrono::duration<double, std::micro>(Clock::now() - t0).count());
-            if (!r) {
-              return r.error();
-            }
-          }
-          return {};
-        });
+    if (auto st =
+            handle("RpcRunBlocking",
+                   [this](const bench::Ping& p) -> ember::Status {
+                     auto echo = select(Selector::name("echo"));
+                     for (std::int64_t i = 0; i < p.seq(); ++i) {
+                       auto t0 = Clock::now();
+                       auto r = echo.call<bench::Ping>("RpcEcho", bench::Ping{});
+                       samples.push_back(
+                           std::chrono::duration<double, std::micro>(Clock::now() - t0).count());
+                       if (!r) {
+                         return r.error();
+                       }
+                     }
+                     return {};
+                   });
         !st) {
       return st;
     }
@@ -183,7 +185,9 @@ class Caller : public ember::Service {
 
 void report_latency(benchmark::State& state, std::vector<double>& samples) {
   std::sort(samples.begin(), samples.end());
-  auto at = [&](double q) { return samples[static_cast<std::size_t>(q * static_cast<double>(samples.size() - 1))]; };
+  auto at = [&](double q) {
+    return samples[static_cast<std::size_t>(q * static_cast<double>(samples.size() - 1))];
+  };
   state.counters["p50_us"] = at(0.50);
   state.counters["p99_us"] = at(0.99);
   state.counters["calls_per_s"] =
@@ -192,7 +196,8 @@ void report_latency(benchmark::State& state, std::vector<double>& samples) {
 
 void run_call_latency(benchmark::State& state, const char* method) {
   ember::Node node(node_config());
-  auto* caller = static_cast<Caller*>(*node.add_service(std::make_unique<Caller>(), named("caller")));
+  auto* caller =
+      static_cast<Caller*>(*node.add_service(std::make_unique<Caller>(), named("caller")));
   (void)node.add_service(std::make_unique<Echo>(), named("echo"));
   (void)node.start();
   const std::int64_t calls = 100'000;
@@ -201,7 +206,8 @@ void run_call_latency(benchmark::State& state, const char* method) {
     caller->samples.reserve(calls);
     bench::Ping run;
     run.set_seq(calls);
-    auto r = ember::select(node, Selector::name("caller")).call<ember::NoReply>(method, run, {.timeout = std::chrono::minutes(5)});
+    auto r = ember::select(node, Selector::name("caller"))
+                 .call<ember::NoReply>(method, run, {.timeout = std::chrono::minutes(5)});
     if (!r) {
       state.SkipWithError(r.error().to_string().c_str());
       break;
@@ -211,8 +217,12 @@ void run_call_latency(benchmark::State& state, const char* method) {
   (void)node.stop();
 }
 
-void BM_CallLatencyBlocking(benchmark::State& state) { run_call_latency(state, "RpcRunBlocking"); }
-void BM_CallLatencyCoAwait(benchmark::State& state) { run_call_latency(state, "RpcRunCoroutine"); }
+void BM_CallLatencyBlocking(benchmark::State& state) {
+  run_call_latency(state, "RpcRunBlocking");
+}
+void BM_CallLatencyCoAwait(benchmark::State& state) {
+  run_call_latency(state, "RpcRunCoroutine");
+}
 BENCHMARK(BM_CallLatencyBlocking)->Unit(benchmark::kMillisecond)->UseRealTime()->Iterations(1);
 BENCHMARK(BM_CallLatencyCoAwait)->Unit(benchmark::kMillisecond)->UseRealTime()->Iterations(1);
 
@@ -251,7 +261,8 @@ class AsyncDriver : public ember::Service {
 
 void BM_AsyncCallThroughput(benchmark::State& state) {
   ember::Node node(node_config());
-  auto* driver = static_cast<AsyncDriver*>(*node.add_service(std::make_unique<AsyncDriver>(), named("driver")));
+  auto* driver = static_cast<AsyncDriver*>(
+      *node.add_service(std::make_unique<AsyncDriver>(), named("driver")));
   (void)node.add_service(std::make_unique<Echo>(), named("echo"));
   (void)node.start();
   const std::int64_t calls = 200'000;
@@ -263,8 +274,8 @@ void BM_AsyncCallThroughput(benchmark::State& state) {
     (void)ember::select(node, Selector::name("driver")).send("RpcRun", run);
     done.get_future().wait();
   }
-  state.counters["calls_per_s"] =
-      benchmark::Counter(static_cast<double>(state.iterations() * calls), benchmark::Counter::kIsRate);
+  state.counters["calls_per_s"] = benchmark::Counter(
+      static_cast<double>(state.iterations() * calls), benchmark::Counter::kIsRate);
   (void)node.stop();
 }
 BENCHMARK(BM_AsyncCallThroughput)->Unit(benchmark::kMillisecond)->UseRealTime();

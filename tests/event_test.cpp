@@ -1,9 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 // Local events: publish/subscribe by type inside one node.
-#include <atomic>
-
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <ember/ember.hpp>
 
 #include "core/service_core.hpp"
@@ -25,16 +24,17 @@ constexpr ember::EventType kOther = 8;
 class Listener : public ember::Module {
  public:
   ember::Status on_init() override {
-    auto sub = subscribe<pb::Echo>(kJoined, [this](const pb::Echo& e, const ember::EventInfo& info) {
-      if (ember::detail::ServiceCore::current() != ember::detail::ServiceCore::of(service())) {
-        wrong_service.fetch_add(1);
-      }
-      last_publisher = info.publisher.name;
-      last_trace = info.trace_id;
-      std::lock_guard lock(mu);
-      texts.push_back(e.text());
-      got.fetch_add(1);
-    });
+    auto sub =
+        subscribe<pb::Echo>(kJoined, [this](const pb::Echo& e, const ember::EventInfo& info) {
+          if (ember::detail::ServiceCore::current() != ember::detail::ServiceCore::of(service())) {
+            wrong_service.fetch_add(1);
+          }
+          last_publisher = info.publisher.name;
+          last_trace = info.trace_id;
+          std::lock_guard lock(mu);
+          texts.push_back(e.text());
+          got.fetch_add(1);
+        });
     if (!sub) {
       return sub.error();
     }
@@ -92,7 +92,8 @@ class Events : public ::testing::Test {
 
 TEST_F(Events, EverySubscriberGetsTheEventInItsOwnMailbox) {
   ASSERT_TRUE(run_in(*node_, "a", [&] { ASSERT_TRUE(a_->publish(kJoined, echo("hello"))); }));
-  ASSERT_TRUE(wait_for([&] { return a_->listener->got.load() == 1 && b_->listener->got.load() == 1; }));
+  ASSERT_TRUE(
+      wait_for([&] { return a_->listener->got.load() == 1 && b_->listener->got.load() == 1; }));
   EXPECT_EQ(a_->listener->wrong_service.load(), 0);
   EXPECT_EQ(b_->listener->wrong_service.load(), 0);
   EXPECT_EQ(b_->listener->last_publisher, "a");
@@ -118,7 +119,8 @@ TEST_F(Events, SystemPriorityEventsOvertakeQueuedUserEvents) {
 }
 
 TEST_F(Events, UnsubscribeAndReleaseStopDeliveries) {
-  ASSERT_TRUE(run_in(*node_, "a", [&] { EXPECT_TRUE(a_->listener->unsubscribe(a_->listener->sub_id)); }));
+  ASSERT_TRUE(
+      run_in(*node_, "a", [&] { EXPECT_TRUE(a_->listener->unsubscribe(a_->listener->sub_id)); }));
   ASSERT_TRUE(run_in(*node_, "b", [&] { ASSERT_TRUE(b_->release_module(b_->listener->id())); }));
   // b's listener is gone: only a fresh sentinel subscriber in a must see the next event.
   std::atomic<int> sentinel{0};
@@ -133,7 +135,8 @@ TEST_F(Events, UnsubscribeAndReleaseStopDeliveries) {
 TEST_F(Events, AWrongPayloadTypeIsLoggedNotDelivered) {
   std::atomic<int> sentinel{0};
   ASSERT_TRUE(run_in(*node_, "a", [&] {
-    ASSERT_TRUE(a_->subscribe<pb::SumReq>(kOther, [&](const pb::SumReq&) { sentinel.fetch_add(100); }));
+    ASSERT_TRUE(
+        a_->subscribe<pb::SumReq>(kOther, [&](const pb::SumReq&) { sentinel.fetch_add(100); }));
     ASSERT_TRUE(a_->subscribe<pb::Echo>(kOther, [&](const pb::Echo&) { sentinel.fetch_add(1); }));
   }));
   ASSERT_TRUE(ember::publish(*node_, kOther, echo("typed")));

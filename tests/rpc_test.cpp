@@ -1,19 +1,18 @@
 // SPDX-License-Identifier: Apache-2.0
 // Messaging between local services: the verbs, every error path, nesting, cycles, deadlines,
 // exactly-once completion, selectors and coroutine handlers.
-#include <atomic>
-#include <thread>
-
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <ember/ember.hpp>
 #include <ember/rpc.hpp>
+#include <thread>
 
 #include "core/node_impl.hpp"
 #include "core/service_core.hpp"
-#include "test.pb.h"
 #include "support/node_helpers.hpp"
 #include "support/wait_for.hpp"
+#include "test.pb.h"
 
 namespace {
 
@@ -41,34 +40,38 @@ class Calc : public ember::Service {
     if (auto st = handle("RpcSum", &Calc::sum); !st) {
       return st;
     }
-    if (auto st = handle("RpcFail", [](const pb::SumReq&) -> Result<pb::SumResp> {
-          return ember::Error{Errc::invalid_argument, "negative numbers are not allowed"};
-        });
+    if (auto st = handle(
+            "RpcFail",
+            [](const pb::SumReq&) -> Result<pb::SumResp> {
+              return ember::Error{Errc::invalid_argument, "negative numbers are not allowed"};
+            });
         !st) {
       return st;
     }
-    if (auto st = handle("RpcThrow", [](const pb::SumReq&) -> Result<pb::SumResp> {
-          throw std::runtime_error("kaboom");
-        });
+    if (auto st = handle(
+            "RpcThrow",
+            [](const pb::SumReq&) -> Result<pb::SumResp> { throw std::runtime_error("kaboom"); });
         !st) {
       return st;
     }
-    if (auto st = handle("RpcBlock", [this](const pb::SumReq&) -> Result<pb::SumResp> {
-          gate_wait();
-          return pb::SumResp{};
-        });
+    if (auto st = handle("RpcBlock",
+                         [this](const pb::SumReq&) -> Result<pb::SumResp> {
+                           gate_wait();
+                           return pb::SumResp{};
+                         });
         !st) {
       return st;
     }
-    return handle("RpcProbe", [](const pb::Echo& e, const ember::Context& ctx) -> Result<pb::Probe> {
-      pb::Probe p;
-      p.set_trace_id(ctx.trace_id());
-      p.set_remaining_ms(ctx.remaining().count());
-      p.set_caller(ctx.caller().name);
-      p.set_header(std::string(ctx.header("h")));
-      (void)e;
-      return p;
-    });
+    return handle("RpcProbe",
+                  [](const pb::Echo& e, const ember::Context& ctx) -> Result<pb::Probe> {
+                    pb::Probe p;
+                    p.set_trace_id(ctx.trace_id());
+                    p.set_remaining_ms(ctx.remaining().count());
+                    p.set_caller(ctx.caller().name);
+                    p.set_header(std::string(ctx.header("h")));
+                    (void)e;
+                    return p;
+                  });
   }
   Result<pb::SumResp> sum(const pb::SumReq& req) {
     calls.fetch_add(1);
@@ -127,7 +130,8 @@ TEST(Rpc, EveryErrorPathHasItsCode) {
   ASSERT_TRUE(node.start());
   auto bus = ember::select(node, Selector::name("calc"));
 
-  auto missing = ember::select(node, Selector::name("nope")).call<pb::SumResp>("RpcSum", sum_req(1, 1));
+  auto missing =
+      ember::select(node, Selector::name("nope")).call<pb::SumResp>("RpcSum", sum_req(1, 1));
   EXPECT_EQ(missing.error().code(), Errc::not_found);
 
   auto no_method = bus.call<pb::SumResp>("RpcMissing", sum_req(1, 1));
@@ -168,7 +172,22 @@ TEST(Rpc, TimeoutIsReportedOnceAndTheLateReplyIsCounted) {
   EXPECT_GE(std::chrono::steady_clock::now() - t0, 50ms);
   EXPECT_LT(std::chrono::steady_clock::now() - t0, 2s);
   flag->store(true);
-  EXPECT_TRUE(wait_for([&] { return node.impl().late_replies.load() == 1; }));
+  EXPECT_TRUE(wait_for([&] { return node.stats().late_replies == 1; }));
+  EXPECT_TRUE(wait_for([&] { return node.stats().pending_calls == 0; }));
+}
+
+TEST(Rpc, FinishedCallsFreeTheirMemory) {
+  ember::Node node(two_threads());
+  ASSERT_TRUE(node.add_service(std::make_unique<Calc>(), named("calc")));
+  ASSERT_TRUE(node.start());
+  auto bus = ember::select(node, Selector::name("calc"));
+  for (int i = 0; i < 1000; ++i) {
+    ASSERT_TRUE(bus.call<pb::SumResp>("RpcSum", sum_req(i, i)));
+    (void)bus.call<pb::SumResp>("RpcMissing", sum_req(i, i));
+  }
+  EXPECT_TRUE(wait_for([&] { return node.stats().pending_calls == 0; }));
+  EXPECT_EQ(node.stats().pending_timers, 0u);
+  EXPECT_TRUE(node.find_service("calc")->is_private() == false);
 }
 
 TEST(Rpc, OverloadedAndStoppingAreTypedErrors) {
@@ -180,11 +199,13 @@ TEST(Rpc, OverloadedAndStoppingAreTypedErrors) {
   calc->gate = std::make_shared<std::atomic<bool>>(false);
   auto flag = calc->gate;
   auto bus = ember::select(node, Selector::name("calc"));
-  std::jthread blocked([&] { (void)bus.call<pb::SumResp>("RpcBlock", sum_req(0, 0), {.timeout = 5s}); });
+  std::jthread blocked(
+      [&] { (void)bus.call<pb::SumResp>("RpcBlock", sum_req(0, 0), {.timeout = 5s}); });
   ScopeExit unblock([flag] { flag->store(true); });
   ASSERT_TRUE(wait_for([&] { return calc->blocking.load() == 1; }));
   // One waiting message fills the bound of 1 (the running one does not count).
-  std::jthread queued([&] { (void)bus.call<pb::SumResp>("RpcSum", sum_req(1, 1), {.timeout = 5s}); });
+  std::jthread queued(
+      [&] { (void)bus.call<pb::SumResp>("RpcSum", sum_req(1, 1), {.timeout = 5s}); });
   ASSERT_TRUE(wait_for([&] { return calc->queued_messages() == 2; }));
   auto over = bus.call<pb::SumResp>("RpcSum", sum_req(1, 1));
   EXPECT_EQ(over.error().code(), Errc::overloaded);
@@ -205,11 +226,13 @@ TEST(Rpc, QueuedCallsAreAnsweredWithStoppingWhenTheDrainDeadlinePasses) {
   calc->gate = std::make_shared<std::atomic<bool>>(false);
   auto flag = calc->gate;
   auto bus = ember::select(node, Selector::name("calc"));
-  std::jthread blocked([&] { (void)bus.call<pb::SumResp>("RpcBlock", sum_req(0, 0), {.timeout = 10s}); });
+  std::jthread blocked(
+      [&] { (void)bus.call<pb::SumResp>("RpcBlock", sum_req(0, 0), {.timeout = 10s}); });
   ScopeExit unblock([flag] { flag->store(true); });
   ASSERT_TRUE(wait_for([&] { return calc->blocking.load() == 1; }));
   Result<pb::SumResp> queued_result = ember::Error{Errc::internal, "not set"};
-  std::jthread queued([&] { queued_result = bus.call<pb::SumResp>("RpcSum", sum_req(1, 1), {.timeout = 10s}); });
+  std::jthread queued(
+      [&] { queued_result = bus.call<pb::SumResp>("RpcSum", sum_req(1, 1), {.timeout = 10s}); });
   ASSERT_TRUE(wait_for([&] { return calc->queued_messages() == 2; }));
   std::jthread releaser([&] {
     wait_for([&] { return calc->state() == ember::ServiceState::stopped; });
@@ -226,8 +249,10 @@ TEST(Rpc, QueuedCallsAreAnsweredWithStoppingWhenTheDrainDeadlinePasses) {
 TEST(Rpc, DuplicateMethodNamesAreRefused) {
   class Dup : public ember::Service {
     ember::Status on_init() override {
-      EXPECT_TRUE(handle("RpcX", [](const pb::SumReq&) -> Result<pb::SumResp> { return pb::SumResp{}; }));
-      auto again = handle("RpcX", [](const pb::SumReq&) -> Result<pb::SumResp> { return pb::SumResp{}; });
+      EXPECT_TRUE(
+          handle("RpcX", [](const pb::SumReq&) -> Result<pb::SumResp> { return pb::SumResp{}; }));
+      auto again =
+          handle("RpcX", [](const pb::SumReq&) -> Result<pb::SumResp> { return pb::SumResp{}; });
       EXPECT_EQ(again.error().code(), Errc::already_exists);
       return {};
     }
@@ -264,10 +289,12 @@ TEST(Rpc, ChainOfFiftyNestedBlockingCallsCompletesOnTwoThreads) {
   constexpr int kChain = 50;
   for (int i = 0; i < kChain; ++i) {
     std::string next = i + 1 < kChain ? "relay" + std::to_string(i + 1) : "";
-    ASSERT_TRUE(node.add_service(std::make_unique<Relay>(next), named("relay" + std::to_string(i))));
+    ASSERT_TRUE(
+        node.add_service(std::make_unique<Relay>(next), named("relay" + std::to_string(i))));
   }
   ASSERT_TRUE(node.start());
-  auto r = ember::select(node, Selector::name("relay0")).call<pb::Hop>("RpcHop", pb::Hop{}, {.timeout = 20s});
+  auto r = ember::select(node, Selector::name("relay0"))
+               .call<pb::Hop>("RpcHop", pb::Hop{}, {.timeout = 20s});
   ASSERT_TRUE(r) << r.error().to_string();
   EXPECT_EQ(r->remaining(), kChain - 1);
 }
@@ -279,7 +306,8 @@ TEST(Rpc, CycleFailsAtOnceNamingTheCycle) {
   ASSERT_TRUE(node.add_service(std::make_unique<Relay>("a"), named("c")));
   ASSERT_TRUE(node.start());
   auto t0 = std::chrono::steady_clock::now();
-  auto r = ember::select(node, Selector::name("a")).call<pb::Hop>("RpcHop", pb::Hop{}, {.timeout = 5s});
+  auto r =
+      ember::select(node, Selector::name("a")).call<pb::Hop>("RpcHop", pb::Hop{}, {.timeout = 5s});
   ASSERT_FALSE(r);
   EXPECT_EQ(r.error().code(), Errc::call_cycle) << r.error().to_string();
   EXPECT_NE(r.error().message().find("a@"), std::string::npos);
@@ -300,11 +328,13 @@ TEST(Rpc, SelfCallIsACycle) {
 class Front : public ember::Service {
  public:
   ember::Status on_init() override {
-    return handle("RpcFront", [this](const pb::Echo&, const ember::Context& ctx) -> Result<pb::Probe> {
-      seen_trace = ctx.trace_id();
-      seen_remaining = ctx.remaining().count();
-      return select(Selector::name("calc")).call<pb::Probe>("RpcProbe", pb::Echo{}, {.timeout = 10s, .headers = {{"h", "v"}}});
-    });
+    return handle(
+        "RpcFront", [this](const pb::Echo&, const ember::Context& ctx) -> Result<pb::Probe> {
+          seen_trace = ctx.trace_id();
+          seen_remaining = ctx.remaining().count();
+          return select(Selector::name("calc"))
+              .call<pb::Probe>("RpcProbe", pb::Echo{}, {.timeout = 10s, .headers = {{"h", "v"}}});
+        });
   }
   std::atomic<std::uint64_t> seen_trace{0};
   std::atomic<std::int64_t> seen_remaining{0};
@@ -315,7 +345,8 @@ TEST(Rpc, NestedCallsInheritTraceIdAndRemainingDeadline) {
   auto* front = static_cast<Front*>(*node.add_service(std::make_unique<Front>(), named("front")));
   ASSERT_TRUE(node.add_service(std::make_unique<Calc>(), named("calc")));
   ASSERT_TRUE(node.start());
-  auto r = ember::select(node, Selector::name("front")).call<pb::Probe>("RpcFront", pb::Echo{}, {.timeout = 300ms});
+  auto r = ember::select(node, Selector::name("front"))
+               .call<pb::Probe>("RpcFront", pb::Echo{}, {.timeout = 300ms});
   ASSERT_TRUE(r) << r.error().to_string();
   EXPECT_NE(r->trace_id(), 0u);
   EXPECT_EQ(r->trace_id(), front->seen_trace.load());
@@ -336,17 +367,18 @@ class Asker : public ember::Service {
 
   void ask(const std::string& method, std::chrono::milliseconds timeout, bool cancel = false) {
     auto self = ember::detail::ServiceCore::current();
-    auto h = select(Selector::name("calc")).async_call<pb::SumResp>(
-        method, sum_req(20, 22),
-        [this, self](Result<pb::SumResp> r) {
-          if (ember::detail::ServiceCore::current() != self) {
-            wrong_thread.fetch_add(1);
-          }
-          last_code = r ? 0 : static_cast<int>(r.error().code());
-          last_sum = r ? r->sum() : -1;
-          callbacks.fetch_add(1);  // last: tests read the fields above once this moves
-        },
-        {.timeout = timeout});
+    auto h = select(Selector::name("calc"))
+                 .async_call<pb::SumResp>(
+                     method, sum_req(20, 22),
+                     [this, self](Result<pb::SumResp> r) {
+                       if (ember::detail::ServiceCore::current() != self) {
+                         wrong_thread.fetch_add(1);
+                       }
+                       last_code = r ? 0 : static_cast<int>(r.error().code());
+                       last_sum = r ? r->sum() : -1;
+                       callbacks.fetch_add(1);  // last: tests read the fields above once this moves
+                     },
+                     {.timeout = timeout});
     ASSERT_TRUE(h);
     if (cancel) {
       EXPECT_TRUE(h->cancel());
@@ -380,11 +412,14 @@ TEST(Rpc, AsyncCallTimeoutFiresOnceAndTheLateReplyIsDropped) {
   ASSERT_TRUE(wait_for([&] { return asker->callbacks.load() == 1; }));
   EXPECT_EQ(asker->last_code.load(), static_cast<int>(Errc::timeout));
   flag->store(true);
-  ASSERT_TRUE(wait_for([&] { return node.impl().late_replies.load() == 1; }));
+  ASSERT_TRUE(wait_for([&] { return node.stats().late_replies == 1; }));
   // A sentinel call proves the late reply did not produce a second callback.
   ASSERT_TRUE(run_in(node, "asker", [&] { asker->ask("RpcSum", 1s); }));
   ASSERT_TRUE(wait_for([&] { return asker->callbacks.load() == 2; }));
   EXPECT_EQ(asker->last_sum.load(), 42);
+  // Every pending call, its timeout timer included, is gone once completed.
+  EXPECT_TRUE(wait_for(
+      [&] { return node.stats().pending_calls == 0 && node.stats().pending_timers == 0; }));
 }
 
 TEST(Rpc, CancelledAsyncCallNeverCallsBack) {
@@ -435,7 +470,8 @@ TEST(Rpc, SendReachesEveryTargetOfASelection) {
   ember::Node node(two_threads());
   std::vector<Sink*> sinks;
   for (std::string id : {"1", "2", "3"}) {
-    sinks.push_back(static_cast<Sink*>(*node.add_service(std::make_unique<Sink>(), named("sink", id))));
+    sinks.push_back(
+        static_cast<Sink*>(*node.add_service(std::make_unique<Sink>(), named("sink", id))));
   }
   ASSERT_TRUE(node.start());
   auto bus = ember::select(node, Selector::name("sink"));
@@ -448,11 +484,12 @@ TEST(Rpc, SendReachesEveryTargetOfASelection) {
   }
   auto ambiguous = bus.call<ember::NoReply>("RpcPush", e);
   EXPECT_EQ(ambiguous.error().code(), Errc::invalid_argument);
-  auto one = ember::select(node, Selector::name("sink").id("2")).call<ember::NoReply>("RpcPush", [] {
-    pb::Echo x;
-    x.set_seq(1);
-    return x;
-  }());
+  auto one =
+      ember::select(node, Selector::name("sink").id("2")).call<ember::NoReply>("RpcPush", [] {
+        pb::Echo x;
+        x.set_seq(1);
+        return x;
+      }());
   EXPECT_TRUE(one) << one.error().to_string();
   EXPECT_EQ(sinks[1]->received.load(), 2);
 }
@@ -477,11 +514,16 @@ TEST(Rpc, SelectorsByTypeServerIdPidKeyAndPredicate) {
   EXPECT_EQ(ember::select(node, Selector::name("room").role(ember::Role::slave)).size(), 0u);
   auto pid = ember::select(node, Selector::name("chat")).targets().at(0);
   EXPECT_EQ(ember::select(node, Selector::pid(pid)).targets().at(0).name, "chat");
-  EXPECT_EQ(ember::select(node, Selector::all().where([](const ember::Pid& p) { return p.id == "3"; })).size(), 1u);
+  EXPECT_EQ(ember::select(node, Selector::all().where([](const ember::Pid& p) {
+              return p.id == "3";
+            })).size(),
+            1u);
   // A key picks one instance, the same one every time.
   for (std::uint64_t uid = 0; uid < 20; ++uid) {
-    auto a = ember::select(node, Selector::name("room").key(ember::DispatchKey::from_int(uid))).targets();
-    auto b = ember::select(node, Selector::name("room").key(ember::DispatchKey::from_int(uid))).targets();
+    auto a = ember::select(node, Selector::name("room").key(ember::DispatchKey::from_int(uid)))
+                 .targets();
+    auto b = ember::select(node, Selector::name("room").key(ember::DispatchKey::from_int(uid)))
+                 .targets();
     ASSERT_EQ(a.size(), 1u);
     EXPECT_EQ(a[0].id, b[0].id);
   }
@@ -525,7 +567,8 @@ TEST(Rpc, SystemPriorityRequestsOvertakeQueuedUserRequests) {
 
 TEST(Rpc, KeyedSendsKeepPerKeyOrderOnManyLanes) {
   ember::Node node(two_threads());
-  auto* sink = static_cast<Sink*>(*node.add_service(std::make_unique<Sink>(), named("sink", "", 4)));
+  auto* sink =
+      static_cast<Sink*>(*node.add_service(std::make_unique<Sink>(), named("sink", "", 4)));
   ASSERT_TRUE(node.start());
   auto bus = ember::select(node, Selector::name("sink"));
   constexpr int kKeys = 16;
@@ -610,7 +653,8 @@ class CoFront : public ember::Service {
   }
   ember::Task<Result<pb::SumResp>> via(const pb::SumReq& req) {
     suspended.fetch_add(1);
-    auto first = co_await select(Selector::name("calc")).co_call<pb::SumResp>("RpcBlock", req, {.timeout = 10s});
+    auto first = co_await select(Selector::name("calc"))
+                     .co_call<pb::SumResp>("RpcBlock", req, {.timeout = 10s});
     suspended.fetch_sub(1);
     if (!first) {
       co_return first.error();
@@ -629,19 +673,22 @@ class CoFront : public ember::Service {
 
 TEST(Rpc, CoroutineHandlerSuspendsWithoutBlockingItsService) {
   ember::Node node(two_threads());
-  auto* front = static_cast<CoFront*>(*node.add_service(std::make_unique<CoFront>(), named("front")));
+  auto* front =
+      static_cast<CoFront*>(*node.add_service(std::make_unique<CoFront>(), named("front")));
   auto* calc = static_cast<Calc*>(*node.add_service(std::make_unique<Calc>(), named("calc")));
   ASSERT_TRUE(node.start());
   calc->gate = std::make_shared<std::atomic<bool>>(false);
   auto flag = calc->gate;
   Result<pb::SumResp> slow = ember::Error{Errc::internal, "unset"};
   std::jthread caller([&] {
-    slow = ember::select(node, Selector::name("front")).call<pb::SumResp>("RpcViaCoroutine", sum_req(1, 2), {.timeout = 10s});
+    slow = ember::select(node, Selector::name("front"))
+               .call<pb::SumResp>("RpcViaCoroutine", sum_req(1, 2), {.timeout = 10s});
   });
   ScopeExit unblock([flag] { flag->store(true); });
   ASSERT_TRUE(wait_for([&] { return front->suspended.load() == 1; }));
   // The single-lane front service answers other requests while the coroutine waits.
-  auto quick = ember::select(node, Selector::name("front")).call<pb::SumResp>("RpcQuick", sum_req(0, 0));
+  auto quick =
+      ember::select(node, Selector::name("front")).call<pb::SumResp>("RpcQuick", sum_req(0, 0));
   ASSERT_TRUE(quick) << quick.error().to_string();
   EXPECT_EQ(quick->sum(), 1);
   flag->store(true);
@@ -654,14 +701,16 @@ TEST(Rpc, CoroutineSuspendedAtStopAnswersStopping) {
   ember::NodeConfig config = two_threads();
   config.shutdown_timeout = 100ms;
   ember::Node node(config);
-  auto* front = static_cast<CoFront*>(*node.add_service(std::make_unique<CoFront>(), named("front")));
+  auto* front =
+      static_cast<CoFront*>(*node.add_service(std::make_unique<CoFront>(), named("front")));
   auto* calc = static_cast<Calc*>(*node.add_service(std::make_unique<Calc>(), named("calc")));
   ASSERT_TRUE(node.start());
   calc->gate = std::make_shared<std::atomic<bool>>(false);
   auto flag = calc->gate;
   Result<pb::SumResp> slow = ember::Error{Errc::internal, "unset"};
   std::jthread caller([&] {
-    slow = ember::select(node, Selector::name("front")).call<pb::SumResp>("RpcViaCoroutine", sum_req(1, 2), {.timeout = 10s});
+    slow = ember::select(node, Selector::name("front"))
+               .call<pb::SumResp>("RpcViaCoroutine", sum_req(1, 2), {.timeout = 10s});
   });
   ScopeExit unblock([flag] { flag->store(true); });
   ASSERT_TRUE(wait_for([&] { return front->suspended.load() == 1; }));

@@ -4,9 +4,8 @@
 // priorities are used; each step prints what happened. The node stops itself at the end and
 // exits non-zero if any expectation failed.
 #include <atomic>
-#include <thread>
-
 #include <ember/ember.hpp>
+#include <thread>
 
 #include "demo.pb.h"
 
@@ -51,7 +50,8 @@ class Service3 : public ember::Service {
     });
   }
   Result<demo::SumResp> rpc_sum(const demo::SumReq& req, const ember::Context& ctx) {
-    log().info("RpcSum({}, {}) from {} trace {:016x}", req.a(), req.b(), ctx.caller().name, ctx.trace_id());
+    log().info("RpcSum({}, {}) from {} trace {:016x}", req.a(), req.b(), ctx.caller().name,
+               ctx.trace_id());
     demo::SumResp out;
     out.set_sum(req.a() + req.b());
     return out;
@@ -62,12 +62,13 @@ class Service3 : public ember::Service {
 class NoteBook : public ember::Module {
  public:
   ember::Status on_init() override {
-    return handle("RpcNote", [this](const demo::Note& n, const ember::Context& ctx) -> ember::Status {
-      log().info("note #{} '{}' ({} priority)", n.seq(), n.text(),
-                 ctx.priority() == ember::Priority::system ? "system" : "user");
-      seen.push_back(n.text());
-      return {};
-    });
+    return handle("RpcNote",
+                  [this](const demo::Note& n, const ember::Context& ctx) -> ember::Status {
+                    log().info("note #{} '{}' ({} priority)", n.seq(), n.text(),
+                               ctx.priority() == ember::Priority::system ? "system" : "user");
+                    seen.push_back(n.text());
+                    return {};
+                  });
   }
   std::vector<std::string> seen;  // only touched on Service2's single lane
 };
@@ -83,10 +84,12 @@ class Service2 : public ember::Service {
     if (auto st = handle("RpcRelay", &Service2::relay); !st) {
       return st;
     }
-    if (auto st = handle("RpcBusy", [](const demo::Note&) -> ember::Status {
-          std::this_thread::sleep_for(100ms);  // holds Service2's only lane for a while
-          return {};
-        });
+    if (auto st =
+            handle("RpcBusy",
+                   [](const demo::Note&) -> ember::Status {
+                     std::this_thread::sleep_for(100ms);  // holds Service2's only lane for a while
+                     return {};
+                   });
         !st) {
       return st;
     }
@@ -104,7 +107,8 @@ class Service2 : public ember::Service {
     if (!first) {
       co_return first.error();
     }
-    auto doubled = co_await select(Selector::name("Service3")).co_call<demo::SumResp>("RpcSum", sum(first->sum(), first->sum()));
+    auto doubled = co_await select(Selector::name("Service3"))
+                       .co_call<demo::SumResp>("RpcSum", sum(first->sum(), first->sum()));
     co_return doubled;
   }
   NoteBook* notebook = nullptr;
@@ -128,7 +132,8 @@ class Service1 : public ember::Service {
           "Call of an unknown method fails with no_such_method");
 
     auto slow = calc.call<demo::SumResp>("RpcSlow", sum(1, 2), {.timeout = 100ms});
-    check(log(), !slow && slow.error().code() == ember::Errc::timeout, "Call with a 100 ms timeout times out");
+    check(log(), !slow && slow.error().code() == ember::Errc::timeout,
+          "Call with a 100 ms timeout times out");
 
     auto relayed = select(Selector::name("Service2")).call<demo::SumResp>("RpcRelay", sum(2, 3));
     check(log(), relayed && relayed->sum() == 10, "Call Service2.RpcRelay (a coroutine) = (2+3)*2");
@@ -137,12 +142,15 @@ class Service1 : public ember::Service {
 
   void step_async() {
     int user_data = 42;  // anything the callback needs travels in its captures
-    auto h = select(Selector::name("Service3"))
-                 .async_call<demo::SumResp>("RpcSum", sum(20, 22), [this, user_data](Result<demo::SumResp> r) {
-                   check(log(), r && r->sum() == 42 && user_data == 42,
-                         "AsyncCall Service3.RpcSum(20, 22): callback on Service1 with user data 42");
-                   step_send();
-                 });
+    auto h =
+        select(Selector::name("Service3"))
+            .async_call<demo::SumResp>(
+                "RpcSum", sum(20, 22), [this, user_data](Result<demo::SumResp> r) {
+                  check(
+                      log(), r && r->sum() == 42 && user_data == 42,
+                      "AsyncCall Service3.RpcSum(20, 22): callback on Service1 with user data 42");
+                  step_send();
+                });
     check(log(), h.has_value(), "AsyncCall accepted");
   }
 
@@ -160,7 +168,8 @@ class Service1 : public ember::Service {
     demo::Note urgent;
     urgent.set_text("system");
     urgent.set_seq(3);
-    check(log(), notes.send("RpcNote", urgent, {.priority = ember::Priority::system}).ok(), "Send system note");
+    check(log(), notes.send("RpcNote", urgent, {.priority = ember::Priority::system}).ok(),
+          "Send system note");
     after(200ms, [this] { step_verify(); });
   }
 
@@ -169,7 +178,8 @@ class Service1 : public ember::Service {
     check(log(), seen.has_value(), "Call Service2.RpcSeen");
     if (seen) {
       log().info("Service2 handled notes in this order: {}", seen->text());
-      check(log(), seen->text() == "system,user-1,user-2", "the system note overtook the queued user notes");
+      check(log(), seen->text() == "system,user-1,user-2",
+            "the system note overtook the queued user notes");
     }
     log().info("local rpc demo finished with {} failures", g_failures.load());
     node().request_stop();

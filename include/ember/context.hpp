@@ -6,14 +6,13 @@
 
 #include <chrono>
 #include <cstdint>
+#include <ember/dispatch.hpp>
+#include <ember/pid.hpp>
 #include <map>
 #include <memory>
 #include <string>
 #include <string_view>
 #include <vector>
-
-#include <ember/dispatch.hpp>
-#include <ember/pid.hpp>
 
 namespace ember {
 

@@ -3,8 +3,8 @@
 #pragma once
 
 #include <ember/config.hpp>
-#include <ember/dispatch.hpp>
 #include <ember/context.hpp>
+#include <ember/dispatch.hpp>
 #include <ember/error.hpp>
 #include <ember/event.hpp>
 #include <ember/log.hpp>

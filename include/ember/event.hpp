@@ -11,18 +11,17 @@
 // module drops its subscriptions.
 #pragma once
 
-#include <cstdint>
-#include <functional>
-#include <memory>
-#include <type_traits>
-#include <utility>
-
 #include <google/protobuf/message.h>
 
+#include <cstdint>
 #include <ember/dispatch.hpp>
 #include <ember/error.hpp>
 #include <ember/module.hpp>
 #include <ember/pid.hpp>
+#include <functional>
+#include <memory>
+#include <type_traits>
+#include <utility>
 
 namespace ember {
 
@@ -69,7 +68,8 @@ Result<SubscriptionId> Module::subscribe(EventType type, F&& fn) {
   detail::EventSubscription s;
   s.type = type;
   s.payload_type = Payload::descriptor();
-  s.invoke = [fn = std::forward<F>(fn)](const google::protobuf::Message& any, const EventInfo& info) mutable {
+  s.invoke = [fn = std::forward<F>(fn)](const google::protobuf::Message& any,
+                                        const EventInfo& info) mutable {
     const auto& payload = static_cast<const Payload&>(any);  // descriptor checked by the runtime
     if constexpr (std::is_invocable_v<F&, const Payload&, const EventInfo&>) {
       fn(payload, info);
@@ -84,9 +84,10 @@ Result<SubscriptionId> Module::subscribe(EventType type, F&& fn) {
 template <class Payload>
 Status Module::publish(EventType type, Payload&& payload, PublishOptions options) {
   using P = std::decay_t<Payload>;
-  static_assert(std::is_base_of_v<google::protobuf::Message, P>, "event payloads must be protobuf messages");
-  return detail::publish(nullptr, this, type, std::make_shared<const P>(std::forward<Payload>(payload)),
-                         options);
+  static_assert(std::is_base_of_v<google::protobuf::Message, P>,
+                "event payloads must be protobuf messages");
+  return detail::publish(nullptr, this, type,
+                         std::make_shared<const P>(std::forward<Payload>(payload)), options);
 }
 
 template <class Payload>
@@ -98,8 +99,8 @@ Status Module::publish(EventType type, Payload&& payload) {
 template <class Payload>
 Status publish(Node& node, EventType type, Payload&& payload, PublishOptions options = {}) {
   using P = std::decay_t<Payload>;
-  return detail::publish(&node, nullptr, type, std::make_shared<const P>(std::forward<Payload>(payload)),
-                         options);
+  return detail::publish(&node, nullptr, type,
+                         std::make_shared<const P>(std::forward<Payload>(payload)), options);
 }
 
 }  // namespace ember

@@ -10,6 +10,7 @@
 #pragma once
 
 #include <chrono>
+#include <cstdint>
 #include <ember/config.hpp>
 #include <ember/dispatch.hpp>
 #include <ember/error.hpp>
@@ -24,6 +25,15 @@ namespace ember {
 namespace detail {
 class NodeImpl;
 }
+
+/// Counters a node keeps (read any time, from any thread).
+struct NodeStats {
+  std::uint64_t late_replies =
+      0;  ///< replies that arrived after their call completed (timeout, cancel)
+  std::uint64_t pending_calls = 0;  ///< calls waiting for an outcome right now
+  std::size_t services = 0;         ///< entries in the repository
+  std::size_t pending_timers = 0;
+};
 
 class Node {
  public:
@@ -57,6 +67,7 @@ class Node {
   /// (overloaded) and refused once the service is stopping (stopping) or unknown (not_found).
   Status post(std::string_view service_name, std::function<void()> fn, PostOptions options = {});
 
+  [[nodiscard]] NodeStats stats() const;
   [[nodiscard]] const NodeConfig& config() const noexcept;
   [[nodiscard]] const std::string& id() const noexcept;
   [[nodiscard]] bool running() const noexcept;

@@ -10,8 +10,8 @@
 //   // caller (any service or module)
 //   auto bus = select(ember::Selector::name("calc"));
 //   Result<pb::SumResp> r = bus.call<pb::SumResp>("RpcSum", req);               // waits
-//   bus.async_call<pb::SumResp>("RpcSum", req, [](Result<pb::SumResp> r) {});  // callback on my lane
-//   bus.send("RpcLog", entry);                                                 // every target
+//   bus.async_call<pb::SumResp>("RpcSum", req, [](Result<pb::SumResp> r) {});  // callback on my
+//   lane bus.send("RpcLog", entry);                                                 // every target
 //   auto r2 = co_await bus.co_call<pb::SumResp>("RpcSum", req);               // in a Task handler
 //
 // Local calls never serialize: the request is moved (or copied once) into an immutable shared
@@ -19,7 +19,15 @@
 // request under the callee.
 #pragma once
 
+#include <google/protobuf/empty.pb.h>
+#include <google/protobuf/message.h>
+
 #include <coroutine>
+#include <ember/context.hpp>
+#include <ember/error.hpp>
+#include <ember/module.hpp>
+#include <ember/pid.hpp>
+#include <ember/task.hpp>
 #include <functional>
 #include <memory>
 #include <string>
@@ -27,15 +35,6 @@
 #include <type_traits>
 #include <utility>
 #include <vector>
-
-#include <google/protobuf/empty.pb.h>
-#include <google/protobuf/message.h>
-
-#include <ember/context.hpp>
-#include <ember/error.hpp>
-#include <ember/module.hpp>
-#include <ember/pid.hpp>
-#include <ember/task.hpp>
 
 namespace ember {
 
@@ -161,7 +160,8 @@ class CallAwaiter {
 class Bus {
  public:
   Bus() = default;
-  explicit Bus(std::shared_ptr<const detail::Selection> selection) : selection_(std::move(selection)) {}
+  explicit Bus(std::shared_ptr<const detail::Selection> selection)
+      : selection_(std::move(selection)) {}
 
   [[nodiscard]] std::size_t size() const noexcept;
   [[nodiscard]] bool empty() const noexcept { return size() == 0; }
@@ -172,7 +172,8 @@ class Bus {
   /// the chain fails at once with call_cycle.
   template <class Resp, class Req>
   Result<Resp> call(std::string_view method, Req&& request, CallOptions options = {}) const {
-    return detail::unpack<Resp>(detail::call_blocking(spec<Resp>(method, std::forward<Req>(request), std::move(options))));
+    return detail::unpack<Resp>(
+        detail::call_blocking(spec<Resp>(method, std::forward<Req>(request), std::move(options))));
   }
   template <class Req, class Resp>
   Result<Resp> call(const Method<Req, Resp>& method, Req request, CallOptions options = {}) const {
@@ -205,17 +206,20 @@ class Bus {
   template <class Req, class Resp, class F>
   Result<CallHandle> async_call(const Method<Req, Resp>& method, Req request, F&& on_done,
                                 CallOptions options = {}) const {
-    return async_call<Resp>(method.name, std::move(request), std::forward<F>(on_done), std::move(options));
+    return async_call<Resp>(method.name, std::move(request), std::forward<F>(on_done),
+                            std::move(options));
   }
 
   /// For coroutine handlers: `auto r = co_await bus.co_call<Resp>(...)`. Suspends without holding
   /// a thread; while suspended the service keeps processing other messages.
   template <class Resp, class Req>
-  CallAwaiter<Resp> co_call(std::string_view method, Req&& request, CallOptions options = {}) const {
+  CallAwaiter<Resp> co_call(std::string_view method, Req&& request,
+                            CallOptions options = {}) const {
     return CallAwaiter<Resp>(spec<Resp>(method, std::forward<Req>(request), std::move(options)));
   }
   template <class Req, class Resp>
-  CallAwaiter<Resp> co_call(const Method<Req, Resp>& method, Req request, CallOptions options = {}) const {
+  CallAwaiter<Resp> co_call(const Method<Req, Resp>& method, Req request,
+                            CallOptions options = {}) const {
     return co_call<Resp>(method.name, std::move(request), std::move(options));
   }
 
@@ -261,7 +265,8 @@ struct MethodEntry {
 
 Status register_method(Module& owner, MethodEntry entry);
 void reply(const std::shared_ptr<Responder>& to, AnyReply result);
-void reply_exception(const std::shared_ptr<Responder>& to, const std::string& method, std::exception_ptr e);
+void reply_exception(const std::shared_ptr<Responder>& to, const std::string& method,
+                     std::exception_ptr e);
 /// Runs a coroutine handler detached; its frame is destroyed if the service stops first.
 void track_coroutine(std::coroutine_handle<> root, std::function<void()> abandon);
 void untrack_coroutine(std::coroutine_handle<> root);
@@ -407,8 +412,9 @@ Status Module::handle(std::string_view name, F&& fn) {
     using Member = detail::MemberHandler<Fn>;
     auto* self = dynamic_cast<typename Member::Class*>(this);
     if (self == nullptr) {
-      return Error{Errc::invalid_argument, "handle(" + std::string(name) +
-                                               "): member function of another class than this module"};
+      return Error{
+          Errc::invalid_argument,
+          "handle(" + std::string(name) + "): member function of another class than this module"};
     }
     return detail::register_method(*this, detail::make_entry(*this, name, Member::bind(self, fn)));
   } else {

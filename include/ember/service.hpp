@@ -46,6 +46,8 @@ class Service : public Module {
   /// A Params value from the config, or `fallback`.
   [[nodiscard]] std::string_view param(std::string_view key, std::string_view fallback = {}) const;
   [[nodiscard]] ServiceState state() const noexcept;
+  /// No method name starts with "Rpc": the service is never published to discovery (seed rule).
+  [[nodiscard]] bool is_private() const;
 
   [[nodiscard]] int lane_count() const;
   /// Changes the number of lanes at run time without losing a message or breaking per-key

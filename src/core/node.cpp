@@ -104,6 +104,15 @@ Node::~Node() {
 const NodeConfig& Node::config() const noexcept {
   return impl_->config;
 }
+
+NodeStats Node::stats() const {
+  NodeStats s;
+  s.late_replies = impl_->late_replies.load(std::memory_order_relaxed);
+  s.pending_calls = impl_->pending_calls.load(std::memory_order_relaxed);
+  s.services = impl_->repository.size();
+  s.pending_timers = impl_->timers ? impl_->timers->pending() : 0;
+  return s;
+}
 const std::string& Node::id() const noexcept {
   return impl_->config.node_id;
 }

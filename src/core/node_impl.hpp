@@ -45,6 +45,7 @@ class NodeImpl {
   Repository repository;
   LocalEventBus events;
   std::atomic<std::uint64_t> late_replies{0};
+  std::atomic<std::uint64_t> pending_calls{0};
 
   mutable std::shared_mutex visible_mu;
   std::map<std::pair<std::string, std::string>, Service*, std::less<>> visible;

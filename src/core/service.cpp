@@ -88,6 +88,10 @@ ServiceState Service::state() const noexcept {
   return core_ ? core_->state() : ServiceState::created;
 }
 
+bool Service::is_private() const {
+  return !core_ || !core_->has_rpc_methods();
+}
+
 int Service::lane_count() const {
   return core_ ? core_->mailbox().lane_count() : 0;
 }

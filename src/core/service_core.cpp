@@ -57,10 +57,16 @@ ServiceCore::ServiceCore(NodeImpl& node, Service& self, ServiceConfig config,
   mailbox_.hold();
 }
 
-ServiceCore::~ServiceCore() { anchor_->detach(); }
+ServiceCore::~ServiceCore() {
+  anchor_->detach();
+}
 
-ServiceCore* ServiceCore::current() noexcept { return tls_current; }
-int ServiceCore::current_lane() noexcept { return tls_lane; }
+ServiceCore* ServiceCore::current() noexcept {
+  return tls_current;
+}
+int ServiceCore::current_lane() noexcept {
+  return tls_lane;
+}
 
 std::weak_ptr<void> ServiceCore::alive_token(Module& m) {
   return m.extras_ ? std::weak_ptr<void>(m.extras_->alive) : std::weak_ptr<void>();
@@ -102,7 +108,8 @@ Status ServiceCore::remove_method(std::string_view name, const Module* owner) {
   std::unique_lock lock(methods_mu_);
   auto it = methods_.find(std::string(name));
   if (it == methods_.end() || (owner != nullptr && it->second->owner != owner)) {
-    return Error{Errc::not_found, "no method '" + std::string(name) + "' registered by this module"};
+    return Error{Errc::not_found,
+                 "no method '" + std::string(name) + "' registered by this module"};
   }
   methods_.erase(it);
   return {};

@@ -4,8 +4,6 @@
 #include <atomic>
 #include <chrono>
 #include <coroutine>
-#include <shared_mutex>
-#include <string>
 #include <ember/config.hpp>
 #include <ember/log.hpp>
 #include <ember/pid.hpp>
@@ -14,6 +12,8 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <shared_mutex>
+#include <string>
 #include <unordered_map>
 #include <vector>
 

@@ -2,10 +2,9 @@
 #include "rpc/calls.hpp"
 
 #include <algorithm>
+#include <ember/node.hpp>
 #include <random>
 #include <thread>
-
-#include <ember/node.hpp>
 
 #include "core/node_impl.hpp"
 #include "core/service_core.hpp"
@@ -16,7 +15,9 @@ namespace {
 thread_local const Context* tls_context = nullptr;
 }  // namespace
 
-const Context* current_context() noexcept { return tls_context; }
+const Context* current_context() noexcept {
+  return tls_context;
+}
 
 std::uint64_t new_trace_id() noexcept {
   thread_local std::mt19937_64 rng{std::random_device{}() ^
@@ -103,14 +104,16 @@ Result<const Target*> single_target(const Selection& sel, std::string_view verb)
     return Error{Errc::not_found, "no service matches " + sel.description};
   }
   if (sel.targets.size() > 1) {
-    return Error{Errc::invalid_argument,
-                 std::string(verb) + " needs one target but " + std::to_string(sel.targets.size()) +
-                     " services match " + sel.description + "; narrow the selector or add .key(...)"};
+    return Error{Errc::invalid_argument, std::string(verb) + " needs one target but " +
+                                             std::to_string(sel.targets.size()) +
+                                             " services match " + sel.description +
+                                             "; narrow the selector or add .key(...)"};
   }
   const Target& t = sel.targets.front();
   if (!t.anchor) {
-    return Error{Errc::node_unreachable, "service " + t.pid.to_string() +
-                                             " is on another node and this node has no cluster transport"};
+    return Error{Errc::node_unreachable,
+                 "service " + t.pid.to_string() +
+                     " is on another node and this node has no cluster transport"};
   }
   return &t;
 }
@@ -192,8 +195,24 @@ Status with_target(Status st, const Target& t, std::string_view method) {
 
 // ---------------------------------------------------------------------------------------------
 
-ContextScope::ContextScope(const Context* ctx) noexcept : saved_(tls_context) { tls_context = ctx; }
-ContextScope::~ContextScope() { tls_context = saved_; }
+ContextScope::ContextScope(const Context* ctx) noexcept : saved_(tls_context) {
+  tls_context = ctx;
+}
+ContextScope::~ContextScope() {
+  tls_context = saved_;
+}
+
+PendingCall::PendingCall(Mode m, NodeImpl* n) : mode(m), node(n) {
+  if (node != nullptr) {
+    node->pending_calls.fetch_add(1, std::memory_order_relaxed);
+  }
+}
+
+PendingCall::~PendingCall() {
+  if (node != nullptr) {
+    node->pending_calls.fetch_sub(1, std::memory_order_relaxed);
+  }
+}
 
 bool PendingCall::complete(AnyReply r) {
   if (done.exchange(true, std::memory_order_acq_rel)) {
@@ -263,14 +282,15 @@ void Request::run() {
     return;
   }
   if (response_type_ != nullptr && response_type_ != entry->response_type) {
-    responder_->deliver(Error{Errc::bad_argument_type,
-                              "method '" + method_ + "' returns " + entry->response_type->full_name() +
-                                  ", the caller expects " + response_type_->full_name()});
+    responder_->deliver(Error{Errc::bad_argument_type, "method '" + method_ + "' returns " +
+                                                           entry->response_type->full_name() +
+                                                           ", the caller expects " +
+                                                           response_type_->full_name()});
     return;
   }
   if (context_.deadline_ <= Clock::now() && responder_->wants_reply()) {
-    responder_->deliver(Error{Errc::timeout, "'" + method_ + "' expired in the mailbox of " +
-                                                 core->pid().to_string()});
+    responder_->deliver(Error{
+        Errc::timeout, "'" + method_ + "' expired in the mailbox of " + core->pid().to_string()});
     return;
   }
   ContextScope scope(&context_);
@@ -287,7 +307,9 @@ void Request::reject(const Error& why) noexcept {
 
 // ---------------------------------------------------------------------------------------------
 
-void reply(const std::shared_ptr<Responder>& to, AnyReply result) { to->deliver(std::move(result)); }
+void reply(const std::shared_ptr<Responder>& to, AnyReply result) {
+  to->deliver(std::move(result));
+}
 
 void reply_exception(const std::shared_ptr<Responder>& to, const std::string& method,
                      std::exception_ptr e) {
@@ -326,7 +348,9 @@ Status register_method(Module& owner, MethodEntry entry) {
   return core->add_method(std::move(entry));
 }
 
-AnyReply take_result(PendingCall& pending) { return std::move(*pending.result); }
+AnyReply take_result(PendingCall& pending) {
+  return std::move(*pending.result);
+}
 
 Result<std::shared_ptr<AnyMessage>> call_blocking(CallSpec spec) {
   const Selection& sel = *spec.selection;
@@ -350,7 +374,8 @@ Result<std::shared_ptr<AnyMessage>> call_blocking(CallSpec spec) {
   }
   const auto deadline = ctx->deadline_;
   auto pending = std::make_shared<PendingCall>(PendingCall::Mode::blocking, sel.node);
-  Request* req = make_request(spec, std::make_shared<LocalResponder>(pending), std::move(*ctx), true);
+  Request* req =
+      make_request(spec, std::make_shared<LocalResponder>(pending), std::move(*ctx), true);
   if (Status posted = t.anchor->post(req, true); !posted) {
     return with_target(posted, t, spec.method).error();
   }
@@ -360,7 +385,8 @@ Result<std::shared_ptr<AnyMessage>> call_blocking(CallSpec spec) {
     if (!pending->cv.wait_until(lock, deadline, [&] { return pending->ready; })) {
       lock.unlock();
       if (pending->complete(Error{Errc::timeout, "'" + std::string(spec.method) + "' to " +
-                                                     t.pid.to_string() + " got no reply in time"})) {
+                                                     t.pid.to_string() +
+                                                     " got no reply in time"})) {
         return std::move(*pending->result);
       }
       lock.lock();
@@ -402,7 +428,8 @@ Status send(CallSpec spec) {
   if (refused == 0) {
     return {};
   }
-  return Error{first->code(), std::to_string(refused) + " of " + std::to_string(sel.targets.size()) +
+  return Error{first->code(), std::to_string(refused) + " of " +
+                                  std::to_string(sel.targets.size()) +
                                   " targets refused; first: " + first->message()};
 }
 
@@ -442,8 +469,9 @@ std::shared_ptr<PendingCall> start_async(CallSpec& spec, PendingCall::Mode mode,
 Result<CallHandle> call_async(CallSpec spec, std::function<void(AnyReply)> on_done) {
   const Selection& sel = *spec.selection;
   if (sel.node == nullptr || sel.from == nullptr) {
-    return Error{Errc::bad_state, "async_call needs a calling service (use it from a service or "
-                                  "module; from outside use call or send)"};
+    return Error{Errc::bad_state,
+                 "async_call needs a calling service (use it from a service or "
+                 "module; from outside use call or send)"};
   }
   auto target = single_target(sel, "async_call");
   if (!target) {
@@ -456,7 +484,8 @@ Result<CallHandle> call_async(CallSpec spec, std::function<void(AnyReply)> on_do
   }
   auto pending = start_async(spec, PendingCall::Mode::callback, t, *ctx);
   pending->callback = std::move(on_done);
-  Request* req = make_request(spec, std::make_shared<LocalResponder>(pending), std::move(*ctx), true);
+  Request* req =
+      make_request(spec, std::make_shared<LocalResponder>(pending), std::move(*ctx), true);
   if (Status posted = t.anchor->post(req, true); !posted) {
     pending->cancel();  // refused now: report it here, the callback will not run
     return with_target(posted, t, spec.method).error();
@@ -499,7 +528,8 @@ bool call_coroutine(CallSpec spec, std::coroutine_handle<> continuation,
     pending->complete(ctx.error());  // resumes through the mailbox like any other outcome
     return true;
   }
-  Request* req = make_request(spec, std::make_shared<LocalResponder>(pending), std::move(*ctx), true);
+  Request* req =
+      make_request(spec, std::make_shared<LocalResponder>(pending), std::move(*ctx), true);
   if (Status posted = t->anchor->post(req, true); !posted) {
     pending->complete(with_target(posted, *t, spec.method).error());
   }
@@ -529,7 +559,9 @@ Selector Selector::pid(const Pid& exact) {
   s.role_ = Role::any;
   return s;
 }
-Selector Selector::all() { return {}; }
+Selector Selector::all() {
+  return {};
+}
 Selector& Selector::id(std::string service_id) {
   id_ = std::move(service_id);
   has_id_ = true;
@@ -553,7 +585,9 @@ Selector& Selector::where(std::function<bool(const Pid&)> predicate) {
   return *this;
 }
 
-std::size_t Bus::size() const noexcept { return selection_ ? selection_->targets.size() : 0; }
+std::size_t Bus::size() const noexcept {
+  return selection_ ? selection_->targets.size() : 0;
+}
 
 std::vector<Pid> Bus::targets() const {
   std::vector<Pid> out;
@@ -566,8 +600,8 @@ std::vector<Pid> Bus::targets() const {
 }
 
 namespace detail {
-std::shared_ptr<const Selection> make_selection(NodeImpl& node, ServiceCore* from, Module* from_module,
-                                                const Selector& selector) {
+std::shared_ptr<const Selection> make_selection(NodeImpl& node, ServiceCore* from,
+                                                Module* from_module, const Selector& selector) {
   auto sel = std::make_shared<Selection>();
   sel->node = &node;
   sel->from = from;

@@ -4,15 +4,14 @@
 #include <atomic>
 #include <condition_variable>
 #include <coroutine>
+#include <ember/context.hpp>
+#include <ember/rpc.hpp>
+#include <ember/timer.hpp>
 #include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
 #include <string>
-
-#include <ember/context.hpp>
-#include <ember/rpc.hpp>
-#include <ember/timer.hpp>
 
 #include "rpc/repository.hpp"
 #include "rpc/service_anchor.hpp"
@@ -37,7 +36,10 @@ class PendingCall : public std::enable_shared_from_this<PendingCall> {
  public:
   enum class Mode : std::uint8_t { blocking, callback, coroutine };
 
-  PendingCall(Mode mode, NodeImpl* node) : mode(mode), node(node) {}
+  PendingCall(Mode mode, NodeImpl* node);
+  ~PendingCall();
+  PendingCall(const PendingCall&) = delete;
+  PendingCall& operator=(const PendingCall&) = delete;
 
   /// Returns false when the call was already complete (a late reply, a lost race).
   bool complete(AnyReply result);

@@ -2,9 +2,8 @@
 #include "rpc/events.hpp"
 
 #include <algorithm>
-#include <mutex>
-
 #include <ember/node.hpp>
+#include <mutex>
 
 #include "core/node_impl.hpp"
 #include "core/service_core.hpp"
@@ -37,7 +36,8 @@ bool LocalEventBus::remove(std::uint64_t id) {
   return true;
 }
 
-std::vector<std::shared_ptr<LocalEventBus::Subscriber>> LocalEventBus::subscribers_of(EventType type) const {
+std::vector<std::shared_ptr<LocalEventBus::Subscriber>> LocalEventBus::subscribers_of(
+    EventType type) const {
   std::shared_lock lock(mu_);
   auto it = by_type_.find(type);
   return it == by_type_.end() ? std::vector<std::shared_ptr<Subscriber>>{} : it->second;
@@ -103,8 +103,8 @@ Result<SubscriptionId> subscribe(Module& subscriber, EventSubscription subscript
   return SubscriptionId{id};
 }
 
-Status publish(Node* node, Module* publisher, EventType type, std::shared_ptr<const AnyMessage> payload,
-               PublishOptions options) {
+Status publish(Node* node, Module* publisher, EventType type,
+               std::shared_ptr<const AnyMessage> payload, PublishOptions options) {
   NodeImpl* impl = nullptr;
   EventInfo info;
   info.type = type;

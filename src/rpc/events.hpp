@@ -2,13 +2,12 @@
 #pragma once
 
 #include <atomic>
+#include <ember/event.hpp>
 #include <memory>
 #include <shared_mutex>
 #include <string>
 #include <unordered_map>
 #include <vector>
-
-#include <ember/event.hpp>
 
 #include "rpc/service_anchor.hpp"
 

@@ -1,15 +1,14 @@
 // SPDX-License-Identifier: Apache-2.0
 #pragma once
 
+#include <ember/pid.hpp>
+#include <ember/rpc.hpp>
 #include <map>
 #include <memory>
 #include <set>
 #include <shared_mutex>
 #include <string>
 #include <vector>
-
-#include <ember/pid.hpp>
-#include <ember/rpc.hpp>
 
 #include "rpc/service_anchor.hpp"
 

@@ -1,11 +1,10 @@
 // SPDX-License-Identifier: Apache-2.0
 #pragma once
 
+#include <ember/error.hpp>
 #include <memory>
 #include <mutex>
 #include <shared_mutex>
-
-#include <ember/error.hpp>
 
 #include "runtime/message.hpp"
 
