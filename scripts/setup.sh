@@ -7,7 +7,7 @@ PACKAGES=(
   cmake ninja-build g++ pkg-config git
   libfmt-dev libspdlog-dev libyaml-cpp-dev libcli11-dev tzdata
   libprotobuf-dev protobuf-compiler
-  libgtest-dev libgmock-dev libbenchmark-dev
+  libgtest-dev libgmock-dev libbenchmark-dev libcaf-dev
 )
 
 missing=()

@@ -722,3 +722,26 @@ TEST(Rpc, CoroutineSuspendedAtStopAnswersStopping) {
 }
 
 }  // namespace
+
+namespace {
+
+TEST(Rpc, BlockingCallsBetweenPinnedServices) {
+  ember::Node node(two_threads());
+  auto caller_cfg = named("front");
+  caller_cfg.pinned = true;
+  auto callee_cfg = named("calc");
+  callee_cfg.pinned = true;
+  ASSERT_TRUE(node.add_service(std::make_unique<Relay>("calc2"), caller_cfg));
+  ASSERT_TRUE(node.add_service(std::make_unique<Relay>(""), [] {
+    auto c = named("calc2");
+    c.pinned = true;
+    return c;
+  }()));
+  ASSERT_TRUE(node.start());
+  for (int i = 0; i < 100; ++i) {
+    auto r = ember::select(node, Selector::name("front")).call<pb::Hop>("RpcHop", pb::Hop{}, {.timeout = 5s});
+    ASSERT_TRUE(r) << i << ": " << r.error().to_string();
+  }
+}
+
+}  // namespace
