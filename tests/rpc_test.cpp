@@ -745,3 +745,44 @@ TEST(Rpc, BlockingCallsBetweenPinnedServices) {
 }
 
 }  // namespace
+
+namespace {
+
+// The request and context a coroutine handler receives must stay valid across suspensions even
+// when nobody else keeps them (the caller used async_call or send).
+class CoKeeper : public ember::Service {
+ public:
+  ember::Status on_init() override {
+    return handle("RpcKeep", [this](const pb::Echo& e, const ember::Context& ctx) -> ember::Task<ember::Status> {
+      co_await select(Selector::name("calc")).co_call<pb::SumResp>("RpcSum", sum_req(1, 1));
+      co_await select(Selector::name("calc")).co_call<pb::SumResp>("RpcSum", sum_req(2, 2));
+      seen_text = e.text();                      // the request after two suspensions
+      seen_trace = ctx.trace_id();               // the context too
+      seen_method = std::string(ctx.method());
+      done.fetch_add(1);
+      co_return ember::Status{};
+    });
+  }
+  std::string seen_text;
+  std::uint64_t seen_trace = 0;
+  std::string seen_method;
+  std::atomic<int> done{0};
+};
+
+TEST(Rpc, CoroutineHandlerKeepsItsRequestAndContextAcrossSuspensions) {
+  ember::Node node(two_threads());
+  auto* keeper = static_cast<CoKeeper*>(*node.add_service(std::make_unique<CoKeeper>(), named("keeper")));
+  ASSERT_TRUE(node.add_service(std::make_unique<Calc>(), named("calc")));
+  ASSERT_TRUE(node.start());
+  {
+    pb::Echo e;
+    e.set_text(std::string(100, 'x'));  // long enough to live on the heap
+    ASSERT_TRUE(ember::select(node, Selector::name("keeper")).send("RpcKeep", std::move(e)));
+  }
+  ASSERT_TRUE(wait_for([&] { return keeper->done.load() == 1; }));
+  EXPECT_EQ(keeper->seen_text, std::string(100, 'x'));
+  EXPECT_NE(keeper->seen_trace, 0u);
+  EXPECT_EQ(keeper->seen_method, "RpcKeep");
+}
+
+}  // namespace

@@ -37,6 +37,7 @@ struct Settings {
   int threads = 2;
   std::string out = "bench-results.jsonl";
   std::string only;
+  std::string impl;  // "" = both
   std::int64_t pingpong_roundtrips = 1'000'000;
   std::int64_t fanin_per_producer = 1'000'000;
   std::int64_t call_count = 50'000;
@@ -486,8 +487,10 @@ int main(int argc, char** argv) {
       s.out = next();
     } else if (arg == "--only") {
       s.only = next();
+    } else if (arg == "--impl") {
+      s.impl = next();
     } else {
-      std::fprintf(stderr, "usage: %s [--quick] [--reps N] [--threads N] [--out FILE] [--only SCENARIO]\n", argv[0]);
+      std::fprintf(stderr, "usage: %s [--quick] [--reps N] [--threads N] [--out FILE] [--only SCENARIO] [--impl ember|caf]\n", argv[0]);
       return 2;
     }
   }
@@ -521,8 +524,10 @@ int main(int argc, char** argv) {
       for (int side = 0; side < 2; ++side) {
         bool run_ember = (side == 0) == ember_first;
         if (run_ember) {
-          sc.ember(s, all);
-        } else if (sc.caf) {
+          if (s.impl.empty() || s.impl == "ember") {
+            sc.ember(s, all);
+          }
+        } else if (sc.caf && (s.impl.empty() || s.impl == "caf")) {
           sc.caf(s, all);
         }
       }

@@ -51,23 +51,34 @@ class Context {
   }
   /// 64-bit trace id shared by every call of one causal chain; 0 = none.
   [[nodiscard]] std::uint64_t trace_id() const noexcept { return trace_id_; }
-  [[nodiscard]] const Headers& headers() const noexcept { return headers_; }
+  [[nodiscard]] const Headers& headers() const noexcept {
+    static const Headers kNone;
+    return headers_ ? *headers_ : kNone;
+  }
   [[nodiscard]] std::string_view header(std::string_view name) const {
-    auto it = headers_.find(name);
-    return it == headers_.end() ? std::string_view{} : std::string_view(it->second);
+    if (!headers_) {
+      return {};
+    }
+    auto it = headers_->find(name);
+    return it == headers_->end() ? std::string_view{} : std::string_view(it->second);
   }
   /// Who sent the request (empty name when it came from outside any service).
-  [[nodiscard]] const Pid& caller() const noexcept { return caller_; }
-  [[nodiscard]] const std::string& method() const noexcept { return method_; }
+  [[nodiscard]] const Pid& caller() const noexcept {
+    static const Pid kNobody;
+    return caller_ ? *caller_ : kNobody;
+  }
+  /// The method being handled (valid while the handler runs; empty in a copied context).
+  [[nodiscard]] std::string_view method() const noexcept { return method_; }
 
-  // Filled by the runtime.
+  // Filled by the runtime. Shared pieces are immutable and shared along a call chain, so a
+  // request carries a few pointers rather than copies of names.
   Priority priority_ = Priority::user;
   DispatchKey key_;
   Clock::time_point deadline_ = Clock::time_point::max();
   std::uint64_t trace_id_ = 0;
-  Headers headers_;
-  Pid caller_;
-  std::string method_;
+  std::shared_ptr<const Headers> headers_;
+  std::shared_ptr<const Pid> caller_;
+  std::string_view method_;
   std::vector<detail::ChainLink> chain_;  // services blocked in synchronous calls up this chain
 };
 

@@ -33,6 +33,7 @@
 #include <string>
 #include <string_view>
 #include <type_traits>
+#include <typeinfo>
 #include <utility>
 #include <vector>
 
@@ -102,7 +103,7 @@ struct CallSpec {
   std::shared_ptr<const Selection> selection;  // pinned: a coroutine frame may die mid-call
   std::string_view method;
   std::shared_ptr<const AnyMessage> request;
-  const google::protobuf::Descriptor* response_type = nullptr;
+  const std::type_info* response_type = nullptr;
   CallOptions options;
 };
 
@@ -231,7 +232,7 @@ class Bus {
     s.selection = selection_;
     s.method = method;
     s.request = detail::share(std::forward<Req>(request));
-    s.response_type = Resp::descriptor();
+    s.response_type = &typeid(Resp);
     s.options = std::move(options);
     return s;
   }
@@ -257,14 +258,23 @@ struct MethodEntry {
   std::string name;
   const google::protobuf::Descriptor* request_type = nullptr;
   const google::protobuf::Descriptor* response_type = nullptr;
+  // Checked on every request: comparing type_info is cheaper than fetching descriptors.
+  const std::type_info* request_typeid = nullptr;
+  const std::type_info* response_typeid = nullptr;
   const AnyMessage* request_prototype = nullptr;
   Module* owner = nullptr;
   /// Runs on the callee's lane; must complete `reply` exactly once (now or later).
-  std::function<void(const AnyMessage&, const Context&, std::shared_ptr<Responder>)> invoke;
+  /// The payload comes as a shared pointer so that a coroutine handler can keep it (and a copy of
+  /// the context) alive across its suspensions.
+  std::function<void(const std::shared_ptr<const AnyMessage>&, const Context&, std::shared_ptr<Responder>)>
+      invoke;
 };
 
 Status register_method(Module& owner, MethodEntry entry);
 void reply(const std::shared_ptr<Responder>& to, AnyReply result);
+/// False for Send: the handler's value is dropped without building a reply object.
+bool wants_reply(const std::shared_ptr<Responder>& to) noexcept;
+void report_send_error(const Error& error);
 void reply_exception(const std::shared_ptr<Responder>& to, const std::string& method,
                      std::exception_ptr e);
 /// Runs a coroutine handler detached; its frame is destroyed if the service stops first.
@@ -329,13 +339,15 @@ AnyReply to_any(R&& result) {
   }
 }
 
+/// `keep` owns what the coroutine's reference parameters point to (request, context, handler):
+/// the request message itself is freed when the handler first suspends.
 template <class Ret, class Resp>
-void run_detached(Ret task, std::shared_ptr<Responder> to, std::string method) {
+void run_detached(Ret task, std::shared_ptr<Responder> to, std::string method, std::shared_ptr<void> keep) {
   auto handle = task.release();
-  track_coroutine(handle, [to, method] {
+  track_coroutine(handle, [to, method, keep] {
     reply(to, Error{Errc::stopping, "service stopped while '" + method + "' was suspended"});
   });
-  handle.promise().on_done = [to, method, handle](typename Ret::promise_type& p) {
+  handle.promise().on_done = [to, method, handle, keep](typename Ret::promise_type& p) {
     untrack_coroutine(handle);
     if (p.error) {
       reply_exception(to, method, p.error);
@@ -358,25 +370,44 @@ MethodEntry make_entry(Module& owner, std::string_view name, Fn fn) {
   e.name = std::string(name);
   e.request_type = Req::descriptor();
   e.response_type = Resp::descriptor();
+  e.request_typeid = &typeid(Req);
+  e.response_typeid = &typeid(Resp);
   e.request_prototype = &Req::default_instance();
   e.owner = &owner;
-  e.invoke = [fn = std::move(fn), method = e.name](const AnyMessage& any, const Context& ctx,
-                                                   std::shared_ptr<Responder> to) mutable {
-    const auto& req = static_cast<const Req&>(any);  // descriptor checked by the runtime
+  auto shared_fn = std::make_shared<Fn>(std::move(fn));
+  e.invoke = [shared_fn, method = e.name](const std::shared_ptr<const AnyMessage>& any, const Context& ctx,
+                                          std::shared_ptr<Responder> to) {
     try {
       if constexpr (ReplyType<Ret>::is_task) {
+        // Everything the coroutine's parameters refer to must outlive its suspensions.
+        struct Keep {
+          std::shared_ptr<const AnyMessage> payload;
+          Context context;
+          std::string method;
+          std::shared_ptr<Fn> fn;  // a lambda coroutine's captures live in the closure
+        };
+        auto keep = std::make_shared<Keep>(Keep{any, ctx, method, shared_fn});
+        keep->context.method_ = keep->method;
+        const auto& req = static_cast<const Req&>(*keep->payload);  // type checked by the runtime
         if constexpr (Traits::with_context) {
-          run_detached<Ret, Resp>(fn(req, ctx), std::move(to), method);
+          run_detached<Ret, Resp>((*keep->fn)(req, keep->context), std::move(to), method, keep);
         } else {
-          (void)ctx;
-          run_detached<Ret, Resp>(fn(req), std::move(to), method);
+          run_detached<Ret, Resp>((*keep->fn)(req), std::move(to), method, keep);
         }
       } else {
-        if constexpr (Traits::with_context) {
-          reply(to, to_any<Resp>(fn(req, ctx)));
-        } else {
-          (void)ctx;
-          reply(to, to_any<Resp>(fn(req)));
+        const auto& req = static_cast<const Req&>(*any);  // type checked by the runtime
+        auto result = [&] {
+          if constexpr (Traits::with_context) {
+            return (*shared_fn)(req, ctx);
+          } else {
+            (void)ctx;
+            return (*shared_fn)(req);
+          }
+        }();
+        if (wants_reply(to)) {
+          reply(to, to_any<Resp>(std::move(result)));
+        } else if (!result) {
+          report_send_error(result.error());
         }
       }
     } catch (...) {

@@ -30,6 +30,9 @@ NodeImpl::NodeImpl(NodeConfig cfg)
   if (auto zone = timer::TimeZone::load("Local")) {
     local_zone = std::move(*zone);
   }
+  auto pid = std::make_shared<Pid>();
+  pid->node_id = config.node_id;
+  node_pid = std::move(pid);
 }
 
 void NodeImpl::make_visible(Service& s) {

@@ -31,6 +31,7 @@ class NodeImpl {
 
   Node* owner = nullptr;
   NodeConfig config;
+  std::shared_ptr<const Pid> node_pid;  // caller identity of requests sent from outside services
   Logger log;
   timer::TimeZone local_zone;
   std::unique_ptr<runtime::Scheduler> scheduler;

@@ -47,12 +47,14 @@ ServiceCore::ServiceCore(NodeImpl& node, Service& self, ServiceConfig config,
       anchor_(std::make_shared<ServiceAnchor>(this)),
       dedicated_(std::move(dedicated)),
       mailbox_(this, dedicated_ ? dedicated_.get() : scheduler, mailbox_options(config_)) {
-  pid_.node_id = node.config.node_id;
-  pid_.name = config_.name;
-  pid_.id = config_.id;
-  pid_.type = config_.type;
-  pid_.server_id = config_.server_id;
-  pid_.version = config_.version;
+  auto pid = std::make_shared<Pid>();
+  pid->node_id = node.config.node_id;
+  pid->name = config_.name;
+  pid->id = config_.id;
+  pid->type = config_.type;
+  pid->server_id = config_.server_id;
+  pid->version = config_.version;
+  pid_ = std::move(pid);
   // Nothing runs until start() opens the gates: timers set in on_init queue up meanwhile.
   mailbox_.hold();
 }
@@ -97,6 +99,7 @@ Status ServiceCore::add_method(MethodEntry entry) {
                                              std::to_string(it->second->owner->id()) + ")"};
     }
     methods_.emplace(name, std::make_shared<const MethodEntry>(std::move(entry)));
+    methods_version_.fetch_add(1, std::memory_order_acq_rel);
   }
   if (owner->extras_) {
     owner->extras_->cleanups.push_back([this, name, owner] { (void)remove_method(name, owner); });
@@ -106,19 +109,45 @@ Status ServiceCore::add_method(MethodEntry entry) {
 
 Status ServiceCore::remove_method(std::string_view name, const Module* owner) {
   std::unique_lock lock(methods_mu_);
-  auto it = methods_.find(std::string(name));
+  auto it = methods_.find(name);
   if (it == methods_.end() || (owner != nullptr && it->second->owner != owner)) {
     return Error{Errc::not_found,
                  "no method '" + std::string(name) + "' registered by this module"};
   }
   methods_.erase(it);
+  methods_version_.fetch_add(1, std::memory_order_acq_rel);
   return {};
 }
 
-std::shared_ptr<const MethodEntry> ServiceCore::find_method(std::string_view name) const {
-  std::shared_lock lock(methods_mu_);
-  auto it = methods_.find(std::string(name));
-  return it == methods_.end() ? nullptr : it->second;
+namespace {
+struct MethodCache {
+  const ServiceCore* core = nullptr;
+  std::uint64_t version = 0;
+  std::string name;
+  std::shared_ptr<const MethodEntry> entry;
+};
+thread_local MethodCache tls_method_cache;
+}  // namespace
+
+const MethodEntry* ServiceCore::find_method(std::string_view name) const {
+  MethodCache& cache = tls_method_cache;
+  std::uint64_t version = methods_version_.load(std::memory_order_acquire);
+  if (cache.core == this && cache.version == version && cache.name == name) {
+    return cache.entry.get();
+  }
+  std::shared_ptr<const MethodEntry> found;
+  {
+    std::shared_lock lock(methods_mu_);
+    auto it = methods_.find(name);
+    if (it != methods_.end()) {
+      found = it->second;
+    }
+  }
+  cache.core = this;
+  cache.version = version;
+  cache.name.assign(name);
+  cache.entry = std::move(found);
+  return cache.entry.get();
 }
 
 bool ServiceCore::has_rpc_methods() const {

@@ -81,13 +81,17 @@ class ServiceCore final : public runtime::LaneOwner, public timer::TimerTarget {
   /// Runs `fn` when `m` is released (after its on_release).
   static void add_cleanup(Module& m, std::function<void()> fn);
 
-  [[nodiscard]] const Pid& pid() const noexcept { return pid_; }
+  [[nodiscard]] const Pid& pid() const noexcept { return *pid_; }
+  /// The same Pid, shareable: requests point to it instead of copying names.
+  [[nodiscard]] const std::shared_ptr<const Pid>& shared_pid() const noexcept { return pid_; }
   [[nodiscard]] const std::shared_ptr<ServiceAnchor>& anchor() const noexcept { return anchor_; }
 
   // Methods (RPC handlers) of every module of this service.
   Status add_method(MethodEntry entry);
   Status remove_method(std::string_view name, const Module* owner);
-  std::shared_ptr<const MethodEntry> find_method(std::string_view name) const;
+  /// The entry, or nullptr. Valid until the calling thread's next find_method (a one-entry
+  /// thread-local cache keeps it alive), which is enough for the request being run.
+  const MethodEntry* find_method(std::string_view name) const;
   /// A service without a Rpc-prefixed method is private: never published to discovery.
   [[nodiscard]] bool has_rpc_methods() const;
 
@@ -105,7 +109,7 @@ class ServiceCore final : public runtime::LaneOwner, public timer::TimerTarget {
   NodeImpl& node_;
   Service& self_;
   const ServiceConfig config_;
-  Pid pid_;
+  std::shared_ptr<const Pid> pid_;
   Logger logger_;
   std::shared_ptr<ServiceAnchor> anchor_;
   std::unique_ptr<runtime::Scheduler> dedicated_;  // declared before mailbox_: outlives it
@@ -121,7 +125,13 @@ class ServiceCore final : public runtime::LaneOwner, public timer::TimerTarget {
   std::atomic<bool> graveyard_dirty_{false};
 
   mutable std::shared_mutex methods_mu_;
-  std::unordered_map<std::string, std::shared_ptr<const MethodEntry>> methods_;
+  std::atomic<std::uint64_t> methods_version_{1};  // bumped on every change: invalidates caches
+  struct NameHash {
+    using is_transparent = void;
+    std::size_t operator()(std::string_view s) const noexcept { return std::hash<std::string_view>{}(s); }
+  };
+  // Transparent: a lookup by string_view builds no std::string.
+  std::unordered_map<std::string, std::shared_ptr<const MethodEntry>, NameHash, std::equal_to<>> methods_;
 
   std::mutex coroutines_mu_;
   std::unordered_map<void*, std::function<void()>> coroutines_;

@@ -118,30 +118,31 @@ Result<const Target*> single_target(const Selection& sel, std::string_view verb)
   return &t;
 }
 
-Result<Context> outgoing_context(const Selection& sel, const CallSpec& spec, bool inherit_chain) {
+/// `with_deadline` false (Send): nobody waits, so no clock read and no deadline.
+Result<Context> outgoing_context(const Selection& sel, const CallSpec& spec, bool inherit_chain,
+                                 bool with_deadline = true) {
   NodeImpl& node = *sel.node;
   Context ctx;
   ctx.priority_ = spec.options.priority;
   ctx.key_ = spec.options.key;
-  ctx.headers_ = spec.options.headers;
-  ctx.method_ = std::string(spec.method);
+  if (!spec.options.headers.empty()) {
+    ctx.headers_ = std::make_shared<const Headers>(spec.options.headers);
+  }
   const Context* parent = current_context();
   ctx.trace_id_ = parent != nullptr && parent->trace_id_ != 0 ? parent->trace_id_ : new_trace_id();
-  auto timeout = spec.options.timeout.count() > 0 ? spec.options.timeout : node.config.call_timeout;
-  const auto now = Clock::now();
-  ctx.deadline_ = now + timeout;
-  if (parent != nullptr && parent->deadline_ < ctx.deadline_) {
-    ctx.deadline_ = parent->deadline_;
-    if (ctx.deadline_ <= now) {
-      return Error{Errc::timeout, "the deadline of the calling handler passed before calling '" +
-                                      std::string(spec.method) + "'"};
+  if (with_deadline) {
+    auto timeout = spec.options.timeout.count() > 0 ? spec.options.timeout : node.config.call_timeout;
+    const auto now = Clock::now();
+    ctx.deadline_ = now + timeout;
+    if (parent != nullptr && parent->deadline_ < ctx.deadline_) {
+      ctx.deadline_ = parent->deadline_;
+      if (ctx.deadline_ <= now) {
+        return Error{Errc::timeout, "the deadline of the calling handler passed before calling '" +
+                                        std::string(spec.method) + "'"};
+      }
     }
   }
-  if (sel.from != nullptr) {
-    ctx.caller_ = sel.from->pid();
-  } else {
-    ctx.caller_.node_id = node.config.node_id;
-  }
+  ctx.caller_ = sel.from != nullptr ? sel.from->shared_pid() : node.node_pid;
   if (inherit_chain && parent != nullptr) {
     ctx.chain_ = parent->chain_;
   }
@@ -175,9 +176,8 @@ std::optional<Error> find_cycle(const Context& ctx, const Target& target, Dispat
 
 Request* make_request(const CallSpec& spec, std::shared_ptr<Responder> responder, Context ctx,
                       bool check_response) {
-  auto* req = new Request(std::string(spec.method), spec.request,
-                          check_response ? spec.response_type : nullptr, std::move(responder),
-                          std::move(ctx));
+  auto* req = new Request(spec.method, spec.request, check_response ? spec.response_type : nullptr,
+                          std::move(responder), std::move(ctx));
   req->priority = spec.options.priority;
   req->key = spec.options.key;
   return req;
@@ -258,48 +258,59 @@ void LocalResponder::deliver(AnyReply result) {
   }
 }
 
-Request::Request(std::string method, std::shared_ptr<const AnyMessage> payload,
-                 const google::protobuf::Descriptor* response_type,
+Request::Request(std::string_view method, std::shared_ptr<const AnyMessage> payload,
+                 const std::type_info* response_type,
                  std::shared_ptr<Responder> responder, Context context)
-    : method_(std::move(method)),
+    : method_(method),
       payload_(std::move(payload)),
       response_type_(response_type),
       responder_(std::move(responder)),
-      context_(std::move(context)) {}
+      context_(std::move(context)) {
+  context_.method_ = method_;  // views the string this request owns
+}
 
 void Request::run() {
   ServiceCore* core = ServiceCore::current();
-  auto entry = core->find_method(method_);
-  if (!entry) {
-    responder_->deliver(Error{Errc::no_such_method, "service " + core->pid().to_string() +
-                                                        " has no method '" + method_ + "'"});
+  const MethodEntry* entry = core->find_method(method_);
+  auto fail = [&](Error e) {
+    if (responder_) {
+      responder_->deliver(std::move(e));
+    } else {
+      report_send_error(e);
+    }
+  };
+  if (entry == nullptr) {
+    fail(Error{Errc::no_such_method,
+               "service " + core->pid().to_string() + " has no method '" + method_ + "'"});
     return;
   }
-  if (payload_->GetDescriptor() != entry->request_type) {
-    responder_->deliver(Error{Errc::bad_argument_type,
-                              "method '" + method_ + "' takes " + entry->request_type->full_name() +
-                                  ", got " + payload_->GetDescriptor()->full_name()});
+  if (typeid(*payload_) != *entry->request_typeid) {
+    fail(Error{Errc::bad_argument_type, "method '" + method_ + "' takes " +
+                                            entry->request_type->full_name() + ", got " +
+                                            payload_->GetDescriptor()->full_name()});
     return;
   }
-  if (response_type_ != nullptr && response_type_ != entry->response_type) {
-    responder_->deliver(Error{Errc::bad_argument_type, "method '" + method_ + "' returns " +
-                                                           entry->response_type->full_name() +
-                                                           ", the caller expects " +
-                                                           response_type_->full_name()});
+  if (response_type_ != nullptr && *response_type_ != *entry->response_typeid) {
+    fail(Error{Errc::bad_argument_type, "method '" + method_ + "' returns " +
+                                            entry->response_type->full_name() +
+                                            ", the caller expects another type (" +
+                                            response_type_->name() + ")"});
     return;
   }
-  if (context_.deadline_ <= Clock::now() && responder_->wants_reply()) {
-    responder_->deliver(Error{
-        Errc::timeout, "'" + method_ + "' expired in the mailbox of " + core->pid().to_string()});
+  if (responder_ && context_.deadline_ <= Clock::now()) {
+    fail(Error{Errc::timeout,
+               "'" + method_ + "' expired in the mailbox of " + core->pid().to_string()});
     return;
   }
   ContextScope scope(&context_);
-  entry->invoke(*payload_, context_, responder_);
+  entry->invoke(payload_, context_, responder_);
 }
 
 void Request::reject(const Error& why) noexcept {
   try {
-    responder_->deliver(why);
+    if (responder_) {
+      responder_->deliver(why);
+    }
   } catch (...) {
     // Reject must not throw; a failed delivery only loses an error the caller times out on.
   }
@@ -308,7 +319,21 @@ void Request::reject(const Error& why) noexcept {
 // ---------------------------------------------------------------------------------------------
 
 void reply(const std::shared_ptr<Responder>& to, AnyReply result) {
-  to->deliver(std::move(result));
+  if (to) {
+    to->deliver(std::move(result));
+  } else if (!result) {
+    report_send_error(result.error());
+  }
+}
+
+bool wants_reply(const std::shared_ptr<Responder>& to) noexcept {
+  return to != nullptr && to->wants_reply();
+}
+
+void report_send_error(const Error& error) {
+  if (ServiceCore* core = ServiceCore::current()) {
+    core->logger().warn("send failed: {}", error.to_string());
+  }
 }
 
 void reply_exception(const std::shared_ptr<Responder>& to, const std::string& method,
@@ -323,7 +348,9 @@ void reply_exception(const std::shared_ptr<Responder>& to, const std::string& me
   if (ServiceCore* core = ServiceCore::current()) {
     core->logger().error("handler '{}' threw: {}", method, what);
   }
-  to->deliver(Error{Errc::handler_failed, "handler '" + method + "' threw: " + what});
+  if (to) {
+    to->deliver(Error{Errc::handler_failed, "handler '" + method + "' threw: " + what});
+  }
 }
 
 void track_coroutine(std::coroutine_handle<> root, std::function<void()> abandon) {
@@ -404,11 +431,11 @@ Status send(CallSpec spec) {
   if (sel.targets.empty()) {
     return Error{Errc::not_found, "no service matches " + sel.description};
   }
-  auto ctx = outgoing_context(sel, spec, false);
+  auto ctx = outgoing_context(sel, spec, false, false);
   if (!ctx) {
     return ctx.error();
   }
-  auto responder = std::make_shared<LocalResponder>(nullptr);
+  const std::shared_ptr<Responder> responder;  // Send: nobody waits for an outcome
   std::size_t refused = 0;
   std::optional<Error> first;
   for (const Target& t : sel.targets) {
@@ -520,6 +547,7 @@ bool call_coroutine(CallSpec spec, std::coroutine_handle<> continuation,
   pending->continuation = continuation;
   if (const Context* parent = current_context()) {
     pending->resume_context = *parent;
+    pending->resume_context.method_ = {};  // viewed the request, which is gone by then
   }
   // The slot lives in the coroutine frame: fill it before anything can resume the coroutine,
   // and touch nothing of the frame afterwards.

@@ -12,6 +12,7 @@
 #include <mutex>
 #include <optional>
 #include <string>
+#include <typeinfo>
 
 #include "rpc/repository.hpp"
 #include "rpc/service_anchor.hpp"
@@ -91,8 +92,8 @@ class LocalResponder final : public Responder {
 /// A request in the callee's mailbox.
 class Request final : public runtime::Message {
  public:
-  Request(std::string method, std::shared_ptr<const AnyMessage> payload,
-          const google::protobuf::Descriptor* response_type, std::shared_ptr<Responder> responder,
+  Request(std::string_view method, std::shared_ptr<const AnyMessage> payload,
+          const std::type_info* response_type, std::shared_ptr<Responder> responder,
           Context context);
   void run() override;
   void reject(const Error& why) noexcept override;
@@ -101,8 +102,8 @@ class Request final : public runtime::Message {
  private:
   std::string method_;
   std::shared_ptr<const AnyMessage> payload_;
-  const google::protobuf::Descriptor* response_type_;
-  std::shared_ptr<Responder> responder_;
+  const std::type_info* response_type_;  // null for Send: any response type is fine
+  std::shared_ptr<Responder> responder_;  // null for Send
   Context context_;
 };
 

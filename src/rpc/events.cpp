@@ -72,7 +72,7 @@ class Delivery final : public runtime::Message {
     ctx.priority_ = info_.priority;
     ctx.key_ = info_.key;
     ctx.trace_id_ = info_.trace_id;
-    ctx.caller_ = info_.publisher;
+    ctx.caller_ = std::make_shared<const Pid>(info_.publisher);
     ctx.deadline_ = Context::Clock::now() + std::chrono::hours(24);
     ContextScope scope(&ctx);
     to_->subscription.invoke(*payload_, info_);

@@ -6,14 +6,14 @@
 namespace ember::detail {
 
 Status ServiceAnchor::post(runtime::Message* m, bool external) noexcept {
-  std::shared_lock lock(mu_);
-  if (core_ == nullptr) {
+  Pin pin(*this);
+  if (pin.core == nullptr) {
     // Same contract as ServiceCore::post: a refused message is deleted, not rejected; the
     // returned error is the one report of the refusal.
     delete m;
     return Error{Errc::stopping, "the service is gone"};
   }
-  return core_->post(m, external);
+  return pin.core->post(m, external);
 }
 
 }  // namespace ember::detail

@@ -24,7 +24,10 @@ void Lane::try_schedule(bool resubmit) noexcept {
   if (gate_.load(std::memory_order_seq_cst) > 0) {
     return;
   }
-  if (scheduled_.exchange(true, std::memory_order_acq_rel)) {
+  // A plain load first: on a busy lane this avoids a contended read-modify-write per message.
+  // Safe: the runner clears the flag before re-reading the size (both seq_cst).
+  if (scheduled_.load(std::memory_order_seq_cst) ||
+      scheduled_.exchange(true, std::memory_order_acq_rel)) {
     return;
   }
   if (resubmit) {
@@ -48,7 +51,8 @@ void Lane::open_gate() noexcept {
 void Lane::run_slice() {
   in_slice_.fetch_add(1, std::memory_order_acq_rel);
   runner_.store(std::this_thread::get_id(), std::memory_order_relaxed);
-  for (int done = 0; done < kBatch && gate_.load(std::memory_order_acquire) == 0; ++done) {
+  int done = 0;
+  for (; done < kBatch && gate_.load(std::memory_order_acquire) == 0; ++done) {
     Message* m = system_.pop();
     if (m == nullptr) {
       m = user_.pop();
@@ -57,8 +61,9 @@ void Lane::run_slice() {
       break;  // empty, or a producer is mid-push and will be seen below
     }
     owner_->execute(m, index_);
-    size_.fetch_sub(1, std::memory_order_acq_rel);
   }
+  // One decrement per slice: the counter is shared with every producer, so each RMW costs.
+  size_.fetch_sub(done, std::memory_order_acq_rel);
   runner_.store(std::thread::id{}, std::memory_order_relaxed);
   scheduled_.store(false, std::memory_order_seq_cst);
   if (size_.load(std::memory_order_seq_cst) > 0) {
