@@ -37,31 +37,31 @@ constexpr std::uint64_t hash_key(std::uint64_t value) noexcept {
   return h ^ (h >> 31);
 }
 
+/// A hashed dispatch key. 8 bytes: every message carries one. A zero hash means "no key"; the
+/// hash functions never return 0 for a real key.
 class DispatchKey {
  public:
   constexpr DispatchKey() = default;
-  constexpr DispatchKey(std::string_view text) : hash_(hash_key(text)), set_(true) {}  // NOLINT
+  constexpr DispatchKey(std::string_view text) : hash_(nonzero(hash_key(text))) {}  // NOLINT
   constexpr DispatchKey(const char* text) : DispatchKey(std::string_view(text)) {}     // NOLINT
   /// Integer keys (player UIDs) hash differently from their decimal text; use one form per key.
   static constexpr DispatchKey from_int(std::uint64_t value) noexcept {
     DispatchKey key;
-    key.hash_ = hash_key(value);
-    key.set_ = true;
+    key.hash_ = nonzero(hash_key(value));
     return key;
   }
   static constexpr DispatchKey from_hash(std::uint64_t hash) noexcept {
     DispatchKey key;
-    key.hash_ = hash;
-    key.set_ = true;
+    key.hash_ = nonzero(hash);
     return key;
   }
 
-  [[nodiscard]] constexpr bool has_value() const noexcept { return set_; }
+  [[nodiscard]] constexpr bool has_value() const noexcept { return hash_ != 0; }
   [[nodiscard]] constexpr std::uint64_t hash() const noexcept { return hash_; }
 
  private:
+  static constexpr std::uint64_t nonzero(std::uint64_t h) noexcept { return h == 0 ? 1 : h; }
   std::uint64_t hash_ = 0;
-  bool set_ = false;
 };
 
 struct PostOptions {

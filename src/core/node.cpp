@@ -36,24 +36,33 @@ NodeImpl::NodeImpl(NodeConfig cfg)
 }
 
 void NodeImpl::make_visible(Service& s) {
-  repository.add(s.core_->pid(), s.core_->anchor());
+  repository.add(s.core_->shared_pid(), s.core_->anchor());
   std::unique_lock lock(visible_mu);
-  visible[{s.name(), s.service_id()}] = &s;
+  s.core_->visible.store(true, std::memory_order_release);
 }
 
 void NodeImpl::make_invisible(Service& s) {
   repository.remove(s.core_->pid().uid());
+  // Under the lock: a poster that found the service finishes its post before we go on.
   std::unique_lock lock(visible_mu);
-  auto it = visible.find(std::pair<std::string, std::string>{s.name(), s.service_id()});
-  if (it != visible.end() && it->second == &s) {
-    visible.erase(it);
+  s.core_->visible.store(false, std::memory_order_release);
+}
+
+void NodeImpl::forget(Service& s) {
+  std::unique_lock lock(visible_mu);
+  auto it = by_identity.find(std::pair<std::string, std::string>{s.name(), s.service_id()});
+  if (it != by_identity.end() && it->second == &s) {
+    by_identity.erase(it);
   }
 }
 
 Service* NodeImpl::find_visible(std::string_view name, std::string_view id) const {
   std::shared_lock lock(visible_mu);
-  auto it = visible.find(std::pair<std::string, std::string>{std::string(name), std::string(id)});
-  return it == visible.end() ? nullptr : it->second;
+  auto it = by_identity.find(std::pair<std::string, std::string>{std::string(name), std::string(id)});
+  if (it == by_identity.end() || !it->second->core_->visible.load(std::memory_order_acquire)) {
+    return nullptr;
+  }
+  return it->second;
 }
 
 Status NodeImpl::create_and_init(std::unique_ptr<Service> service, ServiceConfig cfg,
@@ -64,8 +73,9 @@ Status NodeImpl::create_and_init(std::unique_ptr<Service> service, ServiceConfig
   if (cfg.name.empty()) {
     return Error{Errc::invalid_argument, "a service needs a ServiceName or ClassName"};
   }
-  for (const auto& existing : services) {
-    if (existing->name() == cfg.name && existing->service_id() == cfg.id) {
+  {
+    std::unique_lock lock(visible_mu);
+    if (!by_identity.emplace(std::pair{cfg.name, cfg.id}, service.get()).second) {
       return Error{Errc::already_exists, where(config, cfg) + "service " + describe(cfg) +
                                              " already exists on node " + config.node_id};
     }
@@ -80,6 +90,8 @@ Status NodeImpl::create_and_init(std::unique_ptr<Service> service, ServiceConfig
   raw->service_ = raw;
   raw->id_ = 1'000'000;
   raw->extras_ = std::make_unique<ModuleExtras>();
+  // The service's liveness is its anchor's: saves an allocation per service.
+  raw->extras_->alive = raw->core_->anchor();
   services.push_back(std::move(service));
   Status st = raw->core_->init();
   if (!st) {
@@ -193,6 +205,10 @@ Status Node::start() {
       (void)n.stop_one(**it);
     }
     n.services.clear();
+    {
+      std::unique_lock lock(n.visible_mu);
+      n.by_identity.clear();
+    }
     n.timers->stop();
     n.scheduler->stop();
     n.phase = detail::NodeImpl::Phase::stopped;
@@ -227,6 +243,7 @@ Status Node::stop() {
   while (!n.services.empty()) {
     std::unique_ptr<Service> s = std::move(n.services.back());
     n.services.pop_back();
+    n.forget(*s);
     if (s->core_->mailbox().quiescent()) {
       s.reset();
     } else {
@@ -311,6 +328,7 @@ Result<Service*> Node::add_service(std::unique_ptr<Service> service, ServiceConf
       (void)n.stop_one(*raw);
       auto it = std::find_if(n.services.begin(), n.services.end(),
                              [&](auto& p) { return p.get() == raw; });
+      n.forget(*raw);
       n.services.erase(it);
     }
     return st.error();
@@ -334,6 +352,7 @@ Status Node::stop_service(std::string_view name, std::string_view id) {
     return Error{Errc::not_found, "no service " + who};
   }
   Status st = n.stop_one(**it);
+  n.forget(**it);
   if (!st) {
     n.stuck.push_back(std::move(*it));
   }
@@ -348,8 +367,10 @@ Service* Node::find_service(std::string_view name, std::string_view id) const {
 std::vector<Service*> Node::services() const {
   std::shared_lock lock(impl_->visible_mu);
   std::vector<Service*> out;
-  for (const auto& [key, s] : impl_->visible) {
-    out.push_back(s);
+  for (const auto& [key, s] : impl_->by_identity) {
+    if (s->core_->visible.load(std::memory_order_acquire)) {
+      out.push_back(s);
+    }
   }
   return out;
 }
@@ -359,10 +380,14 @@ Status Node::post(std::string_view service_name, std::function<void()> fn, PostO
     return Error{Errc::invalid_argument, "post: empty function"};
   }
   std::shared_lock lock(impl_->visible_mu);
-  // The instance without an id, else the first instance of that name.
-  auto it = impl_->visible.lower_bound(
+  // The instance without an id, else the first visible instance of that name.
+  auto it = impl_->by_identity.lower_bound(
       std::pair<std::string, std::string>{std::string(service_name), std::string()});
-  if (it == impl_->visible.end() || it->first.first != service_name) {
+  while (it != impl_->by_identity.end() && it->first.first == service_name &&
+         !it->second->core_->visible.load(std::memory_order_acquire)) {
+    ++it;
+  }
+  if (it == impl_->by_identity.end() || it->first.first != service_name) {
     return Error{Errc::not_found, "no running service named '" + std::string(service_name) + "'"};
   }
   auto* m = runtime::make_message(std::move(fn), options.name);

@@ -8,6 +8,7 @@
 #include <ember/node.hpp>
 #include <ember/service.hpp>
 #include <map>
+#include <set>
 #include <memory>
 #include <mutex>
 #include <shared_mutex>
@@ -48,8 +49,11 @@ class NodeImpl {
   std::atomic<std::uint64_t> late_replies{0};
   std::atomic<std::uint64_t> pending_calls{0};
 
+  // Every created service by (name, id): refuses duplicates. Only those flagged visible (between
+  // on_start and the start of their stop) are found by lookups.
   mutable std::shared_mutex visible_mu;
-  std::map<std::pair<std::string, std::string>, Service*, std::less<>> visible;
+  std::map<std::pair<std::string, std::string>, Service*, std::less<>> by_identity;
+  void forget(Service& s);
 
   std::mutex run_mu;
   std::condition_variable run_cv;

@@ -17,13 +17,15 @@ std::string describe(const ServiceConfig& c) {
   return c.id.empty() ? c.name : c.name + "#" + c.id;
 }
 
-Status guarded(const char* hook, const std::string& who, const std::function<Status()>& fn) {
+/// Runs a user hook; an exception becomes handler_failed. `who()` is only built on failure.
+template <class Who, class Fn>
+Status guarded(const char* hook, Who&& who, Fn&& fn) {
   try {
     return fn();
   } catch (const std::exception& e) {
-    return Error{Errc::handler_failed, who + ": " + hook + " threw: " + e.what()};
+    return Error{Errc::handler_failed, who() + ": " + hook + " threw: " + e.what()};
   } catch (...) {
-    return Error{Errc::handler_failed, who + ": " + hook + " threw a non-standard exception"};
+    return Error{Errc::handler_failed, who() + ": " + hook + " threw a non-standard exception"};
   }
 }
 
@@ -158,20 +160,27 @@ bool ServiceCore::has_rpc_methods() const {
 }
 
 void ServiceCore::track_coroutine(std::coroutine_handle<> root, std::function<void()> abandon) {
-  std::lock_guard lock(coroutines_mu_);
-  coroutines_[root.address()] = std::move(abandon);
+  std::lock_guard lock(modules_mu_);
+  if (!coroutines_) {
+    coroutines_ = std::make_unique<std::unordered_map<void*, std::function<void()>>>();
+  }
+  (*coroutines_)[root.address()] = std::move(abandon);
 }
 
 void ServiceCore::untrack_coroutine(std::coroutine_handle<> root) {
-  std::lock_guard lock(coroutines_mu_);
-  coroutines_.erase(root.address());
+  std::lock_guard lock(modules_mu_);
+  if (coroutines_) {
+    coroutines_->erase(root.address());
+  }
 }
 
 void ServiceCore::destroy_suspended_coroutines() {
   std::unordered_map<void*, std::function<void()>> left;
   {
-    std::lock_guard lock(coroutines_mu_);
-    left.swap(coroutines_);
+    std::lock_guard lock(modules_mu_);
+    if (coroutines_) {
+      left.swap(*coroutines_);
+    }
   }
   for (auto& [address, abandon] : left) {
     std::coroutine_handle<>::from_address(address).destroy();
@@ -263,7 +272,7 @@ void ServiceCore::flush_graveyard() {
 }
 
 Status ServiceCore::init() {
-  Status st = guarded("on_init", describe(config_), [this] { return self_.on_init(); });
+  Status st = guarded("on_init", [this] { return describe(config_); }, [this] { return self_.on_init(); });
   if (!st) {
     return st;
   }
@@ -272,7 +281,7 @@ Status ServiceCore::init() {
 }
 
 Status ServiceCore::start() {
-  Status st = guarded("on_start", describe(config_), [this] { return self_.on_start(); });
+  Status st = guarded("on_start", [this] { return describe(config_); }, [this] { return self_.on_start(); });
   if (!st) {
     return st;
   }
@@ -297,9 +306,11 @@ void ServiceCore::cancel_all_timers() {
   std::vector<Module*> all;
   {
     std::lock_guard lock(modules_mu_);
-    all.reserve(modules_.size());
-    for (auto& [id, m] : modules_) {
-      all.push_back(m);
+    all.push_back(&self_);  // the service's own timers, too
+    if (modules_) {
+      for (auto& [id, m] : *modules_) {
+        all.push_back(m);
+      }
     }
   }
   for (Module* m : all) {
@@ -384,13 +395,19 @@ Result<ModuleId> ServiceCore::attach(Module& parent, std::unique_ptr<Module> chi
       return Error{Errc::bad_state, "add_module: parent module was released"};
     }
     if (preset_id != 0) {
-      if (modules_.count(preset_id) != 0) {
+      if (!modules_) {
+        modules_ = std::make_unique<std::unordered_map<ModuleId, Module*>>();
+      }
+      if (modules_->count(preset_id) != 0) {
         return Error{Errc::already_exists, "add_module: module id " + std::to_string(preset_id) +
                                                " is taken in service " + describe(config_)};
       }
       id = preset_id;
     } else {
-      while (modules_.count(next_module_id_) != 0) {
+      if (!modules_) {
+        modules_ = std::make_unique<std::unordered_map<ModuleId, Module*>>();
+      }
+      while (modules_->count(next_module_id_) != 0) {
         ++next_module_id_;
       }
       id = next_module_id_++;
@@ -399,10 +416,10 @@ Result<ModuleId> ServiceCore::attach(Module& parent, std::unique_ptr<Module> chi
     raw->service_ = &self_;
     raw->id_ = id;
     raw->extras_ = std::make_unique<ModuleExtras>();
-    modules_.emplace(id, raw);
+    modules_->emplace(id, raw);
     parent.children_.push_back(std::move(child));
   }
-  Status st = guarded("on_init", describe(config_) + " module " + std::to_string(id),
+  Status st = guarded("on_init", [this, id] { return describe(config_) + " module " + std::to_string(id); },
                       [raw] { return raw->on_init(); });
   if (!st) {
     // Refused: undo as if it had never been added (its timers and children go too).
@@ -416,8 +433,8 @@ Status ServiceCore::release(Module& ancestor, ModuleId id) {
   Module* target = nullptr;
   {
     std::lock_guard lock(modules_mu_);
-    auto it = modules_.find(id);
-    if (it == modules_.end()) {
+    auto it = modules_ ? modules_->find(id) : decltype(modules_->find(id)){};
+    if (!modules_ || it == modules_->end()) {
       return Error{Errc::not_found, "module " + std::to_string(id) + " is not in service " +
                                         describe(config_) + " (released already?)"};
     }
@@ -481,13 +498,17 @@ void ServiceCore::release_tree(Module& m) {
   }
   if (&m == &self_) {
     std::lock_guard lock(modules_mu_);
-    modules_.erase(m.id_);
+    if (modules_) {
+      modules_->erase(m.id_);
+    }
     return;
   }
   std::unique_ptr<Module> owned;
   {
     std::lock_guard lock(modules_mu_);
-    modules_.erase(m.id_);
+    if (modules_) {
+      modules_->erase(m.id_);
+    }
     auto& siblings = m.parent_->children_;
     auto it = std::find_if(siblings.begin(), siblings.end(),
                            [&](const auto& p) { return p.get() == &m; });
@@ -505,8 +526,11 @@ void ServiceCore::release_tree(Module& m) {
 
 Module* ServiceCore::find(ModuleId id) const {
   std::lock_guard lock(modules_mu_);
-  auto it = modules_.find(id);
-  return it == modules_.end() ? nullptr : it->second;
+  if (!modules_) {
+    return nullptr;
+  }
+  auto it = modules_->find(id);
+  return it == modules_->end() ? nullptr : it->second;
 }
 
 std::vector<Module*> ServiceCore::children_of(const Module& m) const {

@@ -30,7 +30,7 @@ struct ModuleExtras {
   timer::TimerOwnerList timers;
   std::vector<std::function<void()>> cleanups;
   /// Expires when the module is released: pending completions check it before running.
-  std::shared_ptr<char> alive = std::make_shared<char>();
+  std::shared_ptr<void> alive = std::make_shared<char>();
 };
 
 /// Everything a Service needs from the runtime: its mailbox, state, module index and logger.
@@ -62,6 +62,7 @@ class ServiceCore final : public runtime::LaneOwner, public timer::TimerTarget {
   [[nodiscard]] ServiceState state() const noexcept {
     return state_.load(std::memory_order_acquire);
   }
+  std::atomic<bool> visible{false};  // set by the node: findable by name
   [[nodiscard]] const ServiceConfig& config() const noexcept { return config_; }
   [[nodiscard]] const Logger& logger() const noexcept { return logger_; }
   [[nodiscard]] runtime::Mailbox& mailbox() noexcept { return mailbox_; }
@@ -119,7 +120,9 @@ class ServiceCore final : public runtime::LaneOwner, public timer::TimerTarget {
   std::atomic<std::uint64_t> rejected_{0};
 
   mutable std::mutex modules_mu_;
-  std::unordered_map<ModuleId, Module*> modules_;
+  // Allocated on first use: most services never add a module, and every byte of an idle service
+  // is multiplied by the number of services.
+  std::unique_ptr<std::unordered_map<ModuleId, Module*>> modules_;
   ModuleId next_module_id_ = 1'000'001;
   std::vector<std::unique_ptr<Module>> graveyard_;  // released during a handler; freed after it
   std::atomic<bool> graveyard_dirty_{false};
@@ -133,8 +136,7 @@ class ServiceCore final : public runtime::LaneOwner, public timer::TimerTarget {
   // Transparent: a lookup by string_view builds no std::string.
   std::unordered_map<std::string, std::shared_ptr<const MethodEntry>, NameHash, std::equal_to<>> methods_;
 
-  std::mutex coroutines_mu_;
-  std::unordered_map<void*, std::function<void()>> coroutines_;
+  std::unique_ptr<std::unordered_map<void*, std::function<void()>>> coroutines_;  // modules_mu_
 };
 
 }  // namespace ember::detail

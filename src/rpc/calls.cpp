@@ -112,7 +112,7 @@ Result<const Target*> single_target(const Selection& sel, std::string_view verb)
   const Target& t = sel.targets.front();
   if (!t.anchor) {
     return Error{Errc::node_unreachable,
-                 "service " + t.pid.to_string() +
+                 "service " + t.pid().to_string() +
                      " is on another node and this node has no cluster transport"};
   }
   return &t;
@@ -164,8 +164,8 @@ std::optional<Error> find_cycle(const Context& ctx, const Target& target, Dispat
         for (std::size_t j = i; j < ctx.chain_.size(); ++j) {
           path += ctx.chain_[j].name + " → ";
         }
-        path += target.pid.to_string();
-        return Error{Errc::call_cycle, "call cycle: " + path + " (" + target.pid.to_string() +
+        path += target.pid().to_string();
+        return Error{Errc::call_cycle, "call cycle: " + path + " (" + target.pid().to_string() +
                                            " is already waiting in this chain; use async_call or "
                                            "co_call on one side)"};
       }
@@ -187,7 +187,7 @@ Status with_target(Status st, const Target& t, std::string_view method) {
   if (st) {
     return st;
   }
-  return Error{st.error().code(), "'" + std::string(method) + "' to " + t.pid.to_string() + ": " +
+  return Error{st.error().code(), "'" + std::string(method) + "' to " + t.pid().to_string() + ": " +
                                       st.error().message()};
 }
 
@@ -223,8 +223,9 @@ bool PendingCall::complete(AnyReply r) {
     {
       std::lock_guard lock(mu);
       ready = true;
+      ready_flag.store(true, std::memory_order_release);
     }
-    cv.notify_all();
+    cv.notify_all();  // no syscall when the waiter is still spinning
     return true;
   }
   auto* m = new Completion(shared_from_this());
@@ -408,11 +409,20 @@ Result<std::shared_ptr<AnyMessage>> call_blocking(CallSpec spec) {
   }
   {
     runtime::Scheduler::BlockingRegion region;  // hand the worker over while we wait
+    // Most local replies come within microseconds: spin briefly before sleeping, which saves a
+    // futex wake-up on each side. Bounded in time, so a slow callee costs at most ~20 us of CPU.
+    const auto spin_until = Clock::now() + std::chrono::microseconds(20);
+    for (int i = 0; !pending->ready_flag.load(std::memory_order_acquire); ++i) {
+      if ((i & 63) == 63 && Clock::now() > spin_until) {
+        break;
+      }
+      runtime::cpu_relax();
+    }
     std::unique_lock lock(pending->mu);
     if (!pending->cv.wait_until(lock, deadline, [&] { return pending->ready; })) {
       lock.unlock();
       if (pending->complete(Error{Errc::timeout, "'" + std::string(spec.method) + "' to " +
-                                                     t.pid.to_string() +
+                                                     t.pid().to_string() +
                                                      " got no reply in time"})) {
         return std::move(*pending->result);
       }
@@ -467,7 +477,7 @@ std::shared_ptr<PendingCall> start_async(CallSpec& spec, PendingCall::Mode mode,
   const Selection& sel = *spec.selection;
   auto pending = std::make_shared<PendingCall>(mode, sel.node);
   pending->method = std::string(spec.method);
-  pending->target = t.pid.to_string();
+  pending->target = t.pid().to_string();
   pending->caller = sel.from->anchor();
   const Context* parent = current_context();
   pending->caller_key = parent != nullptr ? parent->key_ : DispatchKey{};
@@ -621,7 +631,7 @@ std::vector<Pid> Bus::targets() const {
   std::vector<Pid> out;
   if (selection_) {
     for (const auto& t : selection_->targets) {
-      out.push_back(t.pid);
+      out.push_back(t.pid());
     }
   }
   return out;

@@ -58,6 +58,7 @@ class PendingCall : public std::enable_shared_from_this<PendingCall> {
   std::mutex mu;
   std::condition_variable cv;
   bool ready = false;
+  std::atomic<bool> ready_flag{false};  // the same fact, for the waiter's spin phase
 
   // callback / coroutine: where and how the completion runs
   std::shared_ptr<ServiceAnchor> caller;

@@ -1,35 +1,44 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "rpc/repository.hpp"
 
+#include <algorithm>
 #include <mutex>
 
 namespace ember::detail {
 
-void Repository::add(const Pid& pid, std::shared_ptr<ServiceAnchor> anchor) {
-  std::string uid = pid.uid();
+void Repository::add(std::shared_ptr<const Pid> pid, std::shared_ptr<ServiceAnchor> anchor) {
+  std::string uid = pid->uid();
   std::unique_lock lock(mu_);
-  by_name_[pid.name].insert(uid);
-  by_type_[pid.type].insert(uid);
-  by_uid_[uid] = Target{pid, std::move(anchor)};
+  remove_locked(uid);  // re-adding an instance replaces it
+  std::string name = pid->name;
+  std::string type = pid->type;
+  auto [it, inserted] = by_uid_.emplace(std::move(uid), Target{std::move(pid), std::move(anchor)});
+  by_name_[name].insert(&it->second);
+  by_type_[type].insert(&it->second);
 }
 
 void Repository::remove(const std::string& uid) {
   std::unique_lock lock(mu_);
+  remove_locked(uid);
+}
+
+void Repository::remove_locked(const std::string& uid) {
   auto it = by_uid_.find(uid);
   if (it == by_uid_.end()) {
     return;
   }
+  const Target* target = &it->second;
   auto drop = [&](auto& index, const std::string& key) {
     auto entry = index.find(key);
     if (entry != index.end()) {
-      entry->second.erase(uid);
+      entry->second.erase(target);
       if (entry->second.empty()) {
         index.erase(entry);
       }
     }
   };
-  drop(by_name_, it->second.pid.name);
-  drop(by_type_, it->second.pid.type);
+  drop(by_name_, it->second.pid().name);
+  drop(by_type_, it->second.pid().type);
   by_uid_.erase(it);
 }
 
@@ -41,7 +50,7 @@ std::size_t Repository::size() const {
 std::vector<Target> Repository::select(const Selector& s) const {
   std::vector<Target> out;
   auto matches = [&](const Target& t) {
-    const Pid& p = t.pid;
+    const Pid& p = t.pid();
     if (!s.name_.empty() && p.name != s.name_) {
       return false;
     }
@@ -75,12 +84,14 @@ std::vector<Target> Repository::select(const Selector& s) const {
       const auto& index = !s.name_.empty() ? by_name_ : by_type_;
       auto it = index.find(!s.name_.empty() ? s.name_ : s.type_);
       if (it != index.end()) {
-        for (const auto& uid : it->second) {
-          const Target& t = by_uid_.at(uid);
-          if (matches(t)) {
-            out.push_back(t);
+        for (const Target* t : it->second) {
+          if (matches(*t)) {
+            out.push_back(*t);
           }
         }
+        // Index order is by address: sort by uid so results do not depend on allocation.
+        std::sort(out.begin(), out.end(),
+                  [](const Target& a, const Target& b) { return a.pid().uid() < b.pid().uid(); });
       }
     } else {
       for (const auto& [uid, t] : by_uid_) {
@@ -102,7 +113,7 @@ std::size_t pick_by_key(const std::vector<Target>& targets, DispatchKey key) {
   std::size_t best = 0;
   std::uint64_t best_score = 0;
   for (std::size_t i = 0; i < targets.size(); ++i) {
-    std::uint64_t score = hash_key(key.hash() ^ hash_key(targets[i].pid.uid()));
+    std::uint64_t score = hash_key(key.hash() ^ hash_key(targets[i].pid().uid()));
     if (i == 0 || score > best_score) {
       best = i;
       best_score = score;

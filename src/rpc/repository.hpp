@@ -15,7 +15,8 @@
 namespace ember::detail {
 
 struct Target {
-  Pid pid;
+  std::shared_ptr<const Pid> pid_ptr;  // shared with the service: no copy per entry
+  const Pid& pid() const { return *pid_ptr; }
   std::shared_ptr<ServiceAnchor> anchor;  // local instance; null for remote ones (cluster issue)
 };
 
@@ -23,16 +24,19 @@ struct Target {
 /// discovery feeds it. Indexed by uid, name and type. Thread-safe.
 class Repository {
  public:
-  void add(const Pid& pid, std::shared_ptr<ServiceAnchor> anchor);
+  void add(std::shared_ptr<const Pid> pid, std::shared_ptr<ServiceAnchor> anchor);
   void remove(const std::string& uid);
   [[nodiscard]] std::vector<Target> select(const Selector& selector) const;
   [[nodiscard]] std::size_t size() const;
 
  private:
+  void remove_locked(const std::string& uid);
+
   mutable std::shared_mutex mu_;
+  // Entries of by_uid_ never move (node-based map), so the indexes hold pointers to them.
   std::map<std::string, Target> by_uid_;
-  std::map<std::string, std::set<std::string>, std::less<>> by_name_;
-  std::map<std::string, std::set<std::string>, std::less<>> by_type_;
+  std::map<std::string, std::set<const Target*>, std::less<>> by_name_;
+  std::map<std::string, std::set<const Target*>, std::less<>> by_type_;
 };
 
 /// Rendezvous hashing: the instance with the highest hash(key, uid) wins, so a key moves only

@@ -29,11 +29,11 @@ class Message {
   /// mailbox bound, never rejected.
   [[nodiscard]] virtual bool is_control() const noexcept { return false; }
 
+  std::atomic<Message*> next{nullptr};
+  DispatchKey key;
   Priority priority = Priority::user;
   /// Counted against the service's mailbox bound (user messages posted from outside).
   bool counted = false;
-  DispatchKey key;
-  std::atomic<Message*> next{nullptr};
 };
 
 template <class F>

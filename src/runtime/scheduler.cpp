@@ -2,6 +2,7 @@
 #include "runtime/scheduler.hpp"
 
 #include <algorithm>
+#include <chrono>
 #include <ember/log.hpp>
 
 #if defined(__x86_64__) || defined(__i386__)
@@ -12,6 +13,8 @@
 #endif
 
 namespace ember::runtime {
+
+void cpu_relax() noexcept { EMBER_CPU_RELAX(); }
 
 struct Scheduler::Worker {
   Scheduler* owner = nullptr;
@@ -60,7 +63,7 @@ struct Scheduler::Worker {
 
 namespace {
 thread_local Scheduler::Worker* tls_worker = nullptr;
-constexpr int kSpinRounds = 64;
+constexpr int kSpinMicros = 20;
 }  // namespace
 
 Scheduler::Scheduler(int threads, std::string name)
@@ -251,15 +254,23 @@ void Scheduler::worker_main(Worker* w) {
   tls_worker = w;
   while (!stopping_.load(std::memory_order_acquire)) {
     Runnable* r = find_work(w);
-    for (int spin = 0; r == nullptr && spin < kSpinRounds; ++spin) {
-      // A short spin catches work readied microseconds later without a futex round trip.
-      for (int i = 0; i < 32; ++i) {
-        EMBER_CPU_RELAX();
+    // A short spin catches work readied microseconds later without a futex round trip. Only one
+    // worker spins at a time, and for ~20 us: spinning steals the core from threads that produce
+    // the work (on 2 cores that matters).
+    if (r == nullptr && spinning_.fetch_add(1, std::memory_order_acq_rel) == 0) {
+      const auto until = std::chrono::steady_clock::now() + std::chrono::microseconds(kSpinMicros);
+      while (r == nullptr && !stopping_.load(std::memory_order_relaxed)) {
+        for (int i = 0; i < 16; ++i) {
+          EMBER_CPU_RELAX();
+        }
+        r = find_work(w);
+        if (r == nullptr && std::chrono::steady_clock::now() > until) {
+          break;
+        }
       }
-      r = find_work(w);
-      if (stopping_.load(std::memory_order_relaxed)) {
-        break;
-      }
+      spinning_.fetch_sub(1, std::memory_order_acq_rel);
+    } else if (r == nullptr) {
+      spinning_.fetch_sub(1, std::memory_order_acq_rel);
     }
     if (r != nullptr) {
       r->run_slice();
@@ -315,20 +326,27 @@ void Scheduler::wake_one() {
 void Scheduler::enter_blocking(Worker* w) {
   w->blocked = true;
   // Hand queued work to the others: this thread will not get to it until the wait ends.
+  bool handed_over = false;
   if (w->next != nullptr) {
     push_global(w->next);
     w->next = nullptr;
+    handed_over = true;
   }
   while (Runnable* r = w->pop_front()) {
     push_global(r);
+    handed_over = true;
   }
   int blocked = blocked_.fetch_add(1, std::memory_order_acq_rel) + 1;
   if (worker_count_.load(std::memory_order_acquire) - blocked < threads_ &&
       !stopping_.load(std::memory_order_acquire)) {
     spawn_worker();
   }
-  std::atomic_thread_fence(std::memory_order_seq_cst);
-  wake_one();
+  // Waking a worker costs a syscall; it is only needed when this one left work behind (work
+  // readied later wakes workers itself).
+  if (handed_over) {
+    std::atomic_thread_fence(std::memory_order_seq_cst);
+    wake_one();
+  }
 }
 
 void Scheduler::leave_blocking(Worker* w) {

@@ -11,6 +11,9 @@
 
 namespace ember::runtime {
 
+/// A pause instruction for spin loops.
+void cpu_relax() noexcept;
+
 /// Something a worker runs for a while: a service lane with queued messages.
 class Runnable {
  public:
@@ -95,6 +98,7 @@ class Scheduler {
   std::vector<std::thread> threads_list_;
   std::atomic<int> worker_count_{0};
   std::atomic<int> blocked_{0};
+  std::atomic<int> spinning_{0};
 
   std::mutex global_mu_;
   Runnable* global_head_ = nullptr;
