@@ -5,6 +5,7 @@
 // one JSON object per (scenario, impl, metric) line, also written to --out.
 //
 //   ember_vs_caf [--quick] [--reps N] [--threads N] [--out FILE] [--only SCENARIO]
+#include <malloc.h>
 #include <sys/resource.h>
 
 #include <algorithm>
@@ -64,6 +65,12 @@ double cpu_seconds() {
     return static_cast<double>(t.tv_sec) + static_cast<double>(t.tv_usec) / 1e6;
   };
   return sec(usage.ru_utime) + sec(usage.ru_stime);
+}
+
+/// Heap bytes in use (glibc): unlike RSS, it is not fooled by memory freed by an earlier run.
+double heap_bytes() {
+  struct mallinfo2 info = mallinfo2();
+  return static_cast<double>(info.uordblks) + static_cast<double>(info.hblkhd);
 }
 
 long rss_kb() {
@@ -262,16 +269,19 @@ class EmberIdle : public ember::Service {};
 void ember_spawn(const Settings& s, std::vector<Sample>& out) {
   ember::Node node(ember_config(s));
   (void)node.start();
-  long before = rss_kb();
+  std::vector<std::string> names;  // built before measuring: not part of a service
+  for (std::int64_t i = 0; i < s.spawn_count; ++i) {
+    names.push_back("idle" + std::to_string(i));
+  }
+  double before = heap_bytes();
   auto t0 = Clock::now();
   for (std::int64_t i = 0; i < s.spawn_count; ++i) {
-    (void)node.add_service(std::make_unique<EmberIdle>(), named("idle" + std::to_string(i)));
+    (void)node.add_service(std::make_unique<EmberIdle>(), named(names[static_cast<std::size_t>(i)]));
   }
   double secs = seconds_since(t0);
-  long after = rss_kb();
+  double after = heap_bytes();
   out.push_back({"spawn", "ember", "spawns_per_s", "1/s", static_cast<double>(s.spawn_count) / secs});
-  out.push_back({"spawn", "ember", "bytes_per_service", "B",
-                 static_cast<double>(after - before) * 1024.0 / static_cast<double>(s.spawn_count)});
+  out.push_back({"spawn", "ember", "bytes_per_service", "B", (after - before) / static_cast<double>(s.spawn_count)});
   out.push_back({"spawn", "ember", "idle_cpu", "%", idle_cpu_percent(std::chrono::milliseconds(500))});
   (void)node.stop();
 }
@@ -444,16 +454,17 @@ void caf_spawn(const Settings& s, std::vector<Sample>& out) {
   caf::actor_system sys{caf_config(cfg, s)};
   std::vector<caf::actor> actors;
   actors.reserve(static_cast<std::size_t>(s.spawn_count));
-  long before = rss_kb();
+  double before = heap_bytes();
   auto t0 = Clock::now();
   for (std::int64_t i = 0; i < s.spawn_count; ++i) {
     actors.push_back(sys.spawn(caf_idle));
   }
   double secs = seconds_since(t0);
-  long after = rss_kb();
+  double after = heap_bytes();
   out.push_back({"spawn", "caf", "spawns_per_s", "1/s", static_cast<double>(s.spawn_count) / secs});
   out.push_back({"spawn", "caf", "bytes_per_service", "B",
-                 static_cast<double>(after - before) * 1024.0 / static_cast<double>(s.spawn_count)});
+                 (after - before - static_cast<double>(s.spawn_count * sizeof(caf::actor))) /
+                     static_cast<double>(s.spawn_count)});
   out.push_back({"spawn", "caf", "idle_cpu", "%", idle_cpu_percent(std::chrono::milliseconds(500))});
   for (auto& a : actors) {
     caf::anon_send_exit(a, caf::exit_reason::user_shutdown);

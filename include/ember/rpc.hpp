@@ -100,7 +100,8 @@ struct Selection;
 class PendingCall;
 
 struct CallSpec {
-  std::shared_ptr<const Selection> selection;  // pinned: a coroutine frame may die mid-call
+  const Selection* selection = nullptr;  // the Bus outlives blocking calls and sends
+  std::shared_ptr<const Selection> pin;  // co_call only: its frame may die mid-call
   std::string_view method;
   std::shared_ptr<const AnyMessage> request;
   const std::type_info* response_type = nullptr;
@@ -141,7 +142,9 @@ std::shared_ptr<const AnyMessage> share(T&& request) {
 template <class Resp>
 class CallAwaiter {
  public:
-  explicit CallAwaiter(detail::CallSpec spec) : spec_(std::move(spec)) {}
+  CallAwaiter(detail::CallSpec spec, std::shared_ptr<const detail::Selection> pin) : spec_(std::move(spec)) {
+    spec_.pin = std::move(pin);
+  }
   bool await_ready() const noexcept { return false; }
   bool await_suspend(std::coroutine_handle<> h) {
     return detail::call_coroutine(std::move(spec_), h, pending_);
@@ -216,7 +219,7 @@ class Bus {
   template <class Resp, class Req>
   CallAwaiter<Resp> co_call(std::string_view method, Req&& request,
                             CallOptions options = {}) const {
-    return CallAwaiter<Resp>(spec<Resp>(method, std::forward<Req>(request), std::move(options)));
+    return CallAwaiter<Resp>(spec<Resp>(method, std::forward<Req>(request), std::move(options)), selection_);
   }
   template <class Req, class Resp>
   CallAwaiter<Resp> co_call(const Method<Req, Resp>& method, Req request,
@@ -229,7 +232,7 @@ class Bus {
   detail::CallSpec spec(std::string_view method, Req&& request, CallOptions options) const {
     static_assert(std::is_base_of_v<AnyMessage, Resp>, "responses must be protobuf messages");
     detail::CallSpec s;
-    s.selection = selection_;
+    s.selection = selection_.get();
     s.method = method;
     s.request = detail::share(std::forward<Req>(request));
     s.response_type = &typeid(Resp);

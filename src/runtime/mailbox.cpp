@@ -225,6 +225,9 @@ void Mailbox::exclusive_end() noexcept {
 }
 
 Status Mailbox::push(Message* m) noexcept {
+  if (m->counted && user_bound_ == 0) {
+    m->counted = false;  // unbounded: counting would only add two contended atomics per message
+  }
   if (m->counted) {
     std::int64_t before = user_pending_.fetch_add(1, std::memory_order_relaxed);
     if (user_bound_ > 0 && before >= user_bound_) {

@@ -19,7 +19,11 @@ void cpu_relax() noexcept { EMBER_CPU_RELAX(); }
 struct Scheduler::Worker {
   Scheduler* owner = nullptr;
   int index = 0;
-  Runnable* next = nullptr;  // owner thread only
+  // The LIFO slot. The owner swaps it; a thief may take it only from an owner that has been in the
+  // same slice since the thief last looked (a long handler), so quick request/reply pairs keep
+  // their locality but a lane is never stuck behind a long-running handler.
+  std::atomic<Runnable*> next{nullptr};
+  std::atomic<std::uint64_t> slice_seq{0};  // bumped by the owner before each slice
 
   std::mutex mu;  // guards head/tail (the owner pushes, thieves pop)
   Runnable* head = nullptr;
@@ -30,6 +34,8 @@ struct Scheduler::Worker {
   bool parked = false;   // guarded by Scheduler::idle_mu_
   bool blocked = false;  // owner thread only
   std::uint32_t steal_seed = 0;
+  static constexpr std::size_t kSeen = 64;
+  std::uint64_t seen_seq[kSeen] = {};  // owner only: victims' slice_seq at the last look
 
   void push_back(Runnable* r) {
     r->next_runnable = nullptr;
@@ -142,13 +148,15 @@ Scheduler* Scheduler::current() noexcept {
 void Scheduler::submit(Runnable* r) noexcept {
   Worker* w = tls_worker;
   if (w != nullptr && w->owner == this && !w->blocked) {
-    if (w->next == nullptr) {
-      w->next = r;
+    Runnable* previous = w->next.exchange(r, std::memory_order_acq_rel);
+    if (previous == nullptr) {
+      // No wake here: a wake per message costs more than it saves in request/reply traffic. A
+      // worker that is awake (spinning or finishing a slice) can steal the slot if this handler
+      // runs long.
       return;
     }
     // More work than this thread can take next: let an idle worker steal the older one.
-    w->push_back(w->next);
-    w->next = r;
+    w->push_back(previous);
     std::atomic_thread_fence(std::memory_order_seq_cst);
     wake_one();
     return;
@@ -162,7 +170,9 @@ void Scheduler::resubmit(Runnable* r) noexcept {
   Worker* w = tls_worker;
   if (w != nullptr && w->owner == this && !w->blocked) {
     w->push_back(r);
-    if (w->size.load(std::memory_order_relaxed) + (w->next != nullptr ? 1 : 0) > 1) {
+    if (w->size.load(std::memory_order_relaxed) +
+            (w->next.load(std::memory_order_relaxed) != nullptr ? 1 : 0) >
+        1) {
       std::atomic_thread_fence(std::memory_order_seq_cst);
       wake_one();
     }
@@ -217,6 +227,15 @@ Runnable* Scheduler::steal(Worker* thief) {
     if (Runnable* r = victim->pop_front()) {
       return r;
     }
+    // The victim's next slot, if the victim has not started a new slice since we last looked.
+    std::uint64_t seq = victim->slice_seq.load(std::memory_order_acquire);
+    auto& seen = thief->seen_seq[static_cast<std::size_t>(victim->index) % Worker::kSeen];
+    if (victim->next.load(std::memory_order_relaxed) != nullptr && seen == seq) {
+      if (Runnable* r = victim->next.exchange(nullptr, std::memory_order_acq_rel)) {
+        return r;
+      }
+    }
+    seen = seq;
   }
   return nullptr;
 }
@@ -236,9 +255,7 @@ bool Scheduler::has_visible_work() const {
 }
 
 Runnable* Scheduler::find_work(Worker* w) {
-  if (w->next != nullptr) {
-    Runnable* r = w->next;
-    w->next = nullptr;
+  if (Runnable* r = w->next.exchange(nullptr, std::memory_order_acq_rel)) {
     return r;
   }
   if (Runnable* r = w->pop_front()) {
@@ -273,6 +290,7 @@ void Scheduler::worker_main(Worker* w) {
       spinning_.fetch_sub(1, std::memory_order_acq_rel);
     }
     if (r != nullptr) {
+      w->slice_seq.store(w->slice_seq.load(std::memory_order_relaxed) + 1, std::memory_order_release);
       r->run_slice();
       continue;
     }
@@ -327,9 +345,8 @@ void Scheduler::enter_blocking(Worker* w) {
   w->blocked = true;
   // Hand queued work to the others: this thread will not get to it until the wait ends.
   bool handed_over = false;
-  if (w->next != nullptr) {
-    push_global(w->next);
-    w->next = nullptr;
+  if (Runnable* r = w->next.exchange(nullptr, std::memory_order_acq_rel)) {
+    push_global(r);
     handed_over = true;
   }
   while (Runnable* r = w->pop_front()) {
