@@ -1,6 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "timer/timer_service.hpp"
 
+#include <time.h>
+
 #include <algorithm>
 #include <ember/log.hpp>
 
@@ -103,6 +105,13 @@ class TimerService::Fire final : public runtime::Message {
 
 TimerService::TimerService(std::chrono::milliseconds tick)
     : tick_(std::max(tick, std::chrono::milliseconds(1))), epoch_(Clock::now()), free_head_(kNil) {
+  timespec resolution{};
+  if (clock_getres(CLOCK_MONOTONIC_COARSE, &resolution) == 0) {
+    auto res = std::chrono::seconds(resolution.tv_sec) + std::chrono::nanoseconds(resolution.tv_nsec);
+    // steady_clock is CLOCK_MONOTONIC in libstdc++: the coarse variant shares its epoch.
+    use_coarse_ = res.count() > 0 && std::chrono::duration_cast<Clock::duration>(tick_) >= 2 * res;
+    coarse_slack_ = std::chrono::duration_cast<Clock::duration>(res);
+  }
   std::fill(std::begin(near_), std::end(near_), kNil);
   for (auto& level : levels_) {
     std::fill(std::begin(level), std::end(level), kNil);
@@ -272,11 +281,19 @@ std::uint64_t TimerService::due_tick_of(Clock::time_point t) const {
                                     std::chrono::duration_cast<Clock::duration>(tick_));
 }
 
-TimerId TimerService::schedule(Request request) {
-  // Destroyed after the lock is released: a callback's captures may call back into timers.
-  std::function<void()> callback = std::move(request.callback);
+TimerService::Clock::time_point TimerService::schedule_now() const noexcept {
+  if (use_coarse_) {
+    timespec ts{};
+    clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
+    return Clock::time_point(std::chrono::seconds(ts.tv_sec) + std::chrono::nanoseconds(ts.tv_nsec)) +
+           coarse_slack_;
+  }
+  return Clock::now();
+}
+
+TimerId TimerService::schedule(Request&& request) {
   std::unique_ptr<CronSchedule> cron = std::move(request.cron);
-  const Clock::time_point now = Clock::now();
+  const Clock::time_point now = schedule_now();
   const auto max_delay = std::chrono::hours(24 * 365 * 10);
   Clock::duration delay =
       std::clamp<Clock::duration>(request.delay, Clock::duration::zero(), max_delay);
@@ -290,7 +307,7 @@ TimerId TimerService::schedule(Request request) {
     std::lock_guard lock(mu_);
     std::uint32_t index = allocate_locked();
     Entry& e = at(index);
-    e.callback = std::move(callback);
+    e.callback = std::move(request.callback);  // the slot's previous callback was moved out at free
     e.target = request.target;
     e.owner = request.owner;
     e.priority = request.options.priority;

@@ -63,7 +63,7 @@ class TimerService {
     TimerOptions options;
     std::function<void()> callback;
   };
-  TimerId schedule(Request request);
+  TimerId schedule(Request&& request);
   /// True when this call stopped the timer: a one-shot will not run, a ticker fires no more.
   bool cancel(TimerId id);
   /// Cancels every timer of `owner`. Waits for a fire batch being posted, so that afterwards no
@@ -111,8 +111,15 @@ class TimerService {
   void post_fires(const std::vector<Due>& due);
   void thread_main();
 
+  /// "Now" for computing a new timer's expiry: never earlier than the true time (a timer must not
+  /// fire early), but read from the coarse clock when the tick is much coarser than it (5 ns
+  /// instead of ~25 ns on this kind of VM; the expiry is rounded up to a tick anyway).
+  Clock::time_point schedule_now() const noexcept;
+
   const std::chrono::milliseconds tick_;
   const Clock::time_point epoch_;
+  Clock::duration coarse_slack_{};  // resolution of the coarse clock, when it is used
+  bool use_coarse_ = false;
 
   mutable std::mutex mu_;
   std::condition_variable cv_;
