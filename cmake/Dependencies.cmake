@@ -1,6 +1,8 @@
 # Every dependency comes from Debian packages (scripts/setup.sh installs them).
 find_package(Threads REQUIRED)
 find_package(Protobuf REQUIRED)          # module mode: Debian ships no protobuf CMake config
+# gRPC's config fails unless protobuf-compiler-grpc is installed (it checks for its plugins).
+find_package(gRPC CONFIG REQUIRED)
 find_package(fmt CONFIG REQUIRED)
 find_package(spdlog CONFIG REQUIRED)
 find_package(yaml-cpp CONFIG REQUIRED)   # target: yaml-cpp (0.7 has no namespace)

@@ -6,7 +6,7 @@ set -euo pipefail
 PACKAGES=(
   cmake ninja-build g++ pkg-config git
   libfmt-dev libspdlog-dev libyaml-cpp-dev libcli11-dev tzdata
-  libprotobuf-dev protobuf-compiler
+  libprotobuf-dev protobuf-compiler libgrpc++-dev protobuf-compiler-grpc etcd-server etcd-client
   libgtest-dev libgmock-dev libbenchmark-dev libcaf-dev
 )
 

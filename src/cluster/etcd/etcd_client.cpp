@@ -1,0 +1,412 @@
+// SPDX-License-Identifier: Apache-2.0
+#include "cluster/etcd/etcd_client.hpp"
+
+#include <atomic>
+#include <condition_variable>
+#include <mutex>
+#include <optional>
+#include <thread>
+
+#include <grpcpp/grpcpp.h>
+
+#include "rpc.grpc.pb.h"
+
+namespace ember::etcd {
+namespace {
+
+using SystemClock = std::chrono::system_clock;
+
+Error from_grpc(const grpc::Status& status, std::string_view what) {
+  std::string message = std::string(what) + ": " + status.error_message();
+  switch (status.error_code()) {
+    case grpc::StatusCode::UNAVAILABLE: return Error{Errc::node_unreachable, "etcd unavailable: " + message};
+    case grpc::StatusCode::DEADLINE_EXCEEDED: return Error{Errc::timeout, "etcd did not answer: " + message};
+    case grpc::StatusCode::CANCELLED: return Error{Errc::cancelled, message};
+    case grpc::StatusCode::NOT_FOUND: return Error{Errc::not_found, message};
+    case grpc::StatusCode::INVALID_ARGUMENT: return Error{Errc::invalid_argument, message};
+    default: return Error{Errc::io_error, "etcd: " + message};
+  }
+}
+
+KeyValue to_kv(const mvccpb::KeyValue& kv) {
+  KeyValue out;
+  out.key = kv.key();
+  out.value = kv.value();
+  out.create_revision = kv.create_revision();
+  out.mod_revision = kv.mod_revision();
+  out.version = kv.version();
+  out.lease = kv.lease();
+  return out;
+}
+
+}  // namespace
+
+std::string prefix_end(std::string_view prefix) {
+  std::string end(prefix);
+  while (!end.empty()) {
+    auto& last = reinterpret_cast<unsigned char&>(end.back());
+    if (last < 0xff) {
+      ++last;
+      return end;
+    }
+    end.pop_back();  // 0xff carries over
+  }
+  return std::string(1, '\0');  // every key
+}
+
+struct Client::Impl {
+  Options options;
+  std::string endpoint;
+  std::shared_ptr<grpc::Channel> channel;
+  std::unique_ptr<etcdserverpb::KV::Stub> kv;
+  std::unique_ptr<etcdserverpb::Lease::Stub> lease;
+  std::unique_ptr<etcdserverpb::Watch::Stub> watch;
+
+  void with_deadline(grpc::ClientContext& ctx) const { ctx.set_deadline(SystemClock::now() + options.timeout); }
+
+  Result<GetResult> range(std::string_view key, std::string range_end) {
+    etcdserverpb::RangeRequest request;
+    request.set_key(std::string(key));
+    if (!range_end.empty()) {
+      request.set_range_end(std::move(range_end));
+    }
+    etcdserverpb::RangeResponse response;
+    grpc::ClientContext ctx;
+    with_deadline(ctx);
+    grpc::Status status = kv->Range(&ctx, request, &response);
+    if (!status.ok()) {
+      return from_grpc(status, "get " + std::string(key));
+    }
+    GetResult out;
+    out.revision = response.header().revision();
+    out.kvs.reserve(static_cast<std::size_t>(response.kvs_size()));
+    for (const auto& kv_item : response.kvs()) {
+      out.kvs.push_back(to_kv(kv_item));
+    }
+    return out;
+  }
+
+  Result<std::int64_t> erase(std::string_view key, std::string range_end) {
+    etcdserverpb::DeleteRangeRequest request;
+    request.set_key(std::string(key));
+    if (!range_end.empty()) {
+      request.set_range_end(std::move(range_end));
+    }
+    etcdserverpb::DeleteRangeResponse response;
+    grpc::ClientContext ctx;
+    with_deadline(ctx);
+    grpc::Status status = kv->DeleteRange(&ctx, request, &response);
+    if (!status.ok()) {
+      return from_grpc(status, "delete " + std::string(key));
+    }
+    return response.deleted();
+  }
+};
+
+Client::Client(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Client::~Client() = default;
+
+const std::string& Client::endpoint() const noexcept { return impl_->endpoint; }
+
+Result<std::unique_ptr<Client>> Client::connect(Options options) {
+  if (options.endpoints.empty()) {
+    return Error{Errc::invalid_argument, "etcd: no endpoints configured"};
+  }
+  std::string tried;
+  for (const std::string& endpoint : options.endpoints) {
+    grpc::ChannelArguments args;
+    // Reconnect quickly after etcd restarts: the default backoff grows to minutes.
+    args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
+    args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
+    args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 100);
+    // Detect a silent etcd on long-lived streams. etcd refuses pings more often than every 5 s.
+    args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, 5000);
+    args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 2000);
+    args.SetInt(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+    auto channel = grpc::CreateCustomChannel(endpoint, grpc::InsecureChannelCredentials(), args);
+    if (!channel->WaitForConnected(SystemClock::now() + options.timeout)) {
+      tried += (tried.empty() ? "" : ", ") + endpoint;
+      continue;
+    }
+    auto impl = std::make_unique<Impl>();
+    impl->options = options;
+    impl->endpoint = endpoint;
+    impl->channel = channel;
+    impl->kv = etcdserverpb::KV::NewStub(channel);
+    impl->lease = etcdserverpb::Lease::NewStub(channel);
+    impl->watch = etcdserverpb::Watch::NewStub(channel);
+    return std::unique_ptr<Client>(new Client(std::move(impl)));
+  }
+  return Error{Errc::node_unreachable, "etcd: no endpoint answered within " +
+                                           std::to_string(options.timeout.count()) + " ms (" + tried + ")"};
+}
+
+Result<GetResult> Client::get(std::string_view key) { return impl_->range(key, {}); }
+
+Result<GetResult> Client::get_prefix(std::string_view prefix) { return impl_->range(prefix, prefix_end(prefix)); }
+
+Result<std::int64_t> Client::put(std::string_view key, std::string_view value, LeaseId lease) {
+  etcdserverpb::PutRequest request;
+  request.set_key(std::string(key));
+  request.set_value(std::string(value));
+  request.set_lease(lease);
+  etcdserverpb::PutResponse response;
+  grpc::ClientContext ctx;
+  impl_->with_deadline(ctx);
+  grpc::Status status = impl_->kv->Put(&ctx, request, &response);
+  if (!status.ok()) {
+    return from_grpc(status, "put " + std::string(key));
+  }
+  return response.header().revision();
+}
+
+Result<std::int64_t> Client::erase(std::string_view key) { return impl_->erase(key, {}); }
+
+Result<std::int64_t> Client::erase_prefix(std::string_view prefix) {
+  return impl_->erase(prefix, prefix_end(prefix));
+}
+
+Result<LeaseId> Client::grant(std::chrono::seconds ttl) {
+  etcdserverpb::LeaseGrantRequest request;
+  request.set_ttl(ttl.count());
+  etcdserverpb::LeaseGrantResponse response;
+  grpc::ClientContext ctx;
+  impl_->with_deadline(ctx);
+  grpc::Status status = impl_->lease->LeaseGrant(&ctx, request, &response);
+  if (!status.ok()) {
+    return from_grpc(status, "lease grant");
+  }
+  if (!response.error().empty()) {
+    return Error{Errc::io_error, "etcd lease grant: " + response.error()};
+  }
+  return response.id();
+}
+
+Status Client::revoke(LeaseId lease) {
+  etcdserverpb::LeaseRevokeRequest request;
+  request.set_id(lease);
+  etcdserverpb::LeaseRevokeResponse response;
+  grpc::ClientContext ctx;
+  impl_->with_deadline(ctx);
+  grpc::Status status = impl_->lease->LeaseRevoke(&ctx, request, &response);
+  if (!status.ok()) {
+    return from_grpc(status, "lease revoke");
+  }
+  return {};
+}
+
+Result<Client::CreateResult> Client::create_if_absent(std::string_view key, std::string_view value,
+                                                       LeaseId lease) {
+  etcdserverpb::TxnRequest request;
+  auto* compare = request.add_compare();
+  compare->set_key(std::string(key));
+  compare->set_target(etcdserverpb::Compare::CREATE);
+  compare->set_result(etcdserverpb::Compare::EQUAL);
+  compare->set_create_revision(0);  // "the key does not exist"
+  auto* put = request.add_success()->mutable_request_put();
+  put->set_key(std::string(key));
+  put->set_value(std::string(value));
+  put->set_lease(lease);
+  // Both branches read the key back: the winner learns its epoch, a loser learns the holder.
+  request.add_success()->mutable_request_range()->set_key(std::string(key));
+  request.add_failure()->mutable_request_range()->set_key(std::string(key));
+  etcdserverpb::TxnResponse response;
+  grpc::ClientContext ctx;
+  impl_->with_deadline(ctx);
+  grpc::Status status = impl_->kv->Txn(&ctx, request, &response);
+  if (!status.ok()) {
+    return from_grpc(status, "txn create " + std::string(key));
+  }
+  CreateResult out;
+  out.created = response.succeeded();
+  out.revision = response.header().revision();
+  for (const auto& op : response.responses()) {
+    if (op.has_response_range() && op.response_range().kvs_size() > 0) {
+      const auto& kv = op.response_range().kvs(0);
+      out.create_revision = kv.create_revision();
+      out.value = kv.value();
+    }
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------
+
+namespace {
+
+class KeepAliveImpl final : public Client::KeepAlive {
+ public:
+  KeepAliveImpl(etcdserverpb::Lease::Stub* stub, LeaseId lease, std::chrono::milliseconds interval,
+                std::function<void(const Error&)> on_lost)
+      : stub_(stub), lease_(lease), interval_(interval), on_lost_(std::move(on_lost)) {
+    thread_ = std::thread([this] { run(); });
+  }
+  ~KeepAliveImpl() override {
+    {
+      std::lock_guard lock(mu_);
+      stopping_ = true;
+      if (ctx_) {
+        ctx_->TryCancel();
+      }
+    }
+    cv_.notify_all();
+    thread_.join();
+  }
+  [[nodiscard]] std::int64_t renewals() const noexcept override { return renewals_.load(); }
+
+ private:
+  void run() {
+    auto ctx = std::make_unique<grpc::ClientContext>();
+    {
+      std::lock_guard lock(mu_);
+      if (stopping_) {
+        return;
+      }
+      ctx_ = ctx.get();
+    }
+    auto stream = stub_->LeaseKeepAlive(ctx.get());
+    std::optional<Error> lost;
+    for (;;) {
+      etcdserverpb::LeaseKeepAliveRequest request;
+      request.set_id(lease_);
+      etcdserverpb::LeaseKeepAliveResponse response;
+      // A dead peer fails Read (TCP reset, or the channel's HTTP/2 keepalive pings for a silent one).
+      bool ok = stream->Write(request) && stream->Read(&response);
+      if (!ok) {
+        if (!is_stopping()) {
+          grpc::Status status = stream->Finish();
+          lost = status.ok() ? Error{Errc::node_unreachable, "etcd closed the keep-alive stream"}
+                             : from_grpc(status, "lease keep-alive");
+        }
+        break;
+      }
+      if (response.ttl() <= 0) {
+        lost = Error{Errc::not_found, "lease " + std::to_string(lease_) + " expired"};
+        break;
+      }
+      renewals_.fetch_add(1);
+      std::unique_lock lock(mu_);
+      if (cv_.wait_for(lock, interval_, [&] { return stopping_; })) {
+        break;
+      }
+    }
+    {
+      std::lock_guard lock(mu_);
+      ctx_ = nullptr;
+    }
+    if (lost && !is_stopping() && on_lost_) {
+      on_lost_(*lost);
+    }
+  }
+  bool is_stopping() {
+    std::lock_guard lock(mu_);
+    return stopping_;
+  }
+
+  etcdserverpb::Lease::Stub* stub_;
+  LeaseId lease_;
+  std::chrono::milliseconds interval_;
+  std::function<void(const Error&)> on_lost_;
+  std::atomic<std::int64_t> renewals_{0};
+  std::mutex mu_;
+  std::condition_variable cv_;
+  bool stopping_ = false;
+  grpc::ClientContext* ctx_ = nullptr;
+  std::thread thread_;
+};
+
+class WatchImpl final : public Client::Watch {
+ public:
+  WatchImpl(etcdserverpb::Watch::Stub* stub, std::string prefix, std::int64_t start_revision,
+            std::function<void(std::vector<Event>&&, std::int64_t)> on_events,
+            std::function<void(const Error&)> on_end)
+      : stub_(stub),
+        prefix_(std::move(prefix)),
+        start_revision_(start_revision),
+        on_events_(std::move(on_events)),
+        on_end_(std::move(on_end)) {
+    thread_ = std::thread([this] { run(); });
+  }
+  ~WatchImpl() override {
+    stopping_.store(true);
+    ctx_.TryCancel();
+    thread_.join();
+  }
+
+ private:
+  void run() {
+    auto stream = stub_->Watch(&ctx_);
+    etcdserverpb::WatchRequest request;
+    auto* create = request.mutable_create_request();
+    create->set_key(prefix_);
+    create->set_range_end(prefix_end(prefix_));
+    create->set_start_revision(start_revision_);
+    std::optional<Error> ended;
+    if (!stream->Write(request)) {
+      ended = Error{Errc::node_unreachable, "etcd watch: could not create the watch"};
+    }
+    etcdserverpb::WatchResponse response;
+    while (!ended && stream->Read(&response)) {
+      if (response.canceled()) {
+        ended = response.compact_revision() > 0
+                    ? Error{Errc::bad_state, "etcd watch: history compacted up to revision " +
+                                                 std::to_string(response.compact_revision())}
+                    : Error{Errc::io_error, "etcd watch cancelled: " + response.cancel_reason()};
+        break;
+      }
+      if (response.events_size() == 0) {
+        continue;  // created / progress notifications
+      }
+      std::vector<Event> events;
+      events.reserve(static_cast<std::size_t>(response.events_size()));
+      for (const auto& e : response.events()) {
+        Event out;
+        out.type = e.type() == mvccpb::Event::DELETE ? Event::Type::erase : Event::Type::put;
+        out.kv = to_kv(e.kv());
+        events.push_back(std::move(out));
+      }
+      on_events_(std::move(events), response.header().revision());
+    }
+    if (!ended && !stopping_.load()) {
+      grpc::Status status = stream->Finish();
+      ended = status.ok() ? Error{Errc::node_unreachable, "etcd closed the watch stream"}
+                          : from_grpc(status, "etcd watch");
+    }
+    if (ended && !stopping_.load() && on_end_) {
+      on_end_(*ended);
+    }
+  }
+
+  etcdserverpb::Watch::Stub* stub_;
+  std::string prefix_;
+  std::int64_t start_revision_;
+  std::function<void(std::vector<Event>&&, std::int64_t)> on_events_;
+  std::function<void(const Error&)> on_end_;
+  std::atomic<bool> stopping_{false};
+  grpc::ClientContext ctx_;
+  std::thread thread_;
+};
+
+}  // namespace
+
+Result<std::unique_ptr<Client::KeepAlive>> Client::keep_alive(LeaseId lease, std::chrono::milliseconds interval,
+                                                              std::function<void(const Error&)> on_lost) {
+  if (interval.count() <= 0) {
+    return Error{Errc::invalid_argument, "keep_alive: interval must be positive"};
+  }
+  return std::unique_ptr<KeepAlive>(
+      new KeepAliveImpl(impl_->lease.get(), lease, interval, std::move(on_lost)));
+}
+
+Result<std::unique_ptr<Client::Watch>> Client::watch_prefix(
+    std::string_view prefix, std::int64_t start_revision,
+    std::function<void(std::vector<Event>&& events, std::int64_t revision)> on_events,
+    std::function<void(const Error&)> on_end) {
+  if (!on_events) {
+    return Error{Errc::invalid_argument, "watch_prefix: no event callback"};
+  }
+  return std::unique_ptr<Watch>(new WatchImpl(impl_->watch.get(), std::string(prefix), start_revision,
+                                              std::move(on_events), std::move(on_end)));
+}
+
+}  // namespace ember::etcd

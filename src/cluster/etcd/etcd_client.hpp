@@ -1,0 +1,116 @@
+// SPDX-License-Identifier: Apache-2.0
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include <ember/error.hpp>
+
+namespace ember::etcd {
+
+/// etcd v3 over gRPC, reduced to what discovery and election need. gRPC headers stay in the .cpp:
+/// this header is cheap to include.
+struct KeyValue {
+  std::string key;
+  std::string value;
+  std::int64_t create_revision = 0;
+  std::int64_t mod_revision = 0;
+  std::int64_t version = 0;
+  std::int64_t lease = 0;
+};
+
+struct GetResult {
+  std::vector<KeyValue> kvs;
+  std::int64_t revision = 0;  ///< store revision the read saw (start a watch at revision + 1)
+};
+
+struct Event {
+  enum class Type { put, erase };
+  Type type = Type::put;
+  KeyValue kv;  ///< for erase: key and mod_revision only
+};
+
+using LeaseId = std::int64_t;
+
+struct Options {
+  std::vector<std::string> endpoints;  ///< "127.0.0.1:2379"; the first that answers is used
+  std::chrono::milliseconds timeout{3000};  ///< per request, and for connecting
+};
+
+/// The end of the key range covering every key that starts with `prefix` (etcd's convention:
+/// the prefix with its last byte incremented, carrying over 0xff).
+std::string prefix_end(std::string_view prefix);
+
+class Client {
+ public:
+  class KeepAlive;
+  class Watch;
+
+  /// Connects to the first endpoint that answers within `options.timeout`. unavailable endpoints:
+  /// node_unreachable naming them.
+  static Result<std::unique_ptr<Client>> connect(Options options);
+  ~Client();
+  Client(const Client&) = delete;
+  Client& operator=(const Client&) = delete;
+
+  [[nodiscard]] const std::string& endpoint() const noexcept;
+
+  Result<GetResult> get(std::string_view key);
+  Result<GetResult> get_prefix(std::string_view prefix);
+  /// Returns the new store revision.
+  Result<std::int64_t> put(std::string_view key, std::string_view value, LeaseId lease = 0);
+  /// Returns how many keys were deleted.
+  Result<std::int64_t> erase(std::string_view key);
+  Result<std::int64_t> erase_prefix(std::string_view prefix);
+
+  Result<LeaseId> grant(std::chrono::seconds ttl);
+  Status revoke(LeaseId lease);
+
+  /// One transaction: if `key` does not exist, put `value` under `lease`. Either way, says who
+  /// holds the key now (the election primitive).
+  struct CreateResult {
+    bool created = false;
+    std::int64_t create_revision = 0;  ///< of the key now in place (the winner's epoch)
+    std::string value;                 ///< the holder's value
+    std::int64_t revision = 0;         ///< store revision of the transaction
+  };
+  Result<CreateResult> create_if_absent(std::string_view key, std::string_view value, LeaseId lease);
+
+  /// Renews `lease` every `interval` on a background stream until destroyed. `on_lost` runs once
+  /// (on the keep-alive thread) if the lease expired or etcd stopped answering.
+  Result<std::unique_ptr<KeepAlive>> keep_alive(LeaseId lease, std::chrono::milliseconds interval,
+                                                std::function<void(const Error&)> on_lost);
+
+  /// Watches every key under `prefix`, starting at `start_revision` (0 = now). `on_events` runs on
+  /// the watch thread, in revision order. `on_end` runs once if the watch ends without being
+  /// destroyed (etcd gone: node_unreachable; history compacted: bad_state with the revision).
+  Result<std::unique_ptr<Watch>> watch_prefix(
+      std::string_view prefix, std::int64_t start_revision,
+      std::function<void(std::vector<Event>&& events, std::int64_t revision)> on_events,
+      std::function<void(const Error&)> on_end);
+
+  struct Impl;
+
+ private:
+  explicit Client(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+class Client::KeepAlive {
+ public:
+  virtual ~KeepAlive() = default;
+  /// Renewals acknowledged so far.
+  [[nodiscard]] virtual std::int64_t renewals() const noexcept = 0;
+};
+
+class Client::Watch {
+ public:
+  virtual ~Watch() = default;
+};
+
+}  // namespace ember::etcd

@@ -1,0 +1,145 @@
+// SPDX-License-Identifier: Apache-2.0
+// Starts a real etcd (Debian's etcd-server) on free loopback ports for a test, waits (bounded) until
+// it answers, and stops it by PID. Nothing is mocked.
+#pragma once
+
+#include <netinet/in.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <fcntl.h>
+
+#include <chrono>
+#include <cstring>
+#include <cstdlib>
+#include <filesystem>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "cluster/etcd/etcd_client.hpp"
+
+extern char** environ;
+
+namespace ember::testing {
+
+/// A port that was free a moment ago (bind to port 0, read it back, release it).
+inline int free_port() {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = 0;
+  ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
+  socklen_t len = sizeof addr;
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
+  ::close(fd);
+  return ntohs(addr.sin_port);
+}
+
+class EtcdServer {
+ public:
+  EtcdServer() = default;
+  ~EtcdServer() { stop(); }
+  EtcdServer(const EtcdServer&) = delete;
+  EtcdServer& operator=(const EtcdServer&) = delete;
+
+  /// Starts etcd; returns an empty string on success, else why it failed (with etcd's log).
+  std::string start(bool fresh = true) {
+    for (int attempt = 0; attempt < 5; ++attempt) {
+      if (client_port_ == 0) {
+        client_port_ = free_port();
+      }
+      peer_port_ = free_port();
+      dir_ = std::filesystem::temp_directory_path() /
+             ("ember-etcd-" + std::to_string(::getpid()) + "-" + std::to_string(client_port_));
+      if (fresh) {
+        std::filesystem::remove_all(dir_);
+      }
+      std::filesystem::create_directories(dir_);
+      std::string client = "http://127.0.0.1:" + std::to_string(client_port_);
+      std::string peer = "http://127.0.0.1:" + std::to_string(peer_port_);
+      std::vector<std::string> args = {
+          "etcd", "--name", "test", "--data-dir", (dir_ / "data").string(),
+          "--listen-client-urls", client, "--advertise-client-urls", client,
+          "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
+          "--initial-cluster", "test=" + peer, "--initial-cluster-state", "new",
+          "--logger=zap", "--log-level=warn", "--unsafe-no-fsync"};
+      std::vector<char*> argv;
+      for (auto& a : args) {
+        argv.push_back(a.data());
+      }
+      argv.push_back(nullptr);
+      posix_spawn_file_actions_t actions;
+      posix_spawn_file_actions_init(&actions);
+      std::string log = (dir_ / "etcd.log").string();
+      posix_spawn_file_actions_addopen(&actions, 1, log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+      posix_spawn_file_actions_adddup2(&actions, 1, 2);
+      posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
+      int rc = posix_spawnp(&pid_, "etcd", &actions, nullptr, argv.data(), environ);
+      posix_spawn_file_actions_destroy(&actions);
+      if (rc != 0) {
+        pid_ = 0;
+        return "cannot run etcd (apt-get install etcd-server): " + std::string(strerror(rc));
+      }
+      // Bounded wait: at most 10 s for the first answer.
+      const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+      while (std::chrono::steady_clock::now() < deadline) {
+        int status = 0;
+        if (::waitpid(pid_, &status, WNOHANG) == pid_) {
+          pid_ = 0;
+          break;  // died (port race?): retry with other ports
+        }
+        auto client_or = etcd::Client::connect({{endpoint()}, std::chrono::milliseconds(300)});
+        if (client_or && (*client_or)->get("ember-probe")) {
+          return {};
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(50));
+      }
+      stop();
+      client_port_ = 0;
+    }
+    return "etcd did not become ready";
+  }
+
+  /// SIGTERM, then SIGKILL after 5 s. Keeps the data directory unless `wipe`.
+  void stop(bool wipe = true) {
+    if (pid_ > 0) {
+      ::kill(pid_, SIGTERM);
+      const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+      int status = 0;
+      while (::waitpid(pid_, &status, WNOHANG) == 0) {
+        if (std::chrono::steady_clock::now() > deadline) {
+          ::kill(pid_, SIGKILL);
+          ::waitpid(pid_, &status, 0);
+          break;
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+      }
+      pid_ = 0;
+    }
+    if (wipe && !dir_.empty()) {
+      std::error_code ec;
+      std::filesystem::remove_all(dir_, ec);
+    }
+  }
+
+  /// Stops etcd and starts it again on the same client port (data kept): a restart.
+  std::string restart() {
+    stop(false);
+    return start(false);
+  }
+
+  [[nodiscard]] std::string endpoint() const { return "127.0.0.1:" + std::to_string(client_port_); }
+
+ private:
+  pid_t pid_ = 0;
+  int client_port_ = 0;
+  int peer_port_ = 0;
+  std::filesystem::path dir_;
+};
+
+}  // namespace ember::testing
