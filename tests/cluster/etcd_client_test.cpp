@@ -1,11 +1,12 @@
 // SPDX-License-Identifier: Apache-2.0
 // The etcd client against a real etcd started on a free loopback port.
-#include <atomic>
-#include <mutex>
+#include "cluster/etcd/etcd_client.hpp"
 
 #include <gtest/gtest.h>
 
-#include "cluster/etcd/etcd_client.hpp"
+#include <atomic>
+#include <mutex>
+
 #include "support/etcd_server.hpp"
 #include "support/wait_for.hpp"
 
@@ -112,14 +113,15 @@ TEST_F(Etcd, WatchSeesPutsAndDeletesInOrderFromARevision) {
   ASSERT_TRUE(start);
   std::mutex mu;
   std::vector<Event> seen;
-  auto watch = client_->watch_prefix("/w/", start->revision + 1,
-                                     [&](std::vector<Event>&& events, std::int64_t) {
-                                       std::lock_guard lock(mu);
-                                       for (auto& e : events) {
-                                         seen.push_back(std::move(e));
-                                       }
-                                     },
-                                     [](const ember::Error&) {});
+  auto watch = client_->watch_prefix(
+      "/w/", start->revision + 1,
+      [&](std::vector<Event>&& events, std::int64_t) {
+        std::lock_guard lock(mu);
+        for (auto& e : events) {
+          seen.push_back(std::move(e));
+        }
+      },
+      [](const ember::Error&) {});
   ASSERT_TRUE(watch);
   ASSERT_TRUE(client_->put("/w/1", "a"));
   ASSERT_TRUE(client_->put("/w/2", "b"));
@@ -143,9 +145,11 @@ TEST_F(Etcd, WhenEtcdStopsWatchesAndKeepAlivesReportItAndCallsFailFast) {
   ASSERT_TRUE(lease);
   std::atomic<int> watch_ended{0};
   std::atomic<int> lease_lost{0};
-  auto watch = client_->watch_prefix("/s/", 0, [](std::vector<Event>&&, std::int64_t) {},
-                                     [&](const ember::Error&) { watch_ended.fetch_add(1); });
-  auto keep = client_->keep_alive(*lease, 200ms, [&](const ember::Error&) { lease_lost.fetch_add(1); });
+  auto watch = client_->watch_prefix(
+      "/s/", 0, [](std::vector<Event>&&, std::int64_t) {},
+      [&](const ember::Error&) { watch_ended.fetch_add(1); });
+  auto keep =
+      client_->keep_alive(*lease, 200ms, [&](const ember::Error&) { lease_lost.fetch_add(1); });
   ASSERT_TRUE(watch && keep);
   server_.stop();
   EXPECT_TRUE(wait_for([&] { return watch_ended.load() == 1 && lease_lost.load() == 1; }, 10s));

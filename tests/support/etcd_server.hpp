@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: Apache-2.0
-// Starts a real etcd (Debian's etcd-server) on free loopback ports for a test, waits (bounded) until
-// it answers, and stops it by PID. Nothing is mocked.
+// Starts a real etcd (Debian's etcd-server) on free loopback ports for a test, waits (bounded)
+// until it answers, and stops it by PID. Nothing is mocked.
 #pragma once
 
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <spawn.h>
@@ -10,11 +11,9 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include <fcntl.h>
-
 #include <chrono>
-#include <cstring>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <string>
 #include <thread>
@@ -62,12 +61,26 @@ class EtcdServer {
       std::filesystem::create_directories(dir_);
       std::string client = "http://127.0.0.1:" + std::to_string(client_port_);
       std::string peer = "http://127.0.0.1:" + std::to_string(peer_port_);
-      std::vector<std::string> args = {
-          "etcd", "--name", "test", "--data-dir", (dir_ / "data").string(),
-          "--listen-client-urls", client, "--advertise-client-urls", client,
-          "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
-          "--initial-cluster", "test=" + peer, "--initial-cluster-state", "new",
-          "--logger=zap", "--log-level=warn", "--unsafe-no-fsync"};
+      std::vector<std::string> args = {"etcd",
+                                       "--name",
+                                       "test",
+                                       "--data-dir",
+                                       (dir_ / "data").string(),
+                                       "--listen-client-urls",
+                                       client,
+                                       "--advertise-client-urls",
+                                       client,
+                                       "--listen-peer-urls",
+                                       peer,
+                                       "--initial-advertise-peer-urls",
+                                       peer,
+                                       "--initial-cluster",
+                                       "test=" + peer,
+                                       "--initial-cluster-state",
+                                       "new",
+                                       "--logger=zap",
+                                       "--log-level=warn",
+                                       "--unsafe-no-fsync"};
       std::vector<char*> argv;
       for (auto& a : args) {
         argv.push_back(a.data());
@@ -76,7 +89,8 @@ class EtcdServer {
       posix_spawn_file_actions_t actions;
       posix_spawn_file_actions_init(&actions);
       std::string log = (dir_ / "etcd.log").string();
-      posix_spawn_file_actions_addopen(&actions, 1, log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+      posix_spawn_file_actions_addopen(&actions, 1, log.c_str(), O_WRONLY | O_CREAT | O_TRUNC,
+                                       0644);
       posix_spawn_file_actions_adddup2(&actions, 1, 2);
       posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
       int rc = posix_spawnp(&pid_, "etcd", &actions, nullptr, argv.data(), environ);

@@ -1,13 +1,13 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "cluster/etcd/etcd_client.hpp"
 
+#include <grpcpp/grpcpp.h>
+
 #include <atomic>
 #include <condition_variable>
 #include <mutex>
 #include <optional>
 #include <thread>
-
-#include <grpcpp/grpcpp.h>
 
 #include "rpc.grpc.pb.h"
 
@@ -19,8 +19,10 @@ using SystemClock = std::chrono::system_clock;
 Error from_grpc(const grpc::Status& status, std::string_view what) {
   std::string message = std::string(what) + ": " + status.error_message();
   switch (status.error_code()) {
-    case grpc::StatusCode::UNAVAILABLE: return Error{Errc::node_unreachable, "etcd unavailable: " + message};
-    case grpc::StatusCode::DEADLINE_EXCEEDED: return Error{Errc::timeout, "etcd did not answer: " + message};
+    case grpc::StatusCode::UNAVAILABLE:
+      return Error{Errc::node_unreachable, "etcd unavailable: " + message};
+    case grpc::StatusCode::DEADLINE_EXCEEDED:
+      return Error{Errc::timeout, "etcd did not answer: " + message};
     case grpc::StatusCode::CANCELLED: return Error{Errc::cancelled, message};
     case grpc::StatusCode::NOT_FOUND: return Error{Errc::not_found, message};
     case grpc::StatusCode::INVALID_ARGUMENT: return Error{Errc::invalid_argument, message};
@@ -62,7 +64,9 @@ struct Client::Impl {
   std::unique_ptr<etcdserverpb::Lease::Stub> lease;
   std::unique_ptr<etcdserverpb::Watch::Stub> watch;
 
-  void with_deadline(grpc::ClientContext& ctx) const { ctx.set_deadline(SystemClock::now() + options.timeout); }
+  void with_deadline(grpc::ClientContext& ctx) const {
+    ctx.set_deadline(SystemClock::now() + options.timeout);
+  }
 
   Result<GetResult> range(std::string_view key, std::string range_end) {
     etcdserverpb::RangeRequest request;
@@ -106,7 +110,9 @@ struct Client::Impl {
 Client::Client(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 Client::~Client() = default;
 
-const std::string& Client::endpoint() const noexcept { return impl_->endpoint; }
+const std::string& Client::endpoint() const noexcept {
+  return impl_->endpoint;
+}
 
 Result<std::unique_ptr<Client>> Client::connect(Options options) {
   if (options.endpoints.empty()) {
@@ -138,12 +144,17 @@ Result<std::unique_ptr<Client>> Client::connect(Options options) {
     return std::unique_ptr<Client>(new Client(std::move(impl)));
   }
   return Error{Errc::node_unreachable, "etcd: no endpoint answered within " +
-                                           std::to_string(options.timeout.count()) + " ms (" + tried + ")"};
+                                           std::to_string(options.timeout.count()) + " ms (" +
+                                           tried + ")"};
 }
 
-Result<GetResult> Client::get(std::string_view key) { return impl_->range(key, {}); }
+Result<GetResult> Client::get(std::string_view key) {
+  return impl_->range(key, {});
+}
 
-Result<GetResult> Client::get_prefix(std::string_view prefix) { return impl_->range(prefix, prefix_end(prefix)); }
+Result<GetResult> Client::get_prefix(std::string_view prefix) {
+  return impl_->range(prefix, prefix_end(prefix));
+}
 
 Result<std::int64_t> Client::put(std::string_view key, std::string_view value, LeaseId lease) {
   etcdserverpb::PutRequest request;
@@ -160,7 +171,9 @@ Result<std::int64_t> Client::put(std::string_view key, std::string_view value, L
   return response.header().revision();
 }
 
-Result<std::int64_t> Client::erase(std::string_view key) { return impl_->erase(key, {}); }
+Result<std::int64_t> Client::erase(std::string_view key) {
+  return impl_->erase(key, {});
+}
 
 Result<std::int64_t> Client::erase_prefix(std::string_view prefix) {
   return impl_->erase(prefix, prefix_end(prefix));
@@ -196,7 +209,7 @@ Status Client::revoke(LeaseId lease) {
 }
 
 Result<Client::CreateResult> Client::create_if_absent(std::string_view key, std::string_view value,
-                                                       LeaseId lease) {
+                                                      LeaseId lease) {
   etcdserverpb::TxnRequest request;
   auto* compare = request.add_compare();
   compare->set_key(std::string(key));
@@ -270,7 +283,8 @@ class KeepAliveImpl final : public Client::KeepAlive {
       etcdserverpb::LeaseKeepAliveRequest request;
       request.set_id(lease_);
       etcdserverpb::LeaseKeepAliveResponse response;
-      // A dead peer fails Read (TCP reset, or the channel's HTTP/2 keepalive pings for a silent one).
+      // A dead peer fails Read (TCP reset, or the channel's HTTP/2 keepalive pings for a silent
+      // one).
       bool ok = stream->Write(request) && stream->Read(&response);
       if (!ok) {
         if (!is_stopping()) {
@@ -389,8 +403,8 @@ class WatchImpl final : public Client::Watch {
 
 }  // namespace
 
-Result<std::unique_ptr<Client::KeepAlive>> Client::keep_alive(LeaseId lease, std::chrono::milliseconds interval,
-                                                              std::function<void(const Error&)> on_lost) {
+Result<std::unique_ptr<Client::KeepAlive>> Client::keep_alive(
+    LeaseId lease, std::chrono::milliseconds interval, std::function<void(const Error&)> on_lost) {
   if (interval.count() <= 0) {
     return Error{Errc::invalid_argument, "keep_alive: interval must be positive"};
   }
@@ -405,8 +419,9 @@ Result<std::unique_ptr<Client::Watch>> Client::watch_prefix(
   if (!on_events) {
     return Error{Errc::invalid_argument, "watch_prefix: no event callback"};
   }
-  return std::unique_ptr<Watch>(new WatchImpl(impl_->watch.get(), std::string(prefix), start_revision,
-                                              std::move(on_events), std::move(on_end)));
+  return std::unique_ptr<Watch>(new WatchImpl(impl_->watch.get(), std::string(prefix),
+                                              start_revision, std::move(on_events),
+                                              std::move(on_end)));
 }
 
 }  // namespace ember::etcd

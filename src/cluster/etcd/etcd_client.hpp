@@ -3,13 +3,12 @@
 
 #include <chrono>
 #include <cstdint>
+#include <ember/error.hpp>
 #include <functional>
 #include <memory>
 #include <string>
 #include <string_view>
 #include <vector>
-
-#include <ember/error.hpp>
 
 namespace ember::etcd {
 
@@ -38,7 +37,7 @@ struct Event {
 using LeaseId = std::int64_t;
 
 struct Options {
-  std::vector<std::string> endpoints;  ///< "127.0.0.1:2379"; the first that answers is used
+  std::vector<std::string> endpoints;       ///< "127.0.0.1:2379"; the first that answers is used
   std::chrono::milliseconds timeout{3000};  ///< per request, and for connecting
 };
 
@@ -79,7 +78,8 @@ class Client {
     std::string value;                 ///< the holder's value
     std::int64_t revision = 0;         ///< store revision of the transaction
   };
-  Result<CreateResult> create_if_absent(std::string_view key, std::string_view value, LeaseId lease);
+  Result<CreateResult> create_if_absent(std::string_view key, std::string_view value,
+                                        LeaseId lease);
 
   /// Renews `lease` every `interval` on a background stream until destroyed. `on_lost` runs once
   /// (on the keep-alive thread) if the lease expired or etcd stopped answering.

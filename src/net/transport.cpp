@@ -1,0 +1,609 @@
+// SPDX-License-Identifier: Apache-2.0
+#include "net/transport.hpp"
+
+#include <openssl/crypto.h>
+#include <openssl/hmac.h>
+#include <openssl/rand.h>
+
+#include <array>
+#include <asio.hpp>
+#include <atomic>
+#include <deque>
+#include <ember/log.hpp>
+#include <mutex>
+#include <set>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+#include "wire.pb.h"
+
+namespace ember::net {
+
+std::string hmac_sha256(const std::string& key, const std::string& data) {
+  unsigned char out[EVP_MAX_MD_SIZE];
+  unsigned int len = 0;
+  HMAC(EVP_sha256(), key.data(), static_cast<int>(key.size()),
+       reinterpret_cast<const unsigned char*>(data.data()), data.size(), out, &len);
+  return std::string(reinterpret_cast<const char*>(out), len);
+}
+
+namespace {
+
+using asio::ip::tcp;
+using Clock = std::chrono::steady_clock;
+
+constexpr std::uint32_t kVersion = 1;
+// Handshake frames are tiny: anything bigger before authentication is garbage or an attack.
+constexpr std::size_t kHandshakeMaxFrame = 4096;
+constexpr std::size_t kNonceBytes = 16;
+
+std::string random_bytes(std::size_t n) {
+  std::string s(n, '\0');
+  RAND_bytes(reinterpret_cast<unsigned char*>(s.data()), static_cast<int>(n));
+  return s;
+}
+
+std::string proof(const std::string& secret, const char* role, const std::string& first_nonce,
+                  const std::string& second_nonce, const std::string& client_id,
+                  const std::string& server_id) {
+  std::string text =
+      std::string(role) + '\0' + first_nonce + second_nonce + client_id + '\0' + server_id;
+  return hmac_sha256(secret, text);
+}
+
+bool same(const std::string& a, const std::string& b) {
+  return a.size() == b.size() && CRYPTO_memcmp(a.data(), b.data(), a.size()) == 0;
+}
+
+std::array<char, 4> encode_length(std::size_t n) {
+  auto v = static_cast<std::uint32_t>(n);
+  return {static_cast<char>(v >> 24), static_cast<char>(v >> 16), static_cast<char>(v >> 8),
+          static_cast<char>(v)};
+}
+
+class TransportImpl;
+
+class Connection : public std::enable_shared_from_this<Connection> {
+ public:
+  enum class Side { client, server };
+
+  Connection(TransportImpl& t, tcp::socket socket, Side side, std::string expected_peer)
+      : t_(t),
+        socket_(std::move(socket)),
+        timer_(socket_.get_executor()),
+        side_(side),
+        peer_(std::move(expected_peer)) {}
+
+  void start_client();
+  void start_server();
+  void send(std::string payload);
+  void close(const std::string& why, bool rejected);
+
+  [[nodiscard]] bool open() const noexcept { return open_; }
+  [[nodiscard]] const std::string& peer() const noexcept { return peer_; }
+  tcp::socket& socket() noexcept { return socket_; }
+  asio::steady_timer& timer() noexcept { return timer_; }
+
+ private:
+  void read_frame(std::size_t limit, std::function<void(std::string&&)> then);
+  void read_loop();
+  void write_handshake(const google::protobuf::Message& m);
+  void flush();
+  void opened();
+  void arm_handshake_timer();
+
+  TransportImpl& t_;
+  tcp::socket socket_;
+  asio::steady_timer timer_;
+  Side side_;
+  std::string peer_;
+  bool open_ = false;
+  bool closed_ = false;
+  std::string local_nonce_;
+  std::string remote_nonce_;
+  std::array<unsigned char, 4> header_{};
+  std::string body_;
+  std::deque<std::string> queue_;
+  std::vector<std::string> in_flight_;
+  std::vector<std::array<char, 4>> in_flight_headers_;
+  bool writing_ = false;
+  std::size_t handshake_frames_ = 0;  // queued handshake frames not yet written
+};
+
+struct Peer {
+  std::string address;
+  std::shared_ptr<Connection> active;  // the connection frames to this node use
+  std::deque<std::string> pending;     // waiting for `active` to open
+  int failures = 0;
+};
+
+class TransportImpl final : public Transport {
+ public:
+  TransportImpl(TransportOptions options, OnFrame on_frame, OnPeer on_peer)
+      : options(std::move(options)),
+        on_frame(std::move(on_frame)),
+        on_peer(std::move(on_peer)),
+        work_(asio::make_work_guard(io_)),
+        acceptor_(io_) {}
+
+  ~TransportImpl() override { stop(); }
+
+  Status listen() {
+    asio::error_code ec;
+    auto address = asio::ip::make_address(options.listen_host, ec);
+    if (ec) {
+      return Error{Errc::invalid_argument,
+                   "listen address '" + options.listen_host + "': " + ec.message()};
+    }
+    tcp::endpoint endpoint(address, options.listen_port);
+    acceptor_.open(endpoint.protocol(), ec);
+    if (!ec) {
+      acceptor_.set_option(tcp::acceptor::reuse_address(true), ec);
+    }
+    if (!ec) {
+      acceptor_.bind(endpoint, ec);
+    }
+    if (!ec) {
+      acceptor_.listen(asio::socket_base::max_listen_connections, ec);
+    }
+    if (ec) {
+      return Error{Errc::io_error, "cannot listen on " + options.listen_host + ":" +
+                                       std::to_string(options.listen_port) + ": " + ec.message()};
+    }
+    port_ = acceptor_.local_endpoint().port();
+    accept();
+    thread_ = std::thread([this] { io_.run(); });
+    return {};
+  }
+
+  [[nodiscard]] std::uint16_t port() const noexcept override { return port_; }
+
+  Status send(const std::string& node, const std::string& address, std::string payload) override {
+    if (stopped_.load(std::memory_order_acquire)) {
+      return Error{Errc::stopping, "transport stopped"};
+    }
+    {
+      std::lock_guard lock(backoff_mu_);
+      auto it = down_until_.find(node);
+      if (it != down_until_.end() && Clock::now() < it->second) {
+        return Error{Errc::node_unreachable, "node " + node + " is unreachable (retrying later)"};
+      }
+    }
+    asio::post(io_, [this, node, address, p = std::move(payload)]() mutable {
+      enqueue(node, address, std::move(p));
+    });
+    return {};
+  }
+
+  [[nodiscard]] TransportStats stats() const override {
+    TransportStats s;
+    s.frames_in = frames_in.load();
+    s.frames_out = frames_out.load();
+    s.bytes_in = bytes_in.load();
+    s.bytes_out = bytes_out.load();
+    s.rejected = rejected.load();
+    s.dropped = dropped.load();
+    s.connections = connections.load();
+    return s;
+  }
+
+  void stop() override {
+    if (stopped_.exchange(true)) {
+      return;
+    }
+    asio::post(io_, [this] {
+      asio::error_code ignored;
+      acceptor_.close(ignored);
+      auto all = all_;
+      for (auto& c : all) {
+        c->close("transport stopping", false);
+      }
+      peers_.clear();
+    });
+    work_.reset();
+    if (thread_.joinable()) {
+      thread_.join();
+    }
+  }
+
+  // --- called on the I/O thread -----------------------------------------------------------------
+
+  void enqueue(const std::string& node, const std::string& address, std::string payload) {
+    Peer& peer = peers_[node];
+    if (!address.empty()) {
+      peer.address = address;
+    }
+    if (peer.active && peer.active->open()) {
+      peer.active->send(std::move(payload));
+      return;
+    }
+    peer.pending.push_back(std::move(payload));
+    if (!peer.active) {
+      connect(node, peer);
+    }
+  }
+
+  void connect(const std::string& node, Peer& peer) {
+    auto colon = peer.address.rfind(':');
+    if (peer.address.empty() || colon == std::string::npos) {
+      failed(node, "no address for node " + node);
+      return;
+    }
+    std::string host = peer.address.substr(0, colon);
+    std::string port = peer.address.substr(colon + 1);
+    auto conn =
+        std::make_shared<Connection>(*this, tcp::socket(io_), Connection::Side::client, node);
+    peer.active = conn;
+    all_.insert(conn);
+    auto resolver = std::make_shared<tcp::resolver>(io_);
+    conn->timer().expires_after(options.connect_timeout);
+    conn->timer().async_wait([conn](const asio::error_code& ec) {
+      if (!ec) {
+        conn->close("connect timeout", false);
+      }
+    });
+    resolver->async_resolve(host, port,
+                            [this, conn, resolver, node](const asio::error_code& ec,
+                                                         tcp::resolver::results_type results) {
+                              if (ec) {
+                                conn->close("cannot resolve: " + ec.message(), false);
+                                return;
+                              }
+                              asio::async_connect(
+                                  conn->socket(), results,
+                                  [conn](const asio::error_code& ec2, const tcp::endpoint&) {
+                                    if (ec2) {
+                                      conn->close("cannot connect: " + ec2.message(), false);
+                                      return;
+                                    }
+                                    asio::error_code ignored;
+                                    conn->socket().set_option(tcp::no_delay(true), ignored);
+                                    conn->start_client();
+                                  });
+                            });
+  }
+
+  void accept() {
+    acceptor_.async_accept([this](const asio::error_code& ec, tcp::socket socket) {
+      if (ec) {
+        return;  // closed
+      }
+      asio::error_code ignored;
+      socket.set_option(tcp::no_delay(true), ignored);
+      auto conn =
+          std::make_shared<Connection>(*this, std::move(socket), Connection::Side::server, "");
+      all_.insert(conn);
+      conn->start_server();
+      accept();
+    });
+  }
+
+  /// A connection finished its handshake.
+  void opened(const std::shared_ptr<Connection>& conn) {
+    connections.fetch_add(1);
+    Peer& peer = peers_[conn->peer()];
+    if (peer.active && peer.active != conn && peer.active->open()) {
+      return;  // an open connection to this node exists: keep using it; this one only receives
+    }
+    peer.active = conn;
+    peer.failures = 0;
+    {
+      std::lock_guard lock(backoff_mu_);
+      down_until_.erase(conn->peer());
+    }
+    while (!peer.pending.empty()) {
+      conn->send(std::move(peer.pending.front()));
+      peer.pending.pop_front();
+    }
+    if (on_peer) {
+      on_peer(conn->peer(), true);
+    }
+  }
+
+  /// A connection ended (before or after its handshake).
+  void closed(const std::shared_ptr<Connection>& conn, const std::string& why, bool was_open) {
+    all_.erase(conn);
+    if (was_open) {
+      connections.fetch_sub(1);
+    }
+    if (conn->peer().empty() || stopped_.load()) {
+      return;  // an inbound connection that never identified itself, or shutdown
+    }
+    auto it = peers_.find(conn->peer());
+    if (it == peers_.end() || it->second.active != conn) {
+      return;
+    }
+    Peer& peer = it->second;
+    peer.active.reset();
+    for (const auto& other : all_) {  // another open connection to the same node takes over
+      if (other->open() && other->peer() == conn->peer()) {
+        peer.active = other;
+        return;
+      }
+    }
+    failed(conn->peer(), why);
+  }
+
+  void failed(const std::string& node, const std::string& why) {
+    Peer& peer = peers_[node];
+    dropped.fetch_add(peer.pending.size());
+    peer.pending.clear();
+    peer.failures = std::min(peer.failures + 1, 16);
+    auto backoff =
+        std::min(options.reconnect_max, options.reconnect_min * (1 << (peer.failures - 1)));
+    {
+      std::lock_guard lock(backoff_mu_);
+      down_until_[node] = Clock::now() + backoff;
+    }
+    system_log().warn("transport {}: node {} unreachable: {}", options.node_id, node, why);
+    if (on_peer) {
+      on_peer(node, false);
+    }
+  }
+
+  TransportOptions options;
+  OnFrame on_frame;
+  OnPeer on_peer;
+  std::atomic<std::uint64_t> frames_in{0}, frames_out{0}, bytes_in{0}, bytes_out{0}, rejected{0},
+      dropped{0}, connections{0};
+
+ private:
+  asio::io_context io_;
+  asio::executor_work_guard<asio::io_context::executor_type> work_;
+  tcp::acceptor acceptor_;
+  std::thread thread_;
+  std::uint16_t port_ = 0;
+  std::atomic<bool> stopped_{false};
+  std::unordered_map<std::string, Peer> peers_;  // I/O thread only
+  std::set<std::shared_ptr<Connection>> all_;    // I/O thread only
+  std::mutex backoff_mu_;
+  std::unordered_map<std::string, Clock::time_point> down_until_;
+};
+
+// ---------------------------------------------------------------------------------------------
+
+void Connection::arm_handshake_timer() {
+  timer_.expires_after(t_.options.handshake_timeout);
+  timer_.async_wait([self = shared_from_this()](const asio::error_code& ec) {
+    if (!ec && !self->open_) {
+      self->close("handshake timeout", true);
+    }
+  });
+}
+
+void Connection::start_client() {
+  arm_handshake_timer();
+  local_nonce_ = random_bytes(kNonceBytes);
+  wire::Hello hello;
+  hello.set_version(kVersion);
+  hello.set_cluster(t_.options.cluster);
+  hello.set_node_id(t_.options.node_id);
+  hello.set_nonce(local_nonce_);
+  write_handshake(hello);
+  read_frame(kHandshakeMaxFrame, [self = shared_from_this()](std::string&& body) {
+    wire::Hello server;
+    if (!server.ParseFromString(body) || server.version() != kVersion) {
+      self->close("bad handshake from server", true);
+      return;
+    }
+    if (server.cluster() != self->t_.options.cluster) {
+      self->close("server is in cluster '" + server.cluster() + "'", true);
+      return;
+    }
+    if (server.node_id() != self->peer_) {
+      self->close("expected node " + self->peer_ + ", reached " + server.node_id(), true);
+      return;
+    }
+    const auto& opts = self->t_.options;
+    std::string expected = proof(opts.secret, "server", self->local_nonce_, server.nonce(),
+                                 opts.node_id, server.node_id());
+    if (!same(expected, server.proof())) {
+      self->close("server failed to prove the cluster secret", true);
+      return;
+    }
+    wire::Proof mine;
+    mine.set_proof(proof(opts.secret, "client", server.nonce(), self->local_nonce_, opts.node_id,
+                         server.node_id()));
+    self->write_handshake(mine);
+    self->opened();
+  });
+}
+
+void Connection::start_server() {
+  arm_handshake_timer();
+  read_frame(kHandshakeMaxFrame, [self = shared_from_this()](std::string&& body) {
+    wire::Hello client;
+    if (!client.ParseFromString(body) || client.version() != kVersion || client.node_id().empty() ||
+        client.nonce().size() != kNonceBytes) {
+      self->close("bad handshake from client", true);
+      return;
+    }
+    const auto& opts = self->t_.options;
+    if (client.cluster() != opts.cluster) {
+      self->close("client is in cluster '" + client.cluster() + "'", true);
+      return;
+    }
+    self->local_nonce_ = random_bytes(kNonceBytes);
+    self->remote_nonce_ = client.nonce();
+    std::string client_id = client.node_id();
+    wire::Hello mine;
+    mine.set_version(kVersion);
+    mine.set_cluster(opts.cluster);
+    mine.set_node_id(opts.node_id);
+    mine.set_nonce(self->local_nonce_);
+    mine.set_proof(
+        proof(opts.secret, "server", client.nonce(), self->local_nonce_, client_id, opts.node_id));
+    self->write_handshake(mine);
+    self->read_frame(kHandshakeMaxFrame, [self, client_id](std::string&& body2) {
+      wire::Proof theirs;
+      const auto& o = self->t_.options;
+      if (!theirs.ParseFromString(body2) ||
+          !same(theirs.proof(), proof(o.secret, "client", self->local_nonce_, self->remote_nonce_,
+                                      client_id, o.node_id))) {
+        self->close("client " + client_id + " failed to prove the cluster secret", true);
+        return;
+      }
+      self->peer_ = client_id;
+      self->opened();
+    });
+  });
+}
+
+void Connection::opened() {
+  asio::error_code ignored;
+  timer_.cancel();
+  open_ = true;
+  t_.opened(shared_from_this());
+  read_loop();
+}
+
+void Connection::read_loop() {
+  // Authenticated: from now on frames may be as large as the configured limit.
+  read_frame(t_.options.max_frame, [self = shared_from_this()](std::string&& body) {
+    self->t_.frames_in.fetch_add(1);
+    self->t_.bytes_in.fetch_add(body.size() + 4);
+    if (self->t_.on_frame) {
+      self->t_.on_frame(self->peer_, std::move(body));
+    }
+    if (!self->closed_) {
+      self->read_loop();
+    }
+  });
+}
+
+void Connection::read_frame(std::size_t limit, std::function<void(std::string&&)> then) {
+  auto self = shared_from_this();
+  asio::async_read(
+      socket_, asio::buffer(header_),
+      [self, limit, then = std::move(then)](const asio::error_code& ec, std::size_t) mutable {
+        if (ec) {
+          // Hanging up in the middle of the handshake counts as a refused attempt.
+          self->close(ec == asio::error::eof ? "peer closed the connection" : ec.message(),
+                      !self->open_ && ec != asio::error::operation_aborted);
+          return;
+        }
+        std::size_t length = (std::size_t{self->header_[0]} << 24) |
+                             (std::size_t{self->header_[1]} << 16) |
+                             (std::size_t{self->header_[2]} << 8) | std::size_t{self->header_[3]};
+        if (length > limit) {
+          self->close("frame of " + std::to_string(length) + " bytes is over the limit of " +
+                          std::to_string(limit),
+                      true);
+          return;
+        }
+        self->body_.resize(length);
+        asio::async_read(
+            self->socket_, asio::buffer(self->body_),
+            [self, then = std::move(then)](const asio::error_code& ec2, std::size_t) mutable {
+              if (ec2) {
+                self->close("truncated frame: " + ec2.message(), ec2 != asio::error::eof);
+                return;
+              }
+              then(std::move(self->body_));
+            });
+      });
+}
+
+void Connection::write_handshake(const google::protobuf::Message& m) {
+  queue_.push_front(m.SerializeAsString());  // handshake frames go before anything queued
+  ++handshake_frames_;
+  flush();
+}
+
+void Connection::send(std::string payload) {
+  if (closed_) {
+    t_.dropped.fetch_add(1);
+    return;
+  }
+  queue_.push_back(std::move(payload));
+  if (!writing_ && open_) {
+    flush();
+  }
+}
+
+void Connection::flush() {
+  if (writing_ || queue_.empty() || closed_) {
+    return;
+  }
+  // Everything queued goes out in one gather write: coalescing small frames into few syscalls.
+  in_flight_.clear();
+  in_flight_headers_.clear();
+  while (!queue_.empty()) {
+    in_flight_.push_back(std::move(queue_.front()));
+    queue_.pop_front();
+  }
+  std::vector<asio::const_buffer> buffers;
+  buffers.reserve(in_flight_.size() * 2);
+  in_flight_headers_.reserve(in_flight_.size());
+  std::size_t bytes = 0;
+  for (const auto& frame : in_flight_) {
+    in_flight_headers_.push_back(encode_length(frame.size()));
+    buffers.emplace_back(asio::buffer(in_flight_headers_.back()));
+    buffers.emplace_back(asio::buffer(frame));
+    bytes += frame.size() + 4;
+  }
+  writing_ = true;
+  // Handshake frames are not payload: keep them out of the counters.
+  std::size_t handshake = std::min(handshake_frames_, in_flight_.size());
+  handshake_frames_ -= handshake;
+  std::size_t frames = in_flight_.size() - handshake;
+  asio::async_write(
+      socket_, buffers,
+      [self = shared_from_this(), frames, bytes](const asio::error_code& ec, std::size_t) {
+        self->writing_ = false;
+        if (ec) {
+          self->close("write failed: " + ec.message(), false);
+          return;
+        }
+        self->t_.frames_out.fetch_add(frames);
+        self->t_.bytes_out.fetch_add(bytes);
+        if (self->open_ || !self->queue_.empty()) {
+          self->flush();
+        }
+      });
+}
+
+void Connection::close(const std::string& why, bool rejected) {
+  if (closed_) {
+    return;
+  }
+  closed_ = true;
+  bool was_open = open_;
+  open_ = false;
+  asio::error_code ignored;
+  timer_.cancel();
+  socket_.shutdown(tcp::socket::shutdown_both, ignored);
+  socket_.close(ignored);
+  if (rejected) {
+    t_.rejected.fetch_add(1);
+    system_log().warn("transport {}: closed a connection{}: {}", t_.options.node_id,
+                      peer_.empty() ? "" : " to " + peer_, why);
+  }
+  t_.dropped.fetch_add(queue_.size());
+  queue_.clear();
+  t_.closed(shared_from_this(), why, was_open);
+}
+
+}  // namespace
+
+Result<std::unique_ptr<Transport>> Transport::start(TransportOptions options, OnFrame on_frame,
+                                                    OnPeer on_peer) {
+  if (options.node_id.empty()) {
+    return Error{Errc::invalid_argument, "transport: a node id is required"};
+  }
+  if (options.secret.empty()) {
+    return Error{Errc::invalid_argument, "transport: a cluster secret is required"};
+  }
+  if (options.max_frame < 64) {
+    return Error{Errc::invalid_argument, "transport: max frame must be at least 64 bytes"};
+  }
+  auto impl =
+      std::make_unique<TransportImpl>(std::move(options), std::move(on_frame), std::move(on_peer));
+  if (Status st = impl->listen(); !st) {
+    return st.error();
+  }
+  return std::unique_ptr<Transport>(std::move(impl));
+}
+
+}  // namespace ember::net
