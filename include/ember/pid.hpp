@@ -16,6 +16,7 @@ struct Pid {
   std::int64_t version = 0;
   bool master = true;       ///< master/slave role (always true outside a master/slave group)
   std::uint64_t epoch = 0;  ///< fencing token of a master (cluster issue)
+  std::string address;      ///< where its node accepts other nodes ("host:port"); "" for local
 
   /// "<server_id>.<name>.<id>.<node_id>": unique in the cluster.
   [[nodiscard]] std::string uid() const {

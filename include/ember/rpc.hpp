@@ -105,6 +105,7 @@ struct CallSpec {
   std::string_view method;
   std::shared_ptr<const AnyMessage> request;
   const std::type_info* response_type = nullptr;
+  const AnyMessage* response_prototype = nullptr;  // decodes a reply that crossed the wire
   CallOptions options;
 };
 
@@ -236,6 +237,7 @@ class Bus {
     s.method = method;
     s.request = detail::share(std::forward<Req>(request));
     s.response_type = &typeid(Resp);
+    s.response_prototype = &Resp::default_instance();
     s.options = std::move(options);
     return s;
   }

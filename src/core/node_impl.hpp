@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "rpc/events.hpp"
+#include "rpc/remote.hpp"
 #include "rpc/repository.hpp"
 #include "runtime/scheduler.hpp"
 #include "timer/time_zone.hpp"
@@ -45,6 +46,7 @@ class NodeImpl {
   std::vector<std::pair<std::unique_ptr<Service>, ServiceConfig>> added_before_start;
 
   Repository repository;
+  std::shared_ptr<RemoteRouter> remote;  // set when the node joins a cluster
   LocalEventBus events;
   std::atomic<std::uint64_t> late_replies{0};
   std::atomic<std::uint64_t> pending_calls{0};

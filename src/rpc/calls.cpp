@@ -110,7 +110,7 @@ Result<const Target*> single_target(const Selection& sel, std::string_view verb)
                                              "; narrow the selector or add .key(...)"};
   }
   const Target& t = sel.targets.front();
-  if (!t.anchor) {
+  if (!t.anchor && !sel.node->remote) {
     return Error{Errc::node_unreachable,
                  "service " + t.pid().to_string() +
                      " is on another node and this node has no cluster transport"};
@@ -151,6 +151,9 @@ Result<Context> outgoing_context(const Selection& sel, const CallSpec& spec, boo
 
 /// A blocking call into a lane that is itself blocked up the chain can never be answered.
 std::optional<Error> find_cycle(const Context& ctx, const Target& target, DispatchKey key) {
+  if (!target.anchor) {
+    return std::nullopt;  // remote: lanes of other nodes are not visible here (not detected yet)
+  }
   return target.anchor->with_core([&](ServiceCore* core) -> std::optional<Error> {
     if (core == nullptr) {
       return std::nullopt;
@@ -402,9 +405,14 @@ Result<std::shared_ptr<AnyMessage>> call_blocking(CallSpec spec) {
   }
   const auto deadline = ctx->deadline_;
   auto pending = std::make_shared<PendingCall>(PendingCall::Mode::blocking, sel.node);
-  Request* req =
-      make_request(spec, std::make_shared<LocalResponder>(pending), std::move(*ctx), true);
-  if (Status posted = t.anchor->post(req, true); !posted) {
+  Status posted;
+  if (t.anchor) {
+    posted = t.anchor->post(
+        make_request(spec, std::make_shared<LocalResponder>(pending), std::move(*ctx), true), true);
+  } else {
+    posted = sel.node->remote->send_request(t, spec, *ctx, pending);
+  }
+  if (!posted) {
     return with_target(posted, t, spec.method).error();
   }
   {
@@ -450,10 +458,12 @@ Status send(CallSpec spec) {
   std::optional<Error> first;
   for (const Target& t : sel.targets) {
     Status st;
-    if (!t.anchor) {
-      st = Error{Errc::node_unreachable, "no cluster transport"};
-    } else {
+    if (t.anchor) {
       st = t.anchor->post(make_request(spec, responder, *ctx, false), true);
+    } else if (sel.node->remote) {
+      st = sel.node->remote->send_request(t, spec, *ctx, nullptr);
+    } else {
+      st = Error{Errc::node_unreachable, "no cluster transport"};
     }
     if (!st) {
       ++refused;
@@ -521,9 +531,14 @@ Result<CallHandle> call_async(CallSpec spec, std::function<void(AnyReply)> on_do
   }
   auto pending = start_async(spec, PendingCall::Mode::callback, t, *ctx);
   pending->callback = std::move(on_done);
-  Request* req =
-      make_request(spec, std::make_shared<LocalResponder>(pending), std::move(*ctx), true);
-  if (Status posted = t.anchor->post(req, true); !posted) {
+  Status posted;
+  if (t.anchor) {
+    posted = t.anchor->post(
+        make_request(spec, std::make_shared<LocalResponder>(pending), std::move(*ctx), true), true);
+  } else {
+    posted = sel.node->remote->send_request(t, spec, *ctx, pending);
+  }
+  if (!posted) {
     pending->cancel();  // refused now: report it here, the callback will not run
     return with_target(posted, t, spec.method).error();
   }
@@ -566,9 +581,14 @@ bool call_coroutine(CallSpec spec, std::coroutine_handle<> continuation,
     pending->complete(ctx.error());  // resumes through the mailbox like any other outcome
     return true;
   }
-  Request* req =
-      make_request(spec, std::make_shared<LocalResponder>(pending), std::move(*ctx), true);
-  if (Status posted = t->anchor->post(req, true); !posted) {
+  Status posted;
+  if (t->anchor) {
+    posted = t->anchor->post(
+        make_request(spec, std::make_shared<LocalResponder>(pending), std::move(*ctx), true), true);
+  } else {
+    posted = sel.node->remote->send_request(*t, spec, *ctx, pending);
+  }
+  if (!posted) {
     pending->complete(with_target(posted, *t, spec.method).error());
   }
   return true;

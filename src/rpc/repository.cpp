@@ -42,6 +42,15 @@ void Repository::remove_locked(const std::string& uid) {
   by_uid_.erase(it);
 }
 
+std::optional<Target> Repository::find(const std::string& uid) const {
+  std::shared_lock lock(mu_);
+  auto it = by_uid_.find(uid);
+  if (it == by_uid_.end()) {
+    return std::nullopt;
+  }
+  return it->second;
+}
+
 std::size_t Repository::size() const {
   std::shared_lock lock(mu_);
   return by_uid_.size();

@@ -5,6 +5,7 @@
 #include <ember/rpc.hpp>
 #include <map>
 #include <memory>
+#include <optional>
 #include <set>
 #include <shared_mutex>
 #include <string>
@@ -27,6 +28,7 @@ class Repository {
   void add(std::shared_ptr<const Pid> pid, std::shared_ptr<ServiceAnchor> anchor);
   void remove(const std::string& uid);
   [[nodiscard]] std::vector<Target> select(const Selector& selector) const;
+  [[nodiscard]] std::optional<Target> find(const std::string& uid) const;
   [[nodiscard]] std::size_t size() const;
 
  private:

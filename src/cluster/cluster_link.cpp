@@ -1,0 +1,364 @@
+// SPDX-License-Identifier: Apache-2.0
+#include "cluster/cluster_link.hpp"
+
+#include <ember/log.hpp>
+
+#include "core/node_impl.hpp"
+#include "core/service_core.hpp"
+#include "rpc/calls.hpp"
+#include "wire.pb.h"
+
+namespace ember::detail {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+constexpr std::size_t kDedupWindow = 4096;  // request ids remembered per sender
+
+/// Answers a request that came over the wire: the outcome goes back as a RemoteReply frame.
+class RemoteResponder final : public Responder {
+ public:
+  RemoteResponder(std::weak_ptr<ClusterLink> link, std::string node, std::string address,
+                  std::uint64_t id, bool wants)
+      : link_(std::move(link)),
+        node_(std::move(node)),
+        address_(std::move(address)),
+        id_(id),
+        wants_(wants) {}
+
+  void deliver(AnyReply result) override {
+    if (!wants_) {
+      if (!result) {
+        if (ServiceCore* core = ServiceCore::current()) {
+          core->logger().warn("send from node {} failed: {}", node_, result.error().to_string());
+        }
+      }
+      return;
+    }
+    auto link = link_.lock();
+    if (!link) {
+      return;  // this node is leaving the cluster
+    }
+    wire::Envelope envelope;
+    auto* reply = envelope.mutable_reply();
+    reply->set_id(id_);
+    if (result) {
+      const AnyMessage& payload = **result;
+      reply->set_payload_type(payload.GetDescriptor()->full_name());
+      payload.SerializeToString(reply->mutable_payload());
+    } else {
+      reply->set_code(static_cast<std::uint32_t>(result.error().code()));
+      reply->set_message(result.error().message());
+    }
+    link->reply(node_, address_, envelope.SerializeAsString());
+  }
+  [[nodiscard]] bool wants_reply() const noexcept override { return wants_; }
+
+ private:
+  std::weak_ptr<ClusterLink> link_;
+  std::string node_;
+  std::string address_;
+  std::uint64_t id_;
+  bool wants_;
+};
+
+/// A request from another node, in the callee's mailbox. Parses the payload with the method's
+/// own request type on the callee's lane.
+class RemoteCall final : public runtime::Message {
+ public:
+  RemoteCall(wire::RemoteRequest request, std::shared_ptr<Responder> responder)
+      : request_(std::move(request)), responder_(std::move(responder)) {}
+
+  void run() override {
+    ServiceCore* core = ServiceCore::current();
+    const MethodEntry* entry = core->find_method(request_.method());
+    if (entry == nullptr) {
+      responder_->deliver(Error{
+          Errc::no_such_method,
+          "service " + core->pid().to_string() + " has no method '" + request_.method() + "'"});
+      return;
+    }
+    if (request_.payload_type() != entry->request_type->full_name()) {
+      responder_->deliver(Error{Errc::bad_argument_type, "method '" + request_.method() +
+                                                             "' takes " +
+                                                             entry->request_type->full_name() +
+                                                             ", got " + request_.payload_type()});
+      return;
+    }
+    if (!request_.response_type().empty() &&
+        request_.response_type() != entry->response_type->full_name()) {
+      responder_->deliver(
+          Error{Errc::bad_argument_type, "method '" + request_.method() + "' returns " +
+                                             entry->response_type->full_name() +
+                                             ", the caller expects " + request_.response_type()});
+      return;
+    }
+    std::shared_ptr<AnyMessage> payload(entry->request_prototype->New());
+    if (!payload->ParseFromString(request_.payload())) {
+      responder_->deliver(Error{Errc::bad_argument_type, "the payload of '" + request_.method() +
+                                                             "' does not parse as " +
+                                                             request_.payload_type()});
+      return;
+    }
+    Context ctx;
+    ctx.priority_ = request_.priority() != 0 ? Priority::system : Priority::user;
+    ctx.key_ =
+        request_.key_hash() != 0 ? DispatchKey::from_hash(request_.key_hash()) : DispatchKey{};
+    ctx.trace_id_ = request_.trace_id();
+    if (request_.timeout_ms() > 0) {
+      ctx.deadline_ = Clock::now() + std::chrono::milliseconds(request_.timeout_ms());
+    }
+    if (!request_.headers().empty()) {
+      auto headers = std::make_shared<Headers>();
+      for (const auto& [k, v] : request_.headers()) {
+        headers->emplace(k, v);
+      }
+      ctx.headers_ = std::move(headers);
+    }
+    auto caller = std::make_shared<Pid>();
+    caller->node_id = request_.caller().node_id();
+    caller->name = request_.caller().name();
+    caller->id = request_.caller().id();
+    caller->type = request_.caller().type();
+    caller->server_id = request_.caller().server_id();
+    ctx.caller_ = std::move(caller);
+    ctx.method_ = request_.method();
+    ContextScope scope(&ctx);
+    entry->invoke(payload, ctx, responder_);
+  }
+  void reject(const Error& why) noexcept override {
+    try {
+      responder_->deliver(why);
+    } catch (...) {
+    }
+  }
+  [[nodiscard]] std::string_view name() const noexcept override { return request_.method(); }
+
+ private:
+  wire::RemoteRequest request_;
+  std::shared_ptr<Responder> responder_;
+};
+
+}  // namespace
+
+Result<std::shared_ptr<ClusterLink>> ClusterLink::attach(Node& node, net::TransportOptions options,
+                                                         std::string advertise_host) {
+  NodeImpl& impl = node.impl();
+  if (options.node_id.empty()) {
+    options.node_id = impl.config.node_id;
+  }
+  std::shared_ptr<ClusterLink> link(new ClusterLink(impl));
+  ClusterLink* raw = link.get();
+  auto transport = net::Transport::start(
+      std::move(options),
+      [raw](const std::string& from, std::string&& bytes) {
+        raw->on_frame(from, std::move(bytes));
+      },
+      [raw](const std::string& peer, bool up) { raw->on_peer(peer, up); });
+  if (!transport) {
+    return std::move(transport).error();
+  }
+  link->transport_ = std::move(*transport);
+  link->address_ = advertise_host + ":" + std::to_string(link->transport_->port());
+  impl.remote = link;
+  return link;
+}
+
+ClusterLink::~ClusterLink() {
+  stop();
+}
+
+void ClusterLink::stop() {
+  if (transport_) {
+    transport_->stop();  // joins the I/O thread: no callback runs after this
+  }
+  std::unordered_map<std::uint64_t, Waiting> left;
+  {
+    std::lock_guard lock(mu_);
+    left.swap(waiting_);
+  }
+  for (auto& [id, w] : left) {
+    w.pending->complete(Error{Errc::node_unreachable,
+                              "this node left the cluster before node " + w.node + " answered"});
+  }
+}
+
+Status ClusterLink::send_request(const Target& target, const CallSpec& spec, const Context& context,
+                                 const std::shared_ptr<PendingCall>& pending) {
+  const Pid& pid = target.pid();
+  wire::Envelope envelope;
+  auto* request = envelope.mutable_request();
+  std::uint64_t id = next_id_.fetch_add(1, std::memory_order_relaxed);
+  request->set_id(id);
+  request->set_target_uid(pid.uid());
+  request->set_method(std::string(spec.method));
+  request->set_payload_type(spec.request->GetDescriptor()->full_name());
+  if (!spec.request->SerializeToString(request->mutable_payload())) {
+    return Error{Errc::invalid_argument,
+                 "the request of '" + std::string(spec.method) + "' does not serialize"};
+  }
+  request->set_priority(context.priority_ == Priority::system ? 1 : 0);
+  request->set_key_hash(context.key_.has_value() ? context.key_.hash() : 0);
+  if (context.deadline_ != Context::Clock::time_point::max()) {
+    auto left =
+        std::chrono::duration_cast<std::chrono::milliseconds>(context.deadline_ - Clock::now())
+            .count();
+    request->set_timeout_ms(std::max<std::int64_t>(left, 1));
+  }
+  request->set_trace_id(context.trace_id_);
+  for (const auto& [k, v] : context.headers()) {
+    (*request->mutable_headers())[k] = v;
+  }
+  request->set_wants_reply(pending != nullptr);
+  const Pid& caller = context.caller();
+  request->mutable_caller()->set_node_id(caller.node_id);
+  request->mutable_caller()->set_name(caller.name);
+  request->mutable_caller()->set_id(caller.id);
+  request->mutable_caller()->set_type(caller.type);
+  request->mutable_caller()->set_server_id(caller.server_id);
+  if (pending && spec.response_prototype != nullptr) {
+    request->set_response_type(spec.response_prototype->GetDescriptor()->full_name());
+  }
+  request->set_reply_address(address_);
+  if (pending) {
+    std::lock_guard lock(mu_);
+    waiting_[id] = Waiting{pending, spec.response_prototype, pid.node_id, context.deadline_};
+    if (++inserts_ % 1024 == 0) {
+      purge_locked();
+    }
+  }
+  Status sent = transport_->send(pid.node_id, pid.address, envelope.SerializeAsString());
+  if (!sent && pending) {
+    std::lock_guard lock(mu_);
+    waiting_.erase(id);
+  }
+  return sent;
+}
+
+void ClusterLink::purge_locked() {
+  // Calls that timed out or were cancelled leave their entry behind until a reply comes; drop
+  // the ones nobody waits for any more.
+  auto now = Clock::now();
+  for (auto it = waiting_.begin(); it != waiting_.end();) {
+    if (it->second.pending->done.load() || it->second.deadline < now) {
+      it = waiting_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+}
+
+void ClusterLink::reply(const std::string& to, const std::string& address, std::string bytes) {
+  if (Status st = transport_->send(to, address, std::move(bytes)); !st) {
+    system_log().warn("cluster: reply to node {} lost: {}", to, st.error().to_string());
+  }
+}
+
+bool ClusterLink::seen(const std::string& from, std::uint64_t id) {
+  std::lock_guard lock(dedup_mu_);
+  Recent& recent = recent_[from];
+  if (!recent.ids.insert(id).second) {
+    return true;
+  }
+  recent.order.push_back(id);
+  if (recent.order.size() > kDedupWindow) {
+    recent.ids.erase(recent.order.front());
+    recent.order.pop_front();
+  }
+  return false;
+}
+
+void ClusterLink::on_frame(const std::string& from, std::string&& bytes) {
+  wire::Envelope envelope;
+  if (!envelope.ParseFromString(bytes)) {
+    system_log().warn("cluster: node {} sent a frame that is not an envelope ({} bytes)", from,
+                      bytes.size());
+    return;
+  }
+  if (envelope.has_request()) {
+    handle_request(from, {}, envelope.mutable_request());
+  } else if (envelope.has_reply()) {
+    handle_reply(envelope.mutable_reply());
+  }
+}
+
+void ClusterLink::handle_request(const std::string& from, const std::string&, void* raw) {
+  auto& request = *static_cast<wire::RemoteRequest*>(raw);
+  if (seen(from, request.id())) {
+    duplicates_.fetch_add(1);  // a retry of a request already taken: run it once only
+    return;
+  }
+  auto responder = std::make_shared<RemoteResponder>(
+      weak_from_this(), from, request.reply_address(), request.id(), request.wants_reply());
+  auto target = node_.repository.find(request.target_uid());
+  if (!target || !target->anchor) {
+    responder->deliver(Error{Errc::not_found, "no service " + request.target_uid() + " on node " +
+                                                  node_.config.node_id});
+    return;
+  }
+  Priority priority = request.priority() != 0 ? Priority::system : Priority::user;
+  DispatchKey key =
+      request.key_hash() != 0 ? DispatchKey::from_hash(request.key_hash()) : DispatchKey{};
+  auto* m = new RemoteCall(std::move(request), responder);
+  m->priority = priority;
+  m->key = key;
+  if (Status st = target->anchor->post(m, true); !st) {
+    responder->deliver(st.error());  // overloaded, stopping: the caller hears it at once
+  }
+}
+
+void ClusterLink::handle_reply(void* raw) {
+  auto& reply = *static_cast<wire::RemoteReply*>(raw);
+  Waiting w;
+  {
+    std::lock_guard lock(mu_);
+    auto it = waiting_.find(reply.id());
+    if (it == waiting_.end()) {
+      node_.late_replies.fetch_add(1);
+      return;
+    }
+    w = std::move(it->second);
+    waiting_.erase(it);
+  }
+  std::shared_ptr<PendingCall> pending = std::move(w.pending);
+  AnyReply result = Error{Errc::internal, "unset"};
+  if (reply.code() != 0) {
+    result = Error{static_cast<Errc>(reply.code()), reply.message()};
+  } else if (w.prototype == nullptr ||
+             reply.payload_type() != w.prototype->GetDescriptor()->full_name()) {
+    result =
+        Error{Errc::bad_argument_type, "node " + w.node + " answered with " + reply.payload_type()};
+  } else {
+    std::shared_ptr<AnyMessage> payload(w.prototype->New());
+    if (payload->ParseFromString(reply.payload())) {
+      result = std::move(payload);
+    } else {
+      result = Error{Errc::bad_argument_type, "the reply from node " + w.node + " does not parse"};
+    }
+  }
+  if (!pending->complete(std::move(result))) {
+    node_.late_replies.fetch_add(1);
+  }
+}
+
+void ClusterLink::on_peer(const std::string& node, bool up) {
+  if (up) {
+    return;
+  }
+  std::vector<std::shared_ptr<PendingCall>> failed;
+  {
+    std::lock_guard lock(mu_);
+    for (auto it = waiting_.begin(); it != waiting_.end();) {
+      if (it->second.node == node) {
+        failed.push_back(std::move(it->second.pending));
+        it = waiting_.erase(it);
+      } else {
+        ++it;
+      }
+    }
+  }
+  for (auto& p : failed) {
+    p->complete(Error{Errc::node_unreachable, "node " + node + " went down before answering"});
+  }
+}
+
+}  // namespace ember::detail

@@ -1,0 +1,79 @@
+// SPDX-License-Identifier: Apache-2.0
+#pragma once
+
+#include <atomic>
+#include <deque>
+#include <ember/node.hpp>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <unordered_map>
+#include <unordered_set>
+
+#include "net/transport.hpp"
+#include "rpc/remote.hpp"
+
+namespace ember::detail {
+
+class NodeImpl;
+
+/// Carries calls between nodes: the remote branch of Call / AsyncCall / Send / co_call. Requests
+/// and replies travel as `wire.Envelope` frames on the node's transport; pending calls wait in a
+/// table keyed by a per-node request id; a peer that goes down fails its pending calls at once.
+class ClusterLink final : public RemoteRouter, public std::enable_shared_from_this<ClusterLink> {
+ public:
+  /// Starts the transport and makes `node` route calls to remote targets through it.
+  static Result<std::shared_ptr<ClusterLink>> attach(Node& node, net::TransportOptions options,
+                                                     std::string advertise_host);
+  ~ClusterLink() override;
+
+  Status send_request(const Target& target, const CallSpec& spec, const Context& context,
+                      const std::shared_ptr<PendingCall>& pending) override;
+
+  /// "host:port" other nodes use to reach this one.
+  [[nodiscard]] const std::string& address() const noexcept { return address_; }
+  [[nodiscard]] net::TransportStats transport_stats() const { return transport_->stats(); }
+  [[nodiscard]] std::uint64_t duplicates_dropped() const noexcept { return duplicates_.load(); }
+  /// Stops the transport; every pending remote call fails with node_unreachable.
+  void stop();
+
+  // Called from the transport's I/O thread.
+  void on_frame(const std::string& from, std::string&& bytes);
+  void on_peer(const std::string& node, bool up);
+  /// Sends a reply frame (from a callee lane).
+  void reply(const std::string& to, const std::string& address, std::string bytes);
+
+ private:
+  explicit ClusterLink(NodeImpl& node) : node_(node) {}
+
+  struct Waiting {
+    // Owned here: for a remote AsyncCall nothing else keeps the call alive until its reply.
+    std::shared_ptr<PendingCall> pending;
+    const AnyMessage* prototype = nullptr;
+    std::string node;
+    std::chrono::steady_clock::time_point deadline;
+  };
+  void handle_request(const std::string& from, const std::string& bytes_of_request, void* request);
+  void handle_reply(void* reply);
+  bool seen(const std::string& from, std::uint64_t id);
+  void purge_locked();
+
+  NodeImpl& node_;
+  std::unique_ptr<net::Transport> transport_;
+  std::string address_;
+  std::atomic<std::uint64_t> next_id_{1};
+  std::atomic<std::uint64_t> duplicates_{0};
+
+  std::mutex mu_;
+  std::unordered_map<std::uint64_t, Waiting> waiting_;
+  std::uint64_t inserts_ = 0;
+
+  std::mutex dedup_mu_;
+  struct Recent {
+    std::deque<std::uint64_t> order;
+    std::unordered_set<std::uint64_t> ids;
+  };
+  std::unordered_map<std::string, Recent> recent_;
+};
+
+}  // namespace ember::detail

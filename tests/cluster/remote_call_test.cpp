@@ -1,0 +1,203 @@
+// SPDX-License-Identifier: Apache-2.0
+// Calls between two nodes over real loopback TCP: the local API, unchanged, reaching a service on
+// another node; errors cross the wire with their codes; a peer that goes away fails calls at once.
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <ember/ember.hpp>
+
+#include "cluster/cluster_link.hpp"
+#include "core/node_impl.hpp"
+#include "support/wait_for.hpp"
+#include "test.pb.h"
+
+namespace {
+
+using namespace std::chrono_literals;
+using ember::Errc;
+using ember::Result;
+using ember::Selector;
+using ember::testing::wait_for;
+namespace pb = ember::test;
+
+class RemoteCalc : public ember::Service {
+ public:
+  ember::Status on_init() override {
+    if (auto st =
+            handle("RpcSum",
+                   [this](const pb::SumReq& r, const ember::Context& ctx) -> Result<pb::SumResp> {
+                     last_caller = ctx.caller().name + "@" + ctx.caller().node_id;
+                     last_trace = ctx.trace_id();
+                     pb::SumResp out;
+                     out.set_sum(r.a() + r.b());
+                     return out;
+                   });
+        !st) {
+      return st;
+    }
+    if (auto st = handle("RpcFail",
+                         [](const pb::SumReq&) -> Result<pb::SumResp> {
+                           return ember::Error{Errc::invalid_argument, "not today"};
+                         });
+        !st) {
+      return st;
+    }
+    if (auto st = handle("RpcPush",
+                         [this](const pb::Echo&) -> ember::Status {
+                           pushes.fetch_add(1);
+                           return {};
+                         });
+        !st) {
+      return st;
+    }
+    return handle("RpcHang", [this](const pb::SumReq&) -> Result<pb::SumResp> {
+      auto flag = gate;
+      while (flag && !flag->load()) {
+        std::this_thread::yield();
+      }
+      return pb::SumResp{};
+    });
+  }
+  std::string last_caller;
+  std::uint64_t last_trace = 0;
+  std::atomic<int> pushes{0};
+  std::shared_ptr<std::atomic<bool>> gate = std::make_shared<std::atomic<bool>>(false);
+};
+
+class Asker : public ember::Service {
+ public:
+  std::atomic<int> callbacks{0};
+  std::atomic<std::int64_t> last_sum{-1};
+  std::atomic<int> last_code{-1};
+};
+
+ember::net::TransportOptions transport(std::string id) {
+  ember::net::TransportOptions o;
+  o.cluster = "test";
+  o.node_id = std::move(id);
+  o.secret = "s3cret";
+  return o;
+}
+
+class TwoNodes : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ember::NodeConfig ca;
+    ca.node_id = "a";
+    ca.worker_threads = 2;
+    ember::NodeConfig cb;
+    cb.node_id = "b";
+    cb.worker_threads = 2;
+    a_ = std::make_unique<ember::Node>(ca);
+    b_ = std::make_unique<ember::Node>(cb);
+    ember::ServiceConfig calc;
+    calc.name = "calc";
+    calc_ = static_cast<RemoteCalc*>(*b_->add_service(std::make_unique<RemoteCalc>(), calc));
+    ember::ServiceConfig asker;
+    asker.name = "asker";
+    asker_ = static_cast<Asker*>(*a_->add_service(std::make_unique<Asker>(), asker));
+    ASSERT_TRUE(a_->start());
+    ASSERT_TRUE(b_->start());
+    auto la = ember::detail::ClusterLink::attach(*a_, transport("a"), "127.0.0.1");
+    auto lb = ember::detail::ClusterLink::attach(*b_, transport("b"), "127.0.0.1");
+    ASSERT_TRUE(la && lb);
+    link_a_ = *la;
+    link_b_ = *lb;
+    // What discovery will do: a's repository learns about b's calc.
+    auto pid = std::make_shared<ember::Pid>(b_->find_service("calc") != nullptr ? remote_calc_pid()
+                                                                                : ember::Pid{});
+    a_->impl().repository.add(pid, nullptr);
+  }
+  void TearDown() override {
+    calc_->gate->store(true);
+    link_a_->stop();
+    link_b_->stop();
+    (void)a_->stop();
+    (void)b_->stop();
+  }
+  ember::Pid remote_calc_pid() const {
+    ember::Pid p;
+    p.node_id = "b";
+    p.name = "calc";
+    p.address = link_b_->address();
+    return p;
+  }
+  pb::SumReq sum(int a, int b) {
+    pb::SumReq r;
+    r.set_a(a);
+    r.set_b(b);
+    return r;
+  }
+
+  std::unique_ptr<ember::Node> a_;
+  std::unique_ptr<ember::Node> b_;
+  RemoteCalc* calc_ = nullptr;
+  Asker* asker_ = nullptr;
+  std::shared_ptr<ember::detail::ClusterLink> link_a_;
+  std::shared_ptr<ember::detail::ClusterLink> link_b_;
+};
+
+TEST_F(TwoNodes, CallReachesAServiceOnAnotherNode) {
+  auto bus = ember::select(*a_, Selector::name("calc"));
+  ASSERT_EQ(bus.size(), 1u);
+  EXPECT_EQ(bus.targets()[0].node_id, "b");
+  auto r = bus.call<pb::SumResp>("RpcSum", sum(20, 22));
+  ASSERT_TRUE(r) << r.error().to_string();
+  EXPECT_EQ(r->sum(), 42);
+  EXPECT_EQ(calc_->last_caller, "@a");  // from outside any service of node a
+  EXPECT_NE(calc_->last_trace, 0u);
+}
+
+TEST_F(TwoNodes, ErrorsCrossTheWireWithTheirCodes) {
+  auto bus = ember::select(*a_, Selector::name("calc"));
+  EXPECT_EQ(bus.call<pb::SumResp>("RpcNope", sum(1, 1)).error().code(), Errc::no_such_method);
+  EXPECT_EQ(bus.call<pb::SumResp>("RpcFail", sum(1, 1)).error().code(), Errc::invalid_argument);
+  EXPECT_EQ(bus.call<pb::SumResp>("RpcSum", pb::Echo{}).error().code(), Errc::bad_argument_type);
+  EXPECT_EQ(bus.call<pb::Echo>("RpcSum", sum(1, 1)).error().code(), Errc::bad_argument_type);
+  auto slow = bus.call<pb::SumResp>("RpcHang", sum(1, 1), {.timeout = 100ms});
+  EXPECT_EQ(slow.error().code(), Errc::timeout);
+}
+
+TEST_F(TwoNodes, AServiceTheNodeDoesNotHostIsNotFound) {
+  ember::Pid ghost = remote_calc_pid();
+  ghost.name = "ghost";
+  a_->impl().repository.add(std::make_shared<ember::Pid>(ghost), nullptr);
+  auto r = ember::select(*a_, Selector::name("ghost")).call<pb::SumResp>("RpcSum", sum(1, 1));
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code(), Errc::not_found);
+}
+
+TEST_F(TwoNodes, SendAndAsyncCallWorkAcrossNodes) {
+  pb::Echo e;
+  for (int i = 0; i < 100; ++i) {
+    ASSERT_TRUE(ember::select(*a_, Selector::name("calc")).send("RpcPush", e));
+  }
+  ASSERT_TRUE(wait_for([&] { return calc_->pushes.load() == 100; }));
+  ASSERT_TRUE(a_->post("asker", [this] {
+    auto h = asker_->select(Selector::name("calc"))
+                 .async_call<pb::SumResp>("RpcSum", sum(2, 3), [this](Result<pb::SumResp> r) {
+                   asker_->last_sum = r ? r->sum() : -1;
+                   asker_->callbacks.fetch_add(1);
+                 });
+    EXPECT_TRUE(h);
+  }));
+  ASSERT_TRUE(wait_for([&] { return asker_->callbacks.load() == 1; }));
+  EXPECT_EQ(asker_->last_sum.load(), 5);
+}
+
+TEST_F(TwoNodes, APeerThatGoesAwayFailsItsPendingCallsAtOnce) {
+  Result<pb::SumResp> result = ember::Error{Errc::internal, "unset"};
+  std::jthread caller([&] {
+    result = ember::select(*a_, Selector::name("calc"))
+                 .call<pb::SumResp>("RpcHang", sum(1, 1), {.timeout = 20s});
+  });
+  ASSERT_TRUE(wait_for([&] { return a_->stats().pending_calls == 1; }));
+  auto t0 = std::chrono::steady_clock::now();
+  link_b_->stop();  // node b leaves: its connection closes
+  caller.join();
+  ASSERT_FALSE(result);
+  EXPECT_EQ(result.error().code(), Errc::node_unreachable);
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 5s);
+}
+
+}  // namespace
