@@ -22,7 +22,9 @@ class NodeImpl;
 /// table keyed by a per-node request id; a peer that goes down fails its pending calls at once.
 class ClusterLink final : public RemoteRouter, public std::enable_shared_from_this<ClusterLink> {
  public:
-  /// Starts the transport and makes `node` route calls to remote targets through it.
+  /// Starts the transport and makes `node` route calls to remote targets through it. Call it before
+  /// the node's services start calling out (the router pointer is set once, unsynchronized);
+  /// Node::stop stops the link after its services have drained.
   static Result<std::shared_ptr<ClusterLink>> attach(Node& node, net::TransportOptions options,
                                                      std::string advertise_host);
   ~ClusterLink() override;
@@ -34,8 +36,8 @@ class ClusterLink final : public RemoteRouter, public std::enable_shared_from_th
   [[nodiscard]] const std::string& address() const noexcept { return address_; }
   [[nodiscard]] net::TransportStats transport_stats() const { return transport_->stats(); }
   [[nodiscard]] std::uint64_t duplicates_dropped() const noexcept { return duplicates_.load(); }
-  /// Stops the transport; every pending remote call fails with node_unreachable.
-  void stop();
+  /// Stops the transport; every pending remote call fails with node_unreachable. Idempotent.
+  void stop() override;
 
   // Called from the transport's I/O thread.
   void on_frame(const std::string& from, std::string&& bytes);

@@ -58,7 +58,8 @@ void NodeImpl::forget(Service& s) {
 
 Service* NodeImpl::find_visible(std::string_view name, std::string_view id) const {
   std::shared_lock lock(visible_mu);
-  auto it = by_identity.find(std::pair<std::string, std::string>{std::string(name), std::string(id)});
+  auto it =
+      by_identity.find(std::pair<std::string, std::string>{std::string(name), std::string(id)});
   if (it == by_identity.end() || !it->second->core_->visible.load(std::memory_order_acquire)) {
     return nullptr;
   }
@@ -237,6 +238,9 @@ Status Node::stop() {
       n.log.error("{}", st.error().to_string());
       result = st;
     }
+  }
+  if (n.remote) {
+    n.remote->stop();  // after the drain: services could still call out while draining
   }
   n.timers->stop();
   // Destroy in reverse start order; a service stuck in a handler is kept, never freed under it.

@@ -81,6 +81,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   void close(const std::string& why, bool rejected);
 
   [[nodiscard]] bool open() const noexcept { return open_; }
+  [[nodiscard]] bool is_closed() const noexcept { return closed_; }
   [[nodiscard]] const std::string& peer() const noexcept { return peer_; }
   tcp::socket& socket() noexcept { return socket_; }
   asio::steady_timer& timer() noexcept { return timer_; }
@@ -246,6 +247,9 @@ class TransportImpl final : public Transport {
     resolver->async_resolve(host, port,
                             [this, conn, resolver, node](const asio::error_code& ec,
                                                          tcp::resolver::results_type results) {
+                              if (conn->is_closed()) {
+                                return;  // closed while resolving: do not reopen the socket
+                              }
                               if (ec) {
                                 conn->close("cannot resolve: " + ec.message(), false);
                                 return;
@@ -253,6 +257,9 @@ class TransportImpl final : public Transport {
                               asio::async_connect(
                                   conn->socket(), results,
                                   [conn](const asio::error_code& ec2, const tcp::endpoint&) {
+                                    if (conn->is_closed()) {
+                                      return;
+                                    }
                                     if (ec2) {
                                       conn->close("cannot connect: " + ec2.message(), false);
                                       return;
@@ -373,6 +380,9 @@ void Connection::arm_handshake_timer() {
 }
 
 void Connection::start_client() {
+  if (closed_) {
+    return;
+  }
   arm_handshake_timer();
   local_nonce_ = random_bytes(kNonceBytes);
   wire::Hello hello;

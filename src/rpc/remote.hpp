@@ -20,6 +20,8 @@ class RemoteRouter {
   /// On failure nothing was sent and the error says why.
   virtual Status send_request(const Target& target, const CallSpec& spec, const Context& context,
                               const std::shared_ptr<PendingCall>& pending) = 0;
+  /// Leaves the cluster: called by Node::stop once its services have drained.
+  virtual void stop() = 0;
 };
 
 }  // namespace ember::detail

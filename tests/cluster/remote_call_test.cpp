@@ -201,3 +201,20 @@ TEST_F(TwoNodes, APeerThatGoesAwayFailsItsPendingCallsAtOnce) {
 }
 
 }  // namespace
+
+namespace {
+
+TEST_F(TwoNodes, StoppingTheCallingNodeFailsItsRemoteCalls) {
+  Result<pb::SumResp> result = ember::Error{Errc::internal, "unset"};
+  std::jthread caller([&] {
+    result = ember::select(*a_, Selector::name("calc"))
+                 .call<pb::SumResp>("RpcHang", sum(1, 1), {.timeout = 20s});
+  });
+  ASSERT_TRUE(wait_for([&] { return a_->stats().pending_calls == 1; }));
+  ASSERT_TRUE(a_->stop());  // drains a's services, then leaves the cluster
+  caller.join();
+  ASSERT_FALSE(result);
+  EXPECT_EQ(result.error().code(), Errc::node_unreachable);
+}
+
+}  // namespace
