@@ -739,7 +739,8 @@ TEST(Rpc, BlockingCallsBetweenPinnedServices) {
   }()));
   ASSERT_TRUE(node.start());
   for (int i = 0; i < 100; ++i) {
-    auto r = ember::select(node, Selector::name("front")).call<pb::Hop>("RpcHop", pb::Hop{}, {.timeout = 5s});
+    auto r = ember::select(node, Selector::name("front"))
+                 .call<pb::Hop>("RpcHop", pb::Hop{}, {.timeout = 5s});
     ASSERT_TRUE(r) << i << ": " << r.error().to_string();
   }
 }
@@ -753,15 +754,17 @@ namespace {
 class CoKeeper : public ember::Service {
  public:
   ember::Status on_init() override {
-    return handle("RpcKeep", [this](const pb::Echo& e, const ember::Context& ctx) -> ember::Task<ember::Status> {
-      co_await select(Selector::name("calc")).co_call<pb::SumResp>("RpcSum", sum_req(1, 1));
-      co_await select(Selector::name("calc")).co_call<pb::SumResp>("RpcSum", sum_req(2, 2));
-      seen_text = e.text();                      // the request after two suspensions
-      seen_trace = ctx.trace_id();               // the context too
-      seen_method = std::string(ctx.method());
-      done.fetch_add(1);
-      co_return ember::Status{};
-    });
+    return handle(
+        "RpcKeep",
+        [this](const pb::Echo& e, const ember::Context& ctx) -> ember::Task<ember::Status> {
+          co_await select(Selector::name("calc")).co_call<pb::SumResp>("RpcSum", sum_req(1, 1));
+          co_await select(Selector::name("calc")).co_call<pb::SumResp>("RpcSum", sum_req(2, 2));
+          seen_text = e.text();         // the request after two suspensions
+          seen_trace = ctx.trace_id();  // the context too
+          seen_method = std::string(ctx.method());
+          done.fetch_add(1);
+          co_return ember::Status{};
+        });
   }
   std::string seen_text;
   std::uint64_t seen_trace = 0;
@@ -771,7 +774,8 @@ class CoKeeper : public ember::Service {
 
 TEST(Rpc, CoroutineHandlerKeepsItsRequestAndContextAcrossSuspensions) {
   ember::Node node(two_threads());
-  auto* keeper = static_cast<CoKeeper*>(*node.add_service(std::make_unique<CoKeeper>(), named("keeper")));
+  auto* keeper =
+      static_cast<CoKeeper*>(*node.add_service(std::make_unique<CoKeeper>(), named("keeper")));
   ASSERT_TRUE(node.add_service(std::make_unique<Calc>(), named("calc")));
   ASSERT_TRUE(node.start());
   {

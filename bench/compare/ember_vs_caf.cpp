@@ -10,9 +10,11 @@
 
 #include <algorithm>
 #include <atomic>
+#include <caf/all.hpp>
 #include <chrono>
 #include <cstdio>
 #include <cstring>
+#include <ember/ember.hpp>
 #include <fstream>
 #include <functional>
 #include <future>
@@ -21,10 +23,6 @@
 #include <string>
 #include <thread>
 #include <vector>
-
-#include <caf/all.hpp>
-
-#include <ember/ember.hpp>
 
 #include "compare.pb.h"
 
@@ -73,20 +71,6 @@ double heap_bytes() {
   return static_cast<double>(info.uordblks) + static_cast<double>(info.hblkhd);
 }
 
-long rss_kb() {
-  std::ifstream status("/proc/self/status");
-  std::string key;
-  while (status >> key) {
-    if (key == "VmRSS:") {
-      long kb = 0;
-      status >> kb;
-      return kb;
-    }
-    status.ignore(4096, '\n');
-  }
-  return 0;
-}
-
 /// Percent of one core the process uses over `window` while the system under test sits idle.
 double idle_cpu_percent(std::chrono::milliseconds window) {
   std::this_thread::sleep_for(std::chrono::milliseconds(200));  // let spinning workers park
@@ -98,7 +82,9 @@ double idle_cpu_percent(std::chrono::milliseconds window) {
 
 void percentiles(std::vector<double>& v, double& p50, double& p99) {
   std::sort(v.begin(), v.end());
-  auto at = [&](double q) { return v[static_cast<std::size_t>(q * static_cast<double>(v.size() - 1))]; };
+  auto at = [&](double q) {
+    return v[static_cast<std::size_t>(q * static_cast<double>(v.size() - 1))];
+  };
   p50 = v.empty() ? 0 : at(0.50);
   p99 = v.empty() ? 0 : at(0.99);
 }
@@ -145,8 +131,10 @@ class EmberBouncer : public ember::Service {
 
 void ember_pingpong(const Settings& s, std::vector<Sample>& out) {
   ember::Node node(ember_config(s));
-  auto* a = static_cast<EmberBouncer*>(*node.add_service(std::make_unique<EmberBouncer>("b"), named("a")));
-  auto* b = static_cast<EmberBouncer*>(*node.add_service(std::make_unique<EmberBouncer>("a"), named("b")));
+  auto* a = static_cast<EmberBouncer*>(
+      *node.add_service(std::make_unique<EmberBouncer>("b"), named("a")));
+  auto* b = static_cast<EmberBouncer*>(
+      *node.add_service(std::make_unique<EmberBouncer>("a"), named("b")));
   (void)node.start();
   a->peer_bus = a->select(Selector::name("b"));
   b->peer_bus = b->select(Selector::name("a"));
@@ -158,8 +146,10 @@ void ember_pingpong(const Settings& s, std::vector<Sample>& out) {
   (void)ember::select(node, Selector::name("a")).send("RpcPing", first);
   done.get_future().wait();
   double secs = seconds_since(t0);
-  out.push_back({"pingpong", "ember", "roundtrips_per_s", "1/s", static_cast<double>(s.pingpong_roundtrips) / secs});
-  out.push_back({"pingpong", "ember", "idle_cpu", "%", idle_cpu_percent(std::chrono::milliseconds(500))});
+  out.push_back({"pingpong", "ember", "roundtrips_per_s", "1/s",
+                 static_cast<double>(s.pingpong_roundtrips) / secs});
+  out.push_back(
+      {"pingpong", "ember", "idle_cpu", "%", idle_cpu_percent(std::chrono::milliseconds(500))});
   (void)node.stop();
 }
 
@@ -195,9 +185,11 @@ class EmberProducer : public ember::Service {
 
 void ember_fanin(const Settings& s, std::vector<Sample>& out) {
   ember::Node node(ember_config(s));
-  auto* sink = static_cast<EmberSink*>(*node.add_service(std::make_unique<EmberSink>(), named("sink")));
+  auto* sink =
+      static_cast<EmberSink*>(*node.add_service(std::make_unique<EmberSink>(), named("sink")));
   for (int i = 0; i < 4; ++i) {
-    (void)node.add_service(std::make_unique<EmberProducer>(), named("producer" + std::to_string(i)));
+    (void)node.add_service(std::make_unique<EmberProducer>(),
+                           named("producer" + std::to_string(i)));
   }
   (void)node.start();
   std::promise<void> done;
@@ -211,7 +203,8 @@ void ember_fanin(const Settings& s, std::vector<Sample>& out) {
   }
   done.get_future().wait();
   double secs = seconds_since(t0);
-  out.push_back({"fanin", "ember", "msgs_per_s", "1/s", static_cast<double>(4 * s.fanin_per_producer) / secs});
+  out.push_back({"fanin", "ember", "msgs_per_s", "1/s",
+                 static_cast<double>(4 * s.fanin_per_producer) / secs});
   (void)node.stop();
 }
 
@@ -246,13 +239,15 @@ class EmberCaller : public ember::Service {
 void ember_call_latency(const Settings& s, std::vector<Sample>& out) {
   ember::Node node(ember_config(s));
   // Both pinned: caller and callee run on different threads, as the scenario requires.
-  auto* caller = static_cast<EmberCaller*>(*node.add_service(std::make_unique<EmberCaller>(), named("caller", true)));
+  auto* caller = static_cast<EmberCaller*>(
+      *node.add_service(std::make_unique<EmberCaller>(), named("caller", true)));
   (void)node.add_service(std::make_unique<EmberEcho>(), named("echo", true));
   (void)node.start();
   caller->samples.reserve(static_cast<std::size_t>(s.call_count));
   cmp::Ping run;
   run.set_n(s.call_count);
-  auto r = ember::select(node, Selector::name("caller")).call<ember::NoReply>("RpcRun", run, {.timeout = std::chrono::minutes(5)});
+  auto r = ember::select(node, Selector::name("caller"))
+               .call<ember::NoReply>("RpcRun", run, {.timeout = std::chrono::minutes(5)});
   if (!r) {
     std::fprintf(stderr, "ember call_latency failed: %s\n", r.error().to_string().c_str());
   }
@@ -276,13 +271,17 @@ void ember_spawn(const Settings& s, std::vector<Sample>& out) {
   double before = heap_bytes();
   auto t0 = Clock::now();
   for (std::int64_t i = 0; i < s.spawn_count; ++i) {
-    (void)node.add_service(std::make_unique<EmberIdle>(), named(names[static_cast<std::size_t>(i)]));
+    (void)node.add_service(std::make_unique<EmberIdle>(),
+                           named(names[static_cast<std::size_t>(i)]));
   }
   double secs = seconds_since(t0);
   double after = heap_bytes();
-  out.push_back({"spawn", "ember", "spawns_per_s", "1/s", static_cast<double>(s.spawn_count) / secs});
-  out.push_back({"spawn", "ember", "bytes_per_service", "B", (after - before) / static_cast<double>(s.spawn_count)});
-  out.push_back({"spawn", "ember", "idle_cpu", "%", idle_cpu_percent(std::chrono::milliseconds(500))});
+  out.push_back(
+      {"spawn", "ember", "spawns_per_s", "1/s", static_cast<double>(s.spawn_count) / secs});
+  out.push_back({"spawn", "ember", "bytes_per_service", "B",
+                 (after - before) / static_cast<double>(s.spawn_count)});
+  out.push_back(
+      {"spawn", "ember", "idle_cpu", "%", idle_cpu_percent(std::chrono::milliseconds(500))});
   (void)node.stop();
 }
 
@@ -308,7 +307,8 @@ void ember_timers(const Settings& s, std::vector<Sample>& out) {
   (void)node.start();
   cmp::Ping run;
   run.set_n(s.timer_ops);
-  auto r = ember::select(node, Selector::name("timers")).call<cmp::Ping>("RpcRun", run, {.timeout = std::chrono::minutes(1)});
+  auto r = ember::select(node, Selector::name("timers"))
+               .call<cmp::Ping>("RpcRun", run, {.timeout = std::chrono::minutes(1)});
   if (r) {
     out.push_back({"timers", "ember", "schedule_cancel_ns", "ns",
                    static_cast<double>(r->n()) / static_cast<double>(s.timer_ops)});
@@ -333,7 +333,8 @@ caf::behavior caf_ponger(caf::event_based_actor*) {
   return {[](ping_atom, std::int64_t n) { return std::make_tuple(ping_atom::value, n); }};
 }
 
-caf::behavior caf_pinger(caf::event_based_actor* self, caf::actor pong, std::int64_t n, caf::actor reporter) {
+caf::behavior caf_pinger(caf::event_based_actor* self, caf::actor pong, std::int64_t n,
+                         caf::actor reporter) {
   self->send(pong, ping_atom::value, n);
   return {[=](ping_atom, std::int64_t k) {
     if (k == 0) {
@@ -354,15 +355,18 @@ void caf_pingpong(const Settings& s, std::vector<Sample>& out) {
   sys.spawn(caf_pinger, pong, s.pingpong_roundtrips, caf::actor{self});
   self->receive([](done_atom) {});
   double secs = seconds_since(t0);
-  out.push_back({"pingpong", "caf", "roundtrips_per_s", "1/s", static_cast<double>(s.pingpong_roundtrips) / secs});
-  out.push_back({"pingpong", "caf", "idle_cpu", "%", idle_cpu_percent(std::chrono::milliseconds(500))});
+  out.push_back({"pingpong", "caf", "roundtrips_per_s", "1/s",
+                 static_cast<double>(s.pingpong_roundtrips) / secs});
+  out.push_back(
+      {"pingpong", "caf", "idle_cpu", "%", idle_cpu_percent(std::chrono::milliseconds(500))});
   caf::anon_send_exit(pong, caf::exit_reason::user_shutdown);
 }
 
 struct caf_sink_state {
   std::int64_t count = 0;
 };
-caf::behavior caf_sink(caf::stateful_actor<caf_sink_state>* self, std::int64_t total, caf::actor reporter) {
+caf::behavior caf_sink(caf::stateful_actor<caf_sink_state>* self, std::int64_t total,
+                       caf::actor reporter) {
   return {[=](std::int64_t) {
     if (++self->state.count == total) {
       self->send(reporter, done_atom::value);
@@ -395,7 +399,8 @@ void caf_fanin(const Settings& s, std::vector<Sample>& out) {
   }
   self->receive([](done_atom) {});
   double secs = seconds_since(t0);
-  out.push_back({"fanin", "caf", "msgs_per_s", "1/s", static_cast<double>(4 * s.fanin_per_producer) / secs});
+  out.push_back(
+      {"fanin", "caf", "msgs_per_s", "1/s", static_cast<double>(4 * s.fanin_per_producer) / secs});
 }
 
 caf::behavior caf_echo(caf::event_based_actor*) {
@@ -408,8 +413,8 @@ struct caf_client_state {
   std::function<void()> step;  // in the state, so it dies with the actor (no reference cycle)
 };
 
-caf::behavior caf_client(caf::stateful_actor<caf_client_state>* self, caf::actor echo, std::int64_t n,
-                         std::vector<double>* samples, caf::actor reporter) {
+caf::behavior caf_client(caf::stateful_actor<caf_client_state>* self, caf::actor echo,
+                         std::int64_t n, std::vector<double>* samples, caf::actor reporter) {
   self->state.step = [self, echo, n, samples, reporter] {
     if (self->state.i == n) {
       self->send(reporter, done_atom::value);
@@ -417,11 +422,13 @@ caf::behavior caf_client(caf::stateful_actor<caf_client_state>* self, caf::actor
       return;
     }
     self->state.t0 = Clock::now();
-    self->request(echo, caf::infinite, ping_atom::value, self->state.i).then([self, samples](std::int64_t) {
-      samples->push_back(std::chrono::duration<double, std::micro>(Clock::now() - self->state.t0).count());
-      ++self->state.i;
-      self->state.step();
-    });
+    self->request(echo, caf::infinite, ping_atom::value, self->state.i)
+        .then([self, samples](std::int64_t) {
+          samples->push_back(
+              std::chrono::duration<double, std::micro>(Clock::now() - self->state.t0).count());
+          ++self->state.i;
+          self->state.step();
+        });
   };
   return {[self](go_atom) { self->state.step(); }};
 }
@@ -434,7 +441,8 @@ void caf_call_latency(const Settings& s, std::vector<Sample>& out) {
   samples.reserve(static_cast<std::size_t>(s.call_count));
   // Detached: each actor on its own thread, like the pinned Ember services.
   auto echo = sys.spawn<caf::detached>(caf_echo);
-  auto client = sys.spawn<caf::detached>(caf_client, echo, s.call_count, &samples, caf::actor{self});
+  auto client =
+      sys.spawn<caf::detached>(caf_client, echo, s.call_count, &samples, caf::actor{self});
   self->send(client, go_atom::value);
   self->receive([](done_atom) {});
   double p50 = 0;
@@ -465,7 +473,8 @@ void caf_spawn(const Settings& s, std::vector<Sample>& out) {
   out.push_back({"spawn", "caf", "bytes_per_service", "B",
                  (after - before - static_cast<double>(s.spawn_count * sizeof(caf::actor))) /
                      static_cast<double>(s.spawn_count)});
-  out.push_back({"spawn", "caf", "idle_cpu", "%", idle_cpu_percent(std::chrono::milliseconds(500))});
+  out.push_back(
+      {"spawn", "caf", "idle_cpu", "%", idle_cpu_percent(std::chrono::milliseconds(500))});
   for (auto& a : actors) {
     caf::anon_send_exit(a, caf::exit_reason::user_shutdown);
   }
@@ -479,7 +488,9 @@ struct Scenario {
   std::function<void(const Settings&, std::vector<Sample>&)> caf;  // empty: Ember alone
 };
 
-std::string json_escape(const std::string& s) { return s; }  // keys and names are plain ASCII
+std::string json_escape(const std::string& s) {
+  return s;
+}  // keys and names are plain ASCII
 
 }  // namespace
 
@@ -501,7 +512,10 @@ int main(int argc, char** argv) {
     } else if (arg == "--impl") {
       s.impl = next();
     } else {
-      std::fprintf(stderr, "usage: %s [--quick] [--reps N] [--threads N] [--out FILE] [--only SCENARIO] [--impl ember|caf]\n", argv[0]);
+      std::fprintf(stderr,
+                   "usage: %s [--quick] [--reps N] [--threads N] [--out FILE] [--only SCENARIO] "
+                   "[--impl ember|caf]\n",
+                   argv[0]);
       return 2;
     }
   }
@@ -522,8 +536,8 @@ int main(int argc, char** argv) {
       {"spawn", ember_spawn, caf_spawn},
       {"timers", ember_timers, nullptr},
   };
-  std::printf("Ember vs CAF %d: %d worker threads each, %d interleaved repetitions%s\n", CAF_VERSION,
-              s.threads, s.reps, s.quick ? " (quick)" : "");
+  std::printf("Ember vs CAF %d: %d worker threads each, %d interleaved repetitions%s\n",
+              CAF_VERSION, s.threads, s.reps, s.quick ? " (quick)" : "");
   std::vector<Sample> all;
   for (int rep = 0; rep < s.reps; ++rep) {
     for (const auto& sc : scenarios) {
@@ -556,7 +570,8 @@ int main(int argc, char** argv) {
       order.emplace_back(x.scenario, x.metric);
     }
   }
-  auto median = [&](const std::string& sc, const std::string& impl, const std::string& metric) -> double {
+  auto median = [&](const std::string& sc, const std::string& impl,
+                    const std::string& metric) -> double {
     auto it = groups.find({sc, impl, metric});
     if (it == groups.end() || it->second.empty()) {
       return -1;
@@ -583,19 +598,21 @@ int main(int argc, char** argv) {
       std::snprintf(buf, sizeof buf, v >= 1000 ? "%.0f" : "%.3f", v);
       return std::string(buf);
     };
-    std::printf("%-13s %-18s %14s %14s %12s\n", sc.c_str(), (metric + " (" + units[{sc, metric}] + ")").c_str(),
-                fmt(e).c_str(), fmt(c).c_str(), ratio);
+    std::printf("%-13s %-18s %14s %14s %12s\n", sc.c_str(),
+                (metric + " (" + units[{sc, metric}] + ")").c_str(), fmt(e).c_str(), fmt(c).c_str(),
+                ratio);
     for (const char* impl : {"ember", "caf"}) {
       double v = median(sc, impl, metric);
       if (v < 0) {
         continue;
       }
       char line[512];
-      std::snprintf(line, sizeof line,
-                    "{\"scenario\":\"%s\",\"impl\":\"%s\",\"metric\":\"%s\",\"value\":%.6g,\"unit\":\"%s\","
-                    "\"reps\":%d,\"threads\":%d}",
-                    json_escape(sc).c_str(), impl, json_escape(metric).c_str(), v,
-                    json_escape(units[{sc, metric}]).c_str(), s.reps, s.threads);
+      std::snprintf(
+          line, sizeof line,
+          "{\"scenario\":\"%s\",\"impl\":\"%s\",\"metric\":\"%s\",\"value\":%.6g,\"unit\":\"%s\","
+          "\"reps\":%d,\"threads\":%d}",
+          json_escape(sc).c_str(), impl, json_escape(metric).c_str(), v,
+          json_escape(units[{sc, metric}]).c_str(), s.reps, s.threads);
       json << line << "\n";
     }
   }

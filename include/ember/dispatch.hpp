@@ -43,7 +43,7 @@ class DispatchKey {
  public:
   constexpr DispatchKey() = default;
   constexpr DispatchKey(std::string_view text) : hash_(nonzero(hash_key(text))) {}  // NOLINT
-  constexpr DispatchKey(const char* text) : DispatchKey(std::string_view(text)) {}     // NOLINT
+  constexpr DispatchKey(const char* text) : DispatchKey(std::string_view(text)) {}  // NOLINT
   /// Integer keys (player UIDs) hash differently from their decimal text; use one form per key.
   static constexpr DispatchKey from_int(std::uint64_t value) noexcept {
     DispatchKey key;

@@ -151,6 +151,9 @@ class Module {
   friend class detail::ServiceCore;
 
   detail::ServiceCore* core() const noexcept;
+  TimerId schedule_timer(const char* what, std::chrono::nanoseconds delay,
+                         std::chrono::nanoseconds period, std::function<void()> fn,
+                         TimerOptions options);
 
   Module* parent_ = nullptr;
   Service* service_ = nullptr;

@@ -143,7 +143,8 @@ std::shared_ptr<const AnyMessage> share(T&& request) {
 template <class Resp>
 class CallAwaiter {
  public:
-  CallAwaiter(detail::CallSpec spec, std::shared_ptr<const detail::Selection> pin) : spec_(std::move(spec)) {
+  CallAwaiter(detail::CallSpec spec, std::shared_ptr<const detail::Selection> pin)
+      : spec_(std::move(spec)) {
     spec_.pin = std::move(pin);
   }
   bool await_ready() const noexcept { return false; }
@@ -220,7 +221,8 @@ class Bus {
   template <class Resp, class Req>
   CallAwaiter<Resp> co_call(std::string_view method, Req&& request,
                             CallOptions options = {}) const {
-    return CallAwaiter<Resp>(spec<Resp>(method, std::forward<Req>(request), std::move(options)), selection_);
+    return CallAwaiter<Resp>(spec<Resp>(method, std::forward<Req>(request), std::move(options)),
+                             selection_);
   }
   template <class Req, class Resp>
   CallAwaiter<Resp> co_call(const Method<Req, Resp>& method, Req request,
@@ -271,7 +273,8 @@ struct MethodEntry {
   /// Runs on the callee's lane; must complete `reply` exactly once (now or later).
   /// The payload comes as a shared pointer so that a coroutine handler can keep it (and a copy of
   /// the context) alive across its suspensions.
-  std::function<void(const std::shared_ptr<const AnyMessage>&, const Context&, std::shared_ptr<Responder>)>
+  std::function<void(const std::shared_ptr<const AnyMessage>&, const Context&,
+                     std::shared_ptr<Responder>)>
       invoke;
 };
 
@@ -347,7 +350,8 @@ AnyReply to_any(R&& result) {
 /// `keep` owns what the coroutine's reference parameters point to (request, context, handler):
 /// the request message itself is freed when the handler first suspends.
 template <class Ret, class Resp>
-void run_detached(Ret task, std::shared_ptr<Responder> to, std::string method, std::shared_ptr<void> keep) {
+void run_detached(Ret task, std::shared_ptr<Responder> to, std::string method,
+                  std::shared_ptr<void> keep) {
   auto handle = task.release();
   track_coroutine(handle, [to, method, keep] {
     reply(to, Error{Errc::stopping, "service stopped while '" + method + "' was suspended"});
@@ -380,8 +384,8 @@ MethodEntry make_entry(Module& owner, std::string_view name, Fn fn) {
   e.request_prototype = &Req::default_instance();
   e.owner = &owner;
   auto shared_fn = std::make_shared<Fn>(std::move(fn));
-  e.invoke = [shared_fn, method = e.name](const std::shared_ptr<const AnyMessage>& any, const Context& ctx,
-                                          std::shared_ptr<Responder> to) {
+  e.invoke = [shared_fn, method = e.name](const std::shared_ptr<const AnyMessage>& any,
+                                          const Context& ctx, std::shared_ptr<Responder> to) {
     try {
       if constexpr (ReplyType<Ret>::is_task) {
         // Everything the coroutine's parameters refer to must outlive its suspensions.

@@ -275,14 +275,13 @@ void ClusterLink::on_frame(const std::string& from, std::string&& bytes) {
     return;
   }
   if (envelope.has_request()) {
-    handle_request(from, {}, envelope.mutable_request());
+    handle_request(from, *envelope.mutable_request());
   } else if (envelope.has_reply()) {
-    handle_reply(envelope.mutable_reply());
+    handle_reply(*envelope.mutable_reply());
   }
 }
 
-void ClusterLink::handle_request(const std::string& from, const std::string&, void* raw) {
-  auto& request = *static_cast<wire::RemoteRequest*>(raw);
+void ClusterLink::handle_request(const std::string& from, wire::RemoteRequest& request) {
   if (seen(from, request.id())) {
     duplicates_.fetch_add(1);  // a retry of a request already taken: run it once only
     return;
@@ -306,8 +305,7 @@ void ClusterLink::handle_request(const std::string& from, const std::string&, vo
   }
 }
 
-void ClusterLink::handle_reply(void* raw) {
-  auto& reply = *static_cast<wire::RemoteReply*>(raw);
+void ClusterLink::handle_reply(wire::RemoteReply& reply) {
   Waiting w;
   {
     std::lock_guard lock(mu_);

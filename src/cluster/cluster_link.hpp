@@ -13,6 +13,11 @@
 #include "net/transport.hpp"
 #include "rpc/remote.hpp"
 
+namespace ember::wire {
+class RemoteRequest;
+class RemoteReply;
+}  // namespace ember::wire
+
 namespace ember::detail {
 
 class NodeImpl;
@@ -55,8 +60,8 @@ class ClusterLink final : public RemoteRouter, public std::enable_shared_from_th
     std::string node;
     std::chrono::steady_clock::time_point deadline;
   };
-  void handle_request(const std::string& from, const std::string& bytes_of_request, void* request);
-  void handle_reply(void* reply);
+  void handle_request(const std::string& from, wire::RemoteRequest& request);
+  void handle_reply(wire::RemoteReply& reply);
   bool seen(const std::string& from, std::uint64_t id);
   void purge_locked();
 

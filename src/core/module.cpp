@@ -48,39 +48,37 @@ std::vector<Module*> Module::children() const {
   return c != nullptr ? c->children_of(*this) : std::vector<Module*>{};
 }
 
-TimerId Module::after(std::chrono::nanoseconds delay, std::function<void()> fn,
-                      TimerOptions options) {
+TimerId Module::schedule_timer(const char* what, std::chrono::nanoseconds delay,
+                               std::chrono::nanoseconds period, std::function<void()> fn,
+                               TimerOptions options) {
   detail::ServiceCore* c = core();
   if (c == nullptr || released_ || !fn) {
-    system_log().error("after(): module not attached, released, or empty callback; timer not set");
+    system_log().error("{}(): module not attached, released, or empty callback; timer not set",
+                       what);
     return {};
   }
   timer::TimerService::Request request;
   request.target = c;
   request.owner = &extras_->timers;
   request.delay = delay;
+  request.period = period;
   request.options = options;
   request.callback = std::move(fn);
   return c->timers().schedule(std::move(request));
 }
 
+TimerId Module::after(std::chrono::nanoseconds delay, std::function<void()> fn,
+                      TimerOptions options) {
+  return schedule_timer("after", delay, {}, std::move(fn), options);
+}
+
 TimerId Module::every(std::chrono::nanoseconds period, std::function<void()> fn,
                       TimerOptions options) {
-  detail::ServiceCore* c = core();
-  if (c == nullptr || released_ || !fn) {
-    system_log().error("every(): module not attached, released, or empty callback; timer not set");
-    return {};
+  if (detail::ServiceCore* c = core()) {
+    period =
+        std::max(period, std::chrono::duration_cast<std::chrono::nanoseconds>(c->timers().tick()));
   }
-  auto tick = std::chrono::duration_cast<std::chrono::nanoseconds>(c->timers().tick());
-  period = std::max(period, tick);
-  timer::TimerService::Request request;
-  request.target = c;
-  request.owner = &extras_->timers;
-  request.delay = period;
-  request.period = period;
-  request.options = options;
-  request.callback = std::move(fn);
-  return c->timers().schedule(std::move(request));
+  return schedule_timer("every", period, period, std::move(fn), options);
 }
 
 Result<TimerId> Module::cron(std::string_view spec, std::function<void()> fn,

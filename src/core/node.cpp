@@ -190,14 +190,12 @@ Status Node::start() {
       break;
     }
   }
-  std::vector<Service*> started;
   if (failure) {
     for (Service* s : initialized) {
       failure = s->core_->start();
       if (!failure) {
         break;
       }
-      started.push_back(s);
     }
   }
   if (!failure) {

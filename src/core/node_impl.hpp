@@ -8,9 +8,9 @@
 #include <ember/node.hpp>
 #include <ember/service.hpp>
 #include <map>
-#include <set>
 #include <memory>
 #include <mutex>
+#include <set>
 #include <shared_mutex>
 #include <string>
 #include <utility>

@@ -203,7 +203,7 @@ Status ServiceCore::post(runtime::Message* m, bool external) noexcept {
     delete m;
     return Error{Errc::stopping, std::move(why)};
   }
-  if (external && m->priority == Priority::user) {
+  if (external && m->priority == Priority::user && mailbox_.bounded()) {
     m->counted = true;
   }
   Status pushed = mailbox_.push(m);
@@ -272,7 +272,8 @@ void ServiceCore::flush_graveyard() {
 }
 
 Status ServiceCore::init() {
-  Status st = guarded("on_init", [this] { return describe(config_); }, [this] { return self_.on_init(); });
+  Status st = guarded(
+      "on_init", [this] { return describe(config_); }, [this] { return self_.on_init(); });
   if (!st) {
     return st;
   }
@@ -281,7 +282,8 @@ Status ServiceCore::init() {
 }
 
 Status ServiceCore::start() {
-  Status st = guarded("on_start", [this] { return describe(config_); }, [this] { return self_.on_start(); });
+  Status st = guarded(
+      "on_start", [this] { return describe(config_); }, [this] { return self_.on_start(); });
   if (!st) {
     return st;
   }
@@ -419,8 +421,9 @@ Result<ModuleId> ServiceCore::attach(Module& parent, std::unique_ptr<Module> chi
     modules_->emplace(id, raw);
     parent.children_.push_back(std::move(child));
   }
-  Status st = guarded("on_init", [this, id] { return describe(config_) + " module " + std::to_string(id); },
-                      [raw] { return raw->on_init(); });
+  Status st = guarded(
+      "on_init", [this, id] { return describe(config_) + " module " + std::to_string(id); },
+      [raw] { return raw->on_init(); });
   if (!st) {
     // Refused: undo as if it had never been added (its timers and children go too).
     (void)release(parent, id);

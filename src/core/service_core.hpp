@@ -131,10 +131,13 @@ class ServiceCore final : public runtime::LaneOwner, public timer::TimerTarget {
   std::atomic<std::uint64_t> methods_version_{1};  // bumped on every change: invalidates caches
   struct NameHash {
     using is_transparent = void;
-    std::size_t operator()(std::string_view s) const noexcept { return std::hash<std::string_view>{}(s); }
+    std::size_t operator()(std::string_view s) const noexcept {
+      return std::hash<std::string_view>{}(s);
+    }
   };
   // Transparent: a lookup by string_view builds no std::string.
-  std::unordered_map<std::string, std::shared_ptr<const MethodEntry>, NameHash, std::equal_to<>> methods_;
+  std::unordered_map<std::string, std::shared_ptr<const MethodEntry>, NameHash, std::equal_to<>>
+      methods_;
 
   std::unique_ptr<std::unordered_map<void*, std::function<void()>>> coroutines_;  // modules_mu_
 };

@@ -109,13 +109,7 @@ Result<const Target*> single_target(const Selection& sel, std::string_view verb)
                                              " services match " + sel.description +
                                              "; narrow the selector or add .key(...)"};
   }
-  const Target& t = sel.targets.front();
-  if (!t.anchor && !sel.node->remote) {
-    return Error{Errc::node_unreachable,
-                 "service " + t.pid().to_string() +
-                     " is on another node and this node has no cluster transport"};
-  }
-  return &t;
+  return &sel.targets.front();
 }
 
 /// `with_deadline` false (Send): nobody waits, so no clock read and no deadline.
@@ -131,7 +125,8 @@ Result<Context> outgoing_context(const Selection& sel, const CallSpec& spec, boo
   const Context* parent = current_context();
   ctx.trace_id_ = parent != nullptr && parent->trace_id_ != 0 ? parent->trace_id_ : new_trace_id();
   if (with_deadline) {
-    auto timeout = spec.options.timeout.count() > 0 ? spec.options.timeout : node.config.call_timeout;
+    auto timeout =
+        spec.options.timeout.count() > 0 ? spec.options.timeout : node.config.call_timeout;
     const auto now = Clock::now();
     ctx.deadline_ = now + timeout;
     if (parent != nullptr && parent->deadline_ < ctx.deadline_) {
@@ -186,6 +181,26 @@ Request* make_request(const CallSpec& spec, std::shared_ptr<Responder> responder
   return req;
 }
 
+/// Hands one request to its target: the local mailbox, or the cluster for a remote instance.
+/// `pending` null means Send (no reply, no response type check).
+Status dispatch(const Selection& sel, const Target& t, const CallSpec& spec, Context ctx,
+                const std::shared_ptr<PendingCall>& pending) {
+  if (t.anchor) {
+    std::shared_ptr<Responder> responder;
+    if (pending) {
+      responder = std::make_shared<LocalResponder>(pending);
+    }
+    return t.anchor->post(
+        make_request(spec, std::move(responder), std::move(ctx), pending != nullptr), true);
+  }
+  if (!sel.node->remote) {
+    return Error{Errc::node_unreachable,
+                 "service " + t.pid().to_string() +
+                     " is on another node and this node has no cluster transport"};
+  }
+  return sel.node->remote->send_request(t, spec, ctx, pending);
+}
+
 Status with_target(Status st, const Target& t, std::string_view method) {
   if (st) {
     return st;
@@ -224,9 +239,8 @@ bool PendingCall::complete(AnyReply r) {
   result.emplace(std::move(r));
   if (mode == Mode::blocking) {
     {
-      std::lock_guard lock(mu);
-      ready = true;
-      ready_flag.store(true, std::memory_order_release);
+      std::lock_guard lock(mu);  // pairs with the waiter's predicate check
+      ready.store(true, std::memory_order_release);
     }
     cv.notify_all();  // no syscall when the waiter is still spinning
     return true;
@@ -249,22 +263,14 @@ bool PendingCall::cancel() {
 }
 
 void LocalResponder::deliver(AnyReply result) {
-  if (!pending_) {
-    if (!result) {
-      if (ServiceCore* core = ServiceCore::current()) {
-        core->logger().warn("send failed: {}", result.error().to_string());
-      }
-    }
-    return;
-  }
   if (!pending_->complete(std::move(result))) {
     pending_->node->late_replies.fetch_add(1, std::memory_order_relaxed);
   }
 }
 
 Request::Request(std::string_view method, std::shared_ptr<const AnyMessage> payload,
-                 const std::type_info* response_type,
-                 std::shared_ptr<Responder> responder, Context context)
+                 const std::type_info* response_type, std::shared_ptr<Responder> responder,
+                 Context context)
     : method_(method),
       payload_(std::move(payload)),
       response_type_(response_type),
@@ -276,13 +282,7 @@ Request::Request(std::string_view method, std::shared_ptr<const AnyMessage> payl
 void Request::run() {
   ServiceCore* core = ServiceCore::current();
   const MethodEntry* entry = core->find_method(method_);
-  auto fail = [&](Error e) {
-    if (responder_) {
-      responder_->deliver(std::move(e));
-    } else {
-      report_send_error(e);
-    }
-  };
+  auto fail = [&](Error e) { reply(responder_, std::move(e)); };
   if (entry == nullptr) {
     fail(Error{Errc::no_such_method,
                "service " + core->pid().to_string() + " has no method '" + method_ + "'"});
@@ -295,10 +295,9 @@ void Request::run() {
     return;
   }
   if (response_type_ != nullptr && *response_type_ != *entry->response_typeid) {
-    fail(Error{Errc::bad_argument_type, "method '" + method_ + "' returns " +
-                                            entry->response_type->full_name() +
-                                            ", the caller expects another type (" +
-                                            response_type_->name() + ")"});
+    fail(Error{Errc::bad_argument_type,
+               "method '" + method_ + "' returns " + entry->response_type->full_name() +
+                   ", the caller expects another type (" + response_type_->name() + ")"});
     return;
   }
   if (responder_ && context_.deadline_ <= Clock::now()) {
@@ -312,7 +311,7 @@ void Request::run() {
 
 void Request::reject(const Error& why) noexcept {
   try {
-    if (responder_) {
+    if (responder_) {  // a refused Send is counted by the service, not logged per message
       responder_->deliver(why);
     }
   } catch (...) {
@@ -405,14 +404,7 @@ Result<std::shared_ptr<AnyMessage>> call_blocking(CallSpec spec) {
   }
   const auto deadline = ctx->deadline_;
   auto pending = std::make_shared<PendingCall>(PendingCall::Mode::blocking, sel.node);
-  Status posted;
-  if (t.anchor) {
-    posted = t.anchor->post(
-        make_request(spec, std::make_shared<LocalResponder>(pending), std::move(*ctx), true), true);
-  } else {
-    posted = sel.node->remote->send_request(t, spec, *ctx, pending);
-  }
-  if (!posted) {
+  if (Status posted = dispatch(sel, t, spec, std::move(*ctx), pending); !posted) {
     return with_target(posted, t, spec.method).error();
   }
   {
@@ -420,14 +412,15 @@ Result<std::shared_ptr<AnyMessage>> call_blocking(CallSpec spec) {
     // Most local replies come within microseconds: spin briefly before sleeping, which saves a
     // futex wake-up on each side. Bounded in time, so a slow callee costs at most ~20 us of CPU.
     const auto spin_until = Clock::now() + std::chrono::microseconds(20);
-    for (int i = 0; !pending->ready_flag.load(std::memory_order_acquire); ++i) {
+    for (int i = 0; !pending->ready.load(std::memory_order_acquire); ++i) {
       if ((i & 63) == 63 && Clock::now() > spin_until) {
         break;
       }
       runtime::cpu_relax();
     }
     std::unique_lock lock(pending->mu);
-    if (!pending->cv.wait_until(lock, deadline, [&] { return pending->ready; })) {
+    if (!pending->cv.wait_until(lock, deadline,
+                                [&] { return pending->ready.load(std::memory_order_acquire); })) {
       lock.unlock();
       if (pending->complete(Error{Errc::timeout, "'" + std::string(spec.method) + "' to " +
                                                      t.pid().to_string() +
@@ -435,7 +428,9 @@ Result<std::shared_ptr<AnyMessage>> call_blocking(CallSpec spec) {
         return std::move(*pending->result);
       }
       lock.lock();
-      pending->cv.wait(lock, [&] { return pending->ready; });  // a reply won the race just now
+      pending->cv.wait(lock, [&] {
+        return pending->ready.load(std::memory_order_acquire);
+      });  // a reply won the race just now
     }
   }
   return std::move(*pending->result);
@@ -453,18 +448,10 @@ Status send(CallSpec spec) {
   if (!ctx) {
     return ctx.error();
   }
-  const std::shared_ptr<Responder> responder;  // Send: nobody waits for an outcome
   std::size_t refused = 0;
   std::optional<Error> first;
   for (const Target& t : sel.targets) {
-    Status st;
-    if (t.anchor) {
-      st = t.anchor->post(make_request(spec, responder, *ctx, false), true);
-    } else if (sel.node->remote) {
-      st = sel.node->remote->send_request(t, spec, *ctx, nullptr);
-    } else {
-      st = Error{Errc::node_unreachable, "no cluster transport"};
-    }
+    Status st = dispatch(sel, t, spec, *ctx, nullptr);  // Send: nobody waits for an outcome
     if (!st) {
       ++refused;
       if (!first) {
@@ -482,22 +469,34 @@ Status send(CallSpec spec) {
 
 namespace {
 
-std::shared_ptr<PendingCall> start_async(CallSpec& spec, PendingCall::Mode mode, const Target& t,
-                                         Context ctx) {
+Module& calling_module(const Selection& sel) {
+  return sel.from_module != nullptr ? *sel.from_module : sel.from->self();
+}
+
+/// A call whose outcome runs in the caller's mailbox: on the lane of the message being handled,
+/// with the call's priority, and only while the calling module is alive.
+std::shared_ptr<PendingCall> caller_bound(const CallSpec& spec, PendingCall::Mode mode) {
   const Selection& sel = *spec.selection;
   auto pending = std::make_shared<PendingCall>(mode, sel.node);
   pending->method = std::string(spec.method);
-  pending->target = t.pid().to_string();
   pending->caller = sel.from->anchor();
   const Context* parent = current_context();
   pending->caller_key = parent != nullptr ? parent->key_ : DispatchKey{};
   pending->priority = spec.options.priority;
-  Module* owner = sel.from_module != nullptr ? sel.from_module : &sel.from->self();
-  pending->module_alive = ServiceCore::alive_token(*owner);
+  pending->module_alive = ServiceCore::alive_token(calling_module(sel));
+  return pending;
+}
+
+/// caller_bound plus the timeout timer, owned by the calling module.
+std::shared_ptr<PendingCall> start_async(const CallSpec& spec, PendingCall::Mode mode,
+                                         const Target& t, const Context& ctx) {
+  const Selection& sel = *spec.selection;
+  auto pending = caller_bound(spec, mode);
+  pending->target = t.pid().to_string();
 
   timer::TimerService::Request timeout;
   timeout.target = sel.from;
-  timeout.owner = ServiceCore::timer_owner(*owner);
+  timeout.owner = ServiceCore::timer_owner(calling_module(sel));
   timeout.delay = ctx.deadline_ - Clock::now();
   timeout.options.key = pending->caller_key;
   timeout.options.priority = pending->priority;
@@ -531,14 +530,7 @@ Result<CallHandle> call_async(CallSpec spec, std::function<void(AnyReply)> on_do
   }
   auto pending = start_async(spec, PendingCall::Mode::callback, t, *ctx);
   pending->callback = std::move(on_done);
-  Status posted;
-  if (t.anchor) {
-    posted = t.anchor->post(
-        make_request(spec, std::make_shared<LocalResponder>(pending), std::move(*ctx), true), true);
-  } else {
-    posted = sel.node->remote->send_request(t, spec, *ctx, pending);
-  }
-  if (!posted) {
+  if (Status posted = dispatch(sel, t, spec, std::move(*ctx), pending); !posted) {
     pending->cancel();  // refused now: report it here, the callback will not run
     return with_target(posted, t, spec.method).error();
   }
@@ -561,13 +553,7 @@ bool call_coroutine(CallSpec spec, std::coroutine_handle<> continuation,
   if (t != nullptr && ctx) {
     pending = start_async(spec, PendingCall::Mode::coroutine, *t, *ctx);
   } else {
-    pending = std::make_shared<PendingCall>(PendingCall::Mode::coroutine, sel.node);
-    pending->method = std::string(spec.method);
-    pending->caller = sel.from->anchor();
-    const Context* parent = current_context();
-    pending->caller_key = parent != nullptr ? parent->key_ : DispatchKey{};
-    pending->module_alive =
-        ServiceCore::alive_token(sel.from_module != nullptr ? *sel.from_module : sel.from->self());
+    pending = caller_bound(spec, PendingCall::Mode::coroutine);  // failed setup: no timer needed
   }
   pending->continuation = continuation;
   if (const Context* parent = current_context()) {
@@ -581,14 +567,7 @@ bool call_coroutine(CallSpec spec, std::coroutine_handle<> continuation,
     pending->complete(ctx.error());  // resumes through the mailbox like any other outcome
     return true;
   }
-  Status posted;
-  if (t->anchor) {
-    posted = t->anchor->post(
-        make_request(spec, std::make_shared<LocalResponder>(pending), std::move(*ctx), true), true);
-  } else {
-    posted = sel.node->remote->send_request(*t, spec, *ctx, pending);
-  }
-  if (!posted) {
+  if (Status posted = dispatch(sel, *t, spec, std::move(*ctx), pending); !posted) {
     pending->complete(with_target(posted, *t, spec.method).error());
   }
   return true;

@@ -57,8 +57,7 @@ class PendingCall : public std::enable_shared_from_this<PendingCall> {
   // blocking
   std::mutex mu;
   std::condition_variable cv;
-  bool ready = false;
-  std::atomic<bool> ready_flag{false};  // the same fact, for the waiter's spin phase
+  std::atomic<bool> ready{false};  // atomic for the waiter's spin phase; set under `mu` for the cv
 
   // callback / coroutine: where and how the completion runs
   std::shared_ptr<ServiceAnchor> caller;
@@ -84,7 +83,7 @@ class LocalResponder final : public Responder {
  public:
   explicit LocalResponder(std::shared_ptr<PendingCall> pending) : pending_(std::move(pending)) {}
   void deliver(AnyReply result) override;
-  [[nodiscard]] bool wants_reply() const noexcept override { return pending_ != nullptr; }
+  [[nodiscard]] bool wants_reply() const noexcept override { return true; }
 
  private:
   std::shared_ptr<PendingCall> pending_;
@@ -103,8 +102,8 @@ class Request final : public runtime::Message {
  private:
   std::string method_;
   std::shared_ptr<const AnyMessage> payload_;
-  const std::type_info* response_type_;  // null for Send: any response type is fine
-  std::shared_ptr<Responder> responder_;  // null for Send
+  const std::type_info* response_type_;   // null for Send: any response type is fine
+  std::shared_ptr<Responder> responder_;  // null for Send: nobody waits
   Context context_;
 };
 

@@ -50,39 +50,46 @@ std::size_t LocalEventBus::size() const {
 
 namespace {
 
+/// What every delivery of one publish shares: built once, not per subscriber.
+struct Published {
+  std::shared_ptr<const AnyMessage> payload;
+  EventInfo info;
+  std::shared_ptr<const Pid> publisher;  // the same identity, shareable by handler contexts
+};
+
 class Delivery final : public runtime::Message {
  public:
-  Delivery(std::shared_ptr<LocalEventBus::Subscriber> to, std::shared_ptr<const AnyMessage> payload,
-           EventInfo info)
-      : to_(std::move(to)), payload_(std::move(payload)), info_(std::move(info)) {}
+  Delivery(std::shared_ptr<LocalEventBus::Subscriber> to, std::shared_ptr<const Published> event)
+      : to_(std::move(to)), event_(std::move(event)) {}
 
   void run() override {
     if (!to_->active.load() || to_->module_alive.expired()) {
       return;  // unsubscribed or released after the publish
     }
-    if (payload_->GetDescriptor() != to_->subscription.payload_type) {
+    const AnyMessage& payload = *event_->payload;
+    const EventInfo& info = event_->info;
+    if (payload.GetDescriptor() != to_->subscription.payload_type) {
       if (ServiceCore* core = ServiceCore::current()) {
         core->logger().error("event {}: {} expects {}, the publisher sent {}; event skipped",
-                             info_.type, to_->name, to_->subscription.payload_type->full_name(),
-                             payload_->GetDescriptor()->full_name());
+                             info.type, to_->name, to_->subscription.payload_type->full_name(),
+                             payload.GetDescriptor()->full_name());
       }
       return;
     }
     Context ctx;
-    ctx.priority_ = info_.priority;
-    ctx.key_ = info_.key;
-    ctx.trace_id_ = info_.trace_id;
-    ctx.caller_ = std::make_shared<const Pid>(info_.publisher);
+    ctx.priority_ = info.priority;
+    ctx.key_ = info.key;
+    ctx.trace_id_ = info.trace_id;
+    ctx.caller_ = event_->publisher;
     ctx.deadline_ = Context::Clock::now() + std::chrono::hours(24);
     ContextScope scope(&ctx);
-    to_->subscription.invoke(*payload_, info_);
+    to_->subscription.invoke(payload, info);
   }
   [[nodiscard]] std::string_view name() const noexcept override { return "event"; }
 
  private:
   std::shared_ptr<LocalEventBus::Subscriber> to_;
-  std::shared_ptr<const AnyMessage> payload_;
-  EventInfo info_;
+  std::shared_ptr<const Published> event_;
 };
 
 }  // namespace
@@ -106,7 +113,9 @@ Result<SubscriptionId> subscribe(Module& subscriber, EventSubscription subscript
 Status publish(Node* node, Module* publisher, EventType type,
                std::shared_ptr<const AnyMessage> payload, PublishOptions options) {
   NodeImpl* impl = nullptr;
-  EventInfo info;
+  auto event = std::make_shared<Published>();
+  event->payload = std::move(payload);
+  EventInfo& info = event->info;
   info.type = type;
   info.priority = options.priority;
   info.key = options.key;
@@ -118,13 +127,19 @@ Status publish(Node* node, Module* publisher, EventType type,
       return Error{Errc::bad_state, "publish: the module is not attached to a running service"};
     }
     impl = &core->node();
-    info.publisher = core->pid();
+    event->publisher = core->shared_pid();
   } else {
     impl = &node->impl();
-    info.publisher.node_id = impl->config.node_id;
+    event->publisher = impl->node_pid;
   }
-  for (auto& s : impl->events.subscribers_of(type)) {
-    auto* m = new Delivery(s, payload, info);
+  info.publisher = *event->publisher;
+  auto subscribers = impl->events.subscribers_of(type);
+  if (subscribers.empty()) {
+    return {};
+  }
+  std::shared_ptr<const Published> shared = std::move(event);
+  for (auto& s : subscribers) {
+    auto* m = new Delivery(s, shared);
     m->priority = options.priority;
     m->key = options.key;
     (void)s->anchor->post(m, false);  // a subscriber that is stopping simply misses it

@@ -1,12 +1,12 @@
 // SPDX-License-Identifier: Apache-2.0
 #pragma once
 
-#include <ember/error.hpp>
 #include <atomic>
+#include <ember/error.hpp>
 #include <memory>
-#include <thread>
 #include <mutex>
 #include <shared_mutex>
+#include <thread>
 
 #include "runtime/message.hpp"
 

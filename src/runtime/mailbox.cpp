@@ -196,7 +196,7 @@ Mailbox::~Mailbox() {
   delete routing_.load(std::memory_order_acquire);
 }
 
-void Mailbox::enter_post() noexcept {
+void Mailbox::enter_post() const noexcept {
   for (;;) {
     std::uint32_t before = post_gate_.fetch_add(1, std::memory_order_seq_cst);
     if ((before & kWriterBit) == 0) {
@@ -209,7 +209,7 @@ void Mailbox::enter_post() noexcept {
   }
 }
 
-void Mailbox::leave_post() noexcept {
+void Mailbox::leave_post() const noexcept {
   post_gate_.fetch_sub(1, std::memory_order_release);
 }
 
@@ -225,12 +225,9 @@ void Mailbox::exclusive_end() noexcept {
 }
 
 Status Mailbox::push(Message* m) noexcept {
-  if (m->counted && user_bound_ == 0) {
-    m->counted = false;  // unbounded: counting would only add two contended atomics per message
-  }
   if (m->counted) {
     std::int64_t before = user_pending_.fetch_add(1, std::memory_order_relaxed);
-    if (user_bound_ > 0 && before >= user_bound_) {
+    if (before >= user_bound_) {
       user_pending_.fetch_sub(1, std::memory_order_relaxed);
       return Error{Errc::overloaded, "mailbox holds " + std::to_string(before) +
                                          " user messages (bound " + std::to_string(user_bound_) +
@@ -254,18 +251,16 @@ Status Mailbox::push(Message* m) noexcept {
 }
 
 int Mailbox::lane_count() const {
-  auto* self = const_cast<Mailbox*>(this);
-  self->enter_post();
+  enter_post();
   int n = static_cast<int>(routing_.load(std::memory_order_acquire)->lanes.size());
-  self->leave_post();
+  leave_post();
   return n;
 }
 
 int Mailbox::lane_for_key(std::uint64_t hash) const {
-  auto* self = const_cast<Mailbox*>(this);
-  self->enter_post();
+  enter_post();
   int lane = routing_.load(std::memory_order_acquire)->lane_for(hash);
-  self->leave_post();
+  leave_post();
   return lane;
 }
 

@@ -85,6 +85,10 @@ class Mailbox {
   Mailbox(const Mailbox&) = delete;
   Mailbox& operator=(const Mailbox&) = delete;
 
+  /// True when a bound is configured: only then do owners mark messages `counted` (counting an
+  /// unbounded mailbox would cost two contended atomics per message for nothing).
+  [[nodiscard]] bool bounded() const noexcept { return user_bound_ > 0; }
+
   /// Routes and enqueues. A `counted` user message over the bound is refused with overloaded
   /// and not enqueued (the message is not deleted: the caller still owns it on failure).
   Status push(Message* m) noexcept;
@@ -125,8 +129,8 @@ class Mailbox {
 
   void apply_resize_locked(int target);
   void barrier_done();
-  void enter_post() noexcept;
-  void leave_post() noexcept;
+  void enter_post() const noexcept;
+  void leave_post() const noexcept;
   void exclusive_begin() noexcept;
   void exclusive_end() noexcept;
   std::unique_ptr<Routing> build_routing(int lanes);
@@ -138,7 +142,7 @@ class Mailbox {
 
   // Posters register in post_gate_; a lane-count change waits for them to leave, so nobody
   // enqueues by the old routing once barriers are placed (high bit = writer waiting).
-  std::atomic<std::uint32_t> post_gate_{0};
+  mutable std::atomic<std::uint32_t> post_gate_{0};
   std::atomic<Routing*> routing_{nullptr};
   std::atomic<std::uint64_t> round_robin_{0};
   std::atomic<std::int64_t> user_pending_{0};

@@ -14,7 +14,9 @@
 
 namespace ember::runtime {
 
-void cpu_relax() noexcept { EMBER_CPU_RELAX(); }
+void cpu_relax() noexcept {
+  EMBER_CPU_RELAX();
+}
 
 struct Scheduler::Worker {
   Scheduler* owner = nullptr;
@@ -290,7 +292,8 @@ void Scheduler::worker_main(Worker* w) {
       spinning_.fetch_sub(1, std::memory_order_acq_rel);
     }
     if (r != nullptr) {
-      w->slice_seq.store(w->slice_seq.load(std::memory_order_relaxed) + 1, std::memory_order_release);
+      w->slice_seq.store(w->slice_seq.load(std::memory_order_relaxed) + 1,
+                         std::memory_order_release);
       r->run_slice();
       continue;
     }

@@ -107,7 +107,8 @@ TimerService::TimerService(std::chrono::milliseconds tick)
     : tick_(std::max(tick, std::chrono::milliseconds(1))), epoch_(Clock::now()), free_head_(kNil) {
   timespec resolution{};
   if (clock_getres(CLOCK_MONOTONIC_COARSE, &resolution) == 0) {
-    auto res = std::chrono::seconds(resolution.tv_sec) + std::chrono::nanoseconds(resolution.tv_nsec);
+    auto res =
+        std::chrono::seconds(resolution.tv_sec) + std::chrono::nanoseconds(resolution.tv_nsec);
     // steady_clock is CLOCK_MONOTONIC in libstdc++: the coarse variant shares its epoch.
     use_coarse_ = res.count() > 0 && std::chrono::duration_cast<Clock::duration>(tick_) >= 2 * res;
     coarse_slack_ = std::chrono::duration_cast<Clock::duration>(res);
@@ -285,7 +286,8 @@ TimerService::Clock::time_point TimerService::schedule_now() const noexcept {
   if (use_coarse_) {
     timespec ts{};
     clock_gettime(CLOCK_MONOTONIC_COARSE, &ts);
-    return Clock::time_point(std::chrono::seconds(ts.tv_sec) + std::chrono::nanoseconds(ts.tv_nsec)) +
+    return Clock::time_point(std::chrono::seconds(ts.tv_sec) +
+                             std::chrono::nanoseconds(ts.tv_nsec)) +
            coarse_slack_;
   }
   return Clock::now();
