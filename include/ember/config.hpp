@@ -58,6 +58,24 @@ struct LogConfig {
   std::string name = "ember";  ///< Name: log file base name (<Path>/<Name>.log)
 };
 
+/// ClusterConf: present ⇒ the node joins a cluster (discovery on etcd, node-to-node transport).
+/// Absent ⇒ local mode: nothing is published, every service is master.
+struct ClusterConfig {
+  bool enabled = false;        ///< true when the ClusterConf section is present
+  std::string name = "ember";  ///< Name: nodes of another cluster are refused at the handshake
+  std::string secret;          ///< Secret (required): proves membership; never sent
+  std::string listen_host = "127.0.0.1";  ///< ListenAddr "host:port" (port 0 = any free port)
+  std::uint16_t listen_port = 0;
+  /// AdvertiseAddr: "host" or "host:port" other nodes dial; default the listen host. Required
+  /// when listening on a wildcard address (0.0.0.0, ::), which nobody can dial.
+  std::string advertise;
+  std::size_t max_frame = 16u << 20;  ///< MaxFrameSize (bytes): larger frames close the connection
+  std::vector<std::string> etcd_endpoints;  ///< ETCDConf.Endpoints; default $EMBER_ETCD_ENDPOINTS
+  std::chrono::milliseconds etcd_timeout{3000};  ///< ETCDConf.DialTimeout: per request, connect
+  std::string key_prefix;                        ///< DiscoveryConf.KeyPrefix; "" = /ember/<Name>
+  std::chrono::milliseconds ttl{3000};           ///< DiscoveryConf.TTL: lease, whole seconds
+};
+
 struct NodeConfig {
   std::string node_id = "node";              ///< NodeConf.NodeId
   int worker_threads = 0;                    ///< NodeConf.WorkerThreads: 0 = number of cores
@@ -65,6 +83,7 @@ struct NodeConfig {
   std::chrono::milliseconds shutdown_timeout{5000};  ///< NodeConf.ShutdownTimeout: drain bound
   std::chrono::milliseconds call_timeout{1000};      ///< NodeConf.CallTimeout: default Call timeout
   LogConfig log;                                     ///< SystemLogger
+  ClusterConfig cluster;                             ///< ClusterConf
   std::vector<ServiceConfig> services;               ///< ServiceConf.StartServices, in order
   std::string source;  ///< file (or source name) the config came from, for error messages
 };

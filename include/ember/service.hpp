@@ -19,6 +19,7 @@
 #include <cstdint>
 #include <ember/config.hpp>
 #include <ember/module.hpp>
+#include <ember/pid.hpp>
 #include <functional>
 #include <memory>
 #include <string>
@@ -27,6 +28,13 @@
 namespace ember {
 
 enum class ServiceState : std::uint8_t { created, initialized, running, stopping, stopped };
+
+/// What happened to a master/slave group member (IsPrimarySecondaryMode) in the cluster.
+enum class RoleChange : std::uint8_t {
+  become_master,  ///< won the election; `epoch` is the new fencing token
+  become_slave,   ///< another instance is master
+  lose_master,    ///< was master and must stop acting as one (lease in doubt or lost)
+};
 
 class Service : public Module {
  public:
@@ -37,11 +45,23 @@ class Service : public Module {
   virtual Status on_start() { return {}; }
   /// Runs as the first message of the service's mailbox (system priority), once it is visible.
   virtual void on_started() {}
+  /// Master/slave group members only, in the cluster: runs at system priority, in order, each
+  /// time the role changes. lose_master always comes before a later become_slave/become_master.
+  virtual void on_role_change(RoleChange change, std::uint64_t epoch) {
+    (void)change;
+    (void)epoch;
+  }
 
   [[nodiscard]] const std::string& name() const noexcept;
   [[nodiscard]] const std::string& service_id() const noexcept;
   [[nodiscard]] const std::string& type() const noexcept;
   [[nodiscard]] std::int32_t server_id() const noexcept;
+  /// This instance's identity as the cluster sees it (role and epoch included).
+  [[nodiscard]] const Pid& pid() const noexcept;
+  /// Master of its group (always true outside a master/slave group or without a cluster).
+  [[nodiscard]] bool is_master() const noexcept { return pid().master; }
+  /// Fencing token of the current mastership (0 when not master in a cluster group).
+  [[nodiscard]] std::uint64_t epoch() const noexcept { return pid().epoch; }
   [[nodiscard]] const ServiceConfig& config() const noexcept;
   /// A Params value from the config, or `fallback`.
   [[nodiscard]] std::string_view param(std::string_view key, std::string_view fallback = {}) const;

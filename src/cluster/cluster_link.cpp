@@ -120,6 +120,10 @@ class RemoteCall final : public runtime::Message {
     caller->id = request_.caller().id();
     caller->type = request_.caller().type();
     caller->server_id = request_.caller().server_id();
+    caller->master = request_.caller().master();
+    caller->epoch = request_.caller().epoch();
+    caller->version = request_.caller().version();
+    caller->address = request_.reply_address();
     ctx.caller_ = std::move(caller);
     ctx.method_ = request_.method();
     ContextScope scope(&ctx);
@@ -138,11 +142,29 @@ class RemoteCall final : public runtime::Message {
   std::shared_ptr<Responder> responder_;
 };
 
+// "host:port" and "[v6]:port" have one; "host", "[v6]" and a bare "v6::addr" do not.
+bool has_port(const std::string& address) {
+  if (address.starts_with('[')) {
+    return address.find("]:") != std::string::npos;
+  }
+  const auto colon = address.find(':');
+  return colon != std::string::npos && colon == address.rfind(':');
+}
+
 }  // namespace
 
 Result<std::shared_ptr<ClusterLink>> ClusterLink::attach(Node& node, net::TransportOptions options,
                                                          std::string advertise_host) {
-  NodeImpl& impl = node.impl();
+  auto link = create(node.impl(), std::move(options), std::move(advertise_host));
+  if (link) {
+    node.impl().remote = *link;
+  }
+  return link;
+}
+
+Result<std::shared_ptr<ClusterLink>> ClusterLink::create(NodeImpl& impl,
+                                                         net::TransportOptions options,
+                                                         std::string advertise) {
   if (options.node_id.empty()) {
     options.node_id = impl.config.node_id;
   }
@@ -158,8 +180,9 @@ Result<std::shared_ptr<ClusterLink>> ClusterLink::attach(Node& node, net::Transp
     return std::move(transport).error();
   }
   link->transport_ = std::move(*transport);
-  link->address_ = advertise_host + ":" + std::to_string(link->transport_->port());
-  impl.remote = link;
+  // "host" gets the bound port; "host:port" is kept (a port mapped in front of this node).
+  link->address_ =
+      has_port(advertise) ? advertise : advertise + ":" + std::to_string(link->transport_->port());
   return link;
 }
 
@@ -215,6 +238,9 @@ Status ClusterLink::send_request(const Target& target, const CallSpec& spec, con
   request->mutable_caller()->set_id(caller.id);
   request->mutable_caller()->set_type(caller.type);
   request->mutable_caller()->set_server_id(caller.server_id);
+  request->mutable_caller()->set_master(caller.master);
+  request->mutable_caller()->set_epoch(caller.epoch);
+  request->mutable_caller()->set_version(caller.version);
   if (pending && spec.response_prototype != nullptr) {
     request->set_response_type(spec.response_prototype->GetDescriptor()->full_name());
   }

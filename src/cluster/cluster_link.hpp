@@ -32,6 +32,10 @@ class ClusterLink final : public RemoteRouter, public std::enable_shared_from_th
   /// Node::stop stops the link after its services have drained.
   static Result<std::shared_ptr<ClusterLink>> attach(Node& node, net::TransportOptions options,
                                                      std::string advertise_host);
+  /// The same without installing it as the node's router (the cluster membership wraps it).
+  /// `advertise`: "host" (the bound port is appended) or "host:port" (kept as is).
+  static Result<std::shared_ptr<ClusterLink>> create(NodeImpl& node, net::TransportOptions options,
+                                                     std::string advertise);
   ~ClusterLink() override;
 
   Status send_request(const Target& target, const CallSpec& spec, const Context& context,

@@ -139,7 +139,12 @@ bool is_env_name(std::string_view name) {
 
 // --- YAML → NodeConfig -----------------------------------------------------------------------
 
-constexpr std::array<std::string_view, 3> kTopKeys = {"NodeConf", "ServiceConf", "SystemLogger"};
+constexpr std::array<std::string_view, 4> kTopKeys = {"NodeConf", "ServiceConf", "SystemLogger",
+                                                      "ClusterConf"};
+constexpr std::array<std::string_view, 7> kClusterKeys = {
+    "Name", "Secret", "ListenAddr", "AdvertiseAddr", "MaxFrameSize", "ETCDConf", "DiscoveryConf"};
+constexpr std::array<std::string_view, 2> kEtcdKeys = {"Endpoints", "DialTimeout"};
+constexpr std::array<std::string_view, 2> kDiscoveryKeys = {"KeyPrefix", "TTL"};
 constexpr std::array<std::string_view, 5> kNodeKeys = {"NodeId", "WorkerThreads", "TimerTick",
                                                        "ShutdownTimeout", "CallTimeout"};
 constexpr std::array<std::string_view, 3> kLogKeys = {"Level", "Path", "Name"};
@@ -193,6 +198,8 @@ class Parser {
         return read_node_conf(e, config);
       if (e.key == "SystemLogger")
         return read_logger(e, config.log);
+      if (e.key == "ClusterConf")
+        return read_cluster(e, config.cluster);
       return read_service_conf(e, config.services);
     };
     Status status = for_each_key(root, 1, "", kTopKeys, on_key);
@@ -428,6 +435,130 @@ class Parser {
       return ok_status();
     };
     return for_each_key(section.value, section.line, section.path, kLogKeys, on_key);
+  }
+
+  // "host:port" or "[v6]:port"; port 0..65535.
+  Status read_host_port(const Entry& e, std::string& host, std::uint16_t& port) const {
+    auto text = read_string(e, /*non_empty=*/true);
+    if (!text)
+      return text.error();
+    const std::size_t colon = text->rfind(':');
+    if (colon == std::string::npos || colon == 0) {
+      return fail(e.line, e.path, "expected host:port, got " + quote(*text));
+    }
+    std::string h = text->substr(0, colon);
+    if (h.size() >= 2 && h.front() == '[' && h.back() == ']')
+      h = h.substr(1, h.size() - 2);
+    const std::string digits = text->substr(colon + 1);
+    unsigned value = 0;
+    const auto [end, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), value);
+    if (digits.empty() || ec != std::errc{} || end != digits.data() + digits.size() ||
+        value > 65535) {
+      return fail(e.line, e.path,
+                  "expected host:port with a port in 0..65535, got " + quote(*text));
+    }
+    host = std::move(h);
+    port = static_cast<std::uint16_t>(value);
+    return ok_status();
+  }
+
+  Status read_cluster(const Entry& section, ClusterConfig& cluster) const {
+    cluster.enabled = true;
+    auto on_key = [&](const Entry& e) -> Status {
+      if (e.key == "Name" || e.key == "Secret") {
+        auto value = read_string(e, /*non_empty=*/true);
+        if (!value)
+          return value.error();
+        (e.key == "Name" ? cluster.name : cluster.secret) = std::move(*value);
+      } else if (e.key == "ListenAddr") {
+        return read_host_port(e, cluster.listen_host, cluster.listen_port);
+      } else if (e.key == "AdvertiseAddr") {
+        auto value = read_string(e);
+        if (!value)
+          return value.error();
+        cluster.advertise = std::move(*value);
+      } else if (e.key == "MaxFrameSize") {
+        auto value = read_int(e, 4096, std::int64_t{1} << 30);
+        if (!value)
+          return value.error();
+        cluster.max_frame = static_cast<std::size_t>(*value);
+      } else if (e.key == "ETCDConf") {
+        return read_etcd(e, cluster);
+      } else {  // DiscoveryConf
+        return read_discovery(e, cluster);
+      }
+      return ok_status();
+    };
+    Status status = for_each_key(section.value, section.line, section.path, kClusterKeys, on_key);
+    if (!status)
+      return status;
+    if (cluster.secret.empty()) {
+      return fail(section.line, join_path(section.path, "Secret"),
+                  "missing required key (every node of a cluster shares this secret)");
+    }
+    const bool wildcard = cluster.listen_host == "0.0.0.0" || cluster.listen_host == "::" ||
+                          cluster.listen_host.empty();
+    if (wildcard && cluster.advertise.empty()) {
+      return fail(section.line, join_path(section.path, "AdvertiseAddr"),
+                  "required when ListenAddr is a wildcard address: other nodes cannot dial " +
+                      quote(cluster.listen_host));
+    }
+    return ok_status();
+  }
+
+  Status read_etcd(const Entry& section, ClusterConfig& cluster) const {
+    auto on_key = [&](const Entry& e) -> Status {
+      if (e.key == "Endpoints") {
+        if (e.value.IsNull())
+          return ok_status();
+        if (!e.value.IsSequence())
+          return fail(e.line, e.path, "expected a sequence, got " + describe(e.value));
+        std::size_t index = 0;
+        for (auto it = e.value.begin(); it != e.value.end(); ++it, ++index) {
+          Entry item{"", *it, e.path + "[" + std::to_string(index) + "]", e.line};
+          if (line_of(item.value) > 0)
+            item.line = line_of(item.value);
+          std::string host;
+          std::uint16_t port = 0;
+          if (Status st = read_host_port(item, host, port); !st)
+            return st;
+          cluster.etcd_endpoints.push_back(item.value.Scalar());
+        }
+      } else {  // DialTimeout
+        auto value = read_duration(e, milliseconds{100}, std::nullopt, "at least 100ms");
+        if (!value)
+          return value.error();
+        cluster.etcd_timeout = *value;
+      }
+      return ok_status();
+    };
+    return for_each_key(section.value, section.line, section.path, kEtcdKeys, on_key);
+  }
+
+  Status read_discovery(const Entry& section, ClusterConfig& cluster) const {
+    auto on_key = [&](const Entry& e) -> Status {
+      if (e.key == "KeyPrefix") {
+        auto value = read_string(e, /*non_empty=*/true);
+        if (!value)
+          return value.error();
+        if (value->front() != '/')
+          return fail(e.line, e.path, "must start with '/', got " + quote(*value));
+        while (value->size() > 1 && value->back() == '/') value->pop_back();
+        cluster.key_prefix = std::move(*value);
+      } else {  // TTL: etcd leases count whole seconds
+        auto value = read_duration(e, milliseconds{1000}, milliseconds{3600 * 1000}, "1s..1h");
+        if (!value)
+          return value.error();
+        if (value->count() % 1000 != 0) {
+          return fail(
+              e.line, e.path,
+              "must be whole seconds (etcd leases count seconds), got " + quote(e.value.Scalar()));
+        }
+        cluster.ttl = *value;
+      }
+      return ok_status();
+    };
+    return for_each_key(section.value, section.line, section.path, kDiscoveryKeys, on_key);
   }
 
   Status read_service_conf(const Entry& section, std::vector<ServiceConfig>& services) const {

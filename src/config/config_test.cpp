@@ -501,7 +501,7 @@ TEST(ParseNodeConfigErrors, UnknownKeyInWorkerConf) {
 TEST(ParseNodeConfigErrors, UnknownKeyAtEveryLevel) {
   EXPECT_EQ(parse_error("NodeConf: {}\nNodeConfig: {}\n"),
             "node.yaml:2: NodeConfig: unknown key (expected one of: NodeConf, ServiceConf, "
-            "SystemLogger)");
+            "SystemLogger, ClusterConf)");
   EXPECT_CONTAINS(parse_error("NodeConf:\n  NodeID: x\n"),
                   "node.yaml:2: NodeConf.NodeID: unknown key");
   EXPECT_CONTAINS(parse_error("SystemLogger:\n  Name: x\n  level: info\n"),
@@ -853,6 +853,78 @@ TEST(LoadNodeConfig, LineNumbersSurviveExpansion) {
   Result<NodeConfig> config = load_node_config(path);
   ASSERT_FALSE(config.has_value());
   EXPECT_CONTAINS(config.error().message(), path + ":3: SystemLogger.Level: unknown level 'loud'");
+}
+
+// --- ClusterConf ------------------------------------------------------------------------------
+
+TEST(ClusterConf, AbsentMeansLocalMode) {
+  auto config = parse_node_config("NodeConf: {NodeId: a}\n", "node.yaml");
+  ASSERT_TRUE(config) << config.error().to_string();
+  EXPECT_FALSE(config->cluster.enabled);
+}
+
+TEST(ClusterConf, EveryKeyAndItsDefaults) {
+  auto full = parse_node_config(R"(ClusterConf:
+  Name: game
+  Secret: s3cret
+  ListenAddr: 0.0.0.0:7100
+  AdvertiseAddr: 10.0.0.5
+  MaxFrameSize: 1048576
+  ETCDConf:
+    Endpoints: [127.0.0.1:2379, "[::1]:2379"]
+    DialTimeout: 2s
+  DiscoveryConf:
+    KeyPrefix: /prod/game/
+    TTL: 5s
+)",
+                                "node.yaml");
+  ASSERT_TRUE(full) << full.error().to_string();
+  const ClusterConfig& c = full->cluster;
+  EXPECT_TRUE(c.enabled);
+  EXPECT_EQ(c.name, "game");
+  EXPECT_EQ(c.secret, "s3cret");
+  EXPECT_EQ(c.listen_host, "0.0.0.0");
+  EXPECT_EQ(c.listen_port, 7100);
+  EXPECT_EQ(c.advertise, "10.0.0.5");
+  EXPECT_EQ(c.max_frame, 1048576u);
+  EXPECT_EQ(c.etcd_endpoints, (std::vector<std::string>{"127.0.0.1:2379", "[::1]:2379"}));
+  EXPECT_EQ(c.etcd_timeout, std::chrono::milliseconds{2000});
+  EXPECT_EQ(c.key_prefix, "/prod/game");  // trailing slashes dropped
+  EXPECT_EQ(c.ttl, std::chrono::milliseconds{5000});
+
+  auto minimal = parse_node_config("ClusterConf: {Secret: x}\n", "node.yaml");
+  ASSERT_TRUE(minimal) << minimal.error().to_string();
+  EXPECT_TRUE(minimal->cluster.enabled);
+  EXPECT_EQ(minimal->cluster.name, "ember");
+  EXPECT_EQ(minimal->cluster.listen_host, "127.0.0.1");
+  EXPECT_EQ(minimal->cluster.listen_port, 0);
+  EXPECT_EQ(minimal->cluster.max_frame, 16u << 20);
+  EXPECT_EQ(minimal->cluster.ttl, std::chrono::milliseconds{3000});
+  EXPECT_TRUE(minimal->cluster.etcd_endpoints.empty());
+}
+
+TEST(ClusterConf, ErrorsNameTheKey) {
+  EXPECT_EQ(parse_error("ClusterConf:\n  Name: x\n"),
+            "node.yaml:2: ClusterConf.Secret: missing required key (every node of a cluster "
+            "shares this secret)");
+  EXPECT_EQ(parse_error("ClusterConf:\n  Secret: x\n  ListenAddr: 0.0.0.0:1\n"),
+            "node.yaml:2: ClusterConf.AdvertiseAddr: required when ListenAddr is a wildcard "
+            "address: other nodes cannot dial '0.0.0.0'");
+  EXPECT_EQ(parse_error("ClusterConf:\n  Secret: x\n  ListenAddr: localhost\n"),
+            "node.yaml:3: ClusterConf.ListenAddr: expected host:port, got 'localhost'");
+  EXPECT_EQ(parse_error("ClusterConf:\n  Secret: x\n  ListenAddr: h:70000\n"),
+            "node.yaml:3: ClusterConf.ListenAddr: expected host:port with a port in 0..65535, "
+            "got 'h:70000'");
+  EXPECT_EQ(parse_error("ClusterConf:\n  Secret: x\n  ETCDConf:\n    Endpoints: [a:1, b]\n"),
+            "node.yaml:4: ClusterConf.ETCDConf.Endpoints[1]: expected host:port, got 'b'");
+  EXPECT_EQ(parse_error("ClusterConf:\n  Secret: x\n  DiscoveryConf: {TTL: 1500ms}\n"),
+            "node.yaml:3: ClusterConf.DiscoveryConf.TTL: must be whole seconds (etcd leases "
+            "count seconds), got '1500ms'");
+  EXPECT_EQ(parse_error("ClusterConf:\n  Secret: x\n  DiscoveryConf: {KeyPrefix: ember}\n"),
+            "node.yaml:3: ClusterConf.DiscoveryConf.KeyPrefix: must start with '/', got 'ember'");
+  EXPECT_EQ(parse_error("ClusterConf:\n  Secret: x\n  Port: 1\n"),
+            "node.yaml:3: ClusterConf.Port: unknown key (expected one of: Name, Secret, "
+            "ListenAddr, AdvertiseAddr, MaxFrameSize, ETCDConf, DiscoveryConf)");
 }
 
 }  // namespace

@@ -25,6 +25,17 @@ std::string where(const NodeConfig& node, const ServiceConfig& c) {
 }
 }  // namespace
 
+namespace {
+std::atomic<ClusterFactory> installed_cluster_factory{nullptr};
+}  // namespace
+
+void install_cluster_factory(ClusterFactory factory) noexcept {
+  installed_cluster_factory.store(factory, std::memory_order_release);
+}
+ClusterFactory cluster_factory() noexcept {
+  return installed_cluster_factory.load(std::memory_order_acquire);
+}
+
 NodeImpl::NodeImpl(NodeConfig cfg)
     : config(std::move(cfg)), log(config.node_id), local_zone(timer::TimeZone::utc()) {
   if (auto zone = timer::TimeZone::load("Local")) {
@@ -37,11 +48,19 @@ NodeImpl::NodeImpl(NodeConfig cfg)
 
 void NodeImpl::make_visible(Service& s) {
   repository.add(s.core_->shared_pid(), s.core_->anchor());
-  std::unique_lock lock(visible_mu);
-  s.core_->visible.store(true, std::memory_order_release);
+  {
+    std::unique_lock lock(visible_mu);
+    s.core_->visible.store(true, std::memory_order_release);
+  }
+  if (remote) {
+    remote->publish(*s.core_);
+  }
 }
 
 void NodeImpl::make_invisible(Service& s) {
+  if (remote) {
+    remote->unpublish(*s.core_);
+  }
   repository.remove(s.core_->pid().uid());
   // Under the lock: a poster that found the service finishes its post before we go on.
   std::unique_lock lock(visible_mu);
@@ -184,11 +203,23 @@ Status Node::start() {
 
   std::vector<Service*> initialized;
   Status failure;
+  if (n.config.cluster.enabled) {
+    // Joined before any service starts: on_start may already call services on other nodes.
+    if (detail::ClusterFactory join = detail::cluster_factory(); join == nullptr) {
+      failure = Error{Errc::bad_state,
+                      "ClusterConf is set but this program was linked without the cluster "
+                      "library (link the ember::ember target)"};
+    } else if (auto joined = join(n); !joined) {
+      failure = std::move(joined).error();
+    } else {
+      n.remote = std::move(*joined);
+    }
+  }
   for (auto& [instance, cfg] : planned) {
-    failure = n.create_and_init(std::move(instance), cfg, initialized);
     if (!failure) {
       break;
     }
+    failure = n.create_and_init(std::move(instance), cfg, initialized);
   }
   if (failure) {
     for (Service* s : initialized) {
@@ -198,12 +229,19 @@ Status Node::start() {
       }
     }
   }
+  if (failure && n.remote) {
+    failure = n.remote->flush(n.config.cluster.etcd_timeout);
+  }
   if (!failure) {
     n.log.error("start failed: {}", failure.error().to_string());
     for (auto it = n.services.rbegin(); it != n.services.rend(); ++it) {
       (void)n.stop_one(**it);
     }
     n.services.clear();
+    if (n.remote) {
+      n.remote->stop();
+      n.remote.reset();
+    }
     {
       std::unique_lock lock(n.visible_mu);
       n.by_identity.clear();

@@ -74,6 +74,10 @@ std::int32_t Service::server_id() const noexcept {
   return config().server_id;
 }
 
+const Pid& Service::pid() const noexcept {
+  return core_->pid();
+}
+
 const ServiceConfig& Service::config() const noexcept {
   return core_ ? core_->config() : empty_config();
 }

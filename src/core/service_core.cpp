@@ -56,9 +56,37 @@ ServiceCore::ServiceCore(NodeImpl& node, Service& self, ServiceConfig config,
   pid->type = config_.type;
   pid->server_id = config_.server_id;
   pid->version = config_.version;
-  pid_ = std::move(pid);
+  // In a cluster a group member is a slave until it wins the election; without a cluster every
+  // service is master (there is nobody to share the role with).
+  pid->master = !(config_.primary_secondary && node.config.cluster.enabled);
+  pids_.push_back(std::move(pid));
+  pid_.store(&pids_.back(), std::memory_order_release);
   // Nothing runs until start() opens the gates: timers set in on_init queue up meanwhile.
   mailbox_.hold();
+}
+
+std::shared_ptr<const Pid> ServiceCore::set_role(bool master, std::uint64_t epoch) {
+  std::lock_guard lock(pids_mu_);
+  auto next = std::make_shared<Pid>(*pids_.back());
+  next->master = master;
+  next->epoch = epoch;
+  pids_.push_back(std::move(next));
+  pid_.store(&pids_.back(), std::memory_order_release);
+  return pids_.back();
+}
+
+void ServiceCore::notify_role(RoleChange change, std::uint64_t epoch) {
+  auto* m = runtime::make_message(
+      [this, change, epoch] {
+        try {
+          self_.on_role_change(change, epoch);
+        } catch (const std::exception& e) {
+          logger_.error("on_role_change threw: {}", e.what());
+        }
+      },
+      "on_role_change");
+  m->priority = Priority::system;
+  (void)post(m, false);
 }
 
 ServiceCore::~ServiceCore() {

@@ -4,6 +4,7 @@
 #include <atomic>
 #include <chrono>
 #include <coroutine>
+#include <deque>
 #include <ember/config.hpp>
 #include <ember/log.hpp>
 #include <ember/pid.hpp>
@@ -82,9 +83,17 @@ class ServiceCore final : public runtime::LaneOwner, public timer::TimerTarget {
   /// Runs `fn` when `m` is released (after its on_release).
   static void add_cleanup(Module& m, std::function<void()> fn);
 
-  [[nodiscard]] const Pid& pid() const noexcept { return *pid_; }
+  [[nodiscard]] const Pid& pid() const noexcept { return **pid_.load(std::memory_order_acquire); }
   /// The same Pid, shareable: requests point to it instead of copying names.
-  [[nodiscard]] const std::shared_ptr<const Pid>& shared_pid() const noexcept { return pid_; }
+  [[nodiscard]] const std::shared_ptr<const Pid>& shared_pid() const noexcept {
+    return *pid_.load(std::memory_order_acquire);
+  }
+  /// Publishes a new role (master/slave group members only) and returns the new Pid. Readers on
+  /// other threads keep a valid reference to the previous one: every Pid of the service lives as
+  /// long as the service (roles change rarely, so they are few).
+  std::shared_ptr<const Pid> set_role(bool master, std::uint64_t epoch);
+  /// Posts a role change to the service at system priority (runs on_role_change).
+  void notify_role(RoleChange change, std::uint64_t epoch);
   [[nodiscard]] const std::shared_ptr<ServiceAnchor>& anchor() const noexcept { return anchor_; }
 
   // Methods (RPC handlers) of every module of this service.
@@ -110,7 +119,9 @@ class ServiceCore final : public runtime::LaneOwner, public timer::TimerTarget {
   NodeImpl& node_;
   Service& self_;
   const ServiceConfig config_;
-  std::shared_ptr<const Pid> pid_;
+  std::atomic<const std::shared_ptr<const Pid>*> pid_{nullptr};
+  std::mutex pids_mu_;
+  std::deque<std::shared_ptr<const Pid>> pids_;  // every Pid the service had; pid_ points into it
   Logger logger_;
   std::shared_ptr<ServiceAnchor> anchor_;
   std::unique_ptr<runtime::Scheduler> dedicated_;  // declared before mailbox_: outlives it

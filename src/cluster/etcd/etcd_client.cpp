@@ -243,6 +243,24 @@ Result<Client::CreateResult> Client::create_if_absent(std::string_view key, std:
   return out;
 }
 
+Result<bool> Client::erase_if_created(std::string_view key, std::int64_t create_revision) {
+  etcdserverpb::TxnRequest request;
+  auto* compare = request.add_compare();
+  compare->set_key(std::string(key));
+  compare->set_target(etcdserverpb::Compare::CREATE);
+  compare->set_result(etcdserverpb::Compare::EQUAL);
+  compare->set_create_revision(create_revision);
+  request.add_success()->mutable_request_delete_range()->set_key(std::string(key));
+  etcdserverpb::TxnResponse response;
+  grpc::ClientContext ctx;
+  impl_->with_deadline(ctx);
+  grpc::Status status = impl_->kv->Txn(&ctx, request, &response);
+  if (!status.ok()) {
+    return from_grpc(status, "txn erase " + std::string(key));
+  }
+  return response.succeeded();
+}
+
 // ---------------------------------------------------------------------------------------------
 
 namespace {

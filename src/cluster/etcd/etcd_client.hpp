@@ -81,6 +81,10 @@ class Client {
   Result<CreateResult> create_if_absent(std::string_view key, std::string_view value,
                                         LeaseId lease);
 
+  /// Deletes `key` only if it is still the incarnation created at `create_revision` (a master
+  /// giving up its key must not delete a successor's). Returns whether it was deleted.
+  Result<bool> erase_if_created(std::string_view key, std::int64_t create_revision);
+
   /// Renews `lease` every `interval` on a background stream until destroyed. `on_lost` runs once
   /// (on the keep-alive thread) if the lease expired or etcd stopped answering.
   Result<std::unique_ptr<KeepAlive>> keep_alive(LeaseId lease, std::chrono::milliseconds interval,

@@ -1,0 +1,643 @@
+// SPDX-License-Identifier: Apache-2.0
+#include "cluster/membership.hpp"
+
+#include <google/protobuf/util/json_util.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <random>
+
+#include "core/node_impl.hpp"
+#include "core/service_core.hpp"
+#include "wire.pb.h"
+
+namespace ember::detail {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using namespace std::chrono_literals;
+
+constexpr auto kLoopTick = 100ms;  // how often the loop looks at the lease when nothing happens
+constexpr auto kBackoffMin = 100ms;
+constexpr auto kBackoffMax = 2000ms;
+
+std::vector<std::string> split_endpoints(std::string_view text) {
+  std::vector<std::string> out;
+  while (!text.empty()) {
+    const auto comma = text.find(',');
+    std::string_view item = text.substr(0, comma);
+    while (!item.empty() && item.front() == ' ') item.remove_prefix(1);
+    while (!item.empty() && item.back() == ' ') item.remove_suffix(1);
+    if (!item.empty()) {
+      out.emplace_back(item);
+    }
+    if (comma == std::string_view::npos) {
+      break;
+    }
+    text.remove_prefix(comma + 1);
+  }
+  return out;
+}
+
+std::string join_list(const std::vector<std::string>& items) {
+  std::string out;
+  for (const auto& item : items) {
+    out += (out.empty() ? "" : ",") + item;
+  }
+  return out;
+}
+
+}  // namespace
+
+Membership::Membership(NodeImpl& node)
+    : node_(node),
+      root_(node.config.cluster.key_prefix.empty() ? "/ember/" + node.config.cluster.name
+                                                   : node.config.cluster.key_prefix),
+      ttl_(node.config.cluster.ttl) {}
+
+Result<std::shared_ptr<Membership>> Membership::join(NodeImpl& node) {
+  const ClusterConfig& cfg = node.config.cluster;
+  std::vector<std::string> endpoints = cfg.etcd_endpoints;
+  if (endpoints.empty()) {
+    if (const char* env = std::getenv("EMBER_ETCD_ENDPOINTS"); env != nullptr) {
+      endpoints = split_endpoints(env);
+    }
+  }
+  if (endpoints.empty()) {
+    return Error{Errc::invalid_argument,
+                 "ClusterConf: no etcd endpoints (set ClusterConf.ETCDConf.Endpoints or "
+                 "EMBER_ETCD_ENDPOINTS)"};
+  }
+  std::shared_ptr<Membership> self(new Membership(node));
+  net::TransportOptions transport;
+  transport.cluster = cfg.name;
+  transport.node_id = node.config.node_id;
+  transport.secret = cfg.secret;
+  transport.listen_host = cfg.listen_host;
+  transport.listen_port = cfg.listen_port;
+  transport.max_frame = cfg.max_frame;
+  auto link = ClusterLink::create(node, std::move(transport),
+                                  cfg.advertise.empty() ? cfg.listen_host : cfg.advertise);
+  if (!link) {
+    return Error{link.error().code(), "ClusterConf.ListenAddr " + cfg.listen_host + ":" +
+                                          std::to_string(cfg.listen_port) + ": " +
+                                          link.error().message()};
+  }
+  self->link_ = std::move(*link);
+  etcd::Options options;
+  options.endpoints = endpoints;
+  options.timeout = cfg.etcd_timeout;
+  auto client = etcd::Client::connect(options);
+  if (!client) {
+    self->link_->stop();
+    return Error{client.error().code(),
+                 "cannot reach etcd at " + join_list(endpoints) + ": " + client.error().message()};
+  }
+  self->client_ = std::move(*client);
+  if (!self->open_session()) {
+    self->link_->stop();
+    return Error{Errc::node_unreachable,
+                 "cannot register with etcd at " + join_list(endpoints) + " (see the log above)"};
+  }
+  node.log.info("joined cluster '{}' at {} (etcd {}, keys under {})", cfg.name,
+                self->link_->address(), self->client_->endpoint(), self->root_);
+  self->loop_ = std::thread([raw = self.get()] { raw->run(); });
+  return self;
+}
+
+Membership::~Membership() {
+  stop();
+}
+
+Status Membership::send_request(const Target& target, const CallSpec& spec, const Context& context,
+                                const std::shared_ptr<PendingCall>& pending) {
+  return link_->send_request(target, spec, context, pending);
+}
+
+void Membership::publish(ServiceCore& service) {
+  const ServiceConfig& cfg = service.config();
+  const bool group = cfg.primary_secondary;
+  const bool record = service.has_rpc_methods();  // private services stay off etcd (seed rule)
+  if (!group && !record) {
+    return;
+  }
+  Local local;
+  local.anchor = service.anchor();
+  local.core = &service;
+  local.publish_record = record;
+  if (group) {
+    local.group = cfg.name + "." + cfg.id + "." + std::to_string(cfg.server_id);
+    local.elect = true;
+  }
+  std::lock_guard lock(mu_);
+  locals_[service.pid().uid()] = std::move(local);
+  work_ = true;
+  cv_.notify_all();
+}
+
+void Membership::unpublish(ServiceCore& service) {
+  std::lock_guard lock(mu_);
+  auto it = locals_.find(service.pid().uid());
+  if (it == locals_.end()) {
+    return;
+  }
+  Removal removal;
+  if (it->second.publish_record) {
+    removal.record_key = record_key(it->first);
+  }
+  if (it->second.master) {
+    // Given up at once so a slave elsewhere takes over now, not when the lease ends.
+    removal.master_key = master_key(it->second.group);
+    removal.epoch = it->second.epoch;
+  }
+  locals_.erase(it);
+  removals_.push_back(std::move(removal));
+  cv_.notify_all();
+}
+
+Status Membership::flush(std::chrono::milliseconds timeout) {
+  std::unique_lock lock(mu_);
+  const std::uint64_t target = ++flush_requested_;
+  cv_.notify_all();
+  if (!cv_.wait_for(lock, timeout, [&] { return stopping_ || flush_done_ >= target; })) {
+    node_.log.warn(
+        "etcd did not confirm this node's registrations within {} ms; they will be "
+        "written when it answers",
+        timeout.count());
+  }
+  return {};
+}
+
+void Membership::stop() {
+  {
+    std::lock_guard lock(mu_);
+    stopping_ = true;
+    cv_.notify_all();
+  }
+  if (loop_.joinable()) {
+    loop_.join();
+  }
+  if (link_) {
+    link_->stop();
+  }
+}
+
+MembershipStats Membership::stats() const {
+  std::lock_guard lock(mu_);
+  MembershipStats out = stats_;
+  out.connected = session_ok_ && !session_lost_ && !resync_due_;
+  return out;
+}
+
+// --- the loop -------------------------------------------------------------------------------
+
+void Membership::run() {
+  std::mt19937 jitter_source(std::random_device{}());
+  auto backoff = std::chrono::milliseconds{kBackoffMin};
+  auto wait_backoff = [&](std::unique_lock<std::mutex>& lock) {
+    // Jitter spreads the nodes out after an etcd restart.
+    const auto jitter = std::chrono::milliseconds{jitter_source() % (backoff.count() / 2 + 1)};
+    cv_.wait_for(lock, backoff + jitter, [&] { return stopping_; });
+    backoff = std::min(backoff * 2, std::chrono::milliseconds{kBackoffMax});
+  };
+  std::unique_lock lock(mu_);
+  while (!stopping_) {
+    if (!session_ok_ || session_lost_) {
+      lock.unlock();
+      const bool opened = open_session();
+      lock.lock();
+      if (!opened) {
+        wait_backoff(lock);
+        continue;
+      }
+      backoff = kBackoffMin;
+    }
+    if (resync_due_) {
+      resync_due_ = false;
+      lock.unlock();
+      const bool synced = resync();
+      lock.lock();
+      if (!synced) {
+        resync_due_ = true;
+        wait_backoff(lock);
+        continue;
+      }
+      backoff = kBackoffMin;
+    }
+    const std::uint64_t flush_target = flush_requested_;
+    std::vector<WatchBatch> batches;
+    batches.swap(batches_);
+    const std::uint64_t generation = watch_generation_;
+    work_ = false;
+    std::vector<std::string> electing;
+    for (const auto& [uid, local] : locals_) {
+      if (local.elect) {
+        electing.push_back(uid);
+      }
+    }
+    lock.unlock();
+
+    for (const auto& batch : batches) {
+      if (batch.watch_generation == generation) {
+        for (const auto& event : batch.events) {
+          apply(event);
+        }
+      }
+    }
+    for (const auto& uid : electing) {
+      elect(uid);
+    }
+    // Elections the watch asked for in this pass run in the next one, right away.
+    register_pending();
+    check_lease();
+
+    lock.lock();
+    std::vector<Removal> removals;
+    removals.swap(removals_);
+    lock.unlock();
+    apply_removals(std::move(removals));
+    lock.lock();
+
+    const bool settled = session_ok_ && !session_lost_ && !resync_due_ &&
+                         std::all_of(locals_.begin(), locals_.end(), [](const auto& entry) {
+                           const Local& l = entry.second;
+                           return !l.elect && (l.registered || !l.publish_record);
+                         });
+    if (settled && flush_done_ < flush_target) {
+      flush_done_ = flush_target;
+      cv_.notify_all();
+    }
+    cv_.wait_for(lock, kLoopTick, [&] {
+      return stopping_ || session_lost_ || resync_due_ || work_ || !batches_.empty() ||
+             !removals_.empty() || flush_requested_ > flush_done_;
+    });
+  }
+  lock.unlock();
+  close_session("the node is leaving the cluster");
+}
+
+bool Membership::open_session() {
+  close_session("re-registering");
+  auto lease = client_->grant(std::chrono::duration_cast<std::chrono::seconds>(ttl_));
+  if (!lease) {
+    node_.log.warn("etcd lease: {}", lease.error().to_string());
+    return false;
+  }
+  lease_ = *lease;
+  std::weak_ptr<Membership> weak = weak_from_this();
+  // Renewals three times per TTL: one late or lost renewal does not lose the lease.
+  auto keep_alive = client_->keep_alive(lease_, std::max(ttl_ / 3, std::chrono::milliseconds{100}),
+                                        [this](const Error& error) {
+                                          node_.log.warn("etcd lease lost: {}", error.to_string());
+                                          std::lock_guard lock(mu_);
+                                          session_lost_ = true;
+                                          cv_.notify_all();
+                                        });
+  if (!keep_alive) {
+    node_.log.warn("etcd keep-alive: {}", keep_alive.error().to_string());
+    (void)client_->revoke(lease_);
+    lease_ = 0;
+    return false;
+  }
+  keep_alive_ = std::move(*keep_alive);
+  renewals_seen_ = 0;
+  renewed_at_ = Clock::now();
+  {
+    std::lock_guard lock(mu_);
+    session_ok_ = true;
+    session_lost_ = false;
+    ++stats_.sessions;
+    work_ = true;
+  }
+  if (!resync()) {
+    std::lock_guard lock(mu_);
+    resync_due_ = true;
+  }
+  return true;
+}
+
+bool Membership::resync() {
+  watch_.reset();  // joins the watch thread: no event of the old watch arrives after this
+  const std::string services = root_ + "/services/";
+  auto snapshot = client_->get_prefix(services);
+  if (!snapshot) {
+    node_.log.warn("etcd resync: {}", snapshot.error().to_string());
+    return false;
+  }
+  std::uint64_t generation = 0;
+  {
+    std::lock_guard lock(mu_);
+    generation = ++watch_generation_;
+    batches_.clear();
+    // A master key may have gone while we were not watching.
+    for (auto& [uid, local] : locals_) {
+      if (!local.group.empty() && !local.master) {
+        local.elect = true;
+      }
+    }
+    ++stats_.resyncs;
+  }
+  std::set<std::string> present;
+  for (const auto& kv : snapshot->kvs) {
+    present.insert(kv.key.substr(services.size()));
+  }
+  for (auto it = remote_.begin(); it != remote_.end();) {
+    if (present.count(*it) == 0) {
+      node_.repository.remove(*it);
+      it = remote_.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  for (const auto& kv : snapshot->kvs) {
+    etcd::Event put;
+    put.kv = kv;
+    apply(put);
+  }
+  auto watch = client_->watch_prefix(
+      root_ + "/", snapshot->revision + 1,
+      [this, generation](std::vector<etcd::Event>&& events, std::int64_t) {
+        std::lock_guard lock(mu_);
+        batches_.push_back(WatchBatch{generation, std::move(events)});
+        cv_.notify_all();
+      },
+      [this, generation](const Error& error) {
+        node_.log.warn("etcd watch ended: {}", error.to_string());
+        std::lock_guard lock(mu_);
+        if (generation == watch_generation_) {
+          resync_due_ = true;
+          cv_.notify_all();
+        }
+      });
+  if (!watch) {
+    node_.log.warn("etcd watch: {}", watch.error().to_string());
+    return false;
+  }
+  watch_ = std::move(*watch);
+  return true;
+}
+
+void Membership::close_session(const std::string& why) {
+  watch_.reset();
+  keep_alive_.reset();
+  {
+    std::lock_guard lock(mu_);
+    session_ok_ = false;
+    for (auto& [uid, local] : locals_) {
+      local.registered = false;
+      if (!local.group.empty()) {
+        local.elect = true;
+        if (local.master) {
+          // Before anyone else can win: the lease is in doubt, so the role is given up now.
+          node_.log.warn("{} stops acting as master: {}", uid, why);
+          set_role_locked(local, Held::none, 0);
+        }
+      }
+    }
+  }
+  if (lease_ != 0) {
+    // Deletes every key of the old lease at once (if etcd answers); otherwise it expires.
+    (void)client_->revoke(lease_);
+    lease_ = 0;
+  }
+}
+
+void Membership::apply(const etcd::Event& event) {
+  const std::string services = root_ + "/services/";
+  const std::string masters = root_ + "/masters/";
+  const std::string& key = event.kv.key;
+  if (key.starts_with(services)) {
+    std::string uid = key.substr(services.size());
+    if (event.type == etcd::Event::Type::erase) {
+      if (remote_.erase(uid) > 0) {
+        node_.repository.remove(uid);
+      }
+    } else {
+      wire::ServiceRecord record;
+      google::protobuf::util::JsonParseOptions options;
+      options.ignore_unknown_fields = true;  // records written by newer nodes
+      auto parsed = google::protobuf::util::JsonStringToMessage(event.kv.value, &record, options);
+      if (!parsed.ok() || record.node_id().empty() || record.name().empty() ||
+          record.address().empty()) {
+        node_.log.warn("ignoring malformed service record {}: {}", key,
+                       parsed.ok() ? "node_id, name or address missing" : parsed.ToString());
+        return;
+      }
+      if (record.node_id() == node_.config.node_id) {
+        return;  // our own services are in the repository already
+      }
+      auto pid = std::make_shared<Pid>();
+      pid->node_id = record.node_id();
+      pid->name = record.name();
+      pid->id = record.id();
+      pid->type = record.type();
+      pid->server_id = record.server_id();
+      pid->version = record.version();
+      pid->master = record.master();
+      pid->epoch = record.epoch();
+      pid->address = record.address();
+      if (pid->uid() != uid) {
+        node_.log.warn("ignoring service record {}: its key does not match its uid {}", key,
+                       pid->uid());
+        return;
+      }
+      node_.repository.add(std::move(pid), nullptr);
+      remote_.insert(uid);
+    }
+    std::lock_guard lock(mu_);
+    stats_.remote_services = remote_.size();
+    return;
+  }
+  if (key.starts_with(masters) && event.type == etcd::Event::Type::erase) {
+    const std::string group = key.substr(masters.size());
+    std::lock_guard lock(mu_);
+    for (auto& [uid, local] : locals_) {
+      if (local.group == group && !local.master) {
+        local.elect = true;
+        work_ = true;
+      }
+    }
+  }
+}
+
+void Membership::elect(const std::string& uid) {
+  std::string group;
+  {
+    std::lock_guard lock(mu_);
+    auto it = locals_.find(uid);
+    if (it == locals_.end() || !it->second.elect || !session_ok_ || session_lost_) {
+      return;
+    }
+    group = it->second.group;
+  }
+  const std::string key = master_key(group);
+  auto outcome = client_->create_if_absent(key, uid, lease_);
+  if (!outcome) {
+    node_.log.warn("election of {}: {}", group, outcome.error().to_string());
+    return;  // retried on the next pass; a lost etcd also ends the session
+  }
+  if (!outcome->created && outcome->value == uid) {
+    // Our own key from an earlier lease: it dies with that lease, so it proves nothing. Hand it
+    // back and run again.
+    (void)client_->erase_if_created(key, outcome->create_revision);
+    std::lock_guard lock(mu_);
+    work_ = true;
+    return;
+  }
+  std::lock_guard lock(mu_);
+  auto it = locals_.find(uid);
+  if (it == locals_.end()) {
+    if (outcome->created) {  // the service left while we won for it
+      removals_.push_back(Removal{"", key, outcome->create_revision});
+    }
+    return;
+  }
+  Local& local = it->second;
+  local.elect = false;
+  if (outcome->created) {
+    ++stats_.elections_won;
+    node_.log.info("{} is master of {} (epoch {})", uid, group, outcome->create_revision);
+    set_role_locked(local, Held::master, outcome->create_revision);
+  } else {
+    set_role_locked(local, Held::slave, 0);
+  }
+}
+
+void Membership::set_role_locked(Local& local, Held role, std::int64_t epoch) {
+  const Held before = local.role;
+  if (before == role && local.epoch == epoch) {
+    return;
+  }
+  local.role = role;
+  local.master = role == Held::master;
+  local.epoch = local.master ? epoch : 0;
+  local.registered = false;  // the record shows the role: rewrite it
+  if (before == Held::master) {
+    ++stats_.demotions;
+  }
+  local.anchor->with_core([&](ServiceCore* core) {
+    if (core == nullptr) {
+      return;
+    }
+    auto pid = core->set_role(local.master, static_cast<std::uint64_t>(local.epoch));
+    node_.repository.add(std::move(pid), local.anchor);
+    if (before == Held::master) {
+      core->notify_role(RoleChange::lose_master, 0);
+    }
+    if (role == Held::master) {
+      core->notify_role(RoleChange::become_master, static_cast<std::uint64_t>(epoch));
+    } else if (role == Held::slave && before != Held::slave) {
+      core->notify_role(RoleChange::become_slave, 0);
+    }
+  });
+  if (role == Held::none && before == Held::slave) {
+    local.role = Held::slave;  // a slave stays one while the cluster is unsure
+  }
+}
+
+std::string Membership::record_json_locked(const Local& local) const {
+  return local.anchor->with_core([&](ServiceCore* core) -> std::string {
+    if (core == nullptr) {
+      return {};
+    }
+    const Pid& pid = core->pid();
+    wire::ServiceRecord record;
+    record.set_node_id(pid.node_id);
+    record.set_name(pid.name);
+    record.set_id(pid.id);
+    record.set_type(pid.type);
+    record.set_server_id(pid.server_id);
+    record.set_version(pid.version);
+    record.set_master(pid.master);
+    record.set_epoch(pid.epoch);
+    record.set_address(link_->address());
+    std::string json;
+    google::protobuf::util::JsonPrintOptions options;
+    options.preserve_proto_field_names = true;
+    options.always_print_primitive_fields = true;
+    (void)google::protobuf::util::MessageToJsonString(record, &json, options);
+    return json;
+  });
+}
+
+void Membership::register_pending() {
+  std::vector<std::pair<std::string, std::string>> writes;  // uid, record
+  {
+    std::lock_guard lock(mu_);
+    if (!session_ok_ || session_lost_) {
+      return;
+    }
+    for (const auto& [uid, local] : locals_) {
+      // A group member is written once it knows its role, so nobody routes to a maybe-master.
+      if (local.publish_record && !local.registered && !local.elect) {
+        std::string json = record_json_locked(local);
+        if (!json.empty()) {
+          writes.emplace_back(uid, std::move(json));
+        }
+      }
+    }
+  }
+  for (auto& [uid, json] : writes) {
+    auto put = client_->put(record_key(uid), json, lease_);
+    if (!put) {
+      node_.log.warn("registering {}: {}", uid, put.error().to_string());
+      return;  // retried on the next pass
+    }
+    std::lock_guard lock(mu_);
+    auto it = locals_.find(uid);
+    if (it != locals_.end()) {
+      it->second.registered = true;
+    } else {  // unpublished meanwhile: its removal may have run before this put
+      removals_.push_back(Removal{record_key(uid), "", 0});
+    }
+  }
+}
+
+void Membership::apply_removals(std::vector<Removal> removals) {
+  for (const auto& removal : removals) {
+    if (!removal.record_key.empty()) {
+      if (auto erased = client_->erase(removal.record_key); !erased) {
+        node_.log.warn("unregistering {}: {} (the lease will remove it)", removal.record_key,
+                       erased.error().to_string());
+      }
+    }
+    if (!removal.master_key.empty()) {
+      (void)client_->erase_if_created(removal.master_key, removal.epoch);
+    }
+  }
+}
+
+void Membership::check_lease() {
+  if (!keep_alive_) {
+    return;
+  }
+  const auto now = Clock::now();
+  const std::int64_t renewals = keep_alive_->renewals();
+  if (renewals != renewals_seen_) {
+    renewals_seen_ = renewals;
+    renewed_at_ = now;
+    return;
+  }
+  // etcd may have expired the lease as early as one TTL after the last renewal we saw (minus the
+  // round trip). Two thirds of the TTL without a renewal means two missed ones: give the lease
+  // up before etcd can, so no other node wins an election while we still act as master.
+  if (now - renewed_at_ > ttl_ * 2 / 3) {
+    node_.log.warn(
+        "no lease renewal from etcd for {} ms",
+        std::chrono::duration_cast<std::chrono::milliseconds>(now - renewed_at_).count());
+    std::lock_guard lock(mu_);
+    session_lost_ = true;
+  }
+}
+
+void install_membership() noexcept {
+  install_cluster_factory([](NodeImpl& node) -> Result<std::shared_ptr<RemoteRouter>> {
+    auto joined = Membership::join(node);
+    if (!joined) {
+      return std::move(joined).error();
+    }
+    return std::shared_ptr<RemoteRouter>(std::move(*joined));
+  });
+}
+
+}  // namespace ember::detail

@@ -1,0 +1,137 @@
+// SPDX-License-Identifier: Apache-2.0
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <set>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "cluster/cluster_link.hpp"
+#include "cluster/etcd/etcd_client.hpp"
+#include "rpc/remote.hpp"
+
+namespace ember::detail {
+
+class NodeImpl;
+class ServiceAnchor;
+class ServiceCore;
+
+/// Counters of one node's cluster membership (read any time).
+struct MembershipStats {
+  std::uint64_t sessions = 0;         ///< leases granted (1 + re-registrations after a loss)
+  std::uint64_t resyncs = 0;          ///< full reads of the service records
+  std::uint64_t elections_won = 0;    ///< times a local service became master
+  std::uint64_t demotions = 0;        ///< times a local master gave the role up
+  std::uint64_t remote_services = 0;  ///< services of other nodes in the repository now
+  bool connected = false;             ///< a live lease and an up-to-date view right now
+};
+
+/// A node's place in the cluster: the transport (ClusterLink) plus discovery and election on
+/// etcd. One etcd lease per node holds every record the node writes; one loop thread does all
+/// etcd work, so registrations, elections and repository updates happen in one order.
+///
+/// Keys (under ClusterConf.DiscoveryConf.KeyPrefix, default /ember/<cluster name>):
+///   <prefix>/services/<uid>                  ServiceRecord as JSON, one per published service
+///   <prefix>/masters/<name>.<id>.<server_id> uid of the group's master; its create revision is
+///                                            the master's epoch
+class Membership final : public RemoteRouter, public std::enable_shared_from_this<Membership> {
+ public:
+  /// Starts the transport, connects to etcd, takes a lease and reads the cluster's services.
+  /// Fails (and the node does not start) if etcd cannot be reached.
+  static Result<std::shared_ptr<Membership>> join(NodeImpl& node);
+  ~Membership() override;
+
+  Status send_request(const Target& target, const CallSpec& spec, const Context& context,
+                      const std::shared_ptr<PendingCall>& pending) override;
+  void publish(ServiceCore& service) override;
+  void unpublish(ServiceCore& service) override;
+  Status flush(std::chrono::milliseconds timeout) override;
+  void stop() override;
+
+  [[nodiscard]] MembershipStats stats() const;
+  [[nodiscard]] const std::string& address() const noexcept { return link_->address(); }
+  [[nodiscard]] ClusterLink& link() noexcept { return *link_; }
+  [[nodiscard]] const std::string& key_prefix() const noexcept { return root_; }
+
+ private:
+  explicit Membership(NodeImpl& node);
+
+  enum class Held : std::uint8_t { none, master, slave };  // what the service was told
+  struct Local {
+    std::shared_ptr<ServiceAnchor> anchor;  // refuses once the service is gone
+    ServiceCore* core = nullptr;            // dereferenced only through the anchor
+    std::string group;                      // master key suffix; "" outside master/slave groups
+    bool publish_record = true;             // false: private, takes part in elections only
+    bool registered = false;                // record written under the current lease
+    bool elect = false;                     // an election attempt is due
+    bool master = false;
+    Held role = Held::none;
+    std::int64_t epoch = 0;  // create revision of the master key while master
+  };
+  struct Removal {
+    std::string record_key;
+    std::string master_key;  // "" unless it was master
+    std::int64_t epoch = 0;
+  };
+  struct WatchBatch {
+    std::uint64_t watch_generation = 0;
+    std::vector<etcd::Event> events;
+  };
+
+  void run();
+  bool open_session();
+  bool resync();
+  void close_session(const std::string& why);
+  void apply(const etcd::Event& event);
+  void elect(const std::string& uid);
+  void register_pending();
+  void apply_removals(std::vector<Removal> removals);
+  void check_lease();
+  // With mu_ held: changes a local service's role and tells it.
+  void set_role_locked(Local& local, Held role, std::int64_t epoch);
+  std::string record_json_locked(const Local& local) const;
+  std::string record_key(const std::string& uid) const { return root_ + "/services/" + uid; }
+  std::string master_key(const std::string& group) const { return root_ + "/masters/" + group; }
+
+  NodeImpl& node_;
+  std::string root_;
+  std::chrono::milliseconds ttl_;
+  std::shared_ptr<ClusterLink> link_;
+  std::unique_ptr<etcd::Client> client_;
+
+  // Loop-thread state.
+  etcd::LeaseId lease_ = 0;
+  std::unique_ptr<etcd::Client::KeepAlive> keep_alive_;
+  std::unique_ptr<etcd::Client::Watch> watch_;
+  std::int64_t renewals_seen_ = 0;
+  std::chrono::steady_clock::time_point renewed_at_;
+  std::set<std::string> remote_;  // uids of other nodes' services in the repository
+
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  std::map<std::string, Local> locals_;  // by uid
+  std::vector<Removal> removals_;
+  std::vector<WatchBatch> batches_;
+  bool stopping_ = false;
+  bool work_ = false;  // an election or registration is due
+  bool session_ok_ = false;
+  bool session_lost_ = false;  // the lease is in doubt: a new session is due
+  bool resync_due_ = false;    // the watch ended: re-read and watch again
+  std::uint64_t watch_generation_ = 0;
+  std::uint64_t flush_requested_ = 0;
+  std::uint64_t flush_done_ = 0;
+  MembershipStats stats_;
+  std::thread loop_;
+};
+
+/// Installs Membership::join as the node's cluster factory (done by the ember::ember target).
+void install_membership() noexcept;
+
+}  // namespace ember::detail
