@@ -1,0 +1,87 @@
+// SPDX-License-Identifier: Apache-2.0
+// A node process for cluster_process_test: `ember_test_node --config FILE`. Hosts an Echo service
+// (sums, ordered pushes, a tally) and a Leader service for master/slave groups.
+#include <ember/ember.hpp>
+#include <map>
+#include <mutex>
+
+#include "test.pb.h"
+
+namespace pb = ember::test;
+using ember::Result;
+
+class Echo : public ember::Service {
+ public:
+  ember::Status on_init() override {
+    if (auto st = handle("RpcSum",
+                         [](const pb::SumReq& r) -> Result<pb::SumResp> {
+                           pb::SumResp out;
+                           out.set_sum(r.a() + r.b());
+                           return out;
+                         });
+        !st) {
+      return st;
+    }
+    // Pushes carry a sequence number per (sender node, key): each must be above the last one.
+    if (auto st = handle("RpcPush",
+                         [this](const pb::Echo& e, const ember::Context& ctx) -> ember::Status {
+                           std::lock_guard lock(mu_);
+                           auto& last = last_[{ctx.caller().node_id, e.key()}];
+                           if (e.seq() <= last) {
+                             tally_.set_out_of_order(tally_.out_of_order() + 1);
+                           }
+                           last = e.seq();
+                           tally_.set_received(tally_.received() + 1);
+                           if (ctx.priority() == ember::Priority::system) {
+                             tally_.set_system_received(tally_.system_received() + 1);
+                           }
+                           return {};
+                         });
+        !st) {
+      return st;
+    }
+    if (auto st = handle("RpcTally",
+                         [this](const pb::Echo&) -> Result<pb::Tally> {
+                           std::lock_guard lock(mu_);
+                           return tally_;
+                         });
+        !st) {
+      return st;
+    }
+    // `master` here reports whether the request came at system priority.
+    return handle("RpcWho", [this](const pb::Echo&, const ember::Context& ctx) -> Result<pb::Who> {
+      pb::Who who;
+      who.set_node(pid().node_id);
+      who.set_master(ctx.priority() == ember::Priority::system);
+      return who;
+    });
+  }
+
+ private:
+  std::mutex mu_;  // several lanes
+  std::map<std::pair<std::string, std::uint64_t>, std::int64_t> last_;
+  pb::Tally tally_;
+};
+EMBER_REGISTER_SERVICE(Echo);
+
+class Leader : public ember::Service {
+ public:
+  ember::Status on_init() override {
+    return handle("RpcWho", [this](const pb::Echo&) -> Result<pb::Who> {
+      pb::Who who;
+      who.set_node(pid().node_id);
+      who.set_epoch(epoch());
+      who.set_master(is_master());
+      return who;
+    });
+  }
+  void on_role_change(ember::RoleChange change, std::uint64_t epoch) override {
+    static constexpr const char* kNames[] = {"become_master", "become_slave", "lose_master"};
+    log().info("role: {} (epoch {})", kNames[static_cast<int>(change)], epoch);
+  }
+};
+EMBER_REGISTER_SERVICE(Leader);
+
+int main(int argc, char** argv) {
+  return ember::run_node(argc, argv);
+}
