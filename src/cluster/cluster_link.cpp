@@ -2,11 +2,12 @@
 #include "cluster/cluster_link.hpp"
 
 #include <ember/log.hpp>
+#include <random>
 
 #include "core/node_impl.hpp"
 #include "core/service_core.hpp"
+#include "ember/wire.pb.h"
 #include "rpc/calls.hpp"
-#include "wire.pb.h"
 
 namespace ember::detail {
 namespace {
@@ -180,6 +181,8 @@ Result<std::shared_ptr<ClusterLink>> ClusterLink::create(NodeImpl& impl,
     return std::move(transport).error();
   }
   link->transport_ = std::move(*transport);
+  std::random_device entropy;
+  link->incarnation_ = (std::uint64_t{entropy()} << 32) | entropy();
   // "host" gets the bound port; "host:port" is kept (a port mapped in front of this node).
   link->address_ =
       has_port(advertise) ? advertise : advertise + ":" + std::to_string(link->transport_->port());
@@ -212,6 +215,7 @@ Status ClusterLink::send_request(const Target& target, const CallSpec& spec, con
   auto* request = envelope.mutable_request();
   std::uint64_t id = next_id_.fetch_add(1, std::memory_order_relaxed);
   request->set_id(id);
+  request->set_incarnation(incarnation_);
   request->set_target_uid(pid.uid());
   request->set_method(std::string(spec.method));
   request->set_payload_type(spec.request->GetDescriptor()->full_name());
@@ -279,9 +283,14 @@ void ClusterLink::reply(const std::string& to, const std::string& address, std::
   }
 }
 
-bool ClusterLink::seen(const std::string& from, std::uint64_t id) {
+bool ClusterLink::seen(const std::string& from, std::uint64_t incarnation, std::uint64_t id) {
   std::lock_guard lock(dedup_mu_);
   Recent& recent = recent_[from];
+  if (recent.incarnation != incarnation) {
+    // The sender restarted under the same node id: its ids start over, its old ones are moot.
+    recent = Recent{};
+    recent.incarnation = incarnation;
+  }
   if (!recent.ids.insert(id).second) {
     return true;
   }
@@ -308,7 +317,7 @@ void ClusterLink::on_frame(const std::string& from, std::string&& bytes) {
 }
 
 void ClusterLink::handle_request(const std::string& from, wire::RemoteRequest& request) {
-  if (seen(from, request.id())) {
+  if (seen(from, request.incarnation(), request.id())) {
     duplicates_.fetch_add(1);  // a retry of a request already taken: run it once only
     return;
   }

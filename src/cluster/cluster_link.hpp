@@ -66,13 +66,14 @@ class ClusterLink final : public RemoteRouter, public std::enable_shared_from_th
   };
   void handle_request(const std::string& from, wire::RemoteRequest& request);
   void handle_reply(wire::RemoteReply& reply);
-  bool seen(const std::string& from, std::uint64_t id);
+  bool seen(const std::string& from, std::uint64_t incarnation, std::uint64_t id);
   void purge_locked();
 
   NodeImpl& node_;
   std::unique_ptr<net::Transport> transport_;
   std::string address_;
   std::atomic<std::uint64_t> next_id_{1};
+  std::uint64_t incarnation_ = 0;  // random per process: tells a restarted sender from a retry
   std::atomic<std::uint64_t> duplicates_{0};
 
   std::mutex mu_;
@@ -81,6 +82,7 @@ class ClusterLink final : public RemoteRouter, public std::enable_shared_from_th
 
   std::mutex dedup_mu_;
   struct Recent {
+    std::uint64_t incarnation = 0;
     std::deque<std::uint64_t> order;
     std::unordered_set<std::uint64_t> ids;
   };

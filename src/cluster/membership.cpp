@@ -9,7 +9,7 @@
 
 #include "core/node_impl.hpp"
 #include "core/service_core.hpp"
-#include "wire.pb.h"
+#include "ember/wire.pb.h"
 
 namespace ember::detail {
 namespace {

@@ -16,7 +16,7 @@
 #include <unordered_map>
 #include <vector>
 
-#include "wire.pb.h"
+#include "ember/wire.pb.h"
 
 namespace ember::net {
 

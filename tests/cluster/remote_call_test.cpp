@@ -51,6 +51,7 @@ class RemoteCalc : public ember::Service {
       return st;
     }
     return handle("RpcHang", [this](const pb::SumReq&) -> Result<pb::SumResp> {
+      hanging.store(true);
       auto flag = gate;
       while (flag && !flag->load()) {
         std::this_thread::yield();
@@ -61,6 +62,7 @@ class RemoteCalc : public ember::Service {
   std::string last_caller;
   std::uint64_t last_trace = 0;
   std::atomic<int> pushes{0};
+  std::atomic<bool> hanging{false};
   std::shared_ptr<std::atomic<bool>> gate = std::make_shared<std::atomic<bool>>(false);
 };
 
@@ -210,11 +212,44 @@ TEST_F(TwoNodes, StoppingTheCallingNodeFailsItsRemoteCalls) {
     result = ember::select(*a_, Selector::name("calc"))
                  .call<pb::SumResp>("RpcHang", sum(1, 1), {.timeout = 20s});
   });
-  ASSERT_TRUE(wait_for([&] { return a_->stats().pending_calls == 1; }));
+  // In b's handler: the request left a and waits for its reply in a's link.
+  ASSERT_TRUE(wait_for([&] { return calc_->hanging.load(); }));
   ASSERT_TRUE(a_->stop());  // drains a's services, then leaves the cluster
   caller.join();
   ASSERT_FALSE(result);
   EXPECT_EQ(result.error().code(), Errc::node_unreachable);
+}
+
+}  // namespace
+
+namespace {
+
+TEST_F(TwoNodes, ARestartedCallerWithTheSameIdIsNotTakenForARetry) {
+  for (int i = 0; i < 5; ++i) {
+    ASSERT_TRUE(ember::select(*a_, Selector::name("calc")).call<pb::SumResp>("RpcSum", sum(i, 1)));
+  }
+  link_a_->stop();
+  ASSERT_TRUE(a_->stop());
+  // Node a comes back as a new process would: same node id, request ids starting over.
+  ember::NodeConfig ca;
+  ca.node_id = "a";
+  ca.worker_threads = 2;
+  a_ = std::make_unique<ember::Node>(ca);
+  ember::ServiceConfig asker;
+  asker.name = "asker";
+  asker_ = static_cast<Asker*>(*a_->add_service(std::make_unique<Asker>(), asker));
+  ASSERT_TRUE(a_->start());
+  auto la = ember::detail::ClusterLink::attach(*a_, transport("a"), "127.0.0.1");
+  ASSERT_TRUE(la);
+  link_a_ = *la;
+  a_->impl().repository.add(std::make_shared<ember::Pid>(remote_calc_pid()), nullptr);
+  for (int i = 0; i < 5; ++i) {
+    auto r = ember::select(*a_, Selector::name("calc"))
+                 .call<pb::SumResp>("RpcSum", sum(i, 1), {.timeout = 3s});
+    ASSERT_TRUE(r) << i << ": " << r.error().to_string();
+    EXPECT_EQ(r->sum(), i + 1);
+  }
+  EXPECT_EQ(link_b_->duplicates_dropped(), 0u);
 }
 
 }  // namespace

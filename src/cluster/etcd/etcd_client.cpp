@@ -9,7 +9,7 @@
 #include <optional>
 #include <thread>
 
-#include "rpc.grpc.pb.h"
+#include "ember/etcd/rpc.grpc.pb.h"
 
 namespace ember::etcd {
 namespace {
