@@ -453,9 +453,11 @@ class Sink : public ember::Service {
         out_of_order.fetch_add(1);
       }
       last_seq[e.key()] = e.seq();
-      received.fetch_add(1);
-      std::lock_guard lock(mu);
-      order.push_back(e.text());
+      {
+        std::lock_guard lock(mu);
+        order.push_back(e.text());
+      }
+      received.fetch_add(1);  // last: a test that waits on it then reads `order` sees the entry
       return {};
     });
   }

@@ -1,8 +1,12 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "cluster/cluster_link.hpp"
 
+#include <google/protobuf/arena.h>
+
 #include <ember/log.hpp>
+#include <mutex>
 #include <random>
+#include <vector>
 
 #include "core/node_impl.hpp"
 #include "core/service_core.hpp"
@@ -13,7 +17,6 @@ namespace ember::detail {
 namespace {
 
 using Clock = std::chrono::steady_clock;
-constexpr std::size_t kDedupWindow = 4096;  // request ids remembered per sender
 
 /// Answers a request that came over the wire: the outcome goes back as a RemoteReply frame.
 class RemoteResponder final : public Responder {
@@ -62,87 +65,6 @@ class RemoteResponder final : public Responder {
   bool wants_;
 };
 
-/// A request from another node, in the callee's mailbox. Parses the payload with the method's
-/// own request type on the callee's lane.
-class RemoteCall final : public runtime::Message {
- public:
-  RemoteCall(wire::RemoteRequest request, std::shared_ptr<Responder> responder)
-      : request_(std::move(request)), responder_(std::move(responder)) {}
-
-  void run() override {
-    ServiceCore* core = ServiceCore::current();
-    const MethodEntry* entry = core->find_method(request_.method());
-    if (entry == nullptr) {
-      responder_->deliver(Error{
-          Errc::no_such_method,
-          "service " + core->pid().to_string() + " has no method '" + request_.method() + "'"});
-      return;
-    }
-    if (request_.payload_type() != entry->request_type->full_name()) {
-      responder_->deliver(Error{Errc::bad_argument_type, "method '" + request_.method() +
-                                                             "' takes " +
-                                                             entry->request_type->full_name() +
-                                                             ", got " + request_.payload_type()});
-      return;
-    }
-    if (!request_.response_type().empty() &&
-        request_.response_type() != entry->response_type->full_name()) {
-      responder_->deliver(
-          Error{Errc::bad_argument_type, "method '" + request_.method() + "' returns " +
-                                             entry->response_type->full_name() +
-                                             ", the caller expects " + request_.response_type()});
-      return;
-    }
-    std::shared_ptr<AnyMessage> payload(entry->request_prototype->New());
-    if (!payload->ParseFromString(request_.payload())) {
-      responder_->deliver(Error{Errc::bad_argument_type, "the payload of '" + request_.method() +
-                                                             "' does not parse as " +
-                                                             request_.payload_type()});
-      return;
-    }
-    Context ctx;
-    ctx.priority_ = request_.priority() != 0 ? Priority::system : Priority::user;
-    ctx.key_ =
-        request_.key_hash() != 0 ? DispatchKey::from_hash(request_.key_hash()) : DispatchKey{};
-    ctx.trace_id_ = request_.trace_id();
-    if (request_.timeout_ms() > 0) {
-      ctx.deadline_ = Clock::now() + std::chrono::milliseconds(request_.timeout_ms());
-    }
-    if (!request_.headers().empty()) {
-      auto headers = std::make_shared<Headers>();
-      for (const auto& [k, v] : request_.headers()) {
-        headers->emplace(k, v);
-      }
-      ctx.headers_ = std::move(headers);
-    }
-    auto caller = std::make_shared<Pid>();
-    caller->node_id = request_.caller().node_id();
-    caller->name = request_.caller().name();
-    caller->id = request_.caller().id();
-    caller->type = request_.caller().type();
-    caller->server_id = request_.caller().server_id();
-    caller->master = request_.caller().master();
-    caller->epoch = request_.caller().epoch();
-    caller->version = request_.caller().version();
-    caller->address = request_.reply_address();
-    ctx.caller_ = std::move(caller);
-    ctx.method_ = request_.method();
-    ContextScope scope(&ctx);
-    entry->invoke(payload, ctx, responder_);
-  }
-  void reject(const Error& why) noexcept override {
-    try {
-      responder_->deliver(why);
-    } catch (...) {
-    }
-  }
-  [[nodiscard]] std::string_view name() const noexcept override { return request_.method(); }
-
- private:
-  wire::RemoteRequest request_;
-  std::shared_ptr<Responder> responder_;
-};
-
 // "host:port" and "[v6]:port" have one; "host", "[v6]" and a bare "v6::addr" do not.
 bool has_port(const std::string& address) {
   if (address.starts_with('[')) {
@@ -153,6 +75,174 @@ bool has_port(const std::string& address) {
 }
 
 }  // namespace
+
+/// A request from another node, in the callee's mailbox. Parses the payload with the method's
+/// own request type on the callee's lane.
+namespace {
+
+/// Recycles parsed requests between the I/O thread (which parses) and the workers (which run
+/// them). A reused message keeps its strings' capacity, so a steady stream of requests parses
+/// without allocating, and nothing allocated on one thread is freed on another (which made the
+/// allocator's locks the bottleneck). Threads exchange requests in batches through one list.
+class RequestPool {
+ public:
+  static std::unique_ptr<wire::RemoteRequest> take() {
+    Cache& cache = local();
+    if (cache.items.empty()) {
+      RequestPool& pool = shared();
+      std::lock_guard lock(pool.mu_);
+      const std::size_t n = std::min(kBatch, pool.items_.size());
+      for (std::size_t i = 0; i < n; ++i) {
+        cache.items.push_back(std::move(pool.items_.back()));
+        pool.items_.pop_back();
+      }
+    }
+    if (cache.items.empty()) {
+      return std::make_unique<wire::RemoteRequest>();
+    }
+    auto request = std::move(cache.items.back());
+    cache.items.pop_back();
+    return request;
+  }
+  static void give(std::unique_ptr<wire::RemoteRequest> request) {
+    if (request->ByteSizeLong() > kKeepBelow) {
+      return;  // an unusually large request: do not hold on to its memory
+    }
+    Cache& cache = local();
+    cache.items.push_back(std::move(request));
+    if (cache.items.size() >= 2 * kBatch) {
+      RequestPool& pool = shared();
+      std::lock_guard lock(pool.mu_);
+      for (std::size_t i = 0; i < kBatch && pool.items_.size() < kSharedMax; ++i) {
+        pool.items_.push_back(std::move(cache.items.back()));
+        cache.items.pop_back();
+      }
+      while (cache.items.size() > 2 * kBatch) {
+        cache.items.pop_back();  // the shared list is full
+      }
+    }
+  }
+
+ private:
+  static constexpr std::size_t kBatch = 64;
+  static constexpr std::size_t kSharedMax = 4096;
+  static constexpr std::size_t kKeepBelow = 64 * 1024;
+  struct Cache {
+    std::vector<std::unique_ptr<wire::RemoteRequest>> items;
+  };
+  static Cache& local() {
+    thread_local Cache cache;
+    return cache;
+  }
+  static RequestPool& shared() {
+    static auto* pool = new RequestPool;  // never destroyed: threads may return items at exit
+    return *pool;
+  }
+  std::mutex mu_;
+  std::vector<std::unique_ptr<wire::RemoteRequest>> items_;
+};
+
+/// Reads a varint at `p`; returns the byte after it, or nullptr.
+const char* read_varint(const char* p, const char* end, std::uint64_t& value) {
+  value = 0;
+  for (int shift = 0; p < end && shift < 64; shift += 7) {
+    const auto byte = static_cast<unsigned char>(*p++);
+    value |= std::uint64_t{byte & 0x7fu} << shift;
+    if ((byte & 0x80u) == 0) {
+      return p;
+    }
+  }
+  return nullptr;
+}
+
+}  // namespace
+
+class RemoteCall final : public runtime::Message {
+ public:
+  RemoteCall() : request_(RequestPool::take()) {}
+  ~RemoteCall() override { RequestPool::give(std::move(request_)); }
+  RemoteCall(const RemoteCall&) = delete;
+  RemoteCall& operator=(const RemoteCall&) = delete;
+
+  bool parse(const char* data, std::size_t size) {
+    return request_->ParseFromArray(data, static_cast<int>(size));
+  }
+  [[nodiscard]] const wire::RemoteRequest& request() const noexcept { return *request_; }
+  void set_responder(std::shared_ptr<Responder> responder) { responder_ = std::move(responder); }
+
+  void run() override {
+    ServiceCore* core = ServiceCore::current();
+    const MethodEntry* entry = core->find_method(request().method());
+    if (entry == nullptr) {
+      responder_->deliver(Error{
+          Errc::no_such_method,
+          "service " + core->pid().to_string() + " has no method '" + request().method() + "'"});
+      return;
+    }
+    if (request().payload_type() != entry->request_type->full_name()) {
+      responder_->deliver(Error{Errc::bad_argument_type, "method '" + request().method() +
+                                                             "' takes " +
+                                                             entry->request_type->full_name() +
+                                                             ", got " + request().payload_type()});
+      return;
+    }
+    if (!request().response_type().empty() &&
+        request().response_type() != entry->response_type->full_name()) {
+      responder_->deliver(
+          Error{Errc::bad_argument_type, "method '" + request().method() + "' returns " +
+                                             entry->response_type->full_name() +
+                                             ", the caller expects " + request().response_type()});
+      return;
+    }
+    std::shared_ptr<AnyMessage> payload(entry->request_prototype->New());
+    if (!payload->ParseFromString(request().payload())) {
+      responder_->deliver(Error{Errc::bad_argument_type, "the payload of '" + request().method() +
+                                                             "' does not parse as " +
+                                                             request().payload_type()});
+      return;
+    }
+    Context ctx;
+    ctx.priority_ = request().priority() != 0 ? Priority::system : Priority::user;
+    ctx.key_ =
+        request().key_hash() != 0 ? DispatchKey::from_hash(request().key_hash()) : DispatchKey{};
+    ctx.trace_id_ = request().trace_id();
+    if (request().timeout_ms() > 0) {
+      ctx.deadline_ = Clock::now() + std::chrono::milliseconds(request().timeout_ms());
+    }
+    if (!request().headers().empty()) {
+      auto headers = std::make_shared<Headers>();
+      for (const auto& [k, v] : request().headers()) {
+        headers->emplace(k, v);
+      }
+      ctx.headers_ = std::move(headers);
+    }
+    auto caller = std::make_shared<Pid>();
+    caller->node_id = request().caller().node_id();
+    caller->name = request().caller().name();
+    caller->id = request().caller().id();
+    caller->type = request().caller().type();
+    caller->server_id = request().caller().server_id();
+    caller->master = request().caller().master();
+    caller->epoch = request().caller().epoch();
+    caller->version = request().caller().version();
+    caller->address = request().reply_address();
+    ctx.caller_ = std::move(caller);
+    ctx.method_ = request().method();
+    ContextScope scope(&ctx);
+    entry->invoke(payload, ctx, responder_);
+  }
+  void reject(const Error& why) noexcept override {
+    try {
+      responder_->deliver(why);
+    } catch (...) {
+    }
+  }
+  [[nodiscard]] std::string_view name() const noexcept override { return request().method(); }
+
+ private:
+  std::unique_ptr<wire::RemoteRequest> request_;
+  std::shared_ptr<Responder> responder_;
+};
 
 Result<std::shared_ptr<ClusterLink>> ClusterLink::attach(Node& node, net::TransportOptions options,
                                                          std::string advertise_host) {
@@ -211,13 +301,21 @@ void ClusterLink::stop() {
 Status ClusterLink::send_request(const Target& target, const CallSpec& spec, const Context& context,
                                  const std::shared_ptr<PendingCall>& pending) {
   const Pid& pid = target.pid();
-  wire::Envelope envelope;
-  auto* request = envelope.mutable_request();
+  // One request message and one frame buffer per thread, reused: after warm-up a Send builds and
+  // frames its request without allocating (cleared strings keep their capacity).
+  thread_local wire::RemoteRequest reused;
+  thread_local std::string frame;
+  auto* request = &reused;
+  request->Clear();
   std::uint64_t id = next_id_.fetch_add(1, std::memory_order_relaxed);
   request->set_id(id);
   request->set_incarnation(incarnation_);
-  request->set_target_uid(pid.uid());
-  request->set_method(std::string(spec.method));
+  {
+    std::string& uid = *request->mutable_target_uid();  // Pid::uid() without a temporary
+    uid.append(std::to_string(pid.server_id)).append(".").append(pid.name).append(".");
+    uid.append(pid.id).append(".").append(pid.node_id);
+  }
+  request->mutable_method()->assign(spec.method);
   request->set_payload_type(spec.request->GetDescriptor()->full_name());
   if (!spec.request->SerializeToString(request->mutable_payload())) {
     return Error{Errc::invalid_argument,
@@ -256,7 +354,21 @@ Status ClusterLink::send_request(const Target& target, const CallSpec& spec, con
       purge_locked();
     }
   }
-  Status sent = transport_->send(pid.node_id, pid.address, envelope.SerializeAsString());
+  // Framed as an Envelope holding the request (field 1, length-delimited).
+  const std::size_t size = request->ByteSizeLong();
+  frame.clear();
+  frame.push_back('\x0a');
+  for (std::uint64_t v = size;; v >>= 7) {
+    if (v < 0x80) {
+      frame.push_back(static_cast<char>(v));
+      break;
+    }
+    frame.push_back(static_cast<char>((v & 0x7f) | 0x80));
+  }
+  const std::size_t head = frame.size();
+  frame.resize(head + size);
+  request->SerializeWithCachedSizesToArray(reinterpret_cast<std::uint8_t*>(frame.data() + head));
+  Status sent = transport_->send(pid.node_id, pid.address, frame);
   if (!sent && pending) {
     std::lock_guard lock(mu_);
     waiting_.erase(id);
@@ -291,18 +403,46 @@ bool ClusterLink::seen(const std::string& from, std::uint64_t incarnation, std::
     recent = Recent{};
     recent.incarnation = incarnation;
   }
-  if (!recent.ids.insert(id).second) {
+  // A sliding window of the last kDedupWindow ids as a bitmap: O(1), no allocation per request.
+  // Ids arrive almost in order (several threads of the sender may swap neighbours).
+  if (id > recent.highest) {
+    const std::uint64_t shift = id - recent.highest;
+    if (shift >= kDedupWindow) {
+      recent.bits.reset();
+    } else {
+      for (std::uint64_t i = recent.highest + 1; i < id; ++i) {
+        recent.bits.reset(i % kDedupWindow);
+      }
+    }
+    recent.highest = id;
+    recent.bits.set(id % kDedupWindow);
+    return false;
+  }
+  if (recent.highest - id >= kDedupWindow) {
+    return true;  // older than the window: cannot prove it is new, so run it at most once
+  }
+  if (recent.bits.test(id % kDedupWindow)) {
     return true;
   }
-  recent.order.push_back(id);
-  if (recent.order.size() > kDedupWindow) {
-    recent.ids.erase(recent.order.front());
-    recent.order.pop_front();
-  }
+  recent.bits.set(id % kDedupWindow);
   return false;
 }
 
 void ClusterLink::on_frame(const std::string& from, std::string&& bytes) {
+  // The common frame is an Envelope holding only a request: field 1, length-delimited (tag 0x0a),
+  // spanning the whole frame. Parse the request straight into a recycled message.
+  const char* end = bytes.data() + bytes.size();
+  std::uint64_t length = 0;
+  if (!bytes.empty() && bytes[0] == '\x0a') {
+    const char* body = read_varint(bytes.data() + 1, end, length);
+    if (body != nullptr && length == static_cast<std::uint64_t>(end - body)) {
+      auto call = std::make_unique<RemoteCall>();
+      if (call->parse(body, length)) {
+        handle_request(from, std::move(call));
+        return;
+      }
+    }
+  }
   wire::Envelope envelope;
   if (!envelope.ParseFromString(bytes)) {
     system_log().warn("cluster: node {} sent a frame that is not an envelope ({} bytes)", from,
@@ -310,19 +450,35 @@ void ClusterLink::on_frame(const std::string& from, std::string&& bytes) {
     return;
   }
   if (envelope.has_request()) {
-    handle_request(from, *envelope.mutable_request());
+    auto call = std::make_unique<RemoteCall>();
+    const std::string request = envelope.request().SerializeAsString();
+    if (call->parse(request.data(), request.size())) {
+      handle_request(from, std::move(call));
+    }
   } else if (envelope.has_reply()) {
     handle_reply(*envelope.mutable_reply());
   }
 }
 
-void ClusterLink::handle_request(const std::string& from, wire::RemoteRequest& request) {
+void ClusterLink::handle_request(const std::string& from, std::unique_ptr<RemoteCall> call) {
+  const wire::RemoteRequest& request = call->request();
   if (seen(from, request.incarnation(), request.id())) {
     duplicates_.fetch_add(1);  // a retry of a request already taken: run it once only
     return;
   }
-  auto responder = std::make_shared<RemoteResponder>(
-      weak_from_this(), from, request.reply_address(), request.id(), request.wants_reply());
+  // A Send needs no reply: one shared responder per sender (it only logs failures).
+  std::shared_ptr<Responder> responder;
+  if (request.wants_reply()) {
+    responder = std::make_shared<RemoteResponder>(weak_from_this(), from, request.reply_address(),
+                                                  request.id(), true);
+  } else {
+    std::lock_guard lock(dedup_mu_);
+    auto& cached = send_responders_[from];
+    if (!cached) {
+      cached = std::make_shared<RemoteResponder>(weak_from_this(), from, "", 0, false);
+    }
+    responder = cached;
+  }
   auto target = node_.repository.find(request.target_uid());
   if (!target || !target->anchor) {
     responder->deliver(Error{Errc::not_found, "no service " + request.target_uid() + " on node " +
@@ -332,7 +488,8 @@ void ClusterLink::handle_request(const std::string& from, wire::RemoteRequest& r
   Priority priority = request.priority() != 0 ? Priority::system : Priority::user;
   DispatchKey key =
       request.key_hash() != 0 ? DispatchKey::from_hash(request.key_hash()) : DispatchKey{};
-  auto* m = new RemoteCall(std::move(request), responder);
+  call->set_responder(responder);
+  auto* m = call.release();
   m->priority = priority;
   m->key = key;
   if (Status st = target->anchor->post(m, true); !st) {

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <atomic>
+#include <bitset>
 #include <deque>
 #include <ember/node.hpp>
 #include <memory>
@@ -21,6 +22,8 @@ class RemoteReply;
 namespace ember::detail {
 
 class NodeImpl;
+class RemoteCall;
+class Responder;
 
 /// Carries calls between nodes: the remote branch of Call / AsyncCall / Send / co_call. Requests
 /// and replies travel as `wire.Envelope` frames on the node's transport; pending calls wait in a
@@ -64,7 +67,7 @@ class ClusterLink final : public RemoteRouter, public std::enable_shared_from_th
     std::string node;
     std::chrono::steady_clock::time_point deadline;
   };
-  void handle_request(const std::string& from, wire::RemoteRequest& request);
+  void handle_request(const std::string& from, std::unique_ptr<RemoteCall> call);
   void handle_reply(wire::RemoteReply& reply);
   bool seen(const std::string& from, std::uint64_t incarnation, std::uint64_t id);
   void purge_locked();
@@ -81,12 +84,15 @@ class ClusterLink final : public RemoteRouter, public std::enable_shared_from_th
   std::uint64_t inserts_ = 0;
 
   std::mutex dedup_mu_;
+  static constexpr std::size_t kDedupWindow = 4096;  // request ids remembered per sender
   struct Recent {
     std::uint64_t incarnation = 0;
-    std::deque<std::uint64_t> order;
-    std::unordered_set<std::uint64_t> ids;
+    std::uint64_t highest = 0;
+    std::bitset<kDedupWindow>
+        bits;  // bit id % window: seen, for ids in (highest - window, highest]
   };
   std::unordered_map<std::string, Recent> recent_;
+  std::unordered_map<std::string, std::shared_ptr<Responder>> send_responders_;  // dedup_mu_
 };
 
 }  // namespace ember::detail

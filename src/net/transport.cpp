@@ -5,9 +5,11 @@
 #include <openssl/hmac.h>
 #include <openssl/rand.h>
 
+#include <algorithm>
 #include <array>
 #include <asio.hpp>
 #include <atomic>
+#include <cstring>
 #include <deque>
 #include <ember/log.hpp>
 #include <mutex>
@@ -64,6 +66,20 @@ std::array<char, 4> encode_length(std::size_t n) {
 
 class TransportImpl;
 
+/// Bytes ready for the socket: one or more frames, each already prefixed with its length. Senders
+/// on any thread append to a chunk; the I/O thread writes chunks whole. No allocation per frame
+/// crosses threads.
+struct Chunk {
+  std::string bytes;
+  std::size_t frames = 0;
+  void append(std::string_view payload) {
+    const auto header = encode_length(payload.size());
+    bytes.append(header.data(), header.size());
+    bytes.append(payload);
+    ++frames;
+  }
+};
+
 class Connection : public std::enable_shared_from_this<Connection> {
  public:
   enum class Side { client, server };
@@ -77,7 +93,9 @@ class Connection : public std::enable_shared_from_this<Connection> {
 
   void start_client();
   void start_server();
-  void send(std::string payload);
+  /// Queues framed bytes; `defer` leaves the write to a later flush() (the caller batches).
+  void send(Chunk chunk, bool defer = false);
+  void flush();
   void close(const std::string& why, bool rejected);
 
   [[nodiscard]] bool open() const noexcept { return open_; }
@@ -89,8 +107,8 @@ class Connection : public std::enable_shared_from_this<Connection> {
  private:
   void read_frame(std::size_t limit, std::function<void(std::string&&)> then);
   void read_loop();
+  bool consume_frames();  // false once the connection closed
   void write_handshake(const google::protobuf::Message& m);
-  void flush();
   void opened();
   void arm_handshake_timer();
 
@@ -105,9 +123,12 @@ class Connection : public std::enable_shared_from_this<Connection> {
   std::string remote_nonce_;
   std::array<unsigned char, 4> header_{};
   std::string body_;
-  std::deque<std::string> queue_;
-  std::vector<std::string> in_flight_;
-  std::vector<std::array<char, 4>> in_flight_headers_;
+  // After the handshake: bytes read but not yet consumed. One read takes in as many frames as the
+  // socket holds, so a stream of small frames costs few syscalls.
+  std::vector<char> in_buf_;
+  std::size_t in_len_ = 0;
+  std::deque<Chunk> queue_;
+  std::vector<Chunk> in_flight_;
   bool writing_ = false;
   std::size_t handshake_frames_ = 0;  // queued handshake frames not yet written
 };
@@ -115,7 +136,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
 struct Peer {
   std::string address;
   std::shared_ptr<Connection> active;  // the connection frames to this node use
-  std::deque<std::string> pending;     // waiting for `active` to open
+  std::deque<Chunk> pending;           // waiting for `active` to open
   int failures = 0;
 };
 
@@ -160,20 +181,42 @@ class TransportImpl final : public Transport {
 
   [[nodiscard]] std::uint16_t port() const noexcept override { return port_; }
 
-  Status send(const std::string& node, const std::string& address, std::string payload) override {
+  Status send(const std::string& node, const std::string& address,
+              std::string_view payload) override {
     if (stopped_.load(std::memory_order_acquire)) {
       return Error{Errc::stopping, "transport stopped"};
     }
-    {
+    if (payload.size() > options.max_frame) {
+      // Sent anyway, it would make the peer close the connection that everyone else shares.
+      return Error{Errc::invalid_argument,
+                   "a frame of " + std::to_string(payload.size()) + " bytes is over the limit of " +
+                       std::to_string(options.max_frame) + " (ClusterConf.MaxFrameSize)"};
+    }
+    if (nodes_down_.load(std::memory_order_acquire) != 0) {  // no lock while all is well
       std::lock_guard lock(backoff_mu_);
       auto it = down_until_.find(node);
       if (it != down_until_.end() && Clock::now() < it->second) {
         return Error{Errc::node_unreachable, "node " + node + " is unreachable (retrying later)"};
       }
     }
-    asio::post(io_, [this, node, address, p = std::move(payload)]() mutable {
-      enqueue(node, address, std::move(p));
-    });
+    // One post per batch, not per frame: senders append while the I/O thread is busy, and it
+    // takes everything staged in one go.
+    bool post = false;
+    {
+      std::lock_guard lock(stage_mu_);
+      Staged& staged = staged_[node];
+      if (staged.address != address && !address.empty()) {
+        staged.address = address;
+      }
+      staged.chunk.append(payload);  // copied: the caller's buffer stays on the caller's thread
+      if (!drain_posted_) {
+        drain_posted_ = true;
+        post = true;
+      }
+    }
+    if (post) {
+      asio::post(io_, [this] { drain_staged(); });
+    }
     return {};
   }
 
@@ -210,19 +253,46 @@ class TransportImpl final : public Transport {
 
   // --- called on the I/O thread -----------------------------------------------------------------
 
-  void enqueue(const std::string& node, const std::string& address, std::string payload) {
+  void drain_staged() {
+    std::unordered_map<std::string, Staged> batch;
+    {
+      std::lock_guard lock(stage_mu_);
+      batch.swap(staged_);
+      drain_posted_ = false;
+    }
+    std::vector<std::shared_ptr<Connection>> touched;
+    for (auto& [node, item] : batch) {
+      if (item.chunk.frames == 0) {
+        continue;
+      }
+      if (auto conn = enqueue(node, item.address, std::move(item.chunk), true)) {
+        if (std::find(touched.begin(), touched.end(), conn) == touched.end()) {
+          touched.push_back(std::move(conn));
+        }
+      }
+    }
+    for (auto& conn : touched) {
+      conn->flush();
+    }
+  }
+
+  /// Returns the open connection the frame was queued on when `defer` left its flush to the
+  /// caller.
+  std::shared_ptr<Connection> enqueue(const std::string& node, const std::string& address,
+                                      Chunk payload, bool defer = false) {
     Peer& peer = peers_[node];
     if (!address.empty()) {
       peer.address = address;
     }
     if (peer.active && peer.active->open()) {
-      peer.active->send(std::move(payload));
-      return;
+      peer.active->send(std::move(payload), defer);
+      return defer ? peer.active : nullptr;
     }
     peer.pending.push_back(std::move(payload));
     if (!peer.active) {
       connect(node, peer);
     }
+    return nullptr;
   }
 
   void connect(const std::string& node, Peer& peer) {
@@ -298,6 +368,7 @@ class TransportImpl final : public Transport {
     {
       std::lock_guard lock(backoff_mu_);
       down_until_.erase(conn->peer());
+      nodes_down_.store(down_until_.size(), std::memory_order_release);
     }
     while (!peer.pending.empty()) {
       conn->send(std::move(peer.pending.front()));
@@ -334,7 +405,9 @@ class TransportImpl final : public Transport {
 
   void failed(const std::string& node, const std::string& why) {
     Peer& peer = peers_[node];
-    dropped.fetch_add(peer.pending.size());
+    for (const auto& chunk : peer.pending) {
+      dropped.fetch_add(chunk.frames);
+    }
     peer.pending.clear();
     peer.failures = std::min(peer.failures + 1, 16);
     auto backoff =
@@ -342,6 +415,7 @@ class TransportImpl final : public Transport {
     {
       std::lock_guard lock(backoff_mu_);
       down_until_[node] = Clock::now() + backoff;
+      nodes_down_.store(down_until_.size(), std::memory_order_release);
     }
     system_log().warn("transport {}: node {} unreachable: {}", options.node_id, node, why);
     if (on_peer) {
@@ -366,6 +440,14 @@ class TransportImpl final : public Transport {
   std::set<std::shared_ptr<Connection>> all_;    // I/O thread only
   std::mutex backoff_mu_;
   std::unordered_map<std::string, Clock::time_point> down_until_;
+  std::atomic<std::size_t> nodes_down_{0};  // entries in down_until_
+  struct Staged {
+    std::string address;
+    Chunk chunk;
+  };
+  std::mutex stage_mu_;
+  std::unordered_map<std::string, Staged> staged_;  // by node: frames waiting for the I/O thread
+  bool drain_posted_ = false;
 };
 
 // ---------------------------------------------------------------------------------------------
@@ -469,17 +551,64 @@ void Connection::opened() {
 }
 
 void Connection::read_loop() {
+  constexpr std::size_t kReadChunk = 64 * 1024;
+  if (in_buf_.size() - in_len_ < kReadChunk / 4) {
+    in_buf_.resize(std::max(in_buf_.size() * 2, in_len_ + kReadChunk));
+  }
+  socket_.async_read_some(
+      asio::buffer(in_buf_.data() + in_len_, in_buf_.size() - in_len_),
+      [self = shared_from_this()](const asio::error_code& ec, std::size_t n) {
+        if (ec) {
+          if (self->in_len_ > 0 && ec == asio::error::eof) {
+            self->close("truncated frame: peer closed the connection", false);
+          } else {
+            self->close(ec == asio::error::eof ? "peer closed the connection" : ec.message(),
+                        false);
+          }
+          return;
+        }
+        self->in_len_ += n;
+        if (self->consume_frames()) {
+          self->read_loop();
+        }
+      });
+}
+
+bool Connection::consume_frames() {
   // Authenticated: from now on frames may be as large as the configured limit.
-  read_frame(t_.options.max_frame, [self = shared_from_this()](std::string&& body) {
-    self->t_.frames_in.fetch_add(1);
-    self->t_.bytes_in.fetch_add(body.size() + 4);
-    if (self->t_.on_frame) {
-      self->t_.on_frame(self->peer_, std::move(body));
+  const std::size_t limit = t_.options.max_frame;
+  std::size_t pos = 0;
+  while (in_len_ - pos >= 4) {
+    const auto* h = reinterpret_cast<const unsigned char*>(in_buf_.data() + pos);
+    const std::size_t length = (std::size_t{h[0]} << 24) | (std::size_t{h[1]} << 16) |
+                               (std::size_t{h[2]} << 8) | std::size_t{h[3]};
+    if (length > limit) {
+      close("frame of " + std::to_string(length) + " bytes is over the limit of " +
+                std::to_string(limit),
+            true);
+      return false;
     }
-    if (!self->closed_) {
-      self->read_loop();
+    if (in_len_ - pos - 4 < length) {
+      if (in_buf_.size() < length + 4) {
+        in_buf_.resize(length + 4);  // room for this frame (bounded by the limit)
+      }
+      break;
     }
-  });
+    t_.frames_in.fetch_add(1, std::memory_order_relaxed);
+    t_.bytes_in.fetch_add(length + 4, std::memory_order_relaxed);
+    if (t_.on_frame) {
+      t_.on_frame(peer_, std::string(in_buf_.data() + pos + 4, length));
+    }
+    pos += 4 + length;
+    if (closed_) {
+      return false;
+    }
+  }
+  if (pos > 0) {
+    std::memmove(in_buf_.data(), in_buf_.data() + pos, in_len_ - pos);
+    in_len_ -= pos;
+  }
+  return true;
 }
 
 void Connection::read_frame(std::size_t limit, std::function<void(std::string&&)> then) {
@@ -516,18 +645,20 @@ void Connection::read_frame(std::size_t limit, std::function<void(std::string&&)
 }
 
 void Connection::write_handshake(const google::protobuf::Message& m) {
-  queue_.push_front(m.SerializeAsString());  // handshake frames go before anything queued
+  Chunk chunk;
+  chunk.append(m.SerializeAsString());
+  queue_.push_front(std::move(chunk));  // handshake frames go before anything queued
   ++handshake_frames_;
   flush();
 }
 
-void Connection::send(std::string payload) {
+void Connection::send(Chunk chunk, bool defer) {
   if (closed_) {
-    t_.dropped.fetch_add(1);
+    t_.dropped.fetch_add(chunk.frames);
     return;
   }
-  queue_.push_back(std::move(payload));
-  if (!writing_ && open_) {
+  queue_.push_back(std::move(chunk));
+  if (!writing_ && open_ && !defer) {
     flush();
   }
 }
@@ -538,26 +669,24 @@ void Connection::flush() {
   }
   // Everything queued goes out in one gather write: coalescing small frames into few syscalls.
   in_flight_.clear();
-  in_flight_headers_.clear();
+  std::vector<asio::const_buffer> buffers;
+  buffers.reserve(queue_.size());
+  std::size_t bytes = 0;
+  std::size_t all_frames = 0;
   while (!queue_.empty()) {
     in_flight_.push_back(std::move(queue_.front()));
     queue_.pop_front();
   }
-  std::vector<asio::const_buffer> buffers;
-  buffers.reserve(in_flight_.size() * 2);
-  in_flight_headers_.reserve(in_flight_.size());
-  std::size_t bytes = 0;
-  for (const auto& frame : in_flight_) {
-    in_flight_headers_.push_back(encode_length(frame.size()));
-    buffers.emplace_back(asio::buffer(in_flight_headers_.back()));
-    buffers.emplace_back(asio::buffer(frame));
-    bytes += frame.size() + 4;
+  for (const auto& chunk : in_flight_) {
+    buffers.emplace_back(asio::buffer(chunk.bytes));
+    bytes += chunk.bytes.size();
+    all_frames += chunk.frames;
   }
   writing_ = true;
   // Handshake frames are not payload: keep them out of the counters.
-  std::size_t handshake = std::min(handshake_frames_, in_flight_.size());
+  std::size_t handshake = std::min(handshake_frames_, all_frames);
   handshake_frames_ -= handshake;
-  std::size_t frames = in_flight_.size() - handshake;
+  std::size_t frames = all_frames - handshake;
   asio::async_write(
       socket_, buffers,
       [self = shared_from_this(), frames, bytes](const asio::error_code& ec, std::size_t) {
@@ -590,7 +719,9 @@ void Connection::close(const std::string& why, bool rejected) {
     system_log().warn("transport {}: closed a connection{}: {}", t_.options.node_id,
                       peer_.empty() ? "" : " to " + peer_, why);
   }
-  t_.dropped.fetch_add(queue_.size());
+  for (const auto& chunk : queue_) {
+    t_.dropped.fetch_add(chunk.frames);
+  }
   queue_.clear();
   t_.closed(shared_from_this(), why, was_open);
 }

@@ -7,6 +7,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <string_view>
 
 namespace ember::net {
 
@@ -53,7 +54,9 @@ class Transport {
   /// Queues `payload` for `node`, reachable at `address` ("host:port"). Connects on first use.
   /// Frames to one node keep their order. Thread-safe. Fails at once with node_unreachable while
   /// the node is in its reconnect backoff after a failure.
-  virtual Status send(const std::string& node, const std::string& address, std::string payload) = 0;
+  /// The bytes are copied before it returns.
+  virtual Status send(const std::string& node, const std::string& address,
+                      std::string_view payload) = 0;
   [[nodiscard]] virtual TransportStats stats() const = 0;
   /// Closes everything and joins the I/O thread. Idempotent.
   virtual void stop() = 0;

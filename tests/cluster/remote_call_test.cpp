@@ -8,6 +8,7 @@
 
 #include "cluster/cluster_link.hpp"
 #include "core/node_impl.hpp"
+#include "ember/wire.pb.h"
 #include "support/wait_for.hpp"
 #include "test.pb.h"
 
@@ -250,6 +251,33 @@ TEST_F(TwoNodes, ARestartedCallerWithTheSameIdIsNotTakenForARetry) {
     EXPECT_EQ(r->sum(), i + 1);
   }
   EXPECT_EQ(link_b_->duplicates_dropped(), 0u);
+}
+
+}  // namespace
+
+namespace {
+
+// A retried request (same sender, incarnation and id) runs once; neighbours swapped by concurrent
+// senders still run.
+TEST_F(TwoNodes, ARetriedRequestRunsOnce) {
+  auto frame = [&](std::uint64_t incarnation, std::uint64_t id) {
+    ember::wire::Envelope envelope;
+    auto* r = envelope.mutable_request();
+    r->set_id(id);
+    r->set_incarnation(incarnation);
+    r->set_target_uid(remote_calc_pid().uid());
+    r->set_method("RpcPush");
+    r->set_payload_type(pb::Echo::descriptor()->full_name());
+    r->set_payload(pb::Echo{}.SerializeAsString());
+    return envelope.SerializeAsString();
+  };
+  link_b_->on_frame("x", frame(1, 10));
+  link_b_->on_frame("x", frame(1, 10));  // the retry
+  link_b_->on_frame("x", frame(1, 9));   // an earlier id arriving late
+  link_b_->on_frame("x", frame(1, 9));
+  link_b_->on_frame("x", frame(2, 10));  // the sender restarted: a new request
+  ASSERT_TRUE(wait_for([&] { return calc_->pushes.load() == 3; }));
+  EXPECT_EQ(link_b_->duplicates_dropped(), 2u);
 }
 
 }  // namespace

@@ -157,6 +157,10 @@ TEST(Transport, GarbageOversizedAndTruncatedInputCloseOnlyThatConnection) {
   ASSERT_TRUE(wait_for([&] { return a->send("b", addr(*b), "ok").ok(); }, 5s));
   ASSERT_TRUE(wait_for([&] { return ib.count.load() >= 1; }));
   EXPECT_EQ(ib.count.load(), 1);
+  // A sender refuses a frame over its own limit instead of sending it.
+  auto refused = b->send("a", addr(*a), std::string(2048, 'x'));
+  ASSERT_FALSE(refused);
+  EXPECT_EQ(refused.error().code(), ember::Errc::invalid_argument);
 }
 
 TEST(Transport, UnreachableNodeFailsFastAndFramesAreDropped) {
