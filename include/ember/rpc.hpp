@@ -103,7 +103,19 @@ struct CallSpec {
   const Selection* selection = nullptr;  // the Bus outlives blocking calls and sends
   std::shared_ptr<const Selection> pin;  // co_call only: its frame may die mid-call
   std::string_view method;
-  std::shared_ptr<const AnyMessage> request;
+  /// The request, shared with local callees. For a request the caller passed by reference and
+  /// that is dispatched at once (call, send, async_call), it is copied only when a local target
+  /// needs it: a remote target serializes `borrowed` directly.
+  mutable std::shared_ptr<const AnyMessage> request;
+  const AnyMessage* borrowed = nullptr;
+  std::shared_ptr<const AnyMessage> (*copy)(const AnyMessage&) = nullptr;
+  [[nodiscard]] const AnyMessage& message() const { return request ? *request : *borrowed; }
+  [[nodiscard]] const std::shared_ptr<const AnyMessage>& shared() const {
+    if (!request) {
+      request = copy(*borrowed);
+    }
+    return request;
+  }
   const std::type_info* response_type = nullptr;
   const AnyMessage* response_prototype = nullptr;  // decodes a reply that crossed the wire
   CallOptions options;
@@ -128,6 +140,11 @@ Result<Resp> unpack(AnyReply reply) {
   std::shared_ptr<AnyMessage>& any = *reply;
   // Type was checked against Resp's descriptor by the callee before the handler ran.
   return std::move(static_cast<Resp&>(*any));
+}
+
+template <class Req>
+std::shared_ptr<const AnyMessage> copy_message(const AnyMessage& request) {
+  return std::make_shared<const Req>(static_cast<const Req&>(request));
 }
 
 template <class T>
@@ -221,8 +238,9 @@ class Bus {
   template <class Resp, class Req>
   CallAwaiter<Resp> co_call(std::string_view method, Req&& request,
                             CallOptions options = {}) const {
-    return CallAwaiter<Resp>(spec<Resp>(method, std::forward<Req>(request), std::move(options)),
-                             selection_);
+    return CallAwaiter<Resp>(
+        spec<Resp>(method, std::forward<Req>(request), std::move(options), /*immediate=*/false),
+        selection_);
   }
   template <class Req, class Resp>
   CallAwaiter<Resp> co_call(const Method<Req, Resp>& method, Req request,
@@ -231,13 +249,27 @@ class Bus {
   }
 
  private:
+  /// `immediate`: the request is dispatched before this call returns, so a request passed by
+  /// reference can be borrowed instead of copied up front.
   template <class Resp, class Req>
-  detail::CallSpec spec(std::string_view method, Req&& request, CallOptions options) const {
+  detail::CallSpec spec(std::string_view method, Req&& request, CallOptions options,
+                        bool immediate = true) const {
     static_assert(std::is_base_of_v<AnyMessage, Resp>, "responses must be protobuf messages");
     detail::CallSpec s;
     s.selection = selection_.get();
     s.method = method;
-    s.request = detail::share(std::forward<Req>(request));
+    if constexpr (std::is_lvalue_reference_v<Req>) {
+      if (immediate) {
+        using Plain = std::decay_t<Req>;
+        static_assert(std::is_base_of_v<AnyMessage, Plain>, "requests must be protobuf messages");
+        s.borrowed = &request;
+        s.copy = &detail::copy_message<Plain>;
+      } else {
+        s.request = detail::share(std::forward<Req>(request));
+      }
+    } else {
+      s.request = detail::share(std::forward<Req>(request));
+    }
     s.response_type = &typeid(Resp);
     s.response_prototype = &Resp::default_instance();
     s.options = std::move(options);

@@ -316,8 +316,9 @@ Status ClusterLink::send_request(const Target& target, const CallSpec& spec, con
     uid.append(pid.id).append(".").append(pid.node_id);
   }
   request->mutable_method()->assign(spec.method);
-  request->set_payload_type(spec.request->GetDescriptor()->full_name());
-  if (!spec.request->SerializeToString(request->mutable_payload())) {
+  const AnyMessage& payload = spec.message();
+  request->mutable_payload_type()->assign(payload.GetDescriptor()->full_name());
+  if (!payload.SerializeToString(request->mutable_payload())) {
     return Error{Errc::invalid_argument,
                  "the request of '" + std::string(spec.method) + "' does not serialize"};
   }

@@ -174,7 +174,7 @@ std::optional<Error> find_cycle(const Context& ctx, const Target& target, Dispat
 
 Request* make_request(const CallSpec& spec, std::shared_ptr<Responder> responder, Context ctx,
                       bool check_response) {
-  auto* req = new Request(spec.method, spec.request, check_response ? spec.response_type : nullptr,
+  auto* req = new Request(spec.method, spec.shared(), check_response ? spec.response_type : nullptr,
                           std::move(responder), std::move(ctx));
   req->priority = spec.options.priority;
   req->key = spec.options.key;
