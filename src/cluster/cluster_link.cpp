@@ -369,7 +369,8 @@ Status ClusterLink::send_request(const Target& target, const CallSpec& spec, con
   const std::size_t head = frame.size();
   frame.resize(head + size);
   request->SerializeWithCachedSizesToArray(reinterpret_cast<std::uint8_t*>(frame.data() + head));
-  Status sent = transport_->send(pid.node_id, pid.address, frame);
+  // A call waits for its reply: written at once when the connection is idle. Sends batch.
+  Status sent = transport_->send(pid.node_id, pid.address, frame, /*urgent=*/pending != nullptr);
   if (!sent && pending) {
     std::lock_guard lock(mu_);
     waiting_.erase(id);
@@ -391,7 +392,7 @@ void ClusterLink::purge_locked() {
 }
 
 void ClusterLink::reply(const std::string& to, const std::string& address, std::string bytes) {
-  if (Status st = transport_->send(to, address, std::move(bytes)); !st) {
+  if (Status st = transport_->send(to, address, bytes, /*urgent=*/true); !st) {
     system_log().warn("cluster: reply to node {} lost: {}", to, st.error().to_string());
   }
 }

@@ -4,6 +4,8 @@
 #include <openssl/crypto.h>
 #include <openssl/hmac.h>
 #include <openssl/rand.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
 
 #include <algorithm>
 #include <array>
@@ -78,6 +80,16 @@ struct Chunk {
     bytes.append(payload);
     ++frames;
   }
+  /// The part of a frame a direct write did not get out (`written` bytes, header included).
+  void append_rest(std::string_view payload, std::size_t written) {
+    const auto header = encode_length(payload.size());
+    if (written < header.size()) {
+      bytes.append(header.data() + written, header.size() - written);
+      written = header.size();
+    }
+    bytes.append(payload.substr(written - header.size()));
+    ++frames;
+  }
 };
 
 class Connection : public std::enable_shared_from_this<Connection> {
@@ -99,6 +111,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   void close(const std::string& why, bool rejected);
 
   [[nodiscard]] bool open() const noexcept { return open_; }
+  [[nodiscard]] bool busy() const noexcept { return writing_ || !queue_.empty(); }
   [[nodiscard]] bool is_closed() const noexcept { return closed_; }
   [[nodiscard]] const std::string& peer() const noexcept { return peer_; }
   tcp::socket& socket() noexcept { return socket_; }
@@ -181,8 +194,8 @@ class TransportImpl final : public Transport {
 
   [[nodiscard]] std::uint16_t port() const noexcept override { return port_; }
 
-  Status send(const std::string& node, const std::string& address,
-              std::string_view payload) override {
+  Status send(const std::string& node, const std::string& address, std::string_view payload,
+              bool urgent) override {
     if (stopped_.load(std::memory_order_acquire)) {
       return Error{Errc::stopping, "transport stopped"};
     }
@@ -204,11 +217,28 @@ class TransportImpl final : public Transport {
     bool post = false;
     {
       std::lock_guard lock(stage_mu_);
+      auto direct = direct_.find(node);
+      std::size_t written = 0;
+      if (urgent && direct != direct_.end() && !direct->second.busy) {
+        // Idle connection: write from this thread. Nothing else is queued for the node (busy
+        // would be set), so the order of frames holds.
+        written = write_direct(direct->second.fd, payload);
+        if (written == payload.size() + 4) {
+          return {};
+        }
+      }
       Staged& staged = staged_[node];
       if (staged.address != address && !address.empty()) {
         staged.address = address;
       }
-      staged.chunk.append(payload);  // copied: the caller's buffer stays on the caller's thread
+      if (written == 0) {
+        staged.chunk.append(payload);  // copied: the caller's buffer stays on the caller's thread
+      } else {
+        staged.chunk.append_rest(payload, written);  // a partial write: the rest follows
+      }
+      if (direct != direct_.end()) {
+        direct->second.busy = true;
+      }
       if (!drain_posted_) {
         drain_posted_ = true;
         post = true;
@@ -251,7 +281,56 @@ class TransportImpl final : public Transport {
     }
   }
 
+  /// Returns the bytes written (header included); 0 when the socket would block or failed (the
+  /// I/O thread then writes the frame and sees the error).
+  std::size_t write_direct(int fd, std::string_view payload) {
+    const auto header = encode_length(payload.size());
+    iovec parts[2] = {{const_cast<char*>(header.data()), header.size()},
+                      {const_cast<char*>(payload.data()), payload.size()}};
+    msghdr message{};
+    message.msg_iov = parts;
+    message.msg_iovlen = 2;
+    const ssize_t n = ::sendmsg(fd, &message, MSG_DONTWAIT | MSG_NOSIGNAL);
+    if (n <= 0) {
+      return 0;
+    }
+    if (static_cast<std::size_t>(n) == payload.size() + 4) {
+      frames_out.fetch_add(1, std::memory_order_relaxed);
+      bytes_out.fetch_add(payload.size() + 4, std::memory_order_relaxed);
+    }
+    return static_cast<std::size_t>(n);
+  }
+
   // --- called on the I/O thread -----------------------------------------------------------------
+
+  /// `conn` carries the frames to its node: senders may write to it directly while it is idle.
+  void set_direct(const std::shared_ptr<Connection>& conn) {
+    std::lock_guard lock(stage_mu_);
+    auto staged = staged_.find(conn->peer());
+    const bool pending = staged != staged_.end() && !staged->second.chunk.bytes.empty();
+    direct_[conn->peer()] = Direct{conn, conn->socket().native_handle(), pending || conn->busy()};
+  }
+  /// Before `conn`'s socket closes: no sender may write to its descriptor any more.
+  void drop_direct(const Connection* conn) {
+    std::lock_guard lock(stage_mu_);
+    auto it = direct_.find(conn->peer());
+    if (it != direct_.end() && it->second.conn.get() == conn) {
+      direct_.erase(it);
+    }
+  }
+  /// `conn` wrote everything it had: direct writes may resume unless more is staged.
+  void write_idle(const std::shared_ptr<Connection>& conn) {
+    std::lock_guard lock(stage_mu_);
+    auto it = direct_.find(conn->peer());
+    if (it == direct_.end() || it->second.conn != conn) {
+      return;
+    }
+    auto staged = staged_.find(conn->peer());
+    if (staged != staged_.end() && !staged->second.chunk.bytes.empty()) {
+      return;  // a drain is on its way; it will come back here when written
+    }
+    it->second.busy = false;
+  }
 
   void drain_staged() {
     std::unordered_map<std::string, Staged> batch;
@@ -374,6 +453,7 @@ class TransportImpl final : public Transport {
       conn->send(std::move(peer.pending.front()));
       peer.pending.pop_front();
     }
+    set_direct(conn);
     if (on_peer) {
       on_peer(conn->peer(), true);
     }
@@ -397,6 +477,7 @@ class TransportImpl final : public Transport {
     for (const auto& other : all_) {  // another open connection to the same node takes over
       if (other->open() && other->peer() == conn->peer()) {
         peer.active = other;
+        set_direct(other);
         return;
       }
     }
@@ -445,8 +526,14 @@ class TransportImpl final : public Transport {
     std::string address;
     Chunk chunk;
   };
+  struct Direct {
+    std::shared_ptr<Connection> conn;
+    int fd = -1;
+    bool busy = false;  // the I/O thread has bytes for this node: direct writes would reorder
+  };
   std::mutex stage_mu_;
   std::unordered_map<std::string, Staged> staged_;  // by node: frames waiting for the I/O thread
+  std::unordered_map<std::string, Direct> direct_;  // by node: its open, active connection
   bool drain_posted_ = false;
 };
 
@@ -697,8 +784,10 @@ void Connection::flush() {
         }
         self->t_.frames_out.fetch_add(frames);
         self->t_.bytes_out.fetch_add(bytes);
-        if (self->open_ || !self->queue_.empty()) {
+        if (!self->queue_.empty()) {
           self->flush();
+        } else if (self->open_) {
+          self->t_.write_idle(self);
         }
       });
 }
@@ -710,6 +799,7 @@ void Connection::close(const std::string& why, bool rejected) {
   closed_ = true;
   bool was_open = open_;
   open_ = false;
+  t_.drop_direct(this);
   asio::error_code ignored;
   timer_.cancel();
   socket_.shutdown(tcp::socket::shutdown_both, ignored);

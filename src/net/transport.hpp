@@ -54,9 +54,11 @@ class Transport {
   /// Queues `payload` for `node`, reachable at `address` ("host:port"). Connects on first use.
   /// Frames to one node keep their order. Thread-safe. Fails at once with node_unreachable while
   /// the node is in its reconnect backoff after a failure.
-  /// The bytes are copied before it returns.
-  virtual Status send(const std::string& node, const std::string& address,
-                      std::string_view payload) = 0;
+  /// The bytes are copied before it returns. `urgent` (a call or a reply: latency matters more
+  /// than batching): when the connection has nothing else to write, the frame is written from the
+  /// calling thread at once instead of waking the I/O thread.
+  virtual Status send(const std::string& node, const std::string& address, std::string_view payload,
+                      bool urgent = false) = 0;
   [[nodiscard]] virtual TransportStats stats() const = 0;
   /// Closes everything and joins the I/O thread. Idempotent.
   virtual void stop() = 0;
