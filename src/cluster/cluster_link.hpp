@@ -52,7 +52,7 @@ class ClusterLink final : public RemoteRouter, public std::enable_shared_from_th
   void stop() override;
 
   // Called from the transport's I/O thread.
-  void on_frame(const std::string& from, std::string&& bytes);
+  void on_frame(const std::string& from, std::string_view bytes);
   void on_peer(const std::string& node, bool up);
   /// Sends a reply frame (from a callee lane).
   void reply(const std::string& to, const std::string& address, std::string bytes);

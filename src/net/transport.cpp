@@ -333,26 +333,50 @@ class TransportImpl final : public Transport {
   }
 
   void drain_staged() {
-    std::unordered_map<std::string, Staged> batch;
+    // Entries stay in the map and buffers come back after their write: a steady stream of frames
+    // allocates nothing here, and no buffer is freed on another thread than the one that made it.
+    drain_batch_.clear();
     {
       std::lock_guard lock(stage_mu_);
-      batch.swap(staged_);
+      for (auto& [node, staged] : staged_) {
+        if (!staged.chunk.bytes.empty()) {
+          drain_batch_.push_back(Outgoing{&node, staged.address, std::move(staged.chunk)});
+          staged.chunk = Chunk{};
+          if (!spare_.empty()) {
+            staged.chunk.bytes = std::move(spare_.back());
+            spare_.pop_back();
+          }
+        }
+      }
       drain_posted_ = false;
     }
-    std::vector<std::shared_ptr<Connection>> touched;
-    for (auto& [node, item] : batch) {
-      if (item.chunk.frames == 0) {
-        continue;
-      }
-      if (auto conn = enqueue(node, item.address, std::move(item.chunk), true)) {
-        if (std::find(touched.begin(), touched.end(), conn) == touched.end()) {
-          touched.push_back(std::move(conn));
+    drain_touched_.clear();
+    for (auto& item : drain_batch_) {
+      // Map nodes are stable and only this thread erases them, so `node` is still valid.
+      if (auto conn = enqueue(*item.node, item.address, std::move(item.chunk), true)) {
+        if (std::find(drain_touched_.begin(), drain_touched_.end(), conn) == drain_touched_.end()) {
+          drain_touched_.push_back(std::move(conn));
         }
       }
     }
-    for (auto& conn : touched) {
+    for (auto& conn : drain_touched_) {
       conn->flush();
     }
+    drain_touched_.clear();
+  }
+
+  /// Written chunks give their buffers back for senders to fill again.
+  void recycle(std::vector<Chunk>& written) {
+    constexpr std::size_t kKeepBelow = 4u << 20;
+    constexpr std::size_t kSpares = 16;
+    std::lock_guard lock(stage_mu_);
+    for (auto& chunk : written) {
+      if (spare_.size() < kSpares && chunk.bytes.capacity() <= kKeepBelow) {
+        chunk.bytes.clear();
+        spare_.push_back(std::move(chunk.bytes));
+      }
+    }
+    written.clear();
   }
 
   /// Returns the open connection the frame was queued on when `defer` left its flush to the
@@ -534,6 +558,14 @@ class TransportImpl final : public Transport {
   std::mutex stage_mu_;
   std::unordered_map<std::string, Staged> staged_;  // by node: frames waiting for the I/O thread
   std::unordered_map<std::string, Direct> direct_;  // by node: its open, active connection
+  std::vector<std::string> spare_;                  // empty buffers with capacity, for chunks
+  struct Outgoing {
+    const std::string* node;
+    std::string address;
+    Chunk chunk;
+  };
+  std::vector<Outgoing> drain_batch_;                       // I/O thread only
+  std::vector<std::shared_ptr<Connection>> drain_touched_;  // I/O thread only
   bool drain_posted_ = false;
 };
 
@@ -684,7 +716,7 @@ bool Connection::consume_frames() {
     t_.frames_in.fetch_add(1, std::memory_order_relaxed);
     t_.bytes_in.fetch_add(length + 4, std::memory_order_relaxed);
     if (t_.on_frame) {
-      t_.on_frame(peer_, std::string(in_buf_.data() + pos + 4, length));
+      t_.on_frame(peer_, std::string_view(in_buf_.data() + pos + 4, length));
     }
     pos += 4 + length;
     if (closed_) {
@@ -784,6 +816,7 @@ void Connection::flush() {
         }
         self->t_.frames_out.fetch_add(frames);
         self->t_.bytes_out.fetch_add(bytes);
+        self->t_.recycle(self->in_flight_);
         if (!self->queue_.empty()) {
           self->flush();
         } else if (self->open_) {

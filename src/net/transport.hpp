@@ -41,7 +41,8 @@ class Transport {
  public:
   /// Runs on the I/O thread for every frame received from an authenticated peer. Keep it short
   /// (decode, post to a mailbox).
-  using OnFrame = std::function<void(const std::string& from_node, std::string&& payload)>;
+  /// `payload` is valid during the call only.
+  using OnFrame = std::function<void(const std::string& from_node, std::string_view payload)>;
   /// Runs on the I/O thread when a peer becomes reachable (true) or is lost (false). After
   /// `false`, frames queued for it were dropped: the caller fails what waited on them.
   using OnPeer = std::function<void(const std::string& node, bool up)>;

@@ -27,9 +27,9 @@ struct Inbox {
   std::atomic<int> ups{0};
 
   Transport::OnFrame on_frame() {
-    return [this](const std::string& from, std::string&& payload) {
+    return [this](const std::string& from, std::string_view payload) {
       std::lock_guard lock(mu);
-      frames.emplace_back(from, std::move(payload));
+      frames.emplace_back(from, std::string(payload));
       count.fetch_add(1);
     };
   }
