@@ -102,11 +102,15 @@ Result<std::shared_ptr<Membership>> Membership::join(NodeImpl& node) {
   node.log.info("joined cluster '{}' at {} (etcd {}, keys under {})", cfg.name,
                 self->link_->address(), self->client_->endpoint(), self->root_);
   self->loop_ = std::thread([raw = self.get()] { raw->run(); });
+  self->watchdog_ = std::thread([raw = self.get()] { raw->watch_lease(); });
   return self;
 }
 
 Membership::~Membership() {
   stop();
+  // Their threads call back into this object: gone before any member they use.
+  watch_.reset();
+  keep_alive_.reset();
 }
 
 Status Membership::send_request(const Target& target, const CallSpec& spec, const Context& context,
@@ -176,6 +180,9 @@ void Membership::stop() {
   }
   if (loop_.joinable()) {
     loop_.join();
+  }
+  if (watchdog_.joinable()) {
+    watchdog_.join();
   }
   if (link_) {
     link_->stop();
@@ -249,7 +256,6 @@ void Membership::run() {
     }
     // Elections the watch asked for in this pass run in the next one, right away.
     register_pending();
-    check_lease();
 
     lock.lock();
     std::vector<Removal> removals;
@@ -284,7 +290,6 @@ bool Membership::open_session() {
     return false;
   }
   lease_ = *lease;
-  std::weak_ptr<Membership> weak = weak_from_this();
   // Renewals three times per TTL: one late or lost renewal does not lose the lease.
   auto keep_alive = client_->keep_alive(lease_, std::max(ttl_ / 3, std::chrono::milliseconds{100}),
                                         [this](const Error& error) {
@@ -300,10 +305,11 @@ bool Membership::open_session() {
     return false;
   }
   keep_alive_ = std::move(*keep_alive);
-  renewals_seen_ = 0;
-  renewed_at_ = Clock::now();
   {
     std::lock_guard lock(mu_);
+    watched_ = keep_alive_.get();
+    renewals_seen_ = 0;
+    renewed_at_ = Clock::now();
     session_ok_ = true;
     session_lost_ = false;
     ++stats_.sessions;
@@ -378,6 +384,10 @@ bool Membership::resync() {
 }
 
 void Membership::close_session(const std::string& why) {
+  {
+    std::lock_guard lock(mu_);
+    watched_ = nullptr;  // the watchdog stops reading it before it goes
+  }
   watch_.reset();
   keep_alive_.reset();
   {
@@ -488,6 +498,13 @@ void Membership::elect(const std::string& uid) {
   auto it = locals_.find(uid);
   if (it == locals_.end()) {
     if (outcome->created) {  // the service left while we won for it
+      removals_.push_back(Removal{"", key, outcome->create_revision});
+    }
+    return;
+  }
+  if (session_lost_) {
+    // The lease fell into doubt while the transaction ran: a win under it must not count.
+    if (outcome->created) {
       removals_.push_back(Removal{"", key, outcome->create_revision});
     }
     return;
@@ -607,26 +624,39 @@ void Membership::apply_removals(std::vector<Removal> removals) {
   }
 }
 
-void Membership::check_lease() {
-  if (!keep_alive_) {
-    return;
-  }
-  const auto now = Clock::now();
-  const std::int64_t renewals = keep_alive_->renewals();
-  if (renewals != renewals_seen_) {
-    renewals_seen_ = renewals;
-    renewed_at_ = now;
-    return;
-  }
-  // etcd may have expired the lease as early as one TTL after the last renewal we saw (minus the
-  // round trip). Two thirds of the TTL without a renewal means two missed ones: give the lease
-  // up before etcd can, so no other node wins an election while we still act as master.
-  if (now - renewed_at_ > ttl_ * 2 / 3) {
-    node_.log.warn(
-        "no lease renewal from etcd for {} ms",
-        std::chrono::duration_cast<std::chrono::milliseconds>(now - renewed_at_).count());
-    std::lock_guard lock(mu_);
-    session_lost_ = true;
+void Membership::watch_lease() {
+  // Its own thread: the loop may sit in an etcd request for up to DialTimeout, longer than a
+  // lease can be trusted without news.
+  std::unique_lock lock(mu_);
+  while (!stopping_) {
+    cv_.wait_for(lock, kLoopTick, [&] { return stopping_; });
+    if (stopping_ || watched_ == nullptr || session_lost_) {
+      continue;
+    }
+    const auto now = Clock::now();
+    const std::int64_t renewals = watched_->renewals();
+    if (renewals != renewals_seen_) {
+      renewals_seen_ = renewals;
+      renewed_at_ = now;
+      continue;
+    }
+    // etcd may expire the lease as early as one TTL after the last renewal we saw (minus the round
+    // trip). Two thirds of the TTL without a renewal means two missed ones: give every mastership
+    // up now, before etcd can let another member win.
+    if (now - renewed_at_ > ttl_ * 2 / 3) {
+      const auto silent =
+          std::chrono::duration_cast<std::chrono::milliseconds>(now - renewed_at_).count();
+      node_.log.warn("no lease renewal from etcd for {} ms", silent);
+      for (auto& [uid, local] : locals_) {
+        if (local.master) {
+          node_.log.warn("{} stops acting as master: the lease is in doubt", uid);
+          set_role_locked(local, Held::none, 0);
+          local.elect = true;
+        }
+      }
+      session_lost_ = true;
+      cv_.notify_all();
+    }
   }
 }
 

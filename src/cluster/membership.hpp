@@ -93,7 +93,7 @@ class Membership final : public RemoteRouter, public std::enable_shared_from_thi
   void elect(const std::string& uid);
   void register_pending();
   void apply_removals(std::vector<Removal> removals);
-  void check_lease();
+  void watch_lease();  // the watchdog thread
   // With mu_ held: changes a local service's role and tells it.
   void set_role_locked(Local& local, Held role, std::int64_t epoch);
   std::string record_json_locked(const Local& local) const;
@@ -110,8 +110,6 @@ class Membership final : public RemoteRouter, public std::enable_shared_from_thi
   etcd::LeaseId lease_ = 0;
   std::unique_ptr<etcd::Client::KeepAlive> keep_alive_;
   std::unique_ptr<etcd::Client::Watch> watch_;
-  std::int64_t renewals_seen_ = 0;
-  std::chrono::steady_clock::time_point renewed_at_;
   std::set<std::string> remote_;  // uids of other nodes' services in the repository
 
   mutable std::mutex mu_;
@@ -128,7 +126,12 @@ class Membership final : public RemoteRouter, public std::enable_shared_from_thi
   std::uint64_t flush_requested_ = 0;
   std::uint64_t flush_done_ = 0;
   MembershipStats stats_;
+  // Watchdog state (under mu_): the keep-alive it reads and when it last saw a renewal.
+  const etcd::Client::KeepAlive* watched_ = nullptr;
+  std::int64_t renewals_seen_ = 0;
+  std::chrono::steady_clock::time_point renewed_at_;
   std::thread loop_;
+  std::thread watchdog_;
 };
 
 /// Installs Membership::join as the node's cluster factory (done by the ember::ember target).

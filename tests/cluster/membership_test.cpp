@@ -253,6 +253,24 @@ TEST_F(Cluster, NodesSurviveAnEtcdRestartAndRegisterAgain) {
   ASSERT_TRUE(wait_for([&] { return count(b, "leader") == 1; }, 10s));
 }
 
+TEST_F(Cluster, AMasterCutOffFromEtcdGivesUpItsRoleBeforeItsLeaseCouldExpire) {
+  auto& a = add_node(config("a"));
+  Leader* leader = add<Leader>(a, "leader", /*group=*/true);
+  ASSERT_TRUE(a.start());
+  ASSERT_TRUE(wait_for([&] { return leader->is_master(); }, 5s));
+  const auto first_epoch = leader->epoch();
+  etcd_.pause();  // hung, not gone: no connection closes, requests just never return
+  const auto t0 = std::chrono::steady_clock::now();
+  ASSERT_TRUE(wait_for([&] { return !leader->is_master(); }, 5s));
+  // etcd cannot expire the lease before one TTL (2 s) after its last renewal.
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 2s);
+  ASSERT_TRUE(wait_for([&] { return !leader->seen().empty(); }, 5s));
+  EXPECT_EQ(leader->seen().back().first, RoleChange::lose_master);
+  etcd_.resume();
+  ASSERT_TRUE(wait_for([&] { return leader->is_master(); }, 20s));
+  EXPECT_GT(leader->epoch(), first_epoch);
+}
+
 TEST_F(Cluster, StartFailsClearlyWithoutEtcd) {
   auto c = config("a");
   c.cluster.etcd_endpoints = {"127.0.0.1:" + std::to_string(ember::testing::free_port())};

@@ -122,6 +122,7 @@ class EtcdServer {
   /// SIGTERM, then SIGKILL after 5 s. Keeps the data directory unless `wipe`.
   void stop(bool wipe = true) {
     if (pid_ > 0) {
+      ::kill(pid_, SIGCONT);  // a paused etcd cannot act on SIGTERM
       ::kill(pid_, SIGTERM);
       const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
       int status = 0;
@@ -138,6 +139,18 @@ class EtcdServer {
     if (wipe && !dir_.empty()) {
       std::error_code ec;
       std::filesystem::remove_all(dir_, ec);
+    }
+  }
+
+  /// SIGSTOP / SIGCONT: etcd stops answering without closing a connection (a hung server).
+  void pause() {
+    if (pid_ > 0) {
+      ::kill(pid_, SIGSTOP);
+    }
+  }
+  void resume() {
+    if (pid_ > 0) {
+      ::kill(pid_, SIGCONT);
     }
   }
 
