@@ -513,7 +513,15 @@ void ClusterLink::handle_request(const std::string& from, std::unique_ptr<Remote
     }
     responder = cached;
   }
-  auto target = node_.repository.find(request.target_uid());
+  // Streams target the same service: the last lookup is reused while the repository is unchanged
+  // (I/O thread only, so no lock).
+  const std::uint64_t version = node_.repository.version();
+  if (version != cached_version_ || request.target_uid() != cached_uid_) {
+    cached_target_ = node_.repository.find(request.target_uid());
+    cached_uid_ = request.target_uid();
+    cached_version_ = version;
+  }
+  const std::optional<Target>& target = cached_target_;
   if (!target || !target->anchor) {
     responder->deliver(Error{Errc::not_found, "no service " + request.target_uid() + " on node " +
                                                   node_.config.node_id});

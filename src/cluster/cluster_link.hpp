@@ -7,6 +7,7 @@
 #include <ember/node.hpp>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <unordered_map>
 #include <unordered_set>
@@ -92,6 +93,10 @@ class ClusterLink final : public RemoteRouter, public std::enable_shared_from_th
         bits;  // bit id % window: seen, for ids in (highest - window, highest]
   };
   std::unordered_map<std::string, Recent> recent_;
+  // The last target a request named (I/O thread only) and the repository version it was read at.
+  std::string cached_uid_;
+  std::uint64_t cached_version_ = ~std::uint64_t{0};
+  std::optional<Target> cached_target_;
   std::unordered_map<std::string, std::shared_ptr<Responder>> send_responders_;  // dedup_mu_
 };
 

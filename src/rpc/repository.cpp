@@ -15,11 +15,13 @@ void Repository::add(std::shared_ptr<const Pid> pid, std::shared_ptr<ServiceAnch
   auto [it, inserted] = by_uid_.emplace(std::move(uid), Target{std::move(pid), std::move(anchor)});
   by_name_[name].insert(&it->second);
   by_type_[type].insert(&it->second);
+  version_.fetch_add(1, std::memory_order_release);
 }
 
 void Repository::remove(const std::string& uid) {
   std::unique_lock lock(mu_);
   remove_locked(uid);
+  version_.fetch_add(1, std::memory_order_release);
 }
 
 void Repository::remove_locked(const std::string& uid) {

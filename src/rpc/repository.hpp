@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 #pragma once
 
+#include <atomic>
 #include <ember/pid.hpp>
 #include <ember/rpc.hpp>
 #include <map>
@@ -30,11 +31,16 @@ class Repository {
   [[nodiscard]] std::vector<Target> select(const Selector& selector) const;
   [[nodiscard]] std::optional<Target> find(const std::string& uid) const;
   [[nodiscard]] std::size_t size() const;
+  /// Changes on every add and remove: a cached lookup is valid while it stays the same.
+  [[nodiscard]] std::uint64_t version() const noexcept {
+    return version_.load(std::memory_order_acquire);
+  }
 
  private:
   void remove_locked(const std::string& uid);
 
   mutable std::shared_mutex mu_;
+  std::atomic<std::uint64_t> version_{0};
   // Entries of by_uid_ never move (node-based map), so the indexes hold pointers to them.
   std::map<std::string, Target> by_uid_;
   std::map<std::string, std::set<const Target*>, std::less<>> by_name_;
