@@ -68,6 +68,8 @@ std::array<char, 4> encode_length(std::size_t n) {
 
 class TransportImpl;
 
+constexpr std::size_t kChunkReserve = 64 * 1024;
+
 /// Bytes ready for the socket: one or more frames, each already prefixed with its length. Senders
 /// on any thread append to a chunk; the I/O thread writes chunks whole. No allocation per frame
 /// crosses threads.
@@ -228,6 +230,9 @@ class TransportImpl final : public Transport {
         }
       }
       Staged& staged = staged_[node];
+      if (staged.chunk.bytes.capacity() == 0) {
+        staged.chunk.bytes.reserve(kChunkReserve);
+      }
       if (staged.address != address && !address.empty()) {
         staged.address = address;
       }
@@ -345,6 +350,9 @@ class TransportImpl final : public Transport {
           if (!spare_.empty()) {
             staged.chunk.bytes = std::move(spare_.back());
             spare_.pop_back();
+          } else {
+            // Room for a typical batch: growing from empty would reallocate and copy a dozen times.
+            staged.chunk.bytes.reserve(kChunkReserve);
           }
         }
       }
