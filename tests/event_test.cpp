@@ -146,4 +146,33 @@ TEST_F(Events, AWrongPayloadTypeIsLoggedNotDelivered) {
   EXPECT_EQ(node_->find_service("a")->state(), ember::ServiceState::running);
 }
 
+TEST_F(Events, ScopesAreSeparateChannels) {
+  // Counters per (subscriber scope): global, zone 3, zone 4 and a second zone-3 subscriber.
+  std::atomic<int> global{0}, zone3{0}, zone4{0}, zone3_again{0};
+  std::atomic<std::int32_t> seen_zone{-1};
+  ASSERT_TRUE(run_in(*node_, "a", [&] {
+    ASSERT_TRUE(a_->subscribe<pb::Echo>(kOther, [&](const pb::Echo&) { global.fetch_add(1); }));
+    ASSERT_TRUE(a_->subscribe<pb::Echo>(kOther, ember::EventScope::server(3),
+                                        [&](const pb::Echo&, const ember::EventInfo& info) {
+                                          seen_zone = info.scope.server_id();
+                                          zone3.fetch_add(1);
+                                        }));
+    ASSERT_TRUE(a_->subscribe<pb::Echo>(kOther, ember::EventScope::server(4),
+                                        [&](const pb::Echo&) { zone4.fetch_add(1); }));
+  }));
+  ASSERT_TRUE(run_in(*node_, "b", [&] {
+    ASSERT_TRUE(b_->subscribe<pb::Echo>(kOther, ember::EventScope::server(3),
+                                        [&](const pb::Echo&) { zone3_again.fetch_add(1); }));
+  }));
+  ASSERT_TRUE(
+      ember::publish(*node_, kOther, echo("zone 3"), {.scope = ember::EventScope::server(3)}));
+  ASSERT_TRUE(ember::publish(*node_, kOther, echo("everyone")));
+  ASSERT_TRUE(
+      wait_for([&] { return zone3.load() == 1 && zone3_again.load() == 1 && global.load() == 1; }));
+  ASSERT_TRUE(run_in(*node_, "a", [] {}));  // every delivery to a has run by now
+  EXPECT_EQ(zone4.load(), 0);
+  EXPECT_EQ(global.load(), 1);  // a global subscriber does not see zone events
+  EXPECT_EQ(seen_zone.load(), 3);
+}
+
 }  // namespace

@@ -5,6 +5,8 @@
 //   subscribe<pb::PlayerJoined>(kPlayerJoined, [this](const pb::PlayerJoined& e) { greet(e); });
 //   publish(kPlayerJoined, joined);                          // every subscriber, any service
 //   publish(kPlayerJoined, joined, {.priority = ember::Priority::system});
+//   subscribe<pb::ZoneOpened>(kZoneOpened, ember::EventScope::server(3), on_zone);  // zone 3 only
+//   publish(kZoneOpened, opened, {.scope = ember::EventScope::server(3)});
 //
 // Callbacks run in the subscriber's mailbox with the event's priority and dispatch key. A
 // subscriber expecting another payload type gets an error in its log, not a crash. Releasing a
@@ -27,14 +29,37 @@ namespace ember {
 
 using EventType = std::int32_t;
 
+/// Where an event goes: every subscriber of its type (global), or only those of one server id (a
+/// zone). The two are separate channels, as in the seed's `event.global.<type>` and
+/// `event.server.<type>.<serverId>`: a global subscriber does not see server-scoped events.
+class EventScope {
+ public:
+  static constexpr EventScope global() noexcept { return EventScope{}; }
+  static constexpr EventScope server(std::int32_t server_id) noexcept {
+    EventScope scope;
+    scope.server_ = true;
+    scope.server_id_ = server_id;
+    return scope;
+  }
+  [[nodiscard]] constexpr bool is_global() const noexcept { return !server_; }
+  [[nodiscard]] constexpr std::int32_t server_id() const noexcept { return server_id_; }
+  friend constexpr bool operator==(EventScope, EventScope) = default;
+
+ private:
+  bool server_ = false;
+  std::int32_t server_id_ = 0;
+};
+
 struct PublishOptions {
   Priority priority = Priority::user;
   DispatchKey key;
+  EventScope scope = EventScope::global();
 };
 
 /// What a subscriber learns about an event besides its payload.
 struct EventInfo {
   EventType type = 0;
+  EventScope scope;
   Priority priority = Priority::user;
   DispatchKey key;
   Pid publisher;  ///< empty name when published from outside any service
@@ -51,6 +76,7 @@ namespace detail {
 
 struct EventSubscription {
   EventType type = 0;
+  EventScope scope;
   const google::protobuf::Descriptor* payload_type = nullptr;
   std::function<void(const google::protobuf::Message&, const EventInfo&)> invoke;
 };
@@ -63,10 +89,16 @@ Status publish(Node* node, Module* publisher, EventType type,
 
 template <class Payload, class F>
 Result<SubscriptionId> Module::subscribe(EventType type, F&& fn) {
+  return subscribe<Payload>(type, EventScope::global(), std::forward<F>(fn));
+}
+
+template <class Payload, class F>
+Result<SubscriptionId> Module::subscribe(EventType type, EventScope scope, F&& fn) {
   static_assert(std::is_base_of_v<google::protobuf::Message, Payload>,
                 "event payloads must be protobuf messages");
   detail::EventSubscription s;
   s.type = type;
+  s.scope = scope;
   s.payload_type = Payload::descriptor();
   s.invoke = [fn = std::forward<F>(fn)](const google::protobuf::Message& any,
                                         const EventInfo& info) mutable {

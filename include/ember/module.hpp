@@ -33,6 +33,7 @@ namespace ember {
 class Bus;
 class Node;
 struct PublishOptions;
+class EventScope;
 struct SubscriptionId;
 class Selector;
 class Service;
@@ -121,12 +122,17 @@ class Module {
   // --- local events (templates defined in <ember/event.hpp>) ----------------------------------
 
   /// Calls `fn(const Payload&)` or `fn(const Payload&, const EventInfo&)` in this service's
-  /// mailbox for every event of `type` published in the node, until unsubscribed or released.
+  /// mailbox for every event of `type` published in the node to the global scope, until
+  /// unsubscribed or released.
   template <class Payload, class F>
   Result<SubscriptionId> subscribe(std::int32_t type, F&& fn);
+  /// The same for one scope: EventScope::global() or EventScope::server(id).
+  template <class Payload, class F>
+  Result<SubscriptionId> subscribe(std::int32_t type, EventScope scope, F&& fn);
   /// True when the subscription existed.
   bool unsubscribe(SubscriptionId id);
-  /// Delivers a copy of `payload` to every subscriber of `type` (none is fine).
+  /// Delivers `payload` to every subscriber of `type` in the scope of `options` (global by
+  /// default; none is fine).
   template <class Payload>
   Status publish(std::int32_t type, Payload&& payload);
   template <class Payload>

@@ -14,7 +14,7 @@ namespace ember::detail {
 std::uint64_t LocalEventBus::add(std::shared_ptr<Subscriber> s) {
   s->id = next_id_.fetch_add(1);
   std::unique_lock lock(mu_);
-  by_type_[s->subscription.type].push_back(s);
+  by_channel_[Channel{s->subscription.type, s->subscription.scope}].push_back(s);
   by_id_[s->id] = s;
   return s->id;
 }
@@ -28,19 +28,20 @@ bool LocalEventBus::remove(std::uint64_t id) {
   std::shared_ptr<Subscriber> s = it->second;
   s->active.store(false);  // deliveries already queued see this and skip
   by_id_.erase(it);
-  auto& list = by_type_[s->subscription.type];
+  const Channel key{s->subscription.type, s->subscription.scope};
+  auto& list = by_channel_[key];
   list.erase(std::remove(list.begin(), list.end(), s), list.end());
   if (list.empty()) {
-    by_type_.erase(s->subscription.type);
+    by_channel_.erase(key);
   }
   return true;
 }
 
 std::vector<std::shared_ptr<LocalEventBus::Subscriber>> LocalEventBus::subscribers_of(
-    EventType type) const {
+    EventType type, EventScope scope) const {
   std::shared_lock lock(mu_);
-  auto it = by_type_.find(type);
-  return it == by_type_.end() ? std::vector<std::shared_ptr<Subscriber>>{} : it->second;
+  auto it = by_channel_.find(Channel{type, scope});
+  return it == by_channel_.end() ? std::vector<std::shared_ptr<Subscriber>>{} : it->second;
 }
 
 std::size_t LocalEventBus::size() const {
@@ -117,6 +118,7 @@ Status publish(Node* node, Module* publisher, EventType type,
   event->payload = std::move(payload);
   EventInfo& info = event->info;
   info.type = type;
+  info.scope = options.scope;
   info.priority = options.priority;
   info.key = options.key;
   const Context* parent = current_context();
@@ -133,7 +135,7 @@ Status publish(Node* node, Module* publisher, EventType type,
     event->publisher = impl->node_pid;
   }
   info.publisher = *event->publisher;
-  auto subscribers = impl->events.subscribers_of(type);
+  auto subscribers = impl->events.subscribers_of(type, options.scope);
   if (subscribers.empty()) {
     return {};
   }
