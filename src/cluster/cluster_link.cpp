@@ -14,6 +14,7 @@
 #include "core/service_core.hpp"
 #include "ember/wire.pb.h"
 #include "rpc/calls.hpp"
+#include "rpc/events.hpp"
 
 namespace ember::detail {
 namespace {
@@ -491,7 +492,82 @@ void ClusterLink::on_frame(const std::string& from, std::string_view bytes) {
     }
   } else if (envelope.has_reply()) {
     handle_reply(*envelope.mutable_reply());
+  } else if (envelope.has_event()) {
+    handle_event(from, envelope.event());
   }
+}
+
+void ClusterLink::send_event(const AnyMessage& payload, const EventInfo& info,
+                             const std::vector<std::pair<std::string, std::string>>& nodes) {
+  if (nodes.empty()) {
+    return;
+  }
+  wire::Envelope envelope;
+  wire::EventFrame& event = *envelope.mutable_event();
+  event.set_type(info.type);
+  event.set_server_scope(!info.scope.is_global());
+  event.set_server_id(info.scope.server_id());
+  event.set_payload_type(payload.GetDescriptor()->full_name());
+  payload.SerializeToString(event.mutable_payload());
+  event.set_priority(info.priority == Priority::system ? 1 : 0);
+  event.set_key_hash(info.key.has_value() ? info.key.hash() : 0);
+  event.set_trace_id(info.trace_id);
+  const Pid& p = info.publisher;
+  auto* publisher = event.mutable_publisher();
+  publisher->set_node_id(p.node_id);
+  publisher->set_name(p.name);
+  publisher->set_id(p.id);
+  publisher->set_type(p.type);
+  publisher->set_server_id(p.server_id);
+  publisher->set_master(p.master);
+  publisher->set_epoch(p.epoch);
+  publisher->set_version(p.version);
+  event.set_publisher_address(address_);
+  const std::string frame = envelope.SerializeAsString();
+  for (const auto& [node, address] : nodes) {
+    (void)transport_->send(node, address, frame);  // unreachable: that node misses the event
+  }
+}
+
+void ClusterLink::handle_event(const std::string& from, const wire::EventFrame& event) {
+  events_in_.fetch_add(1, std::memory_order_relaxed);
+  const auto* descriptor =
+      google::protobuf::DescriptorPool::generated_pool()->FindMessageTypeByName(
+          event.payload_type());
+  const AnyMessage* prototype =
+      descriptor == nullptr
+          ? nullptr
+          : google::protobuf::MessageFactory::generated_factory()->GetPrototype(descriptor);
+  if (prototype == nullptr) {
+    system_log().error(
+        "cluster event {} from node {}: payload type '{}' is not linked into this "
+        "program; event dropped",
+        event.type(), from, event.payload_type());
+    return;
+  }
+  std::shared_ptr<AnyMessage> payload(prototype->New());
+  if (!payload->ParseFromString(event.payload())) {
+    system_log().error("cluster event {} from node {}: the payload does not parse as {}",
+                       event.type(), from, event.payload_type());
+    return;
+  }
+  auto publisher = std::make_shared<Pid>();
+  publisher->node_id = event.publisher().node_id();
+  publisher->name = event.publisher().name();
+  publisher->id = event.publisher().id();
+  publisher->type = event.publisher().type();
+  publisher->server_id = event.publisher().server_id();
+  publisher->master = event.publisher().master();
+  publisher->epoch = event.publisher().epoch();
+  publisher->version = event.publisher().version();
+  publisher->address = event.publisher_address();
+  PublishOptions options;
+  options.priority = event.priority() != 0 ? Priority::system : Priority::user;
+  options.key = event.key_hash() != 0 ? DispatchKey::from_hash(event.key_hash()) : DispatchKey{};
+  const EventScope scope =
+      event.server_scope() ? EventScope::server(event.server_id()) : EventScope::global();
+  deliver_remote_event(node_, event.type(), scope, std::move(payload), options, event.trace_id(),
+                       std::move(publisher));
 }
 
 void ClusterLink::handle_request(const std::string& from, std::unique_ptr<RemoteCall> call) {

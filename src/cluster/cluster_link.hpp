@@ -4,6 +4,7 @@
 #include <atomic>
 #include <bitset>
 #include <deque>
+#include <ember/event.hpp>
 #include <ember/node.hpp>
 #include <memory>
 #include <mutex>
@@ -18,6 +19,7 @@
 namespace ember::wire {
 class RemoteRequest;
 class RemoteReply;
+class EventFrame;
 }  // namespace ember::wire
 
 namespace ember::detail {
@@ -55,6 +57,11 @@ class ClusterLink final : public RemoteRouter, public std::enable_shared_from_th
   // Called from the transport's I/O thread.
   void on_frame(const std::string& from, std::string_view bytes);
   void on_peer(const std::string& node, bool up);
+  /// Sends an event to each of `nodes` (node id, address): at most once, in order per node; a
+  /// node that cannot be reached misses it.
+  void send_event(const AnyMessage& payload, const EventInfo& info,
+                  const std::vector<std::pair<std::string, std::string>>& nodes);
+  [[nodiscard]] std::uint64_t events_received() const noexcept { return events_in_.load(); }
   /// Sends a reply frame (from a callee lane).
   void reply(const std::string& to, const std::string& address, std::string bytes);
 
@@ -70,6 +77,7 @@ class ClusterLink final : public RemoteRouter, public std::enable_shared_from_th
   };
   void handle_request(const std::string& from, std::unique_ptr<RemoteCall> call);
   void handle_reply(wire::RemoteReply& reply);
+  void handle_event(const std::string& from, const wire::EventFrame& event);
   bool seen(const std::string& from, std::uint64_t incarnation, std::uint64_t id);
   void purge_locked();
 
@@ -79,6 +87,7 @@ class ClusterLink final : public RemoteRouter, public std::enable_shared_from_th
   std::atomic<std::uint64_t> next_id_{1};
   std::uint64_t incarnation_ = 0;  // random per process: tells a restarted sender from a retry
   std::atomic<std::uint64_t> duplicates_{0};
+  std::atomic<std::uint64_t> events_in_{0};
 
   std::mutex mu_;
   std::unordered_map<std::uint64_t, Waiting> waiting_;

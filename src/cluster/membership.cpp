@@ -94,7 +94,11 @@ Result<std::shared_ptr<Membership>> Membership::join(NodeImpl& node) {
                  "cannot reach etcd at " + join_list(endpoints) + ": " + client.error().message()};
   }
   self->client_ = std::move(*client);
+  node.events.set_on_channel([raw = self.get()](EventType type, EventScope scope, bool present) {
+    raw->on_channel(type, scope, present);
+  });
   if (!self->open_session()) {
+    node.events.set_on_channel(nullptr);
     self->link_->stop();
     return Error{Errc::node_unreachable,
                  "cannot register with etcd at " + join_list(endpoints) + " (see the log above)"};
@@ -173,6 +177,7 @@ Status Membership::flush(std::chrono::milliseconds timeout) {
 }
 
 void Membership::stop() {
+  node_.events.set_on_channel(nullptr);
   {
     std::lock_guard lock(mu_);
     stopping_ = true;
@@ -256,6 +261,7 @@ void Membership::run() {
     }
     // Elections the watch asked for in this pass run in the next one, right away.
     register_pending();
+    write_channels();
 
     lock.lock();
     std::vector<Removal> removals;
@@ -264,7 +270,7 @@ void Membership::run() {
     apply_removals(std::move(removals));
     lock.lock();
 
-    const bool settled = session_ok_ && !session_lost_ && !resync_due_ &&
+    const bool settled = session_ok_ && !session_lost_ && !resync_due_ && channel_writes_.empty() &&
                          std::all_of(locals_.begin(), locals_.end(), [](const auto& entry) {
                            const Local& l = entry.second;
                            return !l.elect && (l.registered || !l.publish_record);
@@ -314,6 +320,9 @@ bool Membership::open_session() {
     session_lost_ = false;
     ++stats_.sessions;
     work_ = true;
+    for (const auto& channel : channels_) {
+      channel_writes_[channel] = true;  // the old lease took our channel keys with it
+    }
   }
   if (!resync()) {
     std::lock_guard lock(mu_);
@@ -325,7 +334,7 @@ bool Membership::open_session() {
 bool Membership::resync() {
   watch_.reset();  // joins the watch thread: no event of the old watch arrives after this
   const std::string services = root_ + "/services/";
-  auto snapshot = client_->get_prefix(services);
+  auto snapshot = client_->get_prefix(root_ + "/");  // services, masters and event channels
   if (!snapshot) {
     node_.log.warn("etcd resync: {}", snapshot.error().to_string());
     return false;
@@ -345,7 +354,13 @@ bool Membership::resync() {
   }
   std::set<std::string> present;
   for (const auto& kv : snapshot->kvs) {
-    present.insert(kv.key.substr(services.size()));
+    if (kv.key.starts_with(services)) {
+      present.insert(kv.key.substr(services.size()));
+    }
+  }
+  {
+    std::unique_lock lock(channels_mu_);
+    remote_channels_.clear();  // rebuilt from the snapshot below
   }
   for (auto it = remote_.begin(); it != remote_.end();) {
     if (present.count(*it) == 0) {
@@ -456,6 +471,33 @@ void Membership::apply(const etcd::Event& event) {
     }
     std::lock_guard lock(mu_);
     stats_.remote_services = remote_.size();
+    return;
+  }
+  const std::string events = root_ + "/events/";
+  if (key.starts_with(events)) {
+    // <prefix>/events/<node>/<channel>, value: the node's address.
+    const std::string rest = key.substr(events.size());
+    const auto slash = rest.find('/');
+    if (slash == std::string::npos) {
+      return;
+    }
+    const std::string node = rest.substr(0, slash);
+    const std::string channel = rest.substr(slash + 1);
+    if (node == node_.config.node_id) {
+      return;  // local subscribers get local events directly
+    }
+    std::unique_lock lock(channels_mu_);
+    if (event.type == etcd::Event::Type::erase) {
+      auto it = remote_channels_.find(channel);
+      if (it != remote_channels_.end()) {
+        it->second.erase(node);
+        if (it->second.empty()) {
+          remote_channels_.erase(it);
+        }
+      }
+    } else if (!event.kv.value.empty()) {
+      remote_channels_[channel][node] = event.kv.value;
+    }
     return;
   }
   if (key.starts_with(masters) && event.type == etcd::Event::Type::erase) {
@@ -658,6 +700,69 @@ void Membership::watch_lease() {
       cv_.notify_all();
     }
   }
+}
+
+std::string Membership::channel_name(EventType type, EventScope scope) {
+  std::string name = scope.is_global() ? std::string("global.")
+                                       : "server." + std::to_string(scope.server_id()) + ".";
+  return name + std::to_string(type);
+}
+
+void Membership::on_channel(EventType type, EventScope scope, bool present) {
+  std::lock_guard lock(mu_);
+  const std::string channel = channel_name(type, scope);
+  if (present) {
+    channels_.insert(channel);
+  } else {
+    channels_.erase(channel);
+  }
+  channel_writes_[channel] = present;
+  work_ = true;
+  cv_.notify_all();
+}
+
+void Membership::write_channels() {
+  std::map<std::string, bool> writes;
+  {
+    std::lock_guard lock(mu_);
+    if (!session_ok_ || session_lost_) {
+      return;
+    }
+    writes.swap(channel_writes_);
+  }
+  const std::string prefix = root_ + "/events/" + node_.config.node_id + "/";
+  for (auto it = writes.begin(); it != writes.end(); ++it) {
+    const auto& [channel, present] = *it;
+    std::optional<Error> failed;
+    if (present) {
+      if (auto put = client_->put(prefix + channel, link_->address(), lease_); !put) {
+        failed = put.error();
+      }
+    } else if (auto erased = client_->erase(prefix + channel); !erased) {
+      failed = erased.error();
+    }
+    if (failed) {
+      node_.log.warn("event subscription {}: {}", channel, failed->to_string());
+      std::lock_guard lock(mu_);
+      for (auto rest = it; rest != writes.end(); ++rest) {
+        channel_writes_.try_emplace(rest->first, rest->second);  // newer wishes win
+      }
+      return;
+    }
+  }
+}
+
+void Membership::publish_event(const AnyMessage& payload, const EventInfo& info) {
+  std::vector<std::pair<std::string, std::string>> nodes;
+  {
+    std::shared_lock lock(channels_mu_);
+    auto it = remote_channels_.find(channel_name(info.type, info.scope));
+    if (it == remote_channels_.end()) {
+      return;  // no other node wants it: nothing goes on the wire
+    }
+    nodes.assign(it->second.begin(), it->second.end());
+  }
+  link_->send_event(payload, info, nodes);
 }
 
 void install_membership() noexcept {

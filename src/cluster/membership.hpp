@@ -9,6 +9,7 @@
 #include <memory>
 #include <mutex>
 #include <set>
+#include <shared_mutex>
 #include <string>
 #include <thread>
 #include <vector>
@@ -53,6 +54,7 @@ class Membership final : public RemoteRouter, public std::enable_shared_from_thi
   void publish(ServiceCore& service) override;
   void unpublish(ServiceCore& service) override;
   Status flush(std::chrono::milliseconds timeout) override;
+  void publish_event(const AnyMessage& payload, const EventInfo& info) override;
   void stop() override;
 
   [[nodiscard]] MembershipStats stats() const;
@@ -94,6 +96,9 @@ class Membership final : public RemoteRouter, public std::enable_shared_from_thi
   void register_pending();
   void apply_removals(std::vector<Removal> removals);
   void watch_lease();  // the watchdog thread
+  void on_channel(EventType type, EventScope scope, bool present);
+  void write_channels();
+  static std::string channel_name(EventType type, EventScope scope);
   // With mu_ held: changes a local service's role and tells it.
   void set_role_locked(Local& local, Held role, std::int64_t epoch);
   std::string record_json_locked(const Local& local) const;
@@ -111,12 +116,18 @@ class Membership final : public RemoteRouter, public std::enable_shared_from_thi
   std::unique_ptr<etcd::Client::KeepAlive> keep_alive_;
   std::unique_ptr<etcd::Client::Watch> watch_;
   std::set<std::string> remote_;  // uids of other nodes' services in the repository
+  // Event channel -> (node id -> address) of the other nodes that subscribed. Read by publishers
+  // on any thread.
+  mutable std::shared_mutex channels_mu_;
+  std::map<std::string, std::map<std::string, std::string>> remote_channels_;
 
   mutable std::mutex mu_;
   std::condition_variable cv_;
   std::map<std::string, Local> locals_;  // by uid
   std::vector<Removal> removals_;
   std::vector<WatchBatch> batches_;
+  std::set<std::string> channels_;              // event channels this node's services want
+  std::map<std::string, bool> channel_writes_;  // channel -> present, not yet written to etcd
   bool stopping_ = false;
   bool work_ = false;  // an election or registration is due
   bool session_ok_ = false;

@@ -14,7 +14,11 @@ namespace ember::detail {
 std::uint64_t LocalEventBus::add(std::shared_ptr<Subscriber> s) {
   s->id = next_id_.fetch_add(1);
   std::unique_lock lock(mu_);
-  by_channel_[Channel{s->subscription.type, s->subscription.scope}].push_back(s);
+  auto& list = by_channel_[Channel{s->subscription.type, s->subscription.scope}];
+  list.push_back(s);
+  if (list.size() == 1 && on_channel) {
+    on_channel(s->subscription.type, s->subscription.scope, true);
+  }
   by_id_[s->id] = s;
   return s->id;
 }
@@ -33,6 +37,9 @@ bool LocalEventBus::remove(std::uint64_t id) {
   list.erase(std::remove(list.begin(), list.end(), s), list.end());
   if (list.empty()) {
     by_channel_.erase(key);
+    if (on_channel) {
+      on_channel(key.type, key.scope, false);
+    }
   }
   return true;
 }
@@ -93,6 +100,16 @@ class Delivery final : public runtime::Message {
   std::shared_ptr<const Published> event_;
 };
 
+void post_to_subscribers(NodeImpl& node, const std::shared_ptr<const Published>& event) {
+  const EventInfo& info = event->info;
+  for (auto& s : node.events.subscribers_of(info.type, info.scope)) {
+    auto* m = new Delivery(s, event);
+    m->priority = info.priority;
+    m->key = info.key;
+    (void)s->anchor->post(m, false);  // a subscriber that is stopping simply misses it
+  }
+}
+
 }  // namespace
 
 Result<SubscriptionId> subscribe(Module& subscriber, EventSubscription subscription) {
@@ -135,18 +152,29 @@ Status publish(Node* node, Module* publisher, EventType type,
     event->publisher = impl->node_pid;
   }
   info.publisher = *event->publisher;
-  auto subscribers = impl->events.subscribers_of(type, options.scope);
-  if (subscribers.empty()) {
-    return {};
-  }
   std::shared_ptr<const Published> shared = std::move(event);
-  for (auto& s : subscribers) {
-    auto* m = new Delivery(s, shared);
-    m->priority = options.priority;
-    m->key = options.key;
-    (void)s->anchor->post(m, false);  // a subscriber that is stopping simply misses it
+  post_to_subscribers(*impl, shared);
+  if (impl->remote) {
+    // Only to the nodes that subscribed to (type, scope); failures there are theirs (at most once).
+    impl->remote->publish_event(*shared->payload, shared->info);
   }
   return {};
+}
+
+void deliver_remote_event(NodeImpl& node, EventType type, EventScope scope,
+                          std::shared_ptr<const google::protobuf::Message> payload,
+                          PublishOptions options, std::uint64_t trace_id,
+                          std::shared_ptr<const Pid> publisher) {
+  auto event = std::make_shared<Published>();
+  event->payload = std::move(payload);
+  event->info.type = type;
+  event->info.scope = scope;
+  event->info.priority = options.priority;
+  event->info.key = options.key;
+  event->info.trace_id = trace_id;
+  event->publisher = std::move(publisher);
+  event->info.publisher = *event->publisher;
+  post_to_subscribers(node, event);
 }
 
 }  // namespace ember::detail

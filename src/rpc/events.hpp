@@ -3,6 +3,7 @@
 
 #include <atomic>
 #include <ember/event.hpp>
+#include <functional>
 #include <memory>
 #include <shared_mutex>
 #include <string>
@@ -12,6 +13,8 @@
 #include "rpc/service_anchor.hpp"
 
 namespace ember::detail {
+
+class NodeImpl;
 
 /// Subscriptions of one node, by event type. Publishing snapshots the subscribers of the type and
 /// posts one delivery per subscriber into its mailbox.
@@ -26,6 +29,14 @@ class LocalEventBus {
     std::string name;  // "service module N", for logs
   };
 
+  /// Runs (under the bus's lock, so keep it short) when a (type, scope) gets its first subscriber
+  /// (true) or loses its last (false): the cluster subscribes this node on demand. Set before the
+  /// node starts.
+  void set_on_channel(std::function<void(EventType, EventScope, bool)> fn) {
+    std::unique_lock lock(mu_);
+    on_channel = std::move(fn);
+  }
+
   std::uint64_t add(std::shared_ptr<Subscriber> s);
   bool remove(std::uint64_t id);
   std::vector<std::shared_ptr<Subscriber>> subscribers_of(EventType type, EventScope scope) const;
@@ -33,6 +44,7 @@ class LocalEventBus {
 
  private:
   mutable std::shared_mutex mu_;
+  std::function<void(EventType, EventScope, bool)> on_channel;
   std::atomic<std::uint64_t> next_id_{1};
   struct Channel {
     EventType type;
@@ -52,5 +64,12 @@ class LocalEventBus {
   std::unordered_map<Channel, std::vector<std::shared_ptr<Subscriber>>, ChannelHash> by_channel_;
   std::unordered_map<std::uint64_t, std::shared_ptr<Subscriber>> by_id_;
 };
+
+/// Delivers an event that arrived from another node to this node's subscribers of (type, scope)
+/// only (never forwarded again).
+void deliver_remote_event(NodeImpl& node, EventType type, EventScope scope,
+                          std::shared_ptr<const google::protobuf::Message> payload,
+                          PublishOptions options, std::uint64_t trace_id,
+                          std::shared_ptr<const Pid> publisher);
 
 }  // namespace ember::detail

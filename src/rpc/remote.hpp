@@ -3,6 +3,7 @@
 
 #include <chrono>
 #include <ember/context.hpp>
+#include <ember/event.hpp>
 #include <ember/rpc.hpp>
 #include <memory>
 
@@ -27,6 +28,12 @@ class RemoteRouter {
   /// A service became visible (after its on_start) / stops being visible (its stop begins).
   virtual void publish(ServiceCore& service) { (void)service; }
   virtual void unpublish(ServiceCore& service) { (void)service; }
+  /// Sends an event published on this node to the other nodes that subscribed to its type and
+  /// scope (the local subscribers already have it).
+  virtual void publish_event(const AnyMessage& payload, const EventInfo& info) {
+    (void)payload;
+    (void)info;
+  }
   /// Waits (bounded) until what was published so far is registered in the cluster.
   virtual Status flush(std::chrono::milliseconds timeout) {
     (void)timeout;
