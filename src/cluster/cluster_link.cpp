@@ -174,6 +174,32 @@ void reset_request(wire::RemoteRequest& r) {
   assert(r.ByteSizeLong() == 2 && "reset_request misses a field of wire.RemoteRequest");
 }
 
+/// The identity of a caller or publisher as it crosses the wire, and back.
+void to_wire(const Pid& pid, wire::CallerPid& out) {
+  out.set_node_id(pid.node_id);
+  out.set_name(pid.name);
+  out.set_id(pid.id);
+  out.set_type(pid.type);
+  out.set_server_id(pid.server_id);
+  out.set_master(pid.master);
+  out.set_epoch(pid.epoch);
+  out.set_version(pid.version);
+}
+
+std::shared_ptr<const Pid> from_wire(const wire::CallerPid& in, const std::string& address) {
+  auto pid = std::make_shared<Pid>();
+  pid->node_id = in.node_id();
+  pid->name = in.name();
+  pid->id = in.id();
+  pid->type = in.type();
+  pid->server_id = in.server_id();
+  pid->master = in.master();
+  pid->epoch = in.epoch();
+  pid->version = in.version();
+  pid->address = address;
+  return pid;
+}
+
 /// Reads a varint at `p`; returns the byte after it, or nullptr.
 const char* read_varint(const char* p, const char* end, std::uint64_t& value) {
   value = 0;
@@ -202,6 +228,8 @@ class RemoteCall final : public runtime::Message {
                                               static_cast<int>(size));
     return request_->MergeFromCodedStream(&in) && in.ConsumedEntireMessage();
   }
+  /// Adopts a request parsed elsewhere (an envelope that was not in the common form).
+  void take(wire::RemoteRequest& parsed) { request_->Swap(&parsed); }
   [[nodiscard]] const wire::RemoteRequest& request() const noexcept { return *request_; }
   void set_responder(std::shared_ptr<Responder> responder) { responder_ = std::move(responder); }
 
@@ -251,17 +279,7 @@ class RemoteCall final : public runtime::Message {
       }
       ctx.headers_ = std::move(headers);
     }
-    auto caller = std::make_shared<Pid>();
-    caller->node_id = request().caller().node_id();
-    caller->name = request().caller().name();
-    caller->id = request().caller().id();
-    caller->type = request().caller().type();
-    caller->server_id = request().caller().server_id();
-    caller->master = request().caller().master();
-    caller->epoch = request().caller().epoch();
-    caller->version = request().caller().version();
-    caller->address = request().reply_address();
-    ctx.caller_ = std::move(caller);
+    ctx.caller_ = from_wire(request().caller(), request().reply_address());
     ctx.method_ = request().method();
     ContextScope scope(&ctx);
     entry->invoke(payload, ctx, responder_);
@@ -368,15 +386,7 @@ Status ClusterLink::send_request(const Target& target, const CallSpec& spec, con
     (*request->mutable_headers())[k] = v;
   }
   request->set_wants_reply(pending != nullptr);
-  const Pid& caller = context.caller();
-  request->mutable_caller()->set_node_id(caller.node_id);
-  request->mutable_caller()->set_name(caller.name);
-  request->mutable_caller()->set_id(caller.id);
-  request->mutable_caller()->set_type(caller.type);
-  request->mutable_caller()->set_server_id(caller.server_id);
-  request->mutable_caller()->set_master(caller.master);
-  request->mutable_caller()->set_epoch(caller.epoch);
-  request->mutable_caller()->set_version(caller.version);
+  to_wire(context.caller(), *request->mutable_caller());
   if (pending && spec.response_prototype != nullptr) {
     request->set_response_type(spec.response_prototype->GetDescriptor()->full_name());
   }
@@ -430,13 +440,21 @@ void ClusterLink::reply(const std::string& to, const std::string& address, std::
   }
 }
 
-bool ClusterLink::seen(const std::string& from, std::uint64_t incarnation, std::uint64_t id) {
+bool ClusterLink::seen(const std::string& from, std::uint64_t incarnation, std::uint64_t id,
+                       std::shared_ptr<Responder>* send_responder) {
   std::lock_guard lock(dedup_mu_);
   Recent& recent = recent_[from];
   if (recent.incarnation != incarnation) {
     // The sender restarted under the same node id: its ids start over, its old ones are moot.
     recent = Recent{};
     recent.incarnation = incarnation;
+  }
+  if (send_responder != nullptr) {
+    if (!recent.send_responder) {
+      recent.send_responder =
+          std::make_shared<RemoteResponder>(weak_from_this(), from, "", 0, false);
+    }
+    *send_responder = recent.send_responder;
   }
   // A sliding window of the last kDedupWindow ids as a bitmap: O(1), no allocation per request.
   // Ids arrive almost in order (several threads of the sender may swap neighbours).
@@ -486,10 +504,8 @@ void ClusterLink::on_frame(const std::string& from, std::string_view bytes) {
   }
   if (envelope.has_request()) {
     auto call = std::make_unique<RemoteCall>();
-    const std::string request = envelope.request().SerializeAsString();
-    if (call->parse(request.data(), request.size())) {
-      handle_request(from, std::move(call));
-    }
+    call->take(*envelope.mutable_request());
+    handle_request(from, std::move(call));
   } else if (envelope.has_reply()) {
     handle_reply(*envelope.mutable_reply());
   } else if (envelope.has_event()) {
@@ -512,16 +528,7 @@ void ClusterLink::send_event(const AnyMessage& payload, const EventInfo& info,
   event.set_priority(info.priority == Priority::system ? 1 : 0);
   event.set_key_hash(info.key.has_value() ? info.key.hash() : 0);
   event.set_trace_id(info.trace_id);
-  const Pid& p = info.publisher;
-  auto* publisher = event.mutable_publisher();
-  publisher->set_node_id(p.node_id);
-  publisher->set_name(p.name);
-  publisher->set_id(p.id);
-  publisher->set_type(p.type);
-  publisher->set_server_id(p.server_id);
-  publisher->set_master(p.master);
-  publisher->set_epoch(p.epoch);
-  publisher->set_version(p.version);
+  to_wire(info.publisher, *event.mutable_publisher());
   event.set_publisher_address(address_);
   const std::string frame = envelope.SerializeAsString();
   for (const auto& [node, address] : nodes) {
@@ -551,43 +558,27 @@ void ClusterLink::handle_event(const std::string& from, const wire::EventFrame& 
                        event.type(), from, event.payload_type());
     return;
   }
-  auto publisher = std::make_shared<Pid>();
-  publisher->node_id = event.publisher().node_id();
-  publisher->name = event.publisher().name();
-  publisher->id = event.publisher().id();
-  publisher->type = event.publisher().type();
-  publisher->server_id = event.publisher().server_id();
-  publisher->master = event.publisher().master();
-  publisher->epoch = event.publisher().epoch();
-  publisher->version = event.publisher().version();
-  publisher->address = event.publisher_address();
   PublishOptions options;
   options.priority = event.priority() != 0 ? Priority::system : Priority::user;
   options.key = event.key_hash() != 0 ? DispatchKey::from_hash(event.key_hash()) : DispatchKey{};
   const EventScope scope =
       event.server_scope() ? EventScope::server(event.server_id()) : EventScope::global();
   deliver_remote_event(node_, event.type(), scope, std::move(payload), options, event.trace_id(),
-                       std::move(publisher));
+                       from_wire(event.publisher(), event.publisher_address()));
 }
 
 void ClusterLink::handle_request(const std::string& from, std::unique_ptr<RemoteCall> call) {
   const wire::RemoteRequest& request = call->request();
-  if (seen(from, request.incarnation(), request.id())) {
+  // A Send needs no reply: one shared responder per sender (it only logs failures).
+  std::shared_ptr<Responder> responder;
+  if (seen(from, request.incarnation(), request.id(),
+           request.wants_reply() ? nullptr : &responder)) {
     duplicates_.fetch_add(1);  // a retry of a request already taken: run it once only
     return;
   }
-  // A Send needs no reply: one shared responder per sender (it only logs failures).
-  std::shared_ptr<Responder> responder;
   if (request.wants_reply()) {
     responder = std::make_shared<RemoteResponder>(weak_from_this(), from, request.reply_address(),
                                                   request.id(), true);
-  } else {
-    std::lock_guard lock(dedup_mu_);
-    auto& cached = send_responders_[from];
-    if (!cached) {
-      cached = std::make_shared<RemoteResponder>(weak_from_this(), from, "", 0, false);
-    }
-    responder = cached;
   }
   // Streams target the same service: the last lookup is reused while the repository is unchanged
   // (I/O thread only, so no lock).

@@ -78,7 +78,10 @@ class ClusterLink final : public RemoteRouter, public std::enable_shared_from_th
   void handle_request(const std::string& from, std::unique_ptr<RemoteCall> call);
   void handle_reply(wire::RemoteReply& reply);
   void handle_event(const std::string& from, const wire::EventFrame& event);
-  bool seen(const std::string& from, std::uint64_t incarnation, std::uint64_t id);
+  /// Whether (from, incarnation, id) ran already. `send_responder`, when given, receives the
+  /// sender's shared responder for Sends (under the same lock).
+  bool seen(const std::string& from, std::uint64_t incarnation, std::uint64_t id,
+            std::shared_ptr<Responder>* send_responder);
   void purge_locked();
 
   NodeImpl& node_;
@@ -98,15 +101,15 @@ class ClusterLink final : public RemoteRouter, public std::enable_shared_from_th
   struct Recent {
     std::uint64_t incarnation = 0;
     std::uint64_t highest = 0;
-    std::bitset<kDedupWindow>
-        bits;  // bit id % window: seen, for ids in (highest - window, highest]
+    // Bit id % window: seen, for ids in (highest - window, highest].
+    std::bitset<kDedupWindow> bits;
+    std::shared_ptr<Responder> send_responder;  // for this sender's Sends: they need no reply
   };
   std::unordered_map<std::string, Recent> recent_;
   // The last target a request named (I/O thread only) and the repository version it was read at.
   std::string cached_uid_;
   std::uint64_t cached_version_ = ~std::uint64_t{0};
   std::optional<Target> cached_target_;
-  std::unordered_map<std::string, std::shared_ptr<Responder>> send_responders_;  // dedup_mu_
 };
 
 }  // namespace ember::detail

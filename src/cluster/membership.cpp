@@ -53,6 +53,9 @@ Membership::Membership(NodeImpl& node)
     : node_(node),
       root_(node.config.cluster.key_prefix.empty() ? "/ember/" + node.config.cluster.name
                                                    : node.config.cluster.key_prefix),
+      services_prefix_(root_ + "/services/"),
+      masters_prefix_(root_ + "/masters/"),
+      events_prefix_(root_ + "/events/"),
       ttl_(node.config.cluster.ttl) {}
 
 Result<std::shared_ptr<Membership>> Membership::join(NodeImpl& node) {
@@ -153,7 +156,7 @@ void Membership::unpublish(ServiceCore& service) {
   if (it->second.publish_record) {
     removal.record_key = record_key(it->first);
   }
-  if (it->second.master) {
+  if (it->second.is_master()) {
     // Given up at once so a slave elsewhere takes over now, not when the lease ends.
     removal.master_key = master_key(it->second.group);
     removal.epoch = it->second.epoch;
@@ -333,7 +336,7 @@ bool Membership::open_session() {
 
 bool Membership::resync() {
   watch_.reset();  // joins the watch thread: no event of the old watch arrives after this
-  const std::string services = root_ + "/services/";
+  const std::string& services = services_prefix_;
   auto snapshot = client_->get_prefix(root_ + "/");  // services, masters and event channels
   if (!snapshot) {
     node_.log.warn("etcd resync: {}", snapshot.error().to_string());
@@ -346,7 +349,7 @@ bool Membership::resync() {
     batches_.clear();
     // A master key may have gone while we were not watching.
     for (auto& [uid, local] : locals_) {
-      if (!local.group.empty() && !local.master) {
+      if (!local.group.empty() && !local.is_master()) {
         local.elect = true;
       }
     }
@@ -408,16 +411,11 @@ void Membership::close_session(const std::string& why) {
   {
     std::lock_guard lock(mu_);
     session_ok_ = false;
+    // Before anyone else can win: the lease is in doubt, so every mastership is given up now.
+    demote_masters_locked(why);
     for (auto& [uid, local] : locals_) {
       local.registered = false;
-      if (!local.group.empty()) {
-        local.elect = true;
-        if (local.master) {
-          // Before anyone else can win: the lease is in doubt, so the role is given up now.
-          node_.log.warn("{} stops acting as master: {}", uid, why);
-          set_role_locked(local, Held::none, 0);
-        }
-      }
+      local.elect = !local.group.empty();
     }
   }
   if (lease_ != 0) {
@@ -428,8 +426,8 @@ void Membership::close_session(const std::string& why) {
 }
 
 void Membership::apply(const etcd::Event& event) {
-  const std::string services = root_ + "/services/";
-  const std::string masters = root_ + "/masters/";
+  const std::string& services = services_prefix_;
+  const std::string& masters = masters_prefix_;
   const std::string& key = event.kv.key;
   if (key.starts_with(services)) {
     std::string uid = key.substr(services.size());
@@ -473,7 +471,7 @@ void Membership::apply(const etcd::Event& event) {
     stats_.remote_services = remote_.size();
     return;
   }
-  const std::string events = root_ + "/events/";
+  const std::string& events = events_prefix_;
   if (key.starts_with(events)) {
     // <prefix>/events/<node>/<channel>, value: the node's address.
     const std::string rest = key.substr(events.size());
@@ -504,7 +502,7 @@ void Membership::apply(const etcd::Event& event) {
     const std::string group = key.substr(masters.size());
     std::lock_guard lock(mu_);
     for (auto& [uid, local] : locals_) {
-      if (local.group == group && !local.master) {
+      if (local.group == group && !local.is_master()) {
         local.elect = true;
         work_ = true;
       }
@@ -568,8 +566,7 @@ void Membership::set_role_locked(Local& local, Held role, std::int64_t epoch) {
     return;
   }
   local.role = role;
-  local.master = role == Held::master;
-  local.epoch = local.master ? epoch : 0;
+  local.epoch = role == Held::master ? epoch : 0;
   local.registered = false;  // the record shows the role: rewrite it
   if (before == Held::master) {
     ++stats_.demotions;
@@ -578,7 +575,7 @@ void Membership::set_role_locked(Local& local, Held role, std::int64_t epoch) {
     if (core == nullptr) {
       return;
     }
-    auto pid = core->set_role(local.master, static_cast<std::uint64_t>(local.epoch));
+    auto pid = core->set_role(local.is_master(), static_cast<std::uint64_t>(local.epoch));
     node_.repository.add(std::move(pid), local.anchor);
     if (before == Held::master) {
       core->notify_role(RoleChange::lose_master, 0);
@@ -591,6 +588,16 @@ void Membership::set_role_locked(Local& local, Held role, std::int64_t epoch) {
   });
   if (role == Held::none && before == Held::slave) {
     local.role = Held::slave;  // a slave stays one while the cluster is unsure
+  }
+}
+
+void Membership::demote_masters_locked(const std::string& why) {
+  for (auto& [uid, local] : locals_) {
+    if (local.is_master()) {
+      node_.log.warn("{} stops acting as master: {}", uid, why);
+      set_role_locked(local, Held::none, 0);
+      local.elect = true;
+    }
   }
 }
 
@@ -689,13 +696,7 @@ void Membership::watch_lease() {
       const auto silent =
           std::chrono::duration_cast<std::chrono::milliseconds>(now - renewed_at_).count();
       node_.log.warn("no lease renewal from etcd for {} ms", silent);
-      for (auto& [uid, local] : locals_) {
-        if (local.master) {
-          node_.log.warn("{} stops acting as master: the lease is in doubt", uid);
-          set_role_locked(local, Held::none, 0);
-          local.elect = true;
-        }
-      }
+      demote_masters_locked("the lease is in doubt");
       session_lost_ = true;
       cv_.notify_all();
     }
@@ -730,7 +731,7 @@ void Membership::write_channels() {
     }
     writes.swap(channel_writes_);
   }
-  const std::string prefix = root_ + "/events/" + node_.config.node_id + "/";
+  const std::string prefix = events_prefix_ + node_.config.node_id + "/";
   for (auto it = writes.begin(); it != writes.end(); ++it) {
     const auto& [channel, present] = *it;
     std::optional<Error> failed;

@@ -73,8 +73,8 @@ class Membership final : public RemoteRouter, public std::enable_shared_from_thi
     bool publish_record = true;             // false: private, takes part in elections only
     bool registered = false;                // record written under the current lease
     bool elect = false;                     // an election attempt is due
-    bool master = false;
     Held role = Held::none;
+    [[nodiscard]] bool is_master() const noexcept { return role == Held::master; }
     std::int64_t epoch = 0;  // create revision of the master key while master
   };
   struct Removal {
@@ -101,12 +101,16 @@ class Membership final : public RemoteRouter, public std::enable_shared_from_thi
   static std::string channel_name(EventType type, EventScope scope);
   // With mu_ held: changes a local service's role and tells it.
   void set_role_locked(Local& local, Held role, std::int64_t epoch);
+  void demote_masters_locked(const std::string& why);
   std::string record_json_locked(const Local& local) const;
-  std::string record_key(const std::string& uid) const { return root_ + "/services/" + uid; }
-  std::string master_key(const std::string& group) const { return root_ + "/masters/" + group; }
+  std::string record_key(const std::string& uid) const { return services_prefix_ + uid; }
+  std::string master_key(const std::string& group) const { return masters_prefix_ + group; }
 
   NodeImpl& node_;
   std::string root_;
+  std::string services_prefix_;  // <root>/services/
+  std::string masters_prefix_;   // <root>/masters/
+  std::string events_prefix_;    // <root>/events/
   std::chrono::milliseconds ttl_;
   std::shared_ptr<ClusterLink> link_;
   std::unique_ptr<etcd::Client> client_;

@@ -308,12 +308,16 @@ class TransportImpl final : public Transport {
 
   // --- called on the I/O thread -----------------------------------------------------------------
 
+  bool has_staged_locked(const std::string& node) const {
+    auto staged = staged_.find(node);
+    return staged != staged_.end() && !staged->second.chunk.bytes.empty();
+  }
+
   /// `conn` carries the frames to its node: senders may write to it directly while it is idle.
   void set_direct(const std::shared_ptr<Connection>& conn) {
     std::lock_guard lock(stage_mu_);
-    auto staged = staged_.find(conn->peer());
-    const bool pending = staged != staged_.end() && !staged->second.chunk.bytes.empty();
-    direct_[conn->peer()] = Direct{conn, conn->socket().native_handle(), pending || conn->busy()};
+    direct_[conn->peer()] = Direct{conn, conn->socket().native_handle(),
+                                   has_staged_locked(conn->peer()) || conn->busy()};
   }
   /// Before `conn`'s socket closes: no sender may write to its descriptor any more.
   void drop_direct(const Connection* conn) {
@@ -330,8 +334,7 @@ class TransportImpl final : public Transport {
     if (it == direct_.end() || it->second.conn != conn) {
       return;
     }
-    auto staged = staged_.find(conn->peer());
-    if (staged != staged_.end() && !staged->second.chunk.bytes.empty()) {
+    if (has_staged_locked(conn->peer())) {
       return;  // a drain is on its way; it will come back here when written
     }
     it->second.busy = false;

@@ -3,11 +3,9 @@
 // process: discovery across processes, every verb at both priorities, SIGKILL of a node, master
 // failover, an etcd restart, hostile bytes on the transport port, and a million ordered Sends.
 #include <arpa/inet.h>
-#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <netinet/in.h>
 #include <signal.h>
-#include <spawn.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -20,10 +18,9 @@
 #include "cluster/membership.hpp"
 #include "core/node_impl.hpp"
 #include "support/etcd_server.hpp"
+#include "support/process.hpp"
 #include "support/wait_for.hpp"
 #include "test.pb.h"
-
-extern char** environ;
 
 namespace {
 
@@ -57,20 +54,8 @@ class NodeProcess {
                     const std::string& log_path) {
     id_ = id;
     log_ = log_path;
-    std::vector<std::string> args = {EMBER_TEST_NODE_BIN, "--config", config_path};
-    std::vector<char*> argv;
-    for (auto& a : args) {
-      argv.push_back(a.data());
-    }
-    argv.push_back(nullptr);
-    posix_spawn_file_actions_t actions;
-    posix_spawn_file_actions_init(&actions);
-    posix_spawn_file_actions_addopen(&actions, 1, log_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC,
-                                     0644);
-    posix_spawn_file_actions_adddup2(&actions, 1, 2);
-    posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
-    const int rc = posix_spawn(&pid_, EMBER_TEST_NODE_BIN, &actions, nullptr, argv.data(), environ);
-    posix_spawn_file_actions_destroy(&actions);
+    const int rc = ember::testing::spawn_logged({EMBER_TEST_NODE_BIN, "--config", config_path},
+                                                log_path, pid_);
     if (rc != 0) {
       pid_ = 0;
       return std::string("cannot start the node process: ") + std::strerror(rc);
@@ -87,20 +72,7 @@ class NodeProcess {
   }
   /// SIGTERM, then SIGKILL after 10 s.
   void stop() {
-    if (pid_ <= 0) {
-      return;
-    }
-    ::kill(pid_, SIGTERM);
-    const auto deadline = Clock::now() + 10s;
-    int status = 0;
-    while (::waitpid(pid_, &status, WNOHANG) == 0) {
-      if (Clock::now() > deadline) {
-        ::kill(pid_, SIGKILL);
-        ::waitpid(pid_, &status, 0);
-        break;
-      }
-      std::this_thread::sleep_for(10ms);
-    }
+    ember::testing::stop_process(pid_, std::chrono::seconds(10));
     pid_ = 0;
   }
   [[nodiscard]] bool alive() const { return pid_ > 0 && ::waitpid(pid_, nullptr, WNOHANG) == 0; }

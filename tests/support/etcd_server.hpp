@@ -3,10 +3,8 @@
 // until it answers, and stops it by PID. Nothing is mocked.
 #pragma once
 
-#include <fcntl.h>
 #include <netinet/in.h>
 #include <signal.h>
-#include <spawn.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -20,8 +18,7 @@
 #include <vector>
 
 #include "cluster/etcd/etcd_client.hpp"
-
-extern char** environ;
+#include "support/process.hpp"
 
 namespace ember::testing {
 
@@ -81,20 +78,7 @@ class EtcdServer {
                                        "--logger=zap",
                                        "--log-level=warn",
                                        "--unsafe-no-fsync"};
-      std::vector<char*> argv;
-      for (auto& a : args) {
-        argv.push_back(a.data());
-      }
-      argv.push_back(nullptr);
-      posix_spawn_file_actions_t actions;
-      posix_spawn_file_actions_init(&actions);
-      std::string log = (dir_ / "etcd.log").string();
-      posix_spawn_file_actions_addopen(&actions, 1, log.c_str(), O_WRONLY | O_CREAT | O_TRUNC,
-                                       0644);
-      posix_spawn_file_actions_adddup2(&actions, 1, 2);
-      posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
-      int rc = posix_spawnp(&pid_, "etcd", &actions, nullptr, argv.data(), environ);
-      posix_spawn_file_actions_destroy(&actions);
+      const int rc = spawn_logged(std::move(args), (dir_ / "etcd.log").string(), pid_);
       if (rc != 0) {
         pid_ = 0;
         return "cannot run etcd (apt-get install etcd-server): " + std::string(strerror(rc));
@@ -121,21 +105,8 @@ class EtcdServer {
 
   /// SIGTERM, then SIGKILL after 5 s. Keeps the data directory unless `wipe`.
   void stop(bool wipe = true) {
-    if (pid_ > 0) {
-      ::kill(pid_, SIGCONT);  // a paused etcd cannot act on SIGTERM
-      ::kill(pid_, SIGTERM);
-      const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
-      int status = 0;
-      while (::waitpid(pid_, &status, WNOHANG) == 0) {
-        if (std::chrono::steady_clock::now() > deadline) {
-          ::kill(pid_, SIGKILL);
-          ::waitpid(pid_, &status, 0);
-          break;
-        }
-        std::this_thread::sleep_for(std::chrono::milliseconds(10));
-      }
-      pid_ = 0;
-    }
+    stop_process(pid_, std::chrono::seconds(5));
+    pid_ = 0;
     if (wipe && !dir_.empty()) {
       std::error_code ec;
       std::filesystem::remove_all(dir_, ec);

@@ -1,0 +1,59 @@
+// SPDX-License-Identifier: Apache-2.0
+// Child processes for tests (etcd, node processes): started with their output in a log file,
+// stopped by PID with a bounded grace period.
+#pragma once
+
+#include <fcntl.h>
+#include <signal.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <string>
+#include <thread>
+#include <vector>
+
+extern char** environ;
+
+namespace ember::testing {
+
+/// Runs `args` (args[0] looked up on PATH) with stdout and stderr written to `log` (truncated)
+/// and stdin from /dev/null. Returns 0 and sets `pid`, or posix_spawn's error.
+inline int spawn_logged(std::vector<std::string> args, const std::string& log, pid_t& pid) {
+  std::vector<char*> argv;
+  for (auto& a : args) {
+    argv.push_back(a.data());
+  }
+  argv.push_back(nullptr);
+  posix_spawn_file_actions_t actions;
+  posix_spawn_file_actions_init(&actions);
+  posix_spawn_file_actions_addopen(&actions, 1, log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
+  posix_spawn_file_actions_adddup2(&actions, 1, 2);
+  posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
+  const int rc = posix_spawnp(&pid, argv[0], &actions, nullptr, argv.data(), environ);
+  posix_spawn_file_actions_destroy(&actions);
+  return rc;
+}
+
+/// SIGCONT (a paused process cannot act on SIGTERM), SIGTERM, then SIGKILL once `grace` has
+/// passed; reaps the process. Does nothing for pid <= 0.
+inline void stop_process(pid_t pid, std::chrono::milliseconds grace) {
+  if (pid <= 0) {
+    return;
+  }
+  ::kill(pid, SIGCONT);
+  ::kill(pid, SIGTERM);
+  const auto deadline = std::chrono::steady_clock::now() + grace;
+  int status = 0;
+  while (::waitpid(pid, &status, WNOHANG) == 0) {
+    if (std::chrono::steady_clock::now() > deadline) {
+      ::kill(pid, SIGKILL);
+      ::waitpid(pid, &status, 0);
+      return;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+}
+
+}  // namespace ember::testing
