@@ -7,7 +7,7 @@ PACKAGES=(
   cmake ninja-build g++ pkg-config git
   libfmt-dev libspdlog-dev libyaml-cpp-dev libcli11-dev tzdata
   libprotobuf-dev protobuf-compiler libgrpc++-dev protobuf-compiler-grpc etcd-server etcd-client
-  libasio-dev libssl-dev
+  libasio-dev libssl-dev nats-server libnats-dev
   libgtest-dev libgmock-dev libbenchmark-dev libcaf-dev
 )
 

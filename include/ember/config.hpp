@@ -76,6 +76,34 @@ struct ClusterConfig {
   std::chrono::milliseconds ttl{3000};           ///< DiscoveryConf.TTL: lease, whole seconds
 };
 
+/// Which backend carries events between nodes (EventBusConf.Backend).
+enum class EventBackend : std::uint8_t {
+  automatic,  ///< absent: "cluster" when ClusterConf is present, else "local"
+  local,      ///< "local": events stay inside this node
+  cluster,    ///< "cluster": over Ember's transport; subscriptions published in etcd
+  nats,       ///< "nats": through a NATS server (EventBusConf.NatsConf)
+};
+
+/// EventBusConf.NatsConf: the NATS servers and subjects of the "nats" event backend.
+struct NatsConfig {
+  std::vector<std::string> endpoints;  ///< Endpoints (required): "nats://host:port" or "host:port"
+  std::string user;                    ///< UserName
+  std::string password;                ///< Password
+  std::string token;                   ///< Token
+  std::string global_prefix = "event.global";  ///< GlobalPrefix: subject <prefix>.<type>
+  std::string server_prefix = "event.server";  ///< ServerPrefix: subject <prefix>.<type>.<serverId>
+  std::chrono::milliseconds timeout{2000};     ///< Timeout: connecting, and flushing at stop
+  std::chrono::milliseconds reconnect_wait{500};  ///< ReconnectWait: between attempts
+  std::int64_t reconnect_buffer = 8 << 20;        ///< ReconnectBufSize: bytes kept while away
+  std::int64_t pending_limit = 1'000'000;         ///< PendingLimit: messages held per subscription
+                                                  ///< before NATS drops (slow consumer)
+};
+
+struct EventBusConfig {
+  EventBackend backend = EventBackend::automatic;  ///< Backend: cluster | nats | local
+  NatsConfig nats;                                 ///< NatsConf
+};
+
 struct NodeConfig {
   std::string node_id = "node";              ///< NodeConf.NodeId
   int worker_threads = 0;                    ///< NodeConf.WorkerThreads: 0 = number of cores
@@ -84,9 +112,13 @@ struct NodeConfig {
   std::chrono::milliseconds call_timeout{1000};      ///< NodeConf.CallTimeout: default Call timeout
   LogConfig log;                                     ///< SystemLogger
   ClusterConfig cluster;                             ///< ClusterConf
+  EventBusConfig events;                             ///< EventBusConf
   std::vector<ServiceConfig> services;               ///< ServiceConf.StartServices, in order
   std::string source;  ///< file (or source name) the config came from, for error messages
 };
+
+/// The backend a node with this configuration uses (resolves `automatic`).
+[[nodiscard]] EventBackend event_backend(const NodeConfig& config) noexcept;
 
 /// Parses a Go-style duration: "10ms", "1.5s", "1m30s", "2h", "250us". A bare integer means ms.
 Result<std::chrono::milliseconds> parse_duration(std::string_view text);

@@ -27,12 +27,24 @@ class NodeImpl;
 }
 
 /// Counters a node keeps (read any time, from any thread).
+/// Events on this node (NodeStats::events). "Sent" and "received" count what crossed the node's
+/// boundary through the cluster backend, so a node without subscribers shows zero received.
+struct EventStats {
+  std::uint64_t published = 0;       ///< publish() calls on this node
+  std::uint64_t sent = 0;            ///< frames (cluster) or messages (nats) sent to others
+  std::uint64_t received = 0;        ///< frames or messages received from others
+  std::uint64_t send_failures = 0;   ///< events a backend could not send: lost (at most once)
+  std::uint64_t receive_errors = 0;  ///< received but unreadable (unknown type, bad bytes)
+  std::uint64_t dropped = 0;         ///< dropped by the backend (NATS slow consumer)
+};
+
 struct NodeStats {
   std::uint64_t late_replies =
       0;  ///< replies that arrived after their call completed (timeout, cancel)
   std::uint64_t pending_calls = 0;  ///< calls waiting for an outcome right now
   std::size_t services = 0;         ///< entries in the repository
   std::size_t pending_timers = 0;
+  EventStats events;
 };
 
 class Node {

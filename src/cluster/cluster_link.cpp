@@ -10,6 +10,7 @@
 #include <random>
 #include <vector>
 
+#include "cluster/wire_codec.hpp"
 #include "core/node_impl.hpp"
 #include "core/service_core.hpp"
 #include "ember/wire.pb.h"
@@ -172,32 +173,6 @@ void reset_request(wire::RemoteRequest& r) {
   // A field added to wire.proto but not reset above would leak from one request to the next.
   // (The caller stays present but empty: its tag and a zero length, two bytes.)
   assert(r.ByteSizeLong() == 2 && "reset_request misses a field of wire.RemoteRequest");
-}
-
-/// The identity of a caller or publisher as it crosses the wire, and back.
-void to_wire(const Pid& pid, wire::CallerPid& out) {
-  out.set_node_id(pid.node_id);
-  out.set_name(pid.name);
-  out.set_id(pid.id);
-  out.set_type(pid.type);
-  out.set_server_id(pid.server_id);
-  out.set_master(pid.master);
-  out.set_epoch(pid.epoch);
-  out.set_version(pid.version);
-}
-
-std::shared_ptr<const Pid> from_wire(const wire::CallerPid& in, const std::string& address) {
-  auto pid = std::make_shared<Pid>();
-  pid->node_id = in.node_id();
-  pid->name = in.name();
-  pid->id = in.id();
-  pid->type = in.type();
-  pid->server_id = in.server_id();
-  pid->master = in.master();
-  pid->epoch = in.epoch();
-  pid->version = in.version();
-  pid->address = address;
-  return pid;
 }
 
 /// Reads a varint at `p`; returns the byte after it, or nullptr.
@@ -519,52 +494,22 @@ void ClusterLink::send_event(const AnyMessage& payload, const EventInfo& info,
     return;
   }
   wire::Envelope envelope;
-  wire::EventFrame& event = *envelope.mutable_event();
-  event.set_type(info.type);
-  event.set_server_scope(!info.scope.is_global());
-  event.set_server_id(info.scope.server_id());
-  event.set_payload_type(payload.GetDescriptor()->full_name());
-  payload.SerializeToString(event.mutable_payload());
-  event.set_priority(info.priority == Priority::system ? 1 : 0);
-  event.set_key_hash(info.key.has_value() ? info.key.hash() : 0);
-  event.set_trace_id(info.trace_id);
-  to_wire(info.publisher, *event.mutable_publisher());
-  event.set_publisher_address(address_);
+  encode_event(payload, info, address_, *envelope.mutable_event());
   const std::string frame = envelope.SerializeAsString();
   for (const auto& [node, address] : nodes) {
-    (void)transport_->send(node, address, frame);  // unreachable: that node misses the event
+    if (transport_->send(node, address, frame)) {
+      events_out_.fetch_add(1, std::memory_order_relaxed);
+    } else {
+      event_send_failures_.fetch_add(1, std::memory_order_relaxed);  // that node misses it
+    }
   }
 }
 
 void ClusterLink::handle_event(const std::string& from, const wire::EventFrame& event) {
   events_in_.fetch_add(1, std::memory_order_relaxed);
-  const auto* descriptor =
-      google::protobuf::DescriptorPool::generated_pool()->FindMessageTypeByName(
-          event.payload_type());
-  const AnyMessage* prototype =
-      descriptor == nullptr
-          ? nullptr
-          : google::protobuf::MessageFactory::generated_factory()->GetPrototype(descriptor);
-  if (prototype == nullptr) {
-    system_log().error(
-        "cluster event {} from node {}: payload type '{}' is not linked into this "
-        "program; event dropped",
-        event.type(), from, event.payload_type());
-    return;
+  if (!deliver_event(node_, "node " + from, event)) {
+    event_errors_.fetch_add(1, std::memory_order_relaxed);
   }
-  std::shared_ptr<AnyMessage> payload(prototype->New());
-  if (!payload->ParseFromString(event.payload())) {
-    system_log().error("cluster event {} from node {}: the payload does not parse as {}",
-                       event.type(), from, event.payload_type());
-    return;
-  }
-  PublishOptions options;
-  options.priority = event.priority() != 0 ? Priority::system : Priority::user;
-  options.key = event.key_hash() != 0 ? DispatchKey::from_hash(event.key_hash()) : DispatchKey{};
-  const EventScope scope =
-      event.server_scope() ? EventScope::server(event.server_id()) : EventScope::global();
-  deliver_remote_event(node_, event.type(), scope, std::move(payload), options, event.trace_id(),
-                       from_wire(event.publisher(), event.publisher_address()));
 }
 
 void ClusterLink::handle_request(const std::string& from, std::unique_ptr<RemoteCall> call) {

@@ -61,7 +61,15 @@ class ClusterLink final : public RemoteRouter, public std::enable_shared_from_th
   /// node that cannot be reached misses it.
   void send_event(const AnyMessage& payload, const EventInfo& info,
                   const std::vector<std::pair<std::string, std::string>>& nodes);
-  [[nodiscard]] std::uint64_t events_received() const noexcept { return events_in_.load(); }
+  /// Event frames: sent, received, not sent (peer unreachable), received but unreadable.
+  [[nodiscard]] EventStats event_stats() const noexcept {
+    EventStats s;
+    s.sent = events_out_.load(std::memory_order_relaxed);
+    s.received = events_in_.load(std::memory_order_relaxed);
+    s.send_failures = event_send_failures_.load(std::memory_order_relaxed);
+    s.receive_errors = event_errors_.load(std::memory_order_relaxed);
+    return s;
+  }
   /// Sends a reply frame (from a callee lane).
   void reply(const std::string& to, const std::string& address, std::string bytes);
 
@@ -91,6 +99,9 @@ class ClusterLink final : public RemoteRouter, public std::enable_shared_from_th
   std::uint64_t incarnation_ = 0;  // random per process: tells a restarted sender from a retry
   std::atomic<std::uint64_t> duplicates_{0};
   std::atomic<std::uint64_t> events_in_{0};
+  std::atomic<std::uint64_t> events_out_{0};
+  std::atomic<std::uint64_t> event_send_failures_{0};
+  std::atomic<std::uint64_t> event_errors_{0};
 
   std::mutex mu_;
   std::unordered_map<std::uint64_t, Waiting> waiting_;

@@ -97,11 +97,7 @@ Result<std::shared_ptr<Membership>> Membership::join(NodeImpl& node) {
                  "cannot reach etcd at " + join_list(endpoints) + ": " + client.error().message()};
   }
   self->client_ = std::move(*client);
-  node.events.set_on_channel([raw = self.get()](EventType type, EventScope scope, bool present) {
-    raw->on_channel(type, scope, present);
-  });
   if (!self->open_session()) {
-    node.events.set_on_channel(nullptr);
     self->link_->stop();
     return Error{Errc::node_unreachable,
                  "cannot register with etcd at " + join_list(endpoints) + " (see the log above)"};
@@ -180,7 +176,6 @@ Status Membership::flush(std::chrono::milliseconds timeout) {
 }
 
 void Membership::stop() {
-  node_.events.set_on_channel(nullptr);
   {
     std::lock_guard lock(mu_);
     stopping_ = true;
@@ -709,7 +704,7 @@ std::string Membership::channel_name(EventType type, EventScope scope) {
   return name + std::to_string(type);
 }
 
-void Membership::on_channel(EventType type, EventScope scope, bool present) {
+void Membership::want(EventType type, EventScope scope, bool present) {
   std::lock_guard lock(mu_);
   const std::string channel = channel_name(type, scope);
   if (present) {
@@ -753,7 +748,7 @@ void Membership::write_channels() {
   }
 }
 
-void Membership::publish_event(const AnyMessage& payload, const EventInfo& info) {
+void Membership::forward(const AnyMessage& payload, const EventInfo& info) {
   std::vector<std::pair<std::string, std::string>> nodes;
   {
     std::shared_lock lock(channels_mu_);

@@ -42,7 +42,12 @@ struct MembershipStats {
 ///   <prefix>/services/<uid>                  ServiceRecord as JSON, one per published service
 ///   <prefix>/masters/<name>.<id>.<server_id> uid of the group's master; its create revision is
 ///                                            the master's epoch
-class Membership final : public RemoteRouter, public std::enable_shared_from_this<Membership> {
+///   <prefix>/events/<node>/<channel>         the node's address, while one of its services
+///                                            subscribes to the channel (global.<type> or
+///                                            server.<id>.<type>): the "cluster" event backend
+class Membership final : public RemoteRouter,
+                         public EventRouter,
+                         public std::enable_shared_from_this<Membership> {
  public:
   /// Starts the transport, connects to etcd, takes a lease and reads the cluster's services.
   /// Fails (and the node does not start) if etcd cannot be reached.
@@ -54,8 +59,13 @@ class Membership final : public RemoteRouter, public std::enable_shared_from_thi
   void publish(ServiceCore& service) override;
   void unpublish(ServiceCore& service) override;
   Status flush(std::chrono::milliseconds timeout) override;
-  void publish_event(const AnyMessage& payload, const EventInfo& info) override;
   void stop() override;
+
+  // The "cluster" event backend.
+  void want(EventType type, EventScope scope, bool wanted) override;
+  void forward(const AnyMessage& payload, const EventInfo& info) override;
+  [[nodiscard]] EventStats event_stats() const override { return link_->event_stats(); }
+  void close() override {}  // frames go out with the transport; stop() deletes the channel keys
 
   [[nodiscard]] MembershipStats stats() const;
   [[nodiscard]] const std::string& address() const noexcept { return link_->address(); }
@@ -96,7 +106,6 @@ class Membership final : public RemoteRouter, public std::enable_shared_from_thi
   void register_pending();
   void apply_removals(std::vector<Removal> removals);
   void watch_lease();  // the watchdog thread
-  void on_channel(EventType type, EventScope scope, bool present);
   void write_channels();
   static std::string channel_name(EventType type, EventScope scope);
   // With mu_ held: changes a local service's role and tells it.

@@ -139,8 +139,12 @@ bool is_env_name(std::string_view name) {
 
 // --- YAML → NodeConfig -----------------------------------------------------------------------
 
-constexpr std::array<std::string_view, 4> kTopKeys = {"NodeConf", "ServiceConf", "SystemLogger",
-                                                      "ClusterConf"};
+constexpr std::array<std::string_view, 5> kTopKeys = {"NodeConf", "ServiceConf", "SystemLogger",
+                                                      "ClusterConf", "EventBusConf"};
+constexpr std::array<std::string_view, 2> kEventBusKeys = {"Backend", "NatsConf"};
+constexpr std::array<std::string_view, 10> kNatsKeys = {
+    "Endpoints", "UserName",      "Password",         "Token",       "GlobalPrefix", "ServerPrefix",
+    "Timeout",   "ReconnectWait", "ReconnectBufSize", "PendingLimit"};
 constexpr std::array<std::string_view, 7> kClusterKeys = {
     "Name", "Secret", "ListenAddr", "AdvertiseAddr", "MaxFrameSize", "ETCDConf", "DiscoveryConf"};
 constexpr std::array<std::string_view, 2> kEtcdKeys = {"Endpoints", "DialTimeout"};
@@ -200,11 +204,19 @@ class Parser {
         return read_logger(e, config.log);
       if (e.key == "ClusterConf")
         return read_cluster(e, config.cluster);
+      if (e.key == "EventBusConf")
+        return read_event_bus(e, config.events);
       return read_service_conf(e, config.services);
     };
     Status status = for_each_key(root, 1, "", kTopKeys, on_key);
     if (!status)
       return status.error();
+    // Checked once every section is read: the sections may come in any order.
+    if (config.events.backend == EventBackend::cluster && !config.cluster.enabled) {
+      return fail(
+          backend_line_, "EventBusConf.Backend",
+          "\"cluster\" needs a ClusterConf section (use \"local\" or \"nats\" without one)");
+    }
     return config;
   }
 
@@ -506,6 +518,101 @@ class Parser {
     return ok_status();
   }
 
+  Status read_event_bus(const Entry& section, EventBusConfig& events) {
+    bool nats_section = false;
+    auto on_key = [&](const Entry& e) -> Status {
+      if (e.key == "Backend") {
+        auto value = read_string(e, /*non_empty=*/true);
+        if (!value)
+          return value.error();
+        backend_line_ = e.line;
+        if (*value == "cluster") {
+          events.backend = EventBackend::cluster;
+        } else if (*value == "nats") {
+          events.backend = EventBackend::nats;
+        } else if (*value == "local") {
+          events.backend = EventBackend::local;
+        } else {
+          return fail(e.line, e.path,
+                      "unknown backend " + quote(*value) + " (expected cluster, nats or local)");
+        }
+        return ok_status();
+      }
+      nats_section = true;
+      return read_nats(e, events.nats);
+    };
+    Status status = for_each_key(section.value, section.line, section.path, kEventBusKeys, on_key);
+    if (!status)
+      return status;
+    if (events.backend == EventBackend::nats && events.nats.endpoints.empty()) {
+      return fail(section.line, join_path(section.path, "NatsConf.Endpoints"),
+                  nats_section ? "must list at least one NATS server"
+                               : "missing: Backend \"nats\" needs NatsConf.Endpoints");
+    }
+    return ok_status();
+  }
+
+  Status read_nats(const Entry& section, NatsConfig& nats) const {
+    auto on_key = [&](const Entry& e) -> Status {
+      if (e.key == "Endpoints") {
+        if (e.value.IsNull())
+          return ok_status();
+        if (!e.value.IsSequence())
+          return fail(e.line, e.path, "expected a sequence, got " + describe(e.value));
+        std::size_t index = 0;
+        for (auto it = e.value.begin(); it != e.value.end(); ++it, ++index) {
+          Entry item{"", *it, e.path + "[" + std::to_string(index) + "]", e.line};
+          if (line_of(item.value) > 0)
+            item.line = line_of(item.value);
+          auto url = read_string(item, /*non_empty=*/true);
+          if (!url)
+            return url.error();
+          if (url->find_first_of(" \t,") != std::string::npos) {
+            return fail(item.line, item.path,
+                        "expected one server per item (nats://host:port), got " + quote(*url));
+          }
+          nats.endpoints.push_back(std::move(*url));
+        }
+      } else if (e.key == "GlobalPrefix" || e.key == "ServerPrefix") {
+        auto value = read_string(e, /*non_empty=*/true);
+        if (!value)
+          return value.error();
+        const bool wildcard = value->find_first_of("*> \t") != std::string::npos;
+        if (wildcard || value->front() == '.' || value->back() == '.') {
+          return fail(e.line, e.path,
+                      "expected a subject prefix such as \"event.global\" (no wildcards, spaces "
+                      "or leading/trailing dots), got " +
+                          quote(*value));
+        }
+        (e.key == "GlobalPrefix" ? nats.global_prefix : nats.server_prefix) = std::move(*value);
+      } else if (e.key == "UserName" || e.key == "Password" || e.key == "Token") {
+        auto value = read_string(e);
+        if (!value)
+          return value.error();
+        (e.key == "UserName"   ? nats.user
+         : e.key == "Password" ? nats.password
+                               : nats.token) = std::move(*value);
+      } else if (e.key == "Timeout" || e.key == "ReconnectWait") {
+        auto value = read_duration(e, milliseconds{10}, milliseconds{60'000}, "10ms..1m");
+        if (!value)
+          return value.error();
+        (e.key == "Timeout" ? nats.timeout : nats.reconnect_wait) = *value;
+      } else if (e.key == "ReconnectBufSize") {
+        auto value = read_int(e, 0, std::int64_t{1} << 30);
+        if (!value)
+          return value.error();
+        nats.reconnect_buffer = *value;
+      } else {  // PendingLimit
+        auto value = read_int(e, 1000, std::int64_t{1} << 30);
+        if (!value)
+          return value.error();
+        nats.pending_limit = *value;
+      }
+      return ok_status();
+    };
+    return for_each_key(section.value, section.line, section.path, kNatsKeys, on_key);
+  }
+
   Status read_etcd(const Entry& section, ClusterConfig& cluster) const {
     auto on_key = [&](const Entry& e) -> Status {
       if (e.key == "Endpoints") {
@@ -715,6 +822,7 @@ class Parser {
 
   std::string_view text_;
   std::string_view source_;
+  int backend_line_ = 0;  // where EventBusConf.Backend was set, for the cross-section check
 };
 
 }  // namespace
@@ -859,6 +967,13 @@ Result<std::string> expand_env(std::string_view text, std::string_view source_na
     i = close + 1;
   }
   return out;
+}
+
+EventBackend event_backend(const NodeConfig& config) noexcept {
+  if (config.events.backend != EventBackend::automatic) {
+    return config.events.backend;
+  }
+  return config.cluster.enabled ? EventBackend::cluster : EventBackend::local;
 }
 
 Result<NodeConfig> parse_node_config(std::string_view yaml_text, std::string_view source_name) {

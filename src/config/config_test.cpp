@@ -501,7 +501,7 @@ TEST(ParseNodeConfigErrors, UnknownKeyInWorkerConf) {
 TEST(ParseNodeConfigErrors, UnknownKeyAtEveryLevel) {
   EXPECT_EQ(parse_error("NodeConf: {}\nNodeConfig: {}\n"),
             "node.yaml:2: NodeConfig: unknown key (expected one of: NodeConf, ServiceConf, "
-            "SystemLogger, ClusterConf)");
+            "SystemLogger, ClusterConf, EventBusConf)");
   EXPECT_CONTAINS(parse_error("NodeConf:\n  NodeID: x\n"),
                   "node.yaml:2: NodeConf.NodeID: unknown key");
   EXPECT_CONTAINS(parse_error("SystemLogger:\n  Name: x\n  level: info\n"),
@@ -925,6 +925,83 @@ TEST(ClusterConf, ErrorsNameTheKey) {
   EXPECT_EQ(parse_error("ClusterConf:\n  Secret: x\n  Port: 1\n"),
             "node.yaml:3: ClusterConf.Port: unknown key (expected one of: Name, Secret, "
             "ListenAddr, AdvertiseAddr, MaxFrameSize, ETCDConf, DiscoveryConf)");
+}
+
+// --- EventBusConf -----------------------------------------------------------------------------
+
+TEST(EventBusConf, BackendFollowsClusterConfWhenAbsent) {
+  auto local = parse_node_config("NodeConf: {NodeId: a}\n", "node.yaml");
+  ASSERT_TRUE(local) << local.error().to_string();
+  EXPECT_EQ(local->events.backend, EventBackend::automatic);
+  EXPECT_EQ(event_backend(*local), EventBackend::local);
+  auto clustered = parse_node_config("ClusterConf: {Secret: x}\n", "node.yaml");
+  ASSERT_TRUE(clustered) << clustered.error().to_string();
+  EXPECT_EQ(event_backend(*clustered), EventBackend::cluster);
+  auto forced =
+      parse_node_config("EventBusConf: {Backend: local}\nClusterConf: {Secret: x}\n", "node.yaml");
+  ASSERT_TRUE(forced) << forced.error().to_string();
+  EXPECT_EQ(event_backend(*forced), EventBackend::local);
+}
+
+TEST(EventBusConf, NatsKeysAndTheirDefaults) {
+  auto full = parse_node_config(R"(EventBusConf:
+  Backend: nats
+  NatsConf:
+    Endpoints: [nats://127.0.0.1:4222, 10.0.0.2:4222]
+    UserName: u
+    Password: p
+    Token: t
+    GlobalPrefix: game.global
+    ServerPrefix: game.zone
+    Timeout: 3s
+    ReconnectWait: 250ms
+    ReconnectBufSize: 1048576
+    PendingLimit: 5000
+)",
+                                "node.yaml");
+  ASSERT_TRUE(full) << full.error().to_string();
+  EXPECT_EQ(event_backend(*full), EventBackend::nats);
+  const NatsConfig& n = full->events.nats;
+  EXPECT_EQ(n.endpoints, (std::vector<std::string>{"nats://127.0.0.1:4222", "10.0.0.2:4222"}));
+  EXPECT_EQ(n.user, "u");
+  EXPECT_EQ(n.password, "p");
+  EXPECT_EQ(n.token, "t");
+  EXPECT_EQ(n.global_prefix, "game.global");
+  EXPECT_EQ(n.server_prefix, "game.zone");
+  EXPECT_EQ(n.timeout, std::chrono::milliseconds{3000});
+  EXPECT_EQ(n.reconnect_wait, std::chrono::milliseconds{250});
+  EXPECT_EQ(n.reconnect_buffer, 1048576);
+  EXPECT_EQ(n.pending_limit, 5000);
+
+  auto minimal =
+      parse_node_config("EventBusConf: {Backend: nats, NatsConf: {Endpoints: [h:1]}}\n", "n.yaml");
+  ASSERT_TRUE(minimal) << minimal.error().to_string();
+  EXPECT_EQ(minimal->events.nats.global_prefix, "event.global");
+  EXPECT_EQ(minimal->events.nats.server_prefix, "event.server");
+  EXPECT_EQ(minimal->events.nats.timeout, std::chrono::milliseconds{2000});
+  EXPECT_EQ(minimal->events.nats.pending_limit, 1'000'000);
+}
+
+TEST(EventBusConf, ErrorsNameTheKey) {
+  EXPECT_EQ(parse_error("EventBusConf:\n  Backend: kafka\n"),
+            "node.yaml:2: EventBusConf.Backend: unknown backend 'kafka' (expected cluster, nats "
+            "or local)");
+  EXPECT_EQ(parse_error("EventBusConf:\n  Backend: cluster\n"),
+            "node.yaml:2: EventBusConf.Backend: \"cluster\" needs a ClusterConf section (use "
+            "\"local\" or \"nats\" without one)");
+  EXPECT_EQ(parse_error("EventBusConf:\n  Backend: nats\n"),
+            "node.yaml:2: EventBusConf.NatsConf.Endpoints: missing: Backend \"nats\" needs "
+            "NatsConf.Endpoints");
+  EXPECT_EQ(parse_error("EventBusConf:\n  Backend: nats\n  NatsConf: {Endpoints: []}\n"),
+            "node.yaml:2: EventBusConf.NatsConf.Endpoints: must list at least one NATS server");
+  EXPECT_EQ(parse_error("EventBusConf:\n  NatsConf:\n    GlobalPrefix: event.>\n"),
+            "node.yaml:3: EventBusConf.NatsConf.GlobalPrefix: expected a subject prefix such as "
+            "\"event.global\" (no wildcards, spaces or leading/trailing dots), got 'event.>'");
+  EXPECT_EQ(parse_error("EventBusConf:\n  NatsConf:\n    Endpoints: [\"a:1, b:2\"]\n"),
+            "node.yaml:3: EventBusConf.NatsConf.Endpoints[0]: expected one server per item "
+            "(nats://host:port), got 'a:1, b:2'");
+  EXPECT_CONTAINS(parse_error("EventBusConf:\n  NatsConf:\n    Url: x\n"),
+                  "node.yaml:3: EventBusConf.NatsConf.Url: unknown key");
 }
 
 }  // namespace

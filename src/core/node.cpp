@@ -36,6 +36,15 @@ ClusterFactory cluster_factory() noexcept {
   return installed_cluster_factory.load(std::memory_order_acquire);
 }
 
+std::atomic<EventRouterFactory> installed_event_router_factory{nullptr};
+
+void install_event_router_factory(EventRouterFactory factory) noexcept {
+  installed_event_router_factory.store(factory, std::memory_order_release);
+}
+EventRouterFactory event_router_factory() noexcept {
+  return installed_event_router_factory.load(std::memory_order_acquire);
+}
+
 NodeImpl::NodeImpl(NodeConfig cfg)
     : config(std::move(cfg)), log(config.node_id), local_zone(timer::TimeZone::utc()) {
   if (auto zone = timer::TimeZone::load("Local")) {
@@ -65,6 +74,13 @@ void NodeImpl::make_invisible(Service& s) {
   // Under the lock: a poster that found the service finishes its post before we go on.
   std::unique_lock lock(visible_mu);
   s.core_->visible.store(false, std::memory_order_release);
+}
+
+void NodeImpl::close_events() {
+  events.set_on_channel(nullptr);
+  if (event_router) {
+    event_router->close();
+  }
 }
 
 void NodeImpl::forget(Service& s) {
@@ -146,6 +162,10 @@ NodeStats Node::stats() const {
   s.pending_calls = impl_->pending_calls.load(std::memory_order_relaxed);
   s.services = impl_->repository.size();
   s.pending_timers = impl_->timers ? impl_->timers->pending() : 0;
+  if (impl_->event_router) {
+    s.events = impl_->event_router->event_stats();
+  }
+  s.events.published = impl_->events.published.load(std::memory_order_relaxed);
   return s;
 }
 const std::string& Node::id() const noexcept {
@@ -215,6 +235,23 @@ Status Node::start() {
       n.remote = std::move(*joined);
     }
   }
+  if (const EventBackend backend = event_backend(n.config);
+      failure && backend != EventBackend::local) {
+    // Before any on_init, so that subscriptions made there reach the cluster.
+    if (detail::EventRouterFactory make = detail::event_router_factory(); make == nullptr) {
+      failure = Error{Errc::bad_state,
+                      "EventBusConf.Backend needs the cluster library, but this program was "
+                      "linked without it (link the ember::ember target)"};
+    } else if (auto router = make(n, backend); !router) {
+      failure = std::move(router).error();
+    } else {
+      n.event_router = std::move(*router);
+      n.events.set_on_channel(
+          [router = n.event_router.get()](EventType type, EventScope scope, bool wanted) {
+            router->want(type, scope, wanted);
+          });
+    }
+  }
   for (auto& [instance, cfg] : planned) {
     if (!failure) {
       break;
@@ -238,6 +275,7 @@ Status Node::start() {
       (void)n.stop_one(**it);
     }
     n.services.clear();
+    n.close_events();
     if (n.remote) {
       n.remote->stop();
       n.remote.reset();
@@ -275,8 +313,9 @@ Status Node::stop() {
       result = st;
     }
   }
+  n.close_events();  // after the drain: services could still publish while draining
   if (n.remote) {
-    n.remote->stop();  // after the drain: services could still call out while draining
+    n.remote->stop();
   }
   n.timers->stop();
   // Destroy in reverse start order; a service stuck in a handler is kept, never freed under it.

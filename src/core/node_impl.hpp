@@ -48,6 +48,9 @@ class NodeImpl {
   Repository repository;
   std::shared_ptr<RemoteRouter> remote;  // set when the node joins a cluster
   LocalEventBus events;
+  // Set at start when the event backend is cluster or nats; closed at stop but never reset, so
+  // a publish racing the stop finds a closed router rather than a dangling one.
+  std::shared_ptr<EventRouter> event_router;
   std::atomic<std::uint64_t> late_replies{0};
   std::atomic<std::uint64_t> pending_calls{0};
 
@@ -61,6 +64,7 @@ class NodeImpl {
   std::condition_variable run_cv;
   std::atomic<bool> stop_requested{false};
 
+  void close_events();
   void make_visible(Service& s);
   void make_invisible(Service& s);
   Service* find_visible(std::string_view name, std::string_view id) const;

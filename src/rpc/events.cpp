@@ -11,6 +11,16 @@
 
 namespace ember::detail {
 
+void LocalEventBus::set_on_channel(std::function<void(EventType, EventScope, bool)> fn) {
+  std::unique_lock lock(mu_);
+  on_channel = std::move(fn);
+  if (on_channel) {
+    for (const auto& [channel, list] : by_channel_) {
+      on_channel(channel.type, channel.scope, true);
+    }
+  }
+}
+
 std::uint64_t LocalEventBus::add(std::shared_ptr<Subscriber> s) {
   s->id = next_id_.fetch_add(1);
   std::unique_lock lock(mu_);
@@ -153,10 +163,11 @@ Status publish(Node* node, Module* publisher, EventType type,
   }
   info.publisher = *event->publisher;
   std::shared_ptr<const Published> shared = std::move(event);
+  impl->events.published.fetch_add(1, std::memory_order_relaxed);
   post_to_subscribers(*impl, shared);
-  if (impl->remote) {
+  if (impl->event_router) {
     // Only to the nodes that subscribed to (type, scope); failures there are theirs (at most once).
-    impl->remote->publish_event(*shared->payload, shared->info);
+    impl->event_router->forward(*shared->payload, shared->info);
   }
   return {};
 }

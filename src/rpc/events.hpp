@@ -30,17 +30,15 @@ class LocalEventBus {
   };
 
   /// Runs (under the bus's lock, so keep it short) when a (type, scope) gets its first subscriber
-  /// (true) or loses its last (false): the cluster subscribes this node on demand. Set before the
-  /// node starts.
-  void set_on_channel(std::function<void(EventType, EventScope, bool)> fn) {
-    std::unique_lock lock(mu_);
-    on_channel = std::move(fn);
-  }
+  /// (true) or loses its last (false): the event backend subscribes this node on demand. Channels
+  /// that already have subscribers are reported at once.
+  void set_on_channel(std::function<void(EventType, EventScope, bool)> fn);
 
   std::uint64_t add(std::shared_ptr<Subscriber> s);
   bool remove(std::uint64_t id);
   std::vector<std::shared_ptr<Subscriber>> subscribers_of(EventType type, EventScope scope) const;
   [[nodiscard]] std::size_t size() const;
+  std::atomic<std::uint64_t> published{0};
 
  private:
   mutable std::shared_mutex mu_;

@@ -2,8 +2,10 @@
 #pragma once
 
 #include <chrono>
+#include <ember/config.hpp>
 #include <ember/context.hpp>
 #include <ember/event.hpp>
+#include <ember/node.hpp>
 #include <ember/rpc.hpp>
 #include <memory>
 
@@ -28,12 +30,6 @@ class RemoteRouter {
   /// A service became visible (after its on_start) / stops being visible (its stop begins).
   virtual void publish(ServiceCore& service) { (void)service; }
   virtual void unpublish(ServiceCore& service) { (void)service; }
-  /// Sends an event published on this node to the other nodes that subscribed to its type and
-  /// scope (the local subscribers already have it).
-  virtual void publish_event(const AnyMessage& payload, const EventInfo& info) {
-    (void)payload;
-    (void)info;
-  }
   /// Waits (bounded) until what was published so far is registered in the cluster.
   virtual Status flush(std::chrono::milliseconds timeout) {
     (void)timeout;
@@ -42,6 +38,32 @@ class RemoteRouter {
   /// Leaves the cluster: called by Node::stop once its services have drained.
   virtual void stop() = 0;
 };
+
+/// Carries events between nodes: the "cluster" backend (Ember's transport, subscriptions in etcd)
+/// or the "nats" one. Local subscribers never depend on it: the bus delivers to them directly.
+class EventRouter {
+ public:
+  virtual ~EventRouter() = default;
+  /// (type, scope) got its first subscriber on this node (true) or lost its last (false). Runs
+  /// under the bus's lock: record the wish and return; never call back into the bus.
+  virtual void want(EventType type, EventScope scope, bool wanted) = 0;
+  /// Sends an event published on this node to the other nodes subscribed to its type and scope.
+  /// Never blocks on the network; what cannot be sent is counted and lost (at most once).
+  virtual void forward(const AnyMessage& payload, const EventInfo& info) = 0;
+  /// Counters: sent, received, send_failures, receive_errors, dropped (published is the bus's).
+  [[nodiscard]] virtual EventStats event_stats() const = 0;
+  /// Node stop, after the services drained: sends what is queued (bounded), then stops
+  /// receiving. Later forward() calls do nothing.
+  virtual void close() = 0;
+};
+
+/// Builds the event router of a node whose backend is "cluster" or "nats"; `node.remote` is set
+/// before when the node has a ClusterConf. Installed by the cluster library like the factory
+/// below.
+using EventRouterFactory = Result<std::shared_ptr<EventRouter>> (*)(NodeImpl& node,
+                                                                    EventBackend backend);
+void install_event_router_factory(EventRouterFactory factory) noexcept;
+EventRouterFactory event_router_factory() noexcept;
 
 /// Builds a node's cluster membership from its ClusterConf. The cluster library installs it when
 /// it is linked in (target ember::ember), so a core-only binary has none.

@@ -18,6 +18,7 @@
 #include "cluster/membership.hpp"
 #include "core/node_impl.hpp"
 #include "support/etcd_server.hpp"
+#include "support/node_process.hpp"
 #include "support/process.hpp"
 #include "support/wait_for.hpp"
 #include "test.pb.h"
@@ -31,6 +32,7 @@ using ember::Priority;
 using ember::Result;
 using ember::Selector;
 using ember::testing::EtcdServer;
+using ember::testing::NodeProcess;
 using ember::testing::wait_for;
 namespace pb = ember::test;
 
@@ -41,51 +43,6 @@ class Driver : public ember::Service {
  public:
   std::atomic<int> callbacks{0};
   std::atomic<int> good{0};
-};
-
-class NodeProcess {
- public:
-  NodeProcess() = default;
-  NodeProcess(const NodeProcess&) = delete;
-  NodeProcess& operator=(const NodeProcess&) = delete;
-  ~NodeProcess() { stop(); }
-
-  std::string start(const std::string& id, const std::string& config_path,
-                    const std::string& log_path) {
-    id_ = id;
-    log_ = log_path;
-    const int rc = ember::testing::spawn_logged({EMBER_TEST_NODE_BIN, "--config", config_path},
-                                                log_path, pid_);
-    if (rc != 0) {
-      pid_ = 0;
-      return std::string("cannot start the node process: ") + std::strerror(rc);
-    }
-    return {};
-  }
-  void kill_hard() {
-    if (pid_ > 0) {
-      ::kill(pid_, SIGKILL);
-      int status = 0;
-      ::waitpid(pid_, &status, 0);
-      pid_ = 0;
-    }
-  }
-  /// SIGTERM, then SIGKILL after 10 s.
-  void stop() {
-    ember::testing::stop_process(pid_, std::chrono::seconds(10));
-    pid_ = 0;
-  }
-  [[nodiscard]] bool alive() const { return pid_ > 0 && ::waitpid(pid_, nullptr, WNOHANG) == 0; }
-  [[nodiscard]] std::string log_text() const {
-    std::ifstream in(log_);
-    return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
-  }
-  [[nodiscard]] const std::string& id() const { return id_; }
-
- private:
-  std::string id_;
-  std::string log_;
-  pid_t pid_ = 0;
 };
 
 class ClusterProcesses : public ::testing::Test {

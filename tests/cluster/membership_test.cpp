@@ -265,130 +265,16 @@ TEST_F(Cluster, AMasterCutOffFromEtcdGivesUpItsRoleBeforeItsLeaseCouldExpire) {
   ASSERT_TRUE(wait_for([&] { return !leader->is_master(); }, 5s));
   // etcd cannot expire the lease before one TTL (2 s) after its last renewal.
   EXPECT_LT(std::chrono::steady_clock::now() - t0, 2s);
-  ASSERT_TRUE(wait_for([&] { return !leader->seen().empty(); }, 5s));
-  EXPECT_EQ(leader->seen().back().first, RoleChange::lose_master);
+  // The role flag flips first; the service hears of it through its mailbox just after.
+  EXPECT_TRUE(wait_for(
+      [&] {
+        auto seen = leader->seen();
+        return !seen.empty() && seen.back().first == RoleChange::lose_master;
+      },
+      5s));
   etcd_.resume();
   ASSERT_TRUE(wait_for([&] { return leader->is_master(); }, 20s));
   EXPECT_GT(leader->epoch(), first_epoch);
-}
-
-/// Subscribes in on_init to one event type in one scope; records what arrives.
-class Subscriber : public ember::Service {
- public:
-  Subscriber(ember::EventType type, ember::EventScope scope) : type_(type), scope_(scope) {}
-  ember::Status on_init() override {
-    auto sub = subscribe<pb::Echo>(type_, scope_, [this](const pb::Echo& e) {
-      if (e.text() == "main") {  // the measured stream; warm-up events carry no text
-        if (e.seq() != last_seq + 1) {
-          out_of_order.fetch_add(1);
-        }
-        last_seq = e.seq();
-        main.fetch_add(1);
-      }
-      got.fetch_add(1);
-    });
-    return sub ? ember::Status{} : ember::Status{sub.error()};
-  }
-  std::atomic<int> got{0};
-  std::atomic<int> main{0};
-  std::atomic<int> out_of_order{0};
-  std::int64_t last_seq = 0;  // one lane: only its handler touches it
-
- private:
-  ember::EventType type_;
-  ember::EventScope scope_;
-};
-
-TEST_F(Cluster, EventsReachSubscribersOnOtherNodesByScopeAndOnlyThere) {
-  constexpr ember::EventType kType = 42;
-  auto& pub = add_node(config("pub"));
-  ASSERT_TRUE(pub.start());
-  auto& g = add_node(config("g"));
-  ember::ServiceConfig sc;
-  sc.name = "listener";
-  auto* global = static_cast<Subscriber*>(
-      *g.add_service(std::make_unique<Subscriber>(kType, ember::EventScope::global()), sc));
-  ASSERT_TRUE(g.start());
-  auto& z = add_node(config("z"));
-  auto* zone3 = static_cast<Subscriber*>(
-      *z.add_service(std::make_unique<Subscriber>(kType, ember::EventScope::server(3)), sc));
-  ASSERT_TRUE(z.start());
-  auto& idle = add_node(config("idle"));  // no subscriber: must receive nothing
-  ASSERT_TRUE(idle.start());
-
-  auto event = [](std::int64_t seq, bool main = false) {
-    pb::Echo e;
-    e.set_seq(seq);
-    if (main) {
-      e.set_text("main");
-    }
-    return e;
-  };
-  // The publisher learns the subscriptions through its watch.
-  ASSERT_TRUE(wait_for(
-      [&] {
-        (void)ember::publish(pub, kType, event(1));
-        return global->got.load() >= 1;
-      },
-      5s));
-  ASSERT_TRUE(wait_for(
-      [&] {
-        (void)ember::publish(pub, kType, event(1), {.scope = ember::EventScope::server(3)});
-        return zone3->got.load() >= 1;
-      },
-      5s));
-  // In order from one publisher, only to the matching scope.
-  constexpr int kEvents = 100'000;
-  for (int i = 1; i <= kEvents; ++i) {
-    ASSERT_TRUE(ember::publish(pub, kType, event(i, true)));
-  }
-  for (int i = 1; i <= 100; ++i) {
-    ASSERT_TRUE(
-        ember::publish(pub, kType, event(i, true), {.scope = ember::EventScope::server(3)}));
-  }
-  ASSERT_TRUE(wait_for([&] { return global->main.load() == kEvents; }, 120s))
-      << global->main.load();
-  EXPECT_EQ(global->out_of_order.load(), 0);
-  ASSERT_TRUE(wait_for([&] { return zone3->main.load() == 100; }, 10s));
-  EXPECT_EQ(zone3->out_of_order.load(), 0);
-  // Scopes are separate channels across nodes too: g was sent exactly what its subscriber got.
-  EXPECT_EQ(static_cast<std::uint64_t>(global->got.load()), membership(g).link().events_received());
-  // Counted on the wire: the node without subscribers got no event frame at all.
-  EXPECT_EQ(membership(idle).link().events_received(), 0u);
-}
-
-TEST_F(Cluster, ANodeThatSubscribesLaterStartsReceivingAndOneThatLeavesStopsBeingSentTo) {
-  constexpr ember::EventType kType = 43;
-  auto& pub = add_node(config("pub"));
-  ASSERT_TRUE(pub.start());
-  pb::Echo e;
-  ASSERT_TRUE(ember::publish(pub, kType, e));  // nobody anywhere: fine
-  auto& late = add_node(config("late"));
-  ASSERT_TRUE(late.start());
-  ember::ServiceConfig sc;
-  sc.name = "listener";
-  auto added =
-      late.add_service(std::make_unique<Subscriber>(kType, ember::EventScope::global()), sc);
-  ASSERT_TRUE(added);
-  auto* listener = static_cast<Subscriber*>(*added);
-  ASSERT_TRUE(wait_for(
-      [&] {
-        e.set_seq(listener->last_seq + 1);
-        (void)ember::publish(pub, kType, e);
-        return listener->got.load() >= 1;
-      },
-      5s));
-  // The subscriber leaves: the publisher stops sending once it has seen that.
-  ASSERT_TRUE(late.stop_service("listener"));
-  const auto sent_to = [&] { return membership(late).link().events_received(); };
-  ASSERT_TRUE(wait_for(
-      [&] {
-        const auto n = sent_to();
-        (void)ember::publish(pub, kType, e);
-        std::this_thread::yield();
-        return wait_for([&] { return sent_to() == n; }, 200ms) && sent_to() == n;
-      },
-      10s));
 }
 
 TEST_F(Cluster, StartFailsClearlyWithoutEtcd) {

@@ -82,6 +82,49 @@ class Leader : public ember::Service {
 };
 EMBER_REGISTER_SERVICE(Leader);
 
+// Subscribes to pb::Echo events of type Params.EventType, global or (with Params.ServerId) in
+// one zone. Main events (text "main") must arrive in order per publishing node.
+class Listener : public ember::Service {
+ public:
+  ember::Status on_init() override {
+    const int type = std::stoi(std::string(param("EventType", "50")));
+    const std::string zone(param("ServerId"));
+    const ember::EventScope scope =
+        zone.empty() ? ember::EventScope::global() : ember::EventScope::server(std::stoi(zone));
+    auto sub =
+        subscribe<pb::Echo>(type, scope, [this](const pb::Echo& e, const ember::EventInfo& info) {
+          std::lock_guard lock(mu_);
+          if (!info.scope.is_global()) {
+            tally_.set_scoped_received(tally_.scoped_received() + 1);
+          }
+          if (e.text() != "main") {
+            return;  // warm-up
+          }
+          auto& last = last_[info.publisher.node_id];
+          if (e.seq() != last + 1) {
+            tally_.set_out_of_order(tally_.out_of_order() + 1);
+          }
+          last = e.seq();
+          tally_.set_received(tally_.received() + 1);
+        });
+    if (!sub) {
+      return sub.error();
+    }
+    return handle("RpcTally", [this](const pb::Echo&) -> Result<pb::Tally> {
+      std::lock_guard lock(mu_);
+      pb::Tally out = tally_;
+      out.set_wire_received(static_cast<std::int64_t>(node().stats().events.received));
+      return out;
+    });
+  }
+
+ private:
+  std::mutex mu_;
+  std::map<std::string, std::int64_t> last_;  // per publishing node
+  pb::Tally tally_;
+};
+EMBER_REGISTER_SERVICE(Listener);
+
 int main(int argc, char** argv) {
   return ember::run_node(argc, argv);
 }

@@ -1,0 +1,84 @@
+// SPDX-License-Identifier: Apache-2.0
+#include "cluster/wire_codec.hpp"
+
+#include <google/protobuf/descriptor.h>
+#include <google/protobuf/message.h>
+
+#include <ember/log.hpp>
+
+#include "ember/wire.pb.h"
+#include "rpc/events.hpp"
+
+namespace ember::detail {
+
+void to_wire(const Pid& pid, wire::CallerPid& out) {
+  out.set_node_id(pid.node_id);
+  out.set_name(pid.name);
+  out.set_id(pid.id);
+  out.set_type(pid.type);
+  out.set_server_id(pid.server_id);
+  out.set_master(pid.master);
+  out.set_epoch(pid.epoch);
+  out.set_version(pid.version);
+}
+
+std::shared_ptr<const Pid> from_wire(const wire::CallerPid& in, const std::string& address) {
+  auto pid = std::make_shared<Pid>();
+  pid->node_id = in.node_id();
+  pid->name = in.name();
+  pid->id = in.id();
+  pid->type = in.type();
+  pid->server_id = in.server_id();
+  pid->master = in.master();
+  pid->epoch = in.epoch();
+  pid->version = in.version();
+  pid->address = address;
+  return pid;
+}
+
+void encode_event(const AnyMessage& payload, const EventInfo& info,
+                  const std::string& publisher_address, wire::EventFrame& out) {
+  out.set_type(info.type);
+  out.set_server_scope(!info.scope.is_global());
+  out.set_server_id(info.scope.server_id());
+  out.set_payload_type(payload.GetDescriptor()->full_name());
+  payload.SerializeToString(out.mutable_payload());
+  out.set_priority(info.priority == Priority::system ? 1 : 0);
+  out.set_key_hash(info.key.has_value() ? info.key.hash() : 0);
+  out.set_trace_id(info.trace_id);
+  to_wire(info.publisher, *out.mutable_publisher());
+  out.set_publisher_address(publisher_address);
+}
+
+bool deliver_event(NodeImpl& node, std::string_view from, const wire::EventFrame& frame) {
+  const auto* descriptor =
+      google::protobuf::DescriptorPool::generated_pool()->FindMessageTypeByName(
+          frame.payload_type());
+  const AnyMessage* prototype =
+      descriptor == nullptr
+          ? nullptr
+          : google::protobuf::MessageFactory::generated_factory()->GetPrototype(descriptor);
+  if (prototype == nullptr) {
+    system_log().error(
+        "cluster event {} from {}: payload type '{}' is not linked into this program; event "
+        "dropped",
+        frame.type(), from, frame.payload_type());
+    return false;
+  }
+  std::shared_ptr<AnyMessage> payload(prototype->New());
+  if (!payload->ParseFromString(frame.payload())) {
+    system_log().error("cluster event {} from {}: the payload does not parse as {}; event dropped",
+                       frame.type(), from, frame.payload_type());
+    return false;
+  }
+  PublishOptions options;
+  options.priority = frame.priority() != 0 ? Priority::system : Priority::user;
+  options.key = frame.key_hash() != 0 ? DispatchKey::from_hash(frame.key_hash()) : DispatchKey{};
+  const EventScope scope =
+      frame.server_scope() ? EventScope::server(frame.server_id()) : EventScope::global();
+  deliver_remote_event(node, frame.type(), scope, std::move(payload), options, frame.trace_id(),
+                       from_wire(frame.publisher(), frame.publisher_address()));
+  return true;
+}
+
+}  // namespace ember::detail

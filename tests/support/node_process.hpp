@@ -1,0 +1,63 @@
+// SPDX-License-Identifier: Apache-2.0
+// A node process (ember_test_node, EMBER_TEST_NODE_BIN) for process tests: started with its
+// output in a log file; stopped with SIGTERM (bounded) or killed with SIGKILL.
+#pragma once
+
+#include <signal.h>
+#include <sys/wait.h>
+
+#include <chrono>
+#include <cstring>
+#include <fstream>
+#include <iterator>
+#include <string>
+
+#include "support/process.hpp"
+
+namespace ember::testing {
+
+class NodeProcess {
+ public:
+  NodeProcess() = default;
+  NodeProcess(const NodeProcess&) = delete;
+  NodeProcess& operator=(const NodeProcess&) = delete;
+  ~NodeProcess() { stop(); }
+
+  std::string start(const std::string& id, const std::string& config_path,
+                    const std::string& log_path) {
+    id_ = id;
+    log_ = log_path;
+    const int rc = spawn_logged({EMBER_TEST_NODE_BIN, "--config", config_path}, log_path, pid_);
+    if (rc != 0) {
+      pid_ = 0;
+      return std::string("cannot start the node process: ") + std::strerror(rc);
+    }
+    return {};
+  }
+  void kill_hard() {
+    if (pid_ > 0) {
+      ::kill(pid_, SIGKILL);
+      int status = 0;
+      ::waitpid(pid_, &status, 0);
+      pid_ = 0;
+    }
+  }
+  /// SIGTERM, then SIGKILL after 10 s.
+  void stop() {
+    stop_process(pid_, std::chrono::seconds(10));
+    pid_ = 0;
+  }
+  [[nodiscard]] bool alive() const { return pid_ > 0 && ::waitpid(pid_, nullptr, WNOHANG) == 0; }
+  [[nodiscard]] std::string log_text() const {
+    std::ifstream in(log_);
+    return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+  }
+  [[nodiscard]] const std::string& id() const { return id_; }
+
+ private:
+  std::string id_;
+  std::string log_;
+  pid_t pid_ = 0;
+};
+
+}  // namespace ember::testing
