@@ -16,7 +16,6 @@
 #include <string>
 #include <thread>
 
-#include "support/etcd_server.hpp"  // free_port
 #include "support/process.hpp"
 
 namespace ember::testing {

@@ -1,11 +1,14 @@
 // SPDX-License-Identifier: Apache-2.0
-// Child processes for tests (etcd, node processes): started with their output in a log file,
-// stopped by PID with a bounded grace period.
+// Child processes for tests (etcd, nats-server, node processes): started with their output in a
+// log file, stopped by PID with a bounded grace period; and free loopback ports for them.
 #pragma once
 
+#include <arpa/inet.h>
 #include <fcntl.h>
+#include <netinet/in.h>
 #include <signal.h>
 #include <spawn.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -17,6 +20,20 @@
 extern char** environ;
 
 namespace ember::testing {
+
+/// A port that was free a moment ago (bind to port 0, read it back, release it).
+inline int free_port() {
+  int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = 0;
+  ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
+  socklen_t len = sizeof addr;
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
+  ::close(fd);
+  return ntohs(addr.sin_port);
+}
 
 /// Runs `args` (args[0] looked up on PATH) with stdout and stderr written to `log` (truncated)
 /// and stdin from /dev/null. Returns 0 and sets `pid`, or posix_spawn's error.
