@@ -10,7 +10,7 @@
 //   ember_events_bench [--quick] [--reps N] [--events N] [--subscribers N] [--out FILE]
 //
 // Scenarios (100-byte payload):
-//   local           10,000 subscribers on one node, no cluster: the fan-out floor
+//   local           10,000 subscribers on one node (3 worker threads), no cluster: the floor
 //   cluster         the "cluster" backend: 1/3 of the subscribers on the publishing node, 1/3 on
 //                   each of two others, reached with one frame per node
 //   nats            the "nats" backend, same layout, one NATS message per node
@@ -104,7 +104,8 @@ class EmberFanout {
     for (int i = 0; i < nodes; ++i) {
       ember::NodeConfig c;
       c.node_id = "n" + std::to_string(i);
-      c.worker_threads = 1;
+      // The same number of worker threads in every layout: 3 nodes x 1, or 1 node x 3.
+      c.worker_threads = nodes == 1 ? 3 : 1;
       c.events.backend = backend;
       if (backend == ember::EventBackend::cluster) {
         c.cluster.enabled = true;

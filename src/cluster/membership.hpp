@@ -66,6 +66,7 @@ class Membership final : public RemoteRouter,
   void forward(const AnyMessage& payload, const EventInfo& info) override;
   [[nodiscard]] EventStats event_stats() const override { return link_->event_stats(); }
   void close() override {}  // frames go out with the transport; stop() deletes the channel keys
+  // flush() overrides RemoteRouter::flush and EventRouter::flush: it covers the channel keys.
 
   [[nodiscard]] MembershipStats stats() const;
   [[nodiscard]] const std::string& address() const noexcept { return link_->address(); }

@@ -130,6 +130,7 @@ void NatsEvents::run() {
     }
     std::map<std::string, bool> wishes;
     wishes.swap(wishes_);
+    applying_ = true;
     lock.unlock();
     for (const auto& [subject, wanted] : wishes) {
       if (wanted) {
@@ -142,7 +143,20 @@ void NatsEvents::run() {
     // reach this node from here on.
     (void)natsConnection_FlushTimeout(conn_, config_.timeout.count());
     lock.lock();
+    applying_ = false;
+    cv_.notify_all();
   }
+}
+
+Status NatsEvents::flush(std::chrono::milliseconds timeout) {
+  std::unique_lock lock(mu_);
+  if (!cv_.wait_for(lock, timeout, [&] { return closing_ || (wishes_.empty() && !applying_); })) {
+    node_.log.warn(
+        "NATS did not confirm this node's subscriptions within {} ms; they take "
+        "effect when it answers",
+        timeout.count());
+  }
+  return {};
 }
 
 void NatsEvents::subscribe(const std::string& subject) {

@@ -36,6 +36,7 @@ class NatsEvents final : public EventRouter {
 
   void want(EventType type, EventScope scope, bool wanted) override;
   void forward(const AnyMessage& payload, const EventInfo& info) override;
+  Status flush(std::chrono::milliseconds timeout) override;
   [[nodiscard]] EventStats event_stats() const override;
   void close() override;
 
@@ -67,6 +68,7 @@ class NatsEvents final : public EventRouter {
   std::map<std::string, natsSubscription*> subs_;  // applied subscriptions
   int running_handlers_ = 0;  // subscriptions whose handler may still run (until on_complete)
   bool closing_ = false;
+  bool applying_ = false;  // the worker holds wishes taken from wishes_ and not yet applied
   std::atomic<bool> closing_flag_{false};  // read by connection callbacks, which must not lock
   std::int64_t dropped_by_closed_ = 0;     // slow-consumer drops of subscriptions already gone
 

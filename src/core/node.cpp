@@ -269,6 +269,9 @@ Status Node::start() {
   if (failure && n.remote) {
     failure = n.remote->flush(n.config.cluster.etcd_timeout);
   }
+  if (failure && n.event_router && event_backend(n.config) == EventBackend::nats) {
+    failure = n.event_router->flush(n.config.events.nats.timeout);
+  }
   if (!failure) {
     n.log.error("start failed: {}", failure.error().to_string());
     for (auto it = n.services.rbegin(); it != n.services.rend(); ++it) {

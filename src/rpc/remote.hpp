@@ -50,6 +50,12 @@ class EventRouter {
   /// Sends an event published on this node to the other nodes subscribed to its type and scope.
   /// Never blocks on the network; what cannot be sent is counted and lost (at most once).
   virtual void forward(const AnyMessage& payload, const EventInfo& info) = 0;
+  /// Waits (bounded) until this node's current subscriptions are in effect at the backend, so
+  /// events published elsewhere from then on reach it. Node::start calls it last.
+  virtual Status flush(std::chrono::milliseconds timeout) {
+    (void)timeout;
+    return {};
+  }
   /// Counters: sent, received, send_failures, receive_errors, dropped (published is the bus's).
   [[nodiscard]] virtual EventStats event_stats() const = 0;
   /// Node stop, after the services drained: sends what is queued (bounded), then stops
