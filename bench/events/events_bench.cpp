@@ -8,6 +8,7 @@
 // and to one JSON object per metric, appended to --out.
 //
 //   ember_events_bench [--quick] [--reps N] [--events N] [--subscribers N] [--out FILE]
+//                      [--only SCENARIO]
 //
 // Scenarios (100-byte payload):
 //   local           10,000 subscribers on one node (3 worker threads), no cluster: the floor
@@ -52,6 +53,7 @@ struct Settings {
   int subscribers = 10'000;
   int latency_rounds = 21;
   std::string out = "bench-results-events.jsonl";
+  std::string only;  // run one scenario (profiling)
 };
 
 /// Counts deliveries; one instance per node, shared by its subscribers.
@@ -315,10 +317,12 @@ int main(int argc, char** argv) {
       s.subscribers = std::max(3, std::atoi(next().c_str()));
     } else if (arg == "--out") {
       s.out = next();
+    } else if (arg == "--only") {
+      s.only = next();
     } else {
       std::fprintf(stderr,
                    "usage: ember_events_bench [--quick] [--reps N] [--events N] "
-                   "[--subscribers N] [--out FILE]\n");
+                   "[--subscribers N] [--out FILE] [--only SCENARIO]\n");
       return 2;
     }
   }
@@ -346,6 +350,9 @@ int main(int argc, char** argv) {
   const int plain_messages = s.events * s.subscribers / 3;
   for (int rep = 0; rep < s.reps; ++rep) {
     for (const auto& [name, backend] : ember_scenarios) {
+      if (!s.only.empty() && s.only != name) {
+        continue;
+      }
       Result r;
       {
         EmberFanout run(s, backend, backend == ember::EventBackend::local ? 1 : 3, etcd.endpoint(),
@@ -361,6 +368,9 @@ int main(int argc, char** argv) {
       std::printf("  rep %d %-15s %12.0f deliveries/s  one event to all: %.2f ms\n", rep + 1,
                   name.c_str(), r.deliveries_per_s, r.latency_p50_ms);
       std::fflush(stdout);
+    }
+    if (!s.only.empty() && !s.only.starts_with("nats_plain")) {
+      continue;
     }
     const Result p10k = plain_nats(s, nats.url(), s.subscribers, s.events);
     rate["nats_plain_10k"].push_back(p10k.deliveries_per_s);

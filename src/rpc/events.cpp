@@ -8,6 +8,7 @@
 #include "core/node_impl.hpp"
 #include "core/service_core.hpp"
 #include "rpc/calls.hpp"
+#include "runtime/scheduler.hpp"
 
 namespace ember::detail {
 
@@ -112,6 +113,7 @@ class Delivery final : public runtime::Message {
 
 void post_to_subscribers(NodeImpl& node, const std::shared_ptr<const Published>& event) {
   const EventInfo& info = event->info;
+  runtime::Scheduler::SubmitBatch batch;  // thousands of subscribers: queue them in one go
   for (auto& s : node.events.subscribers_of(info.type, info.scope)) {
     auto* m = new Delivery(s, event);
     m->priority = info.priority;

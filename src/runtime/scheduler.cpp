@@ -71,6 +71,16 @@ struct Scheduler::Worker {
 
 namespace {
 thread_local Scheduler::Worker* tls_worker = nullptr;
+
+// What a SubmitBatch holds back on this thread (one scheduler at a time).
+struct HeldBack {
+  int depth = 0;
+  Scheduler* scheduler = nullptr;
+  Runnable* head = nullptr;
+  Runnable* tail = nullptr;
+  int count = 0;
+};
+thread_local HeldBack tls_held;
 constexpr int kSpinMicros = 20;
 }  // namespace
 
@@ -163,9 +173,61 @@ void Scheduler::submit(Runnable* r) noexcept {
     wake_one();
     return;
   }
+  if (tls_held.depth > 0) {
+    if (tls_held.scheduler != this) {
+      flush_batch();  // the batch holds one scheduler's work
+      tls_held.scheduler = this;
+    }
+    r->next_runnable = nullptr;
+    if (tls_held.tail != nullptr) {
+      tls_held.tail->next_runnable = r;
+    } else {
+      tls_held.head = r;
+    }
+    tls_held.tail = r;
+    ++tls_held.count;
+    return;
+  }
   push_global(r);
   std::atomic_thread_fence(std::memory_order_seq_cst);
   wake_one();
+}
+
+Scheduler::SubmitBatch::SubmitBatch() noexcept {
+  ++tls_held.depth;
+}
+
+Scheduler::SubmitBatch::~SubmitBatch() {
+  if (--tls_held.depth == 0) {
+    flush_batch();
+  }
+}
+
+void Scheduler::flush_batch() noexcept {
+  HeldBack& held = tls_held;
+  if (held.count > 0) {
+    held.scheduler->push_global_chain(held.head, held.tail, held.count);
+  }
+  held.head = held.tail = nullptr;
+  held.count = 0;
+  held.scheduler = nullptr;
+}
+
+void Scheduler::push_global_chain(Runnable* head, Runnable* tail, int count) {
+  {
+    std::lock_guard lock(global_mu_);
+    if (global_tail_ != nullptr) {
+      global_tail_->next_runnable = head;
+    } else {
+      global_head_ = head;
+    }
+    global_tail_ = tail;
+    global_size_.fetch_add(count, std::memory_order_release);
+  }
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+  for (int i = 0; i < count && idle_count_.load(std::memory_order_seq_cst) > 0; ++i) {
+    wake_one();
+  }
 }
 
 void Scheduler::resubmit(Runnable* r) noexcept {

@@ -49,6 +49,18 @@ class Scheduler {
   /// Joins every worker. Runnables still queued are not run: drain services first.
   void stop();
 
+  /// While alive, runnables this thread submits from outside the pool are held back and queued
+  /// together when it ends: one lock and as many wakes as there is work, instead of one of each
+  /// per runnable. For fan-out (one event readying thousands of services). Must not be held
+  /// while waiting for the work it holds back. Nests; the outermost one queues.
+  class SubmitBatch {
+   public:
+    SubmitBatch() noexcept;
+    ~SubmitBatch();
+    SubmitBatch(const SubmitBatch&) = delete;
+    SubmitBatch& operator=(const SubmitBatch&) = delete;
+  };
+
   [[nodiscard]] int threads() const noexcept { return threads_; }
   [[nodiscard]] const std::string& name() const noexcept { return name_; }
   /// Worker threads started so far, spares included.
@@ -79,6 +91,9 @@ class Scheduler {
   Runnable* steal(Worker* thief);
   Runnable* pop_global();
   void push_global(Runnable* r);
+  // Queues a chain of `count` runnables linked through next_runnable, then wakes workers for it.
+  void push_global_chain(Runnable* head, Runnable* tail, int count);
+  static void flush_batch() noexcept;
   void park(Worker* w);
   void wake_one();
   bool has_visible_work() const;

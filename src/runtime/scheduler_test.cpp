@@ -37,6 +37,40 @@ TEST(Scheduler, RunsEveryRunnableSubmittedFromOutside) {
   scheduler.stop();
 }
 
+TEST(Scheduler, ABatchQueuesWhatItHeldBackForEachSchedulerExactlyOnce) {
+  Scheduler a(2, "a");
+  Scheduler b(1, "b");
+  std::atomic<int> ran_a{0};
+  std::atomic<int> ran_b{0};
+  std::vector<std::unique_ptr<CountingRunnable>> on_a;
+  std::vector<std::unique_ptr<CountingRunnable>> on_b;
+  for (int i = 0; i < 3000; ++i) {
+    on_a.push_back(std::make_unique<CountingRunnable>(ran_a));
+    on_b.push_back(std::make_unique<CountingRunnable>(ran_b));
+  }
+  {
+    Scheduler::SubmitBatch outer;
+    for (int i = 0; i < 1000; ++i) {
+      a.submit(on_a[static_cast<std::size_t>(i)].get());
+    }
+    {
+      Scheduler::SubmitBatch inner;  // nested: only the outer one queues
+      for (int i = 0; i < 1000; ++i) {
+        b.submit(on_b[static_cast<std::size_t>(i)].get());  // another pool: a's share goes first
+      }
+    }
+    for (int i = 1000; i < 3000; ++i) {
+      a.submit(on_a[static_cast<std::size_t>(i)].get());
+      b.submit(on_b[static_cast<std::size_t>(i)].get());
+    }
+  }
+  EXPECT_TRUE(wait_for([&] { return ran_a.load() == 3000 && ran_b.load() == 3000; }));
+  a.stop();
+  b.stop();
+  EXPECT_EQ(ran_a.load(), 3000);
+  EXPECT_EQ(ran_b.load(), 3000);
+}
+
 // A runnable that resubmits itself `rounds` times from inside a worker.
 class Bouncer final : public Runnable {
  public:
