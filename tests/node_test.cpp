@@ -158,6 +158,24 @@ TEST(Node, UnknownClassRefusesToStartNamingLineAndKey) {
   EXPECT_FALSE(node.running());
 }
 
+TEST(Node, AnUnknownScalingStrategyRefusesToStartNamingItsKey) {
+  ember::Node node(parse(R"(ServiceConf:
+  StartServices:
+    - ClassName: Tracked
+      WorkerConf:
+        MaxWorkerNum: 4
+        Scaling: {Strategy: {Name: queue_lenght}}
+)"));
+  ember::Status st = node.start();
+  ASSERT_FALSE(st);
+  EXPECT_EQ(st.error().code(), ember::Errc::invalid_argument);
+  EXPECT_NE(st.error().message().find("WorkerConf.Scaling.Strategy (line 6): strategy "
+                                      "queue_lenght: unknown strategy"),
+            std::string::npos)
+      << st.error().message();
+  EXPECT_FALSE(node.running());
+}
+
 TEST(Node, FailingOnInitRollsBackWhatWasInitialized) {
   g_log.clear();
   ember::Node node(parse(R"(ServiceConf:

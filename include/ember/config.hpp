@@ -14,6 +14,7 @@
 // Every field below has the default that really applies when the key is absent.
 #pragma once
 
+#include <algorithm>
 #include <chrono>
 #include <cstdint>
 #include <ember/error.hpp>
@@ -29,6 +30,39 @@ enum class OverflowPolicy : std::uint8_t {
   reject,  ///< the sender gets Errc::overloaded (Call/Send fail at once); nothing is queued
 };
 
+/// WorkerConf.Scaling.Strategy: a strategy by registered name, its parameters (typed and checked
+/// by the strategy when the node starts) and, for composites (all, any), its sub-strategies.
+struct ScalingStrategyConfig {
+  std::string name;                           ///< Name (required)
+  std::map<std::string, std::string> params;  ///< Params: scalars, read by the strategy
+  std::vector<ScalingStrategyConfig> subs;    ///< Subs: for all / any, nestable
+  std::string path;  ///< key path of this strategy in the file, for error messages
+  int line = 0;
+};
+
+/// How many lanes one decision adds or removes: a count, or a percentage of the current count
+/// (rounded up, at least 1).
+struct ScalingStep {
+  int lanes = 1;
+  int percent = 0;  ///< used instead of `lanes` when > 0
+  [[nodiscard]] int of(int current) const noexcept {
+    return percent > 0 ? std::max(1, (current * percent + 99) / 100) : lanes;
+  }
+};
+
+/// WorkerConf.Scaling: present => the service's lane count follows its strategy.
+struct ScalingConfig {
+  bool enabled = false;
+  int min_lanes = 0;                         ///< Min: default WorkerNum
+  int max_lanes = 0;                         ///< Max: default MaxWorkerNum; must be above Min
+  std::chrono::milliseconds interval{1000};  ///< Interval: between evaluations
+  std::chrono::milliseconds cooldown{3000};  ///< Cooldown: at least this long between changes
+  ScalingStep grow;                          ///< GrowStep: lanes ("2") or percent ("50%")
+  ScalingStep shrink;                        ///< ShrinkStep
+  int hysteresis = 2;  ///< Hysteresis: evaluations in a row that must agree before acting
+  ScalingStrategyConfig strategy;  ///< Strategy (required)
+};
+
 struct WorkerConfig {
   int lanes = 1;            ///< WorkerNum: 1 = strictly single-threaded service
   int max_lanes = 0;        ///< MaxWorkerNum: upper bound for run-time changes; 0 = none (1024)
@@ -36,6 +70,7 @@ struct WorkerConfig {
                             ///< within ~10 % of even)
   std::int64_t mailbox_bound = 0;  ///< MailboxSize: user messages queued per service; 0 = unbounded
   OverflowPolicy overflow = OverflowPolicy::reject;  ///< Overflow: "reject"
+  ScalingConfig scaling;                             ///< Scaling: autoscaling of `lanes`
 };
 
 struct ServiceConfig {
@@ -122,6 +157,8 @@ struct NodeConfig {
 
 /// Parses a Go-style duration: "10ms", "1.5s", "1m30s", "2h", "250us". A bare integer means ms.
 Result<std::chrono::milliseconds> parse_duration(std::string_view text);
+/// The same, to the nanosecond ("250us" stays 250 us).
+Result<std::chrono::nanoseconds> parse_duration_ns(std::string_view text);
 
 /// Replaces ${VAR} and ${VAR:-default} with environment values. An unset variable without a
 /// default is an error naming its line. "$$" yields a literal "$".

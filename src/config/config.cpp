@@ -163,8 +163,11 @@ constexpr std::array<std::string_view, 10> kServiceKeys = {"ClassName",
                                                            "Pinned",
                                                            "WorkerConf",
                                                            "Params"};
-constexpr std::array<std::string_view, 5> kWorkerKeys = {
-    "WorkerNum", "MaxWorkerNum", "VirtualWorkerRate", "MailboxSize", "Overflow"};
+constexpr std::array<std::string_view, 6> kWorkerKeys = {
+    "WorkerNum", "MaxWorkerNum", "VirtualWorkerRate", "MailboxSize", "Overflow", "Scaling"};
+constexpr std::array<std::string_view, 8> kScalingKeys = {
+    "Min", "Max", "Interval", "Cooldown", "GrowStep", "ShrinkStep", "Hysteresis", "Strategy"};
+constexpr std::array<std::string_view, 3> kStrategyKeys = {"Name", "Params", "Subs"};
 constexpr std::array<std::string_view, 7> kLevels = {"trace", "debug",    "info", "warn",
                                                      "error", "critical", "off"};
 
@@ -761,6 +764,7 @@ class Parser {
 
   Status read_worker(const Entry& section, WorkerConfig& worker) const {
     std::optional<Entry> max_entry;
+    std::optional<Entry> scaling_entry;
     auto on_key = [&](const Entry& e) -> Status {
       if (e.key == "WorkerNum") {
         auto value = read_int(e, 1, 1024);
@@ -783,6 +787,9 @@ class Parser {
         if (!value)
           return value.error();
         worker.mailbox_bound = *value;
+      } else if (e.key == "Scaling") {
+        scaling_entry = e;
+        return read_scaling(e, worker.scaling);
       } else {  // Overflow
         auto value = read_string(e);
         if (!value)
@@ -803,6 +810,132 @@ class Parser {
       return fail(max_entry->line, max_entry->path,
                   std::to_string(worker.max_lanes) + " is less than WorkerNum " +
                       std::to_string(worker.lanes) + " (use 0 to mean the same as WorkerNum)");
+    }
+    if (scaling_entry) {
+      ScalingConfig& sc = worker.scaling;
+      if (sc.min_lanes == 0)
+        sc.min_lanes = worker.lanes;
+      if (sc.max_lanes == 0)
+        sc.max_lanes = worker.max_lanes;
+      if (sc.max_lanes <= sc.min_lanes) {
+        return fail(scaling_entry->line, join_path(scaling_entry->path, "Max"),
+                    "must be above Min (" + std::to_string(sc.min_lanes) +
+                        "); set Scaling.Max or MaxWorkerNum");
+      }
+      if (worker.lanes < sc.min_lanes || worker.lanes > sc.max_lanes) {
+        return fail(scaling_entry->line, scaling_entry->path,
+                    "WorkerNum " + std::to_string(worker.lanes) + " is outside Min..Max (" +
+                        std::to_string(sc.min_lanes) + ".." + std::to_string(sc.max_lanes) + ")");
+      }
+      if (worker.max_lanes != 0 && sc.max_lanes > worker.max_lanes) {
+        return fail(scaling_entry->line, join_path(scaling_entry->path, "Max"),
+                    std::to_string(sc.max_lanes) + " is above MaxWorkerNum " +
+                        std::to_string(worker.max_lanes));
+      }
+    }
+    return ok_status();
+  }
+
+  Status read_scaling(const Entry& section, ScalingConfig& scaling) const {
+    scaling.enabled = true;
+    bool has_strategy = false;
+    auto on_key = [&](const Entry& e) -> Status {
+      if (e.key == "Min" || e.key == "Max") {
+        auto value = read_int(e, 1, 1024);
+        if (!value)
+          return value.error();
+        (e.key == "Min" ? scaling.min_lanes : scaling.max_lanes) = static_cast<int>(*value);
+      } else if (e.key == "Interval" || e.key == "Cooldown") {
+        auto value = read_duration(e, milliseconds{10}, milliseconds{3'600'000}, "10ms..1h");
+        if (!value)
+          return value.error();
+        (e.key == "Interval" ? scaling.interval : scaling.cooldown) = *value;
+      } else if (e.key == "GrowStep" || e.key == "ShrinkStep") {
+        return read_step(e, e.key == "GrowStep" ? scaling.grow : scaling.shrink);
+      } else if (e.key == "Hysteresis") {
+        auto value = read_int(e, 1, 100);
+        if (!value)
+          return value.error();
+        scaling.hysteresis = static_cast<int>(*value);
+      } else {  // Strategy
+        has_strategy = true;
+        return read_strategy(e, scaling.strategy);
+      }
+      return ok_status();
+    };
+    Status status = for_each_key(section.value, section.line, section.path, kScalingKeys, on_key);
+    if (!status)
+      return status;
+    if (scaling.min_lanes != 0 && scaling.max_lanes != 0 &&
+        scaling.max_lanes <= scaling.min_lanes) {
+      return fail(section.line, join_path(section.path, "Max"),
+                  std::to_string(scaling.max_lanes) + " must be above Min " +
+                      std::to_string(scaling.min_lanes));
+    }
+    if (!has_strategy) {
+      return fail(section.line, join_path(section.path, "Strategy"),
+                  "missing required key (for example {Name: queue_length, Params: {High: 100}})");
+    }
+    return ok_status();
+  }
+
+  Status read_step(const Entry& e, ScalingStep& step) const {
+    if (e.value.IsScalar() && !e.value.Scalar().empty() && e.value.Scalar().back() == '%') {
+      Entry number = e;
+      number.value = YAML::Node(e.value.Scalar().substr(0, e.value.Scalar().size() - 1));
+      auto value = read_int(number, 1, 1000);
+      if (!value)
+        return fail(
+            e.line, e.path,
+            "expected a lane count or a percentage such as 50%, got " + quote(e.value.Scalar()));
+      step.percent = static_cast<int>(*value);
+      return ok_status();
+    }
+    auto value = read_int(e, 1, 1024);
+    if (!value) {
+      return fail(
+          e.line, e.path,
+          "expected a lane count (1..1024) or a percentage such as 50%, got " + describe(e.value));
+    }
+    step.lanes = static_cast<int>(*value);
+    return ok_status();
+  }
+
+  Status read_strategy(const Entry& section, ScalingStrategyConfig& strategy) const {
+    strategy.path = section.path;
+    strategy.line = section.line;
+    auto on_key = [&](const Entry& e) -> Status {
+      if (e.key == "Name") {
+        auto value = read_string(e, /*non_empty=*/true);
+        if (!value)
+          return value.error();
+        strategy.name = std::move(*value);
+      } else if (e.key == "Params") {
+        return read_params(e, strategy.params);
+      } else {  // Subs
+        if (e.value.IsNull())
+          return ok_status();
+        if (!e.value.IsSequence())
+          return fail(e.line, e.path,
+                      "expected a sequence of strategies, got " + describe(e.value));
+        std::size_t index = 0;
+        for (auto it = e.value.begin(); it != e.value.end(); ++it, ++index) {
+          Entry item{"", *it, e.path + "[" + std::to_string(index) + "]", e.line};
+          if (line_of(item.value) > 0)
+            item.line = line_of(item.value);
+          if (Status st = read_strategy(item, strategy.subs.emplace_back()); !st)
+            return st;
+        }
+      }
+      return ok_status();
+    };
+    Status status = for_each_key(section.value, section.line, section.path, kStrategyKeys, on_key);
+    if (!status)
+      return status;
+    if (strategy.name.empty()) {
+      return fail(section.line, join_path(section.path, "Name"),
+                  "missing required key (a registered strategy: queue_length, queue_delay, cpu, "
+                  "all, any, or one of your own)");
     }
     return ok_status();
   }
@@ -828,6 +961,13 @@ class Parser {
 }  // namespace
 
 Result<milliseconds> parse_duration(std::string_view text) {
+  auto precise = parse_duration_ns(text);
+  if (!precise)
+    return precise.error();
+  return std::chrono::duration_cast<milliseconds>(*precise);
+}
+
+Result<std::chrono::nanoseconds> parse_duration_ns(std::string_view text) {
   auto fail = [&](std::string_view why) {
     return Error{Errc::invalid_argument,
                  "invalid duration " + quote(text) + ": " + std::string{why}};
@@ -844,7 +984,7 @@ Result<milliseconds> parse_duration(std::string_view text) {
     if (ec != std::errc{} || end != text.data() + text.size() || ms > kInt64Max / kNsPerMs) {
       return fail("out of range");
     }
-    return milliseconds{ms};
+    return std::chrono::nanoseconds{ms * kNsPerMs};
   }
 
   // Accumulate in whole nanoseconds so "0.3s" is exactly 300ms rather than 299.999...
@@ -894,7 +1034,7 @@ Result<milliseconds> parse_duration(std::string_view text) {
     if (overflow)
       return fail("out of range");
   }
-  return milliseconds{total_ns / kNsPerMs};
+  return std::chrono::nanoseconds{total_ns};
 }
 
 Result<std::string> expand_env(std::string_view text, std::string_view source_name) {

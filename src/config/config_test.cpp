@@ -495,7 +495,7 @@ TEST(ParseNodeConfigErrors, UnknownKeyInWorkerConf) {
   EXPECT_EQ(message,
             "node.yaml:7: ServiceConf.StartServices[1].WorkerConf.WorkerNm: unknown key "
             "(expected one of: WorkerNum, MaxWorkerNum, VirtualWorkerRate, MailboxSize, "
-            "Overflow)");
+            "Overflow, Scaling)");
 }
 
 TEST(ParseNodeConfigErrors, UnknownKeyAtEveryLevel) {

@@ -2,6 +2,7 @@
 #include <algorithm>
 #include <csignal>
 #include <ember/node.hpp>
+#include <ember/scaling.hpp>
 #include <thread>
 
 #include "core/node_impl.hpp"
@@ -108,6 +109,16 @@ Status NodeImpl::create_and_init(std::unique_ptr<Service> service, ServiceConfig
   }
   if (cfg.name.empty()) {
     return Error{Errc::invalid_argument, "a service needs a ServiceName or ClassName"};
+  }
+  if (cfg.worker.scaling.enabled) {
+    // Checked here, not by the parser: strategies of the program's own are registered by then.
+    if (auto strategy = make_scaling_strategy(cfg.worker.scaling.strategy); !strategy) {
+      return Error{Errc::invalid_argument, where(config, cfg) + strategy.error().message()};
+    }
+    log.warn(
+        "service {}: WorkerConf.Scaling is validated but not applied yet: the lane count "
+        "stays at {}",
+        describe(cfg), cfg.worker.lanes);
   }
   {
     std::unique_lock lock(visible_mu);
