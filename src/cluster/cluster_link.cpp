@@ -484,7 +484,7 @@ void ClusterLink::on_frame(const std::string& from, std::string_view bytes) {
   } else if (envelope.has_reply()) {
     handle_reply(*envelope.mutable_reply());
   } else if (envelope.has_event()) {
-    handle_event(from, envelope.event());
+    handle_event(envelope.event());
   }
 }
 
@@ -505,9 +505,9 @@ void ClusterLink::send_event(const AnyMessage& payload, const EventInfo& info,
   }
 }
 
-void ClusterLink::handle_event(const std::string& from, const wire::EventFrame& event) {
+void ClusterLink::handle_event(const wire::EventFrame& event) {
   events_in_.fetch_add(1, std::memory_order_relaxed);
-  if (!deliver_event(node_, "node " + from, event)) {
+  if (!deliver_event(node_, "transport", event)) {
     event_errors_.fetch_add(1, std::memory_order_relaxed);
   }
 }

@@ -85,7 +85,7 @@ class ClusterLink final : public RemoteRouter, public std::enable_shared_from_th
   };
   void handle_request(const std::string& from, std::unique_ptr<RemoteCall> call);
   void handle_reply(wire::RemoteReply& reply);
-  void handle_event(const std::string& from, const wire::EventFrame& event);
+  void handle_event(const wire::EventFrame& event);
   /// Whether (from, incarnation, id) ran already. `send_responder`, when given, receives the
   /// sender's shared responder for Sends (under the same lock).
   bool seen(const std::string& from, std::uint64_t incarnation, std::uint64_t id,

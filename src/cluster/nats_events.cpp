@@ -261,7 +261,6 @@ void NatsEvents::close() {
       return;
     }
     closing_ = true;
-    closing_flag_.store(true);
     cv_.notify_all();
   }
   if (worker_.joinable()) {
@@ -336,7 +335,7 @@ void NatsEvents::on_error(natsConnection*, natsSubscription* sub, natsStatus sta
 
 void NatsEvents::on_disconnected(natsConnection*, void* self_ptr) {
   auto* self = static_cast<NatsEvents*>(self_ptr);
-  if (self->closing_flag_.load()) {
+  if (self->closing_.load()) {
     return;  // our own close
   }
   self->node_.log.warn(

@@ -67,10 +67,11 @@ class NatsEvents final : public EventRouter {
   std::map<std::string, bool> wishes_;             // subject -> wanted, not applied yet
   std::map<std::string, natsSubscription*> subs_;  // applied subscriptions
   int running_handlers_ = 0;  // subscriptions whose handler may still run (until on_complete)
-  bool closing_ = false;
+  // Written under mu_ (the worker and flush() wait on it); atomic because connection callbacks
+  // read it without locking.
+  std::atomic<bool> closing_{false};
   bool applying_ = false;  // the worker holds wishes taken from wishes_ and not yet applied
-  std::atomic<bool> closing_flag_{false};  // read by connection callbacks, which must not lock
-  std::int64_t dropped_by_closed_ = 0;     // slow-consumer drops of subscriptions already gone
+  std::int64_t dropped_by_closed_ = 0;  // slow-consumer drops of subscriptions already gone
 
   std::atomic<std::uint64_t> sent_{0};
   std::atomic<std::uint64_t> received_{0};

@@ -50,7 +50,7 @@ void encode_event(const AnyMessage& payload, const EventInfo& info,
   out.set_publisher_address(publisher_address);
 }
 
-bool deliver_event(NodeImpl& node, std::string_view from, const wire::EventFrame& frame) {
+bool deliver_event(NodeImpl& node, std::string_view via, const wire::EventFrame& frame) {
   const auto* descriptor =
       google::protobuf::DescriptorPool::generated_pool()->FindMessageTypeByName(
           frame.payload_type());
@@ -60,15 +60,16 @@ bool deliver_event(NodeImpl& node, std::string_view from, const wire::EventFrame
           : google::protobuf::MessageFactory::generated_factory()->GetPrototype(descriptor);
   if (prototype == nullptr) {
     system_log().error(
-        "cluster event {} from {}: payload type '{}' is not linked into this program; event "
-        "dropped",
-        frame.type(), from, frame.payload_type());
+        "cluster event {} from node {} (via {}): payload type '{}' is not linked into this "
+        "program; event dropped",
+        frame.type(), frame.publisher().node_id(), via, frame.payload_type());
     return false;
   }
   std::shared_ptr<AnyMessage> payload(prototype->New());
   if (!payload->ParseFromString(frame.payload())) {
-    system_log().error("cluster event {} from {}: the payload does not parse as {}; event dropped",
-                       frame.type(), from, frame.payload_type());
+    system_log().error(
+        "cluster event {} from node {} (via {}): the payload does not parse as {}; event dropped",
+        frame.type(), frame.publisher().node_id(), via, frame.payload_type());
     return false;
   }
   PublishOptions options;

@@ -28,8 +28,9 @@ void encode_event(const AnyMessage& payload, const EventInfo& info,
                   const std::string& publisher_address, wire::EventFrame& out);
 
 /// Parses the payload by its protobuf name and delivers it to this node's subscribers of the
-/// event's type and scope (never forwarded again). False, with an error in the log naming
-/// `from`, when the payload type is not linked into this program or the bytes do not parse.
-bool deliver_event(NodeImpl& node, std::string_view from, const wire::EventFrame& frame);
+/// event's type and scope (never forwarded again). False, with an error in the log naming the
+/// publishing node and the backend (`via`), when the payload type is not linked into this
+/// program or the bytes do not parse.
+bool deliver_event(NodeImpl& node, std::string_view via, const wire::EventFrame& frame);
 
 }  // namespace ember::detail

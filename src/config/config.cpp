@@ -521,6 +521,26 @@ class Parser {
     return ok_status();
   }
 
+  // Calls `fn` with each item of a sequence value, as an Entry with its own path and line. A null
+  // value is an empty sequence; anything else is an error naming `expected`.
+  template <class Fn>
+  Status for_each_item(const Entry& e, std::string_view expected, Fn&& fn) const {
+    if (e.value.IsNull())
+      return ok_status();
+    if (!e.value.IsSequence())
+      return fail(e.line, e.path,
+                  "expected " + std::string{expected} + ", got " + describe(e.value));
+    std::size_t index = 0;
+    for (auto it = e.value.begin(); it != e.value.end(); ++it, ++index) {
+      Entry item{"", *it, e.path + "[" + std::to_string(index) + "]", e.line};
+      if (line_of(item.value) > 0)
+        item.line = line_of(item.value);
+      if (Status st = fn(item); !st)
+        return st;
+    }
+    return ok_status();
+  }
+
   Status read_event_bus(const Entry& section, EventBusConfig& events) {
     bool nats_section = false;
     auto on_key = [&](const Entry& e) -> Status {
@@ -558,15 +578,7 @@ class Parser {
   Status read_nats(const Entry& section, NatsConfig& nats) const {
     auto on_key = [&](const Entry& e) -> Status {
       if (e.key == "Endpoints") {
-        if (e.value.IsNull())
-          return ok_status();
-        if (!e.value.IsSequence())
-          return fail(e.line, e.path, "expected a sequence, got " + describe(e.value));
-        std::size_t index = 0;
-        for (auto it = e.value.begin(); it != e.value.end(); ++it, ++index) {
-          Entry item{"", *it, e.path + "[" + std::to_string(index) + "]", e.line};
-          if (line_of(item.value) > 0)
-            item.line = line_of(item.value);
+        return for_each_item(e, "a sequence", [&](const Entry& item) -> Status {
           auto url = read_string(item, /*non_empty=*/true);
           if (!url)
             return url.error();
@@ -575,7 +587,8 @@ class Parser {
                         "expected one server per item (nats://host:port), got " + quote(*url));
           }
           nats.endpoints.push_back(std::move(*url));
-        }
+          return ok_status();
+        });
       } else if (e.key == "GlobalPrefix" || e.key == "ServerPrefix") {
         auto value = read_string(e, /*non_empty=*/true);
         if (!value)
@@ -619,21 +632,14 @@ class Parser {
   Status read_etcd(const Entry& section, ClusterConfig& cluster) const {
     auto on_key = [&](const Entry& e) -> Status {
       if (e.key == "Endpoints") {
-        if (e.value.IsNull())
-          return ok_status();
-        if (!e.value.IsSequence())
-          return fail(e.line, e.path, "expected a sequence, got " + describe(e.value));
-        std::size_t index = 0;
-        for (auto it = e.value.begin(); it != e.value.end(); ++it, ++index) {
-          Entry item{"", *it, e.path + "[" + std::to_string(index) + "]", e.line};
-          if (line_of(item.value) > 0)
-            item.line = line_of(item.value);
+        return for_each_item(e, "a sequence", [&](const Entry& item) -> Status {
           std::string host;
           std::uint16_t port = 0;
           if (Status st = read_host_port(item, host, port); !st)
             return st;
           cluster.etcd_endpoints.push_back(item.value.Scalar());
-        }
+          return ok_status();
+        });
       } else {  // DialTimeout
         auto value = read_duration(e, milliseconds{100}, std::nullopt, "at least 100ms");
         if (!value)
@@ -866,12 +872,6 @@ class Parser {
     Status status = for_each_key(section.value, section.line, section.path, kScalingKeys, on_key);
     if (!status)
       return status;
-    if (scaling.min_lanes != 0 && scaling.max_lanes != 0 &&
-        scaling.max_lanes <= scaling.min_lanes) {
-      return fail(section.line, join_path(section.path, "Max"),
-                  std::to_string(scaling.max_lanes) + " must be above Min " +
-                      std::to_string(scaling.min_lanes));
-    }
     if (!has_strategy) {
       return fail(section.line, join_path(section.path, "Strategy"),
                   "missing required key (for example {Name: queue_length, Params: {High: 100}})");
@@ -913,19 +913,9 @@ class Parser {
       } else if (e.key == "Params") {
         return read_params(e, strategy.params);
       } else {  // Subs
-        if (e.value.IsNull())
-          return ok_status();
-        if (!e.value.IsSequence())
-          return fail(e.line, e.path,
-                      "expected a sequence of strategies, got " + describe(e.value));
-        std::size_t index = 0;
-        for (auto it = e.value.begin(); it != e.value.end(); ++it, ++index) {
-          Entry item{"", *it, e.path + "[" + std::to_string(index) + "]", e.line};
-          if (line_of(item.value) > 0)
-            item.line = line_of(item.value);
-          if (Status st = read_strategy(item, strategy.subs.emplace_back()); !st)
-            return st;
-        }
+        return for_each_item(e, "a sequence of strategies", [&](const Entry& item) {
+          return read_strategy(item, strategy.subs.emplace_back());
+        });
       }
       return ok_status();
     };

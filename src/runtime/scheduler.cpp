@@ -206,28 +206,16 @@ Scheduler::SubmitBatch::~SubmitBatch() {
 void Scheduler::flush_batch() noexcept {
   HeldBack& held = tls_held;
   if (held.count > 0) {
-    held.scheduler->push_global_chain(held.head, held.tail, held.count);
+    Scheduler& to = *held.scheduler;
+    to.push_global_chain(held.head, held.tail, held.count);
+    std::atomic_thread_fence(std::memory_order_seq_cst);
+    for (int i = 0; i < held.count && to.idle_count_.load(std::memory_order_seq_cst) > 0; ++i) {
+      to.wake_one();
+    }
   }
   held.head = held.tail = nullptr;
   held.count = 0;
   held.scheduler = nullptr;
-}
-
-void Scheduler::push_global_chain(Runnable* head, Runnable* tail, int count) {
-  {
-    std::lock_guard lock(global_mu_);
-    if (global_tail_ != nullptr) {
-      global_tail_->next_runnable = head;
-    } else {
-      global_head_ = head;
-    }
-    global_tail_ = tail;
-    global_size_.fetch_add(count, std::memory_order_release);
-  }
-  std::atomic_thread_fence(std::memory_order_seq_cst);
-  for (int i = 0; i < count && idle_count_.load(std::memory_order_seq_cst) > 0; ++i) {
-    wake_one();
-  }
 }
 
 void Scheduler::resubmit(Runnable* r) noexcept {
@@ -249,14 +237,18 @@ void Scheduler::resubmit(Runnable* r) noexcept {
 
 void Scheduler::push_global(Runnable* r) {
   r->next_runnable = nullptr;
+  push_global_chain(r, r, 1);
+}
+
+void Scheduler::push_global_chain(Runnable* head, Runnable* tail, int count) {
   std::lock_guard lock(global_mu_);
   if (global_tail_ != nullptr) {
-    global_tail_->next_runnable = r;
+    global_tail_->next_runnable = head;
   } else {
-    global_head_ = r;
+    global_head_ = head;
   }
-  global_tail_ = r;
-  global_size_.fetch_add(1, std::memory_order_release);
+  global_tail_ = tail;
+  global_size_.fetch_add(count, std::memory_order_release);
 }
 
 Runnable* Scheduler::pop_global() {

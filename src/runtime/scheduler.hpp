@@ -91,7 +91,7 @@ class Scheduler {
   Runnable* steal(Worker* thief);
   Runnable* pop_global();
   void push_global(Runnable* r);
-  // Queues a chain of `count` runnables linked through next_runnable, then wakes workers for it.
+  // Queues a chain of `count` runnables linked through next_runnable (wakes nobody).
   void push_global_chain(Runnable* head, Runnable* tail, int count);
   static void flush_batch() noexcept;
   void park(Worker* w);

@@ -174,6 +174,11 @@ std::string micros_text(Micros m) {
                            : fmt::format("{}us", m.count());
 }
 
+/// Above `high`: grow; below `low`: shrink; in between: hold.
+ScaleVote band_vote(double value, double high, double low) noexcept {
+  return value > high ? ScaleVote::grow : value < low ? ScaleVote::shrink : ScaleVote::hold;
+}
+
 /// Messages waiting per lane against High / Low.
 class QueueLength final : public ScalingStrategy {
  public:
@@ -182,10 +187,7 @@ class QueueLength final : public ScalingStrategy {
     const double per_lane = static_cast<double>(s.queued) / std::max(1, s.lanes);
     const std::string why = fmt::format(
         "queue_length: {:.1f} queued per lane (grow > {}, shrink < {})", per_lane, high_, low_);
-    if (per_lane > high_) {
-      return {ScaleVote::grow, why};
-    }
-    return {per_lane < low_ ? ScaleVote::shrink : ScaleVote::hold, why};
+    return {band_vote(per_lane, high_, low_), why};
   }
 
  private:
@@ -206,11 +208,10 @@ class QueueDelay final : public ScalingStrategy {
         fmt::format("queue_delay: p{:g} {} wait {} over {} messages (target {}, shrink < {})",
                     percentile_, system_ ? "system" : "user", micros_text(p), h.count(),
                     micros_text(target_), micros_text(shrink_below));
-    if (p > target_) {
-      return {ScaleVote::grow, why};
-    }
-    // Nothing waited at all (or nothing ran): more lanes than needed.
-    return {p < shrink_below ? ScaleVote::shrink : ScaleVote::hold, why};
+    // Nothing waited at all (or nothing ran) is a shrink: more lanes than needed.
+    return {band_vote(static_cast<double>(p.count()), static_cast<double>(target_.count()),
+                      static_cast<double>(shrink_below.count())),
+            why};
   }
 
  private:
@@ -228,10 +229,7 @@ class Cpu final : public ScalingStrategy {
     const double busy = s.cpu_per_lane();
     const std::string why = fmt::format("cpu: {:.0f}% per lane (grow > {:.0f}%, shrink < {:.0f}%)",
                                         busy * 100, high_ * 100, low_ * 100);
-    if (busy > high_) {
-      return {ScaleVote::grow, why};
-    }
-    return {busy < low_ ? ScaleVote::shrink : ScaleVote::hold, why};
+    return {band_vote(busy, high_, low_), why};
   }
 
  private:
@@ -278,26 +276,43 @@ Result<std::unique_ptr<ScalingStrategy>> no_subs(const ScalingStrategyConfig& c)
   return std::unique_ptr<ScalingStrategy>{};
 }
 
-Result<std::unique_ptr<ScalingStrategy>> make_queue_length(const ScalingStrategyConfig& c) {
-  if (auto st = no_subs(c); !st) {
-    return st;
-  }
-  StrategyParams p(c);
-  auto high = p.number("High", 100, 0, 1e9);
+struct Band {
+  double high = 0;
+  double low = 0;
+};
+
+/// High (in [min_high, max]) and Low (in [0, max], below High) of a threshold strategy; Low's
+/// default may depend on High.
+template <class LowDefault>
+Result<Band> read_band(StrategyParams& p, double high_default, double min_high, double max,
+                       LowDefault low_default) {
+  auto high = p.number("High", high_default, min_high, max);
   if (!high) {
     return high.error();
   }
-  auto low = p.number("Low", *high / 10, 0, 1e9);
+  auto low = p.number("Low", low_default(*high), 0, max);
   if (!low) {
     return low.error();
   }
   if (*low >= *high) {
     return p.error("Low", fmt::format("{} must be below High {}", *low, *high));
   }
+  return Band{*high, *low};
+}
+
+Result<std::unique_ptr<ScalingStrategy>> make_queue_length(const ScalingStrategyConfig& c) {
+  if (auto st = no_subs(c); !st) {
+    return st;
+  }
+  StrategyParams p(c);
+  auto band = read_band(p, 100, 0, 1e9, [](double high) { return high / 10; });
+  if (!band) {
+    return band.error();
+  }
   if (auto st = p.finish(); !st) {
     return st.error();
   }
-  return std::unique_ptr<ScalingStrategy>(std::make_unique<QueueLength>(*high, *low));
+  return std::unique_ptr<ScalingStrategy>(std::make_unique<QueueLength>(band->high, band->low));
 }
 
 Result<std::unique_ptr<ScalingStrategy>> make_queue_delay(const ScalingStrategyConfig& c) {
@@ -336,21 +351,14 @@ Result<std::unique_ptr<ScalingStrategy>> make_cpu(const ScalingStrategyConfig& c
     return st;
   }
   StrategyParams p(c);
-  auto high = p.number("High", 0.8, 0.01, 1);
-  if (!high) {
-    return high.error();
-  }
-  auto low = p.number("Low", 0.3, 0, 1);
-  if (!low) {
-    return low.error();
-  }
-  if (*low >= *high) {
-    return p.error("Low", fmt::format("{} must be below High {}", *low, *high));
+  auto band = read_band(p, 0.8, 0.01, 1, [](double) { return 0.3; });
+  if (!band) {
+    return band.error();
   }
   if (auto st = p.finish(); !st) {
     return st.error();
   }
-  return std::unique_ptr<ScalingStrategy>(std::make_unique<Cpu>(*high, *low));
+  return std::unique_ptr<ScalingStrategy>(std::make_unique<Cpu>(band->high, band->low));
 }
 
 Result<std::unique_ptr<ScalingStrategy>> make_composite(const ScalingStrategyConfig& c, bool all) {

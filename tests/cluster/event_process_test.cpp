@@ -10,6 +10,7 @@
 #include <fstream>
 
 #include "support/etcd_server.hpp"
+#include "support/event_subscriber.hpp"
 #include "support/nats_server.hpp"
 #include "support/node_process.hpp"
 #include "support/wait_for.hpp"
@@ -23,6 +24,7 @@ using ember::EventBackend;
 using ember::EventScope;
 using ember::Selector;
 using ember::testing::EtcdServer;
+using ember::testing::event;
 using ember::testing::NatsServer;
 using ember::testing::NodeProcess;
 using ember::testing::wait_for;
@@ -30,15 +32,6 @@ namespace pb = ember::test;
 
 constexpr ember::EventType kType = 50;
 constexpr int kZone = 5;
-
-pb::Echo event(std::int64_t seq, bool main = false) {
-  pb::Echo e;
-  e.set_seq(seq);
-  if (main) {
-    e.set_text("main");
-  }
-  return e;
-}
 
 class EventProcesses : public ::testing::TestWithParam<EventBackend> {
  protected:
@@ -210,9 +203,6 @@ TEST_P(EventProcesses, AKilledSubscriberDoesNotStallThePublisherAndALateNodeStar
 
 INSTANTIATE_TEST_SUITE_P(Backends, EventProcesses,
                          ::testing::Values(EventBackend::cluster, EventBackend::nats),
-                         [](const auto& info) {
-                           return info.param == EventBackend::cluster ? std::string("cluster")
-                                                                      : std::string("nats");
-                         });
+                         ember::testing::backend_name);
 
 }  // namespace

@@ -178,9 +178,6 @@ TEST_P(Events, TwoSubscribersOnOneNodeShareOneCopyOnTheWire) {
 
 INSTANTIATE_TEST_SUITE_P(Backends, Events,
                          ::testing::Values(EventBackend::cluster, EventBackend::nats),
-                         [](const auto& info) {
-                           return info.param == EventBackend::cluster ? std::string("cluster")
-                                                                      : std::string("nats");
-                         });
+                         ember::testing::backend_name);
 
 }  // namespace

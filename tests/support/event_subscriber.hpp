@@ -1,6 +1,9 @@
 // SPDX-License-Identifier: Apache-2.0
-// A service that subscribes to pb::Echo events and checks their order, for the event tests.
+// For the event tests: a service that subscribes to pb::Echo events and checks their order, the
+// events themselves, and the names of backend-parameterized instances.
 #pragma once
+
+#include <gtest/gtest.h>
 
 #include <atomic>
 #include <ember/ember.hpp>
@@ -43,6 +46,11 @@ inline ember::test::Echo event(std::int64_t seq, bool main = false) {
     e.set_text("main");
   }
   return e;
+}
+
+/// Names the instances of tests parameterized by event backend.
+inline std::string backend_name(const ::testing::TestParamInfo<EventBackend>& info) {
+  return info.param == EventBackend::cluster ? "cluster" : "nats";
 }
 
 }  // namespace ember::testing
