@@ -38,6 +38,15 @@ struct EventStats {
   std::uint64_t dropped = 0;         ///< dropped by the backend (NATS slow consumer)
 };
 
+/// The node's autoscaler (NodeStats::scaling); per-service figures are in Service::scaling().
+struct ScalingTotals {
+  std::uint64_t services = 0;           ///< autoscaled services running
+  std::uint64_t evaluations = 0;        ///< strategy evaluations so far
+  std::uint64_t grows = 0;              ///< lane-count increases
+  std::uint64_t shrinks = 0;            ///< lane-count decreases
+  std::uint64_t strategy_failures = 0;  ///< evaluations whose strategy threw (counted as hold)
+};
+
 struct NodeStats {
   std::uint64_t late_replies =
       0;  ///< replies that arrived after their call completed (timeout, cancel)
@@ -45,6 +54,7 @@ struct NodeStats {
   std::size_t services = 0;         ///< entries in the repository
   std::size_t pending_timers = 0;
   EventStats events;
+  ScalingTotals scaling;
 };
 
 class Node {

@@ -39,6 +39,8 @@ class WaitHistogram {
  public:
   static constexpr int kBuckets = 128;
   void add(std::chrono::microseconds wait) noexcept;
+  /// Counts `n` samples into `bucket` at once (merging counters kept elsewhere).
+  void add_to_bucket(int bucket, std::uint64_t n) noexcept;
   /// The delay at or below which `percent` of the samples fall; zero when there are none.
   [[nodiscard]] std::chrono::microseconds percentile(double percent) const noexcept;
   [[nodiscard]] std::uint64_t count() const noexcept { return count_; }

@@ -16,6 +16,7 @@
 // across keys then needs its own synchronization.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <ember/config.hpp>
 #include <ember/module.hpp>
@@ -34,6 +35,22 @@ enum class RoleChange : std::uint8_t {
   become_master,  ///< won the election; `epoch` is the new fencing token
   become_slave,   ///< another instance is master
   lose_master,    ///< was master and must stop acting as one (lease in doubt or lost)
+};
+
+/// What the autoscaler measured and decided for a service (WorkerConf.Scaling), for admin and
+/// metrics endpoints. Wait and CPU figures cover the last evaluation interval.
+struct ScalingStatus {
+  bool enabled = false;  ///< WorkerConf.Scaling is set
+  int lanes = 1;         ///< lanes now
+  int min_lanes = 1;
+  int max_lanes = 1;
+  std::uint64_t evaluations = 0;
+  std::uint64_t grows = 0;                       ///< changes that added lanes
+  std::uint64_t shrinks = 0;                     ///< changes that removed lanes
+  std::chrono::microseconds user_wait_p99{0};    ///< queueing delay of user messages
+  std::chrono::microseconds system_wait_p99{0};  ///< queueing delay of system messages
+  double cpu_per_lane = 0;    ///< handler CPU time per lane and second (1.0 = lanes always busy)
+  std::string last_decision;  ///< e.g. "lanes 2 -> 4 (grow): queue_length: 230.5 queued ..."
 };
 
 class Service : public Module {
@@ -77,6 +94,10 @@ class Service : public Module {
   [[nodiscard]] int lane_of(DispatchKey key) const;
   /// Messages queued (all lanes) and user messages counted against the mailbox bound.
   [[nodiscard]] std::int64_t queued_messages() const;
+  /// Autoscaling gauges and counters (enabled = false without WorkerConf.Scaling). With
+  /// autoscaling, a lane count set by hand outside Scaling.Min..Max is brought back at the next
+  /// evaluation.
+  [[nodiscard]] ScalingStatus scaling() const;
 
  private:
   friend class Module;

@@ -852,10 +852,14 @@ class Parser {
           return value.error();
         (e.key == "Min" ? scaling.min_lanes : scaling.max_lanes) = static_cast<int>(*value);
       } else if (e.key == "Interval" || e.key == "Cooldown") {
-        auto value = read_duration(e, milliseconds{10}, milliseconds{3'600'000}, "10ms..1h");
+        // A zero cooldown is legitimate (Hysteresis alone spaces the changes); a zero interval
+        // would spin the scaler.
+        const bool interval = e.key == "Interval";
+        auto value = read_duration(e, milliseconds{interval ? 10 : 0}, milliseconds{3'600'000},
+                                   interval ? "10ms..1h" : "0s..1h");
         if (!value)
           return value.error();
-        (e.key == "Interval" ? scaling.interval : scaling.cooldown) = *value;
+        (interval ? scaling.interval : scaling.cooldown) = *value;
       } else if (e.key == "GrowStep" || e.key == "ShrinkStep") {
         return read_step(e, e.key == "GrowStep" ? scaling.grow : scaling.shrink);
       } else if (e.key == "Hysteresis") {

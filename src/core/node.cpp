@@ -110,15 +110,14 @@ Status NodeImpl::create_and_init(std::unique_ptr<Service> service, ServiceConfig
   if (cfg.name.empty()) {
     return Error{Errc::invalid_argument, "a service needs a ServiceName or ClassName"};
   }
+  std::unique_ptr<ScalingStrategy> strategy;
   if (cfg.worker.scaling.enabled) {
-    // Checked here, not by the parser: strategies of the program's own are registered by then.
-    if (auto strategy = make_scaling_strategy(cfg.worker.scaling.strategy); !strategy) {
-      return Error{Errc::invalid_argument, where(config, cfg) + strategy.error().message()};
+    // Built here, not by the parser: strategies of the program's own are registered by then.
+    auto built = make_scaling_strategy(cfg.worker.scaling.strategy);
+    if (!built) {
+      return Error{Errc::invalid_argument, where(config, cfg) + built.error().message()};
     }
-    log.warn(
-        "service {}: WorkerConf.Scaling is validated but not applied yet: the lane count "
-        "stays at {}",
-        describe(cfg), cfg.worker.lanes);
+    strategy = std::move(*built);
   }
   {
     std::unique_lock lock(visible_mu);
@@ -129,7 +128,10 @@ Status NodeImpl::create_and_init(std::unique_ptr<Service> service, ServiceConfig
   }
   std::unique_ptr<runtime::Scheduler> dedicated;
   if (cfg.pinned) {
-    dedicated = std::make_unique<runtime::Scheduler>(std::max(1, cfg.worker.lanes), describe(cfg));
+    // An autoscaled pinned service gets a thread per lane it may grow to (idle ones park).
+    const int threads =
+        cfg.worker.scaling.enabled ? cfg.worker.scaling.max_lanes : cfg.worker.lanes;
+    dedicated = std::make_unique<runtime::Scheduler>(std::max(1, threads), describe(cfg));
   }
   Service* raw = service.get();
   raw->core_ =
@@ -137,6 +139,7 @@ Status NodeImpl::create_and_init(std::unique_ptr<Service> service, ServiceConfig
   raw->service_ = raw;
   raw->id_ = 1'000'000;
   raw->extras_ = std::make_unique<ModuleExtras>();
+  raw->core_->set_scaling_strategy(std::move(strategy));
   // The service's liveness is its anchor's: saves an allocation per service.
   raw->extras_->alive = raw->core_->anchor();
   services.push_back(std::move(service));
@@ -177,6 +180,7 @@ NodeStats Node::stats() const {
     s.events = impl_->event_router->event_stats();
   }
   s.events.published = impl_->events.published.load(std::memory_order_relaxed);
+  s.scaling = impl_->scaler->totals();
   return s;
 }
 const std::string& Node::id() const noexcept {
@@ -289,6 +293,7 @@ Status Node::start() {
       (void)n.stop_one(**it);
     }
     n.services.clear();
+    n.scaler->stop();
     n.close_events();
     if (n.remote) {
       n.remote->stop();
@@ -327,6 +332,7 @@ Status Node::stop() {
       result = st;
     }
   }
+  n.scaler->stop();  // every service has left it already
   n.close_events();  // after the drain: services could still publish while draining
   if (n.remote) {
     n.remote->stop();

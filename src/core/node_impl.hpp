@@ -20,6 +20,7 @@
 #include "rpc/remote.hpp"
 #include "rpc/repository.hpp"
 #include "runtime/scheduler.hpp"
+#include "scaling/scaler.hpp"
 #include "timer/time_zone.hpp"
 #include "timer/timer_service.hpp"
 
@@ -38,6 +39,8 @@ class NodeImpl {
   timer::TimeZone local_zone;
   std::unique_ptr<runtime::Scheduler> scheduler;
   std::unique_ptr<timer::TimerService> timers;
+  // Evaluates autoscaled services; its thread starts with the first one.
+  std::unique_ptr<Scaler> scaler = std::make_unique<Scaler>();
 
   std::mutex lifecycle_mu;  // start/stop/add/remove run one at a time
   Phase phase = Phase::idle;

@@ -119,4 +119,26 @@ std::int64_t Service::queued_messages() const {
   return core_ ? core_->mailbox().queued() : 0;
 }
 
+ScalingStatus Service::scaling() const {
+  ScalingStatus out;
+  if (!core_ || core_->scaling_probe() == nullptr) {
+    out.lanes = lane_count();
+    return out;
+  }
+  const ScalingConfig& sc = config().worker.scaling;
+  detail::ScalingProbe::Status s = core_->scaling_probe()->status();
+  out.enabled = true;
+  out.lanes = lane_count();
+  out.min_lanes = sc.min_lanes;
+  out.max_lanes = sc.max_lanes;
+  out.evaluations = s.evaluations;
+  out.grows = s.grows;
+  out.shrinks = s.shrinks;
+  out.user_wait_p99 = s.user_wait_p99;
+  out.system_wait_p99 = s.system_wait_p99;
+  out.cpu_per_lane = s.cpu_per_lane;
+  out.last_decision = std::move(s.last_decision);
+  return out;
+}
+
 }  // namespace ember

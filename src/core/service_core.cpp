@@ -34,6 +34,7 @@ runtime::Mailbox::Options mailbox_options(const ServiceConfig& c) {
   o.lanes = c.worker.lanes;
   o.virtual_nodes = c.worker.virtual_nodes;
   o.user_bound = c.worker.mailbox_bound;
+  o.timed_slices = c.worker.scaling.enabled;
   return o;
 }
 
@@ -48,6 +49,11 @@ ServiceCore::ServiceCore(NodeImpl& node, Service& self, ServiceConfig config,
       logger_(node.config.node_id + "/" + describe(config_)),
       anchor_(std::make_shared<ServiceAnchor>(this)),
       dedicated_(std::move(dedicated)),
+      probe_(config_.worker.scaling.enabled
+                 ? std::make_unique<ScalingProbe>(config_.worker.max_lanes > 0
+                                                      ? config_.worker.max_lanes
+                                                      : runtime::Mailbox::kMaxLanes)
+                 : nullptr),
       mailbox_(this, dedicated_ ? dedicated_.get() : scheduler, mailbox_options(config_)) {
   auto pid = std::make_shared<Pid>();
   pid->node_id = node.config.node_id;
@@ -234,6 +240,9 @@ Status ServiceCore::post(runtime::Message* m, bool external) noexcept {
   if (external && m->priority == Priority::user && mailbox_.bounded()) {
     m->counted = true;
   }
+  if (probe_) {
+    m->enqueued_ns = ScalingProbe::now_ns();
+  }
   Status pushed = mailbox_.push(m);
   if (!pushed) {
     delete m;
@@ -249,6 +258,9 @@ void ServiceCore::post_timer_fire(runtime::Message* m) noexcept {
     delete m;
     return;
   }
+  if (probe_) {
+    m->enqueued_ns = ScalingProbe::now_ns();
+  }
   Status pushed = mailbox_.push(m);  // not counted: timer fires are never refused for the bound
   if (!pushed) {
     m->reject(pushed.error());
@@ -261,6 +273,9 @@ void ServiceCore::execute(runtime::Message* m, int lane) noexcept {
     // The bound limits messages waiting, so the one starting now frees its slot.
     mailbox_.on_counted_done();
     m->counted = false;
+  }
+  if (probe_ && m->enqueued_ns != 0) {
+    probe_->record_wait(lane, m->priority, ScalingProbe::now_ns() - m->enqueued_ns);
   }
   if (state_.load(std::memory_order_acquire) == ServiceState::stopped && !m->is_control()) {
     rejected_.fetch_add(1, std::memory_order_relaxed);
@@ -287,6 +302,10 @@ void ServiceCore::execute(runtime::Message* m, int lane) noexcept {
   if (graveyard_dirty_.load(std::memory_order_acquire)) {
     flush_graveyard();
   }
+}
+
+void ServiceCore::slice_done(int lane, std::int64_t cpu_ns) noexcept {
+  probe_->record_cpu(lane, cpu_ns);
 }
 
 void ServiceCore::flush_graveyard() {
@@ -329,6 +348,11 @@ Status ServiceCore::start() {
   started->priority = Priority::system;
   (void)post(started, false);
   mailbox_.release();
+  if (probe_ && strategy_) {
+    node_.scaler->add(Scaler::Target{describe(config_), &mailbox_, probe_.get(), &logger_,
+                                     &config_.worker.scaling, std::move(strategy_)});
+    scaled_ = true;
+  }
   return {};
 }
 
@@ -352,6 +376,11 @@ Status ServiceCore::stop(std::chrono::milliseconds drain_timeout) {
   ServiceState before = state_.load(std::memory_order_acquire);
   if (before == ServiceState::stopping || before == ServiceState::stopped) {
     return {};
+  }
+  if (scaled_) {
+    // Before the drain: the lane count must not change under the drain markers.
+    node_.scaler->remove(&mailbox_);
+    scaled_ = false;
   }
   state_.store(ServiceState::stopping, std::memory_order_release);
   cancel_all_timers();

@@ -21,6 +21,7 @@
 #include "rpc/service_anchor.hpp"
 #include "runtime/mailbox.hpp"
 #include "runtime/scheduler.hpp"
+#include "scaling/probe.hpp"
 #include "timer/timer_service.hpp"
 
 namespace ember::detail {
@@ -46,10 +47,16 @@ class ServiceCore final : public runtime::LaneOwner, public timer::TimerTarget {
   /// services or threads) are refused once the service stops and count against the bound.
   Status post(runtime::Message* m, bool external) noexcept;
   void execute(runtime::Message* m, int lane) noexcept override;
+  void slice_done(int lane, std::int64_t cpu_ns) noexcept override;
   void post_timer_fire(runtime::Message* m) noexcept override;
 
   Status init();
+  /// Runs on_start; an autoscaled service then joins the node's scaler.
   Status start();
+  /// The strategy built (and checked) when the service was created; used from start().
+  void set_scaling_strategy(std::unique_ptr<ScalingStrategy> strategy) {
+    strategy_ = std::move(strategy);
+  }
   /// Bounded drain, then on_release of the module tree. Returns an error when a handler is
   /// stuck: the service must then not be destroyed.
   Status stop(std::chrono::milliseconds drain_timeout);
@@ -72,6 +79,8 @@ class ServiceCore final : public runtime::LaneOwner, public timer::TimerTarget {
   [[nodiscard]] Service& self() noexcept { return self_; }
   [[nodiscard]] std::uint64_t handler_failures() const noexcept { return failures_.load(); }
   [[nodiscard]] std::uint64_t rejected() const noexcept { return rejected_.load(); }
+  /// Null unless WorkerConf.Scaling is set.
+  [[nodiscard]] const ScalingProbe* scaling_probe() const noexcept { return probe_.get(); }
 
   /// The service whose message the calling thread runs, or nullptr.
   static ServiceCore* current() noexcept;
@@ -125,6 +134,9 @@ class ServiceCore final : public runtime::LaneOwner, public timer::TimerTarget {
   Logger logger_;
   std::shared_ptr<ServiceAnchor> anchor_;
   std::unique_ptr<runtime::Scheduler> dedicated_;  // declared before mailbox_: outlives it
+  std::unique_ptr<ScalingProbe> probe_;            // autoscaled services only
+  std::unique_ptr<ScalingStrategy> strategy_;      // handed to the scaler at start
+  bool scaled_ = false;                            // registered with the node's scaler
   runtime::Mailbox mailbox_;
   std::atomic<ServiceState> state_{ServiceState::created};
   std::atomic<std::uint64_t> failures_{0};

@@ -2,6 +2,7 @@
 #include "runtime/mailbox.hpp"
 
 #include <algorithm>
+#include <ctime>
 #include <set>
 #include <thread>
 #include <utility>
@@ -11,8 +12,16 @@ namespace ember::runtime {
 // ---------------------------------------------------------------------------------------------
 // Lane
 
-Lane::Lane(LaneOwner* owner, Scheduler* scheduler, int index)
-    : owner_(owner), scheduler_(scheduler), index_(index) {}
+Lane::Lane(LaneOwner* owner, Scheduler* scheduler, int index, bool timed)
+    : owner_(owner), scheduler_(scheduler), index_(index), timed_(timed) {}
+
+namespace {
+std::int64_t thread_cpu_ns() noexcept {
+  timespec ts{};
+  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+  return static_cast<std::int64_t>(ts.tv_sec) * 1'000'000'000 + ts.tv_nsec;
+}
+}  // namespace
 
 void Lane::push(Message* m) noexcept {
   (m->priority == Priority::system ? system_ : user_).push(m);
@@ -48,20 +57,140 @@ void Lane::open_gate() noexcept {
   }
 }
 
+Lane::~Lane() {
+  delete handover_.load(std::memory_order_acquire);  // only if never run (mailbox torn down)
+}
+
+void Lane::List::append(Message* m) noexcept {
+  m->next.store(nullptr, std::memory_order_relaxed);
+  if (tail == nullptr) {
+    head = m;
+  } else {
+    tail->next.store(m, std::memory_order_relaxed);
+  }
+  tail = m;
+}
+
+void Lane::List::splice(List& other) noexcept {
+  if (other.head == nullptr) {
+    return;
+  }
+  if (tail == nullptr) {
+    head = other.head;
+  } else {
+    tail->next.store(other.head, std::memory_order_relaxed);
+  }
+  tail = other.tail;
+  other.head = other.tail = nullptr;
+}
+
+Message* Lane::List::pop() noexcept {
+  Message* m = head;
+  if (m != nullptr) {
+    head = m->next.load(std::memory_order_relaxed);
+    if (head == nullptr) {
+      tail = nullptr;
+    }
+  }
+  return m;
+}
+
+void Lane::start_handover(Handover* job) noexcept {
+  handover_.store(job, std::memory_order_release);
+  size_.fetch_add(1, std::memory_order_seq_cst);  // counted like a message: keeps us scheduled
+  try_schedule(false);
+}
+
+void Lane::receive(const std::vector<Message*>& moved) noexcept {
+  while (received_lock_.test_and_set(std::memory_order_acquire)) {
+    std::this_thread::yield();  // only givers of one resize contend, briefly
+  }
+  for (Message* m : moved) {
+    (m->priority == Priority::system ? received_system_ : received_user_).append(m);
+  }
+  has_received_.store(true, std::memory_order_release);
+  received_lock_.clear(std::memory_order_release);
+  // Before the giver opens this lane's gate, so open_gate sees the work and schedules it.
+  size_.fetch_add(static_cast<std::int64_t>(moved.size()), std::memory_order_seq_cst);
+}
+
+void Lane::merge_received() noexcept {
+  while (received_lock_.test_and_set(std::memory_order_acquire)) {
+    std::this_thread::yield();
+  }
+  front_system_.splice(received_system_);
+  front_user_.splice(received_user_);
+  has_received_.store(false, std::memory_order_relaxed);
+  received_lock_.clear(std::memory_order_release);
+}
+
+void Lane::take_all(std::vector<Message*>& system, std::vector<Message*>& user) noexcept {
+  if (has_received_.load(std::memory_order_acquire)) {
+    merge_received();
+  }
+  while (Message* m = front_system_.pop()) {
+    system.push_back(m);
+  }
+  while (Message* m = system_.pop()) {
+    system.push_back(m);
+  }
+  while (Message* m = front_user_.pop()) {
+    user.push_back(m);
+  }
+  // A push half done by another thread ends this early; what stays queued is newer than all
+  // taken and (posted by the new routing, or un-keyed) belongs here anyway.
+  while (Message* m = user_.pop()) {
+    user.push_back(m);
+  }
+}
+
+void Lane::keep(Message* m) noexcept {
+  (m->priority == Priority::system ? front_system_ : front_user_).append(m);
+}
+
+void Lane::gave_away(std::int64_t count) noexcept {
+  size_.fetch_sub(count, std::memory_order_acq_rel);
+}
+
+Message* Lane::next_message() noexcept {
+  if (has_received_.load(std::memory_order_acquire)) {
+    merge_received();
+  }
+  if (Message* m = front_system_.pop()) {
+    return m;
+  }
+  if (Message* m = system_.pop()) {
+    return m;
+  }
+  if (Message* m = front_user_.pop()) {
+    return m;
+  }
+  return user_.pop();
+}
+
 void Lane::run_slice() {
   in_slice_.fetch_add(1, std::memory_order_acq_rel);
   runner_.store(std::this_thread::get_id(), std::memory_order_relaxed);
-  for (int done = 0; done < kBatch && gate_.load(std::memory_order_acquire) == 0; ++done) {
-    Message* m = system_.pop();
-    if (m == nullptr) {
-      m = user_.pop();
+  const std::int64_t cpu_before = timed_ ? thread_cpu_ns() : 0;
+  int done = 0;
+  for (; done < kBatch && gate_.load(std::memory_order_acquire) == 0; ++done) {
+    if (handover_.load(std::memory_order_relaxed) != nullptr) {
+      Handover* job = handover_.exchange(nullptr, std::memory_order_acq_rel);
+      job->run(*this);
+      delete job;
+      size_.fetch_sub(1, std::memory_order_acq_rel);
+      continue;
     }
+    Message* m = next_message();
     if (m == nullptr) {
       break;  // empty, or a producer is mid-push and will be seen below
     }
     owner_->execute(m, index_);
     // Per message, not per slice: size() is "queued or running" and callers rely on it.
     size_.fetch_sub(1, std::memory_order_acq_rel);
+  }
+  if (timed_) {
+    owner_->slice_done(index_, thread_cpu_ns() - cpu_before);
   }
   runner_.store(std::thread::id{}, std::memory_order_relaxed);
   scheduled_.store(false, std::memory_order_seq_cst);
@@ -128,21 +257,53 @@ std::unique_ptr<Mailbox::Routing> Mailbox::build_routing(int lanes) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Barrier: runs at the tail of a lane that gave keys away, then lets the receivers run.
+// Rebalance: runs on a lane that gave keys away, re-routes what it holds, lets receivers run.
 
-class Mailbox::Barrier final : public Message {
+class Mailbox::Rebalance final : public Lane::Handover {
  public:
-  Barrier(Mailbox* mailbox, std::vector<Lane*> receivers)
+  Rebalance(Mailbox* mailbox, std::vector<Lane*> receivers)
       : mailbox_(mailbox), receivers_(std::move(receivers)) {}
-  void run() override {
+
+  void run(Lane& giver) noexcept override {
+    // routing_ is the new routing and stays so until every handover of this change is done.
+    const Routing& routing = *mailbox_->routing_.load(std::memory_order_acquire);
+    std::vector<Message*> system;
+    std::vector<Message*> user;
+    giver.take_all(system, user);
+    std::vector<std::vector<Message*>> moved(routing.lanes.size());
+    std::int64_t given = 0;
+    auto route = [&](Message* m) {
+      Lane* to = &giver;
+      if (m->key.has_value()) {
+        to = routing.lanes[static_cast<std::size_t>(routing.lane_for(m->key.hash()))];
+      } else if (!m->is_control()) {  // control messages (drain markers) belong to this lane
+        const std::uint64_t n = mailbox_->round_robin_.fetch_add(1, std::memory_order_relaxed);
+        to = routing.lanes[n % routing.lanes.size()];
+      }
+      if (to == &giver) {
+        giver.keep(m);
+        return;
+      }
+      ++given;
+      if (m->key.has_value()) {
+        moved[static_cast<std::size_t>(to->index())].push_back(m);
+      } else {
+        to->push(m);  // no order to keep: a plain enqueue
+      }
+    };
+    std::for_each(system.begin(), system.end(), route);
+    std::for_each(user.begin(), user.end(), route);
+    for (std::size_t i = 0; i < moved.size(); ++i) {
+      if (!moved[i].empty()) {
+        routing.lanes[i]->receive(moved[i]);  // a receiver of ours: gated until we open it
+      }
+    }
+    giver.gave_away(given);
     for (Lane* lane : receivers_) {
       lane->open_gate();
     }
-    mailbox_->barrier_done();
+    mailbox_->handover_done();
   }
-  void reject(const Error& /*why*/) noexcept override { run(); }
-  [[nodiscard]] std::string_view name() const noexcept override { return "lane-barrier"; }
-  [[nodiscard]] bool is_control() const noexcept override { return true; }
 
  private:
   Mailbox* mailbox_;
@@ -179,10 +340,11 @@ Mailbox::Mailbox(LaneOwner* owner, Scheduler* scheduler, Options options)
     : owner_(owner),
       scheduler_(scheduler),
       virtual_nodes_(std::clamp(options.virtual_nodes, 1, 1000)),
-      user_bound_(std::max<std::int64_t>(0, options.user_bound)) {
+      user_bound_(std::max<std::int64_t>(0, options.user_bound)),
+      timed_slices_(options.timed_slices) {
   int lanes = std::clamp(options.lanes, 1, kMaxLanes);
   for (int i = 0; i < lanes; ++i) {
-    lanes_.push_back(std::make_unique<Lane>(owner_, scheduler_, i));
+    lanes_.push_back(std::make_unique<Lane>(owner_, scheduler_, i, timed_slices_));
   }
   routing_.store(build_routing(lanes).release(), std::memory_order_release);
 }
@@ -266,13 +428,13 @@ int Mailbox::lane_for_key(std::uint64_t hash) const {
 
 bool Mailbox::resizing() const {
   std::lock_guard lock(resize_mu_);
-  return outstanding_barriers_ > 0;
+  return outstanding_handovers_ > 0;
 }
 
 void Mailbox::resize(int lanes) {
   int target = std::clamp(lanes, 1, kMaxLanes);
   std::lock_guard lock(resize_mu_);
-  if (outstanding_barriers_ > 0) {
+  if (outstanding_handovers_ > 0) {
     pending_target_ = target;  // applied when the change in progress completes
     return;
   }
@@ -287,7 +449,8 @@ void Mailbox::apply_resize_locked(int target) {
     return;
   }
   while (static_cast<int>(lanes_.size()) < target) {
-    lanes_.push_back(std::make_unique<Lane>(owner_, scheduler_, static_cast<int>(lanes_.size())));
+    lanes_.push_back(
+        std::make_unique<Lane>(owner_, scheduler_, static_cast<int>(lanes_.size()), timed_slices_));
     if (held_) {
       lanes_.back()->close_gate();
     }
@@ -329,21 +492,22 @@ void Mailbox::apply_resize_locked(int target) {
     }
     ++givers;
   }
-  outstanding_barriers_ = givers;
+  outstanding_handovers_ = givers;
+  // The new routing first: a handover may run as soon as it is started, and routes by it.
+  const Routing* old = routing_.exchange(next.release(), std::memory_order_acq_rel);
   for (std::size_t g = 0; g < receivers_of.size(); ++g) {
     if (!receivers_of[g].empty()) {
-      lanes_[g]->push(new Barrier(this, std::move(receivers_of[g])));
+      lanes_[g]->start_handover(new Rebalance(this, std::move(receivers_of[g])));
     }
   }
-  const Routing* old = routing_.exchange(next.release(), std::memory_order_acq_rel);
   exclusive_end();
   // No poster can hold `old` now: they only read routing_ between enter_post and leave_post.
   delete old;
 }
 
-void Mailbox::barrier_done() {
+void Mailbox::handover_done() {
   std::lock_guard lock(resize_mu_);
-  if (--outstanding_barriers_ == 0 && pending_target_ != 0) {
+  if (--outstanding_handovers_ == 0 && pending_target_ != 0) {
     apply_resize_locked(pending_target_);
   }
 }

@@ -21,6 +21,9 @@ class LaneOwner {
  public:
   virtual ~LaneOwner() = default;
   virtual void execute(Message* m, int lane) noexcept = 0;
+  /// After each slice of a mailbox built with `timed_slices`: the thread CPU time the slice
+  /// took. Measured per slice, not per message: a CPU clock read is a system call.
+  virtual void slice_done(int lane, std::int64_t cpu_ns) noexcept { (void)lane, (void)cpu_ns; }
 };
 
 /// One sequential execution context of a service: two MPSC queues (system, user) drained by at
@@ -29,16 +32,43 @@ class LaneOwner {
 /// The lane is in a run queue only while it has messages and its gate is open (skynet's idea:
 /// an idle service costs nothing). A closed gate holds messages without losing them; the
 /// mailbox uses it while a service starts and to keep per-key order during a lane-count change.
+///
+/// A lane-count change re-routes what is already queued (Handover): messages handed to a lane
+/// go into its "front" lists, which run before its queues because they are older than anything
+/// queued there for the same keys.
 class Lane final : public Runnable {
  public:
   static constexpr int kBatch = 64;
 
-  Lane(LaneOwner* owner, Scheduler* scheduler, int index);
+  /// Work of a lane-count change that must run on a lane that gives keys away, as its consumer:
+  /// it runs after the message in progress, ahead of everything queued.
+  class Handover {
+   public:
+    virtual ~Handover() = default;
+    virtual void run(Lane& giver) noexcept = 0;
+  };
+
+  Lane(LaneOwner* owner, Scheduler* scheduler, int index, bool timed);
+  ~Lane() override;
 
   /// Thread-safe.
   void push(Message* m) noexcept;
   void close_gate() noexcept;
   void open_gate() noexcept;
+  /// Thread-safe. Takes ownership of `job`; at most one is pending per lane.
+  void start_handover(Handover* job) noexcept;
+
+  // For Handover::run, on this lane's thread:
+  /// Removes every message the lane holds, oldest first, system and user apart.
+  void take_all(std::vector<Message*>& system, std::vector<Message*>& user) noexcept;
+  /// Puts a taken message back; kept ones run first, in the order they are kept.
+  void keep(Message* m) noexcept;
+  /// Forgets `count` taken messages that went elsewhere.
+  void gave_away(std::int64_t count) noexcept;
+
+  /// From another lane's Handover, while this lane is gated: older messages of keys this lane
+  /// now owns. They run before anything in its queues.
+  void receive(const std::vector<Message*>& moved) noexcept;
 
   void run_slice() override;
 
@@ -50,11 +80,23 @@ class Lane final : public Runnable {
   [[nodiscard]] bool running_on_this_thread() const noexcept;
 
  private:
+  /// An intrusive FIFO through Message::next, for one thread at a time.
+  struct List {
+    Message* head = nullptr;
+    Message* tail = nullptr;
+    void append(Message* m) noexcept;
+    void splice(List& other) noexcept;  // appends other, empties it
+    Message* pop() noexcept;
+  };
+
   void try_schedule(bool resubmit) noexcept;
+  Message* next_message() noexcept;
+  void merge_received() noexcept;
 
   LaneOwner* const owner_;
   Scheduler* const scheduler_;
   const int index_;
+  const bool timed_;
   MpscQueue system_;
   MpscQueue user_;
   std::atomic<std::int64_t> size_{0};
@@ -62,6 +104,15 @@ class Lane final : public Runnable {
   std::atomic<bool> scheduled_{false};
   std::atomic<int> in_slice_{0};
   std::atomic<std::thread::id> runner_{};
+  std::atomic<Handover*> handover_{nullptr};
+  // Consumer only: handed-over and kept messages, ahead of the queues.
+  List front_system_;
+  List front_user_;
+  // Written by givers (under received_lock_), merged into the front lists by the consumer.
+  std::atomic_flag received_lock_ = ATOMIC_FLAG_INIT;
+  std::atomic<bool> has_received_{false};
+  List received_system_;
+  List received_user_;
 };
 
 /// A service's set of lanes and the routing of messages onto them.
@@ -69,15 +120,19 @@ class Lane final : public Runnable {
 /// Keyed messages go to a lane picked by consistent hashing with virtual nodes, so a change in
 /// the lane count moves only a fraction of keys. Un-keyed messages are spread round-robin.
 ///
-/// Changing the lane count keeps per-key order: every lane that gives keys away gets a barrier
-/// at its tail, and every lane that receives keys stays gated until the barriers of all its
-/// givers have run. One change runs at a time; a request during a change is applied after it.
+/// Changing the lane count keeps per-key order and loses nothing: every lane that gives keys
+/// away runs a Handover right after its message in progress, which moves its queued messages of
+/// those keys (in order) to the front of their new lanes and spreads its un-keyed backlog over
+/// the new lane set; every lane that receives keys stays gated until all its givers handed over.
+/// So new lanes help with the backlog at once, not only once it drained. One change runs at a
+/// time; a request during a change is applied after it.
 class Mailbox {
  public:
   struct Options {
     int lanes = 1;
     int virtual_nodes = 100;
     std::int64_t user_bound = 0;  // 0 = unbounded
+    bool timed_slices = false;    // report each slice's CPU time to LaneOwner::slice_done
   };
 
   Mailbox(LaneOwner* owner, Scheduler* scheduler, Options options);
@@ -96,7 +151,7 @@ class Mailbox {
   /// Requests `lanes` lanes (clamped to [1, kMaxLanes]).
   void resize(int lanes);
   [[nodiscard]] int lane_count() const;
-  /// True while a lane-count change is still waiting for barriers.
+  /// True while a lane-count change is still waiting for handovers.
   [[nodiscard]] bool resizing() const;
 
   /// Gates every lane (messages queue but do not run) / reopens them.
@@ -125,10 +180,10 @@ class Mailbox {
 
  private:
   struct Routing;
-  class Barrier;
+  class Rebalance;
 
   void apply_resize_locked(int target);
-  void barrier_done();
+  void handover_done();
   void enter_post() const noexcept;
   void leave_post() const noexcept;
   void exclusive_begin() noexcept;
@@ -139,9 +194,10 @@ class Mailbox {
   Scheduler* const scheduler_;
   const int virtual_nodes_;
   const std::int64_t user_bound_;
+  const bool timed_slices_;
 
   // Posters register in post_gate_; a lane-count change waits for them to leave, so nobody
-  // enqueues by the old routing once barriers are placed (high bit = writer waiting).
+  // enqueues by the old routing once the handovers are placed (high bit = writer waiting).
   mutable std::atomic<std::uint32_t> post_gate_{0};
   std::atomic<Routing*> routing_{nullptr};
   std::atomic<std::uint64_t> round_robin_{0};
@@ -149,10 +205,10 @@ class Mailbox {
 
   mutable std::mutex resize_mu_;
   // Every lane ever created, by index. Lanes above the current count stay allocated (idle):
-  // a late barrier or diagnostic may still touch them, and a regrow reuses them.
+  // a late handover or diagnostic may still touch them, and a regrow reuses them.
   std::vector<std::unique_ptr<Lane>> lanes_;
   int pending_target_ = 0;
-  int outstanding_barriers_ = 0;
+  int outstanding_handovers_ = 0;
   bool held_ = false;
 };
 

@@ -207,6 +207,90 @@ TEST(Mailbox, LaneCountChangesKeepPerKeyOrderAndLoseNothing) {
   ASSERT_TRUE(wait_for([&] { return mailbox.quiescent(); }));
 }
 
+thread_local int tls_running_lane = -1;
+
+/// Runs messages like TestOwner and lets them see the lane they run on.
+class LaneTellingOwner final : public LaneOwner {
+ public:
+  void execute(Message* m, int lane) noexcept override {
+    tls_running_lane = lane;
+    m->run();
+    tls_running_lane = -1;
+    delete m;
+  }
+};
+
+TEST(Mailbox, AGrowHandsTheQueuedBacklogToTheNewLanesInOrder) {
+  Scheduler scheduler(2, "test");
+  LaneTellingOwner owner;
+  Mailbox mailbox(&owner, &scheduler, {.lanes = 1});
+  KeyedLoad load;
+  constexpr int kPerKey = 20;
+  std::vector<std::atomic<int>> ran_on(4);
+  std::atomic<int> misplaced{0};
+  mailbox.hold();  // a backlog that built up on one lane
+  for (int seq = 0; seq < kPerKey; ++seq) {
+    for (int key = 0; key < KeyedLoad::kKeys; ++key) {
+      const auto k = DispatchKey::from_int(static_cast<std::uint64_t>(key));
+      Message* inner = load.make(key, seq);
+      ASSERT_TRUE(mailbox.push(msg(
+          [&, inner, k] {
+            ran_on[static_cast<std::size_t>(tls_running_lane)].fetch_add(1);
+            if (tls_running_lane != mailbox.lane_for_key(k.hash())) {
+              misplaced.fetch_add(1);
+            }
+            inner->run();
+            delete inner;
+          },
+          Priority::user, k)));
+    }
+  }
+  std::atomic<int> unkeyed_elsewhere{0};
+  for (int i = 0; i < 100; ++i) {
+    ASSERT_TRUE(mailbox.push(msg([&] { unkeyed_elsewhere.fetch_add(tls_running_lane != 0); })));
+  }
+  mailbox.resize(4);
+  mailbox.release();
+  ASSERT_TRUE(wait_for([&] { return load.handled.load() == KeyedLoad::kKeys * kPerKey; }));
+  ASSERT_TRUE(wait_for([&] { return mailbox.quiescent(); }));
+  EXPECT_EQ(load.out_of_order.load(), 0);
+  // Every queued keyed message ran on its key's new lane, not on the lane it waited in.
+  EXPECT_EQ(misplaced.load(), 0);
+  for (int lane = 1; lane < 4; ++lane) {
+    EXPECT_GT(ran_on[static_cast<std::size_t>(lane)].load(), 0) << "lane " << lane;
+  }
+  EXPECT_GT(unkeyed_elsewhere.load(), 50);  // about 3 in 4 of the un-keyed backlog moved
+  EXPECT_FALSE(mailbox.resizing());
+}
+
+TEST(Mailbox, AShrinkHandsTheRemovedLanesBacklogOverInOrder) {
+  Scheduler scheduler(2, "test");
+  LaneTellingOwner owner;
+  Mailbox mailbox(&owner, &scheduler, {.lanes = 6});
+  KeyedLoad load;
+  constexpr int kPerKey = 20;
+  std::atomic<int> above{0};
+  mailbox.hold();
+  for (int seq = 0; seq < kPerKey; ++seq) {
+    for (int key = 0; key < KeyedLoad::kKeys; ++key) {
+      Message* inner = load.make(key, seq);
+      ASSERT_TRUE(mailbox.push(msg(
+          [&, inner] {
+            above.fetch_add(tls_running_lane >= 2);
+            inner->run();
+            delete inner;
+          },
+          Priority::user, DispatchKey::from_int(static_cast<std::uint64_t>(key)))));
+    }
+  }
+  mailbox.resize(2);
+  mailbox.release();
+  ASSERT_TRUE(wait_for([&] { return load.handled.load() == KeyedLoad::kKeys * kPerKey; }));
+  EXPECT_EQ(load.out_of_order.load(), 0);
+  EXPECT_EQ(above.load(), 0);  // nothing ran on a removed lane
+  ASSERT_TRUE(wait_for([&] { return mailbox.quiescent(); }));
+}
+
 TEST(Mailbox, ResizeMovesOnlySomeKeys) {
   Scheduler scheduler(1, "test");
   TestOwner owner;

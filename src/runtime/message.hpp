@@ -34,6 +34,9 @@ class Message {
   Priority priority = Priority::user;
   /// Counted against the service's mailbox bound (user messages posted from outside).
   bool counted = false;
+  /// steady_clock nanoseconds when queued, for the queueing delay of autoscaled services
+  /// (0 = not measured).
+  std::int64_t enqueued_ns = 0;
 };
 
 template <class F>

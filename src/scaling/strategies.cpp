@@ -38,6 +38,11 @@ void WaitHistogram::add(std::chrono::microseconds wait) noexcept {
   ++count_;
 }
 
+void WaitHistogram::add_to_bucket(int bucket, std::uint64_t n) noexcept {
+  buckets[static_cast<std::size_t>(std::clamp(bucket, 0, kBuckets - 1))] += n;
+  count_ += n;
+}
+
 void WaitHistogram::merge(const WaitHistogram& other) noexcept {
   for (int i = 0; i < kBuckets; ++i) {
     buckets[static_cast<std::size_t>(i)] += other.buckets[static_cast<std::size_t>(i)];

@@ -1,0 +1,113 @@
+// SPDX-License-Identifier: Apache-2.0
+// The scaler's rules around the votes (bounds, hysteresis, cooldown, steps), with time passed in.
+#include "scaling/controller.hpp"
+
+#include <gtest/gtest.h>
+
+#include "scaling/probe.hpp"
+
+namespace ember::detail {
+namespace {
+
+using namespace std::chrono_literals;
+using O = ScaleController::Outcome;
+const auto t0 = ScaleController::Clock::time_point{} + 1h;
+
+ScalingConfig band(int min, int max, int hysteresis, std::chrono::milliseconds cooldown) {
+  ScalingConfig c;
+  c.enabled = true;
+  c.min_lanes = min;
+  c.max_lanes = max;
+  c.hysteresis = hysteresis;
+  c.cooldown = cooldown;
+  return c;
+}
+
+TEST(ScaleController, ActsOnlyAfterHysteresisVotesInARow) {
+  ScalingConfig c = band(1, 8, 3, 0ms);
+  ScaleController ctl(c);
+  EXPECT_EQ(ctl.decide(2, ScaleVote::grow, t0).outcome, O::waiting);
+  EXPECT_EQ(ctl.decide(2, ScaleVote::grow, t0 + 1s).outcome, O::waiting);
+  auto d = ctl.decide(2, ScaleVote::grow, t0 + 2s);
+  EXPECT_EQ(d.outcome, O::grow);
+  EXPECT_EQ(d.target, 3);
+  EXPECT_EQ(d.streak, 3);
+  // The change used the streak up: the next one needs three agreeing votes again.
+  EXPECT_EQ(ctl.decide(3, ScaleVote::grow, t0 + 3s).outcome, O::waiting);
+}
+
+TEST(ScaleController, AHoldOrAnOppositeVoteRestartsTheStreak) {
+  ScalingConfig c = band(1, 8, 2, 0ms);
+  ScaleController ctl(c);
+  EXPECT_EQ(ctl.decide(4, ScaleVote::grow, t0).outcome, O::waiting);
+  EXPECT_EQ(ctl.decide(4, ScaleVote::hold, t0 + 1s).outcome, O::hold);
+  EXPECT_EQ(ctl.decide(4, ScaleVote::grow, t0 + 2s).outcome, O::waiting);
+  EXPECT_EQ(ctl.decide(4, ScaleVote::shrink, t0 + 3s).outcome, O::waiting);
+  auto d = ctl.decide(4, ScaleVote::shrink, t0 + 4s);
+  EXPECT_EQ(d.outcome, O::shrink);
+  EXPECT_EQ(d.target, 3);
+}
+
+TEST(ScaleController, CooldownDelaysTheNextChangeButKeepsTheStreak) {
+  ScalingConfig c = band(1, 8, 1, 3000ms);
+  ScaleController ctl(c);
+  EXPECT_EQ(ctl.decide(1, ScaleVote::grow, t0).target, 2);
+  EXPECT_EQ(ctl.decide(2, ScaleVote::grow, t0 + 1s).outcome, O::cooling);
+  EXPECT_EQ(ctl.decide(2, ScaleVote::shrink, t0 + 2s).outcome, O::cooling);
+  auto d = ctl.decide(2, ScaleVote::shrink, t0 + 3s);
+  EXPECT_EQ(d.outcome, O::shrink);
+  EXPECT_EQ(d.target, 1);
+}
+
+TEST(ScaleController, StepsAreCountsOrPercentagesClampedToTheBand) {
+  ScalingConfig c = band(2, 10, 1, 0ms);
+  c.grow = ScalingStep{4, 0};
+  c.shrink = ScalingStep{1, 50};
+  ScaleController ctl(c);
+  EXPECT_EQ(ctl.decide(2, ScaleVote::grow, t0).target, 6);
+  EXPECT_EQ(ctl.decide(6, ScaleVote::grow, t0 + 1s).target, 10);  // 6 + 4 capped at Max
+  EXPECT_EQ(ctl.decide(10, ScaleVote::grow, t0 + 2s).outcome, O::at_limit);
+  EXPECT_EQ(ctl.decide(10, ScaleVote::shrink, t0 + 3s).target, 5);  // 50 % of 10
+  EXPECT_EQ(ctl.decide(5, ScaleVote::shrink, t0 + 4s).target, 2);   // 50 % of 5 rounds up to 3
+  EXPECT_EQ(ctl.decide(2, ScaleVote::shrink, t0 + 5s).outcome, O::at_limit);
+}
+
+TEST(ScaleController, ALaneCountSetOutsideTheBandIsBroughtBackAtOnce) {
+  ScalingConfig c = band(2, 4, 5, 10'000ms);
+  ScaleController ctl(c);
+  auto d = ctl.decide(9, ScaleVote::hold, t0);
+  EXPECT_EQ(d.outcome, O::into_bounds);
+  EXPECT_EQ(d.target, 4);
+  d = ctl.decide(1, ScaleVote::grow, t0 + 1ms);  // no hysteresis, no cooldown for bounds
+  EXPECT_EQ(d.outcome, O::into_bounds);
+  EXPECT_EQ(d.target, 2);
+}
+
+TEST(ScalingProbe, CollectReturnsWhatHappenedSinceThePreviousCollect) {
+  ScalingProbe probe(8);
+  probe.record_wait(0, Priority::user, 3'000'000);   // 3 ms
+  probe.record_wait(5, Priority::user, 40'000'000);  // 40 ms
+  probe.record_wait(5, Priority::system, 2'000);     // 2 us
+  probe.record_cpu(0, 1'500'000);
+  probe.record_cpu(5, 500'000);
+  probe.record_cpu(99, 1'000'000);  // beyond the size: clamped to the last slot, counted
+  ScalingSample first;
+  probe.collect(first);
+  EXPECT_EQ(first.user_wait.count(), 2u);
+  EXPECT_EQ(first.system_wait.count(), 1u);
+  EXPECT_GE(first.user_wait.percentile(100), 40ms);
+  EXPECT_LT(first.user_wait.percentile(100), 48ms);
+  EXPECT_EQ(first.handled, 3u);
+  EXPECT_EQ(first.handler_cpu, 3000us);
+
+  probe.record_wait(1, Priority::user, 1'000);
+  ScalingSample second;
+  probe.collect(second);
+  EXPECT_EQ(second.user_wait.count(), 1u);
+  EXPECT_EQ(second.system_wait.count(), 0u);
+  EXPECT_EQ(second.handled, 1u);
+  EXPECT_EQ(second.handler_cpu, 0us);
+}
+
+}  // namespace
+}  // namespace ember::detail
