@@ -60,6 +60,10 @@ struct ScalingConfig {
   ScalingStep grow;                          ///< GrowStep: lanes ("2") or percent ("50%")
   ScalingStep shrink;                        ///< ShrinkStep
   int hysteresis = 2;  ///< Hysteresis: evaluations in a row that must agree before acting
+  /// ShrinkMaxBusy: a shrink happens only if the lanes left would be at most this busy at the
+  /// load just measured (wall time in handlers per lane); stops shrink/grow flapping under a
+  /// steady load the smaller count cannot carry. 0 = no such check.
+  double shrink_max_busy = 0.75;
   ScalingStrategyConfig strategy;  ///< Strategy (required)
 };
 

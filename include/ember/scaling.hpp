@@ -66,8 +66,13 @@ struct ScalingSample {
   WaitHistogram user_wait;                   ///< queueing delay of user messages run
   WaitHistogram system_wait;                 ///< queueing delay of system messages run
   std::chrono::microseconds handler_cpu{0};  ///< CPU time spent in the service's handlers
+  /// Wall time lanes spent running handlers (includes handlers blocked on I/O or sleeping).
+  std::chrono::microseconds handler_busy{0};
   /// Handler CPU per lane over the interval: 1.0 = every lane busy all the time.
   [[nodiscard]] double cpu_per_lane() const noexcept;
+  /// How many lanes' worth of handler wall time the interval held (1.5 = one and a half lanes
+  /// busy all the time): the load, independent of the current lane count.
+  [[nodiscard]] double busy_lanes() const noexcept;
 };
 
 enum class ScaleVote : std::int8_t { shrink = -1, hold = 0, grow = 1 };

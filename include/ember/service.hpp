@@ -50,6 +50,7 @@ struct ScalingStatus {
   std::chrono::microseconds user_wait_p99{0};    ///< queueing delay of user messages
   std::chrono::microseconds system_wait_p99{0};  ///< queueing delay of system messages
   double cpu_per_lane = 0;    ///< handler CPU time per lane and second (1.0 = lanes always busy)
+  double busy_per_lane = 0;   ///< handler wall time per lane and second (blocking time counts)
   std::string last_decision;  ///< e.g. "lanes 2 -> 4 (grow): queue_length: 230.5 queued ..."
 };
 

@@ -165,8 +165,9 @@ constexpr std::array<std::string_view, 10> kServiceKeys = {"ClassName",
                                                            "Params"};
 constexpr std::array<std::string_view, 6> kWorkerKeys = {
     "WorkerNum", "MaxWorkerNum", "VirtualWorkerRate", "MailboxSize", "Overflow", "Scaling"};
-constexpr std::array<std::string_view, 8> kScalingKeys = {
-    "Min", "Max", "Interval", "Cooldown", "GrowStep", "ShrinkStep", "Hysteresis", "Strategy"};
+constexpr std::array<std::string_view, 9> kScalingKeys = {
+    "Min",        "Max",           "Interval",   "Cooldown", "GrowStep",
+    "ShrinkStep", "ShrinkMaxBusy", "Hysteresis", "Strategy"};
 constexpr std::array<std::string_view, 3> kStrategyKeys = {"Name", "Params", "Subs"};
 constexpr std::array<std::string_view, 7> kLevels = {"trace", "debug",    "info", "warn",
                                                      "error", "critical", "off"};
@@ -353,6 +354,31 @@ class Parser {
     if (ec == std::errc::result_out_of_range || value < lo || value > hi) {
       return fail(e.line, e.path,
                   quote(text) + " is out of range (expected " + range_text(lo, hi) + ")");
+    }
+    return value;
+  }
+
+  /// A number in 0..1 ("0.75"), or a percentage ("75%").
+  Result<double> read_fraction(const Entry& e) const {
+    if (!e.value.IsScalar()) {
+      return fail(e.line, e.path,
+                  "expected a number in 0..1 or a percentage, got " + describe(e.value));
+    }
+    std::string_view text = e.value.Scalar();
+    const bool percent = text.ends_with('%');
+    if (percent)
+      text.remove_suffix(1);
+    double value = 0;
+    const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
+    if (text.empty() || ec != std::errc{} || end != text.data() + text.size()) {
+      return fail(e.line, e.path,
+                  "expected a number in 0..1 or a percentage, got " + quote(e.value.Scalar()));
+    }
+    if (percent)
+      value /= 100;
+    if (!(value >= 0 && value <= 1)) {
+      return fail(e.line, e.path,
+                  quote(e.value.Scalar()) + " is out of range (expected 0..1, or 0%..100%)");
     }
     return value;
   }
@@ -867,6 +893,11 @@ class Parser {
         if (!value)
           return value.error();
         scaling.hysteresis = static_cast<int>(*value);
+      } else if (e.key == "ShrinkMaxBusy") {
+        auto value = read_fraction(e);
+        if (!value)
+          return value.error();
+        scaling.shrink_max_busy = *value;
       } else {  // Strategy
         has_strategy = true;
         return read_strategy(e, scaling.strategy);

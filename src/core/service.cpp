@@ -137,6 +137,7 @@ ScalingStatus Service::scaling() const {
   out.user_wait_p99 = s.user_wait_p99;
   out.system_wait_p99 = s.system_wait_p99;
   out.cpu_per_lane = s.cpu_per_lane;
+  out.busy_per_lane = s.busy_per_lane;
   out.last_decision = std::move(s.last_decision);
   return out;
 }

@@ -304,8 +304,8 @@ void ServiceCore::execute(runtime::Message* m, int lane) noexcept {
   }
 }
 
-void ServiceCore::slice_done(int lane, std::int64_t cpu_ns) noexcept {
-  probe_->record_cpu(lane, cpu_ns);
+void ServiceCore::slice_done(int lane, std::int64_t cpu_ns, std::int64_t wall_ns) noexcept {
+  probe_->record_slice(lane, cpu_ns, wall_ns);
 }
 
 void ServiceCore::flush_graveyard() {

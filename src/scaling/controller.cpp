@@ -7,8 +7,8 @@ namespace ember::detail {
 
 ScaleController::ScaleController(const ScalingConfig& config) : config_(config) {}
 
-ScaleController::Decision ScaleController::decide(int lanes, ScaleVote vote,
-                                                  Clock::time_point now) {
+ScaleController::Decision ScaleController::decide(int lanes, ScaleVote vote, Clock::time_point now,
+                                                  double busy_lanes) {
   const int min = config_.min_lanes;
   const int max = config_.max_lanes;
   if (vote == ScaleVote::hold || vote != last_vote_) {
@@ -37,8 +37,15 @@ ScaleController::Decision ScaleController::decide(int lanes, ScaleVote vote,
     d.outcome = Outcome::grow;
     d.target = std::min(max, lanes + config_.grow.of(lanes));
   } else {
+    const int target = std::max(min, lanes - config_.shrink.of(lanes));
+    if (config_.shrink_max_busy > 0 && busy_lanes / target > config_.shrink_max_busy) {
+      // Queue-based strategies see short queues once enough lanes run and vote shrink; the
+      // smaller count would then queue again and vote grow. The streak stands, as for cooling.
+      d.outcome = Outcome::too_busy;
+      return d;
+    }
     d.outcome = Outcome::shrink;
-    d.target = std::max(min, lanes - config_.shrink.of(lanes));
+    d.target = target;
   }
   last_change_ = now;
   streak_ = 0;  // the next change needs a fresh run of agreeing votes
@@ -52,6 +59,7 @@ std::string_view to_string(ScaleController::Outcome outcome) noexcept {
     case O::waiting: return "waiting for hysteresis";
     case O::cooling: return "cooling down";
     case O::at_limit: return "at limit";
+    case O::too_busy: return "lanes left would be too busy";
     case O::grow: return "grow";
     case O::shrink: return "shrink";
     case O::into_bounds: return "into Min..Max";

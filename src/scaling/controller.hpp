@@ -20,6 +20,7 @@ class ScaleController {
     waiting,     ///< a vote not yet repeated Hysteresis times in a row
     cooling,     ///< agreed, but the previous change is younger than Cooldown
     at_limit,    ///< agreed, but already at Max (grow) or Min (shrink)
+    too_busy,    ///< shrink agreed, but the lanes left would be busier than ShrinkMaxBusy
     grow,        ///< lanes -> target, by the strategy
     shrink,      ///< lanes -> target, by the strategy
     into_bounds  ///< lanes were outside Min..Max (set by hand): brought back at once
@@ -32,7 +33,8 @@ class ScaleController {
   };
 
   explicit ScaleController(const ScalingConfig& config);
-  Decision decide(int lanes, ScaleVote vote, Clock::time_point now);
+  /// `busy_lanes`: the measured load in lanes' worth of handler time (ScalingSample::busy_lanes).
+  Decision decide(int lanes, ScaleVote vote, Clock::time_point now, double busy_lanes);
 
   [[nodiscard]] bool changes(const Decision& d) const noexcept {
     return d.outcome == Outcome::grow || d.outcome == Outcome::shrink ||

@@ -12,6 +12,7 @@ namespace {
 using namespace std::chrono_literals;
 using O = ScaleController::Outcome;
 const auto t0 = ScaleController::Clock::time_point{} + 1h;
+constexpr double kIdle = 0;  // measured load, in lanes' worth of handler time
 
 ScalingConfig band(int min, int max, int hysteresis, std::chrono::milliseconds cooldown) {
   ScalingConfig c;
@@ -26,24 +27,24 @@ ScalingConfig band(int min, int max, int hysteresis, std::chrono::milliseconds c
 TEST(ScaleController, ActsOnlyAfterHysteresisVotesInARow) {
   ScalingConfig c = band(1, 8, 3, 0ms);
   ScaleController ctl(c);
-  EXPECT_EQ(ctl.decide(2, ScaleVote::grow, t0).outcome, O::waiting);
-  EXPECT_EQ(ctl.decide(2, ScaleVote::grow, t0 + 1s).outcome, O::waiting);
-  auto d = ctl.decide(2, ScaleVote::grow, t0 + 2s);
+  EXPECT_EQ(ctl.decide(2, ScaleVote::grow, t0, kIdle).outcome, O::waiting);
+  EXPECT_EQ(ctl.decide(2, ScaleVote::grow, t0 + 1s, kIdle).outcome, O::waiting);
+  auto d = ctl.decide(2, ScaleVote::grow, t0 + 2s, kIdle);
   EXPECT_EQ(d.outcome, O::grow);
   EXPECT_EQ(d.target, 3);
   EXPECT_EQ(d.streak, 3);
   // The change used the streak up: the next one needs three agreeing votes again.
-  EXPECT_EQ(ctl.decide(3, ScaleVote::grow, t0 + 3s).outcome, O::waiting);
+  EXPECT_EQ(ctl.decide(3, ScaleVote::grow, t0 + 3s, kIdle).outcome, O::waiting);
 }
 
 TEST(ScaleController, AHoldOrAnOppositeVoteRestartsTheStreak) {
   ScalingConfig c = band(1, 8, 2, 0ms);
   ScaleController ctl(c);
-  EXPECT_EQ(ctl.decide(4, ScaleVote::grow, t0).outcome, O::waiting);
-  EXPECT_EQ(ctl.decide(4, ScaleVote::hold, t0 + 1s).outcome, O::hold);
-  EXPECT_EQ(ctl.decide(4, ScaleVote::grow, t0 + 2s).outcome, O::waiting);
-  EXPECT_EQ(ctl.decide(4, ScaleVote::shrink, t0 + 3s).outcome, O::waiting);
-  auto d = ctl.decide(4, ScaleVote::shrink, t0 + 4s);
+  EXPECT_EQ(ctl.decide(4, ScaleVote::grow, t0, kIdle).outcome, O::waiting);
+  EXPECT_EQ(ctl.decide(4, ScaleVote::hold, t0 + 1s, kIdle).outcome, O::hold);
+  EXPECT_EQ(ctl.decide(4, ScaleVote::grow, t0 + 2s, kIdle).outcome, O::waiting);
+  EXPECT_EQ(ctl.decide(4, ScaleVote::shrink, t0 + 3s, kIdle).outcome, O::waiting);
+  auto d = ctl.decide(4, ScaleVote::shrink, t0 + 4s, kIdle);
   EXPECT_EQ(d.outcome, O::shrink);
   EXPECT_EQ(d.target, 3);
 }
@@ -51,10 +52,10 @@ TEST(ScaleController, AHoldOrAnOppositeVoteRestartsTheStreak) {
 TEST(ScaleController, CooldownDelaysTheNextChangeButKeepsTheStreak) {
   ScalingConfig c = band(1, 8, 1, 3000ms);
   ScaleController ctl(c);
-  EXPECT_EQ(ctl.decide(1, ScaleVote::grow, t0).target, 2);
-  EXPECT_EQ(ctl.decide(2, ScaleVote::grow, t0 + 1s).outcome, O::cooling);
-  EXPECT_EQ(ctl.decide(2, ScaleVote::shrink, t0 + 2s).outcome, O::cooling);
-  auto d = ctl.decide(2, ScaleVote::shrink, t0 + 3s);
+  EXPECT_EQ(ctl.decide(1, ScaleVote::grow, t0, kIdle).target, 2);
+  EXPECT_EQ(ctl.decide(2, ScaleVote::grow, t0 + 1s, kIdle).outcome, O::cooling);
+  EXPECT_EQ(ctl.decide(2, ScaleVote::shrink, t0 + 2s, kIdle).outcome, O::cooling);
+  auto d = ctl.decide(2, ScaleVote::shrink, t0 + 3s, kIdle);
   EXPECT_EQ(d.outcome, O::shrink);
   EXPECT_EQ(d.target, 1);
 }
@@ -64,23 +65,45 @@ TEST(ScaleController, StepsAreCountsOrPercentagesClampedToTheBand) {
   c.grow = ScalingStep{4, 0};
   c.shrink = ScalingStep{1, 50};
   ScaleController ctl(c);
-  EXPECT_EQ(ctl.decide(2, ScaleVote::grow, t0).target, 6);
-  EXPECT_EQ(ctl.decide(6, ScaleVote::grow, t0 + 1s).target, 10);  // 6 + 4 capped at Max
-  EXPECT_EQ(ctl.decide(10, ScaleVote::grow, t0 + 2s).outcome, O::at_limit);
-  EXPECT_EQ(ctl.decide(10, ScaleVote::shrink, t0 + 3s).target, 5);  // 50 % of 10
-  EXPECT_EQ(ctl.decide(5, ScaleVote::shrink, t0 + 4s).target, 2);   // 50 % of 5 rounds up to 3
-  EXPECT_EQ(ctl.decide(2, ScaleVote::shrink, t0 + 5s).outcome, O::at_limit);
+  EXPECT_EQ(ctl.decide(2, ScaleVote::grow, t0, kIdle).target, 6);
+  EXPECT_EQ(ctl.decide(6, ScaleVote::grow, t0 + 1s, kIdle).target, 10);  // 6 + 4 capped at Max
+  EXPECT_EQ(ctl.decide(10, ScaleVote::grow, t0 + 2s, kIdle).outcome, O::at_limit);
+  EXPECT_EQ(ctl.decide(10, ScaleVote::shrink, t0 + 3s, kIdle).target, 5);  // 50 % of 10
+  EXPECT_EQ(ctl.decide(5, ScaleVote::shrink, t0 + 4s, kIdle).target,
+            2);  // 50 % of 5 rounds up to 3
+  EXPECT_EQ(ctl.decide(2, ScaleVote::shrink, t0 + 5s, kIdle).outcome, O::at_limit);
 }
 
 TEST(ScaleController, ALaneCountSetOutsideTheBandIsBroughtBackAtOnce) {
   ScalingConfig c = band(2, 4, 5, 10'000ms);
   ScaleController ctl(c);
-  auto d = ctl.decide(9, ScaleVote::hold, t0);
+  auto d = ctl.decide(9, ScaleVote::hold, t0, kIdle);
   EXPECT_EQ(d.outcome, O::into_bounds);
   EXPECT_EQ(d.target, 4);
-  d = ctl.decide(1, ScaleVote::grow, t0 + 1ms);  // no hysteresis, no cooldown for bounds
+  d = ctl.decide(1, ScaleVote::grow, t0 + 1ms, kIdle);  // no hysteresis, no cooldown for bounds
   EXPECT_EQ(d.outcome, O::into_bounds);
   EXPECT_EQ(d.target, 2);
+}
+
+TEST(ScaleController, NoShrinkIntoLanesTheMeasuredLoadWouldOverfill) {
+  ScalingConfig c = band(1, 8, 2, 0ms);  // ShrinkMaxBusy 0.75 by default
+  ScaleController ctl(c);
+  // 1.2 lanes' worth of handler time: 2 lanes carry it (60 % each), 1 lane cannot.
+  EXPECT_EQ(ctl.decide(2, ScaleVote::shrink, t0, 1.2).outcome, O::waiting);
+  EXPECT_EQ(ctl.decide(2, ScaleVote::shrink, t0 + 1s, 1.2).outcome, O::too_busy);
+  EXPECT_EQ(ctl.decide(2, ScaleVote::shrink, t0 + 2s, 1.2).outcome, O::too_busy);
+  // The streak stands: once the load falls the shrink happens at the next evaluation.
+  auto d = ctl.decide(2, ScaleVote::shrink, t0 + 3s, 0.7);
+  EXPECT_EQ(d.outcome, O::shrink);
+  EXPECT_EQ(d.target, 1);
+
+  // 3 lanes at 1.5 lanes' worth: shrinking to 2 leaves 75 %, allowed; to 1 it would not be.
+  EXPECT_EQ(ctl.decide(3, ScaleVote::shrink, t0 + 4s, 1.5).outcome, O::waiting);
+  EXPECT_EQ(ctl.decide(3, ScaleVote::shrink, t0 + 5s, 1.5).target, 2);
+
+  c.shrink_max_busy = 0;  // the check is off
+  EXPECT_EQ(ctl.decide(2, ScaleVote::shrink, t0 + 6s, 5.0).outcome, O::waiting);
+  EXPECT_EQ(ctl.decide(2, ScaleVote::shrink, t0 + 7s, 5.0).target, 1);
 }
 
 TEST(ScalingProbe, CollectReturnsWhatHappenedSinceThePreviousCollect) {
@@ -88,9 +111,9 @@ TEST(ScalingProbe, CollectReturnsWhatHappenedSinceThePreviousCollect) {
   probe.record_wait(0, Priority::user, 3'000'000);   // 3 ms
   probe.record_wait(5, Priority::user, 40'000'000);  // 40 ms
   probe.record_wait(5, Priority::system, 2'000);     // 2 us
-  probe.record_cpu(0, 1'500'000);
-  probe.record_cpu(5, 500'000);
-  probe.record_cpu(99, 1'000'000);  // beyond the size: clamped to the last slot, counted
+  probe.record_slice(0, 1'500'000, 2'000'000);
+  probe.record_slice(5, 500'000, 500'000);
+  probe.record_slice(99, 1'000'000, 4'000'000);  // beyond the size: clamped to the last slot
   ScalingSample first;
   probe.collect(first);
   EXPECT_EQ(first.user_wait.count(), 2u);
@@ -99,6 +122,7 @@ TEST(ScalingProbe, CollectReturnsWhatHappenedSinceThePreviousCollect) {
   EXPECT_LT(first.user_wait.percentile(100), 48ms);
   EXPECT_EQ(first.handled, 3u);
   EXPECT_EQ(first.handler_cpu, 3000us);
+  EXPECT_EQ(first.handler_busy, 6500us);
 
   probe.record_wait(1, Priority::user, 1'000);
   ScalingSample second;
@@ -107,6 +131,7 @@ TEST(ScalingProbe, CollectReturnsWhatHappenedSinceThePreviousCollect) {
   EXPECT_EQ(second.system_wait.count(), 0u);
   EXPECT_EQ(second.handled, 1u);
   EXPECT_EQ(second.handler_cpu, 0us);
+  EXPECT_EQ(second.handler_busy, 0us);
 }
 
 }  // namespace

@@ -10,10 +10,12 @@ struct alignas(64) ScalingProbe::Slot {
   std::array<std::atomic<std::uint64_t>, WaitHistogram::kBuckets> user{};
   std::array<std::atomic<std::uint64_t>, WaitHistogram::kBuckets> system{};
   std::atomic<std::int64_t> cpu_ns{0};
+  std::atomic<std::int64_t> busy_ns{0};
   // The scaler's view at its previous collect (scaler thread only).
   std::array<std::uint64_t, WaitHistogram::kBuckets> seen_user{};
   std::array<std::uint64_t, WaitHistogram::kBuckets> seen_system{};
   std::int64_t seen_cpu_ns = 0;
+  std::int64_t seen_busy_ns = 0;
 };
 
 namespace {
@@ -54,12 +56,15 @@ void ScalingProbe::record_wait(int lane, Priority priority, std::int64_t wait_ns
   bump<std::uint64_t>((priority == Priority::system ? s.system : s.user)[bucket], 1);
 }
 
-void ScalingProbe::record_cpu(int lane, std::int64_t cpu_ns) noexcept {
-  bump<std::int64_t>(slot(lane).cpu_ns, std::max<std::int64_t>(0, cpu_ns));
+void ScalingProbe::record_slice(int lane, std::int64_t cpu_ns, std::int64_t wall_ns) noexcept {
+  Slot& s = slot(lane);
+  bump<std::int64_t>(s.cpu_ns, std::max<std::int64_t>(0, cpu_ns));
+  bump<std::int64_t>(s.busy_ns, std::max<std::int64_t>(0, wall_ns));
 }
 
 void ScalingProbe::collect(ScalingSample& sample) {
   std::int64_t cpu_ns = 0;
+  std::int64_t busy_ns = 0;
   for (int i = 0; i < max_lanes_; ++i) {
     Slot* s = slots_[static_cast<std::size_t>(i)].load(std::memory_order_acquire);
     if (s == nullptr) {
@@ -77,8 +82,12 @@ void ScalingProbe::collect(ScalingSample& sample) {
     const std::int64_t cpu = s->cpu_ns.load(std::memory_order_relaxed);
     cpu_ns += cpu - s->seen_cpu_ns;
     s->seen_cpu_ns = cpu;
+    const std::int64_t busy = s->busy_ns.load(std::memory_order_relaxed);
+    busy_ns += busy - s->seen_busy_ns;
+    s->seen_busy_ns = busy;
   }
   sample.handler_cpu += std::chrono::microseconds{cpu_ns / 1000};
+  sample.handler_busy += std::chrono::microseconds{busy_ns / 1000};
   sample.handled = sample.user_wait.count() + sample.system_wait.count();
 }
 

@@ -33,11 +33,11 @@ class ScalingProbe {
 
   /// On the lane's thread, as a message starts: how long it waited since it was queued.
   void record_wait(int lane, Priority priority, std::int64_t wait_ns) noexcept;
-  /// On the lane's thread, after a slice: the thread CPU time it took.
-  void record_cpu(int lane, std::int64_t cpu_ns) noexcept;
+  /// On the lane's thread, after a slice: the thread CPU time and the wall time it took.
+  void record_slice(int lane, std::int64_t cpu_ns, std::int64_t wall_ns) noexcept;
 
-  /// Scaler thread only: adds what happened since the previous call to `sample` (waits, CPU,
-  /// and as `handled` the messages that started).
+  /// Scaler thread only: adds what happened since the previous call to `sample` (waits, CPU and
+  /// busy time, and as `handled` the messages that started).
   void collect(ScalingSample& sample);
 
   /// Gauges and counters of the scaler's decisions (Service::scaling()).
@@ -48,6 +48,7 @@ class ScalingProbe {
     std::chrono::microseconds user_wait_p99{0};
     std::chrono::microseconds system_wait_p99{0};
     double cpu_per_lane = 0;
+    double busy_per_lane = 0;
     std::string last_decision;
   };
   void publish(Status status);

@@ -122,12 +122,15 @@ void Scaler::evaluate(Entry& e, Clock::time_point now) {
     e.target.logger->error("scaling strategy {} threw a non-standard exception; holding",
                            config.strategy.name);
   }
-  const ScaleController::Decision d = e.controller.decide(sample.lanes, verdict.vote, now);
+  const double busy_lanes = sample.busy_lanes();
+  const ScaleController::Decision d =
+      e.controller.decide(sample.lanes, verdict.vote, now, busy_lanes);
 
   ++e.status.evaluations;
   e.status.user_wait_p99 = sample.user_wait.percentile(99);
   e.status.system_wait_p99 = sample.system_wait.percentile(99);
   e.status.cpu_per_lane = sample.cpu_per_lane();
+  e.status.busy_per_lane = busy_lanes / std::max(1, sample.lanes);
   const bool change = e.controller.changes(d);
   if (change) {
     (d.target > sample.lanes ? grows_ : shrinks_).fetch_add(1, std::memory_order_relaxed);
@@ -138,9 +141,18 @@ void Scaler::evaluate(Entry& e, Clock::time_point now) {
                         ? ""
                         : fmt::format(", {} votes in a row", d.streak),
                     verdict.why);
-    e.target.logger->info("scaling: {}; {} messages started in {} ms, {} queued",
-                          e.status.last_decision, sample.handled, sample.interval.count(),
-                          sample.queued);
+    e.target.logger->info(
+        "scaling: {}; {} messages started in {} ms, {} queued, lanes {:.0f}% busy",
+        e.status.last_decision, sample.handled, sample.interval.count(), sample.queued,
+        e.status.busy_per_lane * 100);
+  } else if (d.outcome == ScaleController::Outcome::too_busy) {
+    e.target.logger->debug(
+        "scaling: shrink wanted at {} lanes, held: {:.2f} lanes' worth of handler time would "
+        "leave the remaining lanes {:.0f}% busy (ShrinkMaxBusy {:.0f}%): {}",
+        sample.lanes, busy_lanes,
+        100 * busy_lanes /
+            std::max({1, config.min_lanes, sample.lanes - config.shrink.of(sample.lanes)}),
+        config.shrink_max_busy * 100, verdict.why);
   } else if (d.outcome != ScaleController::Outcome::hold) {
     e.target.logger->debug("scaling: {} wanted at {} lanes, {} ({}/{}): {}",
                            to_string(verdict.vote), sample.lanes, to_string(d.outcome), d.streak,

@@ -73,6 +73,13 @@ double ScalingSample::cpu_per_lane() const noexcept {
   return busy / (static_cast<double>(interval.count()) / 1e3) / lanes;
 }
 
+double ScalingSample::busy_lanes() const noexcept {
+  if (interval.count() <= 0) {
+    return 0;
+  }
+  return static_cast<double>(handler_busy.count()) / 1e3 / static_cast<double>(interval.count());
+}
+
 std::string_view to_string(ScaleVote vote) noexcept {
   switch (vote) {
     case ScaleVote::grow: return "grow";

@@ -184,6 +184,7 @@ TEST(ScalingConfig, ParsedWithDefaultsThatApply) {
         Scaling:
           Interval: 500ms
           GrowStep: 50%
+          ShrinkMaxBusy: 60%
           Strategy:
             Name: any
             Subs:
@@ -202,6 +203,7 @@ TEST(ScalingConfig, ParsedWithDefaultsThatApply) {
   EXPECT_EQ(sc.grow.of(1), 1);
   EXPECT_EQ(sc.shrink.of(8), 1);
   EXPECT_EQ(sc.hysteresis, 2);
+  EXPECT_DOUBLE_EQ(sc.shrink_max_busy, 0.6);
   ASSERT_EQ(sc.strategy.subs.size(), 2u);
   EXPECT_EQ(sc.strategy.subs[0].params.at("Target"), "5ms");
   EXPECT_EQ(sc.strategy.subs[1].path,
@@ -234,6 +236,13 @@ TEST(ScalingConfig, ErrorsNameTheKey) {
             std::string::npos);
   EXPECT_NE(error("{MaxWorkerNum: 4, Scaling: {Max: 8, Strategy: {Name: cpu}}}")
                 .find("8 is above MaxWorkerNum 4"),
+            std::string::npos);
+  EXPECT_NE(error("{Scaling: {Max: 4, ShrinkMaxBusy: 1.5, Strategy: {Name: cpu}}}")
+                .find("Scaling.ShrinkMaxBusy: '1.5' is out of range (expected 0..1, or 0%..100%)"),
+            std::string::npos)
+      << error("{Scaling: {Max: 4, ShrinkMaxBusy: 1.5, Strategy: {Name: cpu}}}");
+  EXPECT_NE(error("{Scaling: {Max: 4, ShrinkMaxBusy: busy, Strategy: {Name: cpu}}}")
+                .find("expected a number in 0..1 or a percentage, got 'busy'"),
             std::string::npos);
   EXPECT_NE(error("{Scaling: {Max: 4, Strategy: {Name: cpu, Subs: {Name: x}}}}")
                 .find("expected a sequence of strategies"),
