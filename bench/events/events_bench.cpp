@@ -36,6 +36,7 @@
 #include <vector>
 
 #include "events.pb.h"
+#include "report.hpp"
 #include "support/etcd_server.hpp"
 #include "support/nats_server.hpp"
 
@@ -43,6 +44,9 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 using namespace std::chrono_literals;
+using ember::bench::commit_id;
+using ember::bench::json_number;
+using ember::bench::median;
 
 constexpr ember::EventType kTick = 1;
 
@@ -282,21 +286,6 @@ Result plain_nats(const Settings& s, const std::string& url, int subscriptions, 
   return r;
 }
 
-double median(std::vector<double> v) {
-  v.erase(std::remove_if(v.begin(), v.end(), [](double x) { return x < 0; }), v.end());
-  if (v.empty()) {
-    return -1;
-  }
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
-}
-
-std::string json_number(double v) {
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "%.6g", v);
-  return buf;
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -382,7 +371,7 @@ int main(int argc, char** argv) {
     std::fflush(stdout);
   }
 
-  const char* commit = std::getenv("EMBER_COMMIT");
+  const std::string commit = commit_id();
   std::ofstream json(s.out, std::ios::app);
   const std::string peer = "nats_plain_10k/deliveries_per_s";
   const double peer_rate = median(rate["nats_plain_10k"]);
@@ -401,8 +390,7 @@ int main(int argc, char** argv) {
     line += "],\"ratio_vs\":" + (compare ? "\"" + peer + "\"" : std::string("null"));
     line += ",\"ratio\":" + (ratio >= 0 ? json_number(ratio) : std::string("null"));
     line += ",\"subscribers\":" + std::to_string(s.subscribers) +
-            ",\"events\":" + std::to_string(s.events) + ",\"commit\":\"" +
-            (commit != nullptr ? commit : "unknown") + "\"}";
+            ",\"events\":" + std::to_string(s.events) + ",\"commit\":\"" + commit + "\"}";
     json << line << "\n";
     return ratio;
   };

@@ -57,6 +57,7 @@
 #include "core/node_impl.hpp"
 #include "remote.grpc.pb.h"
 #include "remote.pb.h"
+#include "report.hpp"
 
 #if EMBER_REMOTE_BENCH_CAF
 #include <caf/all.hpp>
@@ -70,6 +71,8 @@ namespace {
 using Clock = std::chrono::steady_clock;
 using namespace std::chrono_literals;
 using asio::ip::tcp;
+using ember::bench::commit_id;
+using ember::bench::json_number;
 
 constexpr const char* kSecret = "remote-bench";
 
@@ -1183,19 +1186,6 @@ std::string format_value(double v) {
   char buf[32];
   std::snprintf(buf, sizeof buf, v >= 1000 ? "%.0f" : "%.2f", v);
   return buf;
-}
-
-std::string json_number(double v) {
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "%.6g", v);
-  return buf;
-}
-
-std::string commit_id() {
-  if (const char* c = std::getenv("EMBER_COMMIT"); c != nullptr && *c != '\0') {
-    return c;
-  }
-  return "unknown";
 }
 
 }  // namespace

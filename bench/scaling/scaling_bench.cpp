@@ -28,10 +28,15 @@
 #include <thread>
 #include <vector>
 
+#include "report.hpp"
+
 namespace {
 
 using Clock = std::chrono::steady_clock;
 using namespace std::chrono_literals;
+using ember::bench::commit_id;
+using ember::bench::json_number;
+using ember::bench::median;
 
 class Hot : public ember::Service {};
 EMBER_REGISTER_SERVICE(Hot);
@@ -196,20 +201,6 @@ RunResult run_once(const Settings& s, const std::string& scenario) {
   return r;
 }
 
-double median(std::vector<double> v) {
-  if (v.empty()) {
-    return -1;
-  }
-  std::sort(v.begin(), v.end());
-  return v[v.size() / 2];
-}
-
-std::string json_number(double v) {
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "%.6g", v);
-  return buf;
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -266,7 +257,7 @@ int main(int argc, char** argv) {
     }
   }
 
-  const char* commit = std::getenv("EMBER_COMMIT");
+  const std::string commit = commit_id();
   std::ofstream json(s.out, std::ios::app);
   const std::map<std::string, std::string> units = {
       {"p50_wait_ms", "ms"},   {"p99_wait_ms", "ms"},   {"burst_p99_wait_ms", "ms"},
@@ -291,8 +282,7 @@ int main(int argc, char** argv) {
               ",\"ratio\":" + (comparable ? json_number(v / base) : std::string("null")) +
               ",\"work_us\":" + std::to_string(s.work_us) +
               ",\"base_rate\":" + std::to_string(s.base_rate) +
-              ",\"burst_s\":" + json_number(s.burst_s) + ",\"commit\":\"" +
-              (commit != nullptr ? commit : "unknown") + "\"}";
+              ",\"burst_s\":" + json_number(s.burst_s) + ",\"commit\":\"" + commit + "\"}";
       json << line << "\n";
     }
     const double off_p99 = median(runs["off"]["burst_p99_wait_ms"]);
