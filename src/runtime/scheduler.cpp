@@ -94,6 +94,9 @@ Scheduler::Scheduler(int threads, std::string name)
   for (int i = 0; i < threads_; ++i) {
     spawn_worker();
   }
+  if (threads_ > 1) {  // with one worker nobody else could take the slot's runnable anyway
+    monitor_ = std::thread([this] { monitor_main(); });
+  }
 }
 
 Scheduler::~Scheduler() {
@@ -125,6 +128,13 @@ int Scheduler::spawned_threads() const {
 void Scheduler::stop() {
   if (stopping_.exchange(true)) {
     return;
+  }
+  {
+    std::lock_guard lock(monitor_mu_);  // the monitor checks stopping_ under this lock
+  }
+  monitor_cv_.notify_all();
+  if (monitor_.joinable()) {
+    monitor_.join();  // before the workers go: it reads their slots
   }
   int count = worker_count_.load(std::memory_order_acquire);
   for (int i = 0; i < count; ++i) {
@@ -160,11 +170,15 @@ Scheduler* Scheduler::current() noexcept {
 void Scheduler::submit(Runnable* r) noexcept {
   Worker* w = tls_worker;
   if (w != nullptr && w->owner == this && !w->blocked) {
-    Runnable* previous = w->next.exchange(r, std::memory_order_acq_rel);
+    // seq_cst, like the monitor's parked flag and its re-look: one of the two sees the other.
+    Runnable* previous = w->next.exchange(r, std::memory_order_seq_cst);
     if (previous == nullptr) {
-      // No wake here: a wake per message costs more than it saves in request/reply traffic. A
-      // worker that is awake (spinning or finishing a slice) can steal the slot if this handler
-      // runs long.
+      // No worker wake here: a wake per message costs more than it saves in request/reply
+      // traffic. An awake worker can steal the slot if this handler runs long, and the monitor
+      // hands it over if nobody is awake.
+      if (monitor_parked_.load(std::memory_order_seq_cst)) {
+        wake_monitor();
+      }
       return;
     }
     // More work than this thread can take next: let an idle worker steal the older one.
@@ -396,6 +410,88 @@ void Scheduler::wake_one() {
   }
   w->wake_token.store(1, std::memory_order_release);
   w->wake_token.notify_one();
+}
+
+bool Scheduler::any_next_slot_in_use() const {
+  const int count = worker_count_.load(std::memory_order_acquire);
+  for (int i = 0; i < count; ++i) {
+    Worker* w = workers_[i].load(std::memory_order_acquire);
+    if (w != nullptr && w->next.load(std::memory_order_seq_cst) != nullptr) {
+      return true;
+    }
+  }
+  return false;
+}
+
+void Scheduler::wake_monitor() {
+  {
+    std::lock_guard lock(monitor_mu_);
+    if (!monitor_parked_.exchange(false, std::memory_order_seq_cst)) {
+      return;  // someone else woke it
+    }
+  }
+  monitor_cv_.notify_one();
+}
+
+void Scheduler::monitor_main() {
+  constexpr auto kLook = std::chrono::milliseconds(1);
+  constexpr int kQuietLooksBeforeParking = 10;
+  // What each worker's slot held, and in which slice, at the previous look.
+  std::vector<Runnable*> seen_runnable(kMaxWorkers, nullptr);
+  std::vector<std::uint64_t> seen_slice(kMaxWorkers, 0);
+  int quiet_looks = 0;
+  std::unique_lock lock(monitor_mu_);
+  while (!stopping_.load(std::memory_order_acquire)) {
+    monitor_cv_.wait_for(lock, kLook, [&] { return stopping_.load(std::memory_order_acquire); });
+    if (stopping_.load(std::memory_order_acquire)) {
+      break;
+    }
+    bool in_use = false;
+    const int count = worker_count_.load(std::memory_order_acquire);
+    for (int i = 0; i < count; ++i) {
+      Worker* w = workers_[i].load(std::memory_order_acquire);
+      if (w == nullptr) {
+        continue;
+      }
+      Runnable* waiting = w->next.load(std::memory_order_acquire);
+      const std::uint64_t slice = w->slice_seq.load(std::memory_order_acquire);
+      const auto k = static_cast<std::size_t>(i);
+      if (waiting != nullptr) {
+        in_use = true;
+        if (waiting == seen_runnable[k] && slice == seen_slice[k]) {
+          // Still behind the same slice a whole look later: the owner is busy for a while.
+          if (Runnable* r = w->next.exchange(nullptr, std::memory_order_acq_rel)) {
+            push_global(r);
+            std::atomic_thread_fence(std::memory_order_seq_cst);
+            wake_one();
+            handed_from_busy_.fetch_add(1, std::memory_order_relaxed);
+          }
+          waiting = nullptr;
+        }
+      }
+      seen_runnable[k] = waiting;
+      seen_slice[k] = slice;
+    }
+    if (in_use) {
+      quiet_looks = 0;
+      continue;
+    }
+    if (++quiet_looks < kQuietLooksBeforeParking) {
+      continue;
+    }
+    // Park until a slot is filled. Announce first, then look again: a submit that filled a slot
+    // before the announcement is seen here; one after it sees the flag and wakes us.
+    monitor_parked_.store(true, std::memory_order_seq_cst);
+    if (any_next_slot_in_use()) {
+      monitor_parked_.store(false, std::memory_order_seq_cst);
+    } else {
+      monitor_cv_.wait(lock, [&] {
+        return !monitor_parked_.load(std::memory_order_seq_cst) ||
+               stopping_.load(std::memory_order_acquire);
+      });
+    }
+    quiet_looks = 0;
+  }
 }
 
 void Scheduler::enter_blocking(Worker* w) {

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <atomic>
+#include <condition_variable>
 #include <cstdint>
 #include <memory>
 #include <mutex>
@@ -30,6 +31,12 @@ class Runnable {
 /// to the next slot, so a request/reply pair between two services runs on one warm thread
 /// without waking anyone. Work readied from outside (timer, network, other pools) goes to a
 /// shared queue. Idle workers steal, then park on a futex: an idle node does not poll.
+///
+/// Because filling the next slot wakes nobody, a monitor thread (pools of 2+ threads) looks at
+/// the slots every millisecond while any is in use and hands a runnable that waited through a
+/// whole look behind the same slice to the shared queue, waking a worker: a handler that runs
+/// long after readying work delays that work by 1-2 ms, not by its own duration. With no slot in
+/// use for 10 looks the monitor parks until the next one is filled.
 ///
 /// A handler that must block (a synchronous Call) brackets the wait with BlockingRegion; the
 /// pool then hands the worker's queued work to others and, if needed, starts a spare worker so
@@ -65,6 +72,14 @@ class Scheduler {
   [[nodiscard]] const std::string& name() const noexcept { return name_; }
   /// Worker threads started so far, spares included.
   [[nodiscard]] int spawned_threads() const;
+  /// Runnables the monitor took from a busy worker's next slot, since the start.
+  [[nodiscard]] std::uint64_t handed_from_busy_workers() const noexcept {
+    return handed_from_busy_.load(std::memory_order_relaxed);
+  }
+  /// Workers parked for lack of work now.
+  [[nodiscard]] int parked_workers() const noexcept {
+    return idle_count_.load(std::memory_order_acquire);
+  }
 
   /// The pool the calling thread works for, or nullptr outside any worker.
   static Scheduler* current() noexcept;
@@ -100,6 +115,9 @@ class Scheduler {
   void spawn_worker();
   void enter_blocking(Worker* w);
   void leave_blocking(Worker* w);
+  void monitor_main();
+  bool any_next_slot_in_use() const;
+  void wake_monitor();
 
   const int threads_;
   const std::string name_;
@@ -123,6 +141,12 @@ class Scheduler {
   std::mutex idle_mu_;
   std::vector<Worker*> idle_;
   std::atomic<int> idle_count_{0};
+
+  std::thread monitor_;
+  std::mutex monitor_mu_;
+  std::condition_variable monitor_cv_;
+  std::atomic<bool> monitor_parked_{false};
+  std::atomic<std::uint64_t> handed_from_busy_{0};
 };
 
 }  // namespace ember::runtime

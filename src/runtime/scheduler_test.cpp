@@ -142,6 +142,49 @@ TEST(Scheduler, BlockingRegionsKeepThePoolServing) {
   scheduler.stop();  // before the blockers go out of scope
 }
 
+// A handler readies another runnable (it goes to its worker's LIFO slot, waking nobody) and then
+// keeps its thread for a long time without a BlockingRegion: CPU-heavy work, a blocking client
+// library, or a wait for the very thing it readied. The other worker is parked; the monitor must
+// hand the slot's runnable over, or it would wait for the whole handler (here: forever).
+TEST(Scheduler, WorkReadiedByALongHandlerIsNotHeldHostage) {
+  Scheduler scheduler(2, "test");
+  std::atomic<bool> ran{false};
+  std::atomic<bool> waited_ok{false};
+  std::atomic<bool> done{false};
+  class Flag final : public Runnable {
+   public:
+    explicit Flag(std::atomic<bool>& ran) : ran_(ran) {}
+    void run_slice() override { ran_.store(true); }
+
+   private:
+    std::atomic<bool>& ran_;
+  } flag(ran);
+  class Long final : public Runnable {
+   public:
+    Long(Scheduler& s, Runnable& readied, std::atomic<bool>& ran, std::atomic<bool>& ok,
+         std::atomic<bool>& done)
+        : s_(s), readied_(readied), ran_(ran), ok_(ok), done_(done) {}
+    void run_slice() override {
+      s_.submit(&readied_);
+      ok_.store(wait_for([&] { return ran_.load(); }, std::chrono::seconds(5)));
+      done_.store(true);
+    }
+
+   private:
+    Scheduler& s_;
+    Runnable& readied_;
+    std::atomic<bool>& ran_;
+    std::atomic<bool>& ok_;
+    std::atomic<bool>& done_;
+  } long_handler(scheduler, flag, ran, waited_ok, done);
+  // Both parked first, so no spinning worker steals the slot by chance.
+  ASSERT_TRUE(wait_for([&] { return scheduler.parked_workers() == 2; }));
+  scheduler.submit(&long_handler);  // wakes one worker; the other stays parked
+  ASSERT_TRUE(wait_for([&] { return done.load(); }, std::chrono::seconds(10)));
+  EXPECT_TRUE(waited_ok.load()) << "the readied runnable waited for the long handler";
+  scheduler.stop();
+}
+
 TEST(Scheduler, CurrentIsSetOnlyOnWorkers) {
   Scheduler scheduler(1, "test");
   EXPECT_EQ(Scheduler::current(), nullptr);
