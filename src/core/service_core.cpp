@@ -65,20 +65,20 @@ ServiceCore::ServiceCore(NodeImpl& node, Service& self, ServiceConfig config,
   // In a cluster a group member is a slave until it wins the election; without a cluster every
   // service is master (there is nobody to share the role with).
   pid->master = !(config_.primary_secondary && node.config.cluster.enabled);
-  pids_.push_back(std::move(pid));
-  pid_.store(&pids_.back(), std::memory_order_release);
+  pids_.push_front(std::move(pid));
+  pid_.store(&pids_.front(), std::memory_order_release);
   // Nothing runs until start() opens the gates: timers set in on_init queue up meanwhile.
   mailbox_.hold();
 }
 
 std::shared_ptr<const Pid> ServiceCore::set_role(bool master, std::uint64_t epoch) {
   std::lock_guard lock(pids_mu_);
-  auto next = std::make_shared<Pid>(*pids_.back());
+  auto next = std::make_shared<Pid>(*pids_.front());
   next->master = master;
   next->epoch = epoch;
-  pids_.push_back(std::move(next));
-  pid_.store(&pids_.back(), std::memory_order_release);
-  return pids_.back();
+  pids_.push_front(std::move(next));
+  pid_.store(&pids_.front(), std::memory_order_release);
+  return pids_.front();
 }
 
 void ServiceCore::notify_role(RoleChange change, std::uint64_t epoch) {

@@ -4,12 +4,12 @@
 #include <atomic>
 #include <chrono>
 #include <coroutine>
-#include <deque>
 #include <ember/config.hpp>
 #include <ember/log.hpp>
 #include <ember/pid.hpp>
 #include <ember/rpc.hpp>
 #include <ember/service.hpp>
+#include <forward_list>
 #include <functional>
 #include <memory>
 #include <mutex>
@@ -130,7 +130,9 @@ class ServiceCore final : public runtime::LaneOwner, public timer::TimerTarget {
   const ServiceConfig config_;
   std::atomic<const std::shared_ptr<const Pid>*> pid_{nullptr};
   std::mutex pids_mu_;
-  std::deque<std::shared_ptr<const Pid>> pids_;  // every Pid the service had; pid_ points into it
+  // Every Pid the service had, newest first; pid_ points into it. A list: its nodes never move,
+  // and one costs 32 bytes where a deque's first block costs ~600 (per idle service).
+  std::forward_list<std::shared_ptr<const Pid>> pids_;
   Logger logger_;
   std::shared_ptr<ServiceAnchor> anchor_;
   std::unique_ptr<runtime::Scheduler> dedicated_;  // declared before mailbox_: outlives it
