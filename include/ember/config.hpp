@@ -19,6 +19,7 @@
 #include <cstdint>
 #include <ember/error.hpp>
 #include <map>
+#include <memory>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -50,9 +51,8 @@ struct ScalingStep {
   }
 };
 
-/// WorkerConf.Scaling: present => the service's lane count follows its strategy.
+/// WorkerConf.Scaling: the service's lane count follows its strategy.
 struct ScalingConfig {
-  bool enabled = false;
   int min_lanes = 0;                         ///< Min: default WorkerNum
   int max_lanes = 0;                         ///< Max: default MaxWorkerNum; must be above Min
   std::chrono::milliseconds interval{1000};  ///< Interval: between evaluations
@@ -74,7 +74,9 @@ struct WorkerConfig {
                             ///< within ~10 % of even)
   std::int64_t mailbox_bound = 0;  ///< MailboxSize: user messages queued per service; 0 = unbounded
   OverflowPolicy overflow = OverflowPolicy::reject;  ///< Overflow: "reject"
-  ScalingConfig scaling;                             ///< Scaling: autoscaling of `lanes`
+  /// Scaling: autoscaling of `lanes`; null = the lane count is fixed. Out of line and shared
+  /// between copies: every service keeps a copy of its config, and most never scale.
+  std::shared_ptr<const ScalingConfig> scaling;
 };
 
 struct ServiceConfig {

@@ -797,6 +797,7 @@ class Parser {
   Status read_worker(const Entry& section, WorkerConfig& worker) const {
     std::optional<Entry> max_entry;
     std::optional<Entry> scaling_entry;
+    ScalingConfig scaling;
     auto on_key = [&](const Entry& e) -> Status {
       if (e.key == "WorkerNum") {
         auto value = read_int(e, 1, 1024);
@@ -821,7 +822,7 @@ class Parser {
         worker.mailbox_bound = *value;
       } else if (e.key == "Scaling") {
         scaling_entry = e;
-        return read_scaling(e, worker.scaling);
+        return read_scaling(e, scaling);
       } else {  // Overflow
         auto value = read_string(e);
         if (!value)
@@ -844,7 +845,7 @@ class Parser {
                       std::to_string(worker.lanes) + " (use 0 to mean the same as WorkerNum)");
     }
     if (scaling_entry) {
-      ScalingConfig& sc = worker.scaling;
+      ScalingConfig& sc = scaling;
       if (sc.min_lanes == 0)
         sc.min_lanes = worker.lanes;
       if (sc.max_lanes == 0)
@@ -864,12 +865,12 @@ class Parser {
                     std::to_string(sc.max_lanes) + " is above MaxWorkerNum " +
                         std::to_string(worker.max_lanes));
       }
+      worker.scaling = std::make_shared<const ScalingConfig>(std::move(sc));
     }
     return ok_status();
   }
 
   Status read_scaling(const Entry& section, ScalingConfig& scaling) const {
-    scaling.enabled = true;
     bool has_strategy = false;
     auto on_key = [&](const Entry& e) -> Status {
       if (e.key == "Min" || e.key == "Max") {

@@ -111,9 +111,9 @@ Status NodeImpl::create_and_init(std::unique_ptr<Service> service, ServiceConfig
     return Error{Errc::invalid_argument, "a service needs a ServiceName or ClassName"};
   }
   std::unique_ptr<ScalingStrategy> strategy;
-  if (cfg.worker.scaling.enabled) {
+  if (cfg.worker.scaling) {
     // Built here, not by the parser: strategies of the program's own are registered by then.
-    auto built = make_scaling_strategy(cfg.worker.scaling.strategy);
+    auto built = make_scaling_strategy(cfg.worker.scaling->strategy);
     if (!built) {
       return Error{Errc::invalid_argument, where(config, cfg) + built.error().message()};
     }
@@ -129,8 +129,7 @@ Status NodeImpl::create_and_init(std::unique_ptr<Service> service, ServiceConfig
   std::unique_ptr<runtime::Scheduler> dedicated;
   if (cfg.pinned) {
     // An autoscaled pinned service gets a thread per lane it may grow to (idle ones park).
-    const int threads =
-        cfg.worker.scaling.enabled ? cfg.worker.scaling.max_lanes : cfg.worker.lanes;
+    const int threads = cfg.worker.scaling ? cfg.worker.scaling->max_lanes : cfg.worker.lanes;
     dedicated = std::make_unique<runtime::Scheduler>(std::max(1, threads), describe(cfg));
   }
   Service* raw = service.get();
@@ -139,7 +138,9 @@ Status NodeImpl::create_and_init(std::unique_ptr<Service> service, ServiceConfig
   raw->service_ = raw;
   raw->id_ = 1'000'000;
   raw->extras_ = std::make_unique<ModuleExtras>();
-  raw->core_->set_scaling_strategy(std::move(strategy));
+  if (strategy) {
+    raw->core_->set_scaling_strategy(std::move(strategy));
+  }
   // The service's liveness is its anchor's: saves an allocation per service.
   raw->extras_->alive = raw->core_->anchor();
   services.push_back(std::move(service));

@@ -125,7 +125,7 @@ ScalingStatus Service::scaling() const {
     out.lanes = lane_count();
     return out;
   }
-  const ScalingConfig& sc = config().worker.scaling;
+  const ScalingConfig& sc = *config().worker.scaling;
   detail::ScalingProbe::Status s = core_->scaling_probe()->status();
   out.enabled = true;
   out.lanes = lane_count();

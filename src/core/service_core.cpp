@@ -34,7 +34,7 @@ runtime::Mailbox::Options mailbox_options(const ServiceConfig& c) {
   o.lanes = c.worker.lanes;
   o.virtual_nodes = c.worker.virtual_nodes;
   o.user_bound = c.worker.mailbox_bound;
-  o.timed_slices = c.worker.scaling.enabled;
+  o.timed_slices = c.worker.scaling != nullptr;
   return o;
 }
 
@@ -49,11 +49,11 @@ ServiceCore::ServiceCore(NodeImpl& node, Service& self, ServiceConfig config,
       logger_(node.config.node_id + "/" + describe(config_)),
       anchor_(std::make_shared<ServiceAnchor>(this)),
       dedicated_(std::move(dedicated)),
-      probe_(config_.worker.scaling.enabled
-                 ? std::make_unique<ScalingProbe>(config_.worker.max_lanes > 0
-                                                      ? config_.worker.max_lanes
-                                                      : runtime::Mailbox::kMaxLanes)
-                 : nullptr),
+      scaling_(config_.worker.scaling
+                   ? std::make_unique<Autoscaling>(config_.worker.max_lanes > 0
+                                                       ? config_.worker.max_lanes
+                                                       : runtime::Mailbox::kMaxLanes)
+                   : nullptr),
       mailbox_(this, dedicated_ ? dedicated_.get() : scheduler, mailbox_options(config_)) {
   auto pid = std::make_shared<Pid>();
   pid->node_id = node.config.node_id;
@@ -72,7 +72,9 @@ ServiceCore::ServiceCore(NodeImpl& node, Service& self, ServiceConfig config,
 }
 
 std::shared_ptr<const Pid> ServiceCore::set_role(bool master, std::uint64_t epoch) {
-  std::lock_guard lock(pids_mu_);
+  // Role changes are rare and short: they share the module table's lock rather than have one
+  // of their own (40 bytes in every service).
+  std::lock_guard lock(modules_mu_);
   auto next = std::make_shared<Pid>(*pids_.front());
   next->master = master;
   next->epoch = epoch;
@@ -128,13 +130,16 @@ Status ServiceCore::add_method(MethodEntry entry) {
   }
   {
     std::unique_lock lock(methods_mu_);
-    auto it = methods_.find(name);
-    if (it != methods_.end()) {
+    if (!methods_) {
+      methods_ = std::make_unique<MethodTable>();
+    }
+    auto it = methods_->find(name);
+    if (it != methods_->end()) {
       return Error{Errc::already_exists, "method '" + name + "' is already registered in service " +
                                              describe(config_) + " (by module " +
                                              std::to_string(it->second->owner->id()) + ")"};
     }
-    methods_.emplace(name, std::make_shared<const MethodEntry>(std::move(entry)));
+    methods_->emplace(name, std::make_shared<const MethodEntry>(std::move(entry)));
     methods_version_.fetch_add(1, std::memory_order_acq_rel);
   }
   if (owner->extras_) {
@@ -145,12 +150,12 @@ Status ServiceCore::add_method(MethodEntry entry) {
 
 Status ServiceCore::remove_method(std::string_view name, const Module* owner) {
   std::unique_lock lock(methods_mu_);
-  auto it = methods_.find(name);
-  if (it == methods_.end() || (owner != nullptr && it->second->owner != owner)) {
+  auto it = methods_ ? methods_->find(name) : MethodTable::iterator{};
+  if (!methods_ || it == methods_->end() || (owner != nullptr && it->second->owner != owner)) {
     return Error{Errc::not_found,
                  "no method '" + std::string(name) + "' registered by this module"};
   }
-  methods_.erase(it);
+  methods_->erase(it);
   methods_version_.fetch_add(1, std::memory_order_acq_rel);
   return {};
 }
@@ -174,9 +179,10 @@ const MethodEntry* ServiceCore::find_method(std::string_view name) const {
   std::shared_ptr<const MethodEntry> found;
   {
     std::shared_lock lock(methods_mu_);
-    auto it = methods_.find(name);
-    if (it != methods_.end()) {
-      found = it->second;
+    if (methods_) {
+      if (auto it = methods_->find(name); it != methods_->end()) {
+        found = it->second;
+      }
     }
   }
   cache.core = this;
@@ -188,9 +194,9 @@ const MethodEntry* ServiceCore::find_method(std::string_view name) const {
 
 bool ServiceCore::has_rpc_methods() const {
   std::shared_lock lock(methods_mu_);
-  return std::any_of(methods_.begin(), methods_.end(), [](const auto& m) {
-    return m.first.rfind("Rpc", 0) == 0 || m.first.rfind("RPC", 0) == 0;
-  });
+  return methods_ && std::any_of(methods_->begin(), methods_->end(), [](const auto& m) {
+           return m.first.rfind("Rpc", 0) == 0 || m.first.rfind("RPC", 0) == 0;
+         });
 }
 
 void ServiceCore::track_coroutine(std::coroutine_handle<> root, std::function<void()> abandon) {
@@ -240,7 +246,7 @@ Status ServiceCore::post(runtime::Message* m, bool external) noexcept {
   if (external && m->priority == Priority::user && mailbox_.bounded()) {
     m->counted = true;
   }
-  if (probe_) {
+  if (scaling_) {
     m->enqueued_ns = ScalingProbe::now_ns();
   }
   Status pushed = mailbox_.push(m);
@@ -258,7 +264,7 @@ void ServiceCore::post_timer_fire(runtime::Message* m) noexcept {
     delete m;
     return;
   }
-  if (probe_) {
+  if (scaling_) {
     m->enqueued_ns = ScalingProbe::now_ns();
   }
   Status pushed = mailbox_.push(m);  // not counted: timer fires are never refused for the bound
@@ -274,8 +280,8 @@ void ServiceCore::execute(runtime::Message* m, int lane) noexcept {
     mailbox_.on_counted_done();
     m->counted = false;
   }
-  if (probe_ && m->enqueued_ns != 0) {
-    probe_->record_wait(lane, m->priority, ScalingProbe::now_ns() - m->enqueued_ns);
+  if (scaling_ && m->enqueued_ns != 0) {
+    scaling_->probe.record_wait(lane, m->priority, ScalingProbe::now_ns() - m->enqueued_ns);
   }
   if (state_.load(std::memory_order_acquire) == ServiceState::stopped && !m->is_control()) {
     rejected_.fetch_add(1, std::memory_order_relaxed);
@@ -305,7 +311,7 @@ void ServiceCore::execute(runtime::Message* m, int lane) noexcept {
 }
 
 void ServiceCore::slice_done(int lane, std::int64_t cpu_ns, std::int64_t wall_ns) noexcept {
-  probe_->record_slice(lane, cpu_ns, wall_ns);
+  scaling_->probe.record_slice(lane, cpu_ns, wall_ns);
 }
 
 void ServiceCore::flush_graveyard() {
@@ -348,10 +354,10 @@ Status ServiceCore::start() {
   started->priority = Priority::system;
   (void)post(started, false);
   mailbox_.release();
-  if (probe_ && strategy_) {
-    node_.scaler->add(Scaler::Target{describe(config_), &mailbox_, probe_.get(), &logger_,
-                                     &config_.worker.scaling, std::move(strategy_)});
-    scaled_ = true;
+  if (scaling_ && scaling_->strategy) {
+    node_.scaler->add(Scaler::Target{describe(config_), &mailbox_, &scaling_->probe, &logger_,
+                                     config_.worker.scaling.get(), std::move(scaling_->strategy)});
+    scaling_->registered = true;
   }
   return {};
 }
@@ -377,10 +383,10 @@ Status ServiceCore::stop(std::chrono::milliseconds drain_timeout) {
   if (before == ServiceState::stopping || before == ServiceState::stopped) {
     return {};
   }
-  if (scaled_) {
+  if (scaling_ && scaling_->registered) {
     // Before the drain: the lane count must not change under the drain markers.
     node_.scaler->remove(&mailbox_);
-    scaled_ = false;
+    scaling_->registered = false;
   }
   state_.store(ServiceState::stopping, std::memory_order_release);
   cancel_all_timers();

@@ -55,7 +55,7 @@ class ServiceCore final : public runtime::LaneOwner, public timer::TimerTarget {
   Status start();
   /// The strategy built (and checked) when the service was created; used from start().
   void set_scaling_strategy(std::unique_ptr<ScalingStrategy> strategy) {
-    strategy_ = std::move(strategy);
+    scaling_->strategy = std::move(strategy);
   }
   /// Bounded drain, then on_release of the module tree. Returns an error when a handler is
   /// stuck: the service must then not be destroyed.
@@ -80,7 +80,9 @@ class ServiceCore final : public runtime::LaneOwner, public timer::TimerTarget {
   [[nodiscard]] std::uint64_t handler_failures() const noexcept { return failures_.load(); }
   [[nodiscard]] std::uint64_t rejected() const noexcept { return rejected_.load(); }
   /// Null unless WorkerConf.Scaling is set.
-  [[nodiscard]] const ScalingProbe* scaling_probe() const noexcept { return probe_.get(); }
+  [[nodiscard]] const ScalingProbe* scaling_probe() const noexcept {
+    return scaling_ ? &scaling_->probe : nullptr;
+  }
 
   /// The service whose message the calling thread runs, or nullptr.
   static ServiceCore* current() noexcept;
@@ -129,16 +131,20 @@ class ServiceCore final : public runtime::LaneOwner, public timer::TimerTarget {
   Service& self_;
   const ServiceConfig config_;
   std::atomic<const std::shared_ptr<const Pid>*> pid_{nullptr};
-  std::mutex pids_mu_;
-  // Every Pid the service had, newest first; pid_ points into it. A list: its nodes never move,
-  // and one costs 32 bytes where a deque's first block costs ~600 (per idle service).
+  // Every Pid the service had, newest first (modules_mu_); pid_ points into it. A list: its
+  // nodes never move, and one costs 32 bytes where a deque's first block costs ~600 per service.
   std::forward_list<std::shared_ptr<const Pid>> pids_;
   Logger logger_;
   std::shared_ptr<ServiceAnchor> anchor_;
   std::unique_ptr<runtime::Scheduler> dedicated_;  // declared before mailbox_: outlives it
-  std::unique_ptr<ScalingProbe> probe_;            // autoscaled services only
-  std::unique_ptr<ScalingStrategy> strategy_;      // handed to the scaler at start
-  bool scaled_ = false;                            // registered with the node's scaler
+  // Autoscaled services only (one pointer for the others).
+  struct Autoscaling {
+    explicit Autoscaling(int max_lanes) : probe(max_lanes) {}
+    ScalingProbe probe;
+    std::unique_ptr<ScalingStrategy> strategy;  // handed to the scaler at start
+    bool registered = false;                    // with the node's scaler
+  };
+  std::unique_ptr<Autoscaling> scaling_;
   runtime::Mailbox mailbox_;
   std::atomic<ServiceState> state_{ServiceState::created};
   std::atomic<std::uint64_t> failures_{0};
@@ -160,9 +166,11 @@ class ServiceCore final : public runtime::LaneOwner, public timer::TimerTarget {
       return std::hash<std::string_view>{}(s);
     }
   };
-  // Transparent: a lookup by string_view builds no std::string.
-  std::unordered_map<std::string, std::shared_ptr<const MethodEntry>, NameHash, std::equal_to<>>
-      methods_;
+  // Transparent: a lookup by string_view builds no std::string. Allocated with the first method:
+  // services without RPC methods (game entities) pay one pointer instead of an empty map.
+  using MethodTable = std::unordered_map<std::string, std::shared_ptr<const MethodEntry>, NameHash,
+                                         std::equal_to<>>;
+  std::unique_ptr<MethodTable> methods_;
 
   std::unique_ptr<std::unordered_map<void*, std::function<void()>>> coroutines_;  // modules_mu_
 };

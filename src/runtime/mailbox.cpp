@@ -65,6 +65,18 @@ void Lane::open_gate() noexcept {
 
 Lane::~Lane() {
   delete handover_.load(std::memory_order_acquire);  // only if never run (mailbox torn down)
+  delete backlog_.load(std::memory_order_acquire);
+}
+
+Lane::Backlog& Lane::backlog() noexcept {
+  Backlog* b = backlog_.load(std::memory_order_acquire);
+  if (b == nullptr) {
+    auto fresh = std::make_unique<Backlog>();
+    if (backlog_.compare_exchange_strong(b, fresh.get(), std::memory_order_acq_rel)) {
+      b = fresh.release();
+    }
+  }
+  return *b;
 }
 
 void Lane::List::append(Message* m) noexcept {
@@ -108,39 +120,41 @@ void Lane::start_handover(Handover* job) noexcept {
 }
 
 void Lane::receive(const std::vector<Message*>& moved) noexcept {
-  while (received_lock_.test_and_set(std::memory_order_acquire)) {
+  Backlog& b = backlog();
+  while (b.lock.test_and_set(std::memory_order_acquire)) {
     std::this_thread::yield();  // only givers of one resize contend, briefly
   }
   for (Message* m : moved) {
-    (m->priority == Priority::system ? received_system_ : received_user_).append(m);
+    (m->priority == Priority::system ? b.received_system : b.received_user).append(m);
   }
-  has_received_.store(true, std::memory_order_release);
-  received_lock_.clear(std::memory_order_release);
+  b.has_received.store(true, std::memory_order_release);
+  b.lock.clear(std::memory_order_release);
   // Before the giver opens this lane's gate, so open_gate sees the work and schedules it.
   size_.fetch_add(static_cast<std::int64_t>(moved.size()), std::memory_order_seq_cst);
 }
 
-void Lane::merge_received() noexcept {
-  while (received_lock_.test_and_set(std::memory_order_acquire)) {
+void Lane::merge_received(Backlog& b) noexcept {
+  while (b.lock.test_and_set(std::memory_order_acquire)) {
     std::this_thread::yield();
   }
-  front_system_.splice(received_system_);
-  front_user_.splice(received_user_);
-  has_received_.store(false, std::memory_order_relaxed);
-  received_lock_.clear(std::memory_order_release);
+  b.front_system.splice(b.received_system);
+  b.front_user.splice(b.received_user);
+  b.has_received.store(false, std::memory_order_relaxed);
+  b.lock.clear(std::memory_order_release);
 }
 
 void Lane::take_all(std::vector<Message*>& system, std::vector<Message*>& user) noexcept {
-  if (has_received_.load(std::memory_order_acquire)) {
-    merge_received();
+  Backlog& b = backlog();
+  if (b.has_received.load(std::memory_order_acquire)) {
+    merge_received(b);
   }
-  while (Message* m = front_system_.pop()) {
+  while (Message* m = b.front_system.pop()) {
     system.push_back(m);
   }
   while (Message* m = system_.pop()) {
     system.push_back(m);
   }
-  while (Message* m = front_user_.pop()) {
+  while (Message* m = b.front_user.pop()) {
     user.push_back(m);
   }
   // A push half done by another thread ends this early; what stays queued is newer than all
@@ -151,7 +165,8 @@ void Lane::take_all(std::vector<Message*>& system, std::vector<Message*>& user) 
 }
 
 void Lane::keep(Message* m) noexcept {
-  (m->priority == Priority::system ? front_system_ : front_user_).append(m);
+  Backlog& b = backlog();
+  (m->priority == Priority::system ? b.front_system : b.front_user).append(m);
 }
 
 void Lane::gave_away(std::int64_t count) noexcept {
@@ -159,16 +174,23 @@ void Lane::gave_away(std::int64_t count) noexcept {
 }
 
 Message* Lane::next_message() noexcept {
-  if (has_received_.load(std::memory_order_acquire)) {
-    merge_received();
+  Backlog* b = backlog_.load(std::memory_order_acquire);
+  if (b == nullptr) {  // never resized: the queues alone
+    if (Message* m = system_.pop()) {
+      return m;
+    }
+    return user_.pop();
   }
-  if (Message* m = front_system_.pop()) {
+  if (b->has_received.load(std::memory_order_acquire)) {
+    merge_received(*b);
+  }
+  if (Message* m = b->front_system.pop()) {
     return m;
   }
   if (Message* m = system_.pop()) {
     return m;
   }
-  if (Message* m = front_user_.pop()) {
+  if (Message* m = b->front_user.pop()) {
     return m;
   }
   return user_.pop();

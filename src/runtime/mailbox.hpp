@@ -91,9 +91,23 @@ class Lane final : public Runnable {
     Message* pop() noexcept;
   };
 
+  // What lane-count changes leave with a lane: messages ahead of its queues. Allocated on the
+  // first change that touches the lane, so lanes that never resize (most) pay one pointer.
+  struct Backlog {
+    // Consumer only: handed-over and kept messages, ahead of the queues.
+    List front_system;
+    List front_user;
+    // Written by givers (under `lock`), merged into the front lists by the consumer.
+    std::atomic_flag lock = ATOMIC_FLAG_INIT;
+    std::atomic<bool> has_received{false};
+    List received_system;
+    List received_user;
+  };
+
   void try_schedule(bool resubmit) noexcept;
   Message* next_message() noexcept;
-  void merge_received() noexcept;
+  Backlog& backlog() noexcept;  // any thread; creates it on first use
+  static void merge_received(Backlog& b) noexcept;
 
   LaneOwner* const owner_;
   Scheduler* const scheduler_;
@@ -107,14 +121,7 @@ class Lane final : public Runnable {
   std::atomic<int> in_slice_{0};
   std::atomic<std::thread::id> runner_{};
   std::atomic<Handover*> handover_{nullptr};
-  // Consumer only: handed-over and kept messages, ahead of the queues.
-  List front_system_;
-  List front_user_;
-  // Written by givers (under received_lock_), merged into the front lists by the consumer.
-  std::atomic_flag received_lock_ = ATOMIC_FLAG_INIT;
-  std::atomic<bool> has_received_{false};
-  List received_system_;
-  List received_user_;
+  std::atomic<Backlog*> backlog_{nullptr};
 };
 
 /// A service's set of lanes and the routing of messages onto them.

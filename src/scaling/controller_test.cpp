@@ -16,7 +16,6 @@ constexpr double kIdle = 0;  // measured load, in lanes' worth of handler time
 
 ScalingConfig band(int min, int max, int hysteresis, std::chrono::milliseconds cooldown) {
   ScalingConfig c;
-  c.enabled = true;
   c.min_lanes = min;
   c.max_lanes = max;
   c.hysteresis = hysteresis;

@@ -193,8 +193,8 @@ TEST(ScalingConfig, ParsedWithDefaultsThatApply) {
 )",
                                   "node.yaml");
   ASSERT_TRUE(config) << config.error().to_string();
-  const ScalingConfig& sc = config->services.at(0).worker.scaling;
-  EXPECT_TRUE(sc.enabled);
+  ASSERT_NE(config->services.at(0).worker.scaling, nullptr);
+  const ScalingConfig& sc = *config->services.at(0).worker.scaling;
   EXPECT_EQ(sc.min_lanes, 2);   // WorkerNum
   EXPECT_EQ(sc.max_lanes, 16);  // MaxWorkerNum
   EXPECT_EQ(sc.interval, 500ms);
