@@ -262,3 +262,38 @@ TEST(Scaling, AServiceWithoutScalingReportsItDisabled) {
 }
 
 }  // namespace
+
+TEST(Scaling, AConfigBuiltInCodeGetsTheSameDefaultsAndChecksAsYaml) {
+  ember::NodeConfig config;
+  config.worker_threads = 2;
+  ember::Node node(config);
+  ASSERT_TRUE(node.start());
+  auto scaling = std::make_shared<ember::ScalingConfig>();
+  scaling->strategy.name = "queue_delay";
+  scaling->strategy.params["Target"] = "5ms";
+  ember::ServiceConfig cfg;
+  cfg.name = "coded";
+  cfg.worker.lanes = 2;
+  cfg.worker.max_lanes = 6;
+  cfg.worker.scaling = scaling;  // Min and Max left at 0: WorkerNum and MaxWorkerNum apply
+  auto added = node.add_service(std::make_unique<Elastic>(), cfg);
+  ASSERT_TRUE(added) << added.error().to_string();
+  ember::ScalingStatus s = node.find_service("coded")->scaling();
+  EXPECT_TRUE(s.enabled);
+  EXPECT_EQ(s.min_lanes, 2);
+  EXPECT_EQ(s.max_lanes, 6);
+  EXPECT_EQ(node.stats().scaling.services, 1u);
+
+  auto bad = std::make_shared<ember::ScalingConfig>(*scaling);
+  bad->min_lanes = 4;
+  bad->max_lanes = 3;
+  cfg.name = "bad";
+  cfg.worker.scaling = bad;
+  auto refused = node.add_service(std::make_unique<Elastic>(), cfg);
+  ASSERT_FALSE(refused);
+  EXPECT_NE(refused.error().message().find("WorkerConf.Scaling: Min and Max must satisfy"),
+            std::string::npos)
+      << refused.error().message();
+  EXPECT_EQ(node.find_service("bad"), nullptr);
+  ASSERT_TRUE(node.stop());
+}

@@ -102,6 +102,41 @@ Service* NodeImpl::find_visible(std::string_view name, std::string_view id) cons
   return it->second;
 }
 
+namespace {
+/// WorkerConf.Scaling as the parser would leave it: Min/Max defaults from WorkerNum/MaxWorkerNum,
+/// every bound checked. YAML configs arrive resolved; configs built in code may not.
+Status resolve_scaling(WorkerConfig& worker) {
+  ScalingConfig sc = *worker.scaling;
+  sc.min_lanes = sc.min_lanes == 0 ? worker.lanes : sc.min_lanes;
+  sc.max_lanes = sc.max_lanes == 0 ? worker.max_lanes : sc.max_lanes;
+  auto bad = [](const std::string& what) {
+    return Error{Errc::invalid_argument, "WorkerConf.Scaling: " + what};
+  };
+  if (sc.min_lanes < 1 || sc.max_lanes <= sc.min_lanes ||
+      sc.max_lanes > runtime::Mailbox::kMaxLanes) {
+    return bad("Min and Max must satisfy 1 <= Min < Max <= " +
+               std::to_string(runtime::Mailbox::kMaxLanes) + " (Min " +
+               std::to_string(sc.min_lanes) + ", Max " + std::to_string(sc.max_lanes) + ")");
+  }
+  if (worker.lanes < sc.min_lanes || worker.lanes > sc.max_lanes) {
+    return bad("WorkerNum " + std::to_string(worker.lanes) + " is outside Min..Max");
+  }
+  if (worker.max_lanes != 0 && sc.max_lanes > worker.max_lanes) {
+    return bad("Max " + std::to_string(sc.max_lanes) + " is above MaxWorkerNum " +
+               std::to_string(worker.max_lanes));
+  }
+  if (sc.interval < std::chrono::milliseconds(10) || sc.cooldown.count() < 0 || sc.hysteresis < 1 ||
+      sc.grow.of(1) < 1 || sc.shrink.of(1) < 1 ||
+      !(sc.shrink_max_busy >= 0 && sc.shrink_max_busy <= 1)) {
+    return bad(
+        "Interval >= 10ms, Cooldown >= 0, Hysteresis >= 1, steps >= 1 and ShrinkMaxBusy "
+        "in 0..1 are required");
+  }
+  worker.scaling = std::make_shared<const ScalingConfig>(std::move(sc));
+  return {};
+}
+}  // namespace
+
 Status NodeImpl::create_and_init(std::unique_ptr<Service> service, ServiceConfig cfg,
                                  std::vector<Service*>& out) {
   if (cfg.name.empty()) {
@@ -112,6 +147,9 @@ Status NodeImpl::create_and_init(std::unique_ptr<Service> service, ServiceConfig
   }
   std::unique_ptr<ScalingStrategy> strategy;
   if (cfg.worker.scaling) {
+    if (Status st = resolve_scaling(cfg.worker); !st) {
+      return Error{Errc::invalid_argument, where(config, cfg) + st.error().message()};
+    }
     // Built here, not by the parser: strategies of the program's own are registered by then.
     auto built = make_scaling_strategy(cfg.worker.scaling->strategy);
     if (!built) {
