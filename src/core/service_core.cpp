@@ -280,8 +280,15 @@ void ServiceCore::execute(runtime::Message* m, int lane) noexcept {
     mailbox_.on_counted_done();
     m->counted = false;
   }
-  if (scaling_ && m->enqueued_ns != 0) {
-    scaling_->probe.record_wait(lane, m->priority, ScalingProbe::now_ns() - m->enqueued_ns);
+  // Autoscaled services: queueing delay, and handler wall time per message (a vDSO clock read at
+  // each end; a message still running counts towards its lane's busy time as it goes).
+  std::int64_t started_ns = 0;
+  if (scaling_) {
+    started_ns = ScalingProbe::now_ns();
+    if (m->enqueued_ns != 0) {
+      scaling_->probe.record_wait(lane, m->priority, started_ns - m->enqueued_ns);
+    }
+    scaling_->probe.message_started(lane, started_ns);
   }
   if (state_.load(std::memory_order_acquire) == ServiceState::stopped && !m->is_control()) {
     rejected_.fetch_add(1, std::memory_order_relaxed);
@@ -305,13 +312,16 @@ void ServiceCore::execute(runtime::Message* m, int lane) noexcept {
     tls_lane = outer_lane;
   }
   delete m;
+  if (scaling_) {
+    scaling_->probe.message_finished(lane, started_ns, ScalingProbe::now_ns());
+  }
   if (graveyard_dirty_.load(std::memory_order_acquire)) {
     flush_graveyard();
   }
 }
 
-void ServiceCore::slice_done(int lane, std::int64_t cpu_ns, std::int64_t wall_ns) noexcept {
-  scaling_->probe.record_slice(lane, cpu_ns, wall_ns);
+void ServiceCore::slice_done(int lane, std::int64_t cpu_ns) noexcept {
+  scaling_->probe.record_cpu(lane, cpu_ns);
 }
 
 void ServiceCore::flush_graveyard() {

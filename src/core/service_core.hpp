@@ -47,7 +47,7 @@ class ServiceCore final : public runtime::LaneOwner, public timer::TimerTarget {
   /// services or threads) are refused once the service stops and count against the bound.
   Status post(runtime::Message* m, bool external) noexcept;
   void execute(runtime::Message* m, int lane) noexcept override;
-  void slice_done(int lane, std::int64_t cpu_ns, std::int64_t wall_ns) noexcept override;
+  void slice_done(int lane, std::int64_t cpu_ns) noexcept override;
   void post_timer_fire(runtime::Message* m) noexcept override;
 
   Status init();

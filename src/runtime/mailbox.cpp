@@ -22,11 +22,6 @@ std::int64_t thread_cpu_ns() noexcept {
   clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
   return static_cast<std::int64_t>(ts.tv_sec) * 1'000'000'000 + ts.tv_nsec;
 }
-std::int64_t wall_ns() noexcept {
-  return std::chrono::duration_cast<std::chrono::nanoseconds>(
-             std::chrono::steady_clock::now().time_since_epoch())
-      .count();
-}
 }  // namespace
 
 void Lane::push(Message* m) noexcept {
@@ -200,7 +195,6 @@ void Lane::run_slice() {
   in_slice_.fetch_add(1, std::memory_order_acq_rel);
   runner_.store(std::this_thread::get_id(), std::memory_order_relaxed);
   const std::int64_t cpu_before = timed_ ? thread_cpu_ns() : 0;
-  const std::int64_t wall_before = timed_ ? wall_ns() : 0;
   int done = 0;
   for (; done < kBatch && gate_.load(std::memory_order_acquire) == 0; ++done) {
     if (handover_.load(std::memory_order_relaxed) != nullptr) {
@@ -219,7 +213,7 @@ void Lane::run_slice() {
     size_.fetch_sub(1, std::memory_order_acq_rel);
   }
   if (timed_) {
-    owner_->slice_done(index_, thread_cpu_ns() - cpu_before, wall_ns() - wall_before);
+    owner_->slice_done(index_, thread_cpu_ns() - cpu_before);
   }
   runner_.store(std::thread::id{}, std::memory_order_relaxed);
   scheduled_.store(false, std::memory_order_seq_cst);

@@ -21,11 +21,9 @@ class LaneOwner {
  public:
   virtual ~LaneOwner() = default;
   virtual void execute(Message* m, int lane) noexcept = 0;
-  /// After each slice of a mailbox built with `timed_slices`: the thread CPU time and the wall
-  /// time the slice took. Measured per slice, not per message: a CPU clock read is a system call.
-  virtual void slice_done(int lane, std::int64_t cpu_ns, std::int64_t wall_ns) noexcept {
-    (void)lane, (void)cpu_ns, (void)wall_ns;
-  }
+  /// After each slice of a mailbox built with `timed_slices`: the thread CPU time the slice
+  /// took. Measured per slice, not per message: a CPU clock read is a system call.
+  virtual void slice_done(int lane, std::int64_t cpu_ns) noexcept { (void)lane, (void)cpu_ns; }
 };
 
 /// One sequential execution context of a service: two MPSC queues (system, user) drained by at
@@ -141,7 +139,7 @@ class Mailbox {
     int lanes = 1;
     int virtual_nodes = 100;
     std::int64_t user_bound = 0;  // 0 = unbounded
-    bool timed_slices = false;    // report each slice's CPU and wall time to LaneOwner::slice_done
+    bool timed_slices = false;    // report each slice's CPU time to LaneOwner::slice_done
   };
 
   Mailbox(LaneOwner* owner, Scheduler* scheduler, Options options);

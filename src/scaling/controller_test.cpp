@@ -110,9 +110,13 @@ TEST(ScalingProbe, CollectReturnsWhatHappenedSinceThePreviousCollect) {
   probe.record_wait(0, Priority::user, 3'000'000);   // 3 ms
   probe.record_wait(5, Priority::user, 40'000'000);  // 40 ms
   probe.record_wait(5, Priority::system, 2'000);     // 2 us
-  probe.record_slice(0, 1'500'000, 2'000'000);
-  probe.record_slice(5, 500'000, 500'000);
-  probe.record_slice(99, 1'000'000, 4'000'000);  // beyond the size: clamped to the last slot
+  probe.record_cpu(0, 1'500'000);
+  probe.record_cpu(5, 500'000);
+  probe.record_cpu(99, 1'000'000);  // beyond the size: clamped to the last slot, counted
+  probe.message_started(0, 1'000'000);
+  probe.message_finished(0, 1'000'000, 3'000'000);
+  probe.message_started(5, 10'000'000);
+  probe.message_finished(5, 10'000'000, 14'500'000);
   ScalingSample first;
   probe.collect(first);
   EXPECT_EQ(first.user_wait.count(), 2u);
@@ -121,7 +125,7 @@ TEST(ScalingProbe, CollectReturnsWhatHappenedSinceThePreviousCollect) {
   EXPECT_LT(first.user_wait.percentile(100), 48ms);
   EXPECT_EQ(first.handled, 3u);
   EXPECT_EQ(first.handler_cpu, 3000us);
-  EXPECT_EQ(first.handler_busy, 6500us);
+  EXPECT_EQ(first.handler_busy, 6500us);  // 2 ms + 4.5 ms of finished handlers
 
   probe.record_wait(1, Priority::user, 1'000);
   ScalingSample second;
@@ -131,6 +135,25 @@ TEST(ScalingProbe, CollectReturnsWhatHappenedSinceThePreviousCollect) {
   EXPECT_EQ(second.handled, 1u);
   EXPECT_EQ(second.handler_cpu, 0us);
   EXPECT_EQ(second.handler_busy, 0us);
+}
+
+TEST(ScalingProbe, ARunningHandlerCountsAsBusyWhileItRunsAndExactlyOnceInTotal) {
+  ScalingProbe probe(2);
+  ScalingSample discard;
+  probe.collect(discard);
+  const std::int64_t start = ScalingProbe::now_ns() - 5'000'000;  // running for 5 ms already
+  probe.message_started(1, start);
+  ScalingSample during;
+  probe.collect(during);
+  EXPECT_GE(during.handler_busy, 5000us) << "a handler still running keeps its lane busy";
+  probe.message_finished(1, start, start + 40'000'000);  // it took 40 ms in all
+  ScalingSample after;
+  probe.collect(after);
+  const auto total = (during.handler_busy + after.handler_busy).count();
+  EXPECT_NEAR(static_cast<double>(total), 40'000.0, 2.0) << "credited once, not twice";
+  ScalingSample idle;
+  probe.collect(idle);
+  EXPECT_EQ(idle.handler_busy, 0us);
 }
 
 }  // namespace

@@ -10,12 +10,16 @@ struct alignas(64) ScalingProbe::Slot {
   std::array<std::atomic<std::uint64_t>, WaitHistogram::kBuckets> user{};
   std::array<std::atomic<std::uint64_t>, WaitHistogram::kBuckets> system{};
   std::atomic<std::int64_t> cpu_ns{0};
-  std::atomic<std::int64_t> busy_ns{0};
+  std::atomic<std::int64_t> busy_ns{0};        // handlers that finished
+  std::atomic<std::int64_t> running_since{0};  // start of the handler running now; 0 = none
   // The scaler's view at its previous collect (scaler thread only).
   std::array<std::uint64_t, WaitHistogram::kBuckets> seen_user{};
   std::array<std::uint64_t, WaitHistogram::kBuckets> seen_system{};
   std::int64_t seen_cpu_ns = 0;
   std::int64_t seen_busy_ns = 0;
+  // The part of a still-running handler already counted, and which handler (its start).
+  std::int64_t credited_start = 0;
+  std::int64_t credited_ns = 0;
 };
 
 namespace {
@@ -56,13 +60,23 @@ void ScalingProbe::record_wait(int lane, Priority priority, std::int64_t wait_ns
   bump<std::uint64_t>((priority == Priority::system ? s.system : s.user)[bucket], 1);
 }
 
-void ScalingProbe::record_slice(int lane, std::int64_t cpu_ns, std::int64_t wall_ns) noexcept {
+void ScalingProbe::record_cpu(int lane, std::int64_t cpu_ns) noexcept {
+  bump<std::int64_t>(slot(lane).cpu_ns, std::max<std::int64_t>(0, cpu_ns));
+}
+
+void ScalingProbe::message_started(int lane, std::int64_t now_ns) noexcept {
+  slot(lane).running_since.store(now_ns, std::memory_order_relaxed);
+}
+
+void ScalingProbe::message_finished(int lane, std::int64_t started_ns,
+                                    std::int64_t now_ns) noexcept {
   Slot& s = slot(lane);
-  bump<std::int64_t>(s.cpu_ns, std::max<std::int64_t>(0, cpu_ns));
-  bump<std::int64_t>(s.busy_ns, std::max<std::int64_t>(0, wall_ns));
+  bump<std::int64_t>(s.busy_ns, std::max<std::int64_t>(0, now_ns - started_ns));
+  s.running_since.store(0, std::memory_order_relaxed);
 }
 
 void ScalingProbe::collect(ScalingSample& sample) {
+  const std::int64_t now = now_ns();
   std::int64_t cpu_ns = 0;
   std::int64_t busy_ns = 0;
   for (int i = 0; i < max_lanes_; ++i) {
@@ -82,12 +96,28 @@ void ScalingProbe::collect(ScalingSample& sample) {
     const std::int64_t cpu = s->cpu_ns.load(std::memory_order_relaxed);
     cpu_ns += cpu - s->seen_cpu_ns;
     s->seen_cpu_ns = cpu;
+    // Finished handlers, plus what elapsed of the running one. A handler credited earlier and
+    // finished since is in the finished total whole: take back what was credited. The two reads
+    // are not one snapshot, so one interval may be off by a handler; the sum over intervals is
+    // exact, because every credit is taken back exactly once.
+    const std::int64_t running = s->running_since.load(std::memory_order_relaxed);
     const std::int64_t busy = s->busy_ns.load(std::memory_order_relaxed);
     busy_ns += busy - s->seen_busy_ns;
     s->seen_busy_ns = busy;
+    if (s->credited_start != 0 && s->credited_start != running) {
+      busy_ns -= s->credited_ns;
+      s->credited_start = 0;
+      s->credited_ns = 0;
+    }
+    if (running != 0) {
+      const std::int64_t elapsed = std::max<std::int64_t>(0, now - running);
+      busy_ns += elapsed - s->credited_ns;
+      s->credited_start = running;
+      s->credited_ns = elapsed;
+    }
   }
   sample.handler_cpu += std::chrono::microseconds{cpu_ns / 1000};
-  sample.handler_busy += std::chrono::microseconds{busy_ns / 1000};
+  sample.handler_busy += std::chrono::microseconds{std::max<std::int64_t>(0, busy_ns) / 1000};
   sample.handled = sample.user_wait.count() + sample.system_wait.count();
 }
 

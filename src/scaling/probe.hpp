@@ -33,8 +33,13 @@ class ScalingProbe {
 
   /// On the lane's thread, as a message starts: how long it waited since it was queued.
   void record_wait(int lane, Priority priority, std::int64_t wait_ns) noexcept;
-  /// On the lane's thread, after a slice: the thread CPU time and the wall time it took.
-  void record_slice(int lane, std::int64_t cpu_ns, std::int64_t wall_ns) noexcept;
+  /// On the lane's thread, after a slice: the thread CPU time it took.
+  void record_cpu(int lane, std::int64_t cpu_ns) noexcept;
+  /// On the lane's thread, around each handler: its wall time is the lane's busy time. While a
+  /// handler runs, collect() already counts the part that has elapsed, so a handler that runs for
+  /// many intervals keeps its lane busy in every one of them, not only in the one it ends in.
+  void message_started(int lane, std::int64_t now_ns) noexcept;
+  void message_finished(int lane, std::int64_t started_ns, std::int64_t now_ns) noexcept;
 
   /// Scaler thread only: adds what happened since the previous call to `sample` (waits, CPU and
   /// busy time, and as `handled` the messages that started).
