@@ -285,10 +285,7 @@ void ServiceCore::execute(runtime::Message* m, int lane) noexcept {
   std::int64_t started_ns = 0;
   if (scaling_) {
     started_ns = ScalingProbe::now_ns();
-    if (m->enqueued_ns != 0) {
-      scaling_->probe.record_wait(lane, m->priority, started_ns - m->enqueued_ns);
-    }
-    scaling_->probe.message_started(lane, started_ns);
+    scaling_->probe.message_started(lane, m->priority, m->enqueued_ns, started_ns);
   }
   if (state_.load(std::memory_order_acquire) == ServiceState::stopped && !m->is_control()) {
     rejected_.fetch_add(1, std::memory_order_relaxed);

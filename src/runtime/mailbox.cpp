@@ -296,8 +296,9 @@ class Mailbox::Rebalance final : public Lane::Handover {
     std::vector<std::vector<Message*>> moved(routing.lanes.size());
     std::int64_t given = 0;
     auto route = [&](Message* m) {
+      const bool keyed = m->key.has_value();
       Lane* to = &giver;
-      if (m->key.has_value()) {
+      if (keyed) {
         to = routing.lanes[static_cast<std::size_t>(routing.lane_for(m->key.hash()))];
       } else if (!m->is_control()) {  // control messages (drain markers) belong to this lane
         const std::uint64_t n = mailbox_->round_robin_.fetch_add(1, std::memory_order_relaxed);
@@ -308,7 +309,7 @@ class Mailbox::Rebalance final : public Lane::Handover {
         return;
       }
       ++given;
-      if (m->key.has_value()) {
+      if (keyed) {
         moved[static_cast<std::size_t>(to->index())].push_back(m);
       } else {
         to->push(m);  // no order to keep: a plain enqueue

@@ -37,7 +37,7 @@ ScaleController::Decision ScaleController::decide(int lanes, ScaleVote vote, Clo
     d.outcome = Outcome::grow;
     d.target = std::min(max, lanes + config_.grow.of(lanes));
   } else {
-    const int target = std::max(min, lanes - config_.shrink.of(lanes));
+    const int target = shrink_target(lanes);
     if (config_.shrink_max_busy > 0 && busy_lanes / target > config_.shrink_max_busy) {
       // Queue-based strategies see short queues once enough lanes run and vote shrink; the
       // smaller count would then queue again and vote grow. The streak stands, as for cooling.

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 #pragma once
 
+#include <algorithm>
 #include <chrono>
 #include <ember/config.hpp>
 #include <ember/scaling.hpp>
@@ -35,6 +36,11 @@ class ScaleController {
   explicit ScaleController(const ScalingConfig& config);
   /// `busy_lanes`: the measured load in lanes' worth of handler time (ScalingSample::busy_lanes).
   Decision decide(int lanes, ScaleVote vote, Clock::time_point now, double busy_lanes);
+
+  /// Where a shrink from `lanes` goes: ShrinkStep down, not below Min.
+  [[nodiscard]] int shrink_target(int lanes) const noexcept {
+    return std::max(config_.min_lanes, lanes - config_.shrink.of(lanes));
+  }
 
   [[nodiscard]] bool changes(const Decision& d) const noexcept {
     return d.outcome == Outcome::grow || d.outcome == Outcome::shrink ||

@@ -113,9 +113,9 @@ TEST(ScalingProbe, CollectReturnsWhatHappenedSinceThePreviousCollect) {
   probe.record_cpu(0, 1'500'000);
   probe.record_cpu(5, 500'000);
   probe.record_cpu(99, 1'000'000);  // beyond the size: clamped to the last slot, counted
-  probe.message_started(0, 1'000'000);
+  probe.message_started(0, Priority::user, 0, 1'000'000);
   probe.message_finished(0, 1'000'000, 3'000'000);
-  probe.message_started(5, 10'000'000);
+  probe.message_started(5, Priority::user, 0, 10'000'000);
   probe.message_finished(5, 10'000'000, 14'500'000);
   ScalingSample first;
   probe.collect(first);
@@ -142,7 +142,7 @@ TEST(ScalingProbe, ARunningHandlerCountsAsBusyWhileItRunsAndExactlyOnceInTotal) 
   ScalingSample discard;
   probe.collect(discard);
   const std::int64_t start = ScalingProbe::now_ns() - 5'000'000;  // running for 5 ms already
-  probe.message_started(1, start);
+  probe.message_started(1, Priority::user, 0, start);
   ScalingSample during;
   probe.collect(during);
   EXPECT_GE(during.handler_busy, 5000us) << "a handler still running keeps its lane busy";

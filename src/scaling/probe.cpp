@@ -54,7 +54,10 @@ ScalingProbe::Slot& ScalingProbe::slot(int lane) noexcept {
 }
 
 void ScalingProbe::record_wait(int lane, Priority priority, std::int64_t wait_ns) noexcept {
-  Slot& s = slot(lane);
+  record_wait(slot(lane), priority, wait_ns);
+}
+
+void ScalingProbe::record_wait(Slot& s, Priority priority, std::int64_t wait_ns) noexcept {
   const auto bucket = static_cast<std::size_t>(WaitHistogram::bucket_of(
       static_cast<std::uint64_t>(std::max<std::int64_t>(0, wait_ns)) / 1000));
   bump<std::uint64_t>((priority == Priority::system ? s.system : s.user)[bucket], 1);
@@ -64,8 +67,13 @@ void ScalingProbe::record_cpu(int lane, std::int64_t cpu_ns) noexcept {
   bump<std::int64_t>(slot(lane).cpu_ns, std::max<std::int64_t>(0, cpu_ns));
 }
 
-void ScalingProbe::message_started(int lane, std::int64_t now_ns) noexcept {
-  slot(lane).running_since.store(now_ns, std::memory_order_relaxed);
+void ScalingProbe::message_started(int lane, Priority priority, std::int64_t enqueued_ns,
+                                   std::int64_t now_ns) noexcept {
+  Slot& s = slot(lane);
+  if (enqueued_ns != 0) {
+    record_wait(s, priority, now_ns - enqueued_ns);
+  }
+  s.running_since.store(now_ns, std::memory_order_relaxed);
 }
 
 void ScalingProbe::message_finished(int lane, std::int64_t started_ns,

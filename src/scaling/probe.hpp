@@ -38,7 +38,9 @@ class ScalingProbe {
   /// On the lane's thread, around each handler: its wall time is the lane's busy time. While a
   /// handler runs, collect() already counts the part that has elapsed, so a handler that runs for
   /// many intervals keeps its lane busy in every one of them, not only in the one it ends in.
-  void message_started(int lane, std::int64_t now_ns) noexcept;
+  /// Also records the queueing delay when `enqueued_ns` is set (0 = not stamped).
+  void message_started(int lane, Priority priority, std::int64_t enqueued_ns,
+                       std::int64_t now_ns) noexcept;
   void message_finished(int lane, std::int64_t started_ns, std::int64_t now_ns) noexcept;
 
   /// Scaler thread only: adds what happened since the previous call to `sample` (waits, CPU and
@@ -62,6 +64,7 @@ class ScalingProbe {
  private:
   struct Slot;
   Slot& slot(int lane) noexcept;
+  static void record_wait(Slot& s, Priority priority, std::int64_t wait_ns) noexcept;
 
   const int max_lanes_;
   std::unique_ptr<std::atomic<Slot*>[]> slots_;

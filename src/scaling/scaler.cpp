@@ -150,8 +150,7 @@ void Scaler::evaluate(Entry& e, Clock::time_point now) {
         "scaling: shrink wanted at {} lanes, held: {:.2f} lanes' worth of handler time would "
         "leave the remaining lanes {:.0f}% busy (ShrinkMaxBusy {:.0f}%): {}",
         sample.lanes, busy_lanes,
-        100 * busy_lanes /
-            std::max({1, config.min_lanes, sample.lanes - config.shrink.of(sample.lanes)}),
+        100 * busy_lanes / std::max(1, e.controller.shrink_target(sample.lanes)),
         config.shrink_max_busy * 100, verdict.why);
   } else if (d.outcome != ScaleController::Outcome::hold) {
     e.target.logger->debug("scaling: {} wanted at {} lanes, {} ({}/{}): {}",

@@ -65,19 +65,22 @@ std::chrono::microseconds WaitHistogram::percentile(double percent) const noexce
   return std::chrono::microseconds{static_cast<std::int64_t>(upper_bound_of(kBuckets - 1))};
 }
 
-double ScalingSample::cpu_per_lane() const noexcept {
-  if (interval.count() <= 0 || lanes <= 0) {
-    return 0;
-  }
-  const double busy = static_cast<double>(handler_cpu.count()) / 1e6;
-  return busy / (static_cast<double>(interval.count()) / 1e3) / lanes;
-}
-
-double ScalingSample::busy_lanes() const noexcept {
+namespace {
+/// How many lanes' worth of `spent` the interval held (1.0 = one lane all the time).
+double lanes_worth(std::chrono::microseconds spent, std::chrono::milliseconds interval) noexcept {
   if (interval.count() <= 0) {
     return 0;
   }
-  return static_cast<double>(handler_busy.count()) / 1e3 / static_cast<double>(interval.count());
+  return static_cast<double>(spent.count()) / 1e3 / static_cast<double>(interval.count());
+}
+}  // namespace
+
+double ScalingSample::cpu_per_lane() const noexcept {
+  return lanes <= 0 ? 0 : lanes_worth(handler_cpu, interval) / lanes;
+}
+
+double ScalingSample::busy_lanes() const noexcept {
+  return lanes_worth(handler_busy, interval);
 }
 
 std::string_view to_string(ScaleVote vote) noexcept {
