@@ -4,6 +4,7 @@
 #include <google/protobuf/util/json_util.h>
 
 #include <algorithm>
+#include <charconv>
 #include <cstdlib>
 #include <random>
 
@@ -37,6 +38,14 @@ std::vector<std::string> split_endpoints(std::string_view text) {
     text.remove_prefix(comma + 1);
   }
   return out;
+}
+
+/// An epoch as stored in etcd (decimal). Anything else reads as 0: a damaged base only makes the
+/// next raise rewrite it.
+std::int64_t parse_epoch(std::string_view text) {
+  std::int64_t value = 0;
+  const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
+  return ec == std::errc{} && end == text.data() + text.size() && value > 0 ? value : 0;
 }
 
 std::string join_list(const std::vector<std::string>& items) {
@@ -97,10 +106,14 @@ Result<std::shared_ptr<Membership>> Membership::join(NodeImpl& node) {
                  "cannot reach etcd at " + join_list(endpoints) + ": " + client.error().message()};
   }
   self->client_ = std::move(*client);
-  if (!self->open_session()) {
+  if (auto opened = self->open_session(true); !opened) {
+    self->close_session("the node did not start");
     self->link_->stop();
-    return Error{Errc::node_unreachable,
-                 "cannot register with etcd at " + join_list(endpoints) + " (see the log above)"};
+    if (opened.error().code() == Errc::already_exists) {
+      return opened.error();
+    }
+    return Error{opened.error().code(), "cannot register with etcd at " + join_list(endpoints) +
+                                            ": " + opened.error().message()};
   }
   node.log.info("joined cluster '{}' at {} (etcd {}, keys under {})", cfg.name,
                 self->link_->address(), self->client_->endpoint(), self->root_);
@@ -155,7 +168,7 @@ void Membership::unpublish(ServiceCore& service) {
   if (it->second.is_master()) {
     // Given up at once so a slave elsewhere takes over now, not when the lease ends.
     removal.master_key = master_key(it->second.group);
-    removal.epoch = it->second.epoch;
+    removal.key_revision = it->second.key_revision;
   }
   locals_.erase(it);
   removals_.push_back(std::move(removal));
@@ -213,8 +226,19 @@ void Membership::run() {
   std::unique_lock lock(mu_);
   while (!stopping_) {
     if (!session_ok_ || session_lost_) {
+      if (!outage_since_) {  // one episode from the loss to the next session
+        outage_since_ = Clock::now();
+        outage_attempts_ = 0;
+        outage_logged_ = false;
+        ++stats_.outages;
+      }
       lock.unlock();
-      const bool opened = open_session();
+      auto opened = open_session(false);
+      if (opened) {
+        note_recovered();
+      } else {
+        note_outage(opened.error());
+      }
       lock.lock();
       if (!opened) {
         wait_backoff(lock);
@@ -277,6 +301,17 @@ void Membership::run() {
       flush_done_ = flush_target;
       cv_.notify_all();
     }
+    if (settled && rejoining_) {
+      rejoining_ = false;
+      std::size_t records = 0;
+      std::size_t masters = 0;
+      for (const auto& [uid, local] : locals_) {
+        records += local.registered ? 1 : 0;
+        masters += local.is_master() ? 1 : 0;
+      }
+      node_.log.info("rejoined the cluster: {} records written, {} local masters, lease {:x}",
+                     records, masters, lease_);
+    }
     cv_.wait_for(lock, kLoopTick, [&] {
       return stopping_ || session_lost_ || resync_due_ || work_ || !batches_.empty() ||
              !removals_.empty() || flush_requested_ > flush_done_;
@@ -286,27 +321,29 @@ void Membership::run() {
   close_session("the node is leaving the cluster");
 }
 
-bool Membership::open_session() {
+Status Membership::open_session(bool first) {
   close_session("re-registering");
   auto lease = client_->grant(std::chrono::duration_cast<std::chrono::seconds>(ttl_));
   if (!lease) {
-    node_.log.warn("etcd lease: {}", lease.error().to_string());
-    return false;
+    return Error{lease.error().code(), "lease: " + lease.error().message()};
   }
   lease_ = *lease;
   // Renewals three times per TTL: one late or lost renewal does not lose the lease.
-  auto keep_alive = client_->keep_alive(lease_, std::max(ttl_ / 3, std::chrono::milliseconds{100}),
-                                        [this](const Error& error) {
-                                          node_.log.warn("etcd lease lost: {}", error.to_string());
-                                          std::lock_guard lock(mu_);
-                                          session_lost_ = true;
-                                          cv_.notify_all();
-                                        });
+  auto keep_alive = client_->keep_alive(
+      lease_, std::max(ttl_ / 3, std::chrono::milliseconds{100}), [this](const Error& error) {
+        std::lock_guard lock(mu_);
+        if (!session_lost_) {
+          node_.log.warn("etcd lease lost: {}", error.to_string());
+          // At once, not when the loop gets to it: the loop may be waiting on etcd for seconds.
+          demote_masters_locked("the lease is lost");
+        }
+        session_lost_ = true;
+        cv_.notify_all();
+      });
   if (!keep_alive) {
-    node_.log.warn("etcd keep-alive: {}", keep_alive.error().to_string());
     (void)client_->revoke(lease_);
     lease_ = 0;
-    return false;
+    return Error{keep_alive.error().code(), "keep-alive: " + keep_alive.error().message()};
   }
   keep_alive_ = std::move(*keep_alive);
   {
@@ -314,6 +351,21 @@ bool Membership::open_session() {
     watched_ = keep_alive_.get();
     renewals_seen_ = 0;
     renewed_at_ = Clock::now();
+  }
+  // In this order: the keys of old sessions go first (a restarted etcd restores them, and their
+  // master keys would block elections for a whole TTL), then the id is ours, then no election of
+  // this session can get an epoch at or below one this node has seen.
+  if (auto st = revoke_stale_leases(); !st) {
+    return st;
+  }
+  if (auto st = claim_node_id(first); !st) {
+    return st;
+  }
+  if (auto st = raise_epoch_base(); !st) {
+    return st;
+  }
+  {
+    std::lock_guard lock(mu_);
     session_ok_ = true;
     session_lost_ = false;
     ++stats_.sessions;
@@ -326,7 +378,115 @@ bool Membership::open_session() {
     std::lock_guard lock(mu_);
     resync_due_ = true;
   }
-  return true;
+  return {};
+}
+
+Status Membership::revoke_stale_leases() {
+  while (!stale_leases_.empty()) {
+    if (auto st = client_->revoke(stale_leases_.back()); !st) {
+      return Error{st.error().code(), "revoking an old lease: " + st.error().message()};
+    }
+    stale_leases_.pop_back();
+  }
+  return {};
+}
+
+Status Membership::claim_node_id(bool first) {
+  const std::string key = root_ + "/nodes/" + node_.config.node_id;
+  const std::string& mine = link_->address();
+  // At join, a holder may be this node's own predecessor that crashed: its lease ends within a
+  // TTL. Later (a session after an outage) a holder is another node that took the id meanwhile.
+  const auto give_up_at = Clock::now() + (first ? ttl_ + std::chrono::seconds(1) : ttl_ * 0);
+  for (int attempt = 0;; ++attempt) {
+    auto outcome = client_->create_if_absent(key, mine, lease_);
+    if (!outcome) {
+      return Error{outcome.error().code(), "claiming node id: " + outcome.error().message()};
+    }
+    if (outcome->created) {
+      return {};
+    }
+    if (outcome->value == mine && attempt < 3) {
+      // Our own address: this process holds that port now, so the holder is this node under an
+      // older lease (a restarted etcd restores it) or a predecessor that is gone.
+      (void)client_->erase_if_created(key, outcome->create_revision);
+      continue;
+    }
+    if (Clock::now() >= give_up_at) {
+      return Error{Errc::already_exists,
+                   "node id '" + node_.config.node_id + "' is in use by a live node at " +
+                       outcome->value +
+                       " (its lease is being renewed); node ids must be unique in "
+                       "cluster '" +
+                       node_.config.cluster.name + "'"};
+    }
+    std::unique_lock lock(mu_);
+    if (cv_.wait_for(lock, std::chrono::milliseconds(200), [&] { return stopping_; })) {
+      return Error{Errc::stopping, "the node is stopping"};
+    }
+  }
+}
+
+Status Membership::raise_epoch_base() {
+  if (epoch_max_ == 0) {
+    return {};  // nothing seen: nothing to protect
+  }
+  const std::string key = root_ + "/epoch-base";
+  for (int attempt = 0; attempt < 8; ++attempt) {
+    auto got = client_->get(key);
+    if (!got) {
+      return Error{got.error().code(), "reading the epoch base: " + got.error().message()};
+    }
+    std::int64_t base = 0;
+    std::int64_t mod_revision = 0;
+    if (!got->kvs.empty()) {
+      base = parse_epoch(got->kvs.front().value);
+      mod_revision = got->kvs.front().mod_revision;
+    }
+    if (base >= epoch_max_) {
+      return {};
+    }
+    auto put = client_->put_if_unchanged(key, std::to_string(epoch_max_), mod_revision);
+    if (!put) {
+      return Error{put.error().code(), "raising the epoch base: " + put.error().message()};
+    }
+    if (*put) {
+      node_.log.info("epoch base raised from {} to {}, the highest epoch this node has seen", base,
+                     epoch_max_);
+      return {};
+    }
+    // Another node raised it meanwhile: read it again.
+  }
+  return Error{Errc::bad_state, "the epoch base kept changing"};
+}
+
+void Membership::note_outage(const Error& error) {
+  ++outage_attempts_;
+  if (outage_logged_) {
+    node_.log.debug("etcd session, attempt {}: {}", outage_attempts_, error.to_string());
+    return;
+  }
+  outage_logged_ = true;
+  if (error.code() == Errc::already_exists) {
+    node_.log.error("{}; this node's services stay unregistered until it is free", error.message());
+  } else {
+    node_.log.warn(
+        "no etcd session ({}): masters have stepped down, calls use the last known view; "
+        "retrying",
+        error.to_string());
+  }
+}
+
+void Membership::note_recovered() {
+  if (!outage_since_) {
+    return;
+  }
+  const auto took =
+      std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - *outage_since_);
+  node_.log.info("etcd session open again after {} ms ({} failed attempts): new lease {:x} at {}",
+                 took.count(), outage_attempts_, lease_, client_->endpoint());
+  outage_since_.reset();
+  std::lock_guard lock(mu_);
+  rejoining_ = true;
 }
 
 bool Membership::resync() {
@@ -368,10 +528,28 @@ bool Membership::resync() {
       ++it;
     }
   }
+  master_keys_.clear();  // rebuilt from the snapshot (keys sort masters before services)
   for (const auto& kv : snapshot->kvs) {
     etcd::Event put;
     put.kv = kv;
     apply(put);
+  }
+  {
+    // A master whose key is gone or is another incarnation lost it while we were not watching.
+    std::lock_guard lock(mu_);
+    for (auto& [uid, local] : locals_) {
+      if (!local.is_master()) {
+        continue;
+      }
+      auto held = master_keys_.find(local.group);
+      if (held == master_keys_.end() || held->second.holder != uid ||
+          held->second.create_revision != local.key_revision) {
+        node_.log.warn("{}: the master key of {} is no longer this master's", uid, local.group);
+        set_role_locked(local, Held::none, 0);
+        local.elect = true;
+        work_ = true;
+      }
+    }
   }
   auto watch = client_->watch_prefix(
       root_ + "/", snapshot->revision + 1,
@@ -414,8 +592,11 @@ void Membership::close_session(const std::string& why) {
     }
   }
   if (lease_ != 0) {
-    // Deletes every key of the old lease at once (if etcd answers); otherwise it expires.
-    (void)client_->revoke(lease_);
+    // Deletes every key of the old lease at once if etcd answers; otherwise it is revoked when
+    // etcd answers again (a restarted etcd restores leases with a fresh TTL).
+    if (auto revoked = client_->revoke(lease_); !revoked) {
+      stale_leases_.push_back(lease_);
+    }
     lease_ = 0;
   }
 }
@@ -459,6 +640,11 @@ void Membership::apply(const etcd::Event& event) {
                        pid->uid());
         return;
       }
+      if (record.master() && record.epoch() > 0) {
+        depose_if_stale(
+            record.name() + "." + record.id() + "." + std::to_string(record.server_id()), uid,
+            static_cast<std::int64_t>(record.epoch()));
+      }
       node_.repository.add(std::move(pid), nullptr);
       remote_.insert(uid);
     }
@@ -493,14 +679,29 @@ void Membership::apply(const etcd::Event& event) {
     }
     return;
   }
-  if (key.starts_with(masters) && event.type == etcd::Event::Type::erase) {
+  if (key.starts_with(masters)) {
     const std::string group = key.substr(masters.size());
+    if (event.type == etcd::Event::Type::put) {
+      master_keys_[group] = MasterKey{event.kv.create_revision, event.kv.value};
+      return;
+    }
+    master_keys_.erase(group);
     std::lock_guard lock(mu_);
     for (auto& [uid, local] : locals_) {
-      if (local.group == group && !local.is_master()) {
-        local.elect = true;
-        work_ = true;
+      if (local.group != group) {
+        continue;
       }
+      if (local.is_master()) {
+        if (event.kv.mod_revision <= local.key_revision) {
+          continue;  // an older incarnation's deletion, replayed
+        }
+        // Someone removed our key (a node that saw a higher epoch deposed us): whoever wins
+        // next may act as master, so this one must stop now.
+        node_.log.warn("{}: the master key of {} was deleted", uid, group);
+        set_role_locked(local, Held::none, 0);
+      }
+      local.elect = true;
+      work_ = true;
     }
   }
 }
@@ -516,7 +717,7 @@ void Membership::elect(const std::string& uid) {
     group = it->second.group;
   }
   const std::string key = master_key(group);
-  auto outcome = client_->create_if_absent(key, uid, lease_);
+  auto outcome = client_->create_if_absent(key, uid, lease_, root_ + "/epoch-base");
   if (!outcome) {
     node_.log.warn("election of {}: {}", group, outcome.error().to_string());
     return;  // retried on the next pass; a lost etcd also ends the session
@@ -547,11 +748,41 @@ void Membership::elect(const std::string& uid) {
   Local& local = it->second;
   local.elect = false;
   if (outcome->created) {
+    // The base was read in the winning transaction: it covers every epoch the nodes that opened
+    // a session before it had seen, even when etcd lost its data and revisions restarted.
+    const std::int64_t epoch = parse_epoch(outcome->also_value) + outcome->create_revision;
     ++stats_.elections_won;
-    node_.log.info("{} is master of {} (epoch {})", uid, group, outcome->create_revision);
-    set_role_locked(local, Held::master, outcome->create_revision);
+    node_.log.info("{} is master of {} (epoch {})", uid, group, epoch);
+    local.key_revision = outcome->create_revision;
+    set_role_locked(local, Held::master, epoch);
+    epoch_seen_[group] = std::max(epoch_seen_[group], epoch);
+    epoch_max_ = std::max(epoch_max_, epoch);
   } else {
     set_role_locked(local, Held::slave, 0);
+  }
+}
+
+void Membership::depose_if_stale(const std::string& group, const std::string& uid,
+                                 std::int64_t epoch) {
+  std::int64_t& seen = epoch_seen_[group];
+  if (epoch >= seen) {
+    seen = epoch;
+    epoch_max_ = std::max(epoch_max_, epoch);
+    return;
+  }
+  // A master below an epoch already seen for its group: elected before the epoch base was raised
+  // (etcd lost its data and a node that had seen nothing won first). Receivers that check epochs
+  // would refuse it forever, so its key goes and the group elects again above the base.
+  auto held = master_keys_.find(group);
+  if (held == master_keys_.end() || held->second.holder != uid) {
+    return;  // a stale record of a master that is gone already
+  }
+  if (auto erased = client_->erase_if_created(master_key(group), held->second.create_revision);
+      erased && *erased) {
+    node_.log.warn("deposed {} as master of {}: its epoch {} is below {} seen before", uid, group,
+                   epoch, seen);
+    std::lock_guard lock(mu_);
+    ++stats_.depositions;
   }
 }
 
@@ -562,6 +793,9 @@ void Membership::set_role_locked(Local& local, Held role, std::int64_t epoch) {
   }
   local.role = role;
   local.epoch = role == Held::master ? epoch : 0;
+  if (role != Held::master) {
+    local.key_revision = 0;
+  }
   local.registered = false;  // the record shows the role: rewrite it
   if (before == Held::master) {
     ++stats_.demotions;
@@ -663,7 +897,7 @@ void Membership::apply_removals(std::vector<Removal> removals) {
       }
     }
     if (!removal.master_key.empty()) {
-      (void)client_->erase_if_created(removal.master_key, removal.epoch);
+      (void)client_->erase_if_created(removal.master_key, removal.key_revision);
     }
   }
 }

@@ -8,6 +8,7 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <shared_mutex>
 #include <string>
@@ -30,6 +31,8 @@ struct MembershipStats {
   std::uint64_t resyncs = 0;          ///< full reads of the service records
   std::uint64_t elections_won = 0;    ///< times a local service became master
   std::uint64_t demotions = 0;        ///< times a local master gave the role up
+  std::uint64_t depositions = 0;      ///< masters this node removed for an epoch below one seen
+  std::uint64_t outages = 0;          ///< times etcd stopped answering (each ends with a session)
   std::uint64_t remote_services = 0;  ///< services of other nodes in the repository now
   bool connected = false;             ///< a live lease and an up-to-date view right now
 };
@@ -40,8 +43,13 @@ struct MembershipStats {
 ///
 /// Keys (under ClusterConf.DiscoveryConf.KeyPrefix, default /ember/<cluster name>):
 ///   <prefix>/services/<uid>                  ServiceRecord as JSON, one per published service
-///   <prefix>/masters/<name>.<id>.<server_id> uid of the group's master; its create revision is
-///                                            the master's epoch
+///   <prefix>/masters/<name>.<id>.<server_id> uid of the group's master; the epoch base read in
+///                                            the same transaction plus the key's create
+///                                            revision is the master's epoch
+///   <prefix>/epoch-base                      the epoch floor, raised by every node to the highest
+///                                            epoch it has seen when it opens a session (no
+///                                            lease: it survives nodes, not a wiped etcd)
+///   <prefix>/nodes/<node id>                 the node's transport address: one live node per id
 ///   <prefix>/events/<node>/<channel>         the node's address, while one of its services
 ///                                            subscribes to the channel (global.<type> or
 ///                                            server.<id>.<type>): the "cluster" event backend
@@ -86,12 +94,13 @@ class Membership final : public RemoteRouter,
     bool elect = false;                     // an election attempt is due
     Held role = Held::none;
     [[nodiscard]] bool is_master() const noexcept { return role == Held::master; }
-    std::int64_t epoch = 0;  // create revision of the master key while master
+    std::int64_t epoch = 0;         // while master: epoch base + key_revision
+    std::int64_t key_revision = 0;  // while master: create revision of the master key
   };
   struct Removal {
     std::string record_key;
     std::string master_key;  // "" unless it was master
-    std::int64_t epoch = 0;
+    std::int64_t key_revision = 0;
   };
   struct WatchBatch {
     std::uint64_t watch_generation = 0;
@@ -99,8 +108,17 @@ class Membership final : public RemoteRouter,
   };
 
   void run();
-  bool open_session();
+  /// Takes a new lease and makes it this node's session: old leases revoked, node id claimed,
+  /// epoch base raised, records read. `first`: at join, where a node id held by another live
+  /// node is waited for (a crashed predecessor's lease expiring) and then refused.
+  Status open_session(bool first);
   bool resync();
+  Status revoke_stale_leases();
+  Status claim_node_id(bool first);
+  Status raise_epoch_base();
+  void depose_if_stale(const std::string& group, const std::string& uid, std::int64_t epoch);
+  void note_outage(const Error& error);
+  void note_recovered();
   void close_session(const std::string& why);
   void apply(const etcd::Event& event);
   void elect(const std::string& uid);
@@ -127,6 +145,20 @@ class Membership final : public RemoteRouter,
 
   // Loop-thread state.
   etcd::LeaseId lease_ = 0;
+  // Leases of earlier sessions etcd may still hold (revoking them failed): revoked as soon as etcd
+  // answers, so their master keys do not block elections for a TTL after an etcd restart.
+  std::vector<etcd::LeaseId> stale_leases_;
+  std::map<std::string, std::int64_t> epoch_seen_;  // group -> highest master epoch seen
+  std::int64_t epoch_max_ = 0;                      // over every group
+  struct MasterKey {
+    std::int64_t create_revision = 0;
+    std::string holder;  // uid
+  };
+  std::map<std::string, MasterKey> master_keys_;  // group -> the master key in etcd now
+  std::optional<std::chrono::steady_clock::time_point> outage_since_;
+  int outage_attempts_ = 0;     // failed session attempts in this episode
+  bool outage_logged_ = false;  // its first failure was logged (the rest go to debug)
+  bool rejoining_ = false;  // a session opened after an outage: "rejoined" is logged once settled
   std::unique_ptr<etcd::Client::KeepAlive> keep_alive_;
   std::unique_ptr<etcd::Client::Watch> watch_;
   std::set<std::string> remote_;  // uids of other nodes' services in the repository

@@ -4,6 +4,7 @@
 #include <ember/ember.hpp>
 #include <map>
 #include <mutex>
+#include <set>
 
 #include "test.pb.h"
 
@@ -81,6 +82,90 @@ class Leader : public ember::Service {
   }
 };
 EMBER_REGISTER_SERVICE(Leader);
+
+// A ledger kept by every member of a master/slave group. The master acknowledges an append only
+// once every other member (Params.Replicas in all) has it, so any later master has every
+// acknowledged entry; members refuse entries from a master below the highest epoch they have
+// seen, so an epoch that went backwards shows up as failing writes.
+class Ledger : public ember::Service {
+ public:
+  ember::Status on_init() override {
+    replicas_ = std::stoi(std::string(param("Replicas", "3")));
+    if (auto st = handle("RpcAppend", &Ledger::append); !st) {
+      return st;
+    }
+    if (auto st = handle("RpcReplicate", &Ledger::replicate); !st) {
+      return st;
+    }
+    return handle("RpcState", [this](const pb::Echo&) -> Result<pb::LedgerState> {
+      pb::LedgerState out;
+      for (std::int64_t seq : seqs_) {
+        out.add_seqs(seq);
+      }
+      out.set_highest_epoch(highest_epoch_);
+      out.set_stale_refused(stale_refused_);
+      out.set_epoch_regressions(epoch_regressions_);
+      out.set_master(is_master());
+      return out;
+    });
+  }
+  void on_role_change(ember::RoleChange change, std::uint64_t epoch) override {
+    if (change != ember::RoleChange::become_master) {
+      return;
+    }
+    if (epoch <= highest_epoch_) {
+      ++epoch_regressions_;
+      log().error("elected with epoch {}, not above {} seen before", epoch, highest_epoch_);
+    }
+    highest_epoch_ = std::max(highest_epoch_, epoch);
+  }
+
+ private:
+  Result<pb::LedgerAck> append(const pb::LedgerEntry& request) {
+    if (!is_master()) {
+      return ember::Error{ember::Errc::bad_state, "not the master"};
+    }
+    pb::LedgerEntry entry = request;
+    entry.set_epoch(epoch());
+    auto others = select(ember::Selector::name(name()).role(ember::Role::slave)).targets();
+    if (static_cast<int>(others.size()) < replicas_ - 1) {
+      return ember::Error{ember::Errc::bad_state,
+                          "only " + std::to_string(others.size()) + " other members known"};
+    }
+    for (const auto& member : others) {
+      auto done = select(ember::Selector::pid(member))
+                      .call<pb::Echo>("RpcReplicate", entry, {.timeout = std::chrono::seconds(1)});
+      if (!done) {
+        return ember::Error{done.error().code(),
+                            member.node_id + " did not take it: " + done.error().message()};
+      }
+    }
+    seqs_.insert(entry.seq());
+    pb::LedgerAck ack;
+    ack.set_node(pid().node_id);
+    ack.set_epoch(epoch());
+    return ack;
+  }
+
+  Result<pb::Echo> replicate(const pb::LedgerEntry& entry) {
+    if (entry.epoch() < highest_epoch_) {
+      ++stale_refused_;
+      return ember::Error{ember::Errc::bad_state, "stale master: epoch " +
+                                                      std::to_string(entry.epoch()) + " < " +
+                                                      std::to_string(highest_epoch_)};
+    }
+    highest_epoch_ = entry.epoch();
+    seqs_.insert(entry.seq());
+    return pb::Echo{};
+  }
+
+  int replicas_ = 3;
+  std::set<std::int64_t> seqs_;
+  std::uint64_t highest_epoch_ = 0;
+  std::int64_t stale_refused_ = 0;
+  std::int64_t epoch_regressions_ = 0;
+};
+EMBER_REGISTER_SERVICE(Ledger);
 
 // Subscribes to pb::Echo events of type Params.EventType, global or (with Params.ServerId) in
 // one zone. Main events (text "main") must arrive in order per publishing node.

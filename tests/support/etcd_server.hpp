@@ -42,28 +42,32 @@ class EtcdServer {
         std::filesystem::remove_all(dir_);
       }
       std::filesystem::create_directories(dir_);
-      std::string client = "http://127.0.0.1:" + std::to_string(client_port_);
+      std::string client = "http://" + host_ + ":" + std::to_string(client_port_);
       std::string peer = "http://127.0.0.1:" + std::to_string(peer_port_);
-      std::vector<std::string> args = {"etcd",
-                                       "--name",
-                                       "test",
-                                       "--data-dir",
-                                       (dir_ / "data").string(),
-                                       "--listen-client-urls",
-                                       client,
-                                       "--advertise-client-urls",
-                                       client,
-                                       "--listen-peer-urls",
-                                       peer,
-                                       "--initial-advertise-peer-urls",
-                                       peer,
-                                       "--initial-cluster",
-                                       "test=" + peer,
-                                       "--initial-cluster-state",
-                                       "new",
-                                       "--logger=zap",
-                                       "--log-level=warn",
-                                       "--unsafe-no-fsync"};
+      std::vector<std::string> args;
+      if (!netns_.empty()) {  // `ip netns exec` execs etcd: the PID stays etcd's
+        args = {"ip", "netns", "exec", netns_};
+      }
+      args.insert(args.end(), {"etcd",
+                               "--name",
+                               "test",
+                               "--data-dir",
+                               (dir_ / "data").string(),
+                               "--listen-client-urls",
+                               client,
+                               "--advertise-client-urls",
+                               client,
+                               "--listen-peer-urls",
+                               peer,
+                               "--initial-advertise-peer-urls",
+                               peer,
+                               "--initial-cluster",
+                               "test=" + peer,
+                               "--initial-cluster-state",
+                               "new",
+                               "--logger=zap",
+                               "--log-level=warn",
+                               "--unsafe-no-fsync"});
       const int rc = spawn_logged(std::move(args), (dir_ / "etcd.log").string(), pid_);
       if (rc != 0) {
         pid_ = 0;
@@ -111,15 +115,35 @@ class EtcdServer {
     }
   }
 
+  /// Runs etcd inside network namespace `netns`, serving clients on `host` there. Before start().
+  void place_in(std::string netns, std::string host) {
+    netns_ = std::move(netns);
+    host_ = std::move(host);
+  }
+
+  /// SIGKILL (a crash): the data directory stays.
+  void kill_hard() {
+    if (pid_ > 0) {
+      ::kill(pid_, SIGKILL);
+      int status = 0;
+      ::waitpid(pid_, &status, 0);
+      pid_ = 0;
+    }
+  }
+
+  [[nodiscard]] pid_t pid() const { return pid_; }
+
   /// Stops etcd and starts it again on the same client port (data kept): a restart.
   std::string restart() {
     stop(false);
     return start(false);
   }
 
-  [[nodiscard]] std::string endpoint() const { return "127.0.0.1:" + std::to_string(client_port_); }
+  [[nodiscard]] std::string endpoint() const { return host_ + ":" + std::to_string(client_port_); }
 
  private:
+  std::string netns_;
+  std::string host_ = "127.0.0.1";
   pid_t pid_ = 0;
   int client_port_ = 0;
   int peer_port_ = 0;

@@ -3,6 +3,7 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include <algorithm>
 #include <atomic>
 #include <condition_variable>
 #include <mutex>
@@ -56,16 +57,101 @@ std::string prefix_end(std::string_view prefix) {
   return std::string(1, '\0');  // every key
 }
 
-struct Client::Impl {
-  Options options;
+/// One gRPC channel to one endpoint with its stubs. Streams hold it by shared_ptr, so a rebuilt
+/// connection never pulls a stub from under a running keep-alive or watch.
+struct Connection {
   std::string endpoint;
   std::shared_ptr<grpc::Channel> channel;
   std::unique_ptr<etcdserverpb::KV::Stub> kv;
   std::unique_ptr<etcdserverpb::Lease::Stub> lease;
   std::unique_ptr<etcdserverpb::Watch::Stub> watch;
+};
 
-  void with_deadline(grpc::ClientContext& ctx) const {
+namespace {
+
+std::shared_ptr<Connection> make_connection(const std::string& endpoint,
+                                            std::chrono::milliseconds timeout) {
+  grpc::ChannelArguments args;
+  // Reconnect quickly after etcd comes back: the default backoff grows to minutes.
+  args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
+  args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
+  // gRPC also takes this value as the deadline of one connection attempt (TCP connect plus the
+  // server's HTTP/2 SETTINGS). It must be longer than a set-up can take, or every attempt is
+  // abandoned half-way; short enough that an attempt started during a partition (its SYNs lost)
+  // is replaced soon after the partition heals instead of waiting for TCP's SYN back-off.
+  args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS,
+              static_cast<int>(std::clamp<std::int64_t>(timeout.count(), 500, 2000)));
+  // Detect a silent etcd on long-lived streams. etcd refuses pings more often than every 5 s.
+  args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, 5000);
+  args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 2000);
+  args.SetInt(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+  auto conn = std::make_shared<Connection>();
+  conn->endpoint = endpoint;
+  conn->channel = grpc::CreateCustomChannel(endpoint, grpc::InsecureChannelCredentials(), args);
+  conn->kv = etcdserverpb::KV::NewStub(conn->channel);
+  conn->lease = etcdserverpb::Lease::NewStub(conn->channel);
+  conn->watch = etcdserverpb::Watch::NewStub(conn->channel);
+  return conn;
+}
+
+bool is_transport_failure(const grpc::Status& status) {
+  return status.error_code() == grpc::StatusCode::UNAVAILABLE ||
+         status.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED;
+}
+
+}  // namespace
+
+struct Client::Impl {
+  // A connection whose requests failed this many times in a row is replaced by a new one (on the
+  // next endpoint): a safety net for a channel that stopped making progress.
+  static constexpr int kRebuildAfterFailures = 3;
+
+  Options options;
+  mutable std::mutex mu;
+  std::shared_ptr<Connection> conn;
+  std::size_t endpoint_index = 0;
+  int failures_in_row = 0;
+  ClientStats counters;
+
+  std::shared_ptr<Connection> current() const {
+    std::lock_guard lock(mu);
+    return conn;
+  }
+
+  /// Every request waits for the channel to be ready, within its deadline. Without it a request
+  /// made while the channel is in back-off fails at once, and since gRPC's synchronous API only
+  /// drives a connection attempt while some request waits on the channel, nothing would ever
+  /// complete the attempt: the channel stays down with etcd's answer unread in the socket.
+  void prepare(grpc::ClientContext& ctx) const {
+    ctx.set_wait_for_ready(true);
     ctx.set_deadline(SystemClock::now() + options.timeout);
+  }
+
+  void report(const grpc::Status& status, const std::shared_ptr<Connection>& used) {
+    std::lock_guard lock(mu);
+    if (!is_transport_failure(status)) {
+      failures_in_row = 0;
+      return;
+    }
+    ++counters.requests_failed;
+    if (used != conn || ++failures_in_row < kRebuildAfterFailures) {
+      return;
+    }
+    failures_in_row = 0;
+    endpoint_index = (endpoint_index + 1) % options.endpoints.size();
+    conn = make_connection(options.endpoints[endpoint_index], options.timeout);
+    ++counters.channel_rebuilds;
+  }
+
+  /// Runs one unary request on the current connection and reports how it went.
+  template <class Call>
+  grpc::Status unary(Call&& call) {
+    auto used = current();
+    grpc::ClientContext ctx;
+    prepare(ctx);
+    grpc::Status status = call(*used, ctx);
+    report(status, used);
+    return status;
   }
 
   Result<GetResult> range(std::string_view key, std::string range_end) {
@@ -75,9 +161,9 @@ struct Client::Impl {
       request.set_range_end(std::move(range_end));
     }
     etcdserverpb::RangeResponse response;
-    grpc::ClientContext ctx;
-    with_deadline(ctx);
-    grpc::Status status = kv->Range(&ctx, request, &response);
+    grpc::Status status = unary([&](Connection& c, grpc::ClientContext& ctx) {
+      return c.kv->Range(&ctx, request, &response);
+    });
     if (!status.ok()) {
       return from_grpc(status, "get " + std::string(key));
     }
@@ -97,21 +183,40 @@ struct Client::Impl {
       request.set_range_end(std::move(range_end));
     }
     etcdserverpb::DeleteRangeResponse response;
-    grpc::ClientContext ctx;
-    with_deadline(ctx);
-    grpc::Status status = kv->DeleteRange(&ctx, request, &response);
+    grpc::Status status = unary([&](Connection& c, grpc::ClientContext& ctx) {
+      return c.kv->DeleteRange(&ctx, request, &response);
+    });
     if (!status.ok()) {
       return from_grpc(status, "delete " + std::string(key));
     }
     return response.deleted();
+  }
+
+  Result<etcdserverpb::TxnResponse> txn(const etcdserverpb::TxnRequest& request,
+                                        std::string_view what) {
+    etcdserverpb::TxnResponse response;
+    grpc::Status status = unary([&](Connection& c, grpc::ClientContext& ctx) {
+      return c.kv->Txn(&ctx, request, &response);
+    });
+    if (!status.ok()) {
+      return from_grpc(status, what);
+    }
+    return response;
   }
 };
 
 Client::Client(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 Client::~Client() = default;
 
-const std::string& Client::endpoint() const noexcept {
-  return impl_->endpoint;
+std::string Client::endpoint() const {
+  return impl_->current()->endpoint;
+}
+
+ClientStats Client::stats() const {
+  std::lock_guard lock(impl_->mu);
+  ClientStats out = impl_->counters;
+  out.endpoint = impl_->conn->endpoint;
+  return out;
 }
 
 Result<std::unique_ptr<Client>> Client::connect(Options options) {
@@ -119,28 +224,17 @@ Result<std::unique_ptr<Client>> Client::connect(Options options) {
     return Error{Errc::invalid_argument, "etcd: no endpoints configured"};
   }
   std::string tried;
-  for (const std::string& endpoint : options.endpoints) {
-    grpc::ChannelArguments args;
-    // Reconnect quickly after etcd restarts: the default backoff grows to minutes.
-    args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 1000);
-    args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 100);
-    args.SetInt(GRPC_ARG_MIN_RECONNECT_BACKOFF_MS, 100);
-    // Detect a silent etcd on long-lived streams. etcd refuses pings more often than every 5 s.
-    args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, 5000);
-    args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, 2000);
-    args.SetInt(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
-    auto channel = grpc::CreateCustomChannel(endpoint, grpc::InsecureChannelCredentials(), args);
-    if (!channel->WaitForConnected(SystemClock::now() + options.timeout)) {
+  for (std::size_t i = 0; i < options.endpoints.size(); ++i) {
+    const std::string& endpoint = options.endpoints[i];
+    auto conn = make_connection(endpoint, options.timeout);
+    if (!conn->channel->WaitForConnected(SystemClock::now() + options.timeout)) {
       tried += (tried.empty() ? "" : ", ") + endpoint;
       continue;
     }
     auto impl = std::make_unique<Impl>();
     impl->options = options;
-    impl->endpoint = endpoint;
-    impl->channel = channel;
-    impl->kv = etcdserverpb::KV::NewStub(channel);
-    impl->lease = etcdserverpb::Lease::NewStub(channel);
-    impl->watch = etcdserverpb::Watch::NewStub(channel);
+    impl->endpoint_index = i;
+    impl->conn = std::move(conn);
     return std::unique_ptr<Client>(new Client(std::move(impl)));
   }
   return Error{Errc::node_unreachable, "etcd: no endpoint answered within " +
@@ -162,9 +256,8 @@ Result<std::int64_t> Client::put(std::string_view key, std::string_view value, L
   request.set_value(std::string(value));
   request.set_lease(lease);
   etcdserverpb::PutResponse response;
-  grpc::ClientContext ctx;
-  impl_->with_deadline(ctx);
-  grpc::Status status = impl_->kv->Put(&ctx, request, &response);
+  grpc::Status status = impl_->unary(
+      [&](Connection& c, grpc::ClientContext& ctx) { return c.kv->Put(&ctx, request, &response); });
   if (!status.ok()) {
     return from_grpc(status, "put " + std::string(key));
   }
@@ -183,9 +276,9 @@ Result<LeaseId> Client::grant(std::chrono::seconds ttl) {
   etcdserverpb::LeaseGrantRequest request;
   request.set_ttl(ttl.count());
   etcdserverpb::LeaseGrantResponse response;
-  grpc::ClientContext ctx;
-  impl_->with_deadline(ctx);
-  grpc::Status status = impl_->lease->LeaseGrant(&ctx, request, &response);
+  grpc::Status status = impl_->unary([&](Connection& c, grpc::ClientContext& ctx) {
+    return c.lease->LeaseGrant(&ctx, request, &response);
+  });
   if (!status.ok()) {
     return from_grpc(status, "lease grant");
   }
@@ -199,17 +292,38 @@ Status Client::revoke(LeaseId lease) {
   etcdserverpb::LeaseRevokeRequest request;
   request.set_id(lease);
   etcdserverpb::LeaseRevokeResponse response;
-  grpc::ClientContext ctx;
-  impl_->with_deadline(ctx);
-  grpc::Status status = impl_->lease->LeaseRevoke(&ctx, request, &response);
+  grpc::Status status = impl_->unary([&](Connection& c, grpc::ClientContext& ctx) {
+    return c.lease->LeaseRevoke(&ctx, request, &response);
+  });
+  if (status.error_code() == grpc::StatusCode::NOT_FOUND) {
+    return {};  // "requested lease not found": gone already
+  }
   if (!status.ok()) {
     return from_grpc(status, "lease revoke");
   }
   return {};
 }
 
+Result<bool> Client::put_if_unchanged(std::string_view key, std::string_view value,
+                                      std::int64_t mod_revision) {
+  etcdserverpb::TxnRequest request;
+  auto* compare = request.add_compare();
+  compare->set_key(std::string(key));
+  compare->set_target(etcdserverpb::Compare::MOD);
+  compare->set_result(etcdserverpb::Compare::EQUAL);
+  compare->set_mod_revision(mod_revision);  // a missing key compares as revision 0
+  auto* put = request.add_success()->mutable_request_put();
+  put->set_key(std::string(key));
+  put->set_value(std::string(value));
+  auto response = impl_->txn(request, "txn put " + std::string(key));
+  if (!response) {
+    return std::move(response).error();
+  }
+  return response->succeeded();
+}
+
 Result<Client::CreateResult> Client::create_if_absent(std::string_view key, std::string_view value,
-                                                      LeaseId lease) {
+                                                      LeaseId lease, std::string_view also_read) {
   etcdserverpb::TxnRequest request;
   auto* compare = request.add_compare();
   compare->set_key(std::string(key));
@@ -220,24 +334,33 @@ Result<Client::CreateResult> Client::create_if_absent(std::string_view key, std:
   put->set_key(std::string(key));
   put->set_value(std::string(value));
   put->set_lease(lease);
-  // Both branches read the key back: the winner learns its epoch, a loser learns the holder.
+  // Both branches read the key back: the winner learns its create revision, a loser the holder.
   request.add_success()->mutable_request_range()->set_key(std::string(key));
   request.add_failure()->mutable_request_range()->set_key(std::string(key));
-  etcdserverpb::TxnResponse response;
-  grpc::ClientContext ctx;
-  impl_->with_deadline(ctx);
-  grpc::Status status = impl_->kv->Txn(&ctx, request, &response);
-  if (!status.ok()) {
-    return from_grpc(status, "txn create " + std::string(key));
+  if (!also_read.empty()) {
+    request.add_success()->mutable_request_range()->set_key(std::string(also_read));
+    request.add_failure()->mutable_request_range()->set_key(std::string(also_read));
+  }
+  auto response = impl_->txn(request, "txn create " + std::string(key));
+  if (!response) {
+    return std::move(response).error();
   }
   CreateResult out;
-  out.created = response.succeeded();
-  out.revision = response.header().revision();
-  for (const auto& op : response.responses()) {
-    if (op.has_response_range() && op.response_range().kvs_size() > 0) {
-      const auto& kv = op.response_range().kvs(0);
-      out.create_revision = kv.create_revision();
-      out.value = kv.value();
+  out.created = response->succeeded();
+  out.revision = response->header().revision();
+  // Responses come in the order of the branch's operations: [put,] key, also_read.
+  const int key_at = out.created ? 1 : 0;
+  if (key_at < response->responses_size()) {
+    const auto& range = response->responses(key_at).response_range();
+    if (range.kvs_size() > 0) {
+      out.create_revision = range.kvs(0).create_revision();
+      out.value = range.kvs(0).value();
+    }
+  }
+  if (!also_read.empty() && key_at + 1 < response->responses_size()) {
+    const auto& range = response->responses(key_at + 1).response_range();
+    if (range.kvs_size() > 0) {
+      out.also_value = range.kvs(0).value();
     }
   }
   return out;
@@ -251,14 +374,11 @@ Result<bool> Client::erase_if_created(std::string_view key, std::int64_t create_
   compare->set_result(etcdserverpb::Compare::EQUAL);
   compare->set_create_revision(create_revision);
   request.add_success()->mutable_request_delete_range()->set_key(std::string(key));
-  etcdserverpb::TxnResponse response;
-  grpc::ClientContext ctx;
-  impl_->with_deadline(ctx);
-  grpc::Status status = impl_->kv->Txn(&ctx, request, &response);
-  if (!status.ok()) {
-    return from_grpc(status, "txn erase " + std::string(key));
+  auto response = impl_->txn(request, "txn erase " + std::string(key));
+  if (!response) {
+    return std::move(response).error();
   }
-  return response.succeeded();
+  return response->succeeded();
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -267,9 +387,9 @@ namespace {
 
 class KeepAliveImpl final : public Client::KeepAlive {
  public:
-  KeepAliveImpl(etcdserverpb::Lease::Stub* stub, LeaseId lease, std::chrono::milliseconds interval,
+  KeepAliveImpl(std::shared_ptr<Connection> conn, LeaseId lease, std::chrono::milliseconds interval,
                 std::function<void(const Error&)> on_lost)
-      : stub_(stub), lease_(lease), interval_(interval), on_lost_(std::move(on_lost)) {
+      : conn_(std::move(conn)), lease_(lease), interval_(interval), on_lost_(std::move(on_lost)) {
     thread_ = std::thread([this] { run(); });
   }
   ~KeepAliveImpl() override {
@@ -295,7 +415,7 @@ class KeepAliveImpl final : public Client::KeepAlive {
       }
       ctx_ = ctx.get();
     }
-    auto stream = stub_->LeaseKeepAlive(ctx.get());
+    auto stream = conn_->lease->LeaseKeepAlive(ctx.get());
     std::optional<Error> lost;
     for (;;) {
       etcdserverpb::LeaseKeepAliveRequest request;
@@ -335,7 +455,7 @@ class KeepAliveImpl final : public Client::KeepAlive {
     return stopping_;
   }
 
-  etcdserverpb::Lease::Stub* stub_;
+  std::shared_ptr<Connection> conn_;
   LeaseId lease_;
   std::chrono::milliseconds interval_;
   std::function<void(const Error&)> on_lost_;
@@ -349,10 +469,10 @@ class KeepAliveImpl final : public Client::KeepAlive {
 
 class WatchImpl final : public Client::Watch {
  public:
-  WatchImpl(etcdserverpb::Watch::Stub* stub, std::string prefix, std::int64_t start_revision,
+  WatchImpl(std::shared_ptr<Connection> conn, std::string prefix, std::int64_t start_revision,
             std::function<void(std::vector<Event>&&, std::int64_t)> on_events,
             std::function<void(const Error&)> on_end)
-      : stub_(stub),
+      : conn_(std::move(conn)),
         prefix_(std::move(prefix)),
         start_revision_(start_revision),
         on_events_(std::move(on_events)),
@@ -367,7 +487,7 @@ class WatchImpl final : public Client::Watch {
 
  private:
   void run() {
-    auto stream = stub_->Watch(&ctx_);
+    auto stream = conn_->watch->Watch(&ctx_);
     etcdserverpb::WatchRequest request;
     auto* create = request.mutable_create_request();
     create->set_key(prefix_);
@@ -409,7 +529,7 @@ class WatchImpl final : public Client::Watch {
     }
   }
 
-  etcdserverpb::Watch::Stub* stub_;
+  std::shared_ptr<Connection> conn_;
   std::string prefix_;
   std::int64_t start_revision_;
   std::function<void(std::vector<Event>&&, std::int64_t)> on_events_;
@@ -427,7 +547,7 @@ Result<std::unique_ptr<Client::KeepAlive>> Client::keep_alive(
     return Error{Errc::invalid_argument, "keep_alive: interval must be positive"};
   }
   return std::unique_ptr<KeepAlive>(
-      new KeepAliveImpl(impl_->lease.get(), lease, interval, std::move(on_lost)));
+      new KeepAliveImpl(impl_->current(), lease, interval, std::move(on_lost)));
 }
 
 Result<std::unique_ptr<Client::Watch>> Client::watch_prefix(
@@ -437,9 +557,8 @@ Result<std::unique_ptr<Client::Watch>> Client::watch_prefix(
   if (!on_events) {
     return Error{Errc::invalid_argument, "watch_prefix: no event callback"};
   }
-  return std::unique_ptr<Watch>(new WatchImpl(impl_->watch.get(), std::string(prefix),
-                                              start_revision, std::move(on_events),
-                                              std::move(on_end)));
+  return std::unique_ptr<Watch>(new WatchImpl(impl_->current(), std::string(prefix), start_revision,
+                                              std::move(on_events), std::move(on_end)));
 }
 
 }  // namespace ember::etcd

@@ -41,6 +41,13 @@ struct Options {
   std::chrono::milliseconds timeout{3000};  ///< per request, and for connecting
 };
 
+/// How the client's connection to etcd fares (read any time).
+struct ClientStats {
+  std::uint64_t requests_failed = 0;   ///< unary requests that failed for a transport reason
+  std::uint64_t channel_rebuilds = 0;  ///< connections replaced after failing requests
+  std::string endpoint;                ///< the endpoint in use now
+};
+
 /// The end of the key range covering every key that starts with `prefix` (etcd's convention:
 /// the prefix with its last byte incremented, carrying over 0xff).
 std::string prefix_end(std::string_view prefix);
@@ -57,7 +64,9 @@ class Client {
   Client(const Client&) = delete;
   Client& operator=(const Client&) = delete;
 
-  [[nodiscard]] const std::string& endpoint() const noexcept;
+  /// The endpoint in use now (it changes when the connection is rebuilt on another endpoint).
+  [[nodiscard]] std::string endpoint() const;
+  [[nodiscard]] ClientStats stats() const;
 
   Result<GetResult> get(std::string_view key);
   Result<GetResult> get_prefix(std::string_view prefix);
@@ -68,18 +77,27 @@ class Client {
   Result<std::int64_t> erase_prefix(std::string_view prefix);
 
   Result<LeaseId> grant(std::chrono::seconds ttl);
+  /// A lease etcd does not know (expired, or etcd lost its data) counts as revoked.
   Status revoke(LeaseId lease);
+
+  /// Puts `value` under `key` only if the key's mod revision is still `mod_revision` (0: the key
+  /// does not exist). Returns whether it was written (the compare-and-swap primitive).
+  Result<bool> put_if_unchanged(std::string_view key, std::string_view value,
+                                std::int64_t mod_revision);
 
   /// One transaction: if `key` does not exist, put `value` under `lease`. Either way, says who
   /// holds the key now (the election primitive).
   struct CreateResult {
     bool created = false;
-    std::int64_t create_revision = 0;  ///< of the key now in place (the winner's epoch)
+    std::int64_t create_revision = 0;  ///< of the key now in place
     std::string value;                 ///< the holder's value
     std::int64_t revision = 0;         ///< store revision of the transaction
+    std::string also_value;  ///< value of `also_read` in the same transaction ("" if none)
   };
-  Result<CreateResult> create_if_absent(std::string_view key, std::string_view value,
-                                        LeaseId lease);
+  /// `also_read`, when not empty, is read in the same transaction (the election reads the epoch
+  /// base with it, so the base and the create revision belong to one moment).
+  Result<CreateResult> create_if_absent(std::string_view key, std::string_view value, LeaseId lease,
+                                        std::string_view also_read = {});
 
   /// Deletes `key` only if it is still the incarnation created at `create_revision` (a master
   /// giving up its key must not delete a successor's). Returns whether it was deleted.
