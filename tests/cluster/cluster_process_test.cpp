@@ -272,6 +272,21 @@ TEST_F(ClusterProcesses, NodesRegisterAgainAfterEtcdRestarts) {
   }
 }
 
+TEST_F(ClusterProcesses, ASecondProcessWithALiveNodeIdExitsNamingTheHolder) {
+  const std::string holder = address_of("p1");
+  ASSERT_FALSE(holder.empty());
+  auto& twin = procs_.emplace_back(std::make_unique<NodeProcess>());
+  ASSERT_EQ(twin->start("p1-twin", (dir_ / "p1.yaml").string(), (dir_ / "p1-twin.log").string()),
+            "");
+  // It waits for a crashed predecessor's lease at most TTL + 1 s, then gives up.
+  ASSERT_TRUE(wait_for([&] { return !twin->alive(); }, kTtl + 10s)) << twin->log_text();
+  const std::string log = twin->log_text();
+  EXPECT_NE(log.find("node id 'p1' is in use by a live node at " + holder), std::string::npos)
+      << log;
+  EXPECT_TRUE(proc("p1").alive());
+  EXPECT_TRUE(echo("p1").call<pb::SumResp>("RpcSum", sum(1, 1)));
+}
+
 int connect_to(const std::string& address) {
   const auto colon = address.rfind(':');
   sockaddr_in sa{};
