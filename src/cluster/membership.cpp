@@ -482,8 +482,10 @@ void Membership::note_recovered() {
   }
   const auto took =
       std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - *outage_since_);
-  node_.log.info("etcd session open again after {} ms ({} failed attempts): new lease {:x} at {}",
-                 took.count(), outage_attempts_, lease_, client_->endpoint());
+  node_.log.info("etcd session open again after {} ms{}: new lease {:x} at {}", took.count(),
+                 outage_attempts_ > 0 ? " and " + std::to_string(outage_attempts_) + " failed attempts"
+                                      : std::string(),
+                 lease_, client_->endpoint());
   outage_since_.reset();
   std::lock_guard lock(mu_);
   rejoining_ = true;
@@ -494,7 +496,10 @@ bool Membership::resync() {
   const std::string& services = services_prefix_;
   auto snapshot = client_->get_prefix(root_ + "/");  // services, masters and event channels
   if (!snapshot) {
-    node_.log.warn("etcd resync: {}", snapshot.error().to_string());
+    std::lock_guard lock(mu_);
+    // While the session is down the outage has been reported once; this is one more symptom.
+    const auto level = session_ok_ && !session_lost_ ? LogLevel::warn : LogLevel::debug;
+    node_.log.log(level, "etcd resync: {}", snapshot.error().to_string());
     return false;
   }
   std::uint64_t generation = 0;

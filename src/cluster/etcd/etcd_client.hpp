@@ -38,7 +38,10 @@ using LeaseId = std::int64_t;
 
 struct Options {
   std::vector<std::string> endpoints;       ///< "127.0.0.1:2379"; the first that answers is used
-  std::chrono::milliseconds timeout{3000};  ///< per request, and for connecting
+  /// Per request, and for connecting. A request made while etcd is unreachable waits for the
+  /// connection up to this long (and then fails with timeout), which is what lets it drive the
+  /// reconnection.
+  std::chrono::milliseconds timeout{3000};
 };
 
 /// How the client's connection to etcd fares (read any time).
