@@ -24,8 +24,7 @@ void check_parsed(const ember::Result<ember::NodeConfig>& config) {
   }
   // What the parser promises the node about an accepted config.
   check(config->worker_threads >= 0, "negative WorkerThreads");
-  check(config->cluster.enabled == false || !config->cluster.secret.empty(),
-        "a cluster without a secret");
+  check(!config->cluster.enabled || !config->cluster.secret.empty(), "a cluster without a secret");
   for (const auto& service : config->services) {
     check(!service.class_name.empty() && !service.name.empty(), "a service without a name");
     check(service.worker.lanes >= 1 && service.worker.lanes <= 1024, "WorkerNum out of range");
