@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Installs the Debian 12 packages Ember needs to build, test and benchmark. Idempotent: when
+# Installs the Debian 12 packages Ember needs to build, test, fuzz and benchmark. Idempotent: when
 # everything is present it installs nothing and prints one line.
 set -euo pipefail
 
@@ -9,6 +9,7 @@ PACKAGES=(
   libprotobuf-dev protobuf-compiler libgrpc++-dev protobuf-compiler-grpc etcd-server etcd-client
   libasio-dev libssl-dev nats-server libnats-dev
   libgtest-dev libgmock-dev libbenchmark-dev libcaf-dev
+  clang libclang-rt-14-dev
 )
 
 missing=()

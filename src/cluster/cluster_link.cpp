@@ -2,7 +2,6 @@
 #include "cluster/cluster_link.hpp"
 
 #include <google/protobuf/arena.h>
-#include <google/protobuf/io/coded_stream.h>
 
 #include <cassert>
 #include <ember/log.hpp>
@@ -175,19 +174,6 @@ void reset_request(wire::RemoteRequest& r) {
   assert(r.ByteSizeLong() == 2 && "reset_request misses a field of wire.RemoteRequest");
 }
 
-/// Reads a varint at `p`; returns the byte after it, or nullptr.
-const char* read_varint(const char* p, const char* end, std::uint64_t& value) {
-  value = 0;
-  for (int shift = 0; p < end && shift < 64; shift += 7) {
-    const auto byte = static_cast<unsigned char>(*p++);
-    value |= std::uint64_t{byte & 0x7fu} << shift;
-    if ((byte & 0x80u) == 0) {
-      return p;
-    }
-  }
-  return nullptr;
-}
-
 }  // namespace
 
 class RemoteCall final : public runtime::Message {
@@ -197,11 +183,9 @@ class RemoteCall final : public runtime::Message {
   RemoteCall(const RemoteCall&) = delete;
   RemoteCall& operator=(const RemoteCall&) = delete;
 
-  bool parse(const char* data, std::size_t size) {
+  bool parse(std::string_view frame) {
     reset_request(*request_);
-    google::protobuf::io::CodedInputStream in(reinterpret_cast<const std::uint8_t*>(data),
-                                              static_cast<int>(size));
-    return request_->MergeFromCodedStream(&in) && in.ConsumedEntireMessage();
+    return parse_request_frame(frame, *request_);
   }
   /// Adopts a request parsed elsewhere (an envelope that was not in the common form).
   void take(wire::RemoteRequest& parsed) { request_->Swap(&parsed); }
@@ -457,18 +441,13 @@ bool ClusterLink::seen(const std::string& from, std::uint64_t incarnation, std::
 }
 
 void ClusterLink::on_frame(const std::string& from, std::string_view bytes) {
-  // The common frame is an Envelope holding only a request: field 1, length-delimited (tag 0x0a),
-  // spanning the whole frame. Parse the request straight into a recycled message.
-  const char* end = bytes.data() + bytes.size();
-  std::uint64_t length = 0;
+  // The common frame is an Envelope holding only a request: parse the request straight into a
+  // recycled message.
   if (!bytes.empty() && bytes[0] == '\x0a') {
-    const char* body = read_varint(bytes.data() + 1, end, length);
-    if (body != nullptr && length == static_cast<std::uint64_t>(end - body)) {
-      auto call = std::make_unique<RemoteCall>();
-      if (call->parse(body, length)) {
-        handle_request(from, std::move(call));
-        return;
-      }
+    auto call = std::make_unique<RemoteCall>();
+    if (call->parse(bytes)) {
+      handle_request(from, std::move(call));
+      return;
     }
   }
   wire::Envelope envelope;

@@ -2,6 +2,7 @@
 #include "cluster/wire_codec.hpp"
 
 #include <google/protobuf/descriptor.h>
+#include <google/protobuf/io/coded_stream.h>
 #include <google/protobuf/message.h>
 
 #include <ember/log.hpp>
@@ -10,6 +11,22 @@
 #include "rpc/events.hpp"
 
 namespace ember::detail {
+namespace {
+
+/// Reads a varint at `p`; returns the byte after it, or nullptr.
+const char* read_varint(const char* p, const char* end, std::uint64_t& value) {
+  value = 0;
+  for (int shift = 0; p < end && shift < 64; shift += 7) {
+    const auto byte = static_cast<unsigned char>(*p++);
+    value |= std::uint64_t{byte & 0x7fu} << shift;
+    if ((byte & 0x80u) == 0) {
+      return p;
+    }
+  }
+  return nullptr;
+}
+
+}  // namespace
 
 void to_wire(const Pid& pid, wire::CallerPid& out) {
   out.set_node_id(pid.node_id);
@@ -80,6 +97,21 @@ bool deliver_event(NodeImpl& node, std::string_view via, const wire::EventFrame&
   deliver_remote_event(node, frame.type(), scope, std::move(payload), options, frame.trace_id(),
                        from_wire(frame.publisher(), frame.publisher_address()));
   return true;
+}
+
+bool parse_request_frame(std::string_view frame, wire::RemoteRequest& out) {
+  if (frame.empty() || frame[0] != '\x0a') {
+    return false;
+  }
+  const char* end = frame.data() + frame.size();
+  std::uint64_t length = 0;
+  const char* body = read_varint(frame.data() + 1, end, length);
+  if (body == nullptr || length != static_cast<std::uint64_t>(end - body)) {
+    return false;
+  }
+  google::protobuf::io::CodedInputStream in(reinterpret_cast<const std::uint8_t*>(body),
+                                            static_cast<int>(length));
+  return out.MergeFromCodedStream(&in) && in.ConsumedEntireMessage();
 }
 
 }  // namespace ember::detail

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 // What crosses the wire for more than one backend: the identity of a caller or publisher, and
-// the event frame that both event backends ("cluster" and "nats") carry.
+// the event frame that both event backends ("cluster" and "nats") carry; and the fast decoding of
+// the commonest frame between nodes, a request.
 #pragma once
 
 #include <ember/event.hpp>
@@ -13,6 +14,7 @@
 namespace ember::wire {
 class CallerPid;
 class EventFrame;
+class RemoteRequest;
 }  // namespace ember::wire
 
 namespace ember::detail {
@@ -32,5 +34,11 @@ void encode_event(const AnyMessage& payload, const EventInfo& info,
 /// publishing node and the backend (`via`), when the payload type is not linked into this
 /// program or the bytes do not parse.
 bool deliver_event(NodeImpl& node, std::string_view via, const wire::EventFrame& frame);
+
+/// Decodes the common frame between nodes, an Envelope holding only a request (field 1,
+/// length-delimited, spanning the whole frame), straight into `out` without an Envelope around
+/// it, so a recycled request can be reused. `out` must be empty (new or reset). False when the
+/// frame has another form or does not parse: then it is to be parsed as a whole Envelope.
+bool parse_request_frame(std::string_view frame, wire::RemoteRequest& out);
 
 }  // namespace ember::detail

@@ -1,4 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
+#include <yaml-cpp/eventhandler.h>
+#include <yaml-cpp/parser.h>
 #include <yaml-cpp/yaml.h>
 
 #include <algorithm>
@@ -172,6 +174,69 @@ constexpr std::array<std::string_view, 3> kStrategyKeys = {"Name", "Params", "Su
 constexpr std::array<std::string_view, 7> kLevels = {"trace", "debug",    "info", "warn",
                                                      "error", "critical", "off"};
 
+// yaml-cpp 0.7's LoadAll never returns on some malformed streams (one starting with ","): its
+// parser reports an empty document at the same token again and again, allocating each time. So
+// the documents are counted first, stopping when one starts where the previous one did, and the
+// single document wanted is then loaded alone.
+class DocumentCounter final : public YAML::EventHandler {
+ public:
+  struct Result {
+    int documents = 0;
+    int second_line = 0;  // where the second document's content starts (1-based), if any
+    int stuck_line = 0;   // > 0: the parser made no progress at this line
+  };
+
+  static Result count(std::string_view text) {
+    std::istringstream in{std::string{text}};
+    YAML::Parser parser(in);
+    DocumentCounter counter;
+    int previous_start = -1;
+    while (parser.HandleNextDocument(counter)) {
+      if (counter.start_.pos <= previous_start) {
+        counter.result_.stuck_line = counter.start_.line + 1;
+        break;
+      }
+      previous_start = counter.start_.pos;
+    }
+    return counter.result_;
+  }
+
+  void OnDocumentStart(const YAML::Mark& mark) override {
+    start_ = mark;
+    ++result_.documents;
+    content_seen_ = false;
+  }
+  void OnDocumentEnd() override {}
+  void OnNull(const YAML::Mark& mark, YAML::anchor_t) override { content(mark); }
+  void OnAlias(const YAML::Mark& mark, YAML::anchor_t) override { content(mark); }
+  void OnScalar(const YAML::Mark& mark, const std::string&, YAML::anchor_t,
+                const std::string&) override {
+    content(mark);
+  }
+  void OnSequenceStart(const YAML::Mark& mark, const std::string&, YAML::anchor_t,
+                       YAML::EmitterStyle::value) override {
+    content(mark);
+  }
+  void OnSequenceEnd() override {}
+  void OnMapStart(const YAML::Mark& mark, const std::string&, YAML::anchor_t,
+                  YAML::EmitterStyle::value) override {
+    content(mark);
+  }
+  void OnMapEnd() override {}
+
+ private:
+  void content(const YAML::Mark& mark) {
+    if (!content_seen_ && result_.documents == 2) {
+      result_.second_line = mark.is_null() || mark.line < 0 ? 0 : mark.line + 1;
+    }
+    content_seen_ = true;
+  }
+
+  YAML::Mark start_;
+  Result result_;
+  bool content_seen_ = false;
+};
+
 // One key/value pair of a YAML map, with what the readers need to word their errors.
 struct Entry {
   std::string key;
@@ -185,16 +250,18 @@ class Parser {
   Parser(std::string_view text, std::string_view source) : text_(text), source_(source) {}
 
   Result<NodeConfig> run() {
-    std::vector<YAML::Node> docs = YAML::LoadAll(std::string{text_});
+    const DocumentCounter::Result documents = DocumentCounter::count(text_);
+    if (documents.stuck_line > 0)
+      return fail(documents.stuck_line, "", "invalid YAML: unexpected token");
     NodeConfig config;
     // An empty file or one holding only comments yields no document: all defaults apply.
-    if (docs.empty())
+    if (documents.documents == 0)
       return config;
-    if (docs.size() > 1) {
-      return fail(line_of(docs[1]), "",
-                  "expected a single YAML document, found " + std::to_string(docs.size()));
+    if (documents.documents > 1) {
+      return fail(documents.second_line, "",
+                  "expected a single YAML document, found " + std::to_string(documents.documents));
     }
-    const YAML::Node& root = docs.front();
+    const YAML::Node root = YAML::Load(std::string{text_});
     if (root.IsNull())
       return config;
     if (!root.IsMap()) {

@@ -761,6 +761,15 @@ TEST(ParseNodeConfigErrors, MultipleDocumentsRejected) {
                   "node.yaml:3: expected a single YAML document, found 2");
 }
 
+// yaml-cpp 0.7 alone loops forever on these, allocating as it goes.
+TEST(ParseNodeConfigErrors, MalformedStreamFailsInsteadOfHanging) {
+  EXPECT_EQ(parse_error(","), "node.yaml:1: invalid YAML: unexpected token");
+  EXPECT_EQ(parse_error(",ype: e\"C"), "node.yaml:1: invalid YAML: unexpected token");
+  EXPECT_EQ(parse_error("NodeConf: {}\n---\n,\n"), "node.yaml:3: invalid YAML: unexpected token");
+  EXPECT_CONTAINS(parse_error("NodeConf: {}\n---\n---\nNodeConf: {}\n"),
+                  "expected a single YAML document, found 3");
+}
+
 TEST(ParseNodeConfigErrors, FirstErrorInDocumentOrderWins) {
   EXPECT_CONTAINS(parse_error(R"(NodeConf:
   WorkerThreads: many

@@ -246,8 +246,12 @@ Result<nanoseconds> parse_duration(std::string_view text) {
     i += unit->suffix.size();
     if (whole > kMax / unit->ns)
       return bad("too large");
-    const auto part = whole * unit->ns + static_cast<std::int64_t>(
-                                             static_cast<long double>(fraction) * unit->ns / scale);
+    const auto fraction_ns =
+        static_cast<std::int64_t>(static_cast<long double>(fraction) * unit->ns / scale);
+    // The whole units fit, but the fraction on top may not ("2562047.9h").
+    if (whole * unit->ns > kMax - fraction_ns)
+      return bad("too large");
+    const auto part = whole * unit->ns + fraction_ns;
     if (total > kMax - part)
       return bad("too large");
     total += part;

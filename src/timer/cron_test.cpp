@@ -234,6 +234,7 @@ TEST(Cron, Errors) {
   expect_error("@every -1s", {"-1s"});
   expect_error("@every 1h extra", {"@every"});
   expect_error("@every 99999999999h", {"too large"});
+  expect_error("@every 2562047.9h", {"too large"});  // fits in whole hours, not with the .9
   expect_error("TZ=Mars/Base 0 * * * * *", {"Mars/Base"});
   expect_error("TZ=../../etc/passwd 0 * * * * *", {"../../etc/passwd"});
   expect_error("CRON_TZ= 0 * * * * *", {"time zone"});
