@@ -111,6 +111,9 @@ struct ClusterConfig {
   /// when listening on a wildcard address (0.0.0.0, ::), which nobody can dial.
   std::string advertise;
   std::size_t max_frame = 16u << 20;  ///< MaxFrameSize (bytes): larger frames close the connection
+  /// MaxPendingHandshakes: inbound connections still in their handshake, at most; further ones
+  /// are closed at once until some finish or time out.
+  std::size_t max_pending_handshakes = 256;
   std::vector<std::string> etcd_endpoints;  ///< ETCDConf.Endpoints; default $EMBER_ETCD_ENDPOINTS
   std::chrono::milliseconds etcd_timeout{3000};  ///< ETCDConf.DialTimeout: per request, connect
   std::string key_prefix;                        ///< DiscoveryConf.KeyPrefix; "" = /ember/<Name>

@@ -88,6 +88,7 @@ Result<std::shared_ptr<Membership>> Membership::join(NodeImpl& node) {
   transport.listen_host = cfg.listen_host;
   transport.listen_port = cfg.listen_port;
   transport.max_frame = cfg.max_frame;
+  transport.max_pending_handshakes = cfg.max_pending_handshakes;
   auto link = ClusterLink::create(node, std::move(transport),
                                   cfg.advertise.empty() ? cfg.listen_host : cfg.advertise);
   if (!link) {

@@ -147,8 +147,10 @@ constexpr std::array<std::string_view, 2> kEventBusKeys = {"Backend", "NatsConf"
 constexpr std::array<std::string_view, 10> kNatsKeys = {
     "Endpoints", "UserName",      "Password",         "Token",       "GlobalPrefix", "ServerPrefix",
     "Timeout",   "ReconnectWait", "ReconnectBufSize", "PendingLimit"};
-constexpr std::array<std::string_view, 7> kClusterKeys = {
-    "Name", "Secret", "ListenAddr", "AdvertiseAddr", "MaxFrameSize", "ETCDConf", "DiscoveryConf"};
+constexpr std::array<std::string_view, 8> kClusterKeys = {"Name",         "Secret",
+                                                          "ListenAddr",   "AdvertiseAddr",
+                                                          "MaxFrameSize", "MaxPendingHandshakes",
+                                                          "ETCDConf",     "DiscoveryConf"};
 constexpr std::array<std::string_view, 2> kEtcdKeys = {"Endpoints", "DialTimeout"};
 constexpr std::array<std::string_view, 2> kDiscoveryKeys = {"KeyPrefix", "TTL"};
 constexpr std::array<std::string_view, 5> kNodeKeys = {"NodeId", "WorkerThreads", "TimerTick",
@@ -590,6 +592,11 @@ class Parser {
         if (!value)
           return value.error();
         cluster.max_frame = static_cast<std::size_t>(*value);
+      } else if (e.key == "MaxPendingHandshakes") {
+        auto value = read_int(e, 1, 65536);
+        if (!value)
+          return value.error();
+        cluster.max_pending_handshakes = static_cast<std::size_t>(*value);
       } else if (e.key == "ETCDConf") {
         return read_etcd(e, cluster);
       } else {  // DiscoveryConf

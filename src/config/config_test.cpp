@@ -879,6 +879,7 @@ TEST(ClusterConf, EveryKeyAndItsDefaults) {
   ListenAddr: 0.0.0.0:7100
   AdvertiseAddr: 10.0.0.5
   MaxFrameSize: 1048576
+  MaxPendingHandshakes: 64
   ETCDConf:
     Endpoints: [127.0.0.1:2379, "[::1]:2379"]
     DialTimeout: 2s
@@ -896,6 +897,7 @@ TEST(ClusterConf, EveryKeyAndItsDefaults) {
   EXPECT_EQ(c.listen_port, 7100);
   EXPECT_EQ(c.advertise, "10.0.0.5");
   EXPECT_EQ(c.max_frame, 1048576u);
+  EXPECT_EQ(c.max_pending_handshakes, 64u);
   EXPECT_EQ(c.etcd_endpoints, (std::vector<std::string>{"127.0.0.1:2379", "[::1]:2379"}));
   EXPECT_EQ(c.etcd_timeout, std::chrono::milliseconds{2000});
   EXPECT_EQ(c.key_prefix, "/prod/game");  // trailing slashes dropped
@@ -908,6 +910,7 @@ TEST(ClusterConf, EveryKeyAndItsDefaults) {
   EXPECT_EQ(minimal->cluster.listen_host, "127.0.0.1");
   EXPECT_EQ(minimal->cluster.listen_port, 0);
   EXPECT_EQ(minimal->cluster.max_frame, 16u << 20);
+  EXPECT_EQ(minimal->cluster.max_pending_handshakes, 256u);
   EXPECT_EQ(minimal->cluster.ttl, std::chrono::milliseconds{3000});
   EXPECT_TRUE(minimal->cluster.etcd_endpoints.empty());
 }
@@ -933,7 +936,16 @@ TEST(ClusterConf, ErrorsNameTheKey) {
             "node.yaml:3: ClusterConf.DiscoveryConf.KeyPrefix: must start with '/', got 'ember'");
   EXPECT_EQ(parse_error("ClusterConf:\n  Secret: x\n  Port: 1\n"),
             "node.yaml:3: ClusterConf.Port: unknown key (expected one of: Name, Secret, "
-            "ListenAddr, AdvertiseAddr, MaxFrameSize, ETCDConf, DiscoveryConf)");
+            "ListenAddr, AdvertiseAddr, MaxFrameSize, MaxPendingHandshakes, ETCDConf, "
+            "DiscoveryConf)");
+  EXPECT_EQ(parse_error("ClusterConf:\n  Secret: x\n  MaxPendingHandshakes: 0\n"),
+            "node.yaml:3: ClusterConf.MaxPendingHandshakes: '0' is out of range (expected "
+            "1..65536)");
+  EXPECT_EQ(parse_error("ClusterConf:\n  Secret: x\n  MaxPendingHandshakes: 65537\n"),
+            "node.yaml:3: ClusterConf.MaxPendingHandshakes: '65537' is out of range (expected "
+            "1..65536)");
+  EXPECT_EQ(parse_error("ClusterConf:\n  Secret: x\n  MaxPendingHandshakes: lots\n"),
+            "node.yaml:3: ClusterConf.MaxPendingHandshakes: expected an integer, got 'lots'");
 }
 
 // --- EventBusConf -----------------------------------------------------------------------------

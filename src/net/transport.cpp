@@ -15,6 +15,7 @@
 #include <deque>
 #include <ember/log.hpp>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <thread>
 #include <unordered_map>
@@ -66,6 +67,210 @@ std::array<char, 4> encode_length(std::size_t n) {
           static_cast<char>(v)};
 }
 
+/// Why a connection was refused. The order is that of the summary lines and of TransportStats.
+enum class Reject : std::uint8_t {
+  none,
+  bad_handshake,
+  wrong_secret,
+  wrong_cluster,
+  bad_frame,
+  hung_up,
+  handshake_timeout,
+  too_many_pending,
+};
+constexpr std::size_t kRejectReasons = 7;
+constexpr std::array<const char*, kRejectReasons> kRejectNames = {"bad handshake",
+                                                                  "wrong secret",
+                                                                  "wrong cluster",
+                                                                  "bad frame",
+                                                                  "hung up",
+                                                                  "handshake timeout",
+                                                                  "too many pending handshakes"};
+
+std::size_t reason_index(Reject r) {
+  return static_cast<std::size_t>(r) - 1;
+}
+
+/// 1234567 -> "1,234,567": summary lines are read by people, often with large counts.
+std::string thousands(std::uint64_t n) {
+  std::string digits = std::to_string(n);
+  std::string out;
+  out.reserve(digits.size() + digits.size() / 3);
+  for (std::size_t i = 0; i < digits.size(); ++i) {
+    if (i > 0 && (digits.size() - i) % 3 == 0) {
+      out += ',';
+    }
+    out += digits[i];
+  }
+  return out;
+}
+
+std::string describe_span(std::chrono::milliseconds span) {
+  if (span.count() % 1000 == 0) {
+    return std::to_string(span.count() / 1000) + " s";
+  }
+  return std::to_string(span.count()) + " ms";
+}
+
+/// The peer's IP without the port: refusals are grouped by host, since an attacker's every
+/// connection comes from a new port. IPv4 peers of a dual-stack listener count as IPv4.
+std::string remote_ip(const tcp::socket& socket) {
+  asio::error_code ec;
+  auto endpoint = socket.remote_endpoint(ec);
+  if (ec) {
+    return "an unknown address";
+  }
+  auto address = endpoint.address();
+  if (address.is_v6() && address.to_v6().is_v4_mapped()) {
+    address = asio::ip::make_address_v4(asio::ip::v4_mapped, address.to_v6());
+  }
+  return address.to_string();
+}
+
+/// Refused connections, summarised per peer IP. The first refusal from an address is logged at
+/// once (with its detail, for whoever debugs a misconfigured node); later ones in the same window
+/// are only counted, and one line per window reports them. A window that ends without refusals
+/// forgets the address, so the next refusal is again logged at once. A stranger reconnecting in a
+/// loop thus costs two lines per window instead of one per attempt, and memory stays bounded:
+/// past `max_addresses` tracked IPs, refusals share an "other addresses" window. I/O thread only.
+class RejectLog {
+ public:
+  RejectLog(asio::io_context& io, std::chrono::milliseconds window, std::size_t max_addresses)
+      : timer_(io), window_(window), max_addresses_(max_addresses) {}
+
+  void set_node(std::string node_id) { node_id_ = std::move(node_id); }
+
+  void add(const std::string& ip, Reject reason, const std::string& why) {
+    const auto now = Clock::now();
+    Window* window = nullptr;
+    bool shared = false;
+    if (auto it = windows_.find(ip); it != windows_.end()) {
+      window = &it->second;
+    } else if (windows_.size() < max_addresses_) {
+      window = &windows_[ip];
+    } else {
+      window = &others_;
+      shared = true;
+    }
+    const bool first = window->total == 0 && !window->rolled;
+    if (first) {
+      window->start = now;
+      window->end = now + window_;
+      arm(window->end);
+    }
+    ++window->counts[reason_index(reason)];
+    ++window->total;
+    if (!first) {
+      return;
+    }
+    window->logged = 1;
+    system_log().warn(
+        "transport {}: refused a connection from {}: {} ({}); {} are summarised "
+        "every {}",
+        node_id_, ip, kRejectNames[reason_index(reason)], why,
+        shared ? "refusals from addresses beyond the " + thousands(max_addresses_) + " tracked"
+               : "further refusals from " + ip,
+        describe_span(window_));
+  }
+
+  /// Reports what the open windows counted and not yet logged (at shutdown).
+  void flush() {
+    timer_.cancel();
+    // Cut short: the lines say how long the windows actually ran.
+    const auto now = Clock::now();
+    auto so_far = [&](const Window& w) {
+      return std::chrono::duration_cast<std::chrono::milliseconds>(now - w.start);
+    };
+    for (auto& [ip, window] : windows_) {
+      summarise(ip, window, so_far(window));
+    }
+    summarise("other addresses", others_, so_far(others_));
+    windows_.clear();
+    others_ = {};
+  }
+
+ private:
+  struct Window {
+    Clock::time_point start;
+    Clock::time_point end;
+    std::array<std::uint64_t, kRejectReasons> counts{};
+    std::uint64_t total = 0;   // refusals in this window
+    std::uint64_t logged = 0;  // of which logged one by one
+    bool rolled = false;       // follows a window that had a summary: no line at its start
+  };
+
+  void arm(Clock::time_point at) {
+    if (armed_) {
+      return;  // every window is as long, so the armed one ends first
+    }
+    armed_ = true;
+    timer_.expires_at(at);
+    timer_.async_wait([this](const asio::error_code& ec) {
+      armed_ = false;
+      if (!ec) {
+        expire();
+      }
+    });
+  }
+
+  void expire() {
+    const auto now = Clock::now();
+    std::optional<Clock::time_point> next;
+    auto roll = [&](const std::string& who, Window& w) {  // false: forget the window
+      if (w.total == 0 && !w.rolled) {
+        return true;  // not in use (others_)
+      }
+      if (w.end > now) {
+        next = next ? std::min(*next, w.end) : w.end;
+        return true;
+      }
+      if (w.total == w.logged) {
+        return false;  // quiet window: the next refusal is news again
+      }
+      summarise(who, w, window_);
+      w = Window{};
+      w.rolled = true;
+      w.start = now;
+      w.end = now + window_;
+      next = next ? std::min(*next, w.end) : w.end;
+      return true;
+    };
+    for (auto it = windows_.begin(); it != windows_.end();) {
+      it = roll(it->first, it->second) ? std::next(it) : windows_.erase(it);
+    }
+    if (!roll("other addresses", others_)) {
+      others_ = {};
+    }
+    if (next) {
+      arm(*next);
+    }
+  }
+
+  void summarise(const std::string& who, const Window& w, std::chrono::milliseconds span) const {
+    if (w.total == w.logged) {
+      return;
+    }
+    std::string by_reason;
+    for (std::size_t i = 0; i < kRejectReasons; ++i) {
+      if (w.counts[i] > 0) {
+        by_reason += (by_reason.empty() ? "" : ", ") + std::string(kRejectNames[i]) + ": " +
+                     thousands(w.counts[i]);
+      }
+    }
+    system_log().warn("transport {}: refused {} connection{} from {} in the last {} ({})", node_id_,
+                      thousands(w.total), w.total == 1 ? "" : "s", who, describe_span(span),
+                      by_reason);
+  }
+
+  asio::steady_timer timer_;
+  std::chrono::milliseconds window_;
+  std::size_t max_addresses_;
+  std::string node_id_;
+  bool armed_ = false;
+  std::unordered_map<std::string, Window> windows_;  // by peer IP
+  Window others_;                                    // IPs past max_addresses_
+};
+
 class TransportImpl;
 
 constexpr std::size_t kChunkReserve = 64 * 1024;
@@ -103,19 +308,27 @@ class Connection : public std::enable_shared_from_this<Connection> {
         socket_(std::move(socket)),
         timer_(socket_.get_executor()),
         side_(side),
-        peer_(std::move(expected_peer)) {}
+        peer_(std::move(expected_peer)) {
+    if (side_ == Side::server) {
+      remote_ip_ = remote_ip(socket_);
+    }
+  }
 
   void start_client();
   void start_server();
   /// Queues framed bytes; `defer` leaves the write to a later flush() (the caller batches).
   void send(Chunk chunk, bool defer = false);
   void flush();
-  void close(const std::string& why, bool rejected);
+  void close(const std::string& why, Reject rejected = Reject::none);
+  /// Once connected: where refusals of this connection are counted (the socket may be gone then).
+  void connected() { remote_ip_ = remote_ip(socket_); }
 
   [[nodiscard]] bool open() const noexcept { return open_; }
   [[nodiscard]] bool busy() const noexcept { return writing_ || !queue_.empty(); }
   [[nodiscard]] bool is_closed() const noexcept { return closed_; }
   [[nodiscard]] const std::string& peer() const noexcept { return peer_; }
+  /// An inbound connection counted in TransportImpl's pending handshakes until it opens or closes.
+  bool pending = false;
   tcp::socket& socket() noexcept { return socket_; }
   asio::steady_timer& timer() noexcept { return timer_; }
 
@@ -132,6 +345,7 @@ class Connection : public std::enable_shared_from_this<Connection> {
   asio::steady_timer timer_;
   Side side_;
   std::string peer_;
+  std::string remote_ip_;
   bool open_ = false;
   bool closed_ = false;
   std::string local_nonce_;
@@ -162,7 +376,11 @@ class TransportImpl final : public Transport {
         on_frame(std::move(on_frame)),
         on_peer(std::move(on_peer)),
         work_(asio::make_work_guard(io_)),
-        acceptor_(io_) {}
+        acceptor_(io_),
+        accept_timer_(io_),
+        reject_log_(io_, this->options.reject_log_window, this->options.reject_log_addresses) {
+    reject_log_.set_node(this->options.node_id);
+  }
 
   ~TransportImpl() override { stop(); }
 
@@ -262,6 +480,15 @@ class TransportImpl final : public Transport {
     s.bytes_in = bytes_in.load();
     s.bytes_out = bytes_out.load();
     s.rejected = rejected.load();
+    s.rejected_bad_handshake = rejected_by[reason_index(Reject::bad_handshake)].load();
+    s.rejected_wrong_secret = rejected_by[reason_index(Reject::wrong_secret)].load();
+    s.rejected_wrong_cluster = rejected_by[reason_index(Reject::wrong_cluster)].load();
+    s.rejected_bad_frame = rejected_by[reason_index(Reject::bad_frame)].load();
+    s.rejected_hung_up = rejected_by[reason_index(Reject::hung_up)].load();
+    s.rejected_handshake_timeout = rejected_by[reason_index(Reject::handshake_timeout)].load();
+    s.rejected_too_many_pending = rejected_by[reason_index(Reject::too_many_pending)].load();
+    s.accept_failures = accept_failures.load();
+    s.pending_handshakes = pending_handshakes_.load();
     s.dropped = dropped.load();
     s.connections = connections.load();
     return s;
@@ -274,11 +501,13 @@ class TransportImpl final : public Transport {
     asio::post(io_, [this] {
       asio::error_code ignored;
       acceptor_.close(ignored);
+      accept_timer_.cancel();
       auto all = all_;
       for (auto& c : all) {
-        c->close("transport stopping", false);
+        c->close("transport stopping");
       }
       peers_.clear();
+      reject_log_.flush();
     });
     work_.reset();
     if (thread_.joinable()) {
@@ -425,7 +654,7 @@ class TransportImpl final : public Transport {
     conn->timer().expires_after(options.connect_timeout);
     conn->timer().async_wait([conn](const asio::error_code& ec) {
       if (!ec) {
-        conn->close("connect timeout", false);
+        conn->close("connect timeout");
       }
     });
     resolver->async_resolve(host, port,
@@ -435,7 +664,7 @@ class TransportImpl final : public Transport {
                                 return;  // closed while resolving: do not reopen the socket
                               }
                               if (ec) {
-                                conn->close("cannot resolve: " + ec.message(), false);
+                                conn->close("cannot resolve: " + ec.message());
                                 return;
                               }
                               asio::async_connect(
@@ -445,11 +674,12 @@ class TransportImpl final : public Transport {
                                       return;
                                     }
                                     if (ec2) {
-                                      conn->close("cannot connect: " + ec2.message(), false);
+                                      conn->close("cannot connect: " + ec2.message());
                                       return;
                                     }
                                     asio::error_code ignored;
                                     conn->socket().set_option(tcp::no_delay(true), ignored);
+                                    conn->connected();
                                     conn->start_client();
                                   });
                             });
@@ -457,21 +687,89 @@ class TransportImpl final : public Transport {
 
   void accept() {
     acceptor_.async_accept([this](const asio::error_code& ec, tcp::socket socket) {
-      if (ec) {
-        return;  // closed
+      if (stopped_.load()) {
+        return;  // stop() closed the acceptor
       }
-      asio::error_code ignored;
-      socket.set_option(tcp::no_delay(true), ignored);
-      auto conn =
-          std::make_shared<Connection>(*this, std::move(socket), Connection::Side::server, "");
-      all_.insert(conn);
-      conn->start_server();
+      if (ec) {
+        accept_failed(ec);
+        return;
+      }
+      if (accept_episode_failures_ > 0) {
+        const auto took =
+            std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - accept_episode_);
+        system_log().info("transport {}: accepting again after {} ms / {} failures",
+                          options.node_id, took.count(), thousands(accept_episode_failures_));
+        accept_episode_failures_ = 0;
+      }
+      take(std::move(socket));
       accept();
     });
   }
 
+  /// A failed accept (descriptors or kernel memory exhausted, mostly) says nothing about the next
+  /// one: a node that stopped accepting here would stay deaf to its cluster until restarted. So
+  /// it retries, backing off so as not to spin while the condition lasts, and logs the episode
+  /// once rather than each attempt.
+  void accept_failed(const asio::error_code& ec) {
+    accept_failures.fetch_add(1);
+    if (accept_episode_failures_++ == 0) {
+      accept_episode_ = Clock::now();
+      accept_backoff_ = options.accept_retry_min;
+      system_log().warn(
+          "transport {}: accept failed: {}; retrying (backoff {} doubling to {}) until it works",
+          options.node_id, ec.message(), describe_span(options.accept_retry_min),
+          describe_span(options.accept_retry_max));
+    } else {
+      accept_backoff_ = std::min(accept_backoff_ * 2, options.accept_retry_max);
+    }
+    accept_timer_.expires_after(accept_backoff_);
+    accept_timer_.async_wait([this](const asio::error_code& wait_ec) {
+      if (!wait_ec && !stopped_.load()) {
+        accept();
+      }
+    });
+  }
+
+  void take(tcp::socket socket) {
+    if (pending_handshakes_.load(std::memory_order_relaxed) >= options.max_pending_handshakes) {
+      // Closed before any byte is read: silent connections cannot hold more descriptors than
+      // the cap while they wait for their handshake timeout.
+      const std::string ip = remote_ip(socket);
+      asio::error_code ignored;
+      socket.close(ignored);
+      refused(ip, Reject::too_many_pending,
+              "ClusterConf.MaxPendingHandshakes is " + thousands(options.max_pending_handshakes));
+      return;
+    }
+    asio::error_code ignored;
+    socket.set_option(tcp::no_delay(true), ignored);
+    auto conn =
+        std::make_shared<Connection>(*this, std::move(socket), Connection::Side::server, "");
+    conn->pending = true;
+    pending_handshakes_.fetch_add(1, std::memory_order_relaxed);
+    all_.insert(conn);
+    conn->start_server();
+  }
+
+  void handshake_over(Connection& conn) {
+    if (conn.pending) {
+      conn.pending = false;
+      pending_handshakes_.fetch_sub(1, std::memory_order_relaxed);
+    }
+  }
+
+  /// Counts a refused connection; the log line, if any, is the RejectLog's call.
+  void refused(const std::string& ip, Reject reason, const std::string& why) {
+    // The reason first: whoever sees the total sees every reason that makes it up.
+    rejected_by[reason_index(reason)].fetch_add(1);
+    rejected.fetch_add(1);
+    system_log().debug("transport {}: refused a connection from {}: {}", options.node_id, ip, why);
+    reject_log_.add(ip, reason, why);
+  }
+
   /// A connection finished its handshake.
   void opened(const std::shared_ptr<Connection>& conn) {
+    handshake_over(*conn);
     connections.fetch_add(1);
     Peer& peer = peers_[conn->peer()];
     if (peer.active && peer.active != conn && peer.active->open()) {
@@ -496,6 +794,7 @@ class TransportImpl final : public Transport {
 
   /// A connection ended (before or after its handshake).
   void closed(const std::shared_ptr<Connection>& conn, const std::string& why, bool was_open) {
+    handshake_over(*conn);
     all_.erase(conn);
     if (was_open) {
       connections.fetch_sub(1);
@@ -543,12 +842,20 @@ class TransportImpl final : public Transport {
   OnFrame on_frame;
   OnPeer on_peer;
   std::atomic<std::uint64_t> frames_in{0}, frames_out{0}, bytes_in{0}, bytes_out{0}, rejected{0},
-      dropped{0}, connections{0};
+      dropped{0}, connections{0}, accept_failures{0};
+  std::array<std::atomic<std::uint64_t>, kRejectReasons> rejected_by{};
 
  private:
   asio::io_context io_;
   asio::executor_work_guard<asio::io_context::executor_type> work_;
   tcp::acceptor acceptor_;
+  // Accept errors (I/O thread only): the retry timer and the episode being retried.
+  asio::steady_timer accept_timer_;
+  std::chrono::milliseconds accept_backoff_{0};
+  std::uint64_t accept_episode_failures_ = 0;
+  Clock::time_point accept_episode_;
+  std::atomic<std::uint64_t> pending_handshakes_{0};  // written on the I/O thread only
+  RejectLog reject_log_;
   std::thread thread_;
   std::uint16_t port_ = 0;
   std::atomic<bool> stopped_{false};
@@ -586,7 +893,10 @@ void Connection::arm_handshake_timer() {
   timer_.expires_after(t_.options.handshake_timeout);
   timer_.async_wait([self = shared_from_this()](const asio::error_code& ec) {
     if (!ec && !self->open_) {
-      self->close("handshake timeout", true);
+      // The socket closes with the connection: a peer that went silent (or never meant to speak)
+      // holds no descriptor past the timeout.
+      self->close("no handshake within " + describe_span(self->t_.options.handshake_timeout),
+                  Reject::handshake_timeout);
     }
   });
 }
@@ -606,22 +916,23 @@ void Connection::start_client() {
   read_frame(kHandshakeMaxFrame, [self = shared_from_this()](std::string&& body) {
     wire::Hello server;
     if (!server.ParseFromString(body) || server.version() != kVersion) {
-      self->close("bad handshake from server", true);
+      self->close("bad handshake from server", Reject::bad_handshake);
       return;
     }
     if (server.cluster() != self->t_.options.cluster) {
-      self->close("server is in cluster '" + server.cluster() + "'", true);
+      self->close("server is in cluster '" + server.cluster() + "'", Reject::wrong_cluster);
       return;
     }
     if (server.node_id() != self->peer_) {
-      self->close("expected node " + self->peer_ + ", reached " + server.node_id(), true);
+      self->close("expected node " + self->peer_ + ", reached " + server.node_id(),
+                  Reject::bad_handshake);
       return;
     }
     const auto& opts = self->t_.options;
     std::string expected = proof(opts.secret, "server", self->local_nonce_, server.nonce(),
                                  opts.node_id, server.node_id());
     if (!same(expected, server.proof())) {
-      self->close("server failed to prove the cluster secret", true);
+      self->close("server failed to prove the cluster secret", Reject::wrong_secret);
       return;
     }
     wire::Proof mine;
@@ -638,12 +949,12 @@ void Connection::start_server() {
     wire::Hello client;
     if (!client.ParseFromString(body) || client.version() != kVersion || client.node_id().empty() ||
         client.nonce().size() != kNonceBytes) {
-      self->close("bad handshake from client", true);
+      self->close("bad handshake from client", Reject::bad_handshake);
       return;
     }
     const auto& opts = self->t_.options;
     if (client.cluster() != opts.cluster) {
-      self->close("client is in cluster '" + client.cluster() + "'", true);
+      self->close("client is in cluster '" + client.cluster() + "'", Reject::wrong_cluster);
       return;
     }
     self->local_nonce_ = random_bytes(kNonceBytes);
@@ -663,7 +974,8 @@ void Connection::start_server() {
       if (!theirs.ParseFromString(body2) ||
           !same(theirs.proof(), proof(o.secret, "client", self->local_nonce_, self->remote_nonce_,
                                       client_id, o.node_id))) {
-        self->close("client " + client_id + " failed to prove the cluster secret", true);
+        self->close("client " + client_id + " failed to prove the cluster secret",
+                    Reject::wrong_secret);
         return;
       }
       self->peer_ = client_id;
@@ -690,10 +1002,9 @@ void Connection::read_loop() {
       [self = shared_from_this()](const asio::error_code& ec, std::size_t n) {
         if (ec) {
           if (self->in_len_ > 0 && ec == asio::error::eof) {
-            self->close("truncated frame: peer closed the connection", false);
+            self->close("truncated frame: peer closed the connection");
           } else {
-            self->close(ec == asio::error::eof ? "peer closed the connection" : ec.message(),
-                        false);
+            self->close(ec == asio::error::eof ? "peer closed the connection" : ec.message());
           }
           return;
         }
@@ -715,7 +1026,7 @@ bool Connection::consume_frames() {
     if (length > limit) {
       close("frame of " + std::to_string(length) + " bytes is over the limit of " +
                 std::to_string(limit),
-            true);
+            Reject::bad_frame);
       return false;
     }
     if (in_len_ - pos - 4 < length) {
@@ -745,11 +1056,19 @@ void Connection::read_frame(std::size_t limit, std::function<void(std::string&&)
   auto self = shared_from_this();
   asio::async_read(
       socket_, asio::buffer(header_),
-      [self, limit, then = std::move(then)](const asio::error_code& ec, std::size_t) mutable {
+      [self, limit, then = std::move(then)](const asio::error_code& ec, std::size_t n) mutable {
+        if (ec == asio::error::operation_aborted) {
+          self->close(ec.message());  // closed already (timeout, shutdown)
+          return;
+        }
         if (ec) {
           // Hanging up in the middle of the handshake counts as a refused attempt.
-          self->close(ec == asio::error::eof ? "peer closed the connection" : ec.message(),
-                      !self->open_ && ec != asio::error::operation_aborted);
+          if (n > 0) {
+            self->close("truncated frame header: " + ec.message(), Reject::bad_frame);
+          } else {
+            self->close(ec == asio::error::eof ? "peer closed the connection" : ec.message(),
+                        Reject::hung_up);
+          }
           return;
         }
         std::size_t length = (std::size_t{self->header_[0]} << 24) |
@@ -758,7 +1077,7 @@ void Connection::read_frame(std::size_t limit, std::function<void(std::string&&)
         if (length > limit) {
           self->close("frame of " + std::to_string(length) + " bytes is over the limit of " +
                           std::to_string(limit),
-                      true);
+                      Reject::bad_frame);
           return;
         }
         self->body_.resize(length);
@@ -766,7 +1085,9 @@ void Connection::read_frame(std::size_t limit, std::function<void(std::string&&)
             self->socket_, asio::buffer(self->body_),
             [self, then = std::move(then)](const asio::error_code& ec2, std::size_t) mutable {
               if (ec2) {
-                self->close("truncated frame: " + ec2.message(), ec2 != asio::error::eof);
+                self->close(
+                    "truncated frame: " + ec2.message(),
+                    ec2 == asio::error::operation_aborted ? Reject::none : Reject::bad_frame);
                 return;
               }
               then(std::move(self->body_));
@@ -822,7 +1143,7 @@ void Connection::flush() {
       [self = shared_from_this(), frames, bytes](const asio::error_code& ec, std::size_t) {
         self->writing_ = false;
         if (ec) {
-          self->close("write failed: " + ec.message(), false);
+          self->close("write failed: " + ec.message());
           return;
         }
         self->t_.frames_out.fetch_add(frames);
@@ -836,7 +1157,7 @@ void Connection::flush() {
       });
 }
 
-void Connection::close(const std::string& why, bool rejected) {
+void Connection::close(const std::string& why, Reject rejected) {
   if (closed_) {
     return;
   }
@@ -848,10 +1169,9 @@ void Connection::close(const std::string& why, bool rejected) {
   timer_.cancel();
   socket_.shutdown(tcp::socket::shutdown_both, ignored);
   socket_.close(ignored);
-  if (rejected) {
-    t_.rejected.fetch_add(1);
-    system_log().warn("transport {}: closed a connection{}: {}", t_.options.node_id,
-                      peer_.empty() ? "" : " to " + peer_, why);
+  if (rejected != Reject::none) {
+    t_.refused(remote_ip_.empty() ? "an unknown address" : remote_ip_, rejected,
+               peer_.empty() ? why : "node " + peer_ + ": " + why);
   }
   for (const auto& chunk : queue_) {
     t_.dropped.fetch_add(chunk.frames);
@@ -872,6 +1192,9 @@ Result<std::unique_ptr<Transport>> Transport::start(TransportOptions options, On
   }
   if (options.max_frame < 64) {
     return Error{Errc::invalid_argument, "transport: max frame must be at least 64 bytes"};
+  }
+  if (options.max_pending_handshakes == 0) {
+    return Error{Errc::invalid_argument, "transport: max pending handshakes must be at least 1"};
   }
   auto impl =
       std::make_unique<TransportImpl>(std::move(options), std::move(on_frame), std::move(on_peer));

@@ -22,6 +22,16 @@ struct TransportOptions {
   std::chrono::milliseconds connect_timeout{3000};
   std::chrono::milliseconds reconnect_min{50};    ///< backoff after a failed connection...
   std::chrono::milliseconds reconnect_max{2000};  ///< ...doubling up to this
+  /// Inbound connections still in their handshake, at most: beyond it a new connection is closed
+  /// at once, so silent connections cannot pile up until the process runs out of descriptors.
+  std::size_t max_pending_handshakes = 256;
+  std::chrono::milliseconds accept_retry_min{50};    ///< after a failed accept (EMFILE...)...
+  std::chrono::milliseconds accept_retry_max{1000};  ///< ...doubling up to this
+  /// Refused connections are logged per peer IP: the first at once, the rest of the window as one
+  /// summary line when it ends.
+  std::chrono::milliseconds reject_log_window{10000};
+  /// Peer IPs with their own summary; refusals from further ones share an "other addresses" line.
+  std::size_t reject_log_addresses = 1024;
 };
 
 struct TransportStats {
@@ -29,14 +39,29 @@ struct TransportStats {
   std::uint64_t frames_out = 0;
   std::uint64_t bytes_in = 0;
   std::uint64_t bytes_out = 0;
-  std::uint64_t rejected = 0;     ///< connections closed for a failed handshake or a bad frame
-  std::uint64_t dropped = 0;      ///< frames dropped because their peer went down
-  std::uint64_t connections = 0;  ///< open, authenticated connections now
+  /// Connections refused, every reason: the sum of the rejected_* counters below.
+  std::uint64_t rejected = 0;
+  std::uint64_t rejected_bad_handshake = 0;  ///< unreadable Hello, wrong version, unexpected node
+  std::uint64_t rejected_wrong_secret = 0;   ///< failed to prove the cluster secret
+  std::uint64_t rejected_wrong_cluster = 0;  ///< the peer belongs to another cluster
+  std::uint64_t rejected_bad_frame =
+      0;                               ///< oversized (garbage usually reads so) or truncated frame
+  std::uint64_t rejected_hung_up = 0;  ///< the peer closed or reset during the handshake
+  std::uint64_t rejected_handshake_timeout = 0;  ///< no handshake within handshake_timeout
+  std::uint64_t rejected_too_many_pending = 0;   ///< closed at accept: max_pending_handshakes
+  std::uint64_t accept_failures = 0;     ///< accepts that failed (EMFILE, ENFILE...), then retried
+  std::uint64_t pending_handshakes = 0;  ///< inbound connections in their handshake now
+  std::uint64_t dropped = 0;             ///< frames dropped because their peer went down
+  std::uint64_t connections = 0;         ///< open, authenticated connections now
 };
 
 /// Node-to-node TCP: length-prefixed frames, normally one connection per node pair, writes
 /// coalesced, TCP_NODELAY, a challenge-response handshake on a shared secret, lazy reconnection
 /// with backoff. Runs one I/O thread; asio stays inside the .cpp.
+///
+/// Keeps accepting through accept errors (a full descriptor table, say): it retries with a
+/// doubling backoff and logs one warning per episode. Refused connections are counted per reason
+/// and logged at most once per peer IP and window, so a stranger cannot flood the log.
 class Transport {
  public:
   /// Runs on the I/O thread for every frame received from an authenticated peer. Keep it short

@@ -23,11 +23,13 @@ class NodeProcess {
   NodeProcess& operator=(const NodeProcess&) = delete;
   ~NodeProcess() { stop(); }
 
+  /// `open_files` > 0: the process's descriptor limit (RLIMIT_NOFILE).
   std::string start(const std::string& id, const std::string& config_path,
-                    const std::string& log_path) {
+                    const std::string& log_path, int open_files = 0) {
     id_ = id;
     log_ = log_path;
-    const int rc = spawn_logged({EMBER_TEST_NODE_BIN, "--config", config_path}, log_path, pid_);
+    const int rc =
+        spawn_logged({EMBER_TEST_NODE_BIN, "--config", config_path}, log_path, pid_, open_files);
     if (rc != 0) {
       pid_ = 0;
       return std::string("cannot start the node process: ") + std::strerror(rc);
@@ -53,6 +55,7 @@ class NodeProcess {
     return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
   }
   [[nodiscard]] const std::string& id() const { return id_; }
+  [[nodiscard]] pid_t pid() const { return pid_; }
 
  private:
   std::string id_;

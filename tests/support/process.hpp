@@ -36,8 +36,16 @@ inline int free_port() {
 }
 
 /// Runs `args` (args[0] looked up on PATH) with stdout and stderr written to `log` (truncated)
-/// and stdin from /dev/null. Returns 0 and sets `pid`, or posix_spawn's error.
-inline int spawn_logged(std::vector<std::string> args, const std::string& log, pid_t& pid) {
+/// and stdin from /dev/null. Returns 0 and sets `pid`, or posix_spawn's error. `open_files` > 0
+/// sets the child's RLIMIT_NOFILE (through sh's ulimit, which then execs the program: posix_spawn
+/// cannot set limits, and the test process must keep its own).
+inline int spawn_logged(std::vector<std::string> args, const std::string& log, pid_t& pid,
+                        int open_files = 0) {
+  if (open_files > 0) {
+    args.insert(
+        args.begin(),
+        {"/bin/sh", "-c", "ulimit -n " + std::to_string(open_files) + " && exec \"$0\" \"$@\""});
+  }
   std::vector<char*> argv;
   for (auto& a : args) {
     argv.push_back(a.data());
