@@ -35,6 +35,7 @@ max_len_of() {
   case "$1" in
     cron) echo 256 ;;           # a spec is one line
     wire_envelope) echo 4096 ;; # requests and events are small; the transport caps frames anyway
+    transport_frames) echo 8192 ;; # a handshake is < 4 KiB; larger frames are claimed by their header
     *) echo 4096 ;;             # node_config: a real node.yaml is a few KB
   esac
 }
@@ -62,7 +63,7 @@ for target in "${targets[@]}"; do
   echo "fuzz: $target for ${seconds}s"
   status=0
   # The outer bound catches a target that stops answering altogether.
-  ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=1}" UBSAN_OPTIONS="${UBSAN_OPTIONS:-print_stacktrace=1}" \
+  ASAN_OPTIONS="${ASAN_OPTIONS:-detect_leaks=1}" LSAN_OPTIONS="${LSAN_OPTIONS:-suppressions=$PWD/fuzz/lsan.supp}" UBSAN_OPTIONS="${UBSAN_OPTIONS:-print_stacktrace=1}" \
     timeout --kill-after=10 $((seconds + 300)) "$bin" "${args[@]}" "$run/corpus" >"$run/log" 2>&1 ||
     status=$?
   last=$(grep -E '^#[0-9]+' "$run/log" | tail -1 || true)
