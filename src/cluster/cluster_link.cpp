@@ -207,8 +207,14 @@ class RemoteCall final : public runtime::Message {
   void take(wire::RemoteRequest& parsed) { request_->Swap(&parsed); }
   [[nodiscard]] const wire::RemoteRequest& request() const noexcept { return *request_; }
   void set_responder(std::shared_ptr<Responder> responder) { responder_ = std::move(responder); }
+  /// This node's steady-clock deadline, fixed when the frame was read.
+  void set_deadline(Clock::time_point deadline) noexcept { deadline_ = deadline; }
 
   void run() override {
+    // Before the payload is parsed: under overload expired requests come in numbers.
+    if (drop_if_expired(deadline_, request().method(), responder_)) {
+      return;
+    }
     ServiceCore* core = ServiceCore::current();
     const MethodEntry* entry = core->find_method(request().method());
     if (entry == nullptr) {
@@ -244,9 +250,7 @@ class RemoteCall final : public runtime::Message {
     ctx.key_ =
         request().key_hash() != 0 ? DispatchKey::from_hash(request().key_hash()) : DispatchKey{};
     ctx.trace_id_ = request().trace_id();
-    if (request().timeout_ms() > 0) {
-      ctx.deadline_ = Clock::now() + std::chrono::milliseconds(request().timeout_ms());
-    }
+    ctx.deadline_ = deadline_;
     if (!request().headers().empty()) {
       auto headers = std::make_shared<Headers>();
       for (const auto& [k, v] : request().headers()) {
@@ -270,6 +274,7 @@ class RemoteCall final : public runtime::Message {
  private:
   std::unique_ptr<wire::RemoteRequest> request_;
   std::shared_ptr<Responder> responder_;
+  Clock::time_point deadline_ = Clock::time_point::max();
 };
 
 Result<std::shared_ptr<ClusterLink>> ClusterLink::attach(Node& node, net::TransportOptions options,
@@ -542,6 +547,10 @@ void ClusterLink::handle_request(const std::string& from, std::unique_ptr<Remote
   Priority priority = request.priority() != 0 ? Priority::system : Priority::user;
   DispatchKey key =
       request.key_hash() != 0 ? DispatchKey::from_hash(request.key_hash()) : DispatchKey{};
+  // Fixed now, as the frame is read: time in this node's mailbox counts against the deadline.
+  if (request.timeout_ms() > 0) {
+    call->set_deadline(Clock::now() + std::chrono::milliseconds(request.timeout_ms()));
+  }
   call->set_responder(responder);
   auto* m = call.release();
   m->priority = priority;

@@ -29,6 +29,7 @@ class RemoteCalc : public ember::Service {
                    [this](const pb::SumReq& r, const ember::Context& ctx) -> Result<pb::SumResp> {
                      last_caller = ctx.caller().name + "@" + ctx.caller().node_id;
                      last_trace = ctx.trace_id();
+                     sums.fetch_add(1);
                      pb::SumResp out;
                      out.set_sum(r.a() + r.b());
                      return out;
@@ -63,6 +64,7 @@ class RemoteCalc : public ember::Service {
   std::string last_caller;
   std::uint64_t last_trace = 0;
   std::atomic<int> pushes{0};
+  std::atomic<int> sums{0};
   std::atomic<bool> hanging{false};
   std::shared_ptr<std::atomic<bool>> gate = std::make_shared<std::atomic<bool>>(false);
 };
@@ -278,6 +280,33 @@ TEST_F(TwoNodes, ARetriedRequestRunsOnce) {
   link_b_->on_frame("x", frame(2, 10));  // the sender restarted: a new request
   ASSERT_TRUE(wait_for([&] { return calc_->pushes.load() == 3; }));
   EXPECT_EQ(link_b_->duplicates_dropped(), 2u);
+}
+
+}  // namespace
+
+namespace {
+
+// --- deadlines ----------------------------------------------------------------
+
+TEST_F(TwoNodes, ARemoteRequestThatExpiredInTheCalleesMailboxDoesNotRun) {
+  // b's calc is held by a long handler; a timed Send and a call queue behind it.
+  auto bus = ember::select(*a_, Selector::name("calc"));
+  ASSERT_TRUE(bus.send("RpcHang", sum(0, 0)));
+  ASSERT_TRUE(wait_for([&] { return calc_->hanging.load(); }));
+  pb::Echo e;
+  ASSERT_TRUE(bus.send("RpcPush", e, {.timeout = 200ms}));
+  auto r = bus.call<pb::SumResp>("RpcSum", sum(1, 2), {.timeout = 200ms});  // the Send's passed
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code(), Errc::timeout);
+  ASSERT_TRUE(wait_for([&] { return b_->find_service("calc")->queued_messages() == 3; }));
+  calc_->gate->store(true);
+  ASSERT_TRUE(wait_for([&] { return b_->stats().expired == 2; }));
+  // The timeout answer crosses the wire after a gave up: a late reply, not a second outcome.
+  ASSERT_TRUE(wait_for([&] { return a_->stats().late_replies == 1; }));
+  auto after = bus.call<pb::SumResp>("RpcSum", sum(2, 3));
+  ASSERT_TRUE(after) << after.error().to_string();
+  EXPECT_EQ(calc_->sums.load(), 1);  // only the last one
+  EXPECT_EQ(calc_->pushes.load(), 0);
 }
 
 }  // namespace
