@@ -166,6 +166,7 @@ void reset_request(wire::RemoteRequest& r) {
   r.clear_response_type();
   r.clear_reply_address();
   r.set_incarnation(0);
+  r.set_deadline_unix_us(0);
   const auto* reflection = r.GetReflection();
   if (!reflection->GetUnknownFields(r).empty()) {
     reflection->MutableUnknownFields(&r)->Clear();
@@ -207,7 +208,7 @@ class RemoteCall final : public runtime::Message {
   void take(wire::RemoteRequest& parsed) { request_->Swap(&parsed); }
   [[nodiscard]] const wire::RemoteRequest& request() const noexcept { return *request_; }
   void set_responder(std::shared_ptr<Responder> responder) { responder_ = std::move(responder); }
-  /// This node's steady-clock deadline, fixed when the frame was read.
+  /// This node's steady-clock deadline, fixed when the frame was read (local_deadline).
   void set_deadline(Clock::time_point deadline) noexcept { deadline_ = deadline; }
 
   void run() override {
@@ -356,10 +357,12 @@ Status ClusterLink::send_request(const Target& target, const CallSpec& spec, con
   request->set_priority(context.priority_ == Priority::system ? 1 : 0);
   request->set_key_hash(context.key_.has_value() ? context.key_.hash() : 0);
   if (context.deadline_ != Context::Clock::time_point::max()) {
-    auto left =
-        std::chrono::duration_cast<std::chrono::milliseconds>(context.deadline_ - Clock::now())
-            .count();
-    request->set_timeout_ms(std::max<std::int64_t>(left, 1));
+    // Both forms: the receiver cannot see from a relative timeout how long the frame waited in
+    // socket buffers (the wall clock costs one more vDSO read per request with a deadline).
+    const WireDeadline d =
+        to_wire_deadline(context.deadline_, Clock::now(), std::chrono::system_clock::now());
+    request->set_timeout_ms(d.timeout_ms);
+    request->set_deadline_unix_us(d.deadline_unix_us);
   }
   request->set_trace_id(context.trace_id_);
   for (const auto& [k, v] : context.headers()) {
@@ -547,9 +550,11 @@ void ClusterLink::handle_request(const std::string& from, std::unique_ptr<Remote
   Priority priority = request.priority() != 0 ? Priority::system : Priority::user;
   DispatchKey key =
       request.key_hash() != 0 ? DispatchKey::from_hash(request.key_hash()) : DispatchKey{};
-  // Fixed now, as the frame is read: time in this node's mailbox counts against the deadline.
-  if (request.timeout_ms() > 0) {
-    call->set_deadline(Clock::now() + std::chrono::milliseconds(request.timeout_ms()));
+  // Fixed now, as the frame is read: time in this node's mailbox counts against the deadline,
+  // and the wall-clock form also counts the time the frame waited before it could be read.
+  if (request.timeout_ms() > 0 || request.deadline_unix_us() > 0) {
+    call->set_deadline(local_deadline(request.timeout_ms(), request.deadline_unix_us(),
+                                      Clock::now(), std::chrono::system_clock::now()));
   }
   call->set_responder(responder);
   auto* m = call.release();
