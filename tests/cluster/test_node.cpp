@@ -1,6 +1,9 @@
 // SPDX-License-Identifier: Apache-2.0
-// A node process for cluster_process_test: `ember_test_node --config FILE`. Hosts an Echo service
-// (sums, ordered pushes, a tally) and a Leader service for master/slave groups.
+// A node process for the process tests: `ember_test_node --config FILE`. Hosts an Echo service
+// (sums, ordered pushes, a tally), a Leader service for master/slave groups, a Listener for
+// events, and a Ledger (with its LedgerControl) for deadlines.
+#include <chrono>
+#include <condition_variable>
 #include <ember/ember.hpp>
 #include <map>
 #include <mutex>
@@ -124,6 +127,81 @@ class Listener : public ember::Service {
   pb::Tally tally_;
 };
 EMBER_REGISTER_SERVICE(Listener);
+
+// The Ledger counts the RpcAdd handlers that ran: a request that expired before its handler
+// could run must never count. RpcHold keeps its lane busy until LedgerControl's RpcRelease (or
+// 60 s), so requests queue behind it; LedgerControl, another service with its own mailbox,
+// answers while the ledger's lane is held.
+struct LedgerState {
+  std::mutex mu;
+  std::condition_variable cv;
+  bool holding = false;
+  bool released = false;
+  std::int64_t adds = 0;
+};
+LedgerState& ledger_state() {
+  static LedgerState state;
+  return state;
+}
+
+class Ledger : public ember::Service {
+ public:
+  ember::Status on_init() override {
+    if (auto st = handle("RpcAdd",
+                         [](const pb::Echo&) -> ember::Status {
+                           std::lock_guard lock(ledger_state().mu);
+                           ++ledger_state().adds;
+                           return {};
+                         });
+        !st) {
+      return st;
+    }
+    return handle("RpcHold", [](const pb::Echo&) -> ember::Status {
+      LedgerState& s = ledger_state();
+      std::unique_lock lock(s.mu);
+      s.holding = true;
+      s.released = false;
+      s.cv.wait_for(lock, std::chrono::seconds(60), [&] { return s.released; });
+      s.holding = false;
+      return {};
+    });
+  }
+};
+EMBER_REGISTER_SERVICE(Ledger);
+
+class LedgerControl : public ember::Service {
+ public:
+  ember::Status on_init() override {
+    if (auto st = handle("RpcRelease",
+                         [](const pb::Echo&) -> ember::Status {
+                           LedgerState& s = ledger_state();
+                           {
+                             std::lock_guard lock(s.mu);
+                             s.released = true;
+                           }
+                           s.cv.notify_all();
+                           return {};
+                         });
+        !st) {
+      return st;
+    }
+    return handle("RpcStatus", [this](const pb::Echo&) -> Result<pb::LedgerStatus> {
+      pb::LedgerStatus out;
+      {
+        std::lock_guard lock(ledger_state().mu);
+        out.set_adds(ledger_state().adds);
+        out.set_holding(ledger_state().holding);
+      }
+      if (const ember::Service* ledger = node().find_service("ledger")) {
+        out.set_queued(ledger->queued_messages());
+        out.set_ledger_expired(ledger->expired_requests());
+      }
+      out.set_expired(node().stats().expired);
+      return out;
+    });
+  }
+};
+EMBER_REGISTER_SERVICE(LedgerControl);
 
 int main(int argc, char** argv) {
   return ember::run_node(argc, argv);
