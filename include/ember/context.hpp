@@ -23,7 +23,9 @@ struct CallOptions {
   Priority priority = Priority::user;
   /// Lane of the target service (and, for selectors with several instances, which one).
   DispatchKey key;
-  /// 0: the node's CallTimeout, capped by the remaining deadline of the calling handler.
+  /// Calls: 0 means the node's CallTimeout; capped by the remaining deadline of the calling
+  /// handler. Send: 0 means no deadline; otherwise a Send still queued when it passes is dropped
+  /// unrun. Either way a request whose deadline passes before its handler starts never runs.
   std::chrono::milliseconds timeout{0};
   Headers headers;
 };

@@ -51,7 +51,10 @@ struct NodeStats {
   std::uint64_t late_replies =
       0;  ///< replies that arrived after their call completed (timeout, cancel)
   std::uint64_t pending_calls = 0;  ///< calls waiting for an outcome right now
-  std::size_t services = 0;         ///< entries in the repository
+  /// Requests (calls and sends, local or from other nodes) dropped unrun because their deadline
+  /// passed while they were queued; per service: Service::expired_requests().
+  std::uint64_t expired = 0;
+  std::size_t services = 0;  ///< entries in the repository
   std::size_t pending_timers = 0;
   EventStats events;
   ScalingTotals scaling;

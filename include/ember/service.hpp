@@ -99,6 +99,9 @@ class Service : public Module {
   /// autoscaling, a lane count set by hand outside Scaling.Min..Max is brought back at the next
   /// evaluation.
   [[nodiscard]] ScalingStatus scaling() const;
+  /// Requests to this service dropped unrun because their deadline passed while they were queued
+  /// (also counted in NodeStats::expired).
+  [[nodiscard]] std::uint64_t expired_requests() const;
 
  private:
   friend class Module;

@@ -165,6 +165,7 @@ void reset_request(wire::RemoteRequest& r) {
   r.clear_response_type();
   r.clear_reply_address();
   r.set_incarnation(0);
+  r.set_deadline_unix_us(0);
   const auto* reflection = r.GetReflection();
   if (!reflection->GetUnknownFields(r).empty()) {
     reflection->MutableUnknownFields(&r)->Clear();
@@ -191,8 +192,14 @@ class RemoteCall final : public runtime::Message {
   void take(wire::RemoteRequest& parsed) { request_->Swap(&parsed); }
   [[nodiscard]] const wire::RemoteRequest& request() const noexcept { return *request_; }
   void set_responder(std::shared_ptr<Responder> responder) { responder_ = std::move(responder); }
+  /// This node's steady-clock deadline, fixed when the frame was read (local_deadline).
+  void set_deadline(Clock::time_point deadline) noexcept { deadline_ = deadline; }
 
   void run() override {
+    // Before the payload is parsed: under overload expired requests come in numbers.
+    if (drop_if_expired(deadline_, request().method(), responder_)) {
+      return;
+    }
     ServiceCore* core = ServiceCore::current();
     const MethodEntry* entry = core->find_method(request().method());
     if (entry == nullptr) {
@@ -228,9 +235,7 @@ class RemoteCall final : public runtime::Message {
     ctx.key_ =
         request().key_hash() != 0 ? DispatchKey::from_hash(request().key_hash()) : DispatchKey{};
     ctx.trace_id_ = request().trace_id();
-    if (request().timeout_ms() > 0) {
-      ctx.deadline_ = Clock::now() + std::chrono::milliseconds(request().timeout_ms());
-    }
+    ctx.deadline_ = deadline_;
     if (!request().headers().empty()) {
       auto headers = std::make_shared<Headers>();
       for (const auto& [k, v] : request().headers()) {
@@ -254,6 +259,7 @@ class RemoteCall final : public runtime::Message {
  private:
   std::unique_ptr<wire::RemoteRequest> request_;
   std::shared_ptr<Responder> responder_;
+  Clock::time_point deadline_ = Clock::time_point::max();
 };
 
 Result<std::shared_ptr<ClusterLink>> ClusterLink::attach(Node& node, net::TransportOptions options,
@@ -335,10 +341,12 @@ Status ClusterLink::send_request(const Target& target, const CallSpec& spec, con
   request->set_priority(context.priority_ == Priority::system ? 1 : 0);
   request->set_key_hash(context.key_.has_value() ? context.key_.hash() : 0);
   if (context.deadline_ != Context::Clock::time_point::max()) {
-    auto left =
-        std::chrono::duration_cast<std::chrono::milliseconds>(context.deadline_ - Clock::now())
-            .count();
-    request->set_timeout_ms(std::max<std::int64_t>(left, 1));
+    // Both forms: the receiver cannot see from a relative timeout how long the frame waited in
+    // socket buffers (the wall clock costs one more vDSO read per request with a deadline).
+    const WireDeadline d =
+        to_wire_deadline(context.deadline_, Clock::now(), std::chrono::system_clock::now());
+    request->set_timeout_ms(d.timeout_ms);
+    request->set_deadline_unix_us(d.deadline_unix_us);
   }
   request->set_trace_id(context.trace_id_);
   for (const auto& [k, v] : context.headers()) {
@@ -521,6 +529,12 @@ void ClusterLink::handle_request(const std::string& from, std::unique_ptr<Remote
   Priority priority = request.priority() != 0 ? Priority::system : Priority::user;
   DispatchKey key =
       request.key_hash() != 0 ? DispatchKey::from_hash(request.key_hash()) : DispatchKey{};
+  // Fixed now, as the frame is read: time in this node's mailbox counts against the deadline,
+  // and the wall-clock form also counts the time the frame waited before it could be read.
+  if (request.timeout_ms() > 0 || request.deadline_unix_us() > 0) {
+    call->set_deadline(local_deadline(request.timeout_ms(), request.deadline_unix_us(),
+                                      Clock::now(), std::chrono::system_clock::now()));
+  }
   call->set_responder(responder);
   auto* m = call.release();
   m->priority = priority;

@@ -5,6 +5,7 @@
 #include <google/protobuf/io/coded_stream.h>
 #include <google/protobuf/message.h>
 
+#include <algorithm>
 #include <ember/log.hpp>
 
 #include "ember/wire.pb.h"
@@ -51,6 +52,43 @@ std::shared_ptr<const Pid> from_wire(const wire::CallerPid& in, const std::strin
   pid->version = in.version();
   pid->address = address;
   return pid;
+}
+
+namespace {
+// Values from the wire are clamped before they meet a time_point: a hostile or broken frame must
+// not overflow the clock's representation. Ten years is "no practical deadline".
+constexpr std::int64_t kMaxWireMicros = std::int64_t{10} * 366 * 24 * 3600 * 1'000'000;
+}  // namespace
+
+WireDeadline to_wire_deadline(std::chrono::steady_clock::time_point deadline,
+                              std::chrono::steady_clock::time_point now,
+                              std::chrono::system_clock::time_point wall_now) noexcept {
+  using namespace std::chrono;
+  const auto left = deadline - now;
+  WireDeadline out;
+  out.timeout_ms = std::max<std::int64_t>(duration_cast<milliseconds>(left).count(), 1);
+  out.deadline_unix_us = duration_cast<microseconds>(wall_now.time_since_epoch()).count() +
+                         std::clamp<std::int64_t>(duration_cast<microseconds>(left).count(),
+                                                  -kMaxWireMicros, kMaxWireMicros);
+  return out;
+}
+
+std::chrono::steady_clock::time_point local_deadline(
+    std::int64_t timeout_ms, std::int64_t deadline_unix_us,
+    std::chrono::steady_clock::time_point now,
+    std::chrono::system_clock::time_point wall_now) noexcept {
+  using namespace std::chrono;
+  auto deadline = steady_clock::time_point::max();
+  if (timeout_ms > 0) {
+    deadline = now + microseconds(std::min(timeout_ms, kMaxWireMicros / 1000) * 1000);
+  }
+  if (deadline_unix_us > 0) {
+    const std::int64_t left_us =
+        deadline_unix_us - duration_cast<microseconds>(wall_now.time_since_epoch()).count();
+    deadline = std::min(deadline,
+                        now + microseconds(std::clamp(left_us, -kMaxWireMicros, kMaxWireMicros)));
+  }
+  return deadline;
 }
 
 void encode_event(const AnyMessage& payload, const EventInfo& info,

@@ -4,6 +4,8 @@
 // the commonest frame between nodes, a request.
 #pragma once
 
+#include <chrono>
+#include <cstdint>
 #include <ember/event.hpp>
 #include <memory>
 #include <string>
@@ -23,6 +25,29 @@ class NodeImpl;
 
 void to_wire(const Pid& pid, wire::CallerPid& out);
 std::shared_ptr<const Pid> from_wire(const wire::CallerPid& in, const std::string& address);
+
+/// A request's deadline as it crosses the wire: the remaining time (`timeout_ms`) and the same
+/// instant as wall-clock time (`deadline_unix_us`), both taken from the caller's steady deadline
+/// `deadline` at `now` / `wall_now`. A deadline already passed still sends 1 ms, so the request
+/// keeps a deadline (and the receiver drops it).
+struct WireDeadline {
+  std::int64_t timeout_ms = 0;
+  std::int64_t deadline_unix_us = 0;
+};
+WireDeadline to_wire_deadline(std::chrono::steady_clock::time_point deadline,
+                              std::chrono::steady_clock::time_point now,
+                              std::chrono::system_clock::time_point wall_now) noexcept;
+
+/// The local deadline of a request read from the wire at `now` / `wall_now`: the earlier of
+/// `now + timeout_ms` and the caller's wall-clock deadline moved onto this node's steady clock.
+/// The relative timeout restarts when the frame is read, so only the wall-clock deadline counts
+/// the time the frame spent in socket buffers (a receiver paused or far behind); the relative one
+/// bounds the damage when the clocks disagree. 0 means absent (older senders send no wall-clock
+/// deadline; a Send without timeout sends neither): no deadline at all is time_point::max().
+std::chrono::steady_clock::time_point local_deadline(
+    std::int64_t timeout_ms, std::int64_t deadline_unix_us,
+    std::chrono::steady_clock::time_point now,
+    std::chrono::system_clock::time_point wall_now) noexcept;
 
 /// Fills `out` with one event. `publisher_address` is where the publisher's node can be reached
 /// ("" when the backend has no node addresses).

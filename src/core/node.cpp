@@ -213,6 +213,7 @@ NodeStats Node::stats() const {
   NodeStats s;
   s.late_replies = impl_->late_replies.load(std::memory_order_relaxed);
   s.pending_calls = impl_->pending_calls.load(std::memory_order_relaxed);
+  s.expired = impl_->expired.load(std::memory_order_relaxed);
   s.services = impl_->repository.size();
   s.pending_timers = impl_->timers ? impl_->timers->pending() : 0;
   if (impl_->event_router) {

@@ -56,6 +56,7 @@ class NodeImpl {
   std::shared_ptr<EventRouter> event_router;
   std::atomic<std::uint64_t> late_replies{0};
   std::atomic<std::uint64_t> pending_calls{0};
+  std::atomic<std::uint64_t> expired{0};  // requests dropped unrun: their deadline passed
 
   // Every created service by (name, id): refuses duplicates. Only those flagged visible (between
   // on_start and the start of their stop) are found by lookups.

@@ -119,6 +119,10 @@ std::int64_t Service::queued_messages() const {
   return core_ ? core_->mailbox().queued() : 0;
 }
 
+std::uint64_t Service::expired_requests() const {
+  return core_ ? core_->expired() : 0;
+}
+
 ScalingStatus Service::scaling() const {
   ScalingStatus out;
   if (!core_ || core_->scaling_probe() == nullptr) {

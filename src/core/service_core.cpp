@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <condition_variable>
+#include <new>
 #include <thread>
 
 #include "core/node_impl.hpp"
@@ -12,6 +13,9 @@ namespace {
 
 thread_local ServiceCore* tls_current = nullptr;
 thread_local int tls_lane = -1;
+
+// Under overload requests expire by the thousand: one summary line per service at most this often.
+constexpr std::chrono::seconds kExpiredWarningEvery{10};
 
 std::string describe(const ServiceConfig& c) {
   return c.id.empty() ? c.name : c.name + "#" + c.id;
@@ -99,6 +103,49 @@ void ServiceCore::notify_role(RoleChange change, std::uint64_t epoch) {
 
 ServiceCore::~ServiceCore() {
   anchor_->detach();
+  delete expired_.load(std::memory_order_acquire);
+}
+
+void ServiceCore::count_expired(std::string_view method,
+                                std::chrono::steady_clock::duration late) noexcept {
+  using namespace std::chrono;
+  node_.expired.fetch_add(1, std::memory_order_relaxed);
+  Expired* e = expired_.load(std::memory_order_acquire);
+  if (e == nullptr) {
+    auto* fresh = new (std::nothrow) Expired;
+    if (fresh == nullptr) {
+      return;  // counted for the node; the service's figure and its warning are best effort
+    }
+    if (expired_.compare_exchange_strong(e, fresh, std::memory_order_acq_rel)) {
+      e = fresh;
+    } else {
+      delete fresh;  // another lane won; `e` is its block
+    }
+  }
+  const std::uint64_t total = e->count.fetch_add(1, std::memory_order_relaxed) + 1;
+  const std::int64_t now =
+      duration_cast<nanoseconds>(steady_clock::now().time_since_epoch()).count();
+  std::int64_t next = e->next_warning_ns.load(std::memory_order_relaxed);
+  if (now < next || !e->next_warning_ns.compare_exchange_strong(
+                        next, now + duration_cast<nanoseconds>(kExpiredWarningEvery).count(),
+                        std::memory_order_relaxed)) {
+    return;
+  }
+  const std::uint64_t since = total - e->reported.exchange(total, std::memory_order_relaxed);
+  try {
+    logger_.warn(
+        "{} request(s) expired in the queue and were dropped before their handler ran ({} in "
+        "total; the last: '{}', {} ms past its deadline); next summary in {} s at the earliest",
+        since, total, method, duration_cast<milliseconds>(late).count(),
+        duration_cast<seconds>(kExpiredWarningEvery).count());
+  } catch (...) {
+    // Logging must not turn a dropped request into a failed lane.
+  }
+}
+
+std::uint64_t ServiceCore::expired() const noexcept {
+  const Expired* e = expired_.load(std::memory_order_acquire);
+  return e != nullptr ? e->count.load(std::memory_order_relaxed) : 0;
 }
 
 ServiceCore* ServiceCore::current() noexcept {

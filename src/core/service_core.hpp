@@ -79,6 +79,11 @@ class ServiceCore final : public runtime::LaneOwner, public timer::TimerTarget {
   [[nodiscard]] Service& self() noexcept { return self_; }
   [[nodiscard]] std::uint64_t handler_failures() const noexcept { return failures_.load(); }
   [[nodiscard]] std::uint64_t rejected() const noexcept { return rejected_.load(); }
+  /// A request whose deadline passed while it was queued was dropped unrun, `late` after its
+  /// deadline: counted here and in the node's stats. Logged as a summary, at most one warning
+  /// per service every 10 s, since under overload requests expire by the thousand.
+  void count_expired(std::string_view method, std::chrono::steady_clock::duration late) noexcept;
+  [[nodiscard]] std::uint64_t expired() const noexcept;
   /// Null unless WorkerConf.Scaling is set.
   [[nodiscard]] const ScalingProbe* scaling_probe() const noexcept {
     return scaling_ ? &scaling_->probe : nullptr;
@@ -149,6 +154,14 @@ class ServiceCore final : public runtime::LaneOwner, public timer::TimerTarget {
   std::atomic<ServiceState> state_{ServiceState::created};
   std::atomic<std::uint64_t> failures_{0};
   std::atomic<std::uint64_t> rejected_{0};
+  struct Expired {
+    std::atomic<std::uint64_t> count{0};
+    std::atomic<std::uint64_t> reported{0};        // count at the last warning
+    std::atomic<std::int64_t> next_warning_ns{0};  // steady clock
+  };
+  // Allocated by the first expiry: most services never see one, and an idle service's bytes are
+  // multiplied by the number of services.
+  std::atomic<Expired*> expired_{nullptr};
 
   mutable std::mutex modules_mu_;
   // Allocated on first use: most services never add a module, and every byte of an idle service

@@ -112,9 +112,11 @@ Result<const Target*> single_target(const Selection& sel, std::string_view verb)
   return &sel.targets.front();
 }
 
-/// `with_deadline` false (Send): nobody waits, so no clock read and no deadline.
+/// `is_send`: nobody waits, so a Send has a deadline only when its own options set a timeout
+/// (and only then reads the clock). It does not inherit the calling handler's deadline: a
+/// one-way message is not part of the answer that handler's caller waits for.
 Result<Context> outgoing_context(const Selection& sel, const CallSpec& spec, bool inherit_chain,
-                                 bool with_deadline = true) {
+                                 bool is_send = false) {
   NodeImpl& node = *sel.node;
   Context ctx;
   ctx.priority_ = spec.options.priority;
@@ -124,7 +126,11 @@ Result<Context> outgoing_context(const Selection& sel, const CallSpec& spec, boo
   }
   const Context* parent = current_context();
   ctx.trace_id_ = parent != nullptr && parent->trace_id_ != 0 ? parent->trace_id_ : new_trace_id();
-  if (with_deadline) {
+  if (is_send) {
+    if (spec.options.timeout.count() > 0) {
+      ctx.deadline_ = Clock::now() + spec.options.timeout;
+    }
+  } else {
     auto timeout =
         spec.options.timeout.count() > 0 ? spec.options.timeout : node.config.call_timeout;
     const auto now = Clock::now();
@@ -280,6 +286,11 @@ Request::Request(std::string_view method, std::shared_ptr<const AnyMessage> payl
 }
 
 void Request::run() {
+  // First: an expired request is answered timeout whatever else is wrong with it, and under
+  // overload, when requests expire in numbers, dropping one should cost no more than this.
+  if (drop_if_expired(context_.deadline_, method_, responder_)) {
+    return;
+  }
   ServiceCore* core = ServiceCore::current();
   const MethodEntry* entry = core->find_method(method_);
   auto fail = [&](Error e) { reply(responder_, std::move(e)); };
@@ -300,11 +311,6 @@ void Request::run() {
                    ", the caller expects another type (" + response_type_->name() + ")"});
     return;
   }
-  if (responder_ && context_.deadline_ <= Clock::now()) {
-    fail(Error{Errc::timeout,
-               "'" + method_ + "' expired in the mailbox of " + core->pid().to_string()});
-    return;
-  }
   ContextScope scope(&context_);
   entry->invoke(payload_, context_, responder_);
 }
@@ -317,6 +323,20 @@ void Request::reject(const Error& why) noexcept {
   } catch (...) {
     // Reject must not throw; a failed delivery only loses an error the caller times out on.
   }
+}
+
+void drop_expired(std::string_view method, Context::Clock::duration late,
+                  const std::shared_ptr<Responder>& responder) {
+  ServiceCore* core = ServiceCore::current();
+  core->count_expired(method, late);
+  if (!responder || !responder->waiting()) {
+    return;  // a Send, or a caller that gave up: nobody to tell (and no late reply to count)
+  }
+  const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(late).count();
+  responder->deliver(Error{Errc::timeout, "'" + std::string(method) + "' expired " +
+                                              (ms > 0 ? std::to_string(ms) + " ms" : "just") +
+                                              " before its handler could run on " +
+                                              core->logger().name() + " (dropped unrun)"});
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -444,7 +464,7 @@ Status send(CallSpec spec) {
   if (sel.targets.empty()) {
     return Error{Errc::not_found, "no service matches " + sel.description};
   }
-  auto ctx = outgoing_context(sel, spec, false, false);
+  auto ctx = outgoing_context(sel, spec, false, /*is_send=*/true);
   if (!ctx) {
     return ctx.error();
   }

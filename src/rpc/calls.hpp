@@ -77,6 +77,9 @@ class Responder {
   virtual void deliver(AnyReply result) = 0;
   /// Send has nobody waiting: errors are only logged.
   [[nodiscard]] virtual bool wants_reply() const noexcept = 0;
+  /// Whether an outcome delivered now can still reach a waiting caller. A remote caller's state
+  /// is not visible from here, so by default: whether it wanted a reply at all.
+  [[nodiscard]] virtual bool waiting() const noexcept { return wants_reply(); }
 };
 
 class LocalResponder final : public Responder {
@@ -84,6 +87,9 @@ class LocalResponder final : public Responder {
   explicit LocalResponder(std::shared_ptr<PendingCall> pending) : pending_(std::move(pending)) {}
   void deliver(AnyReply result) override;
   [[nodiscard]] bool wants_reply() const noexcept override { return true; }
+  [[nodiscard]] bool waiting() const noexcept override {
+    return !pending_->done.load(std::memory_order_acquire);
+  }
 
  private:
   std::shared_ptr<PendingCall> pending_;
@@ -106,6 +112,29 @@ class Request final : public runtime::Message {
   std::shared_ptr<Responder> responder_;  // null for Send: nobody waits
   Context context_;
 };
+
+/// The slow half of drop_if_expired: counts the request for its service and the node, and
+/// answers a caller that still waits with timeout, saying how late the request was.
+void drop_expired(std::string_view method, Context::Clock::duration late,
+                  const std::shared_ptr<Responder>& responder);
+
+/// Right before a handler runs (after the request left the mailbox): a request whose deadline
+/// passed while it waited, in the mailbox or on its way from another node, is dropped unrun.
+/// Its caller has given up, or is about to, and running it anyway would apply its effect after
+/// the caller was told it failed. No deadline (time_point::max()) never expires and costs no
+/// clock read. True when the request was dropped.
+inline bool drop_if_expired(Context::Clock::time_point deadline, std::string_view method,
+                            const std::shared_ptr<Responder>& responder) {
+  if (deadline == Context::Clock::time_point::max()) {
+    return false;
+  }
+  const auto now = Context::Clock::now();
+  if (now < deadline) {
+    return false;
+  }
+  drop_expired(method, now - deadline, responder);
+  return true;
+}
 
 /// Sets the thread's current context for the lifetime of the object.
 class ContextScope {

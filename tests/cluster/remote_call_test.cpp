@@ -7,6 +7,7 @@
 #include <ember/ember.hpp>
 
 #include "cluster/cluster_link.hpp"
+#include "cluster/wire_codec.hpp"
 #include "core/node_impl.hpp"
 #include "ember/wire.pb.h"
 #include "support/wait_for.hpp"
@@ -29,6 +30,7 @@ class RemoteCalc : public ember::Service {
                    [this](const pb::SumReq& r, const ember::Context& ctx) -> Result<pb::SumResp> {
                      last_caller = ctx.caller().name + "@" + ctx.caller().node_id;
                      last_trace = ctx.trace_id();
+                     sums.fetch_add(1);
                      pb::SumResp out;
                      out.set_sum(r.a() + r.b());
                      return out;
@@ -63,6 +65,7 @@ class RemoteCalc : public ember::Service {
   std::string last_caller;
   std::uint64_t last_trace = 0;
   std::atomic<int> pushes{0};
+  std::atomic<int> sums{0};
   std::atomic<bool> hanging{false};
   std::shared_ptr<std::atomic<bool>> gate = std::make_shared<std::atomic<bool>>(false);
 };
@@ -278,6 +281,99 @@ TEST_F(TwoNodes, ARetriedRequestRunsOnce) {
   link_b_->on_frame("x", frame(2, 10));  // the sender restarted: a new request
   ASSERT_TRUE(wait_for([&] { return calc_->pushes.load() == 3; }));
   EXPECT_EQ(link_b_->duplicates_dropped(), 2u);
+}
+
+}  // namespace
+
+namespace {
+
+// --- deadlines across the wire ----------------------------------------------------------------
+
+TEST(WireDeadline, TheReceiverKeepsTheEarlierOfTheRelativeAndTheWallClockDeadline) {
+  using ember::detail::local_deadline;
+  using ember::detail::to_wire_deadline;
+  using SteadyClock = std::chrono::steady_clock;
+  using WallClock = std::chrono::system_clock;
+  const auto now = SteadyClock::now();
+  const auto wall = WallClock::now();
+  const auto wall_us = [&](std::chrono::microseconds offset) {
+    return std::chrono::duration_cast<std::chrono::microseconds>(wall.time_since_epoch() + offset)
+        .count();
+  };
+  // Neither: no deadline (a Send without timeout).
+  EXPECT_EQ(local_deadline(0, 0, now, wall), SteadyClock::time_point::max());
+  // Relative only (an older sender): as before, from the time the frame is read.
+  EXPECT_EQ(local_deadline(1000, 0, now, wall), now + 1000ms);
+  // The frame waited 3 s before it could be read: only the wall clock knows.
+  EXPECT_EQ(local_deadline(1000, wall_us(-2s), now, wall), now - 2s);
+  // A wall-clock deadline later than the relative one (this clock behind the caller's): the
+  // relative timeout bounds how late the request can run.
+  EXPECT_EQ(local_deadline(1000, wall_us(5s), now, wall), now + 1000ms);
+  EXPECT_EQ(local_deadline(0, wall_us(500ms), now, wall), now + 500ms);
+  // Hostile values do not overflow the clock.
+  const auto far = local_deadline(INT64_MAX, INT64_MAX, now, wall);
+  EXPECT_GT(far, now + std::chrono::hours(24 * 365));
+  EXPECT_LT(local_deadline(1000, 1, now, wall), now);  // 1970: long gone
+  // The sender's two forms describe one instant.
+  const auto sent = to_wire_deadline(now + 1500ms, now, wall);
+  EXPECT_EQ(sent.timeout_ms, 1500);
+  EXPECT_EQ(sent.deadline_unix_us, wall_us(1500ms));
+  EXPECT_EQ(to_wire_deadline(now - 10ms, now, wall).timeout_ms, 1);  // passed: still a deadline
+}
+
+// Frames as another node would send them, straight into node b's link.
+TEST_F(TwoNodes, AFrameWhoseWallClockDeadlinePassedIsDroppedUnrun) {
+  std::uint64_t next_id = 1;
+  auto frame = [&](std::int64_t timeout_ms, std::int64_t deadline_unix_us) {
+    ember::wire::Envelope envelope;
+    auto* r = envelope.mutable_request();
+    r->set_id(next_id++);
+    r->set_incarnation(7);
+    r->set_target_uid(remote_calc_pid().uid());
+    r->set_method("RpcPush");
+    r->set_payload_type(pb::Echo::descriptor()->full_name());
+    r->set_payload(pb::Echo{}.SerializeAsString());
+    r->set_timeout_ms(timeout_ms);
+    r->set_deadline_unix_us(deadline_unix_us);
+    return envelope.SerializeAsString();
+  };
+  const auto wall_us = [](std::chrono::microseconds offset) {
+    return std::chrono::duration_cast<std::chrono::microseconds>(
+               std::chrono::system_clock::now().time_since_epoch() + offset)
+        .count();
+  };
+  // 10 s left by the relative timeout, but its wall-clock deadline passed a second ago: it sat
+  // somewhere (a socket buffer of a paused node) for longer than its caller waits.
+  link_b_->on_frame("x", frame(10'000, wall_us(-1s)));
+  ASSERT_TRUE(wait_for([&] { return b_->stats().expired == 1; }));
+  // Without the wall-clock field (an older sender) the relative timeout alone decides.
+  link_b_->on_frame("x", frame(10'000, 0));
+  // Both in the future.
+  link_b_->on_frame("x", frame(10'000, wall_us(10s)));
+  ASSERT_TRUE(wait_for([&] { return calc_->pushes.load() == 2; }));
+  EXPECT_EQ(b_->stats().expired, 1u);
+  EXPECT_EQ(b_->find_service("calc")->expired_requests(), 1u);
+}
+
+TEST_F(TwoNodes, ARemoteRequestThatExpiredInTheCalleesMailboxDoesNotRun) {
+  // b's calc is held by a long handler; a timed Send and a call queue behind it.
+  auto bus = ember::select(*a_, Selector::name("calc"));
+  ASSERT_TRUE(bus.send("RpcHang", sum(0, 0)));
+  ASSERT_TRUE(wait_for([&] { return calc_->hanging.load(); }));
+  pb::Echo e;
+  ASSERT_TRUE(bus.send("RpcPush", e, {.timeout = 200ms}));
+  auto r = bus.call<pb::SumResp>("RpcSum", sum(1, 2), {.timeout = 200ms});  // the Send's passed
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code(), Errc::timeout);
+  ASSERT_TRUE(wait_for([&] { return b_->find_service("calc")->queued_messages() == 3; }));
+  calc_->gate->store(true);
+  ASSERT_TRUE(wait_for([&] { return b_->stats().expired == 2; }));
+  // The timeout answer crosses the wire after a gave up: a late reply, not a second outcome.
+  ASSERT_TRUE(wait_for([&] { return a_->stats().late_replies == 1; }));
+  auto after = bus.call<pb::SumResp>("RpcSum", sum(2, 3));
+  ASSERT_TRUE(after) << after.error().to_string();
+  EXPECT_EQ(calc_->sums.load(), 1);  // only the last one
+  EXPECT_EQ(calc_->pushes.load(), 0);
 }
 
 }  // namespace

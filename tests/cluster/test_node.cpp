@@ -1,7 +1,10 @@
 // SPDX-License-Identifier: Apache-2.0
-// A node process for cluster_process_test: `ember_test_node --config FILE`. Hosts an Echo service
-// (sums, ordered pushes, a tally, the transport's counters) and a Leader service for master/slave
-// groups.
+// A node process for the process tests: `ember_test_node --config FILE`. Hosts an Echo service
+// (sums, ordered pushes, a tally, the transport's counters), a Leader service for master/slave
+// groups, a Listener for events, a Ledger replicated across a group (coordinator faults) and a
+// Counter (with its CounterControl) for deadlines.
+#include <chrono>
+#include <condition_variable>
 #include <ember/ember.hpp>
 #include <map>
 #include <mutex>
@@ -261,6 +264,81 @@ extern "C" void __ubsan_handle_dynamic_type_cache_miss_abort(void* data, void* p
   real(data, pointer, hash);
 }
 #endif
+
+// The Counter counts the RpcAdd handlers that ran: a request that expired before its handler
+// could run must never count. RpcHold keeps its lane busy until CounterControl's RpcRelease (or
+// 60 s), so requests queue behind it; CounterControl, another service with its own mailbox,
+// answers while the counter's lane is held.
+struct CounterState {
+  std::mutex mu;
+  std::condition_variable cv;
+  bool holding = false;
+  bool released = false;
+  std::int64_t adds = 0;
+};
+CounterState& counter_state() {
+  static CounterState state;
+  return state;
+}
+
+class Counter : public ember::Service {
+ public:
+  ember::Status on_init() override {
+    if (auto st = handle("RpcAdd",
+                         [](const pb::Echo&) -> ember::Status {
+                           std::lock_guard lock(counter_state().mu);
+                           ++counter_state().adds;
+                           return {};
+                         });
+        !st) {
+      return st;
+    }
+    return handle("RpcHold", [](const pb::Echo&) -> ember::Status {
+      CounterState& s = counter_state();
+      std::unique_lock lock(s.mu);
+      s.holding = true;
+      s.released = false;
+      s.cv.wait_for(lock, std::chrono::seconds(60), [&] { return s.released; });
+      s.holding = false;
+      return {};
+    });
+  }
+};
+EMBER_REGISTER_SERVICE(Counter);
+
+class CounterControl : public ember::Service {
+ public:
+  ember::Status on_init() override {
+    if (auto st = handle("RpcRelease",
+                         [](const pb::Echo&) -> ember::Status {
+                           CounterState& s = counter_state();
+                           {
+                             std::lock_guard lock(s.mu);
+                             s.released = true;
+                           }
+                           s.cv.notify_all();
+                           return {};
+                         });
+        !st) {
+      return st;
+    }
+    return handle("RpcStatus", [this](const pb::Echo&) -> Result<pb::CounterStatus> {
+      pb::CounterStatus out;
+      {
+        std::lock_guard lock(counter_state().mu);
+        out.set_adds(counter_state().adds);
+        out.set_holding(counter_state().holding);
+      }
+      if (const ember::Service* counter = node().find_service("counter")) {
+        out.set_queued(counter->queued_messages());
+        out.set_counter_expired(counter->expired_requests());
+      }
+      out.set_expired(node().stats().expired);
+      return out;
+    });
+  }
+};
+EMBER_REGISTER_SERVICE(CounterControl);
 
 int main(int argc, char** argv) {
   return ember::run_node(argc, argv);

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 // A node process (ember_test_node, EMBER_TEST_NODE_BIN) for process tests: started with its
-// output in a log file; stopped with SIGTERM (bounded) or killed with SIGKILL.
+// output in a log file; stopped with SIGTERM (bounded) or killed with SIGKILL; paused with
+// SIGSTOP and resumed with SIGCONT.
 #pragma once
 
 #include <signal.h>
@@ -42,6 +43,21 @@ class NodeProcess {
       int status = 0;
       ::waitpid(pid_, &status, 0);
       pid_ = 0;
+    }
+  }
+  /// SIGSTOP: the process stops where it is while the kernel still accepts bytes for its
+  /// sockets (a node frozen by the scheduler, a debugger or a VM pause). stop() resumes it first.
+  /// Returns once the process has stopped (SIGSTOP takes effect asynchronously).
+  void pause() {
+    if (pid_ > 0) {
+      ::kill(pid_, SIGSTOP);
+      int status = 0;
+      ::waitpid(pid_, &status, WUNTRACED);
+    }
+  }
+  void resume() {
+    if (pid_ > 0) {
+      ::kill(pid_, SIGCONT);
     }
   }
   /// SIGTERM, then SIGKILL after 10 s.
