@@ -559,7 +559,13 @@ void ClusterLink::handle_reply(wire::RemoteReply& reply) {
   std::shared_ptr<PendingCall> pending = std::move(w.pending);
   AnyReply result = Error{Errc::internal, "unset"};
   if (reply.code() != 0) {
-    result = Error{static_cast<Errc>(reply.code()), reply.message()};
+    // A code this node does not know (a newer peer, or a damaged frame) must not narrow into
+    // another one, least of all into ok.
+    const bool known = reply.code() > 0 && reply.code() <= static_cast<std::uint32_t>(Errc::internal);
+    result = Error{known ? static_cast<Errc>(reply.code()) : Errc::internal,
+                   known ? reply.message()
+                         : "unknown error code " + std::to_string(reply.code()) + ": " +
+                               reply.message()};
   } else if (w.prototype == nullptr ||
              reply.payload_type() != w.prototype->GetDescriptor()->full_name()) {
     result =
