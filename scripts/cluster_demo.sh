@@ -62,19 +62,41 @@ wait_for() {
 }
 
 if [[ -z "${EMBER_ETCD_ENDPOINTS:-}" ]]; then
-  client_port="$(free_port)" && peer_port="$(free_port)" || fail "no free port"
-  say "starting etcd on 127.0.0.1:$client_port"
-  etcd --name demo --data-dir "$work/etcd" \
-    --listen-client-urls "http://127.0.0.1:$client_port" \
-    --advertise-client-urls "http://127.0.0.1:$client_port" \
-    --listen-peer-urls "http://127.0.0.1:$peer_port" \
-    --initial-advertise-peer-urls "http://127.0.0.1:$peer_port" \
-    --initial-cluster "demo=http://127.0.0.1:$peer_port" \
-    --log-level warn --logger zap >"$work/etcd.log" 2>&1 &
-  etcd_pid=$!
-  export EMBER_ETCD_ENDPOINTS="127.0.0.1:$client_port"
-  wait_for 15 etcdctl --endpoints="$EMBER_ETCD_ENDPOINTS" endpoint health >/dev/null 2>&1 ||
-    fail "etcd did not start"
+  etcd_answers() {
+    etcdctl --dial-timeout=1s --command-timeout=1s --endpoints="$EMBER_ETCD_ENDPOINTS" \
+      endpoint health >/dev/null 2>&1
+  }
+  # A port that looked free may be taken by the time etcd binds it: etcd then exits, and the
+  # next attempt takes other ports. Each attempt is bounded (15 s), and so is their number.
+  for attempt in 1 2 3; do
+    client_port="$(free_port)" && peer_port="$(free_port)" || fail "no free port"
+    say "starting etcd on 127.0.0.1:$client_port"
+    rm -rf "$work/etcd"
+    etcd --name demo --data-dir "$work/etcd" \
+      --listen-client-urls "http://127.0.0.1:$client_port" \
+      --advertise-client-urls "http://127.0.0.1:$client_port" \
+      --listen-peer-urls "http://127.0.0.1:$peer_port" \
+      --initial-advertise-peer-urls "http://127.0.0.1:$peer_port" \
+      --initial-cluster "demo=http://127.0.0.1:$peer_port" \
+      --log-level warn --logger zap >"$work/etcd.log" 2>&1 &
+    etcd_pid=$!
+    export EMBER_ETCD_ENDPOINTS="127.0.0.1:$client_port"
+    started=no
+    give_up_at=$((SECONDS + 15))
+    for _ in $(seq 1 150); do
+      if etcd_answers; then started=yes; break; fi
+      kill -0 "$etcd_pid" 2>/dev/null || break
+      ((SECONDS < give_up_at)) || break
+      sleep 0.1
+    done
+    [[ "$started" == yes ]] && break
+    echo "etcd did not start (attempt $attempt):" >&2
+    tail -n 5 "$work/etcd.log" >&2
+    kill -KILL "$etcd_pid" 2>/dev/null || true
+    wait "$etcd_pid" 2>/dev/null || true
+    etcd_pid=""
+  done
+  [[ "$started" == yes ]] || fail "etcd did not start"
 else
   say "using etcd at $EMBER_ETCD_ENDPOINTS"
 fi
