@@ -97,8 +97,8 @@ bool write_all(int fd, const std::string& bytes) {
 
 std::string frame(const std::string& body) {
   const auto n = static_cast<std::uint32_t>(body.size());
-  std::string out{static_cast<char>(n >> 24), static_cast<char>(n >> 16),
-                  static_cast<char>(n >> 8), static_cast<char>(n)};
+  std::string out{static_cast<char>(n >> 24), static_cast<char>(n >> 16), static_cast<char>(n >> 8),
+                  static_cast<char>(n)};
   return out + body;
 }
 

@@ -561,11 +561,12 @@ void ClusterLink::handle_reply(wire::RemoteReply& reply) {
   if (reply.code() != 0) {
     // A code this node does not know (a newer peer, or a damaged frame) must not narrow into
     // another one, least of all into ok.
-    const bool known = reply.code() > 0 && reply.code() <= static_cast<std::uint32_t>(Errc::internal);
-    result = Error{known ? static_cast<Errc>(reply.code()) : Errc::internal,
-                   known ? reply.message()
-                         : "unknown error code " + std::to_string(reply.code()) + ": " +
-                               reply.message()};
+    const bool known =
+        reply.code() > 0 && reply.code() <= static_cast<std::uint32_t>(Errc::internal);
+    result = Error{
+        known ? static_cast<Errc>(reply.code()) : Errc::internal,
+        known ? reply.message()
+              : "unknown error code " + std::to_string(reply.code()) + ": " + reply.message()};
   } else if (w.prototype == nullptr ||
              reply.payload_type() != w.prototype->GetDescriptor()->full_name()) {
     result =

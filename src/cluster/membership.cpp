@@ -230,7 +230,6 @@ void Membership::run() {
       if (!outage_since_) {  // one episode from the loss to the next session
         outage_since_ = Clock::now();
         outage_attempts_ = 0;
-        outage_logged_ = false;
         ++stats_.outages;
       }
       lock.unlock();
@@ -397,7 +396,8 @@ Status Membership::claim_node_id(bool first) {
   const std::string& mine = link_->address();
   // At join, a holder may be this node's own predecessor that crashed: its lease ends within a
   // TTL. Later (a session after an outage) a holder is another node that took the id meanwhile.
-  const auto give_up_at = Clock::now() + (first ? ttl_ + std::chrono::seconds(1) : ttl_ * 0);
+  const auto give_up_at =
+      Clock::now() + (first ? ttl_ + std::chrono::seconds(1) : std::chrono::milliseconds{0});
   for (int attempt = 0;; ++attempt) {
     auto outcome = client_->create_if_absent(key, mine, lease_);
     if (!outcome) {
@@ -461,12 +461,10 @@ Status Membership::raise_epoch_base() {
 }
 
 void Membership::note_outage(const Error& error) {
-  ++outage_attempts_;
-  if (outage_logged_) {
+  if (++outage_attempts_ > 1) {  // the first failure of an episode was logged in full
     node_.log.debug("etcd session, attempt {}: {}", outage_attempts_, error.to_string());
     return;
   }
-  outage_logged_ = true;
   if (error.code() == Errc::already_exists) {
     node_.log.error("{}; this node's services stay unregistered until it is free", error.message());
   } else {
@@ -484,8 +482,9 @@ void Membership::note_recovered() {
   const auto took =
       std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - *outage_since_);
   node_.log.info("etcd session open again after {} ms{}: new lease {:x} at {}", took.count(),
-                 outage_attempts_ > 0 ? " and " + std::to_string(outage_attempts_) + " failed attempts"
-                                      : std::string(),
+                 outage_attempts_ > 0
+                     ? " and " + std::to_string(outage_attempts_) + " failed attempts"
+                     : std::string(),
                  lease_, client_->endpoint());
   outage_since_.reset();
   std::lock_guard lock(mu_);
@@ -550,10 +549,7 @@ bool Membership::resync() {
       auto held = master_keys_.find(local.group);
       if (held == master_keys_.end() || held->second.holder != uid ||
           held->second.create_revision != local.key_revision) {
-        node_.log.warn("{}: the master key of {} is no longer this master's", uid, local.group);
-        set_role_locked(local, Held::none, 0);
-        local.elect = true;
-        work_ = true;
+        step_down_locked(uid, local, "the master key of " + local.group + " is no longer its own");
       }
     }
   }
@@ -703,8 +699,8 @@ void Membership::apply(const etcd::Event& event) {
         }
         // Someone removed our key (a node that saw a higher epoch deposed us): whoever wins
         // next may act as master, so this one must stop now.
-        node_.log.warn("{}: the master key of {} was deleted", uid, group);
-        set_role_locked(local, Held::none, 0);
+        step_down_locked(uid, local, "the master key of " + group + " was deleted");
+        continue;
       }
       local.elect = true;
       work_ = true;
@@ -761,19 +757,23 @@ void Membership::elect(const std::string& uid) {
     node_.log.info("{} is master of {} (epoch {})", uid, group, epoch);
     local.key_revision = outcome->create_revision;
     set_role_locked(local, Held::master, epoch);
-    epoch_seen_[group] = std::max(epoch_seen_[group], epoch);
-    epoch_max_ = std::max(epoch_max_, epoch);
+    note_epoch(group, epoch);
   } else {
     set_role_locked(local, Held::slave, 0);
   }
 }
 
+void Membership::note_epoch(const std::string& group, std::int64_t epoch) {
+  std::int64_t& seen = epoch_seen_[group];
+  seen = std::max(seen, epoch);
+  epoch_max_ = std::max(epoch_max_, epoch);
+}
+
 void Membership::depose_if_stale(const std::string& group, const std::string& uid,
                                  std::int64_t epoch) {
-  std::int64_t& seen = epoch_seen_[group];
+  const std::int64_t seen = epoch_seen_[group];
   if (epoch >= seen) {
-    seen = epoch;
-    epoch_max_ = std::max(epoch_max_, epoch);
+    note_epoch(group, epoch);
     return;
   }
   // A master below an epoch already seen for its group: elected before the epoch base was raised
@@ -826,12 +826,17 @@ void Membership::set_role_locked(Local& local, Held role, std::int64_t epoch) {
   }
 }
 
+void Membership::step_down_locked(const std::string& uid, Local& local, const std::string& why) {
+  node_.log.warn("{} stops acting as master: {}", uid, why);
+  set_role_locked(local, Held::none, 0);
+  local.elect = true;
+  work_ = true;
+}
+
 void Membership::demote_masters_locked(const std::string& why) {
   for (auto& [uid, local] : locals_) {
     if (local.is_master()) {
-      node_.log.warn("{} stops acting as master: {}", uid, why);
-      set_role_locked(local, Held::none, 0);
-      local.elect = true;
+      step_down_locked(uid, local, why);
     }
   }
 }

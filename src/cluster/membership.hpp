@@ -116,6 +116,7 @@ class Membership final : public RemoteRouter,
   Status revoke_stale_leases();
   Status claim_node_id(bool first);
   Status raise_epoch_base();
+  void note_epoch(const std::string& group, std::int64_t epoch);
   void depose_if_stale(const std::string& group, const std::string& uid, std::int64_t epoch);
   void note_outage(const Error& error);
   void note_recovered();
@@ -129,6 +130,8 @@ class Membership final : public RemoteRouter,
   static std::string channel_name(EventType type, EventScope scope);
   // With mu_ held: changes a local service's role and tells it.
   void set_role_locked(Local& local, Held role, std::int64_t epoch);
+  // With mu_ held: a master gives its role up and runs for it again.
+  void step_down_locked(const std::string& uid, Local& local, const std::string& why);
   void demote_masters_locked(const std::string& why);
   std::string record_json_locked(const Local& local) const;
   std::string record_key(const std::string& uid) const { return services_prefix_ + uid; }
@@ -156,9 +159,8 @@ class Membership final : public RemoteRouter,
   };
   std::map<std::string, MasterKey> master_keys_;  // group -> the master key in etcd now
   std::optional<std::chrono::steady_clock::time_point> outage_since_;
-  int outage_attempts_ = 0;     // failed session attempts in this episode
-  bool outage_logged_ = false;  // its first failure was logged (the rest go to debug)
-  bool rejoining_ = false;  // a session opened after an outage: "rejoined" is logged once settled
+  int outage_attempts_ = 0;  // failed session attempts in this episode (the first is logged)
+  bool rejoining_ = false;   // a session opened after an outage: "rejoined" is logged once settled
   std::unique_ptr<etcd::Client::KeepAlive> keep_alive_;
   std::unique_ptr<etcd::Client::Watch> watch_;
   std::set<std::string> remote_;  // uids of other nodes' services in the repository

@@ -20,6 +20,7 @@
 #include "support/etcd_server.hpp"
 #include "support/node_process.hpp"
 #include "support/process.hpp"
+#include "support/raw_socket.hpp"
 #include "support/wait_for.hpp"
 #include "test.pb.h"
 
@@ -31,6 +32,8 @@ using ember::Errc;
 using ember::Priority;
 using ember::Result;
 using ember::Selector;
+using ember::testing::closed_by_peer;
+using ember::testing::connect_to;
 using ember::testing::EtcdServer;
 using ember::testing::NodeProcess;
 using ember::testing::wait_for;
@@ -285,37 +288,6 @@ TEST_F(ClusterProcesses, ASecondProcessWithALiveNodeIdExitsNamingTheHolder) {
       << log;
   EXPECT_TRUE(proc("p1").alive());
   EXPECT_TRUE(echo("p1").call<pb::SumResp>("RpcSum", sum(1, 1)));
-}
-
-int connect_to(const std::string& address) {
-  const auto colon = address.rfind(':');
-  sockaddr_in sa{};
-  sa.sin_family = AF_INET;
-  sa.sin_port = htons(static_cast<std::uint16_t>(std::stoi(address.substr(colon + 1))));
-  ::inet_pton(AF_INET, address.substr(0, colon).c_str(), &sa.sin_addr);
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  if (::connect(fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa) != 0) {
-    ::close(fd);
-    return -1;
-  }
-  timeval tv{5, 0};
-  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-  return fd;
-}
-
-/// True once the peer closed the connection (bounded by the 5 s receive timeout).
-bool closed_by_peer(int fd) {
-  char buffer[256];
-  for (int i = 0; i < 64; ++i) {
-    const ssize_t n = ::recv(fd, buffer, sizeof buffer, 0);
-    if (n == 0) {
-      return true;
-    }
-    if (n < 0) {
-      return errno == ECONNRESET;
-    }
-  }
-  return false;
 }
 
 TEST_F(ClusterProcesses, HostileBytesAndAWrongSecretAreRefusedAndTheNodeKeepsServing) {

@@ -304,8 +304,7 @@ TEST_F(Cluster, ASecondNodeWithALiveIdIsRefusedNamingTheHolder) {
   EXPECT_EQ(started.error().code(), Errc::already_exists) << started.error().to_string();
   EXPECT_NE(started.error().message().find("node id 'same'"), std::string::npos)
       << started.error().message();
-  EXPECT_NE(started.error().message().find(holder), std::string::npos)
-      << started.error().message();
+  EXPECT_NE(started.error().message().find(holder), std::string::npos) << started.error().message();
   // It waited for a crashed predecessor's lease (TTL + 1 s), not longer.
   EXPECT_LT(std::chrono::steady_clock::now() - t0, 2s + 3s);
   // The holder is unaffected.
@@ -339,9 +338,10 @@ TEST_F(Cluster, AMasterWhoseKeyIsDeletedStepsDownAndWinsAgainAboveItsEpoch) {
   ASSERT_TRUE(wait_for(
       [&] {
         auto seen = leader->seen();
-        return std::count_if(seen.begin(), seen.end(), [](const auto& change) {
-                 return change.first == RoleChange::lose_master;
-               }) == 1 &&
+        return std::count_if(seen.begin(), seen.end(),
+                             [](const auto& change) {
+                               return change.first == RoleChange::lose_master;
+                             }) == 1 &&
                leader->is_master();
       },
       5s));

@@ -18,6 +18,7 @@
 #include "ember/wire.pb.h"
 #include "support/etcd_server.hpp"
 #include "support/node_process.hpp"
+#include "support/raw_socket.hpp"
 #include "support/wait_for.hpp"
 #include "test.pb.h"
 
@@ -27,6 +28,8 @@ using namespace std::chrono_literals;
 using Clock = std::chrono::steady_clock;
 using ember::Result;
 using ember::Selector;
+using ember::testing::closed_by_peer;
+using ember::testing::connect_to;
 using ember::testing::EtcdServer;
 using ember::testing::NodeProcess;
 using ember::testing::wait_for;
@@ -34,41 +37,6 @@ namespace pb = ember::test;
 
 /// Its transport's handshake timeout (the default: node.yaml does not set it).
 constexpr auto kHandshakeTimeout = 3s;
-
-/// A blocking loopback TCP connection with a 5 s receive timeout; -1 if it cannot connect.
-int connect_to(const std::string& address) {
-  const auto colon = address.rfind(':');
-  sockaddr_in sa{};
-  sa.sin_family = AF_INET;
-  sa.sin_port = htons(static_cast<std::uint16_t>(std::stoi(address.substr(colon + 1))));
-  ::inet_pton(AF_INET, address.substr(0, colon).c_str(), &sa.sin_addr);
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  if (fd < 0) {
-    return -1;
-  }
-  if (::connect(fd, reinterpret_cast<sockaddr*>(&sa), sizeof sa) != 0) {
-    ::close(fd);
-    return -1;
-  }
-  timeval tv{5, 0};
-  ::setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
-  return fd;
-}
-
-/// True once the peer closed the connection (bounded by the 5 s receive timeout).
-bool closed_by_peer(int fd) {
-  char buffer[256];
-  for (int i = 0; i < 64; ++i) {
-    const ssize_t n = ::recv(fd, buffer, sizeof buffer, 0);
-    if (n == 0) {
-      return true;
-    }
-    if (n < 0) {
-      return errno == ECONNRESET;
-    }
-  }
-  return false;
-}
 
 bool send_frame(int fd, const std::string& body) {
   const auto n = static_cast<std::uint32_t>(body.size());

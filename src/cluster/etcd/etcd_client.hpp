@@ -37,7 +37,7 @@ struct Event {
 using LeaseId = std::int64_t;
 
 struct Options {
-  std::vector<std::string> endpoints;       ///< "127.0.0.1:2379"; the first that answers is used
+  std::vector<std::string> endpoints;  ///< "127.0.0.1:2379"; the first that answers is used
   /// Per request, and for connecting. A request made while etcd is unreachable waits for the
   /// connection up to this long (and then fails with timeout), which is what lets it drive the
   /// reconnection.
