@@ -89,16 +89,7 @@ class ClusterProcesses : public ::testing::Test {
   }
 
   std::string node_yaml(const std::string& id) const {
-    return "NodeConf: {NodeId: " + id +
-           ", WorkerThreads: 2, ShutdownTimeout: 2s}\n"
-           "SystemLogger: {Level: info}\n"
-           "ClusterConf:\n"
-           "  Name: procs\n"
-           "  Secret: s3cret\n"
-           "  ETCDConf: {Endpoints: [" +
-           etcd_.endpoint() +
-           "]}\n"
-           "  DiscoveryConf: {TTL: 2s}\n"
+    return ember::testing::cluster_node_yaml(id, "procs", etcd_.endpoint()) +
            "ServiceConf:\n"
            "  StartServices:\n"
            "    - {ClassName: Echo, ServiceName: echo, ServiceId: " +
@@ -124,13 +115,7 @@ class ClusterProcesses : public ::testing::Test {
   ember::Bus echo(const std::string& id) const {
     return ember::select(*node_, Selector::name("echo").id(id));
   }
-  std::string logs() const {
-    std::string out;
-    for (const auto& p : procs_) {
-      out += "----- " + p->id() + " -----\n" + p->log_text();
-    }
-    return out;
-  }
+  std::string logs() const { return ember::testing::logs_of(procs_); }
   NodeProcess& proc(const std::string& id) {
     for (auto& p : procs_) {
       if (p->id() == id) {

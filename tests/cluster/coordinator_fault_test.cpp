@@ -108,16 +108,7 @@ class CoordinatorFault : public ::testing::TestWithParam<Fault> {
   }
 
   std::string node_yaml(const std::string& id) const {
-    return "NodeConf: {NodeId: " + id +
-           ", WorkerThreads: 2, ShutdownTimeout: 2s}\n"
-           "SystemLogger: {Level: info}\n"
-           "ClusterConf:\n"
-           "  Name: coord\n"
-           "  Secret: s3cret\n"
-           "  ETCDConf: {Endpoints: [" +
-           etcd_.endpoint() +
-           "]}\n"
-           "  DiscoveryConf: {TTL: 2s}\n"
+    return ember::testing::cluster_node_yaml(id, "coord", etcd_.endpoint()) +
            "ServiceConf:\n"
            "  StartServices:\n"
            "    - {ClassName: Ledger, ServiceName: ledger, IsPrimarySecondaryMode: true,"
@@ -166,13 +157,7 @@ class CoordinatorFault : public ::testing::TestWithParam<Fault> {
     }
   }
 
-  std::string logs() const {
-    std::string out;
-    for (const auto& p : procs_) {
-      out += "----- " + p->id() + " -----\n" + p->log_text();
-    }
-    return out;
-  }
+  std::string logs() const { return ember::testing::logs_of(procs_); }
 
   NetNamespace netns_;
   EtcdServer etcd_;

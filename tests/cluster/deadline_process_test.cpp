@@ -106,16 +106,7 @@ class DeadlineProcess : public ::testing::Test {
   }
 
   std::string node_yaml(const std::string& id) const {
-    return "NodeConf: {NodeId: " + id +
-           ", WorkerThreads: 2, ShutdownTimeout: 2s}\n"
-           "SystemLogger: {Level: info}\n"
-           "ClusterConf:\n"
-           "  Name: deadline\n"
-           "  Secret: s3cret\n"
-           "  ETCDConf: {Endpoints: [" +
-           etcd_.endpoint() +
-           "]}\n"
-           "  DiscoveryConf: {TTL: 2s}\n"
+    return ember::testing::cluster_node_yaml(id, "deadline", etcd_.endpoint()) +
            "ServiceConf:\n"
            "  StartServices:\n"
            "    - {ClassName: Counter, ServiceName: counter, WorkerConf: {WorkerNum: 1}}\n"

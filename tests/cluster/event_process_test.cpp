@@ -141,13 +141,7 @@ class EventProcesses : public ::testing::TestWithParam<EventBackend> {
     }
     throw std::runtime_error("no process " + id);
   }
-  std::string logs() const {
-    std::string out;
-    for (const auto& p : procs_) {
-      out += "----- " + p->id() + " -----\n" + p->log_text();
-    }
-    return out;
-  }
+  std::string logs() const { return ember::testing::logs_of(procs_); }
 
   EtcdServer etcd_;
   NatsServer nats_;

@@ -11,7 +11,9 @@
 #include <cstring>
 #include <fstream>
 #include <iterator>
+#include <memory>
 #include <string>
+#include <vector>
 
 #include "support/process.hpp"
 
@@ -78,5 +80,32 @@ class NodeProcess {
   std::string log_;
   pid_t pid_ = 0;
 };
+
+/// The node.yaml every process test starts from: the node's id, two workers, info logs, and a
+/// cluster `cluster` on `etcd` (secret s3cret, TTL 2 s). Tests append their ServiceConf.
+inline std::string cluster_node_yaml(const std::string& id, const std::string& cluster,
+                                     const std::string& etcd) {
+  return "NodeConf: {NodeId: " + id +
+         ", WorkerThreads: 2, ShutdownTimeout: 2s}\n"
+         "SystemLogger: {Level: info}\n"
+         "ClusterConf:\n"
+         "  Name: " +
+         cluster +
+         "\n"
+         "  Secret: s3cret\n"
+         "  ETCDConf: {Endpoints: [" +
+         etcd +
+         "]}\n"
+         "  DiscoveryConf: {TTL: 2s}\n";
+}
+
+/// What each process logged, for a failure message.
+inline std::string logs_of(const std::vector<std::unique_ptr<NodeProcess>>& procs) {
+  std::string out;
+  for (const auto& p : procs) {
+    out += "----- " + p->id() + " -----\n" + p->log_text();
+  }
+  return out;
+}
 
 }  // namespace ember::testing
