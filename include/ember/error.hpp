@@ -9,6 +9,7 @@
 #pragma once
 
 #include <cstdint>
+#include <iosfwd>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -37,6 +38,8 @@ enum class Errc : std::uint8_t {
 
 /// Stable lower_snake_case name of a code, used in logs and on the wire.
 std::string_view errc_name(Errc code) noexcept;
+/// Writes errc_name(code): test frameworks and streams print "timeout", not a byte.
+std::ostream& operator<<(std::ostream& out, Errc code);
 
 class Error {
  public:

@@ -75,7 +75,10 @@ class Node {
   Status stop();
   /// Asks run() to stop. Thread-safe, callable from handlers.
   void request_stop() noexcept;
-  /// start(), wait for SIGINT/SIGTERM or request_stop(), stop(). Returns a process exit code.
+  /// start(), wait for SIGINT/SIGTERM or request_stop(), stop(). Returns a process exit code:
+  /// 0 clean stop; 2 when start fails with invalid_argument (the config asks for what the program
+  /// cannot do: an unknown class, a component it does not link, Params a service rejects);
+  /// 1 any other failure.
   int run();
 
   /// Adds a service outside the config. Before start() it joins the start sequence (after the
@@ -105,7 +108,7 @@ class Node {
 
 /// The standard entry point: flags --config PATH (default $EMBER_CONFIG, else node.yaml),
 /// --log-level LEVEL, --node-id ID, --threads N, --help. Returns the process exit code:
-/// 0 clean stop, 1 runtime failure, 2 bad flags or config.
+/// 0 clean stop, 1 runtime failure, 2 bad flags or config (as for Node::run).
 int run_node(int argc, char** argv);
 
 }  // namespace ember

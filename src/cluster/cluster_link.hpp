@@ -48,7 +48,7 @@ class ClusterLink final : public RemoteRouter, public std::enable_shared_from_th
                       const std::shared_ptr<PendingCall>& pending) override;
 
   /// "host:port" other nodes use to reach this one.
-  [[nodiscard]] const std::string& address() const noexcept { return address_; }
+  [[nodiscard]] std::string address() const override { return address_; }
   [[nodiscard]] net::TransportStats transport_stats() const { return transport_->stats(); }
   [[nodiscard]] std::uint64_t duplicates_dropped() const noexcept { return duplicates_.load(); }
   /// Stops the transport; every pending remote call fails with node_unreachable. Idempotent.

@@ -77,7 +77,7 @@ class Membership final : public RemoteRouter,
   // flush() overrides RemoteRouter::flush and EventRouter::flush: it covers the channel keys.
 
   [[nodiscard]] MembershipStats stats() const;
-  [[nodiscard]] const std::string& address() const noexcept { return link_->address(); }
+  [[nodiscard]] std::string address() const override { return link_->address(); }
   [[nodiscard]] ClusterLink& link() noexcept { return *link_; }
   [[nodiscard]] const std::string& key_prefix() const noexcept { return root_; }
 

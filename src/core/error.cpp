@@ -1,7 +1,10 @@
 // SPDX-License-Identifier: Apache-2.0
 #include <ember/error.hpp>
+#include <ostream>
 
 namespace ember {
+
+std::ostream& operator<<(std::ostream& out, Errc code) { return out << errc_name(code); }
 
 std::string_view errc_name(Errc code) noexcept {
   switch (code) {

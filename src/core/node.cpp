@@ -1,5 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 #include <algorithm>
+#include <array>
+#include <atomic>
 #include <csignal>
 #include <ember/node.hpp>
 #include <ember/scaling.hpp>
@@ -37,13 +39,18 @@ ClusterFactory cluster_factory() noexcept {
   return installed_cluster_factory.load(std::memory_order_acquire);
 }
 
-std::atomic<EventRouterFactory> installed_event_router_factory{nullptr};
+namespace {
+// Indexed by EventBackend; only cluster and nats are ever installed.
+std::array<std::atomic<EventRouterFactory>, 4> installed_event_router_factories{};
+}  // namespace
 
-void install_event_router_factory(EventRouterFactory factory) noexcept {
-  installed_event_router_factory.store(factory, std::memory_order_release);
+void install_event_router_factory(EventBackend backend, EventRouterFactory factory) noexcept {
+  installed_event_router_factories.at(static_cast<std::size_t>(backend))
+      .store(factory, std::memory_order_release);
 }
-EventRouterFactory event_router_factory() noexcept {
-  return installed_event_router_factory.load(std::memory_order_acquire);
+EventRouterFactory event_router_factory(EventBackend backend) noexcept {
+  return installed_event_router_factories.at(static_cast<std::size_t>(backend))
+      .load(std::memory_order_acquire);
 }
 
 NodeImpl::NodeImpl(NodeConfig cfg)
@@ -281,9 +288,10 @@ Status Node::start() {
   if (n.config.cluster.enabled) {
     // Joined before any service starts: on_start may already call services on other nodes.
     if (detail::ClusterFactory join = detail::cluster_factory(); join == nullptr) {
-      failure = Error{Errc::bad_state,
-                      "ClusterConf is set but this program was linked without the cluster "
-                      "library (link the ember::ember target)"};
+      failure = Error{Errc::invalid_argument,
+                      "ClusterConf is set, but this program does not link Ember's cluster "
+                      "component: link ember::cluster (or ember::ember) with CMake, or "
+                      "ember-cluster with pkg-config; to run a single node, remove ClusterConf"};
     } else if (auto joined = join(n); !joined) {
       failure = std::move(joined).error();
     } else {
@@ -293,11 +301,16 @@ Status Node::start() {
   if (const EventBackend backend = event_backend(n.config);
       failure && backend != EventBackend::local) {
     // Before any on_init, so that subscriptions made there reach the cluster.
-    if (detail::EventRouterFactory make = detail::event_router_factory(); make == nullptr) {
-      failure = Error{Errc::bad_state,
-                      "EventBusConf.Backend needs the cluster library, but this program was "
-                      "linked without it (link the ember::ember target)"};
-    } else if (auto router = make(n, backend); !router) {
+    if (detail::EventRouterFactory make = detail::event_router_factory(backend);
+        make == nullptr) {
+      const bool nats = backend == EventBackend::nats;
+      failure = Error{Errc::invalid_argument,
+                      fmt::format("EventBusConf.Backend is \"{}\", but this program does not link "
+                                  "Ember's {} component: link ember::{} (or ember::ember) with "
+                                  "CMake, or ember-{} with pkg-config",
+                                  nats ? "nats" : "cluster", nats ? "NATS" : "cluster",
+                                  nats ? "nats" : "cluster", nats ? "nats" : "cluster")};
+    } else if (auto router = make(n); !router) {
       failure = std::move(router).error();
     } else {
       n.event_router = std::move(*router);
@@ -419,7 +432,10 @@ int Node::run() {
   Status started = start();
   if (!started) {
     system_log().error("{}", started.error().to_string());
-    return 1;
+    // invalid_argument at start is the config's fault (unknown class, a component the program
+    // does not link, Params a service rejects): the same exit code as a config that fails to
+    // parse, so that a supervisor does not restart it in a loop.
+    return started.error().code() == Errc::invalid_argument ? 2 : 1;
   }
   auto& n = *impl_;
   while (!n.stop_requested.load(std::memory_order_acquire)) {

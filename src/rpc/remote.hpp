@@ -35,6 +35,8 @@ class RemoteRouter {
     (void)timeout;
     return {};
   }
+  /// Where other nodes reach this one (host:port); events sent through NATS carry it as origin.
+  [[nodiscard]] virtual std::string address() const { return {}; }
   /// Leaves the cluster: called by Node::stop once its services have drained.
   virtual void stop() = 0;
 };
@@ -63,16 +65,15 @@ class EventRouter {
   virtual void close() = 0;
 };
 
-/// Builds the event router of a node whose backend is "cluster" or "nats"; `node.remote` is set
-/// before when the node has a ClusterConf. Installed by the cluster library like the factory
-/// below.
-using EventRouterFactory = Result<std::shared_ptr<EventRouter>> (*)(NodeImpl& node,
-                                                                    EventBackend backend);
-void install_event_router_factory(EventRouterFactory factory) noexcept;
-EventRouterFactory event_router_factory() noexcept;
+/// Builds a node's event router for one backend ("cluster" or "nats"); `node.remote` is set
+/// before when the node has a ClusterConf. The cluster and NATS components each install theirs
+/// when a program links them, so a program without them has none and says so at start.
+using EventRouterFactory = Result<std::shared_ptr<EventRouter>> (*)(NodeImpl& node);
+void install_event_router_factory(EventBackend backend, EventRouterFactory factory) noexcept;
+EventRouterFactory event_router_factory(EventBackend backend) noexcept;
 
-/// Builds a node's cluster membership from its ClusterConf. The cluster library installs it when
-/// it is linked in (target ember::ember), so a core-only binary has none.
+/// Builds a node's cluster membership from its ClusterConf. The cluster component installs it
+/// when a program links it (ember::cluster), so a core-only program has none.
 using ClusterFactory = Result<std::shared_ptr<RemoteRouter>> (*)(NodeImpl& node);
 void install_cluster_factory(ClusterFactory factory) noexcept;
 ClusterFactory cluster_factory() noexcept;

@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: Apache-2.0
-#include "cluster/nats_events.hpp"
+#include "nats/nats_events.hpp"
 
 #include <bit>
 #include <climits>
