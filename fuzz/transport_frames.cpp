@@ -52,7 +52,8 @@ ember::net::Transport& server() {
     options.secret = kSecret;
     options.max_frame = 64 * 1024;  // small, so oversized frames are cheap to reach
     auto started = ember::net::Transport::start(
-        options, [](const std::string&, std::string_view) {}, [](const std::string&, bool) {});
+        options, [](const std::string&, std::string_view) {},
+        [](const std::string&, bool, const ember::net::Transport::PeerLoss&) {});
     if (!started) {
       fail("cannot start the transport");
     }

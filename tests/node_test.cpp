@@ -2,6 +2,7 @@
 // A whole node: YAML config, lifecycle order, messages, timers, lanes, bounded drain.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdio>
 #include <ember/ember.hpp>
@@ -156,6 +157,64 @@ TEST(Node, UnknownClassRefusesToStartNamingLineAndKey) {
   EXPECT_NE(st.error().message().find("NoSuchService"), std::string::npos);
   EXPECT_NE(st.error().message().find("Tracked"), std::string::npos);  // lists what exists
   EXPECT_FALSE(node.running());
+}
+
+TEST(Node, UnknownClassSaysWhichRegistrationIsMissing) {
+  ember::Node node(parse(R"(ServiceConf:
+  StartServices:
+    - ClassName: Arena
+)"));
+  ember::Status st = node.start();
+  ASSERT_FALSE(st);
+  const std::string& text = st.error().message();
+  EXPECT_NE(text.find("node.yaml:3: ServiceConf.StartServices[0].ClassName: unknown service class "
+                      "\"Arena\": no EMBER_REGISTER_SERVICE(Arena) in this program (registered: "),
+            std::string::npos)
+      << text;
+  EXPECT_NE(text.find("Tracked"), std::string::npos) << text;
+}
+
+}  // namespace
+
+// A qualified name cannot be pasted into an identifier: the macro must not try.
+namespace spaced {
+class Lobby : public ember::Service {
+ public:
+  ember::Status on_init() override {
+    return handle("RpcPing", [](const ember::NoReply&) -> ember::Status { return {}; });
+  }
+};
+}  // namespace spaced
+EMBER_REGISTER_SERVICE(spaced::Lobby);
+
+namespace {
+
+TEST(Node, AQualifiedClassRegistersUnderItsNameAsWritten) {
+  const auto names = ember::registered_services();
+  EXPECT_NE(std::find(names.begin(), names.end(), "spaced::Lobby"), names.end());
+  ember::Node node(parse(R"(ServiceConf:
+  StartServices:
+    - ClassName: spaced::Lobby
+      ServiceName: lobby
+)"));
+  ASSERT_TRUE(node.start());
+  EXPECT_TRUE(ember::select(node, ember::Selector::name("lobby"))
+                  .call<ember::NoReply>("RpcPing", ember::NoReply{}));
+}
+
+TEST(Node, AClassNamedWithoutItsNamespaceNamesTheRegisteredOne) {
+  ember::Node node(parse(R"(ServiceConf:
+  StartServices:
+    - ClassName: Lobby
+)"));
+  ember::Status st = node.start();
+  ASSERT_FALSE(st);
+  EXPECT_NE(st.error().message().find(
+                "no EMBER_REGISTER_SERVICE(Lobby) in this program; \"spaced::Lobby\" is registered "
+                "(a class registers under its name as written in EMBER_REGISTER_SERVICE, namespace "
+                "included)"),
+            std::string::npos)
+      << st.error().message();
 }
 
 TEST(Node, AnUnknownScalingStrategyRefusesToStartNamingItsKey) {

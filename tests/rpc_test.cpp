@@ -145,6 +145,11 @@ TEST(Rpc, EveryErrorPathHasItsCode) {
 
   auto bad_resp = bus.call<pb::Echo>("RpcSum", sum_req(1, 1));
   EXPECT_EQ(bad_resp.error().code(), Errc::bad_argument_type);
+  // Protobuf full names, never a mangled C++ name.
+  EXPECT_NE(bad_resp.error().message().find(
+                "method 'RpcSum' returns ember.test.SumResp, the caller expects ember.test.Echo"),
+            std::string::npos)
+      << bad_resp.error().message();
 
   auto failed = bus.call<pb::SumResp>("RpcFail", sum_req(1, 1));
   EXPECT_EQ(failed.error().code(), Errc::invalid_argument);  // the handler's own code
@@ -169,11 +174,62 @@ TEST(Rpc, TimeoutIsReportedOnceAndTheLateReplyIsCounted) {
   auto r = ember::select(node, Selector::name("calc"))
                .call<pb::SumResp>("RpcBlock", sum_req(0, 0), {.timeout = 50ms});
   EXPECT_EQ(r.error().code(), Errc::timeout);
+  EXPECT_NE(r.error().message().find("'RpcBlock' to calc@"), std::string::npos);
+  EXPECT_NE(r.error().message().find(" timed out after 50 ms (CallOptions::timeout; the default is "
+                                     "NodeConf.CallTimeout = 1000 ms)"),
+            std::string::npos)
+      << r.error().message();
   EXPECT_GE(std::chrono::steady_clock::now() - t0, 50ms);
   EXPECT_LT(std::chrono::steady_clock::now() - t0, 2s);
   flag->store(true);
   EXPECT_TRUE(wait_for([&] { return node.stats().late_replies == 1; }));
   EXPECT_TRUE(wait_for([&] { return node.stats().pending_calls == 0; }));
+}
+
+TEST(Rpc, ATimeoutNamesTheSettingBehindIt) {
+  ember::NodeConfig config = two_threads();
+  config.call_timeout = 80ms;
+  ember::Node node(config);
+  auto* calc = static_cast<Calc*>(*node.add_service(std::make_unique<Calc>(), named("calc")));
+  ASSERT_TRUE(node.start());
+  calc->gate = std::make_shared<std::atomic<bool>>(false);
+  auto flag = calc->gate;
+  ScopeExit open([&] { flag->store(true); });
+  auto r = ember::select(node, Selector::name("calc")).call<pb::SumResp>("RpcBlock", sum_req(0, 0));
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code(), Errc::timeout);
+  EXPECT_NE(r.error().message().find(" timed out after 80 ms (NodeConf.CallTimeout = 80 ms, the "
+                                     "default; CallOptions::timeout sets it per call)"),
+            std::string::npos)
+      << r.error().message();
+}
+
+TEST(Rpc, ASendOfTheWrongTypeToALocalServiceFailsAtTheSender) {
+  ember::Node node(two_threads());
+  auto* calc = static_cast<Calc*>(*node.add_service(std::make_unique<Calc>(), named("calc")));
+  ASSERT_TRUE(node.start());
+  auto bus = ember::select(node, Selector::name("calc"));
+  ember::Status st = bus.send("RpcSum", pb::Echo{});
+  ASSERT_FALSE(st);
+  EXPECT_EQ(st.error().code(), Errc::invalid_argument);
+  EXPECT_NE(st.error().message().find(
+                "'RpcSum' to calc@" + node.config().node_id +
+                ": method 'RpcSum' takes ember.test.SumReq, the request is ember.test.Echo"),
+            std::string::npos)
+      << st.error().message();
+  // The right type still goes through, and the wrong one never reached the handler.
+  ASSERT_TRUE(bus.send("RpcSum", sum_req(1, 2)));
+  ASSERT_TRUE(wait_for([&] { return calc->calls.load() == 1; }));
+  EXPECT_TRUE(bus.call<pb::SumResp>("RpcSum", sum_req(1, 1)));
+  EXPECT_EQ(calc->calls.load(), 2);
+}
+
+TEST(Rpc, NoMatchOnANodeWithoutClusterHasNoClusterHint) {
+  ember::Node node(two_threads());
+  ASSERT_TRUE(node.start());
+  auto r = ember::select(node, Selector::name("nope")).call<pb::SumResp>("RpcSum", sum_req(1, 1));
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().message(), "no service matches name=nope");
 }
 
 TEST(Rpc, FinishedCallsFreeTheirMemory) {
@@ -364,6 +420,12 @@ class Asker : public ember::Service {
   std::atomic<int> last_code{-1};
   std::atomic<std::int64_t> last_sum{-1};
   ember::CallHandle handle_;
+  std::string last_error() {
+    std::lock_guard lock(mu_);
+    return last_error_;
+  }
+  std::mutex mu_;
+  std::string last_error_;
 
   void ask(const std::string& method, std::chrono::milliseconds timeout, bool cancel = false) {
     auto self = ember::detail::ServiceCore::current();
@@ -375,6 +437,10 @@ class Asker : public ember::Service {
                          wrong_thread.fetch_add(1);
                        }
                        last_code = r ? 0 : static_cast<int>(r.error().code());
+                       {
+                         std::lock_guard lock(mu_);
+                         last_error_ = r ? "" : r.error().message();
+                       }
                        last_sum = r ? r->sum() : -1;
                        callbacks.fetch_add(1);  // last: tests read the fields above once this moves
                      },
@@ -411,6 +477,11 @@ TEST(Rpc, AsyncCallTimeoutFiresOnceAndTheLateReplyIsDropped) {
   ASSERT_TRUE(run_in(node, "asker", [&] { asker->ask("RpcBlock", 30ms); }));
   ASSERT_TRUE(wait_for([&] { return asker->callbacks.load() == 1; }));
   EXPECT_EQ(asker->last_code.load(), static_cast<int>(Errc::timeout));
+  EXPECT_NE(asker->last_error().find("'RpcBlock' to calc@"), std::string::npos);
+  EXPECT_NE(asker->last_error().find(" timed out after 30 ms (CallOptions::timeout; the default is "
+                                     "NodeConf.CallTimeout = 1000 ms)"),
+            std::string::npos)
+      << asker->last_error();
   flag->store(true);
   ASSERT_TRUE(wait_for([&] { return node.stats().late_replies == 1; }));
   // A sentinel call proves the late reply did not produce a second callback.

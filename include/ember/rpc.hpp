@@ -99,6 +99,13 @@ namespace detail {
 struct Selection;
 class PendingCall;
 
+/// The default of a verb's `Resp` parameter, which nothing can deduce: a verb called without its
+/// response type fails one static_assert that shows how to write it, instead of "couldn't deduce
+/// template parameter" and a list of candidates.
+struct MissingResponseType {};
+template <class Resp>
+inline constexpr bool response_given = !std::is_same_v<Resp, MissingResponseType>;
+
 struct CallSpec {
   const Selection* selection = nullptr;  // the Bus outlives blocking calls and sends
   std::shared_ptr<const Selection> pin;  // co_call only: its frame may die mid-call
@@ -133,13 +140,22 @@ bool call_coroutine(CallSpec spec, std::coroutine_handle<> continuation,
 AnyReply take_result(PendingCall& pending);
 
 template <class Resp>
-Result<Resp> unpack(AnyReply reply) {
+Result<Resp> unpack_reply(AnyReply reply) {
   if (!reply) {
     return std::move(reply).error();
   }
   std::shared_ptr<AnyMessage>& any = *reply;
   // Type was checked against Resp's descriptor by the callee before the handler ran.
   return std::move(static_cast<Resp&>(*any));
+}
+
+template <class Resp>
+Result<Resp> unpack(AnyReply reply) {
+  if constexpr (!response_given<Resp>) {
+    return Error{Errc::invalid_argument, "no response type"};  // a static_assert failed already
+  } else {
+    return unpack_reply<Resp>(std::move(reply));
+  }
 }
 
 template <class Req>
@@ -193,10 +209,19 @@ class Bus {
   /// Waits for the reply (NodeConf.CallTimeout by default). Safe in handlers: the worker is
   /// handed over while it waits, and a call that would wait on a service already waiting up
   /// the chain fails at once with call_cycle.
-  template <class Resp, class Req>
+  template <class Resp = detail::MissingResponseType, class Req>
   Result<Resp> call(std::string_view method, Req&& request, CallOptions options = {}) const {
-    return detail::unpack<Resp>(
-        detail::call_blocking(spec<Resp>(method, std::forward<Req>(request), std::move(options))));
+    static_assert(detail::response_given<Resp>,
+                  "call<Resp>(method, request) needs the response type, which cannot be deduced "
+                  "from the arguments: bus.call<pb::SumResp>(\"RpcSum\", req), or declare the "
+                  "method once as inline constexpr ember::Method<pb::SumReq, pb::SumResp> "
+                  "kSum{\"RpcSum\"} and write bus.call(kSum, req)");
+    if constexpr (detail::response_given<Resp>) {
+      return detail::unpack<Resp>(detail::call_blocking(
+          spec<Resp>(method, std::forward<Req>(request), std::move(options))));
+    } else {
+      return Error{Errc::invalid_argument, "no response type"};
+    }
   }
   template <class Req, class Resp>
   Result<Resp> call(const Method<Req, Resp>& method, Req request, CallOptions options = {}) const {
@@ -218,13 +243,23 @@ class Bus {
   /// (on the lane of the message being handled) with the reply, an error or a timeout, unless
   /// cancelled or the calling module is released first. Capture what you need in the lambda.
   /// Only from inside a service (a handler, timer or hook).
-  template <class Resp, class Req, class F>
+  template <class Resp = detail::MissingResponseType, class Req, class F>
   Result<CallHandle> async_call(std::string_view method, Req&& request, F&& on_done,
                                 CallOptions options = {}) const {
-    return detail::call_async(spec<Resp>(method, std::forward<Req>(request), std::move(options)),
-                              [fn = std::forward<F>(on_done)](detail::AnyReply reply) mutable {
-                                fn(detail::unpack<Resp>(std::move(reply)));
-                              });
+    static_assert(detail::response_given<Resp>,
+                  "async_call<Resp>(method, request, fn) needs the response type, which cannot be "
+                  "deduced from the arguments: bus.async_call<pb::SumResp>(\"RpcSum\", req, "
+                  "[](ember::Result<pb::SumResp> r) {...}), or declare the method once as inline "
+                  "constexpr ember::Method<pb::SumReq, pb::SumResp> kSum{\"RpcSum\"} and write "
+                  "bus.async_call(kSum, req, fn)");
+    if constexpr (detail::response_given<Resp>) {
+      return detail::call_async(spec<Resp>(method, std::forward<Req>(request), std::move(options)),
+                                [fn = std::forward<F>(on_done)](detail::AnyReply reply) mutable {
+                                  fn(detail::unpack<Resp>(std::move(reply)));
+                                });
+    } else {
+      return Error{Errc::invalid_argument, "no response type"};
+    }
   }
   template <class Req, class Resp, class F>
   Result<CallHandle> async_call(const Method<Req, Resp>& method, Req request, F&& on_done,
@@ -235,12 +270,21 @@ class Bus {
 
   /// For coroutine handlers: `auto r = co_await bus.co_call<Resp>(...)`. Suspends without holding
   /// a thread; while suspended the service keeps processing other messages.
-  template <class Resp, class Req>
+  template <class Resp = detail::MissingResponseType, class Req>
   CallAwaiter<Resp> co_call(std::string_view method, Req&& request,
                             CallOptions options = {}) const {
-    return CallAwaiter<Resp>(
-        spec<Resp>(method, std::forward<Req>(request), std::move(options), /*immediate=*/false),
-        selection_);
+    static_assert(detail::response_given<Resp>,
+                  "co_call<Resp>(method, request) needs the response type, which cannot be "
+                  "deduced from the arguments: co_await bus.co_call<pb::SumResp>(\"RpcSum\", "
+                  "req), or declare the method once as inline constexpr ember::Method<pb::SumReq, "
+                  "pb::SumResp> kSum{\"RpcSum\"} and write co_await bus.co_call(kSum, req)");
+    if constexpr (detail::response_given<Resp>) {
+      return CallAwaiter<Resp>(
+          spec<Resp>(method, std::forward<Req>(request), std::move(options), /*immediate=*/false),
+          selection_);
+    } else {
+      return CallAwaiter<Resp>(detail::CallSpec{}, selection_);
+    }
   }
   template <class Req, class Resp>
   CallAwaiter<Resp> co_call(const Method<Req, Resp>& method, Req request,
@@ -321,48 +365,72 @@ void reply_exception(const std::shared_ptr<Responder>& to, const std::string& me
 void track_coroutine(std::coroutine_handle<> root, std::function<void()> abandon);
 void untrack_coroutine(std::coroutine_handle<> root);
 
+// Every trait below has a primary template that matches anything with `valid = false`, so that a
+// handler of the wrong shape reaches the one static_assert in Module::handle (which lists the
+// shapes) instead of failing deep inside make_entry with pages of template errors.
 template <class T>
-struct ReplyType;
+struct ReplyType {
+  static constexpr bool valid = false;
+};
 template <class R>
 struct ReplyType<Result<R>> {
   using type = R;
   static constexpr bool is_task = false;
+  static constexpr bool valid = std::is_base_of_v<AnyMessage, R>;
 };
 template <>
 struct ReplyType<Status> {
   using type = NoReply;
   static constexpr bool is_task = false;
+  static constexpr bool valid = true;
 };
 template <class R>
 struct ReplyType<Task<Result<R>>> {
   using type = R;
   static constexpr bool is_task = true;
+  static constexpr bool valid = std::is_base_of_v<AnyMessage, R>;
 };
 template <>
 struct ReplyType<Task<Status>> {
   using type = NoReply;
   static constexpr bool is_task = true;
+  static constexpr bool valid = true;
 };
 
+/// A member function pointer's shape (a lambda's is that of its operator()).
+template <class F, class = void>
+struct HandlerTraits {
+  static constexpr bool valid = false;
+};
 template <class F>
-struct HandlerTraits : HandlerTraits<decltype(&F::operator())> {};
+struct HandlerTraits<F, std::void_t<decltype(&F::operator())>>
+    : HandlerTraits<decltype(&F::operator())> {};
 template <class C, class R, class Req>
 struct HandlerTraits<R (C::*)(const Req&) const> {
   using Ret = R;
   using Request = Req;
+  using Class = C;
   static constexpr bool with_context = false;
+  static constexpr bool valid =
+      ReplyType<R>::valid && std::is_base_of_v<AnyMessage, Req> && !std::is_const_v<Req>;
 };
 template <class C, class R, class Req>
 struct HandlerTraits<R (C::*)(const Req&)> : HandlerTraits<R (C::*)(const Req&) const> {};
 template <class C, class R, class Req>
-struct HandlerTraits<R (C::*)(const Req&, const Context&) const> {
-  using Ret = R;
-  using Request = Req;
+struct HandlerTraits<R (C::*)(const Req&, const Context&) const>
+    : HandlerTraits<R (C::*)(const Req&) const> {
   static constexpr bool with_context = true;
 };
 template <class C, class R, class Req>
 struct HandlerTraits<R (C::*)(const Req&, const Context&)>
     : HandlerTraits<R (C::*)(const Req&, const Context&) const> {};
+template <class C, class R, class... A>
+struct HandlerTraits<R (C::*)(A...) noexcept> : HandlerTraits<R (C::*)(A...)> {};
+template <class C, class R, class... A>
+struct HandlerTraits<R (C::*)(A...) const noexcept> : HandlerTraits<R (C::*)(A...) const> {};
+
+template <class Fn>
+inline constexpr bool valid_handler = HandlerTraits<Fn>::valid;
 
 template <class Resp, class R>
 AnyReply to_any(R&& result) {
@@ -458,37 +526,49 @@ MethodEntry make_entry(Module& owner, std::string_view name, Fn fn) {
   return e;
 }
 
-template <class F>
-struct MemberHandler;
-template <class C, class R, class Req>
-struct MemberHandler<R (C::*)(const Req&)> {
-  using Class = C;
-  static auto bind(C* self, R (C::*fn)(const Req&)) {
+/// Binds a member function to the module it is registered on. `Fn` is a valid_handler.
+template <class Fn>
+auto bind_member(typename HandlerTraits<Fn>::Class* self, Fn fn) {
+  using Traits = HandlerTraits<Fn>;
+  using Req = typename Traits::Request;
+  using R = typename Traits::Ret;
+  if constexpr (Traits::with_context) {
+    return [self, fn](const Req& r, const Context& c) -> R { return (self->*fn)(r, c); };
+  } else {
     return [self, fn](const Req& r) -> R { return (self->*fn)(r); };
   }
-};
-template <class C, class R, class Req>
-struct MemberHandler<R (C::*)(const Req&, const Context&)> {
-  using Class = C;
-  static auto bind(C* self, R (C::*fn)(const Req&, const Context&)) {
-    return [self, fn](const Req& r, const Context& c) -> R { return (self->*fn)(r, c); };
-  }
-};
+}
 
 }  // namespace detail
 
 template <class F>
 Status Module::handle(std::string_view name, F&& fn) {
   using Fn = std::decay_t<F>;
-  if constexpr (std::is_member_function_pointer_v<Fn>) {
-    using Member = detail::MemberHandler<Fn>;
-    auto* self = dynamic_cast<typename Member::Class*>(this);
+  static_assert(detail::valid_handler<Fn>,
+                "handle(name, fn): fn has none of the accepted handler shapes. A lambda or a "
+                "member function of this module, taking the request by const reference, "
+                "optionally a const ember::Context& after it, and returning: "
+                "ember::Result<Resp>(const Req&), ember::Result<Resp>(const Req&, const "
+                "ember::Context&), ember::Status(const Req&) (replies ember::NoReply), "
+                "ember::Status(const Req&, const ember::Context&), "
+                "ember::Task<ember::Result<Resp>>(const Req&), "
+                "ember::Task<ember::Result<Resp>>(const Req&, const ember::Context&), "
+                "ember::Task<ember::Status>(const Req&) or ember::Task<ember::Status>(const Req&, "
+                "const ember::Context&); Req and Resp are protobuf messages. Usual causes: the "
+                "request taken by value or by non-const reference, a generic (auto) parameter, "
+                "or a lambda returning Resp or ember::Error without '-> ember::Result<Resp>'");
+  if constexpr (!detail::valid_handler<Fn>) {
+    return Error{Errc::invalid_argument, "handle(" + std::string(name) + "): bad handler shape"};
+  } else if constexpr (std::is_member_function_pointer_v<Fn>) {
+    using Class = typename detail::HandlerTraits<Fn>::Class;
+    auto* self = dynamic_cast<Class*>(this);
     if (self == nullptr) {
       return Error{
           Errc::invalid_argument,
           "handle(" + std::string(name) + "): member function of another class than this module"};
     }
-    return detail::register_method(*this, detail::make_entry(*this, name, Member::bind(self, fn)));
+    return detail::register_method(*this,
+                                   detail::make_entry(*this, name, detail::bind_member(self, fn)));
   } else {
     return detail::register_method(*this, detail::make_entry(*this, name, std::forward<F>(fn)));
   }

@@ -11,6 +11,13 @@
 //   };
 //   EMBER_REGISTER_SERVICE(Lobby);
 //
+// EMBER_REGISTER_SERVICE registers the class under its name exactly as written between the
+// parentheses (whitespace normalized as the preprocessor does): EMBER_REGISTER_SERVICE(Lobby) is
+// "Lobby", EMBER_REGISTER_SERVICE(game::Lobby) is "game::Lobby", written inside `namespace game`
+// as EMBER_REGISTER_SERVICE(Lobby) it is "Lobby" again. That text is what a config's ClassName
+// must say; register_service<T>("name") registers under any other name. Use it at namespace
+// scope in a .cpp file, once per class.
+//
 // With one lane (the default) handlers never run concurrently. With N lanes, messages with the
 // same dispatch key run in order on one lane and different lanes run in parallel: state shared
 // across keys then needs its own synchronization.
@@ -25,6 +32,8 @@
 #include <memory>
 #include <string>
 #include <string_view>
+#include <type_traits>
+#include <vector>
 
 namespace ember {
 
@@ -119,7 +128,15 @@ Status register_service(std::string class_name, ServiceFactory factory);
 
 template <class T>
 Status register_service(std::string class_name) {
-  return register_service(std::move(class_name), [] { return std::make_unique<T>(); });
+  static_assert(std::is_base_of_v<Service, T> && std::is_default_constructible_v<T>,
+                "EMBER_REGISTER_SERVICE(T) / register_service<T>(name): T must be a class derived "
+                "from ember::Service with a public default constructor (a factory with arguments "
+                "goes through register_service(name, factory))");
+  if constexpr (std::is_base_of_v<Service, T> && std::is_default_constructible_v<T>) {
+    return register_service(std::move(class_name), [] { return std::make_unique<T>(); });
+  } else {
+    return Error{Errc::invalid_argument, "not a service class"};
+  }
 }
 
 /// Names registered so far, sorted.
@@ -127,11 +144,18 @@ std::vector<std::string> registered_services();
 
 }  // namespace ember
 
-#define EMBER_REGISTER_SERVICE(Class)                                                              \
-  [[maybe_unused]] static const bool ember_registered_##Class = [] {                               \
-    auto status = ::ember::register_service<Class>(#Class);                                        \
-    if (!status) {                                                                                 \
-      ::ember::system_log().error("register_service({}): {}", #Class, status.error().to_string()); \
-    }                                                                                              \
-    return true;                                                                                   \
+// The variable's name comes from __COUNTER__, not from the class: a qualified name (ns::Lobby) or
+// a template-id cannot be pasted into an identifier. The macro is variadic so that a template-id
+// with commas (Pool<A, B>) stays one argument.
+#define EMBER_DETAIL_CONCAT_IMPL(a, b) a##b
+#define EMBER_DETAIL_CONCAT(a, b) EMBER_DETAIL_CONCAT_IMPL(a, b)
+#define EMBER_REGISTER_SERVICE(...)                                                          \
+  [[maybe_unused]] static const bool EMBER_DETAIL_CONCAT(ember_registered_service_,          \
+                                                         __COUNTER__) = [] {                 \
+    auto status = ::ember::register_service<__VA_ARGS__>(#__VA_ARGS__);                      \
+    if (!status) {                                                                           \
+      ::ember::system_log().error("register_service({}): {}", #__VA_ARGS__,                  \
+                                  status.error().to_string());                               \
+    }                                                                                        \
+    return true;                                                                             \
   }()

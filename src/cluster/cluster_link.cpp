@@ -282,7 +282,9 @@ Result<std::shared_ptr<ClusterLink>> ClusterLink::create(NodeImpl& impl,
   auto transport = net::Transport::start(
       std::move(options),
       [raw](const std::string& from, std::string_view bytes) { raw->on_frame(from, bytes); },
-      [raw](const std::string& peer, bool up) { raw->on_peer(peer, up); });
+      [raw](const std::string& peer, bool up, const net::Transport::PeerLoss& loss) {
+        raw->on_peer(peer, up, loss);
+      });
   if (!transport) {
     return std::move(transport).error();
   }
@@ -584,7 +586,7 @@ void ClusterLink::handle_reply(wire::RemoteReply& reply) {
   }
 }
 
-void ClusterLink::on_peer(const std::string& node, bool up) {
+void ClusterLink::on_peer(const std::string& node, bool up, const net::Transport::PeerLoss& loss) {
   if (up) {
     return;
   }
@@ -600,8 +602,18 @@ void ClusterLink::on_peer(const std::string& node, bool up) {
       }
     }
   }
+  if (failed.empty()) {
+    return;
+  }
+  // A refused handshake is a configuration error: the request never left, and the reason (a
+  // different secret) is what the caller needs to read, not "went down".
+  const Error error =
+      loss.refused ? Error{Errc::node_unreachable, loss.why}
+                   : Error{Errc::node_unreachable,
+                           "node " + node + " went down before answering" +
+                               (loss.why.empty() ? std::string() : " (" + loss.why + ")")};
   for (auto& p : failed) {
-    p->complete(Error{Errc::node_unreachable, "node " + node + " went down before answering"});
+    p->complete(error);
   }
 }
 

@@ -56,7 +56,7 @@ class ClusterLink final : public RemoteRouter, public std::enable_shared_from_th
 
   // Called from the transport's I/O thread.
   void on_frame(const std::string& from, std::string_view bytes);
-  void on_peer(const std::string& node, bool up);
+  void on_peer(const std::string& node, bool up, const net::Transport::PeerLoss& loss);
   /// Sends an event to each of `nodes` (node id, address): at most once, in order per node; a
   /// node that cannot be reached misses it.
   void send_event(const AnyMessage& payload, const EventInfo& info,

@@ -14,6 +14,7 @@ namespace ember {
 
 namespace detail {
 ServiceFactory find_factory(std::string_view class_name);
+std::string unknown_class(const std::string& class_name);
 
 namespace {
 std::string describe(const ServiceConfig& c) {
@@ -250,14 +251,9 @@ Status Node::start() {
     const ServiceConfig& cfg = n.config.services[i];
     ServiceFactory factory = detail::find_factory(cfg.class_name);
     if (!factory) {
-      std::string known;
-      for (const auto& name : registered_services()) {
-        known += (known.empty() ? "" : ", ") + name;
-      }
       return Error{Errc::not_found, detail::where(n.config, cfg) + "ServiceConf.StartServices[" +
-                                        std::to_string(i) + "].ClassName: unknown class '" +
-                                        cfg.class_name +
-                                        "' (registered: " + (known.empty() ? "none" : known) + ")"};
+                                        std::to_string(i) + "].ClassName: " +
+                                        detail::unknown_class(cfg.class_name)};
     }
     std::unique_ptr<Service> instance;
     try {

@@ -33,6 +33,32 @@ ServiceFactory find_factory(std::string_view class_name) {
   auto it = r.factories.find(class_name);
   return it == r.factories.end() ? ServiceFactory{} : it->second;
 }
+
+/// Says which registration is missing, and which registered name was probably meant: the name
+/// registered by EMBER_REGISTER_SERVICE is the text between its parentheses, namespace included.
+std::string unknown_class(const std::string& class_name) {
+  const std::vector<std::string> names = registered_services();
+  std::string known;
+  std::string meant;
+  for (const auto& name : names) {
+    known += (known.empty() ? "" : ", ") + name;
+    const bool qualified_here = name.size() > class_name.size() + 2 &&
+                                name.ends_with("::" + class_name);  // config lacks the namespace
+    const bool qualified_there = class_name.size() > name.size() + 2 &&
+                                 class_name.ends_with("::" + name);  // registered without it
+    if (meant.empty() && (qualified_here || qualified_there)) {
+      meant = name;
+    }
+  }
+  std::string text = "unknown service class \"" + class_name + "\": no EMBER_REGISTER_SERVICE(" +
+                     class_name + ") in this program";
+  if (!meant.empty()) {
+    text += "; \"" + meant +
+            "\" is registered (a class registers under its name as written in "
+            "EMBER_REGISTER_SERVICE, namespace included)";
+  }
+  return text + " (registered: " + (known.empty() ? "none" : known) + ")";
+}
 }  // namespace detail
 
 Status register_service(std::string class_name, ServiceFactory factory) {

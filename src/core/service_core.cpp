@@ -187,7 +187,7 @@ Status ServiceCore::add_method(MethodEntry entry) {
                                              std::to_string(it->second->owner->id()) + ")"};
     }
     methods_->emplace(name, std::make_shared<const MethodEntry>(std::move(entry)));
-    methods_version_.fetch_add(1, std::memory_order_acq_rel);
+    methods_version_.store(next_methods_version(), std::memory_order_release);
   }
   if (owner->extras_) {
     owner->extras_->cleanups.push_back([this, name, owner] { (void)remove_method(name, owner); });
@@ -203,7 +203,7 @@ Status ServiceCore::remove_method(std::string_view name, const Module* owner) {
                  "no method '" + std::string(name) + "' registered by this module"};
   }
   methods_->erase(it);
-  methods_version_.fetch_add(1, std::memory_order_acq_rel);
+  methods_version_.store(next_methods_version(), std::memory_order_release);
   return {};
 }
 
@@ -237,6 +237,43 @@ const MethodEntry* ServiceCore::find_method(std::string_view name) const {
   cache.name.assign(name);
   cache.entry = std::move(found);
   return cache.entry.get();
+}
+
+std::uint64_t ServiceCore::next_methods_version() noexcept {
+  static std::atomic<std::uint64_t> versions{0};
+  return versions.fetch_add(1, std::memory_order_relaxed) + 1;
+}
+
+namespace {
+struct RequestTypeCache {
+  const ServiceCore* core = nullptr;
+  std::uint64_t version = 0;
+  std::string name;
+  ServiceCore::RequestType found;
+};
+thread_local RequestTypeCache tls_request_types;
+}  // namespace
+
+ServiceCore::RequestType ServiceCore::request_type(std::string_view name) const {
+  RequestTypeCache& cache = tls_request_types;
+  const std::uint64_t version = methods_version_.load(std::memory_order_acquire);
+  if (cache.core == this && cache.version == version && cache.name == name) {
+    return cache.found;
+  }
+  RequestType found;
+  {
+    std::shared_lock lock(methods_mu_);
+    if (methods_) {
+      if (auto it = methods_->find(name); it != methods_->end()) {
+        found = RequestType{it->second->request_typeid, it->second->request_type};
+      }
+    }
+  }
+  cache.core = this;
+  cache.version = version;
+  cache.name.assign(name);
+  cache.found = found;
+  return found;
 }
 
 bool ServiceCore::has_rpc_methods() const {

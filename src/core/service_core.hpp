@@ -118,6 +118,13 @@ class ServiceCore final : public runtime::LaneOwner, public timer::TimerTarget {
   /// The entry, or nullptr. Valid until the calling thread's next find_method (a one-entry
   /// thread-local cache keeps it alive), which is enough for the request being run.
   const MethodEntry* find_method(std::string_view name) const;
+  /// The request type of a method, for a sender that checks its request before queueing it
+  /// (nullptr: no such method now). Thread-safe; a thread-local cache makes a repeat free.
+  struct RequestType {
+    const std::type_info* type = nullptr;
+    const google::protobuf::Descriptor* descriptor = nullptr;
+  };
+  RequestType request_type(std::string_view name) const;
   /// A service without a Rpc-prefixed method is private: never published to discovery.
   [[nodiscard]] bool has_rpc_methods() const;
 
@@ -172,7 +179,11 @@ class ServiceCore final : public runtime::LaneOwner, public timer::TimerTarget {
   std::atomic<bool> graveyard_dirty_{false};
 
   mutable std::shared_mutex methods_mu_;
-  std::atomic<std::uint64_t> methods_version_{1};  // bumped on every change: invalidates caches
+  // Changed on every change: invalidates the thread-local caches. Drawn from one counter for all
+  // services, so a cache keyed by (service address, version) cannot mistake a new service built
+  // at a freed one's address for the old one.
+  std::atomic<std::uint64_t> methods_version_{next_methods_version()};
+  static std::uint64_t next_methods_version() noexcept;
   struct NameHash {
     using is_transparent = void;
     std::size_t operator()(std::string_view s) const noexcept {

@@ -320,6 +320,9 @@ class Connection : public std::enable_shared_from_this<Connection> {
   void send(Chunk chunk, bool defer = false);
   void flush();
   void close(const std::string& why, Reject rejected = Reject::none);
+  /// Writes `last` (the handshake's final frame), then closes as close(why, rejected) would, the
+  /// loss marked refused: retrying will not help, and the peer should hear why.
+  void refuse(const google::protobuf::Message& last, std::string why, Reject rejected);
   /// Once connected: where refusals of this connection are counted (the socket may be gone then).
   void connected() { remote_ip_ = remote_ip(socket_); }
 
@@ -360,6 +363,11 @@ class Connection : public std::enable_shared_from_this<Connection> {
   std::vector<Chunk> in_flight_;
   bool writing_ = false;
   std::size_t handshake_frames_ = 0;  // queued handshake frames not yet written
+  // refuse(): close once the refusal is written.
+  bool refused_ = false;
+  bool close_when_written_ = false;
+  std::string refusal_why_;
+  Reject refusal_reason_ = Reject::none;
 };
 
 struct Peer {
@@ -428,8 +436,10 @@ class TransportImpl final : public Transport {
     if (nodes_down_.load(std::memory_order_acquire) != 0) {  // no lock while all is well
       std::lock_guard lock(backoff_mu_);
       auto it = down_until_.find(node);
-      if (it != down_until_.end() && Clock::now() < it->second) {
-        return Error{Errc::node_unreachable, "node " + node + " is unreachable (retrying later)"};
+      if (it != down_until_.end() && Clock::now() < it->second.until) {
+        // The reason of the last failure: "wrong secret" must not read like a network glitch.
+        return Error{Errc::node_unreachable,
+                     "node " + node + " is unreachable (retrying later): " + it->second.why};
       }
     }
     // One post per batch, not per frame: senders append while the I/O thread is busy, and it
@@ -788,12 +798,13 @@ class TransportImpl final : public Transport {
     }
     set_direct(conn);
     if (on_peer) {
-      on_peer(conn->peer(), true);
+      on_peer(conn->peer(), true, PeerLoss{});
     }
   }
 
   /// A connection ended (before or after its handshake).
-  void closed(const std::shared_ptr<Connection>& conn, const std::string& why, bool was_open) {
+  void closed(const std::shared_ptr<Connection>& conn, const std::string& why, bool was_open,
+              bool refused) {
     handshake_over(*conn);
     all_.erase(conn);
     if (was_open) {
@@ -815,10 +826,16 @@ class TransportImpl final : public Transport {
         return;
       }
     }
-    failed(conn->peer(), why);
+    failed(conn->peer(), why, refused);
   }
 
-  void failed(const std::string& node, const std::string& why) {
+  /// Where frames to `node` go ("host:port"), for messages. I/O thread only.
+  std::string address_of(const std::string& node) const {
+    auto it = peers_.find(node);
+    return it == peers_.end() ? std::string() : it->second.address;
+  }
+
+  void failed(const std::string& node, const std::string& why, bool refused = false) {
     Peer& peer = peers_[node];
     for (const auto& chunk : peer.pending) {
       dropped.fetch_add(chunk.frames);
@@ -829,12 +846,12 @@ class TransportImpl final : public Transport {
         std::min(options.reconnect_max, options.reconnect_min * (1 << (peer.failures - 1)));
     {
       std::lock_guard lock(backoff_mu_);
-      down_until_[node] = Clock::now() + backoff;
+      down_until_[node] = Down{Clock::now() + backoff, why};
       nodes_down_.store(down_until_.size(), std::memory_order_release);
     }
     system_log().warn("transport {}: node {} unreachable: {}", options.node_id, node, why);
     if (on_peer) {
-      on_peer(node, false);
+      on_peer(node, false, PeerLoss{why, refused});
     }
   }
 
@@ -862,7 +879,11 @@ class TransportImpl final : public Transport {
   std::unordered_map<std::string, Peer> peers_;  // I/O thread only
   std::set<std::shared_ptr<Connection>> all_;    // I/O thread only
   std::mutex backoff_mu_;
-  std::unordered_map<std::string, Clock::time_point> down_until_;
+  struct Down {
+    Clock::time_point until;
+    std::string why;  // of the failure that started the backoff
+  };
+  std::unordered_map<std::string, Down> down_until_;
   std::atomic<std::size_t> nodes_down_{0};  // entries in down_until_
   struct Staged {
     std::string address;
@@ -932,7 +953,15 @@ void Connection::start_client() {
     std::string expected = proof(opts.secret, "server", self->local_nonce_, server.nonce(),
                                  opts.node_id, server.node_id());
     if (!same(expected, server.proof())) {
-      self->close("server failed to prove the cluster secret", Reject::wrong_secret);
+      // Said to the server too: otherwise it only sees a client hang up, and whoever reads its
+      // log never learns that the secrets differ.
+      wire::Proof refusal;
+      refusal.set_refusal("cluster secret does not match");
+      self->refuse(refusal,
+                   "handshake with " + self->peer_ + " (" + self->t_.address_of(self->peer_) +
+                       ") refused: cluster secret does not match (" + self->peer_ +
+                       " proved another ClusterConf.Secret than this node's)",
+                   Reject::wrong_secret);
       return;
     }
     wire::Proof mine;
@@ -971,6 +1000,14 @@ void Connection::start_server() {
     self->read_frame(kHandshakeMaxFrame, [self, client_id](std::string&& body2) {
       wire::Proof theirs;
       const auto& o = self->t_.options;
+      if (theirs.ParseFromString(body2) && !theirs.refusal().empty()) {
+        // The client's words are not echoed: a stranger must not write into this log.
+        self->close("client " + client_id + ": cluster secret does not match (" + client_id +
+                        " could not verify this node's proof: its ClusterConf.Secret differs from "
+                        "this node's)",
+                    Reject::wrong_secret);
+        return;
+      }
       if (!theirs.ParseFromString(body2) ||
           !same(theirs.proof(), proof(o.secret, "client", self->local_nonce_, self->remote_nonce_,
                                       client_id, o.node_id))) {
@@ -1142,6 +1179,11 @@ void Connection::flush() {
       socket_, buffers,
       [self = shared_from_this(), frames, bytes](const asio::error_code& ec, std::size_t) {
         self->writing_ = false;
+        if (self->close_when_written_ && (ec || self->queue_.empty())) {
+          self->t_.recycle(self->in_flight_);
+          self->close(self->refusal_why_, self->refusal_reason_);
+          return;
+        }
         if (ec) {
           self->close("write failed: " + ec.message());
           return;
@@ -1177,7 +1219,18 @@ void Connection::close(const std::string& why, Reject rejected) {
     t_.dropped.fetch_add(chunk.frames);
   }
   queue_.clear();
-  t_.closed(shared_from_this(), why, was_open);
+  t_.closed(shared_from_this(), why, was_open, refused_);
+}
+
+void Connection::refuse(const google::protobuf::Message& last, std::string why, Reject rejected) {
+  refused_ = true;
+  close_when_written_ = true;
+  refusal_why_ = std::move(why);
+  refusal_reason_ = rejected;
+  write_handshake(last);
+  if (!writing_) {
+    close(refusal_why_, refusal_reason_);  // nothing could be written (closed already)
+  }
 }
 
 }  // namespace

@@ -68,9 +68,16 @@ class Transport {
   /// (decode, post to a mailbox).
   /// `payload` is valid during the call only.
   using OnFrame = std::function<void(const std::string& from_node, std::string_view payload)>;
+  /// Why a peer was lost. `refused`: its handshake failed for a reason that retrying will not
+  /// fix (the cluster secrets differ); `why` then says so and what to change, e.g.
+  /// "handshake with n2 (127.0.0.1:7001) refused: cluster secret does not match ...".
+  struct PeerLoss {
+    std::string why;
+    bool refused = false;
+  };
   /// Runs on the I/O thread when a peer becomes reachable (true) or is lost (false). After
   /// `false`, frames queued for it were dropped: the caller fails what waited on them.
-  using OnPeer = std::function<void(const std::string& node, bool up)>;
+  using OnPeer = std::function<void(const std::string& node, bool up, const PeerLoss& loss)>;
 
   static Result<std::unique_ptr<Transport>> start(TransportOptions options, OnFrame on_frame,
                                                   OnPeer on_peer);

@@ -99,9 +99,21 @@ std::string describe_selector(const Selector& s) {
   return text.empty() ? "all" : text;
 }
 
+/// Services of this node are all selectable, private ones included; another node's are visible
+/// only when published, so in a cluster "no match" may mean a private service elsewhere.
+Error no_match(const Selection& sel) {
+  std::string text = "no service matches " + sel.description;
+  if (sel.node->remote) {
+    text +=
+        " (a service on another node is visible only if one of its methods starts with \"Rpc\"; "
+        "one without is private and reachable from its own node only)";
+  }
+  return Error{Errc::not_found, std::move(text)};
+}
+
 Result<const Target*> single_target(const Selection& sel, std::string_view verb) {
   if (sel.targets.empty()) {
-    return Error{Errc::not_found, "no service matches " + sel.description};
+    return no_match(sel);
   }
   if (sel.targets.size() > 1) {
     return Error{Errc::invalid_argument, std::string(verb) + " needs one target but " +
@@ -112,11 +124,40 @@ Result<const Target*> single_target(const Selection& sel, std::string_view verb)
   return &sel.targets.front();
 }
 
+/// Where a call's deadline came from, so that a timeout can name the setting to change.
+struct DeadlineOrigin {
+  enum class Kind : std::uint8_t { option, node_default, caller } kind = Kind::node_default;
+  std::chrono::milliseconds span{0};  // from the call to its deadline
+  std::chrono::milliseconds own{0};   // the call's own timeout (option or node default)
+  bool own_is_option = false;
+};
+
+/// "'RpcSum' to calc@n1 timed out after 500 ms (CallOptions::timeout; the default is
+/// NodeConf.CallTimeout = 1000 ms)". Built only when a call times out.
+std::string timeout_text(std::string_view method, const std::string& target,
+                         const DeadlineOrigin& origin, std::chrono::milliseconds node_default) {
+  std::string text = "'" + std::string(method) + "' to " + target + " timed out after " +
+                     std::to_string(origin.span.count()) + " ms";
+  const std::string fallback =
+      "NodeConf.CallTimeout = " + std::to_string(node_default.count()) + " ms";
+  switch (origin.kind) {
+    case DeadlineOrigin::Kind::option:
+      return text + " (CallOptions::timeout; the default is " + fallback + ")";
+    case DeadlineOrigin::Kind::node_default:
+      return text + " (" + fallback + ", the default; CallOptions::timeout sets it per call)";
+    case DeadlineOrigin::Kind::caller:
+      return text + " (the remaining deadline of the calling handler, which a call inherits; its own " +
+             "timeout was " + std::to_string(origin.own.count()) + " ms from " +
+             (origin.own_is_option ? "CallOptions::timeout" : "NodeConf.CallTimeout") + ")";
+  }
+  return text;
+}
+
 /// `is_send`: nobody waits, so a Send has a deadline only when its own options set a timeout
 /// (and only then reads the clock). It does not inherit the calling handler's deadline: a
 /// one-way message is not part of the answer that handler's caller waits for.
 Result<Context> outgoing_context(const Selection& sel, const CallSpec& spec, bool inherit_chain,
-                                 bool is_send = false) {
+                                 bool is_send = false, DeadlineOrigin* origin = nullptr) {
   NodeImpl& node = *sel.node;
   Context ctx;
   ctx.priority_ = spec.options.priority;
@@ -135,12 +176,24 @@ Result<Context> outgoing_context(const Selection& sel, const CallSpec& spec, boo
         spec.options.timeout.count() > 0 ? spec.options.timeout : node.config.call_timeout;
     const auto now = Clock::now();
     ctx.deadline_ = now + timeout;
+    bool inherited = false;
     if (parent != nullptr && parent->deadline_ < ctx.deadline_) {
       ctx.deadline_ = parent->deadline_;
+      inherited = true;
       if (ctx.deadline_ <= now) {
         return Error{Errc::timeout, "the deadline of the calling handler passed before calling '" +
                                         std::string(spec.method) + "'"};
       }
+    }
+    if (origin != nullptr) {
+      using std::chrono::duration_cast;
+      using std::chrono::milliseconds;
+      origin->own = duration_cast<milliseconds>(timeout);
+      origin->own_is_option = spec.options.timeout.count() > 0;
+      origin->span = duration_cast<milliseconds>(ctx.deadline_ - now);
+      origin->kind = inherited                ? DeadlineOrigin::Kind::caller
+                     : origin->own_is_option ? DeadlineOrigin::Kind::option
+                                             : DeadlineOrigin::Kind::node_default;
     }
   }
   ctx.caller_ = sel.from != nullptr ? sel.from->shared_pid() : node.node_pid;
@@ -181,7 +234,7 @@ std::optional<Error> find_cycle(const Context& ctx, const Target& target, Dispat
 Request* make_request(const CallSpec& spec, std::shared_ptr<Responder> responder, Context ctx,
                       bool check_response) {
   auto* req = new Request(spec.method, spec.shared(), check_response ? spec.response_type : nullptr,
-                          std::move(responder), std::move(ctx));
+                          spec.response_prototype, std::move(responder), std::move(ctx));
   req->priority = spec.options.priority;
   req->key = spec.options.key;
   return req;
@@ -189,12 +242,34 @@ Request* make_request(const CallSpec& spec, std::shared_ptr<Responder> responder
 
 /// Hands one request to its target: the local mailbox, or the cluster for a remote instance.
 /// `pending` null means Send (no reply, no response type check).
+/// A Send's callee could only log a request of the wrong type, and nobody reads a callee's log
+/// while debugging the sender: when the target is on this node the sender checks the type
+/// itself. (A call hears bad_argument_type in its reply; a remote Send's callee still logs it.)
+Status check_send_type(const Target& t, const CallSpec& spec) {
+  return t.anchor->with_core([&](ServiceCore* core) -> Status {
+    if (core == nullptr) {
+      return {};  // gone: the post says so
+    }
+    const ServiceCore::RequestType expected = core->request_type(spec.method);
+    const AnyMessage& request = spec.message();
+    if (expected.type == nullptr || typeid(request) == *expected.type) {
+      return {};  // a missing method is the callee's no_such_method, logged there
+    }
+    return Error{Errc::invalid_argument, "method '" + std::string(spec.method) + "' takes " +
+                                             expected.descriptor->full_name() +
+                                             ", the request is " +
+                                             request.GetDescriptor()->full_name()};
+  });
+}
+
 Status dispatch(const Selection& sel, const Target& t, const CallSpec& spec, Context ctx,
                 const std::shared_ptr<PendingCall>& pending) {
   if (t.anchor) {
     std::shared_ptr<Responder> responder;
     if (pending) {
       responder = std::make_shared<LocalResponder>(pending);
+    } else if (Status st = check_send_type(t, spec); !st) {
+      return st;
     }
     return t.anchor->post(
         make_request(spec, std::move(responder), std::move(ctx), pending != nullptr), true);
@@ -275,11 +350,12 @@ void LocalResponder::deliver(AnyReply result) {
 }
 
 Request::Request(std::string_view method, std::shared_ptr<const AnyMessage> payload,
-                 const std::type_info* response_type, std::shared_ptr<Responder> responder,
-                 Context context)
+                 const std::type_info* response_type, const AnyMessage* response_prototype,
+                 std::shared_ptr<Responder> responder, Context context)
     : method_(method),
       payload_(std::move(payload)),
       response_type_(response_type),
+      response_prototype_(response_prototype),
       responder_(std::move(responder)),
       context_(std::move(context)) {
   context_.method_ = method_;  // views the string this request owns
@@ -306,9 +382,13 @@ void Request::run() {
     return;
   }
   if (response_type_ != nullptr && *response_type_ != *entry->response_typeid) {
+    // Protobuf names, never typeid().name(): a mangled C++ name teaches nobody.
     fail(Error{Errc::bad_argument_type,
                "method '" + method_ + "' returns " + entry->response_type->full_name() +
-                   ", the caller expects another type (" + response_type_->name() + ")"});
+                   ", the caller expects " +
+                   (response_prototype_ != nullptr
+                        ? response_prototype_->GetDescriptor()->full_name()
+                        : std::string("another type"))});
     return;
   }
   ContextScope scope(&context_);
@@ -412,7 +492,8 @@ Result<std::shared_ptr<AnyMessage>> call_blocking(CallSpec spec) {
     return std::move(target).error();
   }
   const Target& t = **target;
-  auto ctx = outgoing_context(sel, spec, true);
+  DeadlineOrigin origin;
+  auto ctx = outgoing_context(sel, spec, true, false, &origin);
   if (!ctx) {
     return std::move(ctx).error();
   }
@@ -442,9 +523,9 @@ Result<std::shared_ptr<AnyMessage>> call_blocking(CallSpec spec) {
     if (!pending->cv.wait_until(lock, deadline,
                                 [&] { return pending->ready.load(std::memory_order_acquire); })) {
       lock.unlock();
-      if (pending->complete(Error{Errc::timeout, "'" + std::string(spec.method) + "' to " +
-                                                     t.pid().to_string() +
-                                                     " got no reply in time"})) {
+      if (pending->complete(Error{Errc::timeout,
+                                  timeout_text(spec.method, t.pid().to_string(), origin,
+                                               sel.node->config.call_timeout)})) {
         return std::move(*pending->result);
       }
       lock.lock();
@@ -462,7 +543,7 @@ Status send(CallSpec spec) {
     return Error{Errc::bad_state, "send on an empty Bus"};
   }
   if (sel.targets.empty()) {
-    return Error{Errc::not_found, "no service matches " + sel.description};
+    return no_match(sel);
   }
   auto ctx = outgoing_context(sel, spec, false, /*is_send=*/true);
   if (!ctx) {
@@ -509,7 +590,8 @@ std::shared_ptr<PendingCall> caller_bound(const CallSpec& spec, PendingCall::Mod
 
 /// caller_bound plus the timeout timer, owned by the calling module.
 std::shared_ptr<PendingCall> start_async(const CallSpec& spec, PendingCall::Mode mode,
-                                         const Target& t, const Context& ctx) {
+                                         const Target& t, const Context& ctx,
+                                         const DeadlineOrigin& origin) {
   const Selection& sel = *spec.selection;
   auto pending = caller_bound(spec, mode);
   pending->target = t.pid().to_string();
@@ -521,9 +603,10 @@ std::shared_ptr<PendingCall> start_async(const CallSpec& spec, PendingCall::Mode
   timeout.options.key = pending->caller_key;
   timeout.options.priority = pending->priority;
   timeout.callback = [weak = std::weak_ptr<PendingCall>(pending), method = pending->method,
-                      target = pending->target] {
+                      target = pending->target, origin,
+                      node_default = sel.node->config.call_timeout] {
     if (auto p = weak.lock()) {
-      p->complete(Error{Errc::timeout, "'" + method + "' to " + target + " got no reply in time"});
+      p->complete(Error{Errc::timeout, timeout_text(method, target, origin, node_default)});
     }
   };
   pending->timer = sel.node->timers->schedule(std::move(timeout));
@@ -544,11 +627,12 @@ Result<CallHandle> call_async(CallSpec spec, std::function<void(AnyReply)> on_do
     return std::move(target).error();
   }
   const Target& t = **target;
-  auto ctx = outgoing_context(sel, spec, false);
+  DeadlineOrigin origin;
+  auto ctx = outgoing_context(sel, spec, false, false, &origin);
   if (!ctx) {
     return std::move(ctx).error();
   }
-  auto pending = start_async(spec, PendingCall::Mode::callback, t, *ctx);
+  auto pending = start_async(spec, PendingCall::Mode::callback, t, *ctx, origin);
   pending->callback = std::move(on_done);
   if (Status posted = dispatch(sel, t, spec, std::move(*ctx), pending); !posted) {
     pending->cancel();  // refused now: report it here, the callback will not run
@@ -567,11 +651,13 @@ bool call_coroutine(CallSpec spec, std::coroutine_handle<> continuation,
     return false;
   }
   auto target = single_target(sel, "co_call");
-  auto ctx = target ? outgoing_context(sel, spec, true) : Result<Context>(target.error());
+  DeadlineOrigin origin;
+  auto ctx = target ? outgoing_context(sel, spec, true, false, &origin)
+                    : Result<Context>(target.error());
   const Target* t = target ? *target : nullptr;
   std::shared_ptr<PendingCall> pending;
   if (t != nullptr && ctx) {
-    pending = start_async(spec, PendingCall::Mode::coroutine, *t, *ctx);
+    pending = start_async(spec, PendingCall::Mode::coroutine, *t, *ctx, origin);
   } else {
     pending = caller_bound(spec, PendingCall::Mode::coroutine);  // failed setup: no timer needed
   }

@@ -99,8 +99,8 @@ class LocalResponder final : public Responder {
 class Request final : public runtime::Message {
  public:
   Request(std::string_view method, std::shared_ptr<const AnyMessage> payload,
-          const std::type_info* response_type, std::shared_ptr<Responder> responder,
-          Context context);
+          const std::type_info* response_type, const AnyMessage* response_prototype,
+          std::shared_ptr<Responder> responder, Context context);
   void run() override;
   void reject(const Error& why) noexcept override;
   [[nodiscard]] std::string_view name() const noexcept override { return method_; }
@@ -109,6 +109,7 @@ class Request final : public runtime::Message {
   std::string method_;
   std::shared_ptr<const AnyMessage> payload_;
   const std::type_info* response_type_;   // null for Send: any response type is fine
+  const AnyMessage* response_prototype_;  // names the caller's response type in errors
   std::shared_ptr<Responder> responder_;  // null for Send: nobody waits
   Context context_;
 };

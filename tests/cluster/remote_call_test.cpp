@@ -376,4 +376,57 @@ TEST_F(TwoNodes, ARemoteRequestThatExpiredInTheCalleesMailboxDoesNotRun) {
   EXPECT_EQ(calc_->pushes.load(), 0);
 }
 
+TEST_F(TwoNodes, NoMatchInAClusterMentionsPrivateServices) {
+  auto r = ember::select(*a_, Selector::name("lobby")).call<pb::SumResp>("RpcSum", sum(1, 1));
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code(), Errc::not_found);
+  EXPECT_EQ(r.error().message(),
+            "no service matches name=lobby (a service on another node is visible only if one of "
+            "its methods starts with \"Rpc\"; one without is private and reachable from its own "
+            "node only)");
+}
+
+TEST(RemoteCall, ADifferentClusterSecretIsWhatTheCallerIsTold) {
+  ember::NodeConfig ca;
+  ca.node_id = "a";
+  ca.worker_threads = 2;
+  ember::NodeConfig cb;
+  cb.node_id = "b";
+  cb.worker_threads = 2;
+  ember::Node a(ca);
+  ember::Node b(cb);
+  ember::ServiceConfig calc;
+  calc.name = "calc";
+  ASSERT_TRUE(b.add_service(std::make_unique<RemoteCalc>(), calc));
+  ASSERT_TRUE(a.start());
+  ASSERT_TRUE(b.start());
+  auto other = transport("b");
+  other.secret = "another";
+  auto la = ember::detail::ClusterLink::attach(a, transport("a"), "127.0.0.1");
+  auto lb = ember::detail::ClusterLink::attach(b, other, "127.0.0.1");
+  ASSERT_TRUE(la && lb);
+  ember::Pid pid;
+  pid.node_id = "b";
+  pid.name = "calc";
+  pid.address = (*lb)->address();
+  a.impl().repository.add(std::make_shared<ember::Pid>(pid), nullptr);
+  const std::string expected = "handshake with b (" + pid.address +
+                               ") refused: cluster secret does not match (b proved another "
+                               "ClusterConf.Secret than this node's)";
+  auto bus = ember::select(a, Selector::name("calc"));
+  auto r = bus.call<pb::SumResp>("RpcSum", pb::SumReq{}, {.timeout = 3s});
+  ASSERT_FALSE(r);
+  EXPECT_EQ(r.error().code(), Errc::node_unreachable);
+  EXPECT_EQ(r.error().message(), expected);
+  // The next call, while the transport backs off, fails at once and says the same.
+  auto again = bus.call<pb::SumResp>("RpcSum", pb::SumReq{}, {.timeout = 3s});
+  ASSERT_FALSE(again);
+  EXPECT_NE(again.error().message().find(expected), std::string::npos)
+      << again.error().message();
+  (*la)->stop();
+  (*lb)->stop();
+  (void)a.stop();
+  (void)b.stop();
+}
+
 }  // namespace

@@ -32,6 +32,7 @@ struct Inbox {
   std::atomic<int> count{0};
   std::atomic<int> downs{0};
   std::atomic<int> ups{0};
+  std::vector<Transport::PeerLoss> losses;
 
   Transport::OnFrame on_frame() {
     return [this](const std::string& from, std::string_view payload) {
@@ -41,7 +42,13 @@ struct Inbox {
     };
   }
   Transport::OnPeer on_peer() {
-    return [this](const std::string&, bool up) { (up ? ups : downs).fetch_add(1); };
+    return [this](const std::string&, bool up, const Transport::PeerLoss& loss) {
+      if (!up) {
+        std::lock_guard lock(mu);
+        losses.push_back(loss);
+      }
+      (up ? ups : downs).fetch_add(1);
+    };
   }
 };
 
@@ -117,9 +124,11 @@ TEST(Transport, WrongSecretIsRefusedAndTheNodeKeepsServingOthers) {
   auto c = make("c", ic, "wrong");
   ASSERT_TRUE(c->send("b", addr(*b), "intruder"));
   ASSERT_TRUE(wait_for([&] { return b->stats().rejected >= 1 && ic.downs.load() >= 1; }));
-  // The client checks the server's proof first: it finds the mismatch and hangs up.
+  // The client checks the server's proof first: it finds the mismatch and tells the server
+  // before hanging up, so both count a wrong secret.
   EXPECT_EQ(c->stats().rejected_wrong_secret, 1u);
-  EXPECT_EQ(b->stats().rejected_hung_up, b->stats().rejected);
+  ASSERT_TRUE(wait_for([&] { return b->stats().rejected_wrong_secret >= 1; }));
+  EXPECT_EQ(b->stats().rejected_wrong_secret, b->stats().rejected);
   ASSERT_TRUE(a->send("b", addr(*b), "friend"));
   ASSERT_TRUE(wait_for([&] { return ib.count.load() == 1; }));
   std::lock_guard lock(ib.mu);
@@ -380,6 +389,37 @@ TEST(Transport, APeerThatStopsIsReportedDown) {
   b->stop();
   ASSERT_TRUE(wait_for([&] { return ia.downs.load() == 1; }));
   EXPECT_EQ(a->stats().connections, 0u);
+}
+
+TEST(Transport, AWrongSecretIsNamedOnBothSides) {
+  CapturedLog log;
+  Inbox ib, ic;
+  auto b = make("b", ib);
+  auto c = make("c", ic, "wrong");
+  ASSERT_TRUE(c->send("b", addr(*b), "intruder"));
+  ASSERT_TRUE(wait_for([&] { return b->stats().rejected >= 1 && ic.downs.load() >= 1; }));
+  const std::string dialer_text = "handshake with b (" + addr(*b) +
+                                  ") refused: cluster secret does not match (b proved another "
+                                  "ClusterConf.Secret than this node's)";
+  {
+    std::lock_guard lock(ic.mu);
+    ASSERT_EQ(ic.losses.size(), 1u);
+    EXPECT_TRUE(ic.losses[0].refused);
+    EXPECT_EQ(ic.losses[0].why, dialer_text);
+  }
+  // While the dialer backs off, a send fails at once with the same reason.
+  auto again = c->send("b", addr(*b), "intruder");
+  ASSERT_FALSE(again);
+  EXPECT_NE(again.error().message().find(dialer_text), std::string::npos)
+      << again.error().message();
+  EXPECT_EQ(b->stats().rejected_wrong_secret, 1u);
+  // The accepting node logs it as a wrong secret, not as a client that hung up.
+  EXPECT_TRUE(wait_for([&] {
+    return !log.lines({"transport b: refused a connection from 127.0.0.1: wrong secret (client c: "
+                       "cluster secret does not match (c could not verify this node's proof: its "
+                       "ClusterConf.Secret differs from this node's))"})
+                .empty();
+  }));
 }
 
 }  // namespace
