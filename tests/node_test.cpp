@@ -152,7 +152,7 @@ TEST(Node, UnknownClassRefusesToStartNamingLineAndKey) {
 )"));
   ember::Status st = node.start();
   ASSERT_FALSE(st);
-  EXPECT_EQ(st.error().code(), ember::Errc::not_found);
+  EXPECT_EQ(st.error().code(), ember::Errc::invalid_argument);
   EXPECT_NE(st.error().message().find("node.yaml:4:"), std::string::npos) << st.error().message();
   EXPECT_NE(st.error().message().find("NoSuchService"), std::string::npos);
   EXPECT_NE(st.error().message().find("Tracked"), std::string::npos);  // lists what exists

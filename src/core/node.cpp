@@ -251,7 +251,7 @@ Status Node::start() {
     const ServiceConfig& cfg = n.config.services[i];
     ServiceFactory factory = detail::find_factory(cfg.class_name);
     if (!factory) {
-      return Error{Errc::not_found, detail::where(n.config, cfg) + "ServiceConf.StartServices[" +
+      return Error{Errc::invalid_argument, detail::where(n.config, cfg) + "ServiceConf.StartServices[" +
                                         std::to_string(i) + "].ClassName: " +
                                         detail::unknown_class(cfg.class_name)};
     }

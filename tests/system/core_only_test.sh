@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # A program linked with ember::core alone: it loads none of the cluster's libraries, and a config
-# that needs a component it does not link is refused at start with exit code 2 and a message that
-# names the component to link.
+# that needs a component it does not link (or a class it does not register) is refused at start
+# with exit code 2 and a message that names what to link (or register).
 # Usage: core_only_test.sh CORE_ONLY_NODE_BINARY
 set -euo pipefail
 binary="$1"
@@ -53,6 +53,13 @@ EventBusConf:
   NatsConf: {Endpoints: ["nats://127.0.0.1:1"]}
 ServiceConf:
   StartServices: []
+YAML
+
+expect_refusal unknown_class 'unknown service class "Arena": no EMBER_REGISTER_SERVICE(Arena) in this program' <<'YAML'
+NodeConf: {NodeId: core-only}
+ServiceConf:
+  StartServices:
+    - {ClassName: Arena, ServiceName: arena}
 YAML
 
 [ "$failures" -eq 0 ]
