@@ -4,7 +4,7 @@
 set -euo pipefail
 
 PACKAGES=(
-  cmake ninja-build g++ pkg-config git
+  cmake ninja-build g++ pkg-config git python3
   libfmt-dev libspdlog-dev libyaml-cpp-dev libcli11-dev tzdata
   libprotobuf-dev protobuf-compiler libgrpc++-dev protobuf-compiler-grpc etcd-server etcd-client
   libasio-dev libssl-dev nats-server libnats-dev

@@ -7,6 +7,7 @@
 #include <cstdio>
 #include <ember/ember.hpp>
 #include <fstream>
+#include <sstream>
 #include <thread>
 
 #include "core/service_core.hpp"
@@ -572,3 +573,9 @@ TEST(Node, FullNodeFromAYamlFileExchangesMessagesFiresTimersAndStops) {
 }
 
 }  // namespace
+
+TEST(Errc, StreamsAsItsName) {
+  std::ostringstream out;
+  out << ember::Errc::timeout << ' ' << ember::Errc::invalid_argument;
+  EXPECT_EQ(out.str(), "timeout invalid_argument");  // what a failed EXPECT_EQ on codes prints
+}

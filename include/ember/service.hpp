@@ -93,7 +93,8 @@ class Service : public Module {
   /// A Params value from the config, or `fallback`.
   [[nodiscard]] std::string_view param(std::string_view key, std::string_view fallback = {}) const;
   [[nodiscard]] ServiceState state() const noexcept;
-  /// No method name starts with "Rpc": the service is never published to discovery (seed rule).
+  /// No method name starts with "Rpc" or "RPC": the service is never published to discovery (the
+  /// seed's rule), so only its own node reaches it.
   [[nodiscard]] bool is_private() const;
 
   [[nodiscard]] int lane_count() const;

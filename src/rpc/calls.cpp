@@ -105,7 +105,7 @@ Error no_match(const Selection& sel) {
   std::string text = "no service matches " + sel.description;
   if (sel.node->remote) {
     text +=
-        " (a service on another node is visible only if one of its methods starts with \"Rpc\"; "
+        " (a service on another node is visible only if one of its methods starts with \"Rpc\" or \"RPC\"; "
         "one without is private and reachable from its own node only)";
   }
   return Error{Errc::not_found, std::move(text)};

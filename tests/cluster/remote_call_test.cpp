@@ -382,7 +382,7 @@ TEST_F(TwoNodes, NoMatchInAClusterMentionsPrivateServices) {
   EXPECT_EQ(r.error().code(), Errc::not_found);
   EXPECT_EQ(r.error().message(),
             "no service matches name=lobby (a service on another node is visible only if one of "
-            "its methods starts with \"Rpc\"; one without is private and reachable from its own "
+            "its methods starts with \"Rpc\" or \"RPC\"; one without is private and reachable from its own "
             "node only)");
 }
 
