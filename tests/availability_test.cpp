@@ -121,6 +121,20 @@ TEST_F(Availability, WaitForReturnsAtOnceWhenAServiceAlreadyMatches) {
   EXPECT_EQ(bus->size(), 1u);
 }
 
+TEST_F(Availability, AnUnboundedTimeoutMeansNoLimit) {
+  add_calc_later(20ms);
+  auto bus = ember::wait_for(*node_, Selector::name("calc"), std::chrono::milliseconds::max());
+  join();
+  ASSERT_TRUE(bus) << bus.error().to_string();
+  auto out = std::make_shared<Outcome>();
+  ASSERT_TRUE(run_in(*node_, "waiter", [&] {
+    EXPECT_TRUE(waiter_->when_available(Selector::name("calc"), recorder(out),
+                                        std::chrono::milliseconds::max()));
+  }));
+  ASSERT_TRUE(ember::testing::wait_for([&] { return out->runs.load() == 1; }, 5s));
+  EXPECT_EQ(out->code.load(), 0);
+}
+
 TEST_F(Availability, WaitForTimesOutNamingTheSelectorAndTheDuration) {
   const auto start = std::chrono::steady_clock::now();
   auto bus = ember::wait_for(*node_, Selector::name("nobody").server_id(7), 60ms);

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 // Waiting until a selector matches: blocking (wait_for) or in a service's mailbox
 // (Module::when_available). Both wake on repository changes, never on a polling timer.
+#include <algorithm>
 #include <ember/node.hpp>
 #include <ember/rpc.hpp>
 #include <map>
@@ -17,6 +18,13 @@ namespace ember::detail {
 namespace {
 
 using Clock = std::chrono::steady_clock;
+
+// milliseconds::max() reads as "no limit" but overflows a steady_clock time point (and the
+// timer's nanoseconds): ten years is as good as forever here.
+std::chrono::milliseconds bounded(std::chrono::milliseconds timeout) {
+  constexpr std::chrono::milliseconds kLongest = std::chrono::hours(24 * 365 * 10);
+  return std::clamp(timeout, std::chrono::milliseconds(0), kLongest);
+}
 
 Error not_in_time(const std::string& description, std::chrono::milliseconds timeout) {
   return Error{Errc::timeout, "no service matched " + description + " within " +
@@ -116,7 +124,7 @@ bool WaitHandle::cancel() {
 
 Result<Bus> wait_for(Node& node, const Selector& selector, std::chrono::milliseconds timeout) {
   detail::NodeImpl& impl = node.impl();
-  const auto deadline = detail::Clock::now() + timeout;
+  const auto deadline = detail::Clock::now() + detail::bounded(timeout);
   std::optional<runtime::Scheduler::BlockingRegion> region;  // a handler hands its worker over
   for (;;) {
     // The version is read before the lookup: a change after it wakes the wait below at once.
@@ -194,7 +202,7 @@ Result<WaitHandle> Module::when_available(const Selector& selector,
     timer::TimerService::Request request;
     request.target = c;
     request.owner = detail::ServiceCore::timer_owner(*this);
-    request.delay = timeout;
+    request.delay = detail::bounded(timeout);
     request.options.key = w->key;
     request.callback = [w] {
       if (!w->module_alive.expired() && w->finish()) {
