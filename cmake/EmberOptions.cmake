@@ -1,6 +1,6 @@
 # Warnings and sanitizers, applied through the ember_options interface target.
 add_library(ember_options INTERFACE)
-target_compile_options(ember_options INTERFACE -Wall -Wextra -Wpedantic -Wno-missing-field-initializers)
+target_compile_options(ember_options INTERFACE -Wall -Wextra -Wpedantic)
 if(EMBER_WERROR)
   target_compile_options(ember_options INTERFACE -Werror)
 endif()

@@ -34,10 +34,10 @@ enum class OverflowPolicy : std::uint8_t {
 /// WorkerConf.Scaling.Strategy: a strategy by registered name, its parameters (typed and checked
 /// by the strategy when the node starts) and, for composites (all, any), its sub-strategies.
 struct ScalingStrategyConfig {
-  std::string name;                           ///< Name (required)
-  std::map<std::string, std::string> params;  ///< Params: scalars, read by the strategy
-  std::vector<ScalingStrategyConfig> subs;    ///< Subs: for all / any, nestable
-  std::string path;  ///< key path of this strategy in the file, for error messages
+  std::string name{};                           ///< Name (required)
+  std::map<std::string, std::string> params{};  ///< Params: scalars, read by the strategy
+  std::vector<ScalingStrategyConfig> subs{};    ///< Subs: for all / any, nestable
+  std::string path{};  ///< key path of this strategy in the file, for error messages
   int line = 0;
 };
 
@@ -57,14 +57,14 @@ struct ScalingConfig {
   int max_lanes = 0;                         ///< Max: default MaxWorkerNum; must be above Min
   std::chrono::milliseconds interval{1000};  ///< Interval: between evaluations
   std::chrono::milliseconds cooldown{3000};  ///< Cooldown: at least this long between changes
-  ScalingStep grow;                          ///< GrowStep: lanes ("2") or percent ("50%")
-  ScalingStep shrink;                        ///< ShrinkStep
+  ScalingStep grow{};                        ///< GrowStep: lanes ("2") or percent ("50%")
+  ScalingStep shrink{};                      ///< ShrinkStep
   int hysteresis = 2;  ///< Hysteresis: evaluations in a row that must agree before acting
   /// ShrinkMaxBusy: a shrink happens only if the lanes left would be at most this busy at the
   /// load just measured (wall time in handlers per lane); stops shrink/grow flapping under a
   /// steady load the smaller count cannot carry. 0 = no such check.
   double shrink_max_busy = 0.75;
-  ScalingStrategyConfig strategy;  ///< Strategy (required)
+  ScalingStrategyConfig strategy{};  ///< Strategy (required)
 };
 
 struct WorkerConfig {
@@ -76,26 +76,26 @@ struct WorkerConfig {
   OverflowPolicy overflow = OverflowPolicy::reject;  ///< Overflow: "reject"
   /// Scaling: autoscaling of `lanes`; null = the lane count is fixed. Out of line and shared
   /// between copies: every service keeps a copy of its config, and most never scale.
-  std::shared_ptr<const ScalingConfig> scaling;
+  std::shared_ptr<const ScalingConfig> scaling{};
 };
 
 struct ServiceConfig {
-  std::string class_name;          ///< ClassName (required): factory key given to register_service
-  std::string name;                ///< ServiceName: routing name; default = ClassName
-  std::string id;                  ///< ServiceId: instance id within a name; default ""
-  std::string type;                ///< Type: service type used by type selectors; default ""
+  std::string class_name{};        ///< ClassName (required): factory key given to register_service
+  std::string name{};              ///< ServiceName: routing name; default = ClassName
+  std::string id{};                ///< ServiceId: instance id within a name; default ""
+  std::string type{};              ///< Type: service type used by type selectors; default ""
   std::int32_t server_id = 0;      ///< ServerId: zone / namespace
   std::int64_t version = 0;        ///< Version
   bool primary_secondary = false;  ///< IsPrimarySecondaryMode: master/slave group member
-  bool pinned = false;  ///< Pinned: run on dedicated thread(s) instead of the shared pool
-  WorkerConfig worker;  ///< WorkerConf
-  std::map<std::string, std::string> params;  ///< Params: free scalar settings for the service
+  bool pinned = false;    ///< Pinned: run on dedicated thread(s) instead of the shared pool
+  WorkerConfig worker{};  ///< WorkerConf
+  std::map<std::string, std::string> params{};  ///< Params: free scalar settings for the service
   int line = 0;  ///< line of this entry in the file, for error messages
 };
 
 struct LogConfig {
   std::string level = "info";  ///< Level: trace|debug|info|warn|error|critical|off
-  std::string path;            ///< Path: directory for a log file; "" = stderr only
+  std::string path{};          ///< Path: directory for a log file; "" = stderr only
   std::string name = "ember";  ///< Name: log file base name (<Path>/<Name>.log)
 };
 
@@ -104,19 +104,19 @@ struct LogConfig {
 struct ClusterConfig {
   bool enabled = false;        ///< true when the ClusterConf section is present
   std::string name = "ember";  ///< Name: nodes of another cluster are refused at the handshake
-  std::string secret;          ///< Secret (required): proves membership; never sent
+  std::string secret{};        ///< Secret (required): proves membership; never sent
   std::string listen_host = "127.0.0.1";  ///< ListenAddr "host:port" (port 0 = any free port)
   std::uint16_t listen_port = 0;
   /// AdvertiseAddr: "host" or "host:port" other nodes dial; default the listen host. Required
   /// when listening on a wildcard address (0.0.0.0, ::), which nobody can dial.
-  std::string advertise;
+  std::string advertise{};
   std::size_t max_frame = 16u << 20;  ///< MaxFrameSize (bytes): larger frames close the connection
   /// MaxPendingHandshakes: inbound connections still in their handshake, at most; further ones
   /// are closed at once until some finish or time out.
   std::size_t max_pending_handshakes = 256;
-  std::vector<std::string> etcd_endpoints;  ///< ETCDConf.Endpoints; default $EMBER_ETCD_ENDPOINTS
+  std::vector<std::string> etcd_endpoints{};  ///< ETCDConf.Endpoints; default $EMBER_ETCD_ENDPOINTS
   std::chrono::milliseconds etcd_timeout{3000};  ///< ETCDConf.DialTimeout: per request, connect
-  std::string key_prefix;                        ///< DiscoveryConf.KeyPrefix; "" = /ember/<Name>
+  std::string key_prefix{};                      ///< DiscoveryConf.KeyPrefix; "" = /ember/<Name>
   std::chrono::milliseconds ttl{3000};           ///< DiscoveryConf.TTL: lease, whole seconds
 };
 
@@ -130,10 +130,11 @@ enum class EventBackend : std::uint8_t {
 
 /// EventBusConf.NatsConf: the NATS servers and subjects of the "nats" event backend.
 struct NatsConfig {
-  std::vector<std::string> endpoints;  ///< Endpoints (required): "nats://host:port" or "host:port"
-  std::string user;                    ///< UserName
-  std::string password;                ///< Password
-  std::string token;                   ///< Token
+  std::vector<std::string>
+      endpoints{};         ///< Endpoints (required): "nats://host:port" or "host:port"
+  std::string user{};      ///< UserName
+  std::string password{};  ///< Password
+  std::string token{};     ///< Token
   std::string global_prefix = "event.global";  ///< GlobalPrefix: subject <prefix>.<type>
   std::string server_prefix = "event.server";  ///< ServerPrefix: subject <prefix>.<type>.<serverId>
   std::chrono::milliseconds timeout{2000};     ///< Timeout: connecting, and flushing at stop
@@ -145,7 +146,7 @@ struct NatsConfig {
 
 struct EventBusConfig {
   EventBackend backend = EventBackend::automatic;  ///< Backend: cluster | nats | local
-  NatsConfig nats;                                 ///< NatsConf
+  NatsConfig nats{};                               ///< NatsConf
 };
 
 struct NodeConfig {
@@ -154,11 +155,11 @@ struct NodeConfig {
   std::chrono::milliseconds timer_tick{10};  ///< NodeConf.TimerTick
   std::chrono::milliseconds shutdown_timeout{5000};  ///< NodeConf.ShutdownTimeout: drain bound
   std::chrono::milliseconds call_timeout{1000};      ///< NodeConf.CallTimeout: default Call timeout
-  LogConfig log;                                     ///< SystemLogger
-  ClusterConfig cluster;                             ///< ClusterConf
-  EventBusConfig events;                             ///< EventBusConf
-  std::vector<ServiceConfig> services;               ///< ServiceConf.StartServices, in order
-  std::string source;  ///< file (or source name) the config came from, for error messages
+  LogConfig log{};                                   ///< SystemLogger
+  ClusterConfig cluster{};                           ///< ClusterConf
+  EventBusConfig events{};                           ///< EventBusConf
+  std::vector<ServiceConfig> services{};             ///< ServiceConf.StartServices, in order
+  std::string source{};  ///< file (or source name) the config came from, for error messages
 };
 
 /// The backend a node with this configuration uses (resolves `automatic`).

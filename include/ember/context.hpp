@@ -22,12 +22,12 @@ using Headers = std::map<std::string, std::string, std::less<>>;
 struct CallOptions {
   Priority priority = Priority::user;
   /// Lane of the target service (and, for selectors with several instances, which one).
-  DispatchKey key;
+  DispatchKey key{};
   /// Calls: 0 means the node's CallTimeout; capped by the remaining deadline of the calling
   /// handler. Send: 0 means no deadline; otherwise a Send still queued when it passes is dropped
   /// unrun. Either way a request whose deadline passes before its handler starts never runs.
   std::chrono::milliseconds timeout{0};
-  Headers headers;
+  Headers headers{};
 };
 
 namespace detail {
@@ -35,7 +35,7 @@ namespace detail {
 struct ChainLink {
   const void* service = nullptr;  // the waiting ServiceCore
   int lane = -1;
-  std::string name;
+  std::string name{};
 };
 }  // namespace detail
 

@@ -66,7 +66,7 @@ class DispatchKey {
 
 struct PostOptions {
   Priority priority = Priority::user;
-  DispatchKey key;
+  DispatchKey key{};
   /// Shown in logs when the handler throws or the message is refused. Must outlive the message.
   std::string_view name = "post";
 };

@@ -52,17 +52,17 @@ class EventScope {
 
 struct PublishOptions {
   Priority priority = Priority::user;
-  DispatchKey key;
+  DispatchKey key{};
   EventScope scope = EventScope::global();
 };
 
 /// What a subscriber learns about an event besides its payload.
 struct EventInfo {
   EventType type = 0;
-  EventScope scope;
+  EventScope scope{};
   Priority priority = Priority::user;
-  DispatchKey key;
-  Pid publisher;  ///< empty name when published from outside any service
+  DispatchKey key{};
+  Pid publisher{};  ///< empty name when published from outside any service
   std::uint64_t trace_id = 0;
 };
 
@@ -76,7 +76,7 @@ namespace detail {
 
 struct EventSubscription {
   EventType type = 0;
-  EventScope scope;
+  EventScope scope{};
   const google::protobuf::Descriptor* payload_type = nullptr;
   std::function<void(const google::protobuf::Message&, const EventInfo&)> invoke;
 };

@@ -31,6 +31,7 @@
 namespace ember {
 
 class Bus;
+class WaitHandle;
 class Node;
 struct PublishOptions;
 class EventScope;
@@ -118,6 +119,13 @@ class Module {
   Status unhandle(std::string_view name);
   /// The services matching `selector`, as seen from this module (see Bus).
   [[nodiscard]] Bus select(const Selector& selector) const;
+  /// Runs `fn` once in this service's mailbox: with the Bus (as select(selector) returns it)
+  /// as soon as at least one service matches, which may be at once, or with timeout when none
+  /// does within `timeout`. It never runs after the returned handle's cancel() or after this
+  /// module is released. Waits for repository changes (services added here or discovered
+  /// elsewhere) without polling or holding a thread.
+  Result<WaitHandle> when_available(const Selector& selector, std::function<void(Result<Bus>)> fn,
+                                    std::chrono::milliseconds timeout);
 
   // --- local events (templates defined in <ember/event.hpp>) ----------------------------------
 

@@ -8,15 +8,15 @@ namespace ember {
 
 /// Identity of one service instance in the cluster, as the repository and selectors see it.
 struct Pid {
-  std::string node_id;         ///< node hosting the instance
-  std::string name;            ///< ServiceName
-  std::string id;              ///< ServiceId ("" when the name has one instance)
-  std::string type;            ///< service type
+  std::string node_id{};       ///< node hosting the instance
+  std::string name{};          ///< ServiceName
+  std::string id{};            ///< ServiceId ("" when the name has one instance)
+  std::string type{};          ///< service type
   std::int32_t server_id = 0;  ///< zone / namespace
   std::int64_t version = 0;
   bool master = true;       ///< master/slave role (always true outside a master/slave group)
   std::uint64_t epoch = 0;  ///< fencing token of a master (cluster issue)
-  std::string address;      ///< where its node accepts other nodes ("host:port"); "" for local
+  std::string address{};    ///< where its node accepts other nodes ("host:port"); "" for local
 
   /// "<server_id>.<name>.<id>.<node_id>": unique in the cluster.
   [[nodiscard]] std::string uid() const {

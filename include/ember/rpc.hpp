@@ -22,6 +22,7 @@
 #include <google/protobuf/empty.pb.h>
 #include <google/protobuf/message.h>
 
+#include <chrono>
 #include <coroutine>
 #include <ember/context.hpp>
 #include <ember/error.hpp>
@@ -92,6 +93,18 @@ class CallHandle {
 
  private:
   std::weak_ptr<void> pending_;
+};
+
+/// Cancels a pending Module::when_available: its callback will not run. Cheap to copy.
+class WaitHandle {
+ public:
+  WaitHandle() = default;
+  explicit WaitHandle(std::weak_ptr<void> wait) : wait_(std::move(wait)) {}
+  /// True when this call prevented the callback from running.
+  bool cancel();
+
+ private:
+  std::weak_ptr<void> wait_;
 };
 
 namespace detail {
@@ -326,6 +339,13 @@ class Bus {
 /// Selects from outside any service (main thread, tests, tools): call and send work; async_call
 /// and co_call need a calling service.
 Bus select(Node& node, const Selector& selector);
+
+/// Blocks until at least one service matches `selector` (a service added on this node, or one
+/// discovered on another) and returns the Bus over the matches, as select(node, selector) would;
+/// timeout when none appears in time. Wakes on repository changes, without polling. In a handler
+/// the worker is handed over while it waits, as in a blocking call, but the service still waits:
+/// prefer Module::when_available there.
+Result<Bus> wait_for(Node& node, const Selector& selector, std::chrono::milliseconds timeout);
 
 // ---------------------------------------------------------------------------------------------
 // Handler registration (Module::handle). Supported shapes, as a lambda or a member function:

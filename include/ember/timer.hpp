@@ -17,7 +17,7 @@ struct TimerId {
 struct TimerOptions {
   /// Lane of a multi-lane service the callback runs on. Default: a key derived from the timer,
   /// so the fires of one ticker never run concurrently with each other.
-  DispatchKey key;
+  DispatchKey key{};
   Priority priority = Priority::user;
 };
 

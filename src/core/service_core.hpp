@@ -27,12 +27,15 @@
 namespace ember::detail {
 
 class NodeImpl;
+struct WaitSet;
 
 struct ModuleExtras {
   timer::TimerOwnerList timers;
   std::vector<std::function<void()>> cleanups;
   /// Expires when the module is released: pending completions check it before running.
   std::shared_ptr<void> alive = std::make_shared<char>();
+  /// The module's pending when_available waits (created by the first one), ended at release.
+  std::shared_ptr<WaitSet> waits;
 };
 
 /// Everything a Service needs from the runtime: its mailbox, state, module index and logger.
@@ -98,6 +101,8 @@ class ServiceCore final : public runtime::LaneOwner, public timer::TimerTarget {
   static timer::TimerOwnerList* timer_owner(Module& m);
   /// Runs `fn` when `m` is released (after its on_release).
   static void add_cleanup(Module& m, std::function<void()> fn);
+  /// Null before the module is attached.
+  static ModuleExtras* extras(Module& m) noexcept { return m.extras_.get(); }
 
   [[nodiscard]] const Pid& pid() const noexcept { return **pid_.load(std::memory_order_acquire); }
   /// The same Pid, shareable: requests point to it instead of copying names.

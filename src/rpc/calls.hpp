@@ -31,6 +31,10 @@ struct Selection {
   std::string description;  // "name=room id=1", for error messages
 };
 
+/// The targets `selector` matches now, as seen from `from` (null: from outside any service).
+std::shared_ptr<const Selection> make_selection(NodeImpl& node, ServiceCore* from,
+                                                Module* from_module, const Selector& selector);
+
 /// One call waiting for its outcome. Whatever comes first — reply, error, timeout, cancel — wins
 /// the `done` flag; everything after it is dropped (and counted when it is a reply).
 class PendingCall : public std::enable_shared_from_this<PendingCall> {

@@ -16,12 +16,51 @@ void Repository::add(std::shared_ptr<const Pid> pid, std::shared_ptr<ServiceAnch
   by_name_[name].insert(&it->second);
   by_type_[type].insert(&it->second);
   version_.fetch_add(1, std::memory_order_release);
+  lock.unlock();
+  changed();
 }
 
 void Repository::remove(const std::string& uid) {
   std::unique_lock lock(mu_);
   remove_locked(uid);
   version_.fetch_add(1, std::memory_order_release);
+  lock.unlock();
+  changed();
+}
+
+void Repository::changed() {
+  {
+    // Taken after the version moved: a waiter that saw the old version is either not yet
+    // checking (and will see the new one) or already asleep (and gets the notify).
+    std::lock_guard lock(change_mu_);
+    for (auto& [id, on_change] : watchers_) {
+      on_change();
+    }
+  }
+  change_cv_.notify_all();
+}
+
+bool Repository::wait_changed(std::uint64_t seen,
+                              std::chrono::steady_clock::time_point deadline) const {
+  std::unique_lock lock(change_mu_);
+  return change_cv_.wait_until(lock, deadline, [&] { return version() != seen; });
+}
+
+std::uint64_t Repository::watch(std::function<void()> on_change) {
+  std::lock_guard lock(change_mu_);
+  std::uint64_t id = next_watch_++;
+  watchers_.emplace(id, std::move(on_change));
+  return id;
+}
+
+void Repository::unwatch(std::uint64_t id) {
+  std::lock_guard lock(change_mu_);
+  watchers_.erase(id);
+}
+
+std::size_t Repository::watch_count() const {
+  std::lock_guard lock(change_mu_);
+  return watchers_.size();
 }
 
 void Repository::remove_locked(const std::string& uid) {

@@ -2,10 +2,14 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
+#include <condition_variable>
 #include <ember/pid.hpp>
 #include <ember/rpc.hpp>
+#include <functional>
 #include <map>
 #include <memory>
+#include <mutex>
 #include <optional>
 #include <set>
 #include <shared_mutex>
@@ -35,9 +39,25 @@ class Repository {
   [[nodiscard]] std::uint64_t version() const noexcept {
     return version_.load(std::memory_order_acquire);
   }
+  /// Waits until version() differs from `seen` or `deadline` passes. True on a change.
+  bool wait_changed(std::uint64_t seen, std::chrono::steady_clock::time_point deadline) const;
+  /// Calls `on_change` after every add and remove, on the thread that made it (the membership
+  /// loop, a node starting or stopping a service), under the watch lock: it must only hand work
+  /// on (post to a mailbox) and never call back into the repository. After unwatch returns it is
+  /// not called again.
+  std::uint64_t watch(std::function<void()> on_change);
+  void unwatch(std::uint64_t id);
+  [[nodiscard]] std::size_t watch_count() const;
 
  private:
   void remove_locked(const std::string& uid);
+  void changed();
+
+  // Change notification: waiters use the condition variable, services a watcher that posts.
+  mutable std::mutex change_mu_;
+  mutable std::condition_variable change_cv_;
+  std::map<std::uint64_t, std::function<void()>> watchers_;  // change_mu_
+  std::uint64_t next_watch_ = 1;                             // change_mu_
 
   mutable std::shared_mutex mu_;
   std::atomic<std::uint64_t> version_{0};

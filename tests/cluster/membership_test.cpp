@@ -10,9 +10,11 @@
 #include <atomic>
 #include <ember/ember.hpp>
 #include <mutex>
+#include <thread>
 
 #include "core/node_impl.hpp"
 #include "support/etcd_server.hpp"
+#include "support/node_helpers.hpp"
 #include "support/wait_for.hpp"
 #include "test.pb.h"
 
@@ -371,6 +373,56 @@ TEST_F(Cluster, AMasterBelowAnEpochSeenBeforeIsDeposed) {
   ASSERT_TRUE((*client)->put("/ember/test/services/0.kv..new", record("new", 7)));
   ASSERT_TRUE(wait_for([&] { return membership(watcher).stats().depositions == 1; }, 5s));
   EXPECT_TRUE((*client)->get(master_key)->kvs.empty());
+}
+
+TEST_F(Cluster, WaitsForAServiceOnAnotherNodeEndWhenItIsDiscovered) {
+  class Waiter : public ember::Service {};
+  auto& b = add_node(config("b"));
+  auto* waiter = add<Waiter>(b, "waiter");
+  ASSERT_TRUE(b.start());
+  // The service's form: armed before the other node exists, it calls through the Bus it gets.
+  // Shared: the callbacks may outlive this scope if an assertion ends the test early.
+  auto total = std::make_shared<std::atomic<std::int64_t>>(-1);
+  auto called_back = std::make_shared<std::atomic<bool>>(false);
+  Result<ember::WaitHandle> armed = ember::Error{};
+  ASSERT_TRUE(ember::testing::run_in(b, "waiter", [&] {
+    armed = waiter->when_available(
+        Selector::name("calc"),
+        [total, called_back](Result<ember::Bus> bus) {
+          *called_back = true;
+          if (!bus) {
+            return;
+          }
+          (void)bus->async_call<pb::SumResp>(
+              "RpcSum", sum(20, 3), [total](Result<pb::SumResp> r) { *total = r ? r->sum() : -2; });
+        },
+        20s);
+  }));
+  ASSERT_TRUE(armed) << armed.error().to_string();
+
+  auto& a = add_node(config("a"));
+  add<Calc>(a, "calc")->offset = 100;
+  std::thread starter([&] {
+    std::this_thread::sleep_for(200ms);
+    EXPECT_TRUE(a.start());
+  });
+  // The blocking form, from outside any service.
+  const auto t0 = std::chrono::steady_clock::now();
+  auto bus = ember::wait_for(b, Selector::name("calc"), 20s);
+  const auto waited = std::chrono::steady_clock::now() - t0;
+  starter.join();
+  ASSERT_TRUE(bus) << bus.error().to_string();
+  EXPECT_LT(waited, 10s);
+  auto r = bus->call<pb::SumResp>("RpcSum", sum(1, 2));
+  ASSERT_TRUE(r) << r.error().to_string();
+  EXPECT_EQ(r->sum(), 103);
+  ASSERT_TRUE(wait_for([&] { return total->load() == 123; }, 5s)) << total->load();
+  EXPECT_TRUE(called_back->load());
+
+  // And the timeout across the cluster: nothing named "ghost" anywhere.
+  auto none = ember::wait_for(b, Selector::name("ghost"), 100ms);
+  ASSERT_FALSE(none);
+  EXPECT_EQ(none.error().code(), Errc::timeout);
 }
 
 }  // namespace
