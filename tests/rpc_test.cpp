@@ -211,7 +211,7 @@ TEST(Rpc, ASendOfTheWrongTypeToALocalServiceFailsAtTheSender) {
   auto bus = ember::select(node, Selector::name("calc"));
   ember::Status st = bus.send("RpcSum", pb::Echo{});
   ASSERT_FALSE(st);
-  EXPECT_EQ(st.error().code(), Errc::invalid_argument);
+  EXPECT_EQ(st.error().code(), Errc::bad_argument_type);
   EXPECT_NE(st.error().message().find(
                 "'RpcSum' to calc@" + node.config().node_id +
                 ": method 'RpcSum' takes ember.test.SumReq, the request is ember.test.Echo"),

@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 //
 // Messaging between services: methods by name with protobuf request/response types, selectors,
-// and the three verbs. The same API is meant to reach services on other nodes.
+// and the verbs. The same API reaches services on other nodes.
 //
 //   // callee: register typed handlers (duplicate names are refused)
 //   Status Calc::on_init() { return handle("RpcSum", &Calc::sum); }
@@ -9,10 +9,12 @@
 //
 //   // caller (any service or module)
 //   auto bus = select(ember::Selector::name("calc"));
-//   Result<pb::SumResp> r = bus.call<pb::SumResp>("RpcSum", req);               // waits
-//   bus.async_call<pb::SumResp>("RpcSum", req, [](Result<pb::SumResp> r) {});  // callback on my
-//   lane bus.send("RpcLog", entry);                                                 // every target
-//   auto r2 = co_await bus.co_call<pb::SumResp>("RpcSum", req);               // in a Task handler
+//   Result<pb::SumResp> r = bus.call<pb::SumResp>("RpcSum", req);  // waits
+//   auto pending = bus.async_call<pb::SumResp>("RpcSum", req,      // callback on my lane
+//                                              [](Result<pb::SumResp> r) { ... });
+//   if (!pending) { ... }                                          // not sent: why is in the error
+//   if (Status sent = bus.send("RpcLog", entry); !sent) { ... }    // every target, no reply
+//   auto r2 = co_await bus.co_call<pb::SumResp>("RpcSum", req);    // in a Task handler
 //
 // Local calls never serialize: the request is moved (or copied once) into an immutable shared
 // object, so the callee cannot change the caller's message and the caller cannot change the

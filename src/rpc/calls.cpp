@@ -255,7 +255,7 @@ Status check_send_type(const Target& t, const CallSpec& spec) {
     if (expected.type == nullptr || typeid(request) == *expected.type) {
       return {};  // a missing method is the callee's no_such_method, logged there
     }
-    return Error{Errc::invalid_argument, "method '" + std::string(spec.method) + "' takes " +
+    return Error{Errc::bad_argument_type, "method '" + std::string(spec.method) + "' takes " +
                                              expected.descriptor->full_name() +
                                              ", the request is " +
                                              request.GetDescriptor()->full_name()};
