@@ -174,10 +174,9 @@ TEST(Deadline, ACallerStillWaitingIsToldTheRequestExpiredBeforeItsHandlerRan) {
   auto pending = std::make_shared<d::PendingCall>(d::PendingCall::Mode::blocking, &node.impl());
   ember::Context ctx;
   ctx.deadline_ = ember::Context::Clock::now() - 1500ms;
-  auto* request =
-      new d::Request("RpcAdd", std::make_shared<const pb::SumReq>(sum_req(1, 2)),
-                     &typeid(pb::SumResp), &pb::SumResp::default_instance(),
-                     std::make_shared<d::LocalResponder>(pending), ctx);
+  auto* request = new d::Request("RpcAdd", std::make_shared<const pb::SumReq>(sum_req(1, 2)),
+                                 &typeid(pb::SumResp), &pb::SumResp::default_instance(),
+                                 std::make_shared<d::LocalResponder>(pending), ctx);
   ASSERT_TRUE(d::ServiceCore::of(*node.find_service("ledger"))->post(request, true));
   ASSERT_TRUE(wait_for([&] { return pending->ready.load(); }));
   auto result = d::take_result(*pending);

@@ -21,7 +21,8 @@ class Shop : public ember::Service {
 
   ember::Result<shop::PriceResp> price(const shop::PriceReq& req) {
     shop::PriceReq upstream = req;
-    auto quote = select(ember::Selector::name("pricing")).call<shop::PriceResp>("RpcPrice", upstream);
+    auto quote =
+        select(ember::Selector::name("pricing")).call<shop::PriceResp>("RpcPrice", upstream);
     if (!quote) {
       return quote.error();
     }

@@ -150,13 +150,13 @@ std::vector<std::string> registered_services();
 // with commas (Pool<A, B>) stays one argument.
 #define EMBER_DETAIL_CONCAT_IMPL(a, b) a##b
 #define EMBER_DETAIL_CONCAT(a, b) EMBER_DETAIL_CONCAT_IMPL(a, b)
-#define EMBER_REGISTER_SERVICE(...)                                                          \
-  [[maybe_unused]] static const bool EMBER_DETAIL_CONCAT(ember_registered_service_,          \
-                                                         __COUNTER__) = [] {                 \
-    auto status = ::ember::register_service<__VA_ARGS__>(#__VA_ARGS__);                      \
-    if (!status) {                                                                           \
-      ::ember::system_log().error("register_service({}): {}", #__VA_ARGS__,                  \
-                                  status.error().to_string());                               \
-    }                                                                                        \
-    return true;                                                                             \
+#define EMBER_REGISTER_SERVICE(...)                                                 \
+  [[maybe_unused]] static const bool EMBER_DETAIL_CONCAT(ember_registered_service_, \
+                                                         __COUNTER__) = [] {        \
+    auto status = ::ember::register_service<__VA_ARGS__>(#__VA_ARGS__);             \
+    if (!status) {                                                                  \
+      ::ember::system_log().error("register_service({}): {}", #__VA_ARGS__,         \
+                                  status.error().to_string());                      \
+    }                                                                               \
+    return true;                                                                    \
   }()

@@ -607,11 +607,11 @@ void ClusterLink::on_peer(const std::string& node, bool up, const net::Transport
   }
   // A refused handshake is a configuration error: the request never left, and the reason (a
   // different secret) is what the caller needs to read, not "went down".
-  const Error error =
-      loss.refused ? Error{Errc::node_unreachable, loss.why}
-                   : Error{Errc::node_unreachable,
-                           "node " + node + " went down before answering" +
-                               (loss.why.empty() ? std::string() : " (" + loss.why + ")")};
+  const Error error = loss.refused
+                          ? Error{Errc::node_unreachable, loss.why}
+                          : Error{Errc::node_unreachable,
+                                  "node " + node + " went down before answering" +
+                                      (loss.why.empty() ? std::string() : " (" + loss.why + ")")};
   for (auto& p : failed) {
     p->complete(error);
   }

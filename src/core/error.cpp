@@ -4,7 +4,9 @@
 
 namespace ember {
 
-std::ostream& operator<<(std::ostream& out, Errc code) { return out << errc_name(code); }
+std::ostream& operator<<(std::ostream& out, Errc code) {
+  return out << errc_name(code);
+}
 
 std::string_view errc_name(Errc code) noexcept {
   switch (code) {

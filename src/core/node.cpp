@@ -251,9 +251,9 @@ Status Node::start() {
     const ServiceConfig& cfg = n.config.services[i];
     ServiceFactory factory = detail::find_factory(cfg.class_name);
     if (!factory) {
-      return Error{Errc::invalid_argument, detail::where(n.config, cfg) + "ServiceConf.StartServices[" +
-                                        std::to_string(i) + "].ClassName: " +
-                                        detail::unknown_class(cfg.class_name)};
+      return Error{Errc::invalid_argument,
+                   detail::where(n.config, cfg) + "ServiceConf.StartServices[" + std::to_string(i) +
+                       "].ClassName: " + detail::unknown_class(cfg.class_name)};
     }
     std::unique_ptr<Service> instance;
     try {
@@ -297,8 +297,7 @@ Status Node::start() {
   if (const EventBackend backend = event_backend(n.config);
       failure && backend != EventBackend::local) {
     // Before any on_init, so that subscriptions made there reach the cluster.
-    if (detail::EventRouterFactory make = detail::event_router_factory(backend);
-        make == nullptr) {
+    if (detail::EventRouterFactory make = detail::event_router_factory(backend); make == nullptr) {
       const bool nats = backend == EventBackend::nats;
       failure = Error{Errc::invalid_argument,
                       fmt::format("EventBusConf.Backend is \"{}\", but this program does not link "

@@ -105,7 +105,8 @@ Error no_match(const Selection& sel) {
   std::string text = "no service matches " + sel.description;
   if (sel.node->remote) {
     text +=
-        " (a service on another node is visible only if one of its methods starts with \"Rpc\" or \"RPC\"; "
+        " (a service on another node is visible only if one of its methods starts with \"Rpc\" or "
+        "\"RPC\"; "
         "one without is private and reachable from its own node only)";
   }
   return Error{Errc::not_found, std::move(text)};
@@ -146,7 +147,8 @@ std::string timeout_text(std::string_view method, const std::string& target,
     case DeadlineOrigin::Kind::node_default:
       return text + " (" + fallback + ", the default; CallOptions::timeout sets it per call)";
     case DeadlineOrigin::Kind::caller:
-      return text + " (the remaining deadline of the calling handler, which a call inherits; its own " +
+      return text +
+             " (the remaining deadline of the calling handler, which a call inherits; its own " +
              "timeout was " + std::to_string(origin.own.count()) + " ms from " +
              (origin.own_is_option ? "CallOptions::timeout" : "NodeConf.CallTimeout") + ")";
   }
@@ -191,7 +193,7 @@ Result<Context> outgoing_context(const Selection& sel, const CallSpec& spec, boo
       origin->own = duration_cast<milliseconds>(timeout);
       origin->own_is_option = spec.options.timeout.count() > 0;
       origin->span = duration_cast<milliseconds>(ctx.deadline_ - now);
-      origin->kind = inherited                ? DeadlineOrigin::Kind::caller
+      origin->kind = inherited               ? DeadlineOrigin::Kind::caller
                      : origin->own_is_option ? DeadlineOrigin::Kind::option
                                              : DeadlineOrigin::Kind::node_default;
     }
@@ -256,9 +258,9 @@ Status check_send_type(const Target& t, const CallSpec& spec) {
       return {};  // a missing method is the callee's no_such_method, logged there
     }
     return Error{Errc::bad_argument_type, "method '" + std::string(spec.method) + "' takes " +
-                                             expected.descriptor->full_name() +
-                                             ", the request is " +
-                                             request.GetDescriptor()->full_name()};
+                                              expected.descriptor->full_name() +
+                                              ", the request is " +
+                                              request.GetDescriptor()->full_name()};
   });
 }
 
@@ -383,12 +385,12 @@ void Request::run() {
   }
   if (response_type_ != nullptr && *response_type_ != *entry->response_typeid) {
     // Protobuf names, never typeid().name(): a mangled C++ name teaches nobody.
-    fail(Error{Errc::bad_argument_type,
-               "method '" + method_ + "' returns " + entry->response_type->full_name() +
-                   ", the caller expects " +
-                   (response_prototype_ != nullptr
-                        ? response_prototype_->GetDescriptor()->full_name()
-                        : std::string("another type"))});
+    fail(Error{
+        Errc::bad_argument_type,
+        "method '" + method_ + "' returns " + entry->response_type->full_name() +
+            ", the caller expects " +
+            (response_prototype_ != nullptr ? response_prototype_->GetDescriptor()->full_name()
+                                            : std::string("another type"))});
     return;
   }
   ContextScope scope(&context_);
@@ -523,9 +525,9 @@ Result<std::shared_ptr<AnyMessage>> call_blocking(CallSpec spec) {
     if (!pending->cv.wait_until(lock, deadline,
                                 [&] { return pending->ready.load(std::memory_order_acquire); })) {
       lock.unlock();
-      if (pending->complete(Error{Errc::timeout,
-                                  timeout_text(spec.method, t.pid().to_string(), origin,
-                                               sel.node->config.call_timeout)})) {
+      if (pending->complete(
+              Error{Errc::timeout, timeout_text(spec.method, t.pid().to_string(), origin,
+                                                sel.node->config.call_timeout)})) {
         return std::move(*pending->result);
       }
       lock.lock();
@@ -652,8 +654,8 @@ bool call_coroutine(CallSpec spec, std::coroutine_handle<> continuation,
   }
   auto target = single_target(sel, "co_call");
   DeadlineOrigin origin;
-  auto ctx = target ? outgoing_context(sel, spec, true, false, &origin)
-                    : Result<Context>(target.error());
+  auto ctx =
+      target ? outgoing_context(sel, spec, true, false, &origin) : Result<Context>(target.error());
   const Target* t = target ? *target : nullptr;
   std::shared_ptr<PendingCall> pending;
   if (t != nullptr && ctx) {

@@ -382,7 +382,8 @@ TEST_F(TwoNodes, NoMatchInAClusterMentionsPrivateServices) {
   EXPECT_EQ(r.error().code(), Errc::not_found);
   EXPECT_EQ(r.error().message(),
             "no service matches name=lobby (a service on another node is visible only if one of "
-            "its methods starts with \"Rpc\" or \"RPC\"; one without is private and reachable from its own "
+            "its methods starts with \"Rpc\" or \"RPC\"; one without is private and reachable from "
+            "its own "
             "node only)");
 }
 
@@ -421,8 +422,7 @@ TEST(RemoteCall, ADifferentClusterSecretIsWhatTheCallerIsTold) {
   // The next call, while the transport backs off, fails at once and says the same.
   auto again = bus.call<pb::SumResp>("RpcSum", pb::SumReq{}, {.timeout = 3s});
   ASSERT_FALSE(again);
-  EXPECT_NE(again.error().message().find(expected), std::string::npos)
-      << again.error().message();
+  EXPECT_NE(again.error().message().find(expected), std::string::npos) << again.error().message();
   (*la)->stop();
   (*lb)->stop();
   (void)a.stop();

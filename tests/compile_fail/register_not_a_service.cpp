@@ -1,4 +1,5 @@
-// EMBER_REGISTER_SERVICE of a class that is not a Service (a qualified name, which the macro takes).
+// EMBER_REGISTER_SERVICE of a class that is not a Service (a qualified name, which the macro
+// takes).
 #include <ember/ember.hpp>
 
 namespace game {

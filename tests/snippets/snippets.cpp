@@ -15,12 +15,12 @@ namespace readme {
 
 class Lobby : public ember::Service {
  public:
-  ember::Status on_init() override {               // before any message; add modules here
+  ember::Status on_init() override {  // before any message; add modules here
     heartbeat_ = every(1s, [this] { log().info("{} players", players_); });
     return {};
   }
   void on_started() override { log().info("lobby is up"); }  // first message of its mailbox
-  void join() { ++players_; }                      // runs in the mailbox: no locks needed
+  void join() { ++players_; }                                // runs in the mailbox: no locks needed
 
  private:
   int players_ = 0;
@@ -28,17 +28,23 @@ class Lobby : public ember::Service {
 };
 EMBER_REGISTER_SERVICE(Lobby);
 
-// --- README.md: messaging -------------------------------------------------------------------------
+// --- README.md: messaging
+// -------------------------------------------------------------------------
 class Caller : public ember::Service {
  public:
   void talk(const pb::JoinReq& req, const pb::Notice& notice) {
     auto lobby = select(ember::Selector::name("lobby"));
-    ember::Result<pb::JoinResp> r = lobby.call<pb::JoinResp>("RpcJoin", req);      // waits (1 s default)
-    auto pending = lobby.async_call<pb::JoinResp>("RpcJoin", req, [this](ember::Result<pb::JoinResp> r) {
-      if (r) seat_ = r->seat();   // runs later, in my mailbox
-    });
-    if (!pending) log().warn("not sent: {}", pending.error().to_string());           // no callback then
-    if (auto st = lobby.send("RpcNotice", notice); !st) log().warn("{}", st.error().to_string());  // fire and forget
+    ember::Result<pb::JoinResp> r =
+        lobby.call<pb::JoinResp>("RpcJoin", req);  // waits (1 s default)
+    auto pending =
+        lobby.async_call<pb::JoinResp>("RpcJoin", req, [this](ember::Result<pb::JoinResp> r) {
+          if (r)
+            seat_ = r->seat();  // runs later, in my mailbox
+        });
+    if (!pending)
+      log().warn("not sent: {}", pending.error().to_string());  // no callback then
+    if (auto st = lobby.send("RpcNotice", notice); !st)
+      log().warn("{}", st.error().to_string());  // fire and forget
     (void)r;
   }
 
@@ -48,7 +54,9 @@ class Caller : public ember::Service {
 
 }  // namespace readme
 
-int main(int argc, char** argv) { return ember::run_node(argc, argv); }  // --config node.yaml
+int main(int argc, char** argv) {
+  return ember::run_node(argc, argv);
+}  // --config node.yaml
 
 // --- docs/messaging.md ------------------------------------------------------------------------
 namespace messaging {
@@ -63,8 +71,9 @@ class Calc : public ember::Service {
 };
 
 ember::Status Calc::on_init() {
-  if (auto st = handle("RpcSum", &Calc::sum); !st) return st;              // member function
-  return handle("RpcReset", [this](const pb::Empty&) -> ember::Status {     // lambda, no reply body
+  if (auto st = handle("RpcSum", &Calc::sum); !st)
+    return st;                                                           // member function
+  return handle("RpcReset", [this](const pb::Empty&) -> ember::Status {  // lambda, no reply body
     total_ = 0;
     return {};
   });
@@ -81,30 +90,34 @@ inline constexpr ember::Method<pb::SumReq, pb::SumResp> kSum{"RpcSum"};
 class Room : public ember::Service {
  public:
   ember::Status on_init() override {
-    auto bus = select(ember::Selector::name("room").server_id(3));             // from a service/module
+    auto bus = select(ember::Selector::name("room").server_id(3));  // from a service/module
     ember::Result<pb::SumResp> r = bus.call(kSum, pb::SumReq{});
     return r ? ember::Status{} : r.error();
   }
 };
 
 ember::Bus from_outside(ember::Node& node) {
-  auto bus = ember::select(node, ember::Selector::type("game"));             // from outside any service
+  auto bus = ember::select(node, ember::Selector::type("game"));  // from outside any service
   return bus;
 }
 
 ember::Status call_options(const ember::Bus& bus, const pb::SumReq& req) {
   auto r = bus.call<pb::SumResp>("RpcSum", req, {.timeout = 500ms});
-  if (!r) return r.error();
+  if (!r)
+    return r.error();
   return bus.send("RpcSum", req, {.priority = ember::Priority::system, .key = "player-7"});
 }
 
 // Waiting for a service to appear.
-ember::Status fail(const ember::Error& e) { return e; }
+ember::Status fail(const ember::Error& e) {
+  return e;
+}
 
 ember::Status wait_outside(ember::Node& node) {
   // outside any service (main thread, tests, tools): blocks, at most 5 s
   ember::Result<ember::Bus> calc = ember::wait_for(node, ember::Selector::name("calc"), 5s);
-  if (!calc) return fail(calc.error());   // timeout: "no service matched name=calc within 5000 ms"
+  if (!calc)
+    return fail(calc.error());  // timeout: "no service matched name=calc within 5000 ms"
   return {};
 }
 
@@ -112,11 +125,18 @@ class Client : public ember::Service {
  public:
   ember::Status on_init() override {
     // in a service or module: returns at once, the callback runs later in this service's mailbox
-    auto waiting = when_available(ember::Selector::name("calc"), [this](ember::Result<ember::Bus> calc) {
-      if (!calc) { log().warn("{}", calc.error().to_string()); return; }
-      ready_ = true;   // calc->call / async_call / send as from select(...)
-    }, 30s);
-    if (!waiting) return waiting.error();
+    auto waiting = when_available(
+        ember::Selector::name("calc"),
+        [this](ember::Result<ember::Bus> calc) {
+          if (!calc) {
+            log().warn("{}", calc.error().to_string());
+            return;
+          }
+          ready_ = true;  // calc->call / async_call / send as from select(...)
+        },
+        30s);
+    if (!waiting)
+      return waiting.error();
     return {};
   }
 
@@ -138,7 +158,8 @@ class Lobby : public ember::Service {
 
 ember::Task<ember::Result<pb::Profile>> Lobby::load(const pb::Query& q) {
   auto row = co_await select(ember::Selector::name("db")).co_call<pb::Row>("RpcGet", q);
-  if (!row) co_return row.error();
+  if (!row)
+    co_return row.error();
   co_return to_profile(*row);
 }
 
@@ -148,11 +169,19 @@ class Events : public ember::Service {
     const pb::PlayerJoined joined;
     const std::uint64_t uid = 42;
     constexpr ember::EventType kJoined = 1001;
-    auto joins = subscribe<pb::PlayerJoined>(kJoined, [this](const pb::PlayerJoined& e, const ember::EventInfo& info) { seen_ += e.uid() + info.trace_id; });
-    if (!joins) return joins.error();
-    if (auto st = publish(kJoined, joined, {.priority = ember::Priority::system, .key = ember::DispatchKey::from_int(uid)}); !st)
+    auto joins = subscribe<pb::PlayerJoined>(
+        kJoined, [this](const pb::PlayerJoined& e, const ember::EventInfo& info) {
+          seen_ += e.uid() + info.trace_id;
+        });
+    if (!joins)
+      return joins.error();
+    if (auto st = publish(
+            kJoined, joined,
+            {.priority = ember::Priority::system, .key = ember::DispatchKey::from_int(uid)});
+        !st)
       log().warn("{}", st.error().to_string());
-    if (auto st = ember::publish(node(), kJoined, joined); !st) { /* ... */ }   // from outside any service
+    if (auto st = ember::publish(node(), kJoined, joined); !st) { /* ... */
+    }                                                             // from outside any service
     return {};
   }
 
@@ -162,7 +191,8 @@ class Events : public ember::Service {
 
 }  // namespace messaging
 
-// --- docs/events.md -------------------------------------------------------------------------------
+// --- docs/events.md
+// -------------------------------------------------------------------------------
 namespace events {
 
 constexpr ember::EventType kNotice = 2002;
@@ -176,14 +206,23 @@ class Zones : public ember::Service {
     const std::uint64_t uid = 7;
     constexpr ember::EventType kZoneOpened = 2001;
     // in a service or module (on_init or later); released with the module
-    auto zones = subscribe<pb::ZoneOpened>(kZoneOpened, ember::EventScope::server(3), [this](const pb::ZoneOpened& z) { zone_ = z.zone(); });
-    auto notices = subscribe<pb::Notice>(kNotice, [this](const pb::Notice& n, const ember::EventInfo& info) { last_ = n.text() + std::to_string(info.trace_id); });  // global
-    if (!zones || !notices) return !zones ? zones.error() : notices.error();   // keep the ids to unsubscribe early
+    auto zones = subscribe<pb::ZoneOpened>(kZoneOpened, ember::EventScope::server(3),
+                                           [this](const pb::ZoneOpened& z) { zone_ = z.zone(); });
+    auto notices =
+        subscribe<pb::Notice>(kNotice, [this](const pb::Notice& n, const ember::EventInfo& info) {
+          last_ = n.text() + std::to_string(info.trace_id);
+        });  // global
+    if (!zones || !notices)
+      return !zones ? zones.error() : notices.error();  // keep the ids to unsubscribe early
 
     ember::Status st = publish(kZoneOpened, opened, {.scope = ember::EventScope::server(3)});
-    if (st) st = publish(kNotice, notice, {.priority = ember::Priority::system, .key = ember::DispatchKey::from_int(uid)});
-    if (!st) log().warn("{}", st.error().to_string());   // e.g. bad_state: not attached to a service
-    if (auto sent = ember::publish(node, kNotice, notice); !sent) { /* ... */ }   // from outside any service
+    if (st)
+      st = publish(kNotice, notice,
+                   {.priority = ember::Priority::system, .key = ember::DispatchKey::from_int(uid)});
+    if (!st)
+      log().warn("{}", st.error().to_string());  // e.g. bad_state: not attached to a service
+    if (auto sent = ember::publish(node, kNotice, notice); !sent) { /* ... */
+    }                                                               // from outside any service
     return {};
   }
 
@@ -209,10 +248,20 @@ void autoscale(ember::ServiceConfig& cfg) {
 
 // Designated initializers of the option and config structs leave the other fields at their
 // defaults without a warning.
-ember::ServiceConfig named() { return {.class_name = "Calc", .name = "calc"}; }
-ember::NodeConfig node() { return {.node_id = "n1", .worker_threads = 2}; }
-ember::PostOptions post() { return {.priority = ember::Priority::system}; }
-ember::TimerOptions timer() { return {.priority = ember::Priority::system}; }
-ember::PublishOptions publish() { return {.scope = ember::EventScope::server(3)}; }
+ember::ServiceConfig named() {
+  return {.class_name = "Calc", .name = "calc"};
+}
+ember::NodeConfig node() {
+  return {.node_id = "n1", .worker_threads = 2};
+}
+ember::PostOptions post() {
+  return {.priority = ember::Priority::system};
+}
+ember::TimerOptions timer() {
+  return {.priority = ember::Priority::system};
+}
+ember::PublishOptions publish() {
+  return {.scope = ember::EventScope::server(3)};
+}
 
 }  // namespace configuration

@@ -1,9 +1,9 @@
 // A node in the test process, configured like node.yaml, called the way other services call it.
+#include "greeter.hpp"
+
 #include <gtest/gtest.h>
 
 #include <ember/ember.hpp>
-
-#include "greeter.hpp"
 
 namespace {
 
