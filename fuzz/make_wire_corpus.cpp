@@ -9,7 +9,7 @@
 #include <fstream>
 #include <string>
 
-#include "cluster/wire_codec.hpp"
+#include "wire/wire_codec.hpp"
 #include "ember/wire.pb.h"
 
 namespace {

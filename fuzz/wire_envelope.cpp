@@ -12,7 +12,7 @@
 #include <ember/log.hpp>
 #include <string_view>
 
-#include "cluster/wire_codec.hpp"
+#include "wire/wire_codec.hpp"
 #include "core/node_impl.hpp"
 #include "ember/wire.pb.h"
 

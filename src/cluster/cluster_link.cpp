@@ -9,7 +9,7 @@
 #include <random>
 #include <vector>
 
-#include "cluster/wire_codec.hpp"
+#include "wire/wire_codec.hpp"
 #include "core/node_impl.hpp"
 #include "core/service_core.hpp"
 #include "ember/wire.pb.h"

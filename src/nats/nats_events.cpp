@@ -6,7 +6,7 @@
 #include <ember/log.hpp>
 #include <vector>
 
-#include "cluster/wire_codec.hpp"
+#include "wire/wire_codec.hpp"
 #include "core/node_impl.hpp"
 #include "ember/wire.pb.h"
 

@@ -7,7 +7,7 @@
 #include <ember/ember.hpp>
 
 #include "cluster/cluster_link.hpp"
-#include "cluster/wire_codec.hpp"
+#include "wire/wire_codec.hpp"
 #include "core/node_impl.hpp"
 #include "ember/wire.pb.h"
 #include "support/wait_for.hpp"
