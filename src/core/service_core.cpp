@@ -2,6 +2,7 @@
 #include "core/service_core.hpp"
 
 #include <algorithm>
+#include <array>
 #include <condition_variable>
 #include <new>
 #include <thread>
@@ -245,17 +246,23 @@ std::uint64_t ServiceCore::next_methods_version() noexcept {
 }
 
 namespace {
-struct RequestTypeCache {
+// Per thread, a few services' last looked-up method: a worker that relays between services (a
+// ping-pong on one thread) would make a single entry miss on every Send.
+struct RequestTypeCacheEntry {
   const ServiceCore* core = nullptr;
   std::uint64_t version = 0;
   std::string name;
   ServiceCore::RequestType found;
 };
-thread_local RequestTypeCache tls_request_types;
+thread_local std::array<RequestTypeCacheEntry, 8> tls_request_types;  // slot: top 3 hash bits
 }  // namespace
 
 ServiceCore::RequestType ServiceCore::request_type(std::string_view name) const {
-  RequestTypeCache& cache = tls_request_types;
+  // Fibonacci hashing: cores are heap blocks of one size, so their low address bits repeat.
+  const std::uint64_t slot = (static_cast<std::uint64_t>(reinterpret_cast<std::uintptr_t>(this)) *
+                              0x9E3779B97F4A7C15ull) >>
+                             61;
+  RequestTypeCacheEntry& cache = tls_request_types[slot];
   const std::uint64_t version = methods_version_.load(std::memory_order_acquire);
   if (cache.core == this && cache.version == version && cache.name == name) {
     return cache.found;

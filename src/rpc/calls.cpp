@@ -247,34 +247,35 @@ Request* make_request(const CallSpec& spec, std::shared_ptr<Responder> responder
 /// A Send's callee could only log a request of the wrong type, and nobody reads a callee's log
 /// while debugging the sender: when the target is on this node the sender checks the type
 /// itself. (A call hears bad_argument_type in its reply; a remote Send's callee still logs it.)
-Status check_send_type(const Target& t, const CallSpec& spec) {
-  return t.anchor->with_core([&](ServiceCore* core) -> Status {
-    if (core == nullptr) {
-      return {};  // gone: the post says so
-    }
-    const ServiceCore::RequestType expected = core->request_type(spec.method);
-    const AnyMessage& request = spec.message();
-    if (expected.type == nullptr || typeid(request) == *expected.type) {
-      return {};  // a missing method is the callee's no_such_method, logged there
-    }
-    return Error{Errc::bad_argument_type, "method '" + std::string(spec.method) + "' takes " +
-                                              expected.descriptor->full_name() +
-                                              ", the request is " +
-                                              request.GetDescriptor()->full_name()};
-  });
+Status check_send_type(const ServiceCore& core, const CallSpec& spec) {
+  const ServiceCore::RequestType expected = core.request_type(spec.method);
+  const AnyMessage& request = spec.message();
+  if (expected.type == nullptr || typeid(request) == *expected.type) {
+    return {};  // a missing method is the callee's no_such_method, logged there
+  }
+  return Error{Errc::bad_argument_type, "method '" + std::string(spec.method) + "' takes " +
+                                            expected.descriptor->full_name() + ", the request is " +
+                                            request.GetDescriptor()->full_name()};
 }
 
 Status dispatch(const Selection& sel, const Target& t, const CallSpec& spec, Context ctx,
                 const std::shared_ptr<PendingCall>& pending) {
   if (t.anchor) {
-    std::shared_ptr<Responder> responder;
     if (pending) {
-      responder = std::make_shared<LocalResponder>(pending);
-    } else if (Status st = check_send_type(t, spec); !st) {
-      return st;
+      return t.anchor->post(
+          make_request(spec, std::make_shared<LocalResponder>(pending), std::move(ctx), true),
+          true);
     }
-    return t.anchor->post(
-        make_request(spec, std::move(responder), std::move(ctx), pending != nullptr), true);
+    // One pin of the callee for the type check and the post: Send is the hot path.
+    return t.anchor->with_core([&](ServiceCore* core) -> Status {
+      if (core == nullptr) {
+        return Error{Errc::stopping, "the service is gone"};
+      }
+      if (Status st = check_send_type(*core, spec); !st) {
+        return st;
+      }
+      return core->post(make_request(spec, nullptr, std::move(ctx), false), true);
+    });
   }
   if (!sel.node->remote) {
     return Error{Errc::node_unreachable,
