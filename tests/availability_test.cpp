@@ -91,7 +91,7 @@ class Availability : public ::testing::Test {
       out->runs.fetch_add(1);
     };
   }
-  std::size_t watches() { return node_->impl().repository.watch_count(); }
+  std::size_t watches() { return ember::detail::NodeAccess::impl(*node_).repository.watch_count(); }
 
   std::unique_ptr<ember::Node> node_;
   ember::Service* waiter_ = nullptr;

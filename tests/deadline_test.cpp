@@ -171,7 +171,8 @@ TEST(Deadline, ACallerStillWaitingIsToldTheRequestExpiredBeforeItsHandlerRan) {
       static_cast<Ledger*>(*node.add_service(std::make_unique<Ledger>(), named("ledger")));
   ASSERT_TRUE(node.start());
   namespace d = ember::detail;
-  auto pending = std::make_shared<d::PendingCall>(d::PendingCall::Mode::blocking, &node.impl());
+  auto pending = std::make_shared<d::PendingCall>(d::PendingCall::Mode::blocking,
+                                                  &ember::detail::NodeAccess::impl(node));
   ember::Context ctx;
   ctx.deadline_ = ember::Context::Clock::now() - 1500ms;
   auto* request = new d::Request("RpcAdd", std::make_shared<const pb::SumReq>(sum_req(1, 2)),

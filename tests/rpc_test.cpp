@@ -709,6 +709,38 @@ TEST(Rpc, AReleasedModulesHandlersGoWithIt) {
   ASSERT_TRUE(run_in(node, "host", [&] { EXPECT_TRUE(host->add_module<Plugin>()); }));
 }
 
+TEST(Rpc, UnhandleRemovesOnlyThisModulesHandler) {
+  ember::Node node(two_threads());
+  auto* host = *node.add_service(std::make_unique<PluginHost>(), named("host"));
+  ASSERT_TRUE(node.start());
+  Plugin* plugin = nullptr;
+  ASSERT_TRUE(run_in(node, "host", [&] {
+    auto added = host->add_module<Plugin>();
+    ASSERT_TRUE(added);
+    plugin = *added;
+  }));
+  auto bus = ember::select(node, Selector::name("host"));
+  ASSERT_TRUE(bus.call<pb::SumResp>("RpcPlugin", sum_req(6, 7)));
+  ASSERT_TRUE(run_in(node, "host", [&] {
+    // The service did not register RpcPlugin: its plugin module did.
+    ember::Status foreign = host->unhandle("RpcPlugin");
+    ASSERT_FALSE(foreign);
+    EXPECT_EQ(foreign.error().code(), Errc::not_found);
+    EXPECT_TRUE(plugin->unhandle("RpcPlugin"));
+    ember::Status again = plugin->unhandle("RpcPlugin");
+    ASSERT_FALSE(again);
+    EXPECT_EQ(again.error().code(), Errc::not_found);
+    EXPECT_NE(again.error().message().find("RpcPlugin"), std::string::npos);
+  }));
+  EXPECT_EQ(bus.call<pb::SumResp>("RpcPlugin", sum_req(6, 7)).error().code(), Errc::no_such_method);
+}
+
+TEST(Rpc, ASelectorDescribesItselfAsErrorsQuoteIt) {
+  EXPECT_EQ(Selector::all().to_string(), "all");
+  EXPECT_EQ(Selector::name("calc").id("1").server_id(3).role(ember::Role::any).to_string(),
+            "name=calc id=1 server_id=3 role=any");
+}
+
 // --- coroutines -----------------------------------------------------------------------------
 
 class CoFront : public ember::Service {

@@ -820,7 +820,7 @@ bool ember_client(const Settings& s, const std::string& address, EmberNode& clie
   pid->node_id = "srv";
   pid->name = "echo";
   pid->address = address;
-  client.node->impl().repository.add(pid, nullptr);
+  ember::detail::NodeAccess::impl(*client.node).repository.add(pid, nullptr);
   bus = ember::select(*client.node, Selector::name("echo"));
   if (bus.size() != 1) {
     err = "the remote echo service is not in the repository";

@@ -24,7 +24,8 @@ namespace ember {
 
 namespace detail {
 class NodeImpl;
-}
+struct NodeAccess;
+}  // namespace detail
 
 /// Counters a node keeps (read any time, from any thread).
 /// Events on this node (NodeStats::events). "Sent" and "received" count what crossed the node's
@@ -100,9 +101,8 @@ class Node {
   [[nodiscard]] const std::string& id() const noexcept;
   [[nodiscard]] bool running() const noexcept;
 
-  detail::NodeImpl& impl() noexcept { return *impl_; }
-
  private:
+  friend struct detail::NodeAccess;
   std::unique_ptr<detail::NodeImpl> impl_;
 };
 

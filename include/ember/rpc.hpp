@@ -55,6 +55,10 @@ struct Method {
 
 enum class Role : std::uint8_t { master, slave, any };
 
+namespace detail {
+class Repository;
+}  // namespace detail
+
 /// Which services a Bus addresses. Every criterion narrows the match; by default only masters.
 class Selector {
  public:
@@ -72,7 +76,11 @@ class Selector {
   /// Extra predicate over the repository entry.
   Selector& where(std::function<bool(const Pid&)> predicate);
 
-  // Read by the repository.
+  /// "name=calc id=1 role=any" ("all" for Selector::all()), as errors quote it.
+  [[nodiscard]] std::string to_string() const;
+
+ private:
+  friend class detail::Repository;
   std::string name_;
   std::string type_;
   std::string id_;

@@ -9,12 +9,12 @@
 #include <random>
 #include <vector>
 
-#include "wire/wire_codec.hpp"
 #include "core/node_impl.hpp"
 #include "core/service_core.hpp"
 #include "ember/wire.pb.h"
 #include "rpc/calls.hpp"
 #include "rpc/events.hpp"
+#include "wire/wire_codec.hpp"
 
 namespace ember::detail {
 namespace {
@@ -264,9 +264,10 @@ class RemoteCall final : public runtime::Message {
 
 Result<std::shared_ptr<ClusterLink>> ClusterLink::attach(Node& node, net::TransportOptions options,
                                                          std::string advertise_host) {
-  auto link = create(node.impl(), std::move(options), std::move(advertise_host));
+  auto link =
+      create(ember::detail::NodeAccess::impl(node), std::move(options), std::move(advertise_host));
   if (link) {
-    node.impl().remote = *link;
+    ember::detail::NodeAccess::impl(node).remote = *link;
   }
   return link;
 }

@@ -78,4 +78,10 @@ class NodeImpl {
   Status stop_one(Service& s);
 };
 
+/// How Ember's own code (subsystems, tests) reaches a Node's internals: not part of the public
+/// API, which has no way to them.
+struct NodeAccess {
+  static NodeImpl& impl(Node& node) noexcept { return *node.impl_; }
+};
+
 }  // namespace ember::detail

@@ -123,7 +123,7 @@ bool WaitHandle::cancel() {
 }
 
 Result<Bus> wait_for(Node& node, const Selector& selector, std::chrono::milliseconds timeout) {
-  detail::NodeImpl& impl = node.impl();
+  detail::NodeImpl& impl = ember::detail::NodeAccess::impl(node);
   const auto deadline = detail::Clock::now() + detail::bounded(timeout);
   std::optional<runtime::Scheduler::BlockingRegion> region;  // a handler hands its worker over
   for (;;) {

@@ -73,32 +73,6 @@ class Completion final : public runtime::Message {
   std::shared_ptr<PendingCall> pending_;
 };
 
-std::string describe_selector(const Selector& s) {
-  std::string text;
-  auto add = [&](const std::string& k, const std::string& v) {
-    text += (text.empty() ? "" : " ") + k + "=" + v;
-  };
-  if (!s.uid_.empty()) {
-    add("pid", s.uid_);
-  }
-  if (!s.name_.empty()) {
-    add("name", s.name_);
-  }
-  if (!s.type_.empty()) {
-    add("type", s.type_);
-  }
-  if (s.has_id_) {
-    add("id", s.id_);
-  }
-  if (s.has_server_id_) {
-    add("server_id", std::to_string(s.server_id_));
-  }
-  if (s.role_ != Role::master) {
-    add("role", s.role_ == Role::slave ? "slave" : "any");
-  }
-  return text.empty() ? "all" : text;
-}
-
 /// Services of this node are all selectable, private ones included; another node's are visible
 /// only when published, so in a cluster "no match" may mean a private service elsewhere.
 Error no_match(const Selection& sel) {
@@ -705,6 +679,33 @@ Selector Selector::pid(const Pid& exact) {
   s.role_ = Role::any;
   return s;
 }
+std::string Selector::to_string() const {
+  const Selector& s = *this;
+  std::string text;
+  auto add = [&](const std::string& k, const std::string& v) {
+    text += (text.empty() ? "" : " ") + k + "=" + v;
+  };
+  if (!s.uid_.empty()) {
+    add("pid", s.uid_);
+  }
+  if (!s.name_.empty()) {
+    add("name", s.name_);
+  }
+  if (!s.type_.empty()) {
+    add("type", s.type_);
+  }
+  if (s.has_id_) {
+    add("id", s.id_);
+  }
+  if (s.has_server_id_) {
+    add("server_id", std::to_string(s.server_id_));
+  }
+  if (s.role_ != Role::master) {
+    add("role", s.role_ == Role::slave ? "slave" : "any");
+  }
+  return text.empty() ? "all" : text;
+}
+
 Selector Selector::all() {
   return {};
 }
@@ -753,13 +754,14 @@ std::shared_ptr<const Selection> make_selection(NodeImpl& node, ServiceCore* fro
   sel->from = from;
   sel->from_module = from_module;
   sel->targets = node.repository.select(selector);
-  sel->description = describe_selector(selector);
+  sel->description = selector.to_string();
   return sel;
 }
 }  // namespace detail
 
 Bus select(Node& node, const Selector& selector) {
-  return Bus(detail::make_selection(node.impl(), nullptr, nullptr, selector));
+  return Bus(
+      detail::make_selection(ember::detail::NodeAccess::impl(node), nullptr, nullptr, selector));
 }
 
 Bus Module::select(const Selector& selector) const {
@@ -768,6 +770,17 @@ Bus Module::select(const Selector& selector) const {
     return Bus{};
   }
   return Bus(detail::make_selection(c->node(), c, const_cast<Module*>(this), selector));
+}
+
+Status Module::unhandle(std::string_view name) {
+  detail::ServiceCore* c = core();
+  if (c == nullptr) {
+    return Error{Errc::bad_state,
+                 "unhandle(" + std::string(name) + "): the module is not attached to a service"};
+  }
+  // Another module's handler of that name is not this module's to remove: not_found, as for a
+  // name nobody registered.
+  return c->remove_method(name, this);
 }
 
 }  // namespace ember

@@ -160,7 +160,7 @@ Status publish(Node* node, Module* publisher, EventType type,
     impl = &core->node();
     event->publisher = core->shared_pid();
   } else {
-    impl = &node->impl();
+    impl = &detail::NodeAccess::impl(*node);
     event->publisher = impl->node_pid;
   }
   info.publisher = *event->publisher;

@@ -236,7 +236,8 @@ TEST_F(ClusterProcesses, KillingTheMasterHandsTheRoleOnWithAHigherEpoch) {
 }
 
 TEST_F(ClusterProcesses, NodesRegisterAgainAfterEtcdRestarts) {
-  auto& membership = static_cast<ember::detail::Membership&>(*node_->impl().remote);
+  auto& membership =
+      static_cast<ember::detail::Membership&>(*ember::detail::NodeAccess::impl(*node_).remote);
   const auto sessions = membership.stats().sessions;
   std::string why = etcd_.restart();
   ASSERT_TRUE(why.empty()) << why;

@@ -103,7 +103,7 @@ class Cluster : public ::testing::Test {
     return added ? static_cast<S*>(*added) : nullptr;
   }
   static ember::detail::Membership& membership(ember::Node& node) {
-    return static_cast<ember::detail::Membership&>(*node.impl().remote);
+    return static_cast<ember::detail::Membership&>(*ember::detail::NodeAccess::impl(node).remote);
   }
   static std::size_t count(ember::Node& node, const std::string& name,
                            ember::Role role = ember::Role::master) {

@@ -7,11 +7,11 @@
 #include <ember/ember.hpp>
 
 #include "cluster/cluster_link.hpp"
-#include "wire/wire_codec.hpp"
 #include "core/node_impl.hpp"
 #include "ember/wire.pb.h"
 #include "support/wait_for.hpp"
 #include "test.pb.h"
+#include "wire/wire_codec.hpp"
 
 namespace {
 
@@ -112,7 +112,7 @@ class TwoNodes : public ::testing::Test {
     // What discovery will do: a's repository learns about b's calc.
     auto pid = std::make_shared<ember::Pid>(b_->find_service("calc") != nullptr ? remote_calc_pid()
                                                                                 : ember::Pid{});
-    a_->impl().repository.add(pid, nullptr);
+    ember::detail::NodeAccess::impl(*a_).repository.add(pid, nullptr);
   }
   void TearDown() override {
     calc_->gate->store(true);
@@ -167,7 +167,7 @@ TEST_F(TwoNodes, ErrorsCrossTheWireWithTheirCodes) {
 TEST_F(TwoNodes, AServiceTheNodeDoesNotHostIsNotFound) {
   ember::Pid ghost = remote_calc_pid();
   ghost.name = "ghost";
-  a_->impl().repository.add(std::make_shared<ember::Pid>(ghost), nullptr);
+  ember::detail::NodeAccess::impl(*a_).repository.add(std::make_shared<ember::Pid>(ghost), nullptr);
   auto r = ember::select(*a_, Selector::name("ghost")).call<pb::SumResp>("RpcSum", sum(1, 1));
   ASSERT_FALSE(r);
   EXPECT_EQ(r.error().code(), Errc::not_found);
@@ -246,7 +246,8 @@ TEST_F(TwoNodes, ARestartedCallerWithTheSameIdIsNotTakenForARetry) {
   auto la = ember::detail::ClusterLink::attach(*a_, transport("a"), "127.0.0.1");
   ASSERT_TRUE(la);
   link_a_ = *la;
-  a_->impl().repository.add(std::make_shared<ember::Pid>(remote_calc_pid()), nullptr);
+  ember::detail::NodeAccess::impl(*a_).repository.add(
+      std::make_shared<ember::Pid>(remote_calc_pid()), nullptr);
   for (int i = 0; i < 5; ++i) {
     auto r = ember::select(*a_, Selector::name("calc"))
                  .call<pb::SumResp>("RpcSum", sum(i, 1), {.timeout = 3s});
@@ -410,7 +411,7 @@ TEST(RemoteCall, ADifferentClusterSecretIsWhatTheCallerIsTold) {
   pid.node_id = "b";
   pid.name = "calc";
   pid.address = (*lb)->address();
-  a.impl().repository.add(std::make_shared<ember::Pid>(pid), nullptr);
+  ember::detail::NodeAccess::impl(a).repository.add(std::make_shared<ember::Pid>(pid), nullptr);
   const std::string expected = "handshake with b (" + pid.address +
                                ") refused: cluster secret does not match (b proved another "
                                "ClusterConf.Secret than this node's)";

@@ -58,8 +58,8 @@ class Echo : public ember::Service {
     // Counters of a process are out of a test's reach otherwise.
     if (auto st = handle("RpcTransport",
                          [this](const pb::Echo&) -> Result<pb::TransportCounters> {
-                           auto* membership =
-                               dynamic_cast<ember::detail::Membership*>(node().impl().remote.get());
+                           auto* membership = dynamic_cast<ember::detail::Membership*>(
+                               ember::detail::NodeAccess::impl(node()).remote.get());
                            if (membership == nullptr) {
                              return ember::Error{ember::Errc::bad_state, "not in a cluster"};
                            }
