@@ -604,8 +604,28 @@ Status Module::handle(std::string_view name, F&& fn) {
   }
 }
 
+namespace detail {
+/// The handler's request and reply are the Method's (checked only for a valid shape: a wrong
+/// shape has its own message).
+template <class Fn, class Req, class Resp>
+constexpr bool handler_matches() {
+  if constexpr (!valid_handler<Fn>) {
+    return true;
+  } else {
+    using Traits = HandlerTraits<Fn>;
+    return std::is_same_v<typename Traits::Request, Req> &&
+           std::is_same_v<typename ReplyType<typename Traits::Ret>::type, Resp>;
+  }
+}
+}  // namespace detail
+
 template <class Req, class Resp, class F>
 Status Module::handle(const Method<Req, Resp>& method, F&& fn) {
+  static_assert(detail::handler_matches<std::decay_t<F>, Req, Resp>(),
+                "handle(method, fn): fn's request or response type is not the Method's. For "
+                "ember::Method<Req, Resp> the handler takes const Req& (and optionally const "
+                "ember::Context&) and returns ember::Result<Resp> or ember::Task<ember::Result<"
+                "Resp>> (ember::Status only when Resp is ember::NoReply)");
   return handle(method.name, std::forward<F>(fn));
 }
 
