@@ -174,7 +174,7 @@ TEST(Deadline, ACallerStillWaitingIsToldTheRequestExpiredBeforeItsHandlerRan) {
   auto pending = std::make_shared<d::PendingCall>(d::PendingCall::Mode::blocking,
                                                   &ember::detail::NodeAccess::impl(node));
   ember::Context ctx;
-  ctx.deadline_ = ember::Context::Clock::now() - 1500ms;
+  ember::detail::state(ctx).deadline = ember::Context::Clock::now() - 1500ms;
   auto* request = new d::Request("RpcAdd", std::make_shared<const pb::SumReq>(sum_req(1, 2)),
                                  &typeid(pb::SumResp), &pb::SumResp::default_instance(),
                                  std::make_shared<d::LocalResponder>(pending), ctx);
@@ -204,14 +204,15 @@ TEST(Deadline, ASendFromAHandlerDoesNotInheritTheHandlersDeadline) {
   ASSERT_TRUE(wait_for([&] { return entered->load(); }));
   // The handler's own deadline is 50 ms; the Send it makes has none.
   ember::Context parent;
-  parent.deadline_ = ember::Context::Clock::now() + 50ms;
+  ember::detail::state(parent).deadline = ember::Context::Clock::now() + 50ms;
   ASSERT_TRUE(run_in(node, "client", [&] {
     ember::detail::ContextScope scope(&parent);
     EXPECT_TRUE(node.find_service("client")
                     ->select(Selector::name("ledger"))
                     .send("RpcAdd", sum_req(1, 1)));
   }));
-  ASSERT_TRUE(wait_for([&] { return ember::Context::Clock::now() > parent.deadline_ + 50ms; }));
+  ASSERT_TRUE(wait_for(
+      [&] { return ember::Context::Clock::now() > ember::detail::state(parent).deadline + 50ms; }));
   gate.open();
   ASSERT_TRUE(wait_for([&] { return ledger->runs.load() == 1; }));
   EXPECT_EQ(node.stats().expired, 0u);

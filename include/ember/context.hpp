@@ -16,6 +16,8 @@
 
 namespace ember {
 
+class Context;
+
 using Headers = std::map<std::string, std::string, std::less<>>;
 
 /// Per-call settings. Every field has a sensible default.
@@ -37,6 +39,23 @@ struct ChainLink {
   int lane = -1;
   std::string name{};
 };
+
+/// What the runtime fills in a Context. Shared pieces are immutable and shared along a call
+/// chain, so a request carries a few pointers rather than copies of names.
+struct ContextState {
+  Priority priority = Priority::user;
+  DispatchKey key;
+  std::chrono::steady_clock::time_point deadline = std::chrono::steady_clock::time_point::max();
+  std::uint64_t trace_id = 0;
+  std::shared_ptr<const Headers> headers;
+  std::shared_ptr<const Pid> caller;
+  std::string_view method;
+  std::vector<ChainLink> chain;  // services blocked in synchronous calls up this chain
+};
+
+/// Ember's own access to what it fills in; not part of the public API.
+ContextState& state(Context& context) noexcept;
+const ContextState& state(const Context& context) noexcept;
 }  // namespace detail
 
 /// The request as a handler sees it. Valid for the duration of the handler (copy what you keep).
@@ -44,45 +63,49 @@ class Context {
  public:
   using Clock = std::chrono::steady_clock;
 
-  [[nodiscard]] Priority priority() const noexcept { return priority_; }
-  [[nodiscard]] DispatchKey key() const noexcept { return key_; }
-  [[nodiscard]] Clock::time_point deadline() const noexcept { return deadline_; }
+  [[nodiscard]] Priority priority() const noexcept { return state_.priority; }
+  [[nodiscard]] DispatchKey key() const noexcept { return state_.key; }
+  [[nodiscard]] Clock::time_point deadline() const noexcept { return state_.deadline; }
   [[nodiscard]] std::chrono::milliseconds remaining() const noexcept {
-    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline_ - Clock::now());
+    auto left =
+        std::chrono::duration_cast<std::chrono::milliseconds>(state_.deadline - Clock::now());
     return left.count() > 0 ? left : std::chrono::milliseconds(0);
   }
   /// 64-bit trace id shared by every call of one causal chain; 0 = none.
-  [[nodiscard]] std::uint64_t trace_id() const noexcept { return trace_id_; }
+  [[nodiscard]] std::uint64_t trace_id() const noexcept { return state_.trace_id; }
   [[nodiscard]] const Headers& headers() const noexcept {
     static const Headers kNone;
-    return headers_ ? *headers_ : kNone;
+    return state_.headers ? *state_.headers : kNone;
   }
   [[nodiscard]] std::string_view header(std::string_view name) const {
-    if (!headers_) {
+    if (!state_.headers) {
       return {};
     }
-    auto it = headers_->find(name);
-    return it == headers_->end() ? std::string_view{} : std::string_view(it->second);
+    auto it = state_.headers->find(name);
+    return it == state_.headers->end() ? std::string_view{} : std::string_view(it->second);
   }
   /// Who sent the request (empty name when it came from outside any service).
   [[nodiscard]] const Pid& caller() const noexcept {
     static const Pid kNobody;
-    return caller_ ? *caller_ : kNobody;
+    return state_.caller ? *state_.caller : kNobody;
   }
   /// The method being handled (valid while the handler runs; empty in a copied context).
-  [[nodiscard]] std::string_view method() const noexcept { return method_; }
+  [[nodiscard]] std::string_view method() const noexcept { return state_.method; }
 
-  // Filled by the runtime. Shared pieces are immutable and shared along a call chain, so a
-  // request carries a few pointers rather than copies of names.
-  Priority priority_ = Priority::user;
-  DispatchKey key_;
-  Clock::time_point deadline_ = Clock::time_point::max();
-  std::uint64_t trace_id_ = 0;
-  std::shared_ptr<const Headers> headers_;
-  std::shared_ptr<const Pid> caller_;
-  std::string_view method_;
-  std::vector<detail::ChainLink> chain_;  // services blocked in synchronous calls up this chain
+ private:
+  friend detail::ContextState& detail::state(Context& context) noexcept;
+  friend const detail::ContextState& detail::state(const Context& context) noexcept;
+  detail::ContextState state_;
 };
+
+namespace detail {
+inline ContextState& state(Context& context) noexcept {
+  return context.state_;
+}
+inline const ContextState& state(const Context& context) noexcept {
+  return context.state_;
+}
+}  // namespace detail
 
 /// The context of the request the calling thread is handling, or nullptr.
 const Context* current_context() noexcept;

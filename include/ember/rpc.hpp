@@ -526,7 +526,7 @@ MethodEntry make_entry(Module& owner, std::string_view name, Fn fn) {
           std::shared_ptr<Fn> fn;  // a lambda coroutine's captures live in the closure
         };
         auto keep = std::make_shared<Keep>(Keep{any, ctx, method, shared_fn});
-        keep->context.method_ = keep->method;
+        state(keep->context).method = keep->method;
         const auto& req = static_cast<const Req&>(*keep->payload);  // type checked by the runtime
         if constexpr (Traits::with_context) {
           run_detached<Ret, Resp>((*keep->fn)(req, keep->context), std::move(to), method, keep);

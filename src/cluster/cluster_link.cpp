@@ -231,20 +231,20 @@ class RemoteCall final : public runtime::Message {
       return;
     }
     Context ctx;
-    ctx.priority_ = request().priority() != 0 ? Priority::system : Priority::user;
-    ctx.key_ =
+    detail::state(ctx).priority = request().priority() != 0 ? Priority::system : Priority::user;
+    detail::state(ctx).key =
         request().key_hash() != 0 ? DispatchKey::from_hash(request().key_hash()) : DispatchKey{};
-    ctx.trace_id_ = request().trace_id();
-    ctx.deadline_ = deadline_;
+    detail::state(ctx).trace_id = request().trace_id();
+    detail::state(ctx).deadline = deadline_;
     if (!request().headers().empty()) {
       auto headers = std::make_shared<Headers>();
       for (const auto& [k, v] : request().headers()) {
         headers->emplace(k, v);
       }
-      ctx.headers_ = std::move(headers);
+      detail::state(ctx).headers = std::move(headers);
     }
-    ctx.caller_ = from_wire(request().caller(), request().reply_address());
-    ctx.method_ = request().method();
+    detail::state(ctx).caller = from_wire(request().caller(), request().reply_address());
+    detail::state(ctx).method = request().method();
     ContextScope scope(&ctx);
     entry->invoke(payload, ctx, responder_);
   }
@@ -341,17 +341,18 @@ Status ClusterLink::send_request(const Target& target, const CallSpec& spec, con
     return Error{Errc::invalid_argument,
                  "the request of '" + std::string(spec.method) + "' does not serialize"};
   }
-  request->set_priority(context.priority_ == Priority::system ? 1 : 0);
-  request->set_key_hash(context.key_.has_value() ? context.key_.hash() : 0);
-  if (context.deadline_ != Context::Clock::time_point::max()) {
+  request->set_priority(detail::state(context).priority == Priority::system ? 1 : 0);
+  request->set_key_hash(detail::state(context).key.has_value() ? detail::state(context).key.hash()
+                                                               : 0);
+  if (detail::state(context).deadline != Context::Clock::time_point::max()) {
     // Both forms: the receiver cannot see from a relative timeout how long the frame waited in
     // socket buffers (the wall clock costs one more vDSO read per request with a deadline).
-    const WireDeadline d =
-        to_wire_deadline(context.deadline_, Clock::now(), std::chrono::system_clock::now());
+    const WireDeadline d = to_wire_deadline(detail::state(context).deadline, Clock::now(),
+                                            std::chrono::system_clock::now());
     request->set_timeout_ms(d.timeout_ms);
     request->set_deadline_unix_us(d.deadline_unix_us);
   }
-  request->set_trace_id(context.trace_id_);
+  request->set_trace_id(detail::state(context).trace_id);
   for (const auto& [k, v] : context.headers()) {
     (*request->mutable_headers())[k] = v;
   }
@@ -363,7 +364,8 @@ Status ClusterLink::send_request(const Target& target, const CallSpec& spec, con
   request->set_reply_address(address_);
   if (pending) {
     std::lock_guard lock(mu_);
-    waiting_[id] = Waiting{pending, spec.response_prototype, pid.node_id, context.deadline_};
+    waiting_[id] =
+        Waiting{pending, spec.response_prototype, pid.node_id, detail::state(context).deadline};
     if (++inserts_ % 1024 == 0) {
       purge_locked();
     }

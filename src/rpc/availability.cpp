@@ -166,7 +166,7 @@ Result<WaitHandle> Module::when_available(const Selector& selector,
   w->anchor = c->anchor();
   w->module_alive = detail::ServiceCore::alive_token(*this);
   const Context* parent = current_context();
-  w->key = parent != nullptr ? parent->key_ : DispatchKey{};
+  w->key = parent != nullptr ? detail::state(*parent).key : DispatchKey{};
 
   if (!extras->waits) {
     extras->waits = std::make_shared<detail::WaitSet>();

@@ -136,27 +136,29 @@ Result<Context> outgoing_context(const Selection& sel, const CallSpec& spec, boo
                                  bool is_send = false, DeadlineOrigin* origin = nullptr) {
   NodeImpl& node = *sel.node;
   Context ctx;
-  ctx.priority_ = spec.options.priority;
-  ctx.key_ = spec.options.key;
+  detail::state(ctx).priority = spec.options.priority;
+  detail::state(ctx).key = spec.options.key;
   if (!spec.options.headers.empty()) {
-    ctx.headers_ = std::make_shared<const Headers>(spec.options.headers);
+    detail::state(ctx).headers = std::make_shared<const Headers>(spec.options.headers);
   }
   const Context* parent = current_context();
-  ctx.trace_id_ = parent != nullptr && parent->trace_id_ != 0 ? parent->trace_id_ : new_trace_id();
+  detail::state(ctx).trace_id = parent != nullptr && detail::state(*parent).trace_id != 0
+                                    ? detail::state(*parent).trace_id
+                                    : new_trace_id();
   if (is_send) {
     if (spec.options.timeout.count() > 0) {
-      ctx.deadline_ = Clock::now() + spec.options.timeout;
+      detail::state(ctx).deadline = Clock::now() + spec.options.timeout;
     }
   } else {
     auto timeout =
         spec.options.timeout.count() > 0 ? spec.options.timeout : node.config.call_timeout;
     const auto now = Clock::now();
-    ctx.deadline_ = now + timeout;
+    detail::state(ctx).deadline = now + timeout;
     bool inherited = false;
-    if (parent != nullptr && parent->deadline_ < ctx.deadline_) {
-      ctx.deadline_ = parent->deadline_;
+    if (parent != nullptr && detail::state(*parent).deadline < detail::state(ctx).deadline) {
+      detail::state(ctx).deadline = detail::state(*parent).deadline;
       inherited = true;
-      if (ctx.deadline_ <= now) {
+      if (detail::state(ctx).deadline <= now) {
         return Error{Errc::timeout, "the deadline of the calling handler passed before calling '" +
                                         std::string(spec.method) + "'"};
       }
@@ -166,15 +168,15 @@ Result<Context> outgoing_context(const Selection& sel, const CallSpec& spec, boo
       using std::chrono::milliseconds;
       origin->own = duration_cast<milliseconds>(timeout);
       origin->own_is_option = spec.options.timeout.count() > 0;
-      origin->span = duration_cast<milliseconds>(ctx.deadline_ - now);
+      origin->span = duration_cast<milliseconds>(detail::state(ctx).deadline - now);
       origin->kind = inherited               ? DeadlineOrigin::Kind::caller
                      : origin->own_is_option ? DeadlineOrigin::Kind::option
                                              : DeadlineOrigin::Kind::node_default;
     }
   }
-  ctx.caller_ = sel.from != nullptr ? sel.from->shared_pid() : node.node_pid;
+  detail::state(ctx).caller = sel.from != nullptr ? sel.from->shared_pid() : node.node_pid;
   if (inherit_chain && parent != nullptr) {
-    ctx.chain_ = parent->chain_;
+    detail::state(ctx).chain = detail::state(*parent).chain;
   }
   return ctx;
 }
@@ -190,12 +192,12 @@ std::optional<Error> find_cycle(const Context& ctx, const Target& target, Dispat
     }
     int lanes = core->mailbox().lane_count();
     int lane = lanes == 1 ? 0 : (key.has_value() ? core->mailbox().lane_for_key(key.hash()) : -1);
-    for (std::size_t i = 0; i < ctx.chain_.size(); ++i) {
-      const ChainLink& link = ctx.chain_[i];
+    for (std::size_t i = 0; i < detail::state(ctx).chain.size(); ++i) {
+      const ChainLink& link = detail::state(ctx).chain[i];
       if (link.service == core && lane >= 0 && (lanes == 1 || link.lane == lane)) {
         std::string path;
-        for (std::size_t j = i; j < ctx.chain_.size(); ++j) {
-          path += ctx.chain_[j].name + " → ";
+        for (std::size_t j = i; j < detail::state(ctx).chain.size(); ++j) {
+          path += detail::state(ctx).chain[j].name + " → ";
         }
         path += target.pid().to_string();
         return Error{Errc::call_cycle, "call cycle: " + path + " (" + target.pid().to_string() +
@@ -335,13 +337,13 @@ Request::Request(std::string_view method, std::shared_ptr<const AnyMessage> payl
       response_prototype_(response_prototype),
       responder_(std::move(responder)),
       context_(std::move(context)) {
-  context_.method_ = method_;  // views the string this request owns
+  detail::state(context_).method = method_;  // views the string this request owns
 }
 
 void Request::run() {
   // First: an expired request is answered timeout whatever else is wrong with it, and under
   // overload, when requests expire in numbers, dropping one should cost no more than this.
-  if (drop_if_expired(context_.deadline_, method_, responder_)) {
+  if (drop_if_expired(detail::state(context_).deadline, method_, responder_)) {
     return;
   }
   ServiceCore* core = ServiceCore::current();
@@ -475,12 +477,13 @@ Result<std::shared_ptr<AnyMessage>> call_blocking(CallSpec spec) {
     return std::move(ctx).error();
   }
   if (ServiceCore* self = ServiceCore::current()) {
-    ctx->chain_.push_back(ChainLink{self, ServiceCore::current_lane(), self->pid().to_string()});
+    detail::state(*ctx).chain.push_back(
+        ChainLink{self, ServiceCore::current_lane(), self->pid().to_string()});
   }
   if (auto cycle = find_cycle(*ctx, t, spec.options.key)) {
     return *cycle;
   }
-  const auto deadline = ctx->deadline_;
+  const auto deadline = detail::state(*ctx).deadline;
   auto pending = std::make_shared<PendingCall>(PendingCall::Mode::blocking, sel.node);
   if (Status posted = dispatch(sel, t, spec, std::move(*ctx), pending); !posted) {
     return with_target(posted, t, spec.method).error();
@@ -559,7 +562,7 @@ std::shared_ptr<PendingCall> caller_bound(const CallSpec& spec, PendingCall::Mod
   pending->method = std::string(spec.method);
   pending->caller = sel.from->anchor();
   const Context* parent = current_context();
-  pending->caller_key = parent != nullptr ? parent->key_ : DispatchKey{};
+  pending->caller_key = parent != nullptr ? detail::state(*parent).key : DispatchKey{};
   pending->priority = spec.options.priority;
   pending->module_alive = ServiceCore::alive_token(calling_module(sel));
   return pending;
@@ -576,7 +579,7 @@ std::shared_ptr<PendingCall> start_async(const CallSpec& spec, PendingCall::Mode
   timer::TimerService::Request timeout;
   timeout.target = sel.from;
   timeout.owner = ServiceCore::timer_owner(calling_module(sel));
-  timeout.delay = ctx.deadline_ - Clock::now();
+  timeout.delay = detail::state(ctx).deadline - Clock::now();
   timeout.options.key = pending->caller_key;
   timeout.options.priority = pending->priority;
   timeout.callback = [weak = std::weak_ptr<PendingCall>(pending), method = pending->method,
@@ -641,7 +644,8 @@ bool call_coroutine(CallSpec spec, std::coroutine_handle<> continuation,
   pending->continuation = continuation;
   if (const Context* parent = current_context()) {
     pending->resume_context = *parent;
-    pending->resume_context.method_ = {};  // viewed the request, which is gone by then
+    detail::state(pending->resume_context)
+        .method = {};  // viewed the request, which is gone by then
   }
   // The slot lives in the coroutine frame: fill it before anything can resume the coroutine,
   // and touch nothing of the frame afterwards.

@@ -96,11 +96,11 @@ class Delivery final : public runtime::Message {
       return;
     }
     Context ctx;
-    ctx.priority_ = info.priority;
-    ctx.key_ = info.key;
-    ctx.trace_id_ = info.trace_id;
-    ctx.caller_ = event_->publisher;
-    ctx.deadline_ = Context::Clock::now() + std::chrono::hours(24);
+    detail::state(ctx).priority = info.priority;
+    detail::state(ctx).key = info.key;
+    detail::state(ctx).trace_id = info.trace_id;
+    detail::state(ctx).caller = event_->publisher;
+    detail::state(ctx).deadline = Context::Clock::now() + std::chrono::hours(24);
     ContextScope scope(&ctx);
     to_->subscription.invoke(payload, info);
   }
@@ -151,7 +151,9 @@ Status publish(Node* node, Module* publisher, EventType type,
   info.priority = options.priority;
   info.key = options.key;
   const Context* parent = current_context();
-  info.trace_id = parent != nullptr && parent->trace_id_ != 0 ? parent->trace_id_ : new_trace_id();
+  info.trace_id = parent != nullptr && detail::state(*parent).trace_id != 0
+                      ? detail::state(*parent).trace_id
+                      : new_trace_id();
   if (publisher != nullptr) {
     ServiceCore* core = ServiceCore::of(*publisher);
     if (core == nullptr) {
