@@ -144,7 +144,7 @@ class Membership final : public RemoteRouter,
   std::string events_prefix_;    // <root>/events/
   std::chrono::milliseconds ttl_;
   std::shared_ptr<ClusterLink> link_;
-  std::unique_ptr<etcd::Client> client_;
+  std::unique_ptr<store::Store> client_;
 
   // Loop-thread state.
   etcd::LeaseId lease_ = 0;
@@ -161,8 +161,8 @@ class Membership final : public RemoteRouter,
   std::optional<std::chrono::steady_clock::time_point> outage_since_;
   int outage_attempts_ = 0;  // failed session attempts in this episode (the first is logged)
   bool rejoining_ = false;   // a session opened after an outage: "rejoined" is logged once settled
-  std::unique_ptr<etcd::Client::KeepAlive> keep_alive_;
-  std::unique_ptr<etcd::Client::Watch> watch_;
+  std::unique_ptr<store::Store::KeepAlive> keep_alive_;
+  std::unique_ptr<store::Store::Watch> watch_;
   std::set<std::string> remote_;  // uids of other nodes' services in the repository
   // Event channel -> (node id -> address) of the other nodes that subscribed. Read by publishers
   // on any thread.
@@ -186,7 +186,7 @@ class Membership final : public RemoteRouter,
   std::uint64_t flush_done_ = 0;
   MembershipStats stats_;
   // Watchdog state (under mu_): the keep-alive it reads and when it last saw a renewal.
-  const etcd::Client::KeepAlive* watched_ = nullptr;
+  const store::Store::KeepAlive* watched_ = nullptr;
   std::int64_t renewals_seen_ = 0;
   std::chrono::steady_clock::time_point renewed_at_;
   std::thread loop_;

@@ -44,19 +44,6 @@ KeyValue to_kv(const mvccpb::KeyValue& kv) {
 
 }  // namespace
 
-std::string prefix_end(std::string_view prefix) {
-  std::string end(prefix);
-  while (!end.empty()) {
-    auto& last = reinterpret_cast<unsigned char&>(end.back());
-    if (last < 0xff) {
-      ++last;
-      return end;
-    }
-    end.pop_back();  // 0xff carries over
-  }
-  return std::string(1, '\0');  // every key
-}
-
 /// One gRPC channel to one endpoint with its stubs. Streams hold it by shared_ptr, so a rebuilt
 /// connection never pulls a stub from under a running keep-alive or watch.
 struct Connection {
