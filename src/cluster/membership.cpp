@@ -67,9 +67,27 @@ Membership::Membership(NodeImpl& node)
       events_prefix_(root_ + "/events/"),
       ttl_(node.config.cluster.ttl) {}
 
+namespace {
+std::mutex store_factory_mu;
+StoreFactory store_factory;  // null: etcd
+}  // namespace
+
+void install_store_factory(StoreFactory factory) {
+  std::lock_guard lock(store_factory_mu);
+  store_factory = std::move(factory);
+}
+
 Result<std::shared_ptr<Membership>> Membership::join(NodeImpl& node) {
   const ClusterConfig& cfg = node.config.cluster;
+  StoreFactory make_store;
+  {
+    std::lock_guard lock(store_factory_mu);
+    make_store = store_factory;
+  }
   std::vector<std::string> endpoints = cfg.etcd_endpoints;
+  if (make_store) {
+    endpoints = {"(installed store)"};
+  }
   if (endpoints.empty()) {
     if (const char* env = std::getenv("EMBER_ETCD_ENDPOINTS"); env != nullptr) {
       endpoints = split_endpoints(env);
@@ -97,10 +115,19 @@ Result<std::shared_ptr<Membership>> Membership::join(NodeImpl& node) {
                                           link.error().message()};
   }
   self->link_ = std::move(*link);
-  etcd::Options options;
-  options.endpoints = endpoints;
-  options.timeout = cfg.etcd_timeout;
-  auto client = etcd::Client::connect(options);
+  auto client = [&]() -> Result<std::shared_ptr<store::Store>> {
+    if (make_store) {
+      return make_store(node);
+    }
+    etcd::Options options;
+    options.endpoints = endpoints;
+    options.timeout = cfg.etcd_timeout;
+    auto etcd_client = etcd::Client::connect(options);
+    if (!etcd_client) {
+      return std::move(etcd_client).error();
+    }
+    return std::shared_ptr<store::Store>(std::move(*etcd_client));
+  }();
   if (!client) {
     self->link_->stop();
     return Error{client.error().code(),

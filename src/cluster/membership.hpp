@@ -144,7 +144,7 @@ class Membership final : public RemoteRouter,
   std::string events_prefix_;    // <root>/events/
   std::chrono::milliseconds ttl_;
   std::shared_ptr<ClusterLink> link_;
-  std::unique_ptr<store::Store> client_;
+  std::shared_ptr<store::Store> client_;
 
   // Loop-thread state.
   etcd::LeaseId lease_ = 0;
@@ -195,5 +195,11 @@ class Membership final : public RemoteRouter,
 
 /// Installs Membership::join as the node's cluster factory (done by the ember::ember target).
 void install_membership() noexcept;
+
+/// Where a node's membership finds its coordinator's store. Null (the default): an etcd client
+/// on ClusterConf's endpoints. Tests and the simulator install one that hands out a shared
+/// MemoryStore, so several nodes of one process form a cluster without an etcd process.
+using StoreFactory = std::function<Result<std::shared_ptr<store::Store>>(NodeImpl& node)>;
+void install_store_factory(StoreFactory factory);
 
 }  // namespace ember::detail
