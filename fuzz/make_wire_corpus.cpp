@@ -9,8 +9,8 @@
 #include <fstream>
 #include <string>
 
-#include "wire/wire_codec.hpp"
 #include "ember/wire.pb.h"
+#include "wire/wire_codec.hpp"
 
 namespace {
 

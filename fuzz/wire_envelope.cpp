@@ -12,9 +12,9 @@
 #include <ember/log.hpp>
 #include <string_view>
 
-#include "wire/wire_codec.hpp"
 #include "core/node_impl.hpp"
 #include "ember/wire.pb.h"
+#include "wire/wire_codec.hpp"
 
 namespace {
 

@@ -6,9 +6,9 @@
 #include <ember/log.hpp>
 #include <vector>
 
-#include "wire/wire_codec.hpp"
 #include "core/node_impl.hpp"
 #include "ember/wire.pb.h"
+#include "wire/wire_codec.hpp"
 
 namespace ember::detail {
 namespace {
