@@ -84,16 +84,13 @@ Result<std::shared_ptr<Membership>> Membership::join(NodeImpl& node) {
     std::lock_guard lock(store_factory_mu);
     make_store = store_factory;
   }
-  std::vector<std::string> endpoints = cfg.etcd_endpoints;
-  if (make_store) {
-    endpoints = {"(installed store)"};
-  }
-  if (endpoints.empty()) {
+  std::vector<std::string> endpoints = cfg.etcd_endpoints;  // etcd only
+  if (endpoints.empty() && !make_store) {
     if (const char* env = std::getenv("EMBER_ETCD_ENDPOINTS"); env != nullptr) {
       endpoints = split_endpoints(env);
     }
   }
-  if (endpoints.empty()) {
+  if (endpoints.empty() && !make_store) {
     return Error{Errc::invalid_argument,
                  "ClusterConf: no etcd endpoints (set ClusterConf.ETCDConf.Endpoints or "
                  "EMBER_ETCD_ENDPOINTS)"};
@@ -115,6 +112,8 @@ Result<std::shared_ptr<Membership>> Membership::join(NodeImpl& node) {
                                           link.error().message()};
   }
   self->link_ = std::move(*link);
+  const std::string coordinator =
+      make_store ? std::string("the installed store") : "etcd at " + join_list(endpoints);
   auto client = [&]() -> Result<std::shared_ptr<store::Store>> {
     if (make_store) {
       return make_store(node);
@@ -131,7 +130,7 @@ Result<std::shared_ptr<Membership>> Membership::join(NodeImpl& node) {
   if (!client) {
     self->link_->stop();
     return Error{client.error().code(),
-                 "cannot reach etcd at " + join_list(endpoints) + ": " + client.error().message()};
+                 "cannot reach " + coordinator + ": " + client.error().message()};
   }
   self->client_ = std::move(*client);
   if (auto opened = self->open_session(true); !opened) {
@@ -140,8 +139,8 @@ Result<std::shared_ptr<Membership>> Membership::join(NodeImpl& node) {
     if (opened.error().code() == Errc::already_exists) {
       return opened.error();
     }
-    return Error{opened.error().code(), "cannot register with etcd at " + join_list(endpoints) +
-                                            ": " + opened.error().message()};
+    return Error{opened.error().code(),
+                 "cannot register with " + coordinator + ": " + opened.error().message()};
   }
   node.log.info("joined cluster '{}' at {} (etcd {}, keys under {})", cfg.name,
                 self->link_->address(), self->client_->endpoint(), self->root_);

@@ -300,11 +300,10 @@ Status Node::start() {
     if (detail::EventRouterFactory make = detail::event_router_factory(backend); make == nullptr) {
       const bool nats = backend == EventBackend::nats;
       failure = Error{Errc::invalid_argument,
-                      fmt::format("EventBusConf.Backend is \"{}\", but this program does not link "
-                                  "Ember's {} component: link ember::{} (or ember::ember) with "
-                                  "CMake, or ember-{} with pkg-config",
-                                  nats ? "nats" : "cluster", nats ? "NATS" : "cluster",
-                                  nats ? "nats" : "cluster", nats ? "nats" : "cluster")};
+                      fmt::format("EventBusConf.Backend is \"{0}\", but this program does not "
+                                  "link Ember's {1} component: link ember::{0} (or ember::ember) "
+                                  "with CMake, or ember-{0} with pkg-config",
+                                  nats ? "nats" : "cluster", nats ? "NATS" : "cluster")};
     } else if (auto router = make(n); !router) {
       failure = std::move(router).error();
     } else {

@@ -21,6 +21,7 @@
 #include "support/node_process.hpp"
 #include "support/process.hpp"
 #include "support/raw_socket.hpp"
+#include "support/scratch_dir.hpp"
 #include "support/wait_for.hpp"
 #include "test.pb.h"
 
@@ -53,10 +54,6 @@ class ClusterProcesses : public ::testing::Test {
   void SetUp() override {
     std::string why = etcd_.start();
     ASSERT_TRUE(why.empty()) << why;
-    dir_ = std::filesystem::temp_directory_path() /
-           ("ember-procs-" + std::to_string(::getpid()) + "-" +
-            std::to_string(Clock::now().time_since_epoch().count()));
-    std::filesystem::create_directories(dir_);
     for (int i = 1; i <= 3; ++i) {
       const std::string id = "p" + std::to_string(i);
       const std::string config = (dir_ / (id + ".yaml")).string();
@@ -84,8 +81,6 @@ class ClusterProcesses : public ::testing::Test {
       std::cerr << logs();
     }
     etcd_.stop();
-    std::error_code ec;
-    std::filesystem::remove_all(dir_, ec);
   }
 
   std::string node_yaml(const std::string& id) const {
@@ -139,7 +134,7 @@ class ClusterProcesses : public ::testing::Test {
   }
 
   EtcdServer etcd_;
-  std::filesystem::path dir_;
+  ember::testing::ScratchDir dir_{"ember-procs"};
   std::vector<std::unique_ptr<NodeProcess>> procs_;
   std::unique_ptr<ember::Node> node_;
   Driver* driver_ = nullptr;

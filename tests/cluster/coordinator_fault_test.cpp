@@ -21,6 +21,7 @@
 #include "support/etcd_server.hpp"
 #include "support/net_namespace.hpp"
 #include "support/node_process.hpp"
+#include "support/scratch_dir.hpp"
 #include "support/wait_for.hpp"
 #include "test.pb.h"
 
@@ -67,9 +68,6 @@ class CoordinatorFault : public ::testing::TestWithParam<Fault> {
     }
     std::string why = etcd_.start();
     ASSERT_TRUE(why.empty()) << why;
-    dir_ = std::filesystem::temp_directory_path() /
-           ("ember-coord-" + std::to_string(::getpid()) + "-" + fault_name(GetParam()));
-    std::filesystem::create_directories(dir_);
     for (int i = 1; i <= 3; ++i) {
       const std::string id = "c" + std::to_string(i);
       const std::string config = (dir_ / (id + ".yaml")).string();
@@ -103,8 +101,6 @@ class CoordinatorFault : public ::testing::TestWithParam<Fault> {
     }
     etcd_.stop();
     netns_.remove();
-    std::error_code ec;
-    std::filesystem::remove_all(dir_, ec);
   }
 
   std::string node_yaml(const std::string& id) const {
@@ -161,7 +157,7 @@ class CoordinatorFault : public ::testing::TestWithParam<Fault> {
 
   NetNamespace netns_;
   EtcdServer etcd_;
-  std::filesystem::path dir_;
+  ember::testing::ScratchDir dir_{"ember-coord-" + fault_name(GetParam())};
   std::vector<std::unique_ptr<NodeProcess>> procs_;
   std::unique_ptr<ember::Node> node_;
   std::int64_t next_seq_ = 0;

@@ -15,6 +15,7 @@
 
 #include "support/etcd_server.hpp"
 #include "support/node_process.hpp"
+#include "support/scratch_dir.hpp"
 #include "support/wait_for.hpp"
 #include "test.pb.h"
 
@@ -62,10 +63,6 @@ class DeadlineProcess : public ::testing::Test {
   void SetUp() override {
     std::string why = etcd_.start();
     ASSERT_TRUE(why.empty()) << why;
-    dir_ = std::filesystem::temp_directory_path() /
-           ("ember-deadline-" + std::to_string(::getpid()) + "-" +
-            std::to_string(Clock::now().time_since_epoch().count()));
-    std::filesystem::create_directories(dir_);
     const std::string config = (dir_ / "p1.yaml").string();
     std::ofstream(config) << node_yaml("p1");
     why = proc_.start("p1", config, (dir_ / "p1.log").string());
@@ -101,8 +98,6 @@ class DeadlineProcess : public ::testing::Test {
       std::cerr << "----- p1 -----\n" << proc_.log_text();
     }
     etcd_.stop();
-    std::error_code ec;
-    std::filesystem::remove_all(dir_, ec);
   }
 
   std::string node_yaml(const std::string& id) const {
@@ -114,7 +109,7 @@ class DeadlineProcess : public ::testing::Test {
   }
 
   EtcdServer etcd_;
-  std::filesystem::path dir_;
+  ember::testing::ScratchDir dir_{"ember-deadline"};
   NodeProcess proc_;
   std::unique_ptr<ember::Node> node_;
   Driver* driver_ = nullptr;

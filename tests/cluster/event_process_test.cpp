@@ -13,6 +13,7 @@
 #include "support/event_subscriber.hpp"
 #include "support/nats_server.hpp"
 #include "support/node_process.hpp"
+#include "support/scratch_dir.hpp"
 #include "support/wait_for.hpp"
 #include "test.pb.h"
 
@@ -42,10 +43,6 @@ class EventProcesses : public ::testing::TestWithParam<EventBackend> {
       why = nats_.start();
       ASSERT_TRUE(why.empty()) << why;
     }
-    dir_ = std::filesystem::temp_directory_path() /
-           ("ember-events-" + std::to_string(::getpid()) + "-" +
-            std::to_string(Clock::now().time_since_epoch().count()));
-    std::filesystem::create_directories(dir_);
     // p1 and p2 subscribe globally, p3 only to zone 5.
     ASSERT_TRUE(spawn("p1", "").empty());
     ASSERT_TRUE(spawn("p2", "").empty());
@@ -66,8 +63,6 @@ class EventProcesses : public ::testing::TestWithParam<EventBackend> {
     }
     nats_.stop();
     etcd_.stop();
-    std::error_code ec;
-    std::filesystem::remove_all(dir_, ec);
   }
 
   std::string backend_yaml() const {
@@ -145,7 +140,7 @@ class EventProcesses : public ::testing::TestWithParam<EventBackend> {
 
   EtcdServer etcd_;
   NatsServer nats_;
-  std::filesystem::path dir_;
+  ember::testing::ScratchDir dir_{"ember-events"};
   std::vector<std::unique_ptr<NodeProcess>> procs_;
   std::unique_ptr<ember::Node> node_;
 };

@@ -19,6 +19,7 @@
 #include "support/etcd_server.hpp"
 #include "support/node_process.hpp"
 #include "support/raw_socket.hpp"
+#include "support/scratch_dir.hpp"
 #include "support/wait_for.hpp"
 #include "test.pb.h"
 
@@ -122,10 +123,6 @@ class TransportFaults : public ::testing::Test {
   void SetUp() override {
     std::string why = etcd_.start();
     ASSERT_TRUE(why.empty()) << why;
-    dir_ = std::filesystem::temp_directory_path() /
-           ("ember-transport-faults-" + std::to_string(::getpid()) + "-" +
-            std::to_string(Clock::now().time_since_epoch().count()));
-    std::filesystem::create_directories(dir_);
   }
   void TearDown() override {
     for (auto& n : nodes_) {
@@ -136,8 +133,6 @@ class TransportFaults : public ::testing::Test {
       std::cerr << "----- p1 -----\n" << proc_.log_text();
     }
     etcd_.stop();
-    std::error_code ec;
-    std::filesystem::remove_all(dir_, ec);
   }
 
   /// Starts node process p1 (an Echo service); `cluster_extra` is added to its ClusterConf.
@@ -199,7 +194,7 @@ class TransportFaults : public ::testing::Test {
   }
 
   EtcdServer etcd_;
-  std::filesystem::path dir_;
+  ember::testing::ScratchDir dir_{"ember-transport-faults"};
   NodeProcess proc_;
   std::vector<std::unique_ptr<ember::Node>> nodes_;
 };

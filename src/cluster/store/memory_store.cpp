@@ -8,6 +8,20 @@ namespace ember::store {
 
 using Clock = std::chrono::steady_clock;
 
+namespace {
+/// The end of the range [key, end) that holds `key` alone.
+std::string only(std::string_view key) {
+  std::string end(key);
+  end.push_back('\0');
+  return end;
+}
+/// Whether `key` lies in [from, to); a `to` of one NUL byte (prefix_end("")) means no end, as
+/// in etcd.
+bool in_range(std::string_view key, std::string_view from, std::string_view to) {
+  return key >= from && (to == std::string_view("\0", 1) || key < to);
+}
+}  // namespace
+
 /// A keep-alive or a watch. The store thread runs its callbacks holding `call_mu`, so a handle's
 /// destructor that takes it knows no callback of it runs any more.
 struct MemoryStore::Registration {
@@ -98,8 +112,7 @@ std::int64_t MemoryStore::apply_put(std::string_view key, std::string_view value
 
 std::int64_t MemoryStore::apply_erase_range(std::string_view from, std::string_view to) {
   auto first = kvs_.lower_bound(from);
-  auto last = to.empty() ? std::next(first, first != kvs_.end() && first->first == from ? 1 : 0)
-                         : kvs_.lower_bound(to);
+  auto last = to == std::string_view("\0", 1) ? kvs_.end() : kvs_.lower_bound(to);
   if (first == last) {
     return 0;
   }
@@ -124,7 +137,7 @@ void MemoryStore::publish(std::vector<Event> events, std::int64_t revision) {
     }
     std::vector<Event> mine;
     for (const auto& e : events) {
-      if (e.kv.key >= reg->from && (reg->to.empty() || e.kv.key < reg->to)) {
+      if (in_range(e.kv.key, reg->from, reg->to)) {
         mine.push_back(e);
       }
     }
@@ -210,7 +223,8 @@ Result<GetResult> MemoryStore::get_prefix(std::string_view prefix) {
   GetResult out;
   out.revision = revision_;
   const std::string end = prefix_end(prefix);
-  for (auto it = kvs_.lower_bound(prefix); it != kvs_.end() && it->first < end; ++it) {
+  for (auto it = kvs_.lower_bound(prefix); it != kvs_.end() && in_range(it->first, prefix, end);
+       ++it) {
     out.kvs.push_back(it->second);
   }
   return out;
@@ -232,7 +246,7 @@ Result<std::int64_t> MemoryStore::erase(std::string_view key) {
   if (Status st = check_available(); !st) {
     return st.error();
   }
-  return apply_erase_range(key, {});
+  return apply_erase_range(key, only(key));
 }
 
 Result<std::int64_t> MemoryStore::erase_prefix(std::string_view prefix) {
@@ -315,7 +329,7 @@ Result<bool> MemoryStore::erase_if_created(std::string_view key, std::int64_t cr
   if (it == kvs_.end() || it->second.create_revision != create_revision) {
     return false;
   }
-  apply_erase_range(key, {});
+  apply_erase_range(key, only(key));
   return true;
 }
 
@@ -359,7 +373,7 @@ Result<std::unique_ptr<Store::Watch>> MemoryStore::watch_prefix(
       }
       std::vector<Event> mine;
       for (const auto& e : events) {
-        if (e.kv.key >= reg->from && e.kv.key < reg->to) {
+        if (in_range(e.kv.key, reg->from, reg->to)) {
           mine.push_back(e);
         }
       }
