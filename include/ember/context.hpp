@@ -6,6 +6,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <ember/clock.hpp>
 #include <ember/dispatch.hpp>
 #include <ember/pid.hpp>
 #include <map>
@@ -61,7 +62,7 @@ const ContextState& state(const Context& context) noexcept;
 /// The request as a handler sees it. Valid for the duration of the handler (copy what you keep).
 class Context {
  public:
-  using Clock = std::chrono::steady_clock;
+  using Clock = ember::Clock;
 
   [[nodiscard]] Priority priority() const noexcept { return state_.priority; }
   [[nodiscard]] DispatchKey key() const noexcept { return state_.key; }

@@ -85,6 +85,29 @@ void NodeImpl::make_invisible(Service& s) {
   s.core_->visible.store(false, std::memory_order_release);
 }
 
+void NodeImpl::start_runtime(int threads) {
+  timers = std::make_unique<timer::TimerService>(config.timer_tick);
+  driver = runtime::Driver::current();
+  if (driver != nullptr) {
+    scheduler = std::make_unique<runtime::Scheduler>(*driver, config.node_id);
+    scaler->drive_manually();
+    driver->attach(*timers);
+    driver->attach(*scaler);
+    return;
+  }
+  scheduler = std::make_unique<runtime::Scheduler>(threads, config.node_id);
+  timers->start();
+}
+
+void NodeImpl::stop_time_driven() {
+  scaler->stop();  // every service has left it already
+  timers->stop();
+  if (driver != nullptr) {
+    driver->detach(*scaler);
+    driver->detach(*timers);
+  }
+}
+
 void NodeImpl::close_events() {
   events.set_on_channel(nullptr);
   if (event_router) {
@@ -176,7 +199,9 @@ Status NodeImpl::create_and_init(std::unique_ptr<Service> service, ServiceConfig
   if (cfg.pinned) {
     // An autoscaled pinned service gets a thread per lane it may grow to (idle ones park).
     const int threads = cfg.worker.scaling ? cfg.worker.scaling->max_lanes : cfg.worker.lanes;
-    dedicated = std::make_unique<runtime::Scheduler>(std::max(1, threads), describe(cfg));
+    dedicated = driver != nullptr
+                    ? std::make_unique<runtime::Scheduler>(*driver, describe(cfg))
+                    : std::make_unique<runtime::Scheduler>(std::max(1, threads), describe(cfg));
   }
   Service* raw = service.get();
   raw->core_ =
@@ -245,6 +270,13 @@ Status Node::start() {
   if (n.phase != detail::NodeImpl::Phase::idle) {
     return Error{Errc::bad_state, "node " + n.config.node_id + " was already started"};
   }
+  if (runtime::Driver::current() != nullptr &&
+      (n.config.cluster.enabled || event_backend(n.config) != EventBackend::local)) {
+    // Their threads would call into a world that runs on one thread.
+    return Error{Errc::invalid_argument,
+                 "the simulator does not run the cluster layer yet: remove ClusterConf and use "
+                 "the local event backend for nodes started in a sim::World"};
+  }
   // Resolve every class before running any hook: a typo must not half-start the node.
   std::vector<std::pair<std::unique_ptr<Service>, ServiceConfig>> planned;
   for (std::size_t i = 0; i < n.config.services.size(); ++i) {
@@ -275,9 +307,7 @@ Status Node::start() {
   int threads = n.config.worker_threads > 0
                     ? n.config.worker_threads
                     : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-  n.scheduler = std::make_unique<runtime::Scheduler>(threads, n.config.node_id);
-  n.timers = std::make_unique<timer::TimerService>(n.config.timer_tick);
-  n.timers->start();
+  n.start_runtime(threads);
 
   std::vector<Service*> initialized;
   Status failure;
@@ -340,7 +370,6 @@ Status Node::start() {
       (void)n.stop_one(**it);
     }
     n.services.clear();
-    n.scaler->stop();
     n.close_events();
     if (n.remote) {
       n.remote->stop();
@@ -350,13 +379,17 @@ Status Node::start() {
       std::unique_lock lock(n.visible_mu);
       n.by_identity.clear();
     }
-    n.timers->stop();
+    n.stop_time_driven();
     n.scheduler->stop();
     n.phase = detail::NodeImpl::Phase::stopped;
     return failure;
   }
   n.phase = detail::NodeImpl::Phase::running;
-  n.log.info("started {} services on {} worker threads", n.services.size(), threads);
+  if (n.driver != nullptr) {
+    n.log.info("started {} services in a simulation", n.services.size());
+  } else {
+    n.log.info("started {} services on {} worker threads", n.services.size(), threads);
+  }
   return {};
 }
 
@@ -379,12 +412,11 @@ Status Node::stop() {
       result = st;
     }
   }
-  n.scaler->stop();  // every service has left it already
   n.close_events();  // after the drain: services could still publish while draining
   if (n.remote) {
     n.remote->stop();
   }
-  n.timers->stop();
+  n.stop_time_driven();
   // Destroy in reverse start order; a service stuck in a handler is kept, never freed under it.
   while (!n.services.empty()) {
     std::unique_ptr<Service> s = std::move(n.services.back());

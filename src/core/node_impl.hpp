@@ -37,6 +37,8 @@ class NodeImpl {
   std::shared_ptr<const Pid> node_pid;  // caller identity of requests sent from outside services
   Logger log;
   timer::TimeZone local_zone;
+  // Set when the node starts on a thread that runs a simulation: no threads, virtual time.
+  runtime::Driver* driver = nullptr;
   std::unique_ptr<runtime::Scheduler> scheduler;
   std::unique_ptr<timer::TimerService> timers;
   // Evaluates autoscaled services; its thread starts with the first one.
@@ -69,6 +71,8 @@ class NodeImpl {
   std::atomic<bool> stop_requested{false};
 
   void close_events();
+  void start_runtime(int threads);
+  void stop_time_driven();
   void make_visible(Service& s);
   void make_invisible(Service& s);
   Service* find_visible(std::string_view name, std::string_view id) const;

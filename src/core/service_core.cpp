@@ -488,7 +488,7 @@ Status ServiceCore::stop(std::chrono::milliseconds drain_timeout) {
   }
   state_.store(ServiceState::stopping, std::memory_order_release);
   cancel_all_timers();
-  const auto deadline = std::chrono::steady_clock::now() + drain_timeout;
+  const auto deadline = Clock::now() + drain_timeout;
 
   if (before == ServiceState::running) {
     struct DrainState {
@@ -502,8 +502,18 @@ Status ServiceCore::stop(std::chrono::milliseconds drain_timeout) {
       drain->done = true;
       drain->cv.notify_all();
     });
-    std::unique_lock lock(drain->mu);
-    if (!drain->cv.wait_until(lock, deadline, [&] { return drain->done; })) {
+    auto drained = [&] {
+      std::lock_guard lock(drain->mu);
+      return drain->done;
+    };
+    bool in_time = false;
+    if (runtime::Driver* driver = runtime::Driver::current()) {
+      in_time = driver->run_until(drained, deadline);
+    } else {
+      std::unique_lock lock(drain->mu);
+      in_time = drain->cv.wait_until(lock, deadline, [&] { return drain->done; });
+    }
+    if (!in_time) {
       logger_.warn(
           "drain did not finish within {} ms ({} messages queued); refusing the rest "
           "with 'stopping'",
@@ -516,10 +526,15 @@ Status ServiceCore::stop(std::chrono::milliseconds drain_timeout) {
   }
 
   // Closed lanes only reject now, which is fast; a lane still busy is stuck in a handler.
-  const auto grace = std::max(deadline, std::chrono::steady_clock::now() + std::chrono::seconds(1));
+  const auto grace = std::max(deadline, Clock::now() + std::chrono::seconds(1));
   auto backoff = std::chrono::microseconds(50);
+  if (runtime::Driver* driver = runtime::Driver::current();
+      driver != nullptr && !driver->run_until([this] { return mailbox_.quiescent(); }, grace)) {
+    logger_.error("a handler is still running after the drain deadline in the simulation");
+    return Error{Errc::timeout, "service " + describe(config_) + " is stuck in a handler"};
+  }
   while (!mailbox_.quiescent()) {
-    if (std::chrono::steady_clock::now() > grace) {
+    if (Clock::now() > grace) {
       logger_.error(
           "a handler is still running after the drain deadline; the service is left "
           "allocated and its on_release is skipped");

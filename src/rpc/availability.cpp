@@ -17,7 +17,7 @@
 namespace ember::detail {
 namespace {
 
-using Clock = std::chrono::steady_clock;
+using Clock = ember::Clock;
 
 // milliseconds::max() reads as "no limit" but overflows a steady_clock time point (and the
 // timer's nanoseconds): ten years is as good as forever here.

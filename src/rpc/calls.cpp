@@ -42,7 +42,7 @@ bool CallHandle::cancel() {
 namespace ember::detail {
 namespace {
 
-using Clock = std::chrono::steady_clock;
+using Clock = ember::Clock;
 
 /// Runs an AsyncCall callback or resumes a coroutine in the caller's mailbox.
 class Completion final : public runtime::Message {
@@ -487,6 +487,16 @@ Result<std::shared_ptr<AnyMessage>> call_blocking(CallSpec spec) {
   auto pending = std::make_shared<PendingCall>(PendingCall::Mode::blocking, sel.node);
   if (Status posted = dispatch(sel, t, spec, std::move(*ctx), pending); !posted) {
     return with_target(posted, t, spec.method).error();
+  }
+  if (runtime::Driver* driver = runtime::Driver::current()) {
+    // The simulator has one thread: it runs the rest of the world until the reply or deadline.
+    if (!driver->run_until([&] { return pending->ready.load(std::memory_order_acquire); },
+                           deadline)) {
+      (void)pending->complete(Error{
+          Errc::timeout,
+          timeout_text(spec.method, t.pid().to_string(), origin, sel.node->config.call_timeout)});
+    }
+    return std::move(*pending->result);
   }
   {
     runtime::Scheduler::BlockingRegion region;  // hand the worker over while we wait

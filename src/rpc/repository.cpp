@@ -4,6 +4,8 @@
 #include <algorithm>
 #include <mutex>
 
+#include "runtime/scheduler.hpp"
+
 namespace ember::detail {
 
 void Repository::add(std::shared_ptr<const Pid> pid, std::shared_ptr<ServiceAnchor> anchor) {
@@ -42,6 +44,9 @@ void Repository::changed() {
 
 bool Repository::wait_changed(std::uint64_t seen,
                               std::chrono::steady_clock::time_point deadline) const {
+  if (runtime::Driver* driver = runtime::Driver::current()) {
+    return driver->run_until([&] { return version() != seen; }, deadline);
+  }
   std::unique_lock lock(change_mu_);
   return change_cv_.wait_until(lock, deadline, [&] { return version() != seen; });
 }

@@ -8,6 +8,8 @@
 #include <thread>
 #include <utility>
 
+#include "runtime/time_source.hpp"
+
 namespace ember::runtime {
 
 // ---------------------------------------------------------------------------------------------
@@ -18,6 +20,9 @@ Lane::Lane(LaneOwner* owner, Scheduler* scheduler, int index, bool timed)
 
 namespace {
 std::int64_t thread_cpu_ns() noexcept {
+  if (virtual_time()) {
+    return 0;  // the simulator's runs must not depend on how fast this machine is
+  }
   timespec ts{};
   clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
   return static_cast<std::int64_t>(ts.tv_sec) * 1'000'000'000 + ts.tv_nsec;

@@ -81,6 +81,8 @@ struct HeldBack {
   int count = 0;
 };
 thread_local HeldBack tls_held;
+thread_local Scheduler* tls_driven = nullptr;  // the driven pool running a slice on this thread
+thread_local Driver* tls_driver = nullptr;
 constexpr int kSpinMicros = 20;
 }  // namespace
 
@@ -97,6 +99,24 @@ Scheduler::Scheduler(int threads, std::string name)
   if (threads_ > 1) {  // with one worker nobody else could take the slot's runnable anyway
     monitor_ = std::thread([this] { monitor_main(); });
   }
+}
+
+Scheduler::Scheduler(Driver& driver, std::string name)
+    : threads_(1), name_(std::move(name)), driver_(&driver) {}
+
+Driver* Driver::current() noexcept {
+  return tls_driver;
+}
+
+void Driver::set_current(Driver* driver) noexcept {
+  tls_driver = driver;
+}
+
+void Scheduler::run_driven(Runnable* r) {
+  Scheduler* outer = tls_driven;
+  tls_driven = this;
+  r->run_slice();
+  tls_driven = outer;
 }
 
 Scheduler::~Scheduler() {
@@ -127,6 +147,10 @@ int Scheduler::spawned_threads() const {
 
 void Scheduler::stop() {
   if (stopping_.exchange(true)) {
+    return;
+  }
+  if (driver_ != nullptr) {
+    driver_->forget(*this);
     return;
   }
   {
@@ -164,10 +188,14 @@ void Scheduler::stop() {
 }
 
 Scheduler* Scheduler::current() noexcept {
-  return tls_worker != nullptr ? tls_worker->owner : nullptr;
+  return tls_worker != nullptr ? tls_worker->owner : tls_driven;
 }
 
 void Scheduler::submit(Runnable* r) noexcept {
+  if (driver_ != nullptr) [[unlikely]] {
+    driver_->ready(*this, r);
+    return;
+  }
   Worker* w = tls_worker;
   if (w != nullptr && w->owner == this && !w->blocked) {
     // seq_cst, like the monitor's parked flag and its re-look: one of the two sees the other.
@@ -233,6 +261,10 @@ void Scheduler::flush_batch() noexcept {
 }
 
 void Scheduler::resubmit(Runnable* r) noexcept {
+  if (driver_ != nullptr) [[unlikely]] {
+    driver_->ready(*this, r);
+    return;
+  }
   Worker* w = tls_worker;
   if (w != nullptr && w->owner == this && !w->blocked) {
     w->push_back(r);

@@ -4,8 +4,11 @@
 #include <atomic>
 #include <condition_variable>
 #include <cstdint>
+#include <ember/clock.hpp>
+#include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -23,6 +26,40 @@ class Runnable {
   virtual void run_slice() = 0;
 
   Runnable* next_runnable = nullptr;  // link in exactly one run queue at a time
+};
+
+class Scheduler;
+
+/// A part of a node that acts at points in time (its timer wheel): under a Driver, virtual time
+/// moves to the earliest next_wake() of all of them when nothing is runnable.
+class TimeDriven {
+ public:
+  virtual ~TimeDriven() = default;
+  /// When this next has something to do, or nullopt when nothing is planned.
+  [[nodiscard]] virtual std::optional<Clock::time_point> next_wake() const = 0;
+  /// Does what is due at `now`.
+  virtual void advance_to(Clock::time_point now) = 0;
+};
+
+/// Runs Schedulers that have no threads of their own: the simulator. Everything then happens on
+/// the driver's thread, one runnable at a time, in the order the driver chooses, and code that
+/// would block (a synchronous Call, a drain at stop) asks the driver to run the rest of the
+/// world until its condition holds instead.
+class Driver {
+ public:
+  virtual ~Driver() = default;
+  /// `r` became runnable on `pool`.
+  virtual void ready(Scheduler& pool, Runnable* r) noexcept = 0;
+  /// `pool` stops: its queued runnables will not run.
+  virtual void forget(Scheduler& pool) noexcept = 0;
+  /// Runs other work until `done()` holds or virtual time reaches `deadline`; returns done().
+  virtual bool run_until(const std::function<bool()>& done, Clock::time_point deadline) = 0;
+  virtual void attach(TimeDriven& part) = 0;
+  virtual void detach(TimeDriven& part) noexcept = 0;
+
+  /// The driver of the calling thread, or nullptr: real threads and real time.
+  static Driver* current() noexcept;
+  static void set_current(Driver* driver) noexcept;
 };
 
 /// A fixed pool of worker threads running Runnables (M:N: many services, few threads).
@@ -44,6 +81,8 @@ class Runnable {
 class Scheduler {
  public:
   Scheduler(int threads, std::string name);
+  /// A pool without threads whose runnables `driver` runs (see Driver).
+  Scheduler(Driver& driver, std::string name);
   ~Scheduler();
   Scheduler(const Scheduler&) = delete;
   Scheduler& operator=(const Scheduler&) = delete;
@@ -84,6 +123,10 @@ class Scheduler {
   /// The pool the calling thread works for, or nullptr outside any worker.
   static Scheduler* current() noexcept;
 
+  /// For a Driver: runs one slice of `r`, which was handed to Driver::ready by this pool.
+  void run_driven(Runnable* r);
+  [[nodiscard]] Driver* driver() const noexcept { return driver_; }
+
   /// Marks the calling worker as blocked for the object's lifetime. No-op off worker threads.
   class BlockingRegion {
    public:
@@ -121,6 +164,7 @@ class Scheduler {
 
   const int threads_;
   const std::string name_;
+  Driver* const driver_ = nullptr;
   std::atomic<bool> stopping_{false};
 
   static constexpr int kMaxWorkers = 1024;

@@ -5,6 +5,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <ember/clock.hpp>
 #include <ember/dispatch.hpp>
 #include <ember/scaling.hpp>
 #include <memory>
@@ -26,8 +27,7 @@ class ScalingProbe {
   ScalingProbe& operator=(const ScalingProbe&) = delete;
 
   static std::int64_t now_ns() noexcept {
-    return std::chrono::duration_cast<std::chrono::nanoseconds>(
-               std::chrono::steady_clock::now().time_since_epoch())
+    return std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now().time_since_epoch())
         .count();
   }
 

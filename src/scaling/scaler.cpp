@@ -7,7 +7,7 @@
 
 namespace ember::detail {
 
-using Clock = std::chrono::steady_clock;
+using Clock = ember::Clock;
 
 struct Scaler::Entry {
   explicit Entry(Target t) : target(std::move(t)), controller(*target.config) {}
@@ -37,7 +37,7 @@ void Scaler::add(Target target) {
     return;
   }
   entries_.push_back(std::move(entry));
-  if (!thread_.joinable()) {
+  if (!thread_.joinable() && !driven_) {
     thread_ = std::thread([this] { run(); });
   }
   cv_.notify_all();
@@ -75,6 +75,37 @@ ScalingTotals Scaler::totals() const {
   return t;
 }
 
+void Scaler::drive_manually() {
+  std::lock_guard lock(mu_);
+  driven_ = true;
+}
+
+std::optional<Clock::time_point> Scaler::next_wake() const {
+  std::lock_guard lock(mu_);
+  std::optional<Clock::time_point> wake;
+  for (const auto& e : entries_) {
+    if (!wake || e->next_evaluation < *wake) {
+      wake = e->next_evaluation;
+    }
+  }
+  return wake;
+}
+
+void Scaler::advance_to(Clock::time_point now) {
+  std::lock_guard lock(mu_);
+  evaluate_due(now);
+}
+
+void Scaler::evaluate_due(Clock::time_point now) {
+  for (auto& e : entries_) {
+    if (!stopping_ && e->next_evaluation <= now) {
+      evaluate(*e, now);
+      // From now, not from the due time: a late wake-up must not cause a burst of catch-ups.
+      e->next_evaluation = now + e->target.config->interval;
+    }
+  }
+}
+
 void Scaler::run() {
   std::unique_lock lock(mu_);
   while (!stopping_) {
@@ -83,14 +114,7 @@ void Scaler::run() {
       wake = std::min(wake, e->next_evaluation);
     }
     cv_.wait_until(lock, wake);
-    const auto now = Clock::now();
-    for (auto& e : entries_) {
-      if (!stopping_ && e->next_evaluation <= now) {
-        evaluate(*e, now);
-        // From now, not from the due time: a late wake-up must not cause a burst of catch-ups.
-        e->next_evaluation = now + e->target.config->interval;
-      }
-    }
+    evaluate_due(Clock::now());
   }
 }
 

@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <ember/log.hpp>
 
+#include "runtime/time_source.hpp"
 #include "timer/cron.hpp"
 
 namespace ember::timer {
@@ -106,7 +107,8 @@ class TimerService::Fire final : public runtime::Message {
 TimerService::TimerService(std::chrono::milliseconds tick)
     : tick_(std::max(tick, std::chrono::milliseconds(1))), epoch_(Clock::now()), free_head_(kNil) {
   timespec resolution{};
-  if (clock_getres(CLOCK_MONOTONIC_COARSE, &resolution) == 0) {
+  // Virtual time has no coarse variant.
+  if (!runtime::virtual_time() && clock_getres(CLOCK_MONOTONIC_COARSE, &resolution) == 0) {
     auto res =
         std::chrono::seconds(resolution.tv_sec) + std::chrono::nanoseconds(resolution.tv_nsec);
     // steady_clock is CLOCK_MONOTONIC in libstdc++: the coarse variant shares its epoch.
@@ -318,12 +320,12 @@ TimerId TimerService::schedule(Request&& request) {
                          ? static_cast<std::uint64_t>((period + tick - Clock::duration(1)) / tick)
                          : 0;
     if (cron) {
-      e.cron = new CronState{std::move(cron), std::chrono::system_clock::now()};
+      e.cron = new CronState{std::move(cron), Clock::wall_now()};
       auto next = e.cron->schedule->next(e.cron->last);
       if (next) {
         e.cron->last = *next;
-        delay = std::clamp<Clock::duration>(*next - std::chrono::system_clock::now(),
-                                            Clock::duration::zero(), max_delay);
+        delay = std::clamp<Clock::duration>(*next - Clock::wall_now(), Clock::duration::zero(),
+                                            max_delay);
       } else {
         delay = max_delay;
       }
@@ -447,8 +449,7 @@ void TimerService::rearm_locked(std::uint32_t index, Clock::time_point now) {
       return;
     }
     e.cron->last = *next;
-    auto delay = std::max<Clock::duration>(*next - std::chrono::system_clock::now(),
-                                           Clock::duration::zero());
+    auto delay = std::max<Clock::duration>(*next - Clock::wall_now(), Clock::duration::zero());
     e.expire = std::max(tick_of(now + delay), current_ + 1);
   } else {
     e.expire = std::max(e.expire + e.period_ticks, current_ + 1);
@@ -530,6 +531,15 @@ std::uint64_t TimerService::wake_tick_locked() const {
     }
   }
   return (current_ | kNearMask) + 1;  // the next cascade may bring timers into the near wheel
+}
+
+std::optional<TimerService::Clock::time_point> TimerService::next_wake() const {
+  std::lock_guard lock(mu_);
+  const std::uint64_t wake = wake_tick_locked();
+  if (wake == kNever) {
+    return std::nullopt;
+  }
+  return epoch_ + tick_ * static_cast<std::int64_t>(wake);
 }
 
 void TimerService::thread_main() {

@@ -4,6 +4,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
+#include <ember/clock.hpp>
 #include <ember/error.hpp>
 #include <ember/timer.hpp>
 #include <functional>
@@ -13,6 +14,7 @@
 #include <vector>
 
 #include "runtime/message.hpp"
+#include "runtime/scheduler.hpp"
 #include "timer/cron.hpp"
 
 namespace ember::timer {
@@ -41,12 +43,12 @@ struct TimerOwnerList {
 /// The entry stays allocated while a fire is queued, so cancelling after the post still wins:
 /// the queued fire sees the cancel and does nothing. The thread sleeps until the next
 /// non-empty slot; with no timers it sleeps until one is scheduled.
-class TimerService {
+class TimerService final : public runtime::TimeDriven {
  public:
-  using Clock = std::chrono::steady_clock;
+  using Clock = ember::Clock;
 
   explicit TimerService(std::chrono::milliseconds tick);
-  ~TimerService();
+  ~TimerService() override;
   TimerService(const TimerService&) = delete;
   TimerService& operator=(const TimerService&) = delete;
 
@@ -75,8 +77,11 @@ class TimerService {
   /// Bytes held by the slab, for the memory benchmark.
   [[nodiscard]] std::size_t slab_bytes() const;
 
-  /// Fires everything due at `now` (tests: manual time; the thread calls it too).
-  void advance_to(Clock::time_point now);
+  /// Fires everything due at `now` (tests and the simulator: manual time; the thread calls it
+  /// too).
+  void advance_to(Clock::time_point now) override;
+  /// When the wheel next needs a look (a slot with timers, or a cascade), for manual time.
+  [[nodiscard]] std::optional<Clock::time_point> next_wake() const override;
 
   struct Entry;
 

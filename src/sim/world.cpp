@@ -1,0 +1,299 @@
+// SPDX-License-Identifier: Apache-2.0
+#include <algorithm>
+#include <atomic>
+#include <cstdio>
+#include <cstdlib>
+#include <ember/sim.hpp>
+#include <stdexcept>
+#include <vector>
+
+#include "runtime/scheduler.hpp"
+#include "runtime/time_source.hpp"
+
+namespace ember::sim {
+namespace {
+
+// Virtual time starts far from zero so that "now minus a day" never underflows, and at a fixed
+// wall-clock date so that cron schedules replay too.
+constexpr auto kVirtualEpoch = Clock::time_point(std::chrono::hours(10'000));
+constexpr auto kWallEpoch = std::chrono::sys_days{std::chrono::year{2026} / 1 / 1};
+
+// One world per process: ember::Clock has one time source.
+std::atomic<bool> g_world_exists{false};
+
+// SplitMix64: small, fast, and its whole state is one word, so a seed is a full replay key.
+std::uint64_t splitmix(std::uint64_t& state) noexcept {
+  std::uint64_t z = (state += 0x9e3779b97f4a7c15ULL);
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+  return z ^ (z >> 31);
+}
+
+constexpr std::uint64_t kFnvOffset = 0xcbf29ce484222325ULL;
+constexpr std::uint64_t kFnvPrime = 0x100000001b3ULL;
+
+}  // namespace
+
+class World::Impl final : public runtime::Driver, public runtime::TimeSource {
+ public:
+  explicit Impl(WorldOptions options) : options_(options), rng_(options.seed) {
+    if (runtime::Driver::current() != nullptr || g_world_exists.exchange(true)) {
+      throw std::logic_error("ember::sim::World: one world at a time per process");
+    }
+    runtime::install_time_source(this);
+    runtime::Driver::set_current(this);
+  }
+
+  ~Impl() override {
+    if (!parts_.empty()) {
+      // Their schedulers and timers would point at a destroyed driver.
+      std::fprintf(stderr,
+                   "ember::sim::World destroyed while %zu parts of simulated nodes still run: "
+                   "stop the nodes first (create the World before them)\n",
+                   parts_.size());
+      std::abort();
+    }
+    runtime::Driver::set_current(nullptr);
+    runtime::install_time_source(nullptr);
+    g_world_exists.store(false);
+  }
+
+  // --- runtime::Driver ---
+  void ready(runtime::Scheduler& pool, runtime::Runnable* r) noexcept override {
+    ready_.push_back(Ready{&pool, r});
+  }
+
+  void forget(runtime::Scheduler& pool) noexcept override {
+    std::erase_if(ready_, [&](const Ready& e) { return e.pool == &pool; });
+    std::erase_if(stalled_, [&](const Stalled& s) { return s.what.pool == &pool; });
+  }
+
+  bool run_until(const std::function<bool()>& done, Clock::time_point deadline) override {
+    int stalled = 0;  // time looks that neither moved the clock nor readied work
+    while (!done()) {
+      if (livelock_) {
+        return false;
+      }
+      if (!ready_.empty()) {
+        run_one();
+        stalled = 0;
+        continue;
+      }
+      std::optional<Clock::time_point> next;
+      if (!stalled_.empty()) {
+        next = stalled_.front().wake;
+      }
+      for (runtime::TimeDriven* part : parts_) {
+        if (auto wake = part->next_wake(); wake && (!next || *wake < *next)) {
+          next = wake;
+        }
+      }
+      if (!next || *next > deadline) {
+        if (deadline != Clock::time_point::max()) {
+          now_ = std::max(now_, deadline);
+        }
+        return done();
+      }
+      if (*next > now_) {
+        now_ = *next;
+        stalled = 0;
+      } else if (++stalled > 1000) {
+        now_ += std::chrono::milliseconds(1);  // a part that keeps asking for "now": move on
+        stalled = 0;
+      }
+      mix(0x7157);  // a time step
+      mix(static_cast<std::uint64_t>((now_ - kVirtualEpoch).count()));
+      wake_stalled();
+      // A copy: a part may be detached by what it fires (a node stopping).
+      const std::vector<runtime::TimeDriven*> parts = parts_;
+      for (runtime::TimeDriven* part : parts) {
+        if (std::find(parts_.begin(), parts_.end(), part) != parts_.end()) {
+          part->advance_to(now_);
+        }
+      }
+    }
+    return true;
+  }
+
+  void attach(runtime::TimeDriven& part) override { parts_.push_back(&part); }
+
+  void detach(runtime::TimeDriven& part) noexcept override { std::erase(parts_, &part); }
+
+  // --- runtime::TimeSource ---
+  [[nodiscard]] Clock::time_point now() const noexcept override { return now_; }
+  [[nodiscard]] std::chrono::system_clock::time_point wall_now() const noexcept override {
+    return std::chrono::system_clock::time_point(kWallEpoch) +
+           std::chrono::duration_cast<std::chrono::system_clock::duration>(now_ - kVirtualEpoch);
+  }
+
+  Result<bool> run_until_for(const std::function<bool()>& done, std::chrono::nanoseconds limit) {
+    const Clock::time_point deadline =
+        limit >= std::chrono::hours(24 * 365) ? Clock::time_point::max() : now_ + limit;
+    const bool held = run_until(done, deadline);
+    if (livelock_) {
+      return Error{Errc::internal,
+                   "simulation livelock: more than " + std::to_string(options_.max_steps) +
+                       " steps (replay with seed " + std::to_string(options_.seed) + ")"};
+    }
+    return held;
+  }
+
+  void mix(std::uint64_t value) noexcept {
+    for (int i = 0; i < 8; ++i) {
+      hash_ = (hash_ ^ ((value >> (8 * i)) & 0xff)) * kFnvPrime;
+    }
+  }
+
+  void record(std::string_view observation) noexcept {
+    mix(0x0b5e);
+    for (char c : observation) {
+      hash_ = (hash_ ^ static_cast<unsigned char>(c)) * kFnvPrime;
+    }
+  }
+
+  std::uint64_t random() noexcept { return splitmix(rng_); }
+
+  WorldOptions options_;
+  Clock::time_point now_ = kVirtualEpoch;
+  std::uint64_t rng_;
+  std::uint64_t hash_ = kFnvOffset;
+  std::uint64_t steps_ = 0;
+  bool livelock_ = false;
+
+ private:
+  struct Ready {
+    runtime::Scheduler* pool;
+    runtime::Runnable* runnable;
+    bool woke_from_stall = false;  // runs when next picked: a stall is not repeated at once
+  };
+  struct Stalled {
+    Clock::time_point wake;
+    Ready what;
+  };
+
+  void wake_stalled() {
+    // stalled_ is ordered by wake time (ties in stall order): due ones go back in that order.
+    auto due = std::find_if(stalled_.begin(), stalled_.end(),
+                            [&](const Stalled& s) { return s.wake > now_; });
+    for (auto it = stalled_.begin(); it != due; ++it) {
+      ready_.push_back(it->what);
+      ready_.back().woke_from_stall = true;
+    }
+    stalled_.erase(stalled_.begin(), due);
+  }
+
+  void stall(const Ready& r) {
+    const auto span = static_cast<std::uint64_t>(std::max<std::int64_t>(
+        1, std::chrono::duration_cast<Clock::duration>(options_.max_stall).count()));
+    const Clock::time_point wake = now_ + Clock::duration(1 + random() % span);
+    auto at = std::upper_bound(stalled_.begin(), stalled_.end(), wake,
+                               [](Clock::time_point t, const Stalled& s) { return t < s.wake; });
+    stalled_.insert(at, Stalled{wake, r});
+  }
+
+  void run_one() {
+    const std::size_t count = ready_.size();
+    const std::size_t pick = count == 1 ? 0 : random() % count;
+    const Ready chosen = ready_[pick];
+    // Order-preserving: what has waited longest stays first, so a run does not depend on how
+    // earlier picks happened to shuffle the list.
+    ready_.erase(ready_.begin() + static_cast<std::ptrdiff_t>(pick));
+    mix(pick);
+    mix(count);
+    if (options_.stall_probability > 0 && !chosen.woke_from_stall &&
+        static_cast<double>(random() >> 11) * 0x1.0p-53 < options_.stall_probability) {
+      mix(0x57a1);
+      stall(chosen);
+      return;
+    }
+    if (++steps_ > options_.max_steps) {
+      livelock_ = true;
+      return;
+    }
+    chosen.pool->run_driven(chosen.runnable);
+  }
+
+  std::vector<Ready> ready_;
+  std::vector<Stalled> stalled_;
+  std::vector<runtime::TimeDriven*> parts_;
+};
+
+World::World(std::uint64_t seed) : World(WorldOptions{seed}) {}
+World::World(WorldOptions options) : impl_(std::make_unique<Impl>(options)) {}
+World::~World() = default;
+
+std::uint64_t World::seed() const noexcept {
+  return impl_->options_.seed;
+}
+
+Clock::time_point World::now() const noexcept {
+  return impl_->now_;
+}
+
+std::chrono::nanoseconds World::elapsed() const noexcept {
+  return impl_->now_ - kVirtualEpoch;
+}
+
+Status World::run(std::chrono::nanoseconds limit) {
+  auto result = impl_->run_until_for([] { return false; }, limit);
+  if (!result) {
+    return std::move(result).error();
+  }
+  return {};
+}
+
+Status World::run_for(std::chrono::nanoseconds span) {
+  const Clock::time_point deadline = impl_->now_ + span;
+  (void)impl_->run_until([] { return false; }, deadline);
+  if (impl_->livelock_) {
+    return Error{Errc::internal, "simulation livelock: more than " +
+                                     std::to_string(impl_->options_.max_steps) +
+                                     " steps (replay with " + replay_hint() + ")"};
+  }
+  impl_->now_ = std::max(impl_->now_, deadline);
+  return {};
+}
+
+Status World::run_steps(std::uint64_t count) {
+  const std::uint64_t until = impl_->steps_ + count;
+  auto result = impl_->run_until_for([&] { return impl_->steps_ >= until; },
+                                     std::chrono::hours(24 * 365 * 10));
+  if (!result) {
+    return std::move(result).error();
+  }
+  return {};
+}
+
+Result<bool> World::run_until(const std::function<bool()>& done, std::chrono::nanoseconds limit) {
+  return impl_->run_until_for(done, limit);
+}
+
+std::uint64_t World::random() noexcept {
+  return impl_->random();
+}
+
+std::uint64_t World::uniform(std::uint64_t n) noexcept {
+  return n == 0 ? 0 : impl_->random() % n;
+}
+
+bool World::chance(double p) noexcept {
+  return static_cast<double>(impl_->random() >> 11) * 0x1.0p-53 < p;
+}
+
+void World::record(std::string_view observation) {
+  impl_->record(observation);
+}
+
+std::uint64_t World::trace_hash() const noexcept {
+  return impl_->hash_;
+}
+
+std::uint64_t World::steps() const noexcept {
+  return impl_->steps_;
+}
+
+std::string World::replay_hint() const {
+  return "seed " + std::to_string(impl_->options_.seed);
+}
+
+}  // namespace ember::sim
