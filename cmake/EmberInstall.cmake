@@ -9,7 +9,7 @@ install(DIRECTORY ${PROJECT_SOURCE_DIR}/include/ember DESTINATION ${CMAKE_INSTAL
 
 # One export set per component, so that a project asking for core alone needs neither gRPC nor
 # libnats installed.
-foreach(component core wire cluster nats)
+foreach(component core wire cluster nats sim)
   install(TARGETS ember_${component} EXPORT ember-${component}
           ARCHIVE DESTINATION ${CMAKE_INSTALL_LIBDIR})
   install(EXPORT ember-${component} NAMESPACE ember:: DESTINATION ${EMBER_CMAKE_DIR}

@@ -75,7 +75,7 @@ cmake -S . -B "$work/ember-build" -G Ninja -DCMAKE_BUILD_TYPE=Release \
 cmake --build "$work/ember-build" -j "$jobs"
 cmake --install "$work/ember-build" --prefix "$prefix" >/dev/null
 for f in include/ember/ember.hpp lib/libember_core.a lib/libember_cluster.a lib/libember_nats.a \
-         lib/libember_wire.a lib/cmake/ember/ember-config.cmake \
+         lib/libember_wire.a lib/libember_sim.a lib/cmake/ember/ember-config.cmake \
          lib/cmake/ember/ember-config-version.cmake lib/cmake/ember/EmberProtos.cmake \
          lib/pkgconfig/ember-core.pc lib/pkgconfig/ember.pc; do
   [ -e "$prefix/$f" ] || fail "cmake --install did not install $f"
@@ -85,7 +85,7 @@ if find "$prefix/include" -type f ! -path "$prefix/include/ember/*.hpp" | grep .
 fi
 echo "ok: $(find "$prefix" -type f | wc -l) files installed; headers are include/ember/*.hpp only"
 
-step "2. examples/template with find_package(ember 0.2 COMPONENTS core)"
+step "2. examples/template with find_package(ember 0.2 COMPONENTS core sim)"
 cmake -S examples/template -B "$work/template" -G Ninja -DCMAKE_BUILD_TYPE=Release \
   -DCMAKE_PREFIX_PATH="$prefix" -DCMAKE_EXPORT_COMPILE_COMMANDS=ON >/dev/null
 cmake --build "$work/template" -j "$jobs"

@@ -38,6 +38,17 @@ struct WorldOptions {
   /// uniformly from (0, max_stall]. Stalls are what let deadlines expire under load.
   double stall_probability = 0.0;
   std::chrono::nanoseconds max_stall = std::chrono::milliseconds(50);
+  /// One-way latency of a frame between simulated nodes, uniform in [min, max].
+  std::chrono::nanoseconds min_latency = std::chrono::microseconds(100);
+  std::chrono::nanoseconds max_latency = std::chrono::milliseconds(2);
+};
+
+/// Faults of the links between simulated nodes, beyond what TCP would allow: they test the
+/// cluster layer's own duplicate and order handling. Each applies to every frame sent.
+struct NetworkFaults {
+  double drop = 0;       ///< the frame is lost, the connection stays up
+  double duplicate = 0;  ///< the frame arrives twice
+  double reorder = 0;    ///< the frame overtakes the one sent before it on the same link
 };
 
 class World {
@@ -66,6 +77,19 @@ class World {
   /// true when done() held, false at the limit, an error after a livelock.
   Result<bool> run_until(const std::function<bool()>& done,
                          std::chrono::nanoseconds limit = std::chrono::hours(24));
+
+  // --- the network between simulated nodes (nodes with ClusterConf) -------------------------
+  /// Cuts the links between nodes `a` and `b` both ways: connections break (each side's pending
+  /// calls to the other fail), frames in flight are lost, sends fail until heal().
+  void partition(std::string_view a, std::string_view b);
+  /// Cuts `node` off from every other node (its coordinator stays reachable).
+  void isolate(std::string_view node);
+  /// Restores every link (new frames flow; nothing lost is replayed).
+  void heal();
+  void set_network_faults(NetworkFaults faults);
+  /// Frames delivered and frames lost (dropped, cut or sent to a node that went away) so far.
+  [[nodiscard]] std::uint64_t frames_delivered() const noexcept;
+  [[nodiscard]] std::uint64_t frames_lost() const noexcept;
 
   /// Draws from the world's generator: tests take their random choices here so that the seed
   /// replays them too.

@@ -6,14 +6,15 @@
 #include <cassert>
 #include <ember/log.hpp>
 #include <mutex>
-#include <random>
 #include <vector>
 
 #include "core/node_impl.hpp"
 #include "core/service_core.hpp"
 #include "ember/wire.pb.h"
+#include "net/simulated_transport.hpp"
 #include "rpc/calls.hpp"
 #include "rpc/events.hpp"
+#include "runtime/thread.hpp"
 #include "wire/wire_codec.hpp"
 
 namespace ember::detail {
@@ -280,18 +281,24 @@ Result<std::shared_ptr<ClusterLink>> ClusterLink::create(NodeImpl& impl,
   }
   std::shared_ptr<ClusterLink> link(new ClusterLink(impl));
   ClusterLink* raw = link.get();
-  auto transport = net::Transport::start(
-      std::move(options),
-      [raw](const std::string& from, std::string_view bytes) { raw->on_frame(from, bytes); },
-      [raw](const std::string& peer, bool up, const net::Transport::PeerLoss& loss) {
-        raw->on_peer(peer, up, loss);
-      });
+  auto on_frame = [raw](const std::string& from, std::string_view bytes) {
+    raw->on_frame(from, bytes);
+  };
+  auto on_peer = [raw](const std::string& peer, bool up, const net::Transport::PeerLoss& loss) {
+    raw->on_peer(peer, up, loss);
+  };
+  // A node started under the simulator talks over the world's network instead of sockets.
+  runtime::Driver* driver = runtime::Driver::current();
+  auto transport =
+      driver != nullptr
+          ? net::start_simulated(driver->network(), std::move(options), std::move(on_frame),
+                                 std::move(on_peer))
+          : net::Transport::start(std::move(options), std::move(on_frame), std::move(on_peer));
   if (!transport) {
     return std::move(transport).error();
   }
   link->transport_ = std::move(*transport);
-  std::random_device entropy;
-  link->incarnation_ = (std::uint64_t{entropy()} << 32) | entropy();
+  link->incarnation_ = runtime::random_seed();
   // "host" gets the bound port; "host:port" is kept (a port mapped in front of this node).
   link->address_ =
       has_port(advertise) ? advertise : advertise + ":" + std::to_string(link->transport_->port());

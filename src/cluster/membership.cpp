@@ -15,7 +15,7 @@
 namespace ember::detail {
 namespace {
 
-using Clock = std::chrono::steady_clock;
+using Clock = ember::Clock;
 using namespace std::chrono_literals;
 
 constexpr auto kLoopTick = 100ms;  // how often the loop looks at the lease when nothing happens
@@ -144,8 +144,8 @@ Result<std::shared_ptr<Membership>> Membership::join(NodeImpl& node) {
   }
   node.log.info("joined cluster '{}' at {} (etcd {}, keys under {})", cfg.name,
                 self->link_->address(), self->client_->endpoint(), self->root_);
-  self->loop_ = std::thread([raw = self.get()] { raw->run(); });
-  self->watchdog_ = std::thread([raw = self.get()] { raw->watch_lease(); });
+  self->loop_ = runtime::Thread([raw = self.get()] { raw->run(); });
+  self->watchdog_ = runtime::Thread([raw = self.get()] { raw->watch_lease(); });
   return self;
 }
 
@@ -242,7 +242,7 @@ MembershipStats Membership::stats() const {
 // --- the loop -------------------------------------------------------------------------------
 
 void Membership::run() {
-  std::mt19937 jitter_source(std::random_device{}());
+  std::mt19937 jitter_source(static_cast<std::uint32_t>(runtime::random_seed()));
   auto backoff = std::chrono::milliseconds{kBackoffMin};
   auto wait_backoff = [&](std::unique_lock<std::mutex>& lock) {
     // Jitter spreads the nodes out after an etcd restart.

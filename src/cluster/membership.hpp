@@ -18,6 +18,7 @@
 #include "cluster/cluster_link.hpp"
 #include "cluster/etcd/etcd_client.hpp"
 #include "rpc/remote.hpp"
+#include "runtime/thread.hpp"
 
 namespace ember::detail {
 
@@ -170,7 +171,7 @@ class Membership final : public RemoteRouter,
   std::map<std::string, std::map<std::string, std::string>> remote_channels_;
 
   mutable std::mutex mu_;
-  std::condition_variable cv_;
+  runtime::CondVar cv_;
   std::map<std::string, Local> locals_;  // by uid
   std::vector<Removal> removals_;
   std::vector<WatchBatch> batches_;
@@ -189,8 +190,8 @@ class Membership final : public RemoteRouter,
   const store::Store::KeepAlive* watched_ = nullptr;
   std::int64_t renewals_seen_ = 0;
   std::chrono::steady_clock::time_point renewed_at_;
-  std::thread loop_;
-  std::thread watchdog_;
+  runtime::Thread loop_;
+  runtime::Thread watchdog_;
 };
 
 /// Installs Membership::join as the node's cluster factory (done by the ember::ember target).

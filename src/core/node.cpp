@@ -270,12 +270,11 @@ Status Node::start() {
   if (n.phase != detail::NodeImpl::Phase::idle) {
     return Error{Errc::bad_state, "node " + n.config.node_id + " was already started"};
   }
-  if (runtime::Driver::current() != nullptr &&
-      (n.config.cluster.enabled || event_backend(n.config) != EventBackend::local)) {
-    // Their threads would call into a world that runs on one thread.
+  if (runtime::Driver::current() != nullptr && event_backend(n.config) == EventBackend::nats) {
+    // libnats runs threads of its own, which would call into a world that runs on one thread.
     return Error{Errc::invalid_argument,
-                 "the simulator does not run the cluster layer yet: remove ClusterConf and use "
-                 "the local event backend for nodes started in a sim::World"};
+                 "the simulator cannot run the NATS event backend: use \"cluster\" or \"local\" "
+                 "in EventBusConf.Backend for nodes started in a sim::World"};
   }
   // Resolve every class before running any hook: a typo must not half-start the node.
   std::vector<std::pair<std::unique_ptr<Service>, ServiceConfig>> planned;

@@ -193,7 +193,7 @@ Scheduler* Scheduler::current() noexcept {
 
 void Scheduler::submit(Runnable* r) noexcept {
   if (driver_ != nullptr) [[unlikely]] {
-    driver_->ready(*this, r);
+    driver_->ready(this, r);
     return;
   }
   Worker* w = tls_worker;
@@ -262,7 +262,7 @@ void Scheduler::flush_batch() noexcept {
 
 void Scheduler::resubmit(Runnable* r) noexcept {
   if (driver_ != nullptr) [[unlikely]] {
-    driver_->ready(*this, r);
+    driver_->ready(this, r);
     return;
   }
   Worker* w = tls_worker;

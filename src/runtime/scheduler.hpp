@@ -29,6 +29,7 @@ class Runnable {
 };
 
 class Scheduler;
+class Network;
 
 /// A part of a node that acts at points in time (its timer wheel): under a Driver, virtual time
 /// moves to the earliest next_wake() of all of them when nothing is runnable.
@@ -48,14 +49,18 @@ class TimeDriven {
 class Driver {
  public:
   virtual ~Driver() = default;
-  /// `r` became runnable on `pool`.
-  virtual void ready(Scheduler& pool, Runnable* r) noexcept = 0;
+  /// `r` became runnable on `pool`, or, with no pool, a runtime::Thread wants its turn.
+  virtual void ready(Scheduler* pool, Runnable* r) noexcept = 0;
   /// `pool` stops: its queued runnables will not run.
   virtual void forget(Scheduler& pool) noexcept = 0;
   /// Runs other work until `done()` holds or virtual time reaches `deadline`; returns done().
   virtual bool run_until(const std::function<bool()>& done, Clock::time_point deadline) = 0;
   virtual void attach(TimeDriven& part) = 0;
   virtual void detach(TimeDriven& part) noexcept = 0;
+  /// The seeded generator: code that would draw from std::random_device draws here instead.
+  virtual std::uint64_t random() noexcept = 0;
+  /// Where simulated nodes' transports send their frames.
+  virtual Network& network() noexcept = 0;
 
   /// The driver of the calling thread, or nullptr: real threads and real time.
   static Driver* current() noexcept;

@@ -8,7 +8,9 @@
 #include <vector>
 
 #include "runtime/scheduler.hpp"
+#include "runtime/thread.hpp"
 #include "runtime/time_source.hpp"
+#include "sim/network.hpp"
 
 namespace ember::sim {
 namespace {
@@ -34,17 +36,22 @@ constexpr std::uint64_t kFnvPrime = 0x100000001b3ULL;
 
 }  // namespace
 
-class World::Impl final : public runtime::Driver, public runtime::TimeSource {
+class World::Impl final : public runtime::Driver, public runtime::TimeSource, public NetworkHost {
  public:
-  explicit Impl(WorldOptions options) : options_(options), rng_(options.seed) {
+  explicit Impl(WorldOptions options)
+      : options_(options),
+        rng_(options.seed),
+        network_(*this, options.min_latency, options.max_latency) {
     if (runtime::Driver::current() != nullptr || g_world_exists.exchange(true)) {
       throw std::logic_error("ember::sim::World: one world at a time per process");
     }
     runtime::install_time_source(this);
     runtime::Driver::set_current(this);
+    parts_.push_back(&network_);
   }
 
   ~Impl() override {
+    std::erase(parts_, static_cast<runtime::TimeDriven*>(&network_));
     if (!parts_.empty()) {
       // Their schedulers and timers would point at a destroyed driver.
       std::fprintf(stderr,
@@ -59,8 +66,8 @@ class World::Impl final : public runtime::Driver, public runtime::TimeSource {
   }
 
   // --- runtime::Driver ---
-  void ready(runtime::Scheduler& pool, runtime::Runnable* r) noexcept override {
-    ready_.push_back(Ready{&pool, r});
+  void ready(runtime::Scheduler* pool, runtime::Runnable* r) noexcept override {
+    ready_.push_back(Ready{pool, r});
   }
 
   void forget(runtime::Scheduler& pool) noexcept override {
@@ -69,6 +76,13 @@ class World::Impl final : public runtime::Driver, public runtime::TimeSource {
   }
 
   bool run_until(const std::function<bool()>& done, Clock::time_point deadline) override {
+    if (runtime::on_driven_thread()) {
+      // Such a thread runs only while the world waits for it: it cannot run the world itself.
+      std::fprintf(stderr,
+                   "ember::sim: a subsystem thread waited on something other than a CondVar "
+                   "(a synchronous call, wait_for, a node's stop); the simulation cannot go on\n");
+      std::abort();
+    }
     int stalled = 0;  // time looks that neither moved the clock nor readied work
     while (!done()) {
       if (livelock_) {
@@ -138,7 +152,7 @@ class World::Impl final : public runtime::Driver, public runtime::TimeSource {
     return held;
   }
 
-  void mix(std::uint64_t value) noexcept {
+  void mix(std::uint64_t value) noexcept override {
     for (int i = 0; i < 8; ++i) {
       hash_ = (hash_ ^ ((value >> (8 * i)) & 0xff)) * kFnvPrime;
     }
@@ -151,7 +165,10 @@ class World::Impl final : public runtime::Driver, public runtime::TimeSource {
     }
   }
 
-  std::uint64_t random() noexcept { return splitmix(rng_); }
+  std::uint64_t random() noexcept override { return splitmix(rng_); }
+  runtime::Network& network() noexcept override { return network_; }
+  // NetworkHost
+  void ready(runtime::Runnable* r) noexcept override { ready_.push_back(Ready{nullptr, r}); }
 
   WorldOptions options_;
   Clock::time_point now_ = kVirtualEpoch;
@@ -159,6 +176,7 @@ class World::Impl final : public runtime::Driver, public runtime::TimeSource {
   std::uint64_t hash_ = kFnvOffset;
   std::uint64_t steps_ = 0;
   bool livelock_ = false;
+  SimNetwork network_;
 
  private:
   struct Ready {
@@ -210,7 +228,11 @@ class World::Impl final : public runtime::Driver, public runtime::TimeSource {
       livelock_ = true;
       return;
     }
-    chosen.pool->run_driven(chosen.runnable);
+    if (chosen.pool != nullptr) {
+      chosen.pool->run_driven(chosen.runnable);
+    } else {
+      chosen.runnable->run_slice();  // a runtime::Thread: runs until it waits again
+    }
   }
 
   std::vector<Ready> ready_;
@@ -266,6 +288,30 @@ Status World::run_steps(std::uint64_t count) {
 
 Result<bool> World::run_until(const std::function<bool()>& done, std::chrono::nanoseconds limit) {
   return impl_->run_until_for(done, limit);
+}
+
+void World::partition(std::string_view a, std::string_view b) {
+  impl_->network_.cut(std::string(a), std::string(b));
+}
+
+void World::isolate(std::string_view node) {
+  impl_->network_.isolate(std::string(node));
+}
+
+void World::heal() {
+  impl_->network_.heal();
+}
+
+void World::set_network_faults(NetworkFaults faults) {
+  impl_->network_.set_faults(LinkFaults{faults.drop, faults.duplicate, faults.reorder});
+}
+
+std::uint64_t World::frames_delivered() const noexcept {
+  return impl_->network_.delivered();
+}
+
+std::uint64_t World::frames_lost() const noexcept {
+  return impl_->network_.lost();
 }
 
 std::uint64_t World::random() noexcept {

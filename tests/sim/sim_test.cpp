@@ -190,16 +190,15 @@ TEST(SimWorld, ASeedReplaysTheSameTrace) {
   EXPECT_GE(distinct.size(), 4u) << "different seeds should schedule differently";
 }
 
-TEST(SimWorld, ANodeWithClusterConfIsRefusedClearly) {
+TEST(SimWorld, ANodeOnNatsIsRefusedClearly) {
   ember::sim::World world(5);
   ember::NodeConfig config = node_config("n1");
-  config.cluster.enabled = true;
-  config.cluster.secret = "s";
+  config.events.backend = ember::EventBackend::nats;
   ember::Node node(config);
   ember::Status started = node.start();
   ASSERT_FALSE(started);
   EXPECT_EQ(started.error().code(), Errc::invalid_argument);
-  EXPECT_NE(started.error().message().find("ClusterConf"), std::string::npos)
+  EXPECT_NE(started.error().message().find("NATS"), std::string::npos)
       << started.error().to_string();
 }
 

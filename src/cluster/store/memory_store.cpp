@@ -6,7 +6,7 @@
 
 namespace ember::store {
 
-using Clock = std::chrono::steady_clock;
+using Clock = ember::Clock;
 
 namespace {
 /// The end of the range [key, end) that holds `key` alone.
@@ -47,7 +47,7 @@ void MemoryStore::release(Registration& reg) {
     reg.cancelled.store(true);
   }
   // A callback that destroys its own handle runs on the store thread, holding call_mu.
-  if (std::this_thread::get_id() != thread_.get_id()) {
+  if (!thread_.is_current()) {
     std::lock_guard wait_for_callback(reg.call_mu);
   }
 }

@@ -9,6 +9,7 @@
 #include <thread>
 
 #include "cluster/store/store.hpp"
+#include "runtime/thread.hpp"
 
 namespace ember::store {
 
@@ -77,7 +78,7 @@ class MemoryStore final : public Store {
   void run();
 
   mutable std::mutex mu_;
-  std::condition_variable wake_;
+  runtime::CondVar wake_;
   bool available_ = true;
   bool stopping_ = false;
   std::int64_t revision_ = 1;
@@ -87,7 +88,7 @@ class MemoryStore final : public Store {
   std::vector<std::pair<std::vector<Event>, std::int64_t>> history_;  // one entry per revision
   std::vector<std::shared_ptr<Registration>> registrations_;
   std::deque<std::pair<std::shared_ptr<Registration>, std::function<void()>>> calls_;
-  std::thread thread_;
+  runtime::Thread thread_;
 };
 
 }  // namespace ember::store
