@@ -481,6 +481,26 @@ TEST(ParseNodeConfig, ParseRecordsTheSourceName) {
   EXPECT_EQ(parse_ok("NodeConf: {NodeId: a}").source, "node.yaml");
 }
 
+// Reading a value never changes the document: an alias reads what its anchor holds.
+TEST(ParseNodeConfig, AnAliasReadsTheAnchoredValue) {
+  NodeConfig config = parse_ok(R"(ServiceConf:
+  StartServices:
+    - ClassName: A
+      WorkerConf:
+        Scaling:
+          Max: 4
+          GrowStep: &step 50%
+          ShrinkStep: *step
+          Strategy: {Name: cpu, Params: {Step: *step}}
+)");
+  ASSERT_EQ(config.services.size(), 1U);
+  ASSERT_NE(config.services[0].worker.scaling, nullptr);
+  const ScalingConfig& scaling = *config.services[0].worker.scaling;
+  EXPECT_EQ(scaling.grow.percent, 50);
+  EXPECT_EQ(scaling.shrink.percent, 50);
+  EXPECT_EQ(scaling.strategy.params.at("Step"), "50%");
+}
+
 // --- parse_node_config: errors ---------------------------------------------------------------
 
 TEST(ParseNodeConfigErrors, UnknownKeyInWorkerConf) {
