@@ -223,4 +223,183 @@ TEST_F(SimCluster, ASeedReplaysTheSameClusterRun) {
   EXPECT_EQ(run_election(5).hash, run_election(5).hash);
 }
 
+// --- remote calls: exactly once for the caller, at most once for the callee --------------------
+
+struct CallLedger {
+  std::map<std::int64_t, int> executed;   // request id -> handler runs
+  std::map<std::int64_t, int> completed;  // request id -> completions at the caller
+  std::map<std::string, int> outcomes;
+};
+
+class Worker : public ember::Service {
+ public:
+  explicit Worker(CallLedger& ledger) : ledger_(ledger) {}
+  ember::Status on_init() override {
+    return handle("RpcSum", [this](const pb::SumReq& req) -> Result<pb::SumResp> {
+      ++ledger_.executed[req.a()];
+      pb::SumResp out;
+      out.set_sum(req.a() + req.b());
+      return out;
+    });
+  }
+
+ private:
+  CallLedger& ledger_;
+};
+
+class Caller : public ember::Service {
+ public:
+  explicit Caller(CallLedger& ledger) : ledger_(ledger) {}
+  ember::Status on_init() override {
+    return handle("RpcIssue", [this](const pb::Echo& e) -> ember::Task<ember::Status> {
+      auto r = co_await select(Selector::name("worker").id(e.text()))
+                   .co_call<pb::SumResp>("RpcSum", request(e.seq()), options(e.seq()));
+      done(e.seq(), r ? "ok" : std::string(ember::errc_name(r.error().code())));
+      co_return ember::Status{};
+    });
+  }
+  static pb::SumReq request(std::int64_t id) {
+    pb::SumReq req;
+    req.set_a(id);
+    return req;
+  }
+  static ember::CallOptions options(std::int64_t id) {
+    ember::CallOptions o;
+    o.timeout = std::chrono::milliseconds(5 + (id * 7919) % 300);
+    return o;
+  }
+  void done(std::int64_t id, const std::string& how) {
+    ++ledger_.completed[id];
+    ++ledger_.outcomes[how];
+  }
+
+ private:
+  CallLedger& ledger_;
+};
+
+TEST_F(SimCluster, RemoteCallsCompleteOnceAndRunAtMostOnceUnderNetworkFaults) {
+  std::map<std::string, int> outcomes;
+  for (std::uint64_t seed : ember::testing::sim_seeds(30)) {
+    ember::sim::WorldOptions options;
+    options.seed = seed;
+    options.stall_probability = 0.02;
+    options.max_stall = 100ms;
+    ember::sim::World world(options);
+    auto store = std::make_shared<ember::store::MemoryStore>();
+    ember::detail::install_store_factory(
+        [store](ember::detail::NodeImpl&) -> Result<std::shared_ptr<ember::store::Store>> {
+          return std::shared_ptr<ember::store::Store>(store);
+        });
+    CallLedger ledger;
+    const std::vector<std::string> ids{"a", "b", "c"};
+    std::vector<std::unique_ptr<ember::Node>> nodes;
+    std::vector<Caller*> callers;
+    for (const std::string& id : ids) {
+      nodes.push_back(std::make_unique<ember::Node>(cluster_node(id)));
+      ember::ServiceConfig worker;
+      worker.name = "worker";
+      worker.id = id;
+      ember::ServiceConfig caller;
+      caller.name = "caller";
+      caller.id = id;
+      caller.worker.lanes = 4;
+      ASSERT_TRUE(nodes.back()->add_service(std::make_unique<Worker>(ledger), worker));
+      auto added = nodes.back()->add_service(std::make_unique<Caller>(ledger), caller);
+      ASSERT_TRUE(added);
+      callers.push_back(static_cast<Caller*>(*added));
+      ember::Status started = nodes.back()->start();
+      ASSERT_TRUE(started) << started.error().to_string();
+    }
+    // Every node sees every worker before the calls start.
+    auto discovered = world.run_until(
+        [&] {
+          for (auto& node : nodes) {
+            if (ember::select(*node, Selector::name("worker")).size() != ids.size()) {
+              return false;
+            }
+          }
+          return true;
+        },
+        30s);
+    ASSERT_TRUE(discovered && *discovered) << "seed " << seed << ": discovery did not converge";
+    world.set_network_faults({.drop = 0.01, .duplicate = 0.05, .reorder = 0.05});
+
+    std::int64_t issued = 0;
+    for (int round = 0; round < 30; ++round) {
+      const int burst = static_cast<int>(world.uniform(6));
+      for (int i = 0; i < burst; ++i) {
+        const std::size_t from = world.uniform(ids.size());
+        const std::string to = ids[world.uniform(ids.size())];
+        const std::int64_t id = issued++;
+        Caller* caller = callers[from];
+        ember::PostOptions post;
+        post.key = ember::DispatchKey::from_int(world.uniform(8));
+        if (world.chance(0.5)) {
+          ASSERT_TRUE(nodes[from]->post(
+              "caller",
+              [caller, to, id] {
+                auto handle =
+                    caller->select(Selector::name("worker").id(to))
+                        .async_call<pb::SumResp>(
+                            "RpcSum", Caller::request(id),
+                            [caller, id](Result<pb::SumResp> r) {
+                              caller->done(
+                                  id, r ? "ok" : std::string(ember::errc_name(r.error().code())));
+                            },
+                            Caller::options(id));
+                if (!handle) {
+                  caller->done(id, "refused");
+                }
+              },
+              post));
+        } else {
+          pb::Echo e;
+          e.set_seq(id);
+          e.set_text(to);
+          ember::CallOptions relay;
+          relay.key = post.key;
+          ASSERT_TRUE(nodes[from]->post(
+              "caller",
+              [caller, e, relay, id] {
+                if (!caller->select(Selector::name("caller").id(caller->service_id()))
+                         .send("RpcIssue", e, relay)) {
+                  caller->done(id, "refused");
+                }
+              },
+              post));
+        }
+      }
+      switch (world.uniform(8)) {
+        case 0: world.partition(ids[world.uniform(3)], ids[world.uniform(3)]); break;
+        case 1: world.heal(); break;
+        default: break;
+      }
+      ASSERT_TRUE(world.run_steps(world.uniform(200)));
+    }
+    world.heal();
+    world.set_network_faults({});
+    // Every call ends within its own timeout (300 ms at most) once nothing new is sent.
+    ASSERT_TRUE(world.run_for(2s));
+    for (std::int64_t id = 0; id < issued; ++id) {
+      ASSERT_EQ(ledger.completed[id], 1)
+          << "seed " << seed << ": call " << id << " completed " << ledger.completed[id]
+          << " times (replay: EMBER_SIM_SEED=" << seed << ")";
+      ASSERT_LE(ledger.executed[id], 1)
+          << "seed " << seed << ": call " << id << " ran " << ledger.executed[id]
+          << " times at the callee (replay: EMBER_SIM_SEED=" << seed << ")";
+    }
+    for (const auto& [how, count] : ledger.outcomes) {
+      outcomes[how] += count;
+    }
+    for (auto& node : nodes) {
+      EXPECT_TRUE(node->stop());
+    }
+    nodes.clear();
+    store.reset();
+    ember::detail::install_store_factory(nullptr);
+  }
+  EXPECT_GT(outcomes["ok"], 0);
+  EXPECT_GT(outcomes["timeout"] + outcomes["node_unreachable"], 0);
+}
+
 }  // namespace
