@@ -27,6 +27,10 @@
 #include <string>
 #include <string_view>
 
+namespace ember {
+class Node;
+}
+
 namespace ember::sim {
 
 struct WorldOptions {
@@ -77,6 +81,12 @@ class World {
   /// true when done() held, false at the limit, an error after a livelock.
   Result<bool> run_until(const std::function<bool()>& done,
                          std::chrono::nanoseconds limit = std::chrono::hours(24));
+
+  /// Kills a simulated node as SIGKILL would: from now on none of its handlers, timers or
+  /// threads runs again, its network connections break, and what it held in the coordinator
+  /// stays until its lease expires. The node object is kept (never destroyed or stopped); start a
+  /// new Node with the same id to restart it. Not for a node that was not started in this world.
+  void crash(std::unique_ptr<Node> node);
 
   // --- the network between simulated nodes (nodes with ClusterConf) -------------------------
   /// Cuts the links between nodes `a` and `b` both ways: connections break (each side's pending

@@ -5,6 +5,7 @@
 #include <csignal>
 #include <ember/node.hpp>
 #include <ember/scaling.hpp>
+#include <optional>
 #include <thread>
 
 #include "core/node_impl.hpp"
@@ -199,9 +200,12 @@ Status NodeImpl::create_and_init(std::unique_ptr<Service> service, ServiceConfig
   if (cfg.pinned) {
     // An autoscaled pinned service gets a thread per lane it may grow to (idle ones park).
     const int threads = cfg.worker.scaling ? cfg.worker.scaling->max_lanes : cfg.worker.lanes;
-    dedicated = driver != nullptr
-                    ? std::make_unique<runtime::Scheduler>(*driver, describe(cfg))
-                    : std::make_unique<runtime::Scheduler>(std::max(1, threads), describe(cfg));
+    if (driver != nullptr) {
+      const runtime::Driver::GroupScope group(driver_group);
+      dedicated = std::make_unique<runtime::Scheduler>(*driver, describe(cfg));
+    } else {
+      dedicated = std::make_unique<runtime::Scheduler>(std::max(1, threads), describe(cfg));
+    }
   }
   Service* raw = service.get();
   raw->core_ =
@@ -269,6 +273,12 @@ Status Node::start() {
   std::lock_guard lifecycle(n.lifecycle_mu);
   if (n.phase != detail::NodeImpl::Phase::idle) {
     return Error{Errc::bad_state, "node " + n.config.node_id + " was already started"};
+  }
+  std::optional<runtime::Driver::GroupScope> group;
+  if (runtime::Driver* driver = runtime::Driver::current()) {
+    // Everything the node creates from here on is one group: the simulator can crash it whole.
+    n.driver_group = driver->new_group();
+    group.emplace(n.driver_group);
   }
   if (runtime::Driver::current() != nullptr && event_backend(n.config) == EventBackend::nats) {
     // libnats runs threads of its own, which would call into a world that runs on one thread.

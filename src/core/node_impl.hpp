@@ -39,6 +39,7 @@ class NodeImpl {
   timer::TimeZone local_zone;
   // Set when the node starts on a thread that runs a simulation: no threads, virtual time.
   runtime::Driver* driver = nullptr;
+  std::uint32_t driver_group = 0;  // under a driver: tags this node's pools, threads and timers
   std::unique_ptr<runtime::Scheduler> scheduler;
   std::unique_ptr<timer::TimerService> timers;
   // Evaluates autoscaled services; its thread starts with the first one.

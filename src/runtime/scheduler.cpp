@@ -83,6 +83,7 @@ struct HeldBack {
 thread_local HeldBack tls_held;
 thread_local Scheduler* tls_driven = nullptr;  // the driven pool running a slice on this thread
 thread_local Driver* tls_driver = nullptr;
+thread_local std::uint32_t tls_group = 0;
 constexpr int kSpinMicros = 20;
 }  // namespace
 
@@ -102,7 +103,19 @@ Scheduler::Scheduler(int threads, std::string name)
 }
 
 Scheduler::Scheduler(Driver& driver, std::string name)
-    : threads_(1), name_(std::move(name)), driver_(&driver) {}
+    : threads_(1), name_(std::move(name)), driver_(&driver), group_(tls_group) {}
+
+std::uint32_t Driver::current_group() noexcept {
+  return tls_group;
+}
+
+Driver::GroupScope::GroupScope(std::uint32_t group) noexcept : outer_(tls_group) {
+  tls_group = group;
+}
+
+Driver::GroupScope::~GroupScope() {
+  tls_group = outer_;
+}
 
 Driver* Driver::current() noexcept {
   return tls_driver;

@@ -24,6 +24,8 @@ class Runnable {
   virtual ~Runnable() = default;
   /// Runs a bounded slice of work, then returns. Re-submits itself if work is left.
   virtual void run_slice() = 0;
+  /// Under a Driver: the group (simulated node) this belongs to when no pool says so; 0: none.
+  [[nodiscard]] virtual std::uint32_t driver_group() const noexcept { return 0; }
 
   Runnable* next_runnable = nullptr;  // link in exactly one run queue at a time
 };
@@ -61,6 +63,22 @@ class Driver {
   virtual std::uint64_t random() noexcept = 0;
   /// Where simulated nodes' transports send their frames.
   virtual Network& network() noexcept = 0;
+  /// A new group: what a simulated node's pools, threads and timed parts are tagged with, so
+  /// that the driver can stop all of them at once (a crash).
+  virtual std::uint32_t new_group() noexcept = 0;
+
+  /// The group that pools, Threads and attached parts created on this thread now belong to.
+  static std::uint32_t current_group() noexcept;
+  class GroupScope {
+   public:
+    explicit GroupScope(std::uint32_t group) noexcept;
+    ~GroupScope();
+    GroupScope(const GroupScope&) = delete;
+    GroupScope& operator=(const GroupScope&) = delete;
+
+   private:
+    std::uint32_t outer_;
+  };
 
   /// The driver of the calling thread, or nullptr: real threads and real time.
   static Driver* current() noexcept;
@@ -131,6 +149,7 @@ class Scheduler {
   /// For a Driver: runs one slice of `r`, which was handed to Driver::ready by this pool.
   void run_driven(Runnable* r);
   [[nodiscard]] Driver* driver() const noexcept { return driver_; }
+  [[nodiscard]] std::uint32_t driver_group() const noexcept { return group_; }
 
   /// Marks the calling worker as blocked for the object's lifetime. No-op off worker threads.
   class BlockingRegion {
@@ -170,6 +189,7 @@ class Scheduler {
   const int threads_;
   const std::string name_;
   Driver* const driver_ = nullptr;
+  const std::uint32_t group_ = 0;
   std::atomic<bool> stopping_{false};
 
   static constexpr int kMaxWorkers = 1024;

@@ -14,11 +14,14 @@ namespace ember::runtime {
 /// back, so exactly one of them runs at any time.
 class SimThread final : public Runnable, public TimeDriven {
  public:
-  explicit SimThread(Driver& driver) : driver_(driver) {}
+  explicit SimThread(Driver& driver) : driver_(driver), group_(Driver::current_group()) {}
+
+  [[nodiscard]] std::uint32_t driver_group() const noexcept override { return group_; }
 
   void start(std::function<void()> body) {
     real_ = std::thread([this, body = std::move(body)] {
       Driver::set_current(&driver_);
+      const Driver::GroupScope group(group_);  // what it creates belongs to its node too
       current_ = this;
       {
         std::unique_lock lock(mu_);
@@ -116,6 +119,7 @@ class SimThread final : public Runnable, public TimeDriven {
 
  private:
   Driver& driver_;
+  const std::uint32_t group_;
   std::thread real_;
   std::mutex mu_;
   std::condition_variable cv_;

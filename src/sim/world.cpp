@@ -4,9 +4,13 @@
 #include <cstdio>
 #include <cstdlib>
 #include <ember/sim.hpp>
+#include <map>
+#include <set>
 #include <stdexcept>
+#include <typeinfo>
 #include <vector>
 
+#include "core/node_impl.hpp"
 #include "runtime/scheduler.hpp"
 #include "runtime/thread.hpp"
 #include "runtime/time_source.hpp"
@@ -58,6 +62,10 @@ class World::Impl final : public runtime::Driver, public runtime::TimeSource, pu
                    "ember::sim::World destroyed while %zu parts of simulated nodes still run: "
                    "stop the nodes first (create the World before them)\n",
                    parts_.size());
+      for (runtime::TimeDriven* part : parts_) {
+        std::fprintf(stderr, "  still attached: %s (group %u)\n", typeid(*part).name(),
+                     part_groups_[part]);
+      }
       std::abort();
     }
     runtime::Driver::set_current(nullptr);
@@ -67,7 +75,11 @@ class World::Impl final : public runtime::Driver, public runtime::TimeSource, pu
 
   // --- runtime::Driver ---
   void ready(runtime::Scheduler* pool, runtime::Runnable* r) noexcept override {
-    ready_.push_back(Ready{pool, r});
+    const std::uint32_t group = pool != nullptr ? pool->driver_group() : r->driver_group();
+    if (group != 0 && crashed_.contains(group)) {
+      return;  // its process is gone: nothing of it runs again
+    }
+    ready_.push_back(Ready{pool, r, group});
   }
 
   void forget(runtime::Scheduler& pool) noexcept override {
@@ -129,9 +141,28 @@ class World::Impl final : public runtime::Driver, public runtime::TimeSource, pu
     return true;
   }
 
-  void attach(runtime::TimeDriven& part) override { parts_.push_back(&part); }
+  void attach(runtime::TimeDriven& part) override {
+    parts_.push_back(&part);
+    part_groups_[&part] = runtime::Driver::current_group();
+  }
 
-  void detach(runtime::TimeDriven& part) noexcept override { std::erase(parts_, &part); }
+  void detach(runtime::TimeDriven& part) noexcept override {
+    std::erase(parts_, &part);
+    part_groups_.erase(&part);
+  }
+
+  std::uint32_t new_group() noexcept override { return ++groups_; }
+
+  // Stops everything of `group` for good, as SIGKILL stops a process.
+  void crash(std::uint32_t group) {
+    crashed_.insert(group);
+    std::erase_if(ready_, [&](const Ready& r) { return r.group == group; });
+    std::erase_if(stalled_, [&](const Stalled& s) { return s.what.group == group; });
+    std::erase_if(parts_, [&](runtime::TimeDriven* part) {
+      auto it = part_groups_.find(part);
+      return it != part_groups_.end() && it->second == group;
+    });
+  }
 
   // --- runtime::TimeSource ---
   [[nodiscard]] Clock::time_point now() const noexcept override { return now_; }
@@ -168,7 +199,7 @@ class World::Impl final : public runtime::Driver, public runtime::TimeSource, pu
   std::uint64_t random() noexcept override { return splitmix(rng_); }
   runtime::Network& network() noexcept override { return network_; }
   // NetworkHost
-  void ready(runtime::Runnable* r) noexcept override { ready_.push_back(Ready{nullptr, r}); }
+  void ready(runtime::Runnable* r) noexcept override { ready_.push_back(Ready{nullptr, r, 0}); }
 
   WorldOptions options_;
   Clock::time_point now_ = kVirtualEpoch;
@@ -182,6 +213,7 @@ class World::Impl final : public runtime::Driver, public runtime::TimeSource, pu
   struct Ready {
     runtime::Scheduler* pool;
     runtime::Runnable* runnable;
+    std::uint32_t group = 0;
     bool woke_from_stall = false;  // runs when next picked: a stall is not repeated at once
   };
   struct Stalled {
@@ -237,7 +269,18 @@ class World::Impl final : public runtime::Driver, public runtime::TimeSource, pu
 
   std::vector<Ready> ready_;
   std::vector<Stalled> stalled_;
+  std::map<runtime::TimeDriven*, std::uint32_t> part_groups_;
+  std::set<std::uint32_t> crashed_;
+  std::uint32_t groups_ = 0;
   std::vector<runtime::TimeDriven*> parts_;
+
+ public:
+  // Crashed nodes: never run, never freed (their threads wait forever on a turn that will not
+  // come, and destroying them would run their stop). Reachable, so not reported as leaks.
+  static std::vector<std::unique_ptr<Node>>& graveyard() {
+    static auto* nodes = new std::vector<std::unique_ptr<Node>>();
+    return *nodes;
+  }
 };
 
 World::World(std::uint64_t seed) : World(WorldOptions{seed}) {}
@@ -288,6 +331,19 @@ Status World::run_steps(std::uint64_t count) {
 
 Result<bool> World::run_until(const std::function<bool()>& done, std::chrono::nanoseconds limit) {
   return impl_->run_until_for(done, limit);
+}
+
+void World::crash(std::unique_ptr<Node> node) {
+  if (!node) {
+    return;
+  }
+  const std::uint32_t group = detail::NodeAccess::impl(*node).driver_group;
+  if (group == 0) {
+    throw std::logic_error("ember::sim::World::crash: the node was not started in this world");
+  }
+  impl_->crash(group);
+  impl_->network_.unbind(node->id());
+  Impl::graveyard().push_back(std::move(node));
 }
 
 void World::partition(std::string_view a, std::string_view b) {

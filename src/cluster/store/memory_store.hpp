@@ -58,6 +58,13 @@ class MemoryStore final : public Store {
   /// Expires a lease now, as its TTL passing would: its keys go, its keep-alive reports it lost.
   void expire(LeaseId lease);
 
+  /// One process's connection to the store (a simulated node's): forwards every call, and can be
+  /// severed as the death of that process severs it. Its keep-alives then stop renewing (so its
+  /// leases expire by their TTL, not at once), its watches stop, and its calls fail.
+  static std::shared_ptr<Store> connect(std::shared_ptr<MemoryStore> store);
+  /// Severs a connection made by connect().
+  static void sever(Store& connection);
+
  private:
   struct Lease {
     std::chrono::seconds ttl{0};
