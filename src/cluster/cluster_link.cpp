@@ -14,6 +14,7 @@
 #include "net/simulated_transport.hpp"
 #include "rpc/calls.hpp"
 #include "rpc/events.hpp"
+#include "rpc/inbound.hpp"
 #include "runtime/thread.hpp"
 #include "wire/wire_codec.hpp"
 
@@ -196,59 +197,57 @@ class RemoteCall final : public runtime::Message {
   /// This node's steady-clock deadline, fixed when the frame was read (local_deadline).
   void set_deadline(Clock::time_point deadline) noexcept { deadline_ = deadline; }
 
-  void run() override {
-    // Before the payload is parsed: under overload expired requests come in numbers.
-    if (drop_if_expired(deadline_, request().method(), responder_)) {
-      return;
+  void run() override { run_inbound(*this); }
+
+  // --- the inbound source (see run_inbound) ---
+  [[nodiscard]] std::string_view method() const noexcept { return request().method(); }
+  [[nodiscard]] Clock::time_point deadline() const noexcept { return deadline_; }
+  [[nodiscard]] const std::shared_ptr<Responder>& responder() const noexcept { return responder_; }
+  std::optional<std::string> offered_type_if_not(const MethodEntry& entry) const {
+    if (request().payload_type() == entry.request_type->full_name()) {
+      return std::nullopt;
     }
-    ServiceCore* core = ServiceCore::current();
-    const MethodEntry* entry = core->find_method(request().method());
-    if (entry == nullptr) {
-      responder_->deliver(Error{
-          Errc::no_such_method,
-          "service " + core->pid().to_string() + " has no method '" + request().method() + "'"});
-      return;
+    return request().payload_type();
+  }
+  std::optional<std::string> expected_type_if_not(const MethodEntry& entry) const {
+    if (request().response_type().empty() ||
+        request().response_type() == entry.response_type->full_name()) {
+      return std::nullopt;
     }
-    if (request().payload_type() != entry->request_type->full_name()) {
-      responder_->deliver(Error{Errc::bad_argument_type, "method '" + request().method() +
-                                                             "' takes " +
-                                                             entry->request_type->full_name() +
-                                                             ", got " + request().payload_type()});
-      return;
-    }
-    if (!request().response_type().empty() &&
-        request().response_type() != entry->response_type->full_name()) {
-      responder_->deliver(
-          Error{Errc::bad_argument_type, "method '" + request().method() + "' returns " +
-                                             entry->response_type->full_name() +
-                                             ", the caller expects " + request().response_type()});
-      return;
-    }
-    std::shared_ptr<AnyMessage> payload(entry->request_prototype->New());
+    return request().response_type();
+  }
+  std::optional<Error> decode(const MethodEntry& entry) {
+    std::shared_ptr<AnyMessage> payload(entry.request_prototype->New());
     if (!payload->ParseFromString(request().payload())) {
-      responder_->deliver(Error{Errc::bad_argument_type, "the payload of '" + request().method() +
-                                                             "' does not parse as " +
-                                                             request().payload_type()});
-      return;
+      return Error{Errc::bad_argument_type, "the payload of '" + request().method() +
+                                                "' does not parse as " + request().payload_type()};
     }
-    Context ctx;
-    detail::state(ctx).priority = request().priority() != 0 ? Priority::system : Priority::user;
-    detail::state(ctx).key =
+    payload_ = std::move(payload);
+    return std::nullopt;
+  }
+  [[nodiscard]] const std::shared_ptr<const AnyMessage>& payload() const noexcept {
+    return payload_;
+  }
+  // The wire's fields as the handler sees them; built only for a request that will run.
+  const Context& context() {
+    ContextState& state = detail::state(context_);
+    state.priority = request().priority() != 0 ? Priority::system : Priority::user;
+    state.key =
         request().key_hash() != 0 ? DispatchKey::from_hash(request().key_hash()) : DispatchKey{};
-    detail::state(ctx).trace_id = request().trace_id();
-    detail::state(ctx).deadline = deadline_;
+    state.trace_id = request().trace_id();
+    state.deadline = deadline_;
     if (!request().headers().empty()) {
       auto headers = std::make_shared<Headers>();
       for (const auto& [k, v] : request().headers()) {
         headers->emplace(k, v);
       }
-      detail::state(ctx).headers = std::move(headers);
+      state.headers = std::move(headers);
     }
-    detail::state(ctx).caller = from_wire(request().caller(), request().reply_address());
-    detail::state(ctx).method = request().method();
-    ContextScope scope(&ctx);
-    entry->invoke(payload, ctx, responder_);
+    state.caller = from_wire(request().caller(), request().reply_address());
+    state.method = request().method();
+    return context_;
   }
+
   void reject(const Error& why) noexcept override {
     try {
       responder_->deliver(why);
@@ -261,6 +260,8 @@ class RemoteCall final : public runtime::Message {
   std::unique_ptr<wire::RemoteRequest> request_;
   std::shared_ptr<Responder> responder_;
   Clock::time_point deadline_ = Clock::time_point::max();
+  std::shared_ptr<const AnyMessage> payload_;
+  Context context_;
 };
 
 Result<std::shared_ptr<ClusterLink>> ClusterLink::attach(Node& node, net::TransportOptions options,

@@ -8,6 +8,7 @@
 
 #include "core/node_impl.hpp"
 #include "core/service_core.hpp"
+#include "rpc/inbound.hpp"
 #include "runtime/scheduler.hpp"
 
 namespace ember {
@@ -340,38 +341,47 @@ Request::Request(std::string_view method, std::shared_ptr<const AnyMessage> payl
   detail::state(context_).method = method_;  // views the string this request owns
 }
 
+namespace {
+
+// A request from this node: its payload is already the typed message, shared with the caller.
+struct LocalSource {
+  const std::string& method_;
+  const std::shared_ptr<const AnyMessage>& payload_;
+  const std::type_info* response_type_;
+  const AnyMessage* response_prototype_;
+  const std::shared_ptr<Responder>& responder_;
+  const Context& context_;
+
+  [[nodiscard]] std::string_view method() const noexcept { return method_; }
+  [[nodiscard]] Context::Clock::time_point deadline() const noexcept {
+    return detail::state(context_).deadline;
+  }
+  [[nodiscard]] const std::shared_ptr<Responder>& responder() const noexcept { return responder_; }
+  std::optional<std::string> offered_type_if_not(const MethodEntry& entry) const {
+    if (typeid(*payload_) == *entry.request_typeid) {
+      return std::nullopt;
+    }
+    return payload_->GetDescriptor()->full_name();
+  }
+  std::optional<std::string> expected_type_if_not(const MethodEntry& entry) const {
+    if (response_type_ == nullptr || *response_type_ == *entry.response_typeid) {
+      return std::nullopt;
+    }
+    return response_prototype_ != nullptr ? response_prototype_->GetDescriptor()->full_name()
+                                          : std::string("another type");
+  }
+  std::optional<Error> decode(const MethodEntry&) const noexcept { return std::nullopt; }
+  [[nodiscard]] const std::shared_ptr<const AnyMessage>& payload() const noexcept {
+    return payload_;
+  }
+  [[nodiscard]] const Context& context() const noexcept { return context_; }
+};
+
+}  // namespace
+
 void Request::run() {
-  // First: an expired request is answered timeout whatever else is wrong with it, and under
-  // overload, when requests expire in numbers, dropping one should cost no more than this.
-  if (drop_if_expired(detail::state(context_).deadline, method_, responder_)) {
-    return;
-  }
-  ServiceCore* core = ServiceCore::current();
-  const MethodEntry* entry = core->find_method(method_);
-  auto fail = [&](Error e) { reply(responder_, std::move(e)); };
-  if (entry == nullptr) {
-    fail(Error{Errc::no_such_method,
-               "service " + core->pid().to_string() + " has no method '" + method_ + "'"});
-    return;
-  }
-  if (typeid(*payload_) != *entry->request_typeid) {
-    fail(Error{Errc::bad_argument_type, "method '" + method_ + "' takes " +
-                                            entry->request_type->full_name() + ", got " +
-                                            payload_->GetDescriptor()->full_name()});
-    return;
-  }
-  if (response_type_ != nullptr && *response_type_ != *entry->response_typeid) {
-    // Protobuf names, never typeid().name(): a mangled C++ name teaches nobody.
-    fail(Error{
-        Errc::bad_argument_type,
-        "method '" + method_ + "' returns " + entry->response_type->full_name() +
-            ", the caller expects " +
-            (response_prototype_ != nullptr ? response_prototype_->GetDescriptor()->full_name()
-                                            : std::string("another type"))});
-    return;
-  }
-  ContextScope scope(&context_);
-  entry->invoke(payload_, context_, responder_);
+  LocalSource source{method_, payload_, response_type_, response_prototype_, responder_, context_};
+  run_inbound(source);
 }
 
 void Request::reject(const Error& why) noexcept {

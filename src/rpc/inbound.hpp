@@ -1,0 +1,66 @@
+// SPDX-License-Identifier: Apache-2.0
+#pragma once
+
+#include <ember/rpc.hpp>
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "core/service_core.hpp"
+#include "rpc/calls.hpp"
+
+namespace ember::detail {
+
+/// The one way a request reaches its handler, on the callee's lane, whether it came from this
+/// node (Request) or from another (the cluster's RemoteCall): the same checks in the same order
+/// and the same errors. A source differs only in how it proves its types and produces its
+/// payload and context:
+///
+///   std::string_view method();  Context::Clock::time_point deadline();
+///   const std::shared_ptr<Responder>& responder();    // null: a local Send
+///   std::optional<std::string> offered_type_if_not(const MethodEntry&);   // request type
+///   std::optional<std::string> expected_type_if_not(const MethodEntry&);  // response type
+///   std::optional<Error> decode(const MethodEntry&);  // then payload() holds the request
+///   const std::shared_ptr<const AnyMessage>& payload();
+///   const Context& context();
+///
+/// A template, not an interface: local calls are the hot path and pay no virtual call for it.
+template <class Source>
+void run_inbound(Source& source) {
+  // First: an expired request is answered timeout whatever else is wrong with it, and under
+  // overload, when requests expire in numbers, dropping one should cost no more than this.
+  if (drop_if_expired(source.deadline(), source.method(), source.responder())) {
+    return;
+  }
+  ServiceCore* core = ServiceCore::current();
+  const MethodEntry* entry = core->find_method(source.method());
+  if (entry == nullptr) {
+    reply(source.responder(),
+          Error{Errc::no_such_method, "service " + core->pid().to_string() + " has no method '" +
+                                          std::string(source.method()) + "'"});
+    return;
+  }
+  if (std::optional<std::string> offered = source.offered_type_if_not(*entry)) {
+    reply(source.responder(), Error{Errc::bad_argument_type,
+                                    "method '" + std::string(source.method()) + "' takes " +
+                                        entry->request_type->full_name() + ", got " + *offered});
+    return;
+  }
+  // Protobuf names, never typeid().name(): a mangled C++ name teaches nobody.
+  if (std::optional<std::string> expected = source.expected_type_if_not(*entry)) {
+    reply(source.responder(),
+          Error{Errc::bad_argument_type, "method '" + std::string(source.method()) + "' returns " +
+                                             entry->response_type->full_name() +
+                                             ", the caller expects " + *expected});
+    return;
+  }
+  if (std::optional<Error> unreadable = source.decode(*entry)) {
+    reply(source.responder(), std::move(*unreadable));
+    return;
+  }
+  const Context& context = source.context();
+  ContextScope scope(&context);
+  entry->invoke(source.payload(), context, source.responder());
+}
+
+}  // namespace ember::detail
