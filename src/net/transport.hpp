@@ -57,7 +57,7 @@ struct TransportStats {
 
 /// Node-to-node TCP: length-prefixed frames, normally one connection per node pair, writes
 /// coalesced, TCP_NODELAY, a challenge-response handshake on a shared secret, lazy reconnection
-/// with backoff. Runs one I/O thread; asio stays inside the .cpp.
+/// with backoff. Runs one I/O thread; asio stays inside src/net.
 ///
 /// Keeps accepting through accept errors (a full descriptor table, say): it retries with a
 /// doubling backoff and logs one warning per episode. Refused connections are counted per reason
