@@ -290,8 +290,11 @@ void Membership::run() {
     const std::uint64_t generation = watch_generation_;
     work_ = false;
     std::vector<std::string> electing;
+    if (elections_held_until_ && Clock::now() >= *elections_held_until_) {
+      elections_held_until_.reset();
+    }
     for (const auto& [uid, local] : locals_) {
-      if (local.elect) {
+      if (local.elect && !elections_held_until_) {
         electing.push_back(uid);
       }
     }
@@ -468,6 +471,17 @@ Status Membership::raise_epoch_base() {
     if (!got->kvs.empty()) {
       base = parse_epoch(got->kvs.front().value);
       mod_revision = got->kvs.front().mod_revision;
+    } else if (attempt == 0) {
+      // This node has seen epochs, and the store has no base: it lost its data. Other survivors
+      // may have seen higher epochs than this node; an election before they raise the base too
+      // could grant an epoch below one already used. Each of them opens its session, and raises
+      // the base, within a TTL of the loss.
+      elections_held_until_ = Clock::now() + ttl_ + std::chrono::seconds(1);
+      node_.log.warn(
+          "etcd has no epoch base: it lost its data; elections wait {} ms for every surviving "
+          "node to raise the base to the highest epoch it has seen",
+          std::chrono::duration_cast<std::chrono::milliseconds>(ttl_ + std::chrono::seconds(1))
+              .count());
     }
     if (base >= epoch_max_) {
       return {};

@@ -160,8 +160,11 @@ class Membership final : public RemoteRouter,
   };
   std::map<std::string, MasterKey> master_keys_;  // group -> the master key in etcd now
   std::optional<std::chrono::steady_clock::time_point> outage_since_;
-  int outage_attempts_ = 0;  // failed session attempts in this episode (the first is logged)
-  bool rejoining_ = false;   // a session opened after an outage: "rejoined" is logged once settled
+  int outage_attempts_ = 0;
+  // Set when the store lost its data: no election before it (see raise_epoch_base).
+  std::optional<std::chrono::steady_clock::time_point>
+      elections_held_until_;  // failed session attempts in this episode (the first is logged)
+  bool rejoining_ = false;    // a session opened after an outage: "rejoined" is logged once settled
   std::unique_ptr<store::Store::KeepAlive> keep_alive_;
   std::unique_ptr<store::Store::Watch> watch_;
   std::set<std::string> remote_;  // uids of other nodes' services in the repository

@@ -151,8 +151,21 @@ void MemoryStore::publish(std::vector<Event> events, std::int64_t revision) {
 }
 
 void MemoryStore::post(std::shared_ptr<Registration> to, std::function<void()> call) {
-  calls_.emplace_back(std::move(to), std::move(call));
+  auto due = Clock::now();
+  if (watch_lag_.count() > 0) {
+    due += std::chrono::milliseconds(runtime::random_seed() %
+                                     static_cast<std::uint64_t>(watch_lag_.count() + 1));
+  }
+  if (!calls_.empty()) {
+    due = std::max(due, calls_.back().due);
+  }
+  calls_.push_back(Call{std::move(to), std::move(call), due});
   wake_.notify_all();
+}
+
+void MemoryStore::set_watch_lag(std::chrono::milliseconds max) {
+  std::lock_guard lock(mu_);
+  watch_lag_ = std::max(max, std::chrono::milliseconds{0});
 }
 
 void MemoryStore::drop_lease(LeaseId lease, const Error* lost) {
@@ -445,8 +458,9 @@ void MemoryStore::run() {
     registrations_.erase(std::remove_if(registrations_.begin(), registrations_.end(),
                                         [](const auto& reg) { return reg->cancelled.load(); }),
                          registrations_.end());
-    while (!calls_.empty()) {
-      auto [reg, call] = std::move(calls_.front());
+    while (!calls_.empty() && calls_.front().due <= Clock::now()) {
+      auto reg = std::move(calls_.front().to);
+      auto call = std::move(calls_.front().run);
       calls_.pop_front();
       lock.unlock();
       {
@@ -466,7 +480,12 @@ void MemoryStore::run() {
         next = std::min(next, reg->next_renewal);
       }
     }
-    wake_.wait_until(lock, next, [&] { return stopping_ || !calls_.empty(); });
+    if (!calls_.empty()) {
+      next = std::min(next, calls_.front().due);
+    }
+    wake_.wait_until(lock, next, [&] {
+      return stopping_ || (!calls_.empty() && calls_.front().due <= Clock::now());
+    });
   }
 }
 
@@ -483,18 +502,22 @@ class Connection final : public Store, public std::enable_shared_from_this<Conne
            std::unique_ptr<Watch> watch)
         : owner_(std::move(owner)), keep_alive_(std::move(keep_alive)), watch_(std::move(watch)) {}
     ~Handle() override {
-      std::lock_guard lock(owner_->mu_);
-      std::erase(owner_->handles_, this);
-      keep_alive_.reset();
-      watch_.reset();
+      Parts parts;
+      {
+        std::lock_guard lock(owner_->mu_);
+        std::erase(owner_->handles_, this);
+        parts = take();
+      }
+      // Destroyed without the connection's lock: releasing a registration waits for its callback,
+      // which may be waiting for a lock whose holder asks this connection for renewals.
     }
     [[nodiscard]] std::int64_t renewals() const noexcept override {
       std::lock_guard lock(owner_->mu_);
       return keep_alive_ ? keep_alive_->renewals() : 0;
     }
-    void drop() {  // owner_->mu_ held
-      keep_alive_.reset();
-      watch_.reset();
+    using Parts = std::pair<std::unique_ptr<KeepAlive>, std::unique_ptr<Watch>>;
+    Parts take() {  // owner_->mu_ held
+      return {std::move(keep_alive_), std::move(watch_)};
     }
 
    private:
@@ -505,13 +528,15 @@ class Connection final : public Store, public std::enable_shared_from_this<Conne
 
   void sever() {
     std::shared_ptr<MemoryStore> store;
+    std::vector<Handle::Parts> parts;
     {
       std::lock_guard lock(mu_);
       for (Handle* h : handles_) {
-        h->drop();
+        parts.push_back(h->take());
       }
       store.swap(store_);
     }
+    parts.clear();  // outside the lock, as in ~Handle
   }
 
   [[nodiscard]] std::string endpoint() const override { return "memory"; }

@@ -57,6 +57,9 @@ class MemoryStore final : public Store {
   void wipe();
   /// Expires a lease now, as its TTL passing would: its keys go, its keep-alive reports it lost.
   void expire(LeaseId lease);
+  /// Watch events (and every callback queued after them) arrive up to `max` late, drawn at
+  /// random, as etcd's watch streams lag behind its writes; 0 (the default): at once.
+  void set_watch_lag(std::chrono::milliseconds max);
 
   /// One process's connection to the store (a simulated node's): forwards every call, and can be
   /// severed as the death of that process severs it. Its keep-alives then stop renewing (so its
@@ -94,7 +97,13 @@ class MemoryStore final : public Store {
   std::map<LeaseId, Lease> leases_;
   std::vector<std::pair<std::vector<Event>, std::int64_t>> history_;  // one entry per revision
   std::vector<std::shared_ptr<Registration>> registrations_;
-  std::deque<std::pair<std::shared_ptr<Registration>, std::function<void()>>> calls_;
+  struct Call {
+    std::shared_ptr<Registration> to;
+    std::function<void()> run;
+    std::chrono::steady_clock::time_point due;
+  };
+  std::deque<Call> calls_;  // in order: a later call never runs before an earlier one
+  std::chrono::milliseconds watch_lag_{0};
   runtime::Thread thread_;
 };
 
