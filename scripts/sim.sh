@@ -22,13 +22,17 @@ while [ $# -gt 0 ]; do
 done
 
 cmake --preset release >/dev/null
-cmake --build --preset release -j "$(nproc)" --target ember_sim_tests
-bin=build/release/src/ember_sim_tests
+cmake --build --preset release -j "$(nproc)" --target ember_sim_tests ember_sim_cluster_tests
+bins=(build/release/src/ember_sim_tests build/release/src/ember_sim_cluster_tests)
 
 if [ -n "$one" ]; then
-  EMBER_SIM_SEED="$one" "$bin"
+  for bin in "${bins[@]}"; do
+    EMBER_SIM_SEED="$one" "$bin"
+  done
   exit
 fi
 start=$(date +%s)
-EMBER_SIM_SEEDS="$seeds" EMBER_SIM_FIRST_SEED="$first" "$bin" --gtest_brief=1
+for bin in "${bins[@]}"; do
+  EMBER_SIM_SEEDS="$seeds" EMBER_SIM_FIRST_SEED="$first" "$bin" --gtest_brief=1
+done
 echo "sim: $seeds seeds from $first per property passed in $(( $(date +%s) - start )) s"
