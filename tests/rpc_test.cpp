@@ -498,7 +498,14 @@ TEST(Rpc, CancelledAsyncCallNeverCallsBack) {
   auto* asker = static_cast<Asker*>(*node.add_service(std::make_unique<Asker>(), named("asker")));
   auto* calc = static_cast<Calc*>(*node.add_service(std::make_unique<Calc>(), named("calc")));
   ASSERT_TRUE(node.start());
+  // The callee is held busy until the cancel is made: otherwise, on a loaded machine, it can
+  // answer between async_call and cancel, and the cancel rightly finds nothing to cancel.
+  calc->gate = std::make_shared<std::atomic<bool>>(false);
+  ScopeExit open_gate([gate = calc->gate] { gate->store(true); });
+  ASSERT_TRUE(node.post("calc", [calc] { calc->gate_wait(); }));
+  ASSERT_TRUE(wait_for([&] { return calc->blocking.load() == 1; }));
   ASSERT_TRUE(run_in(node, "asker", [&] { asker->ask("RpcSum", 1s, /*cancel=*/true); }));
+  calc->gate->store(true);
   ASSERT_TRUE(wait_for([&] { return calc->calls.load() == 1; }));
   ASSERT_TRUE(run_in(node, "asker", [&] { asker->ask("RpcSum", 1s); }));
   ASSERT_TRUE(wait_for([&] { return asker->callbacks.load() == 1; }));
