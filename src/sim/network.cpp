@@ -7,7 +7,7 @@
 namespace ember::sim {
 
 bool SimNetwork::chance(double p) noexcept {
-  return p > 0 && static_cast<double>(host_.random() >> 11) * 0x1.0p-53 < p;
+  return p > 0 && bits_below(host_.random(), p);
 }
 
 Status SimNetwork::bind(const std::string& node, OnFrame on_frame, OnPeer on_peer) {

@@ -16,6 +16,11 @@
 
 namespace ember::sim {
 
+/// True with probability `p`, from 64 random bits (53 of them make a double in [0, 1)).
+inline bool bits_below(std::uint64_t bits, double p) noexcept {
+  return static_cast<double>(bits >> 11) * 0x1.0p-53 < p;
+}
+
 /// What the network needs from its world.
 class NetworkHost {
  public:

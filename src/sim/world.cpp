@@ -35,6 +35,14 @@ std::uint64_t splitmix(std::uint64_t& state) noexcept {
   return z ^ (z >> 31);
 }
 
+// The runs that report only whether they livelocked.
+Status without_value(Result<bool> result) {
+  if (!result) {
+    return std::move(result).error();
+  }
+  return {};
+}
+
 constexpr std::uint64_t kFnvOffset = 0xcbf29ce484222325ULL;
 constexpr std::uint64_t kFnvPrime = 0x100000001b3ULL;
 
@@ -172,8 +180,12 @@ class World::Impl final : public runtime::Driver, public runtime::TimeSource, pu
   }
 
   Result<bool> run_until_for(const std::function<bool()>& done, std::chrono::nanoseconds limit) {
-    const Clock::time_point deadline =
-        limit >= std::chrono::hours(24 * 365) ? Clock::time_point::max() : now_ + limit;
+    return run_until_checked(
+        done, limit >= std::chrono::hours(24 * 365) ? Clock::time_point::max() : now_ + limit);
+  }
+
+  // run_until, with a livelock reported as an error.
+  Result<bool> run_until_checked(const std::function<bool()>& done, Clock::time_point deadline) {
     const bool held = run_until(done, deadline);
     if (livelock_) {
       return Error{Errc::internal,
@@ -251,7 +263,7 @@ class World::Impl final : public runtime::Driver, public runtime::TimeSource, pu
     mix(pick);
     mix(count);
     if (options_.stall_probability > 0 && !chosen.woke_from_stall &&
-        static_cast<double>(random() >> 11) * 0x1.0p-53 < options_.stall_probability) {
+        bits_below(random(), options_.stall_probability)) {
       mix(0x57a1);
       stall(chosen);
       return;
@@ -300,33 +312,18 @@ std::chrono::nanoseconds World::elapsed() const noexcept {
 }
 
 Status World::run(std::chrono::nanoseconds limit) {
-  auto result = impl_->run_until_for([] { return false; }, limit);
-  if (!result) {
-    return std::move(result).error();
-  }
-  return {};
+  return without_value(impl_->run_until_for([] { return false; }, limit));
 }
 
 Status World::run_for(std::chrono::nanoseconds span) {
-  const Clock::time_point deadline = impl_->now_ + span;
-  (void)impl_->run_until([] { return false; }, deadline);
-  if (impl_->livelock_) {
-    return Error{Errc::internal, "simulation livelock: more than " +
-                                     std::to_string(impl_->options_.max_steps) +
-                                     " steps (replay with " + replay_hint() + ")"};
-  }
-  impl_->now_ = std::max(impl_->now_, deadline);
-  return {};
+  // Never done: it returns once nothing is due before the deadline, with the clock on it.
+  return without_value(impl_->run_until_checked([] { return false; }, impl_->now_ + span));
 }
 
 Status World::run_steps(std::uint64_t count) {
   const std::uint64_t until = impl_->steps_ + count;
-  auto result = impl_->run_until_for([&] { return impl_->steps_ >= until; },
-                                     std::chrono::hours(24 * 365 * 10));
-  if (!result) {
-    return std::move(result).error();
-  }
-  return {};
+  return without_value(impl_->run_until_for([&] { return impl_->steps_ >= until; },
+                                            std::chrono::hours(24 * 365 * 10)));
 }
 
 Result<bool> World::run_until(const std::function<bool()>& done, std::chrono::nanoseconds limit) {
@@ -379,7 +376,7 @@ std::uint64_t World::uniform(std::uint64_t n) noexcept {
 }
 
 bool World::chance(double p) noexcept {
-  return static_cast<double>(impl_->random() >> 11) * 0x1.0p-53 < p;
+  return bits_below(impl_->random(), p);
 }
 
 void World::record(std::string_view observation) {

@@ -17,6 +17,7 @@
 #include "cluster/membership.hpp"
 #include "cluster/store/memory_store.hpp"
 #include "core/node_impl.hpp"
+#include "sim/configs.hpp"
 #include "sim/seeds.hpp"
 #include "test.pb.h"
 
@@ -58,9 +59,7 @@ class Leader : public ember::Service {
 };
 
 ember::NodeConfig cluster_node(const std::string& id) {
-  ember::NodeConfig c;
-  c.node_id = id;
-  c.timer_tick = 1ms;
+  ember::NodeConfig c = ember::testing::sim_node(id);
   c.call_timeout = 500ms;
   c.shutdown_timeout = 1s;
   c.cluster.enabled = true;
@@ -71,16 +70,39 @@ ember::NodeConfig cluster_node(const std::string& id) {
   return c;
 }
 
+// A simulated cluster's coordinator: one MemoryStore, made in the world (its thread is one of the
+// world's) and reached by each node through a connection of its own, which dies with the node.
+// Declare it after the World and before the nodes: it must outlive them, and the World it.
+class Coordinator {
+ public:
+  Coordinator() {
+    ember::detail::install_store_factory(
+        [this](ember::detail::NodeImpl& node) -> Result<std::shared_ptr<ember::store::Store>> {
+          auto connection = ember::store::MemoryStore::connect(store_);
+          connections_[node.config.node_id] = connection;
+          return connection;
+        });
+  }
+  ~Coordinator() { ember::detail::install_store_factory(nullptr); }
+  Coordinator(const Coordinator&) = delete;
+  Coordinator& operator=(const Coordinator&) = delete;
+
+  ember::store::MemoryStore& store() { return *store_; }
+  /// What a killed node held in the coordinator stays until its lease expires.
+  void sever(const std::string& node) { ember::store::MemoryStore::sever(*connections_.at(node)); }
+
+ private:
+  std::shared_ptr<ember::store::MemoryStore> store_ = std::make_shared<ember::store::MemoryStore>();
+  std::map<std::string, std::shared_ptr<ember::store::Store>> connections_;
+};
+
 class SimCluster : public ::testing::Test {
  protected:
   void SetUp() override {
     ember::set_log_level(std::getenv("EMBER_SIM_SEED") != nullptr ? ember::LogLevel::info
                                                                   : ember::LogLevel::off);
   }
-  void TearDown() override {
-    ember::detail::install_store_factory(nullptr);
-    ember::set_log_level(ember::LogLevel::info);
-  }
+  void TearDown() override { ember::set_log_level(ember::LogLevel::info); }
 };
 
 struct ElectionRun {
@@ -96,16 +118,7 @@ ElectionRun run_election(std::uint64_t seed) {
   options.stall_probability = 0.01;
   options.max_stall = 200ms;
   ember::sim::World world(options);
-  // Created in the world: its thread is one of the world's. Each node reaches it through a
-  // connection of its own, which dies with the node.
-  auto store = std::make_shared<ember::store::MemoryStore>();
-  std::map<std::string, std::shared_ptr<ember::store::Store>> connections;
-  ember::detail::install_store_factory([store, &connections](ember::detail::NodeImpl& node)
-                                           -> Result<std::shared_ptr<ember::store::Store>> {
-    auto connection = ember::store::MemoryStore::connect(store);
-    connections[node.config.node_id] = connection;
-    return connection;
-  });
+  Coordinator coordinator;
   RoleLog log;
   const std::vector<std::string> ids{"a", "b", "c"};
   std::vector<std::unique_ptr<ember::Node>> nodes(ids.size());
@@ -178,9 +191,9 @@ ElectionRun run_election(std::uint64_t seed) {
     switch (fault) {
       case 0: world.partition(ids[world.uniform(3)], ids[world.uniform(3)]); break;
       case 1: world.isolate(ids[world.uniform(3)]); break;
-      case 2: store->set_available(false); break;
+      case 2: coordinator.store().set_available(false); break;
       case 3:
-        store->wipe();
+        coordinator.store().wipe();
         if (std::none_of(nodes.begin(), nodes.end(), [](const auto& n) { return n != nullptr; })) {
           // Every node is down and the coordinator forgot everything: nothing remembers the
           // epochs, so they start over (a documented limit). A new era for the checks.
@@ -194,7 +207,7 @@ ElectionRun run_election(std::uint64_t seed) {
         // SIGKILL: a dead node acts no more, whatever it last heard.
         const std::size_t i = world.uniform(ids.size());
         if (nodes[i]) {
-          ember::store::MemoryStore::sever(*connections[ids[i]]);
+          coordinator.sever(ids[i]);
           world.crash(std::move(nodes[i]));
           acting.erase(ids[i]);
         }
@@ -217,7 +230,7 @@ ElectionRun run_election(std::uint64_t seed) {
       check();
     }
     world.heal();
-    store->set_available(true);
+    coordinator.store().set_available(true);
   }
   for (std::size_t i = 0; i < ids.size(); ++i) {
     if (!nodes[i]) {
@@ -244,10 +257,6 @@ ElectionRun run_election(std::uint64_t seed) {
       EXPECT_TRUE(node->stop());
     }
   }
-  nodes.clear();
-  connections.clear();
-  store.reset();
-  ember::detail::install_store_factory(nullptr);
   run.hash = world.trace_hash();
   return run;
 }
@@ -331,14 +340,7 @@ TEST_F(SimCluster, RemoteCallsCompleteOnceAndRunAtMostOnceUnderNetworkFaultsAndC
     options.stall_probability = 0.02;
     options.max_stall = 100ms;
     ember::sim::World world(options);
-    auto store = std::make_shared<ember::store::MemoryStore>();
-    std::map<std::string, std::shared_ptr<ember::store::Store>> connections;
-    ember::detail::install_store_factory([store, &connections](ember::detail::NodeImpl& node)
-                                             -> Result<std::shared_ptr<ember::store::Store>> {
-      auto connection = ember::store::MemoryStore::connect(store);
-      connections[node.config.node_id] = connection;
-      return connection;
-    });
+    Coordinator coordinator;
     CallLedger ledger;
     const std::vector<std::string> ids{"a", "b", "c"};
     std::vector<std::unique_ptr<ember::Node>> nodes(ids.size());
@@ -435,7 +437,7 @@ TEST_F(SimCluster, RemoteCallsCompleteOnceAndRunAtMostOnceUnderNetworkFaultsAndC
         case 2: {
           const std::size_t i = world.uniform(ids.size());
           if (nodes[i]) {
-            ember::store::MemoryStore::sever(*connections[ids[i]]);
+            coordinator.sever(ids[i]);
             world.crash(std::move(nodes[i]));
             callers[i] = nullptr;
           }
@@ -477,10 +479,6 @@ TEST_F(SimCluster, RemoteCallsCompleteOnceAndRunAtMostOnceUnderNetworkFaultsAndC
         EXPECT_TRUE(node->stop());
       }
     }
-    nodes.clear();
-    connections.clear();
-    store.reset();
-    ember::detail::install_store_factory(nullptr);
   }
   EXPECT_GT(outcomes["ok"], 0);
   EXPECT_GT(outcomes["timeout"] + outcomes["node_unreachable"], 0);
@@ -555,14 +553,10 @@ TEST_F(SimCluster, NoAcknowledgedAppendIsLostAndNoMemberIsElectedBelowASeenEpoch
     options.stall_probability = 0.01;
     options.max_stall = 100ms;
     ember::sim::World world(options);
-    auto store = std::make_shared<ember::store::MemoryStore>();
+    Coordinator coordinator;
     // Watches lag behind writes, as etcd's do: a member may hear of a master's epoch from the
     // master's own writes before its watch tells it.
-    store->set_watch_lag(std::chrono::milliseconds(world.uniform(100)));
-    ember::detail::install_store_factory(
-        [store](ember::detail::NodeImpl&) -> Result<std::shared_ptr<ember::store::Store>> {
-          return ember::store::MemoryStore::connect(store);
-        });
+    coordinator.store().set_watch_lag(std::chrono::milliseconds(world.uniform(100)));
     const std::vector<std::string> ids{"a", "b", "c"};
     std::vector<std::unique_ptr<ember::Node>> nodes;
     std::vector<Ledger*> ledgers;
@@ -581,14 +575,14 @@ TEST_F(SimCluster, NoAcknowledgedAppendIsLostAndNoMemberIsElectedBelowASeenEpoch
     for (int round = 0; round < 10; ++round) {
       switch (world.uniform(6)) {
         case 0:
-          store->wipe();
+          coordinator.store().wipe();
           // Sometimes again soon after, while the news of the last election is still on its way.
           if (world.chance(0.5)) {
             ASSERT_TRUE(world.run_for(std::chrono::milliseconds(world.uniform(150))));
-            store->wipe();
+            coordinator.store().wipe();
           }
           break;
-        case 1: store->set_available(false); break;
+        case 1: coordinator.store().set_available(false); break;
         case 2: world.partition(ids[world.uniform(3)], ids[world.uniform(3)]); break;
         default: break;
       }
@@ -606,7 +600,7 @@ TEST_F(SimCluster, NoAcknowledgedAppendIsLostAndNoMemberIsElectedBelowASeenEpoch
         ASSERT_TRUE(world.run_for(std::chrono::milliseconds(world.uniform(100))));
       }
       world.heal();
-      store->set_available(true);
+      coordinator.store().set_available(true);
     }
     ASSERT_TRUE(world.run_for(5s));
     for (std::size_t i = 0; i < ledgers.size(); ++i) {
@@ -623,9 +617,6 @@ TEST_F(SimCluster, NoAcknowledgedAppendIsLostAndNoMemberIsElectedBelowASeenEpoch
     for (auto& node : nodes) {
       EXPECT_TRUE(node->stop());
     }
-    nodes.clear();
-    store.reset();
-    ember::detail::install_store_factory(nullptr);
   }
   EXPECT_GT(acked_total, 0);
 }
@@ -663,11 +654,7 @@ TEST_F(SimCluster, ClusterEventsArriveAtMostOnceInOrderPerPublisher) {
     options.seed = seed;
     options.stall_probability = 0.02;
     ember::sim::World world(options);
-    auto store = std::make_shared<ember::store::MemoryStore>();
-    ember::detail::install_store_factory(
-        [store](ember::detail::NodeImpl&) -> Result<std::shared_ptr<ember::store::Store>> {
-          return ember::store::MemoryStore::connect(store);
-        });
+    Coordinator coordinator;
     const std::vector<std::string> ids{"a", "b", "c"};
     std::vector<std::unique_ptr<ember::Node>> nodes;
     std::vector<Scoreboard*> boards;
@@ -722,9 +709,6 @@ TEST_F(SimCluster, ClusterEventsArriveAtMostOnceInOrderPerPublisher) {
     for (auto& node : nodes) {
       EXPECT_TRUE(node->stop());
     }
-    nodes.clear();
-    store.reset();
-    ember::detail::install_store_factory(nullptr);
   }
   EXPECT_GT(delivered, 0) << "no event crossed from one node to another";
 }

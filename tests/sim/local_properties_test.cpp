@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "sim/configs.hpp"
 #include "sim/seeds.hpp"
 #include "test.pb.h"
 
@@ -21,21 +22,12 @@ using ember::Selector;
 namespace pb = ember::test;
 
 ember::NodeConfig node_config() {
-  ember::NodeConfig config;
-  config.node_id = "sim";
-  config.timer_tick = 1ms;
+  ember::NodeConfig config = ember::testing::sim_node("sim");
   config.shutdown_timeout = 2s;
   return config;
 }
 
-ember::ServiceConfig service_config(std::string name, int lanes) {
-  ember::ServiceConfig config;
-  config.class_name = name;
-  config.name = std::move(name);
-  config.worker.lanes = lanes;
-  config.worker.max_lanes = 16;
-  return config;
-}
+using ember::testing::sim_service;
 
 // --- per-key order under lanes and resizes ---------------------------------------------------
 
@@ -73,7 +65,7 @@ OrderRun run_order(std::uint64_t seed) {
   ember::Node node(node_config());
   auto owned = std::make_unique<Ledger>();
   Ledger* ledger = owned.get();
-  auto added = node.add_service(std::move(owned), service_config("ledger", 1 + world.uniform(4)));
+  auto added = node.add_service(std::move(owned), sim_service("ledger", 1 + world.uniform(4)));
   EXPECT_TRUE(added);
   EXPECT_TRUE(node.start());
   OrderRun run;
@@ -203,9 +195,9 @@ CallRun run_calls(std::uint64_t seed) {
   auto worker = std::make_unique<Worker>();
   worker->peer = "helper";
   auto helper = std::make_unique<Worker>();
-  EXPECT_TRUE(node.add_service(std::move(caller_owned), service_config("caller", 4)));
-  EXPECT_TRUE(node.add_service(std::move(worker), service_config("worker", 2)));
-  EXPECT_TRUE(node.add_service(std::move(helper), service_config("helper", 1)));
+  EXPECT_TRUE(node.add_service(std::move(caller_owned), sim_service("caller", 4)));
+  EXPECT_TRUE(node.add_service(std::move(worker), sim_service("worker", 2)));
+  EXPECT_TRUE(node.add_service(std::move(helper), sim_service("helper", 1)));
   EXPECT_TRUE(node.start());
   bool stopped_worker = false;
   for (int round = 0; round < 40; ++round) {
@@ -328,15 +320,14 @@ TEST_F(SimProperties, EventsArriveAtMostOnceInOrderPerPublisher) {
     for (int i = 0; i < 3; ++i) {
       auto a = std::make_unique<Announcer>();
       announcers.push_back(a.get());
-      ASSERT_TRUE(
-          node.add_service(std::move(a), service_config("announcer" + std::to_string(i), 1)));
+      ASSERT_TRUE(node.add_service(std::move(a), sim_service("announcer" + std::to_string(i), 1)));
     }
     for (int i = 0; i < 2; ++i) {
       auto l = std::make_unique<Listener>();
       listeners.push_back(l.get());
       ASSERT_TRUE(node.add_service(
           std::move(l),
-          service_config("listener" + std::to_string(i), 1 + static_cast<int>(world.uniform(4)))));
+          sim_service("listener" + std::to_string(i), 1 + static_cast<int>(world.uniform(4)))));
     }
     ASSERT_TRUE(node.start());
     std::vector<std::int64_t> published(announcers.size(), 0);

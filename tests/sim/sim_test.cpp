@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "sim/configs.hpp"
 #include "test.pb.h"
 
 namespace {
@@ -18,22 +19,8 @@ using ember::Result;
 using ember::Selector;
 namespace pb = ember::test;
 
-ember::NodeConfig node_config(std::string id) {
-  ember::NodeConfig config;
-  config.node_id = std::move(id);
-  config.log.level = "warn";
-  config.timer_tick = 1ms;
-  return config;
-}
-
-ember::ServiceConfig service_config(std::string name, int lanes = 1) {
-  ember::ServiceConfig config;
-  config.class_name = name;
-  config.name = std::move(name);
-  config.worker.lanes = lanes;
-  config.worker.max_lanes = 16;
-  return config;
-}
+using ember::testing::sim_node;
+using ember::testing::sim_service;
 
 // Adds, and forwards to the next hop with a synchronous call while hops remain.
 class Adder : public ember::Service {
@@ -62,10 +49,10 @@ TEST(SimWorld, VirtualTimeJumpsOverIdlePeriods) {
   ember::sim::World world(7);
   const auto start = ember::Clock::now();
   EXPECT_EQ(start, world.now());
-  ember::Node node(node_config("n1"));
+  ember::Node node(sim_node("n1"));
   auto service = std::make_unique<Adder>();
   Adder* adder = service.get();
-  ASSERT_TRUE(node.add_service(std::move(service), service_config("adder")));
+  ASSERT_TRUE(node.add_service(std::move(service), sim_service("adder")));
   ASSERT_TRUE(node.start());
   std::vector<std::chrono::nanoseconds> fired;
   ASSERT_TRUE(node.post("adder", [&] {
@@ -84,13 +71,13 @@ TEST(SimWorld, VirtualTimeJumpsOverIdlePeriods) {
 
 TEST(SimWorld, SynchronousCallsRunTheWorldInsteadOfBlocking) {
   ember::sim::World world(11);
-  ember::Node node(node_config("n1"));
+  ember::Node node(sim_node("n1"));
   auto a = std::make_unique<Adder>();
   auto b = std::make_unique<Adder>();
   a->peer = "b";
   b->peer = "a";
-  ASSERT_TRUE(node.add_service(std::move(a), service_config("a")));
-  ASSERT_TRUE(node.add_service(std::move(b), service_config("b")));
+  ASSERT_TRUE(node.add_service(std::move(a), sim_service("a")));
+  ASSERT_TRUE(node.add_service(std::move(b), sim_service("b")));
   ASSERT_TRUE(node.start());
   // From outside any service: the call itself runs the world until its reply.
   pb::SumReq req;
@@ -113,8 +100,8 @@ TEST(SimWorld, AStalledCalleeTimesOutOnVirtualTime) {
   options.stall_probability = 1.0;  // every pick is held back at first
   options.max_stall = 10s;
   ember::sim::World world(options);
-  ember::Node node(node_config("n1"));
-  ASSERT_TRUE(node.add_service(std::make_unique<Adder>(), service_config("a")));
+  ember::Node node(sim_node("n1"));
+  ASSERT_TRUE(node.add_service(std::make_unique<Adder>(), sim_service("a")));
   ASSERT_TRUE(node.start());
   pb::SumReq req;
   ember::CallOptions call;
@@ -136,14 +123,14 @@ std::uint64_t run_workload(std::uint64_t seed) {
   std::vector<std::unique_ptr<ember::Node>> nodes;
   std::vector<Adder*> callers;
   for (int n = 0; n < 2; ++n) {
-    nodes.push_back(std::make_unique<ember::Node>(node_config("n" + std::to_string(n))));
+    nodes.push_back(std::make_unique<ember::Node>(sim_node("n" + std::to_string(n))));
     auto a = std::make_unique<Adder>();
     auto b = std::make_unique<Adder>();
     a->peer = "b";
     b->peer = "b";
     callers.push_back(a.get());
-    EXPECT_TRUE(nodes.back()->add_service(std::move(a), service_config("a", 4)));
-    EXPECT_TRUE(nodes.back()->add_service(std::move(b), service_config("b", 4)));
+    EXPECT_TRUE(nodes.back()->add_service(std::move(a), sim_service("a", 4)));
+    EXPECT_TRUE(nodes.back()->add_service(std::move(b), sim_service("b", 4)));
     EXPECT_TRUE(nodes.back()->start());
   }
   for (int i = 0; i < 200; ++i) {
@@ -192,7 +179,7 @@ TEST(SimWorld, ASeedReplaysTheSameTrace) {
 
 TEST(SimWorld, ANodeOnNatsIsRefusedClearly) {
   ember::sim::World world(5);
-  ember::NodeConfig config = node_config("n1");
+  ember::NodeConfig config = sim_node("n1");
   config.events.backend = ember::EventBackend::nats;
   ember::Node node(config);
   ember::Status started = node.start();
