@@ -9,6 +9,7 @@
 
 #include "core/node_impl.hpp"
 #include "core/service_core.hpp"
+#include "rpc/messaging.hpp"
 #include "support/node_helpers.hpp"
 #include "support/wait_for.hpp"
 #include "test.pb.h"
@@ -91,7 +92,11 @@ class Availability : public ::testing::Test {
       out->runs.fetch_add(1);
     };
   }
-  std::size_t watches() { return ember::detail::NodeAccess::impl(*node_).repository.watch_count(); }
+  std::size_t watches() {
+    return ember::detail::Messaging::of(ember::detail::NodeAccess::impl(*node_))
+        .repository()
+        .watch_count();
+  }
 
   std::unique_ptr<ember::Node> node_;
   ember::Service* waiter_ = nullptr;

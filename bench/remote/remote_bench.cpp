@@ -58,6 +58,7 @@
 #include "remote.grpc.pb.h"
 #include "remote.pb.h"
 #include "report.hpp"
+#include "rpc/messaging.hpp"
 
 #if EMBER_REMOTE_BENCH_CAF
 #include <caf/all.hpp>
@@ -820,7 +821,9 @@ bool ember_client(const Settings& s, const std::string& address, EmberNode& clie
   pid->node_id = "srv";
   pid->name = "echo";
   pid->address = address;
-  ember::detail::NodeAccess::impl(*client.node).repository.add(pid, nullptr);
+  ember::detail::Messaging::of(ember::detail::NodeAccess::impl(*client.node))
+      .repository()
+      .add(pid, nullptr);
   bus = ember::select(*client.node, Selector::name("echo"));
   if (bus.size() != 1) {
     err = "the remote echo service is not in the repository";

@@ -3,7 +3,6 @@
 
 #include <google/protobuf/arena.h>
 
-#include <cassert>
 #include <ember/log.hpp>
 #include <mutex>
 #include <vector>
@@ -15,6 +14,7 @@
 #include "rpc/calls.hpp"
 #include "rpc/events.hpp"
 #include "rpc/inbound.hpp"
+#include "rpc/messaging.hpp"
 #include "runtime/thread.hpp"
 #include "wire/wire_codec.hpp"
 
@@ -48,16 +48,7 @@ class RemoteResponder final : public Responder {
       return;  // this node is leaving the cluster
     }
     wire::Envelope envelope;
-    auto* reply = envelope.mutable_reply();
-    reply->set_id(id_);
-    if (result) {
-      const AnyMessage& payload = **result;
-      reply->set_payload_type(payload.GetDescriptor()->full_name());
-      payload.SerializeToString(reply->mutable_payload());
-    } else {
-      reply->set_code(static_cast<std::uint32_t>(result.error().code()));
-      reply->set_message(result.error().message());
-    }
+    encode_reply(id_, result, *envelope.mutable_reply());
     link->reply(node_, address_, envelope.SerializeAsString());
   }
   [[nodiscard]] bool wants_reply() const noexcept override { return wants_; }
@@ -147,36 +138,6 @@ class RequestPool {
   std::vector<std::unique_ptr<wire::RemoteRequest>> items_;
 };
 
-/// Resets every field of a reused request without freeing anything: Clear() would delete the
-/// caller sub-message and so allocate it again for every request. Keep in step with wire.proto.
-void reset_request(wire::RemoteRequest& r) {
-  r.set_id(0);
-  r.clear_target_uid();
-  r.clear_method();
-  r.clear_payload_type();
-  r.clear_payload();
-  r.set_priority(0);
-  r.set_key_hash(0);
-  r.set_timeout_ms(0);
-  r.set_trace_id(0);
-  if (!r.headers().empty()) {
-    r.mutable_headers()->clear();
-  }
-  r.set_wants_reply(false);
-  r.mutable_caller()->Clear();  // a sub-message's Clear keeps its strings' capacity
-  r.clear_response_type();
-  r.clear_reply_address();
-  r.set_incarnation(0);
-  r.set_deadline_unix_us(0);
-  const auto* reflection = r.GetReflection();
-  if (!reflection->GetUnknownFields(r).empty()) {
-    reflection->MutableUnknownFields(&r)->Clear();
-  }
-  // A field added to wire.proto but not reset above would leak from one request to the next.
-  // (The caller stays present but empty: its tag and a zero length, two bytes.)
-  assert(r.ByteSizeLong() == 2 && "reset_request misses a field of wire.RemoteRequest");
-}
-
 }  // namespace
 
 class RemoteCall final : public runtime::Message {
@@ -230,21 +191,7 @@ class RemoteCall final : public runtime::Message {
   }
   // The wire's fields as the handler sees them; built only for a request that will run.
   const Context& context() {
-    ContextState& state = detail::state(context_);
-    state.priority = request().priority() != 0 ? Priority::system : Priority::user;
-    state.key =
-        request().key_hash() != 0 ? DispatchKey::from_hash(request().key_hash()) : DispatchKey{};
-    state.trace_id = request().trace_id();
-    state.deadline = deadline_;
-    if (!request().headers().empty()) {
-      auto headers = std::make_shared<Headers>();
-      for (const auto& [k, v] : request().headers()) {
-        headers->emplace(k, v);
-      }
-      state.headers = std::move(headers);
-    }
-    state.caller = from_wire(request().caller(), request().reply_address());
-    state.method = request().method();
+    decode_context(request(), deadline_, context_);
     return context_;
   }
 
@@ -269,7 +216,7 @@ Result<std::shared_ptr<ClusterLink>> ClusterLink::attach(Node& node, net::Transp
   auto link =
       create(ember::detail::NodeAccess::impl(node), std::move(options), std::move(advertise_host));
   if (link) {
-    ember::detail::NodeAccess::impl(node).remote = *link;
+    ember::detail::Messaging::of(ember::detail::NodeAccess::impl(node)).set_remote(*link, true);
   }
   return link;
 }
@@ -332,44 +279,12 @@ Status ClusterLink::send_request(const Target& target, const CallSpec& spec, con
   // frames its request without allocating (cleared strings keep their capacity).
   thread_local wire::RemoteRequest reused;
   thread_local std::string frame;
-  auto* request = &reused;
-  reset_request(*request);
-  std::uint64_t id = next_id_.fetch_add(1, std::memory_order_relaxed);
-  request->set_id(id);
-  request->set_incarnation(incarnation_);
-  {
-    std::string& uid = *request->mutable_target_uid();  // Pid::uid() without a temporary
-    uid.append(std::to_string(pid.server_id)).append(".").append(pid.name).append(".");
-    uid.append(pid.id).append(".").append(pid.node_id);
+  const std::uint64_t id = next_id_.fetch_add(1, std::memory_order_relaxed);
+  if (Status encoded = encode_request(pid, spec, context, RequestIdentity{id, incarnation_},
+                                      pending != nullptr, address_, reused);
+      !encoded) {
+    return encoded;
   }
-  request->mutable_method()->assign(spec.method);
-  const AnyMessage& payload = spec.message();
-  request->mutable_payload_type()->assign(payload.GetDescriptor()->full_name());
-  if (!payload.SerializeToString(request->mutable_payload())) {
-    return Error{Errc::invalid_argument,
-                 "the request of '" + std::string(spec.method) + "' does not serialize"};
-  }
-  request->set_priority(detail::state(context).priority == Priority::system ? 1 : 0);
-  request->set_key_hash(detail::state(context).key.has_value() ? detail::state(context).key.hash()
-                                                               : 0);
-  if (detail::state(context).deadline != Context::Clock::time_point::max()) {
-    // Both forms: the receiver cannot see from a relative timeout how long the frame waited in
-    // socket buffers (the wall clock costs one more vDSO read per request with a deadline).
-    const WireDeadline d = to_wire_deadline(detail::state(context).deadline, Clock::now(),
-                                            std::chrono::system_clock::now());
-    request->set_timeout_ms(d.timeout_ms);
-    request->set_deadline_unix_us(d.deadline_unix_us);
-  }
-  request->set_trace_id(detail::state(context).trace_id);
-  for (const auto& [k, v] : context.headers()) {
-    (*request->mutable_headers())[k] = v;
-  }
-  request->set_wants_reply(pending != nullptr);
-  to_wire(context.caller(), *request->mutable_caller());
-  if (pending && spec.response_prototype != nullptr) {
-    request->set_response_type(spec.response_prototype->GetDescriptor()->full_name());
-  }
-  request->set_reply_address(address_);
   if (pending) {
     std::lock_guard lock(mu_);
     waiting_[id] =
@@ -378,20 +293,7 @@ Status ClusterLink::send_request(const Target& target, const CallSpec& spec, con
       purge_locked();
     }
   }
-  // Framed as an Envelope holding the request (field 1, length-delimited).
-  const std::size_t size = request->ByteSizeLong();
-  frame.clear();
-  frame.push_back('\x0a');
-  for (std::uint64_t v = size;; v >>= 7) {
-    if (v < 0x80) {
-      frame.push_back(static_cast<char>(v));
-      break;
-    }
-    frame.push_back(static_cast<char>((v & 0x7f) | 0x80));
-  }
-  const std::size_t head = frame.size();
-  frame.resize(head + size);
-  request->SerializeWithCachedSizesToArray(reinterpret_cast<std::uint8_t*>(frame.data() + head));
+  frame_request(reused, frame);
   // A call waits for its reply: written at once when the connection is idle. Sends batch.
   Status sent = transport_->send(pid.node_id, pid.address, frame, /*urgent=*/pending != nullptr);
   if (!sent && pending) {
@@ -527,9 +429,9 @@ void ClusterLink::handle_request(const std::string& from, std::unique_ptr<Remote
   }
   // Streams target the same service: the last lookup is reused while the repository is unchanged
   // (I/O thread only, so no lock).
-  const std::uint64_t version = node_.repository.version();
+  const std::uint64_t version = Messaging::of(node_).repository().version();
   if (version != cached_version_ || request.target_uid() != cached_uid_) {
-    cached_target_ = node_.repository.find(request.target_uid());
+    cached_target_ = Messaging::of(node_).repository().find(request.target_uid());
     cached_uid_ = request.target_uid();
     cached_version_ = version;
   }
@@ -563,37 +465,16 @@ void ClusterLink::handle_reply(wire::RemoteReply& reply) {
     std::lock_guard lock(mu_);
     auto it = waiting_.find(reply.id());
     if (it == waiting_.end()) {
-      node_.late_replies.fetch_add(1);
+      Messaging::of(node_).count_late_reply();
       return;
     }
     w = std::move(it->second);
     waiting_.erase(it);
   }
   std::shared_ptr<PendingCall> pending = std::move(w.pending);
-  AnyReply result = Error{Errc::internal, "unset"};
-  if (reply.code() != 0) {
-    // A code this node does not know (a newer peer, or a damaged frame) must not narrow into
-    // another one, least of all into ok.
-    const bool known =
-        reply.code() > 0 && reply.code() <= static_cast<std::uint32_t>(Errc::internal);
-    result = Error{
-        known ? static_cast<Errc>(reply.code()) : Errc::internal,
-        known ? reply.message()
-              : "unknown error code " + std::to_string(reply.code()) + ": " + reply.message()};
-  } else if (w.prototype == nullptr ||
-             reply.payload_type() != w.prototype->GetDescriptor()->full_name()) {
-    result =
-        Error{Errc::bad_argument_type, "node " + w.node + " answered with " + reply.payload_type()};
-  } else {
-    std::shared_ptr<AnyMessage> payload(w.prototype->New());
-    if (payload->ParseFromString(reply.payload())) {
-      result = std::move(payload);
-    } else {
-      result = Error{Errc::bad_argument_type, "the reply from node " + w.node + " does not parse"};
-    }
-  }
+  AnyReply result = decode_reply(reply, w.prototype, w.node);
   if (!pending->complete(std::move(result))) {
-    node_.late_replies.fetch_add(1);
+    Messaging::of(node_).count_late_reply();
   }
 }
 

@@ -11,13 +11,13 @@ using ember::detail::EventRouter;
 using ember::detail::NodeImpl;
 
 ember::Result<std::shared_ptr<EventRouter>> make_cluster_event_router(NodeImpl& node) {
-  auto membership = std::dynamic_pointer_cast<ember::detail::Membership>(node.remote);
-  if (!membership) {
+  ember::detail::Membership* membership = ember::detail::Membership::of(node);
+  if (membership == nullptr) {
     return ember::Error{ember::Errc::invalid_argument,
                         "EventBusConf.Backend \"cluster\" needs the node to join a cluster "
                         "(ClusterConf)"};
   }
-  return std::shared_ptr<EventRouter>(std::move(membership));
+  return std::shared_ptr<EventRouter>(membership->event_channels());
 }
 
 [[maybe_unused]] const bool installed = [] {

@@ -11,6 +11,7 @@
 #include "core/node_impl.hpp"
 #include "core/service_core.hpp"
 #include "ember/wire.pb.h"
+#include "rpc/messaging.hpp"
 
 namespace ember::detail {
 namespace {
@@ -77,7 +78,12 @@ void install_store_factory(StoreFactory factory) {
   store_factory = std::move(factory);
 }
 
-Result<std::shared_ptr<Membership>> Membership::join(NodeImpl& node) {
+Membership* Membership::of(NodeImpl& node) noexcept {
+  return static_cast<Membership*>(node.subsystem(subsystem_slot<Membership>()));
+}
+
+Status Membership::start() {
+  NodeImpl& node = node_;
   const ClusterConfig& cfg = node.config.cluster;
   StoreFactory make_store;
   {
@@ -95,7 +101,6 @@ Result<std::shared_ptr<Membership>> Membership::join(NodeImpl& node) {
                  "ClusterConf: no etcd endpoints (set ClusterConf.ETCDConf.Endpoints or "
                  "EMBER_ETCD_ENDPOINTS)"};
   }
-  std::shared_ptr<Membership> self(new Membership(node));
   net::TransportOptions transport;
   transport.cluster = cfg.name;
   transport.node_id = node.config.node_id;
@@ -111,7 +116,9 @@ Result<std::shared_ptr<Membership>> Membership::join(NodeImpl& node) {
                                           std::to_string(cfg.listen_port) + ": " +
                                           link.error().message()};
   }
-  self->link_ = std::move(*link);
+  link_ = std::move(*link);
+  channels_ = std::make_shared<EventChannels>(events_prefix_, node.config.node_id, link_,
+                                              [this] { wake(); });
   const std::string coordinator =
       make_store ? std::string("the installed store") : "etcd at " + join_list(endpoints);
   auto client = [&]() -> Result<std::shared_ptr<store::Store>> {
@@ -128,25 +135,27 @@ Result<std::shared_ptr<Membership>> Membership::join(NodeImpl& node) {
     return std::shared_ptr<store::Store>(std::move(*etcd_client));
   }();
   if (!client) {
-    self->link_->stop();
+    link_->stop();
     return Error{client.error().code(),
                  "cannot reach " + coordinator + ": " + client.error().message()};
   }
-  self->client_ = std::move(*client);
-  if (auto opened = self->open_session(true); !opened) {
-    self->close_session("the node did not start");
-    self->link_->stop();
+  client_ = std::move(*client);
+  if (auto opened = open_session(true); !opened) {
+    close_session("the node did not start");
+    link_->stop();
     if (opened.error().code() == Errc::already_exists) {
       return opened.error();
     }
     return Error{opened.error().code(),
                  "cannot register with " + coordinator + ": " + opened.error().message()};
   }
-  node.log.info("joined cluster '{}' at {} (etcd {}, keys under {})", cfg.name,
-                self->link_->address(), self->client_->endpoint(), self->root_);
-  self->loop_ = runtime::Thread([raw = self.get()] { raw->run(); });
-  self->watchdog_ = runtime::Thread([raw = self.get()] { raw->watch_lease(); });
-  return self;
+  node.log.info("joined cluster '{}' at {} (etcd {}, keys under {})", cfg.name, link_->address(),
+                client_->endpoint(), root_);
+  loop_ = runtime::Thread([this] { run(); });
+  watchdog_ = runtime::Thread([this] { watch_lease(); });
+  // Calls to services of other nodes go straight to the transport.
+  Messaging::of(node).set_remote(link_);
+  return {};
 }
 
 Membership::~Membership() {
@@ -156,15 +165,12 @@ Membership::~Membership() {
   keep_alive_.reset();
 }
 
-Status Membership::send_request(const Target& target, const CallSpec& spec, const Context& context,
-                                const std::shared_ptr<PendingCall>& pending) {
-  return link_->send_request(target, spec, context, pending);
-}
-
-void Membership::publish(ServiceCore& service) {
+void Membership::service_visible(ServiceCore& service) {
   const ServiceConfig& cfg = service.config();
   const bool group = cfg.primary_secondary;
-  const bool record = service.has_rpc_methods();  // private services stay off etcd (seed rule)
+  // Private services stay off etcd (seed rule).
+  const ServiceMessaging* methods = ServiceMessaging::find(service);
+  const bool record = methods != nullptr && methods->has_rpc_methods();
   if (!group && !record) {
     return;
   }
@@ -182,7 +188,7 @@ void Membership::publish(ServiceCore& service) {
   cv_.notify_all();
 }
 
-void Membership::unpublish(ServiceCore& service) {
+void Membership::service_hidden(ServiceCore& service) {
   std::lock_guard lock(mu_);
   auto it = locals_.find(service.pid().uid());
   if (it == locals_.end()) {
@@ -199,6 +205,16 @@ void Membership::unpublish(ServiceCore& service) {
   }
   locals_.erase(it);
   removals_.push_back(std::move(removal));
+  cv_.notify_all();
+}
+
+Status Membership::settle() {
+  return flush(node_.config.cluster.etcd_timeout);
+}
+
+void Membership::wake() {
+  std::lock_guard lock(mu_);
+  work_ = true;
   cv_.notify_all();
 }
 
@@ -312,7 +328,16 @@ void Membership::run() {
     }
     // Elections the watch asked for in this pass run in the next one, right away.
     register_pending();
-    write_channels();
+    if (channels_) {
+      bool session_up = false;
+      {
+        std::lock_guard session(mu_);
+        session_up = session_ok_ && !session_lost_;
+      }
+      if (session_up) {
+        channels_->write_due(*client_, lease_, node_.log);
+      }
+    }
 
     lock.lock();
     std::vector<Removal> removals;
@@ -321,7 +346,8 @@ void Membership::run() {
     apply_removals(std::move(removals));
     lock.lock();
 
-    const bool settled = session_ok_ && !session_lost_ && !resync_due_ && channel_writes_.empty() &&
+    const bool settled = session_ok_ && !session_lost_ && !resync_due_ &&
+                         (!channels_ || channels_->settled()) &&
                          std::all_of(locals_.begin(), locals_.end(), [](const auto& entry) {
                            const Local& l = entry.second;
                            return !l.elect && (l.registered || !l.publish_record);
@@ -399,9 +425,9 @@ Status Membership::open_session(bool first) {
     session_lost_ = false;
     ++stats_.sessions;
     work_ = true;
-    for (const auto& channel : channels_) {
-      channel_writes_[channel] = true;  // the old lease took our channel keys with it
-    }
+  }
+  if (channels_) {
+    channels_->session_opened();  // the old lease took our channel keys with it
   }
   if (!resync()) {
     std::lock_guard lock(mu_);
@@ -561,13 +587,12 @@ bool Membership::resync() {
       present.insert(kv.key.substr(services.size()));
     }
   }
-  {
-    std::unique_lock lock(channels_mu_);
-    remote_channels_.clear();  // rebuilt from the snapshot below
+  if (channels_) {
+    channels_->forget_others();  // rebuilt from the snapshot below
   }
   for (auto it = remote_.begin(); it != remote_.end();) {
     if (present.count(*it) == 0) {
-      node_.repository.remove(*it);
+      Messaging::of(node_).repository().remove(*it);
       it = remote_.erase(it);
     } else {
       ++it;
@@ -651,7 +676,7 @@ void Membership::apply(const etcd::Event& event) {
     std::string uid = key.substr(services.size());
     if (event.type == etcd::Event::Type::erase) {
       if (remote_.erase(uid) > 0) {
-        node_.repository.remove(uid);
+        Messaging::of(node_).repository().remove(uid);
       }
     } else {
       wire::ServiceRecord record;
@@ -687,38 +712,15 @@ void Membership::apply(const etcd::Event& event) {
             record.name() + "." + record.id() + "." + std::to_string(record.server_id()), uid,
             static_cast<std::int64_t>(record.epoch()));
       }
-      node_.repository.add(std::move(pid), nullptr);
+      Messaging::of(node_).repository().add(std::move(pid), nullptr);
       remote_.insert(uid);
     }
     std::lock_guard lock(mu_);
     stats_.remote_services = remote_.size();
     return;
   }
-  const std::string& events = events_prefix_;
-  if (key.starts_with(events)) {
-    // <prefix>/events/<node>/<channel>, value: the node's address.
-    const std::string rest = key.substr(events.size());
-    const auto slash = rest.find('/');
-    if (slash == std::string::npos) {
-      return;
-    }
-    const std::string node = rest.substr(0, slash);
-    const std::string channel = rest.substr(slash + 1);
-    if (node == node_.config.node_id) {
-      return;  // local subscribers get local events directly
-    }
-    std::unique_lock lock(channels_mu_);
-    if (event.type == etcd::Event::Type::erase) {
-      auto it = remote_channels_.find(channel);
-      if (it != remote_channels_.end()) {
-        it->second.erase(node);
-        if (it->second.empty()) {
-          remote_channels_.erase(it);
-        }
-      }
-    } else if (!event.kv.value.empty()) {
-      remote_channels_[channel][node] = event.kv.value;
-    }
+  if (channels_ && channels_->owns(key)) {
+    channels_->apply(key, event.kv.value, event.type == etcd::Event::Type::erase);
     return;
   }
   if (key.starts_with(masters)) {
@@ -851,7 +853,7 @@ void Membership::set_role_locked(Local& local, Held role, std::int64_t epoch) {
       return;
     }
     auto pid = core->set_role(local.is_master(), static_cast<std::uint64_t>(local.epoch));
-    node_.repository.add(std::move(pid), local.anchor);
+    Messaging::of(node_).repository().add(std::move(pid), local.anchor);
     if (before == Held::master) {
       core->notify_role(RoleChange::lose_master, 0);
     }
@@ -983,77 +985,9 @@ void Membership::watch_lease() {
   }
 }
 
-std::string Membership::channel_name(EventType type, EventScope scope) {
-  std::string name = scope.is_global() ? std::string("global.")
-                                       : "server." + std::to_string(scope.server_id()) + ".";
-  return name + std::to_string(type);
-}
-
-void Membership::want(EventType type, EventScope scope, bool present) {
-  std::lock_guard lock(mu_);
-  const std::string channel = channel_name(type, scope);
-  if (present) {
-    channels_.insert(channel);
-  } else {
-    channels_.erase(channel);
-  }
-  channel_writes_[channel] = present;
-  work_ = true;
-  cv_.notify_all();
-}
-
-void Membership::write_channels() {
-  std::map<std::string, bool> writes;
-  {
-    std::lock_guard lock(mu_);
-    if (!session_ok_ || session_lost_) {
-      return;
-    }
-    writes.swap(channel_writes_);
-  }
-  const std::string prefix = events_prefix_ + node_.config.node_id + "/";
-  for (auto it = writes.begin(); it != writes.end(); ++it) {
-    const auto& [channel, present] = *it;
-    std::optional<Error> failed;
-    if (present) {
-      if (auto put = client_->put(prefix + channel, link_->address(), lease_); !put) {
-        failed = put.error();
-      }
-    } else if (auto erased = client_->erase(prefix + channel); !erased) {
-      failed = erased.error();
-    }
-    if (failed) {
-      node_.log.warn("event subscription {}: {}", channel, failed->to_string());
-      std::lock_guard lock(mu_);
-      for (auto rest = it; rest != writes.end(); ++rest) {
-        channel_writes_.try_emplace(rest->first, rest->second);  // newer wishes win
-      }
-      return;
-    }
-  }
-}
-
-void Membership::forward(const AnyMessage& payload, const EventInfo& info) {
-  std::vector<std::pair<std::string, std::string>> nodes;
-  {
-    std::shared_lock lock(channels_mu_);
-    auto it = remote_channels_.find(channel_name(info.type, info.scope));
-    if (it == remote_channels_.end()) {
-      return;  // no other node wants it: nothing goes on the wire
-    }
-    nodes.assign(it->second.begin(), it->second.end());
-  }
-  link_->send_event(payload, info, nodes);
-}
-
 void install_membership() noexcept {
-  install_cluster_factory([](NodeImpl& node) -> Result<std::shared_ptr<RemoteRouter>> {
-    auto joined = Membership::join(node);
-    if (!joined) {
-      return std::move(joined).error();
-    }
-    return std::shared_ptr<RemoteRouter>(std::move(*joined));
-  });
+  install_cluster_factory(
+      [](NodeImpl& node) { node.add_subsystem(std::make_shared<Membership>(node)); });
 }
 
 }  // namespace ember::detail

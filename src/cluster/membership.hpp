@@ -17,7 +17,8 @@
 
 #include "cluster/cluster_link.hpp"
 #include "cluster/etcd/etcd_client.hpp"
-#include "rpc/remote.hpp"
+#include "cluster/event_channels.hpp"
+#include "core/subsystem.hpp"
 #include "runtime/thread.hpp"
 
 namespace ember::detail {
@@ -38,9 +39,11 @@ struct MembershipStats {
   bool connected = false;             ///< a live lease and an up-to-date view right now
 };
 
-/// A node's place in the cluster: the transport (ClusterLink) plus discovery and election on
-/// etcd. One etcd lease per node holds every record the node writes; one loop thread does all
-/// etcd work, so registrations, elections and repository updates happen in one order.
+/// A node's place in the cluster, as a node subsystem: the cluster view (discovery into the
+/// repository, election of group masters) on the coordinator's store, the transport it starts
+/// (ClusterLink, the node's remote router), and the event channels it keeps under its lease. One
+/// lease per node holds every key the node writes; one loop thread does all store work, so
+/// registrations, elections and repository updates happen in one order.
 ///
 /// Keys (under ClusterConf.DiscoveryConf.KeyPrefix, default /ember/<cluster name>):
 ///   <prefix>/services/<uid>                  ServiceRecord as JSON, one per published service
@@ -54,37 +57,39 @@ struct MembershipStats {
 ///   <prefix>/events/<node>/<channel>         the node's address, while one of its services
 ///                                            subscribes to the channel (global.<type> or
 ///                                            server.<id>.<type>): the "cluster" event backend
-class Membership final : public RemoteRouter,
-                         public EventRouter,
-                         public std::enable_shared_from_this<Membership> {
+class Membership final : public Subsystem {
  public:
-  /// Starts the transport, connects to etcd, takes a lease and reads the cluster's services.
-  /// Fails (and the node does not start) if etcd cannot be reached.
-  static Result<std::shared_ptr<Membership>> join(NodeImpl& node);
+  explicit Membership(NodeImpl& node);
   ~Membership() override;
 
-  Status send_request(const Target& target, const CallSpec& spec, const Context& context,
-                      const std::shared_ptr<PendingCall>& pending) override;
-  void publish(ServiceCore& service) override;
-  void unpublish(ServiceCore& service) override;
-  Status flush(std::chrono::milliseconds timeout) override;
+  /// The node's membership, or nullptr outside a cluster.
+  static Membership* of(NodeImpl& node) noexcept;
+
+  [[nodiscard]] std::string_view name() const noexcept override { return "cluster"; }
+  /// Starts the transport, connects to the store, takes a lease and reads the cluster's
+  /// services. Fails (and the node does not start) if the store cannot be reached.
+  Status start() override;
+  /// A service became visible: its record is written and, in a group, it runs for master.
+  void service_visible(ServiceCore& service) override;
+  /// Its stop began: its record goes, and a master gives its role up at once.
+  void service_hidden(ServiceCore& service) override;
+  /// Waits (bounded by the store timeout) until what was published so far is registered.
+  Status settle() override;
+  /// Leaves the cluster: called once the node's services have drained.
   void stop() override;
 
-  // The "cluster" event backend.
-  void want(EventType type, EventScope scope, bool wanted) override;
-  void forward(const AnyMessage& payload, const EventInfo& info) override;
-  [[nodiscard]] EventStats event_stats() const override { return link_->event_stats(); }
-  void close() override {}  // frames go out with the transport; stop() deletes the channel keys
-  // flush() overrides RemoteRouter::flush and EventRouter::flush: it covers the channel keys.
-
+  /// Waits (bounded) until what was published so far (records, elections, event channels) is
+  /// in the store. A timeout is logged, not returned: the loop writes it when the store answers.
+  Status flush(std::chrono::milliseconds timeout);
   [[nodiscard]] MembershipStats stats() const;
-  [[nodiscard]] std::string address() const override { return link_->address(); }
   [[nodiscard]] ClusterLink& link() noexcept { return *link_; }
+  /// The "cluster" event backend, kept under this node's lease.
+  [[nodiscard]] const std::shared_ptr<EventChannels>& event_channels() const noexcept {
+    return channels_;
+  }
   [[nodiscard]] const std::string& key_prefix() const noexcept { return root_; }
 
  private:
-  explicit Membership(NodeImpl& node);
-
   enum class Held : std::uint8_t { none, master, slave };  // what the service was told
   struct Local {
     std::shared_ptr<ServiceAnchor> anchor;  // refuses once the service is gone
@@ -127,8 +132,7 @@ class Membership final : public RemoteRouter,
   void register_pending();
   void apply_removals(std::vector<Removal> removals);
   void watch_lease();  // the watchdog thread
-  void write_channels();
-  static std::string channel_name(EventType type, EventScope scope);
+  void wake();
   // With mu_ held: changes a local service's role and tells it.
   void set_role_locked(Local& local, Held role, std::int64_t epoch);
   // With mu_ held: a master gives its role up and runs for it again.
@@ -167,19 +171,14 @@ class Membership final : public RemoteRouter,
   bool rejoining_ = false;    // a session opened after an outage: "rejoined" is logged once settled
   std::unique_ptr<store::Store::KeepAlive> keep_alive_;
   std::unique_ptr<store::Store::Watch> watch_;
-  std::set<std::string> remote_;  // uids of other nodes' services in the repository
-  // Event channel -> (node id -> address) of the other nodes that subscribed. Read by publishers
-  // on any thread.
-  mutable std::shared_mutex channels_mu_;
-  std::map<std::string, std::map<std::string, std::string>> remote_channels_;
+  std::set<std::string> remote_;             // uids of other nodes' services in the repository
+  std::shared_ptr<EventChannels> channels_;  // set at start, with the transport
 
   mutable std::mutex mu_;
   runtime::CondVar cv_;
   std::map<std::string, Local> locals_;  // by uid
   std::vector<Removal> removals_;
   std::vector<WatchBatch> batches_;
-  std::set<std::string> channels_;              // event channels this node's services want
-  std::map<std::string, bool> channel_writes_;  // channel -> present, not yet written to etcd
   bool stopping_ = false;
   bool work_ = false;  // an election or registration is due
   bool session_ok_ = false;
@@ -197,7 +196,8 @@ class Membership final : public RemoteRouter,
   runtime::Thread watchdog_;
 };
 
-/// Installs Membership::join as the node's cluster factory (done by the ember::ember target).
+/// Installs the membership as the cluster subsystem of nodes with a ClusterConf (done by the
+/// cluster component when a program links it).
 void install_membership() noexcept;
 
 /// Where a node's membership finds its coordinator's store. Null (the default): an etcd client

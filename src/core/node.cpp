@@ -3,6 +3,8 @@
 #include <array>
 #include <atomic>
 #include <csignal>
+#include <cstdio>
+#include <cstdlib>
 #include <ember/node.hpp>
 #include <ember/scaling.hpp>
 #include <optional>
@@ -30,29 +32,20 @@ std::string where(const NodeConfig& node, const ServiceConfig& c) {
 }
 }  // namespace
 
-namespace {
-std::atomic<ClusterFactory> installed_cluster_factory{nullptr};
-}  // namespace
-
-void install_cluster_factory(ClusterFactory factory) noexcept {
-  installed_cluster_factory.store(factory, std::memory_order_release);
-}
-ClusterFactory cluster_factory() noexcept {
-  return installed_cluster_factory.load(std::memory_order_acquire);
+std::size_t allocate_subsystem_slot() noexcept {
+  static std::atomic<std::size_t> next{0};
+  return next.fetch_add(1, std::memory_order_relaxed);
 }
 
-namespace {
-// Indexed by EventBackend; only cluster and nats are ever installed.
-std::array<std::atomic<EventRouterFactory>, 4> installed_event_router_factories{};
-}  // namespace
-
-void install_event_router_factory(EventBackend backend, EventRouterFactory factory) noexcept {
-  installed_event_router_factories.at(static_cast<std::size_t>(backend))
-      .store(factory, std::memory_order_release);
-}
-EventRouterFactory event_router_factory(EventBackend backend) noexcept {
-  return installed_event_router_factories.at(static_cast<std::size_t>(backend))
-      .load(std::memory_order_acquire);
+std::size_t allocate_attachment_slot() noexcept {
+  static std::atomic<std::size_t> next{0};
+  const std::size_t slot = next.fetch_add(1, std::memory_order_relaxed);
+  if (slot >= kAttachmentSlots) {
+    // A subsystem added without raising kAttachmentSlots: a bug in Ember, caught by any test.
+    std::fputs("ember: more per-service attachment types than kAttachmentSlots\n", stderr);
+    std::abort();
+  }
+  return slot;
 }
 
 NodeImpl::NodeImpl(NodeConfig cfg)
@@ -65,22 +58,41 @@ NodeImpl::NodeImpl(NodeConfig cfg)
   node_pid = std::move(pid);
 }
 
+void NodeImpl::add_subsystem(std::size_t slot, std::shared_ptr<Subsystem> subsystem) {
+  if (by_slot_.size() <= slot) {
+    by_slot_.resize(slot + 1, nullptr);
+  }
+  by_slot_[slot] = subsystem.get();
+  subsystems_.push_back(std::move(subsystem));
+}
+
+Status NodeImpl::start_subsystems() {
+  for (; started_subsystems_ < subsystems_.size(); ++started_subsystems_) {
+    Subsystem& s = *subsystems_[started_subsystems_];
+    if (Status st = s.start(); !st) {
+      stop_subsystems();
+      return st;
+    }
+  }
+  return {};
+}
+
+void NodeImpl::stop_subsystems() {
+  while (started_subsystems_ > 0) {
+    subsystems_[--started_subsystems_]->stop();
+  }
+}
+
 void NodeImpl::make_visible(Service& s) {
-  repository.add(s.core_->shared_pid(), s.core_->anchor());
   {
     std::unique_lock lock(visible_mu);
     s.core_->visible.store(true, std::memory_order_release);
   }
-  if (remote) {
-    remote->publish(*s.core_);
-  }
+  each_subsystem([&](Subsystem& sub) { sub.service_visible(*s.core_); });
 }
 
 void NodeImpl::make_invisible(Service& s) {
-  if (remote) {
-    remote->unpublish(*s.core_);
-  }
-  repository.remove(s.core_->pid().uid());
+  each_subsystem_reversed([&](Subsystem& sub) { sub.service_hidden(*s.core_); });
   // Under the lock: a poster that found the service finishes its post before we go on.
   std::unique_lock lock(visible_mu);
   s.core_->visible.store(false, std::memory_order_release);
@@ -91,9 +103,7 @@ void NodeImpl::start_runtime(int threads) {
   driver = runtime::Driver::current();
   if (driver != nullptr) {
     scheduler = std::make_unique<runtime::Scheduler>(*driver, config.node_id);
-    scaler->drive_manually();
     driver->attach(*timers);
-    driver->attach(*scaler);
     return;
   }
   scheduler = std::make_unique<runtime::Scheduler>(threads, config.node_id);
@@ -101,18 +111,9 @@ void NodeImpl::start_runtime(int threads) {
 }
 
 void NodeImpl::stop_time_driven() {
-  scaler->stop();  // every service has left it already
   timers->stop();
   if (driver != nullptr) {
-    driver->detach(*scaler);
     driver->detach(*timers);
-  }
-}
-
-void NodeImpl::close_events() {
-  events.set_on_channel(nullptr);
-  if (event_router) {
-    event_router->close();
   }
 }
 
@@ -234,10 +235,6 @@ Status NodeImpl::stop_one(Service& s) {
 
 }  // namespace detail
 
-Node::Node(NodeConfig config) : impl_(std::make_unique<detail::NodeImpl>(std::move(config))) {
-  impl_->owner = this;
-}
-
 Node::~Node() {
   (void)stop();
 }
@@ -248,16 +245,8 @@ const NodeConfig& Node::config() const noexcept {
 
 NodeStats Node::stats() const {
   NodeStats s;
-  s.late_replies = impl_->late_replies.load(std::memory_order_relaxed);
-  s.pending_calls = impl_->pending_calls.load(std::memory_order_relaxed);
-  s.expired = impl_->expired.load(std::memory_order_relaxed);
-  s.services = impl_->repository.size();
   s.pending_timers = impl_->timers ? impl_->timers->pending() : 0;
-  if (impl_->event_router) {
-    s.events = impl_->event_router->event_stats();
-  }
-  s.events.published = impl_->events.published.load(std::memory_order_relaxed);
-  s.scaling = impl_->scaler->totals();
+  impl_->each_subsystem([&s](detail::Subsystem& sub) { sub.add_stats(s); });
   return s;
 }
 const std::string& Node::id() const noexcept {
@@ -319,40 +308,9 @@ Status Node::start() {
   n.start_runtime(threads);
 
   std::vector<Service*> initialized;
-  Status failure;
-  if (n.config.cluster.enabled) {
-    // Joined before any service starts: on_start may already call services on other nodes.
-    if (detail::ClusterFactory join = detail::cluster_factory(); join == nullptr) {
-      failure = Error{Errc::invalid_argument,
-                      "ClusterConf is set, but this program does not link Ember's cluster "
-                      "component: link ember::cluster (or ember::ember) with CMake, or "
-                      "ember-cluster with pkg-config; to run a single node, remove ClusterConf"};
-    } else if (auto joined = join(n); !joined) {
-      failure = std::move(joined).error();
-    } else {
-      n.remote = std::move(*joined);
-    }
-  }
-  if (const EventBackend backend = event_backend(n.config);
-      failure && backend != EventBackend::local) {
-    // Before any on_init, so that subscriptions made there reach the cluster.
-    if (detail::EventRouterFactory make = detail::event_router_factory(backend); make == nullptr) {
-      const bool nats = backend == EventBackend::nats;
-      failure = Error{Errc::invalid_argument,
-                      fmt::format("EventBusConf.Backend is \"{0}\", but this program does not "
-                                  "link Ember's {1} component: link ember::{0} (or ember::ember) "
-                                  "with CMake, or ember-{0} with pkg-config",
-                                  nats ? "nats" : "cluster", nats ? "NATS" : "cluster")};
-    } else if (auto router = make(n); !router) {
-      failure = std::move(router).error();
-    } else {
-      n.event_router = std::move(*router);
-      n.events.set_on_channel(
-          [router = n.event_router.get()](EventType type, EventScope scope, bool wanted) {
-            router->want(type, scope, wanted);
-          });
-    }
-  }
+  // Before any on_init: subscriptions made there must reach the cluster, and on_start may call
+  // services on other nodes.
+  Status failure = n.start_subsystems();
   for (auto& [instance, cfg] : planned) {
     if (!failure) {
       break;
@@ -367,11 +325,12 @@ Status Node::start() {
       }
     }
   }
-  if (failure && n.remote) {
-    failure = n.remote->flush(n.config.cluster.etcd_timeout);
-  }
-  if (failure && n.event_router && event_backend(n.config) == EventBackend::nats) {
-    failure = n.event_router->flush(n.config.events.nats.timeout);
+  if (failure) {
+    n.each_subsystem([&failure](detail::Subsystem& sub) {
+      if (failure) {
+        failure = sub.settle();
+      }
+    });
   }
   if (!failure) {
     n.log.error("start failed: {}", failure.error().to_string());
@@ -379,11 +338,7 @@ Status Node::start() {
       (void)n.stop_one(**it);
     }
     n.services.clear();
-    n.close_events();
-    if (n.remote) {
-      n.remote->stop();
-      n.remote.reset();
-    }
+    n.stop_subsystems();
     {
       std::unique_lock lock(n.visible_mu);
       n.by_identity.clear();
@@ -421,10 +376,7 @@ Status Node::stop() {
       result = st;
     }
   }
-  n.close_events();  // after the drain: services could still publish while draining
-  if (n.remote) {
-    n.remote->stop();
-  }
+  n.stop_subsystems();  // after the drain: services could still publish while draining
   n.stop_time_driven();
   // Destroy in reverse start order; a service stuck in a handler is kept, never freed under it.
   while (!n.services.empty()) {

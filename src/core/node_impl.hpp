@@ -16,11 +16,8 @@
 #include <utility>
 #include <vector>
 
-#include "rpc/events.hpp"
-#include "rpc/remote.hpp"
-#include "rpc/repository.hpp"
+#include "core/subsystem.hpp"
 #include "runtime/scheduler.hpp"
-#include "scaling/scaler.hpp"
 #include "timer/time_zone.hpp"
 #include "timer/timer_service.hpp"
 
@@ -42,24 +39,12 @@ class NodeImpl {
   std::uint32_t driver_group = 0;  // under a driver: tags this node's pools, threads and timers
   std::unique_ptr<runtime::Scheduler> scheduler;
   std::unique_ptr<timer::TimerService> timers;
-  // Evaluates autoscaled services; its thread starts with the first one.
-  std::unique_ptr<Scaler> scaler = std::make_unique<Scaler>();
 
   std::mutex lifecycle_mu;  // start/stop/add/remove run one at a time
   Phase phase = Phase::idle;
   std::vector<std::unique_ptr<Service>> services;  // start order
   std::vector<std::unique_ptr<Service>> stuck;     // could not be drained: never destroyed
   std::vector<std::pair<std::unique_ptr<Service>, ServiceConfig>> added_before_start;
-
-  Repository repository;
-  std::shared_ptr<RemoteRouter> remote;  // set when the node joins a cluster
-  LocalEventBus events;
-  // Set at start when the event backend is cluster or nats; closed at stop but never reset, so
-  // a publish racing the stop finds a closed router rather than a dangling one.
-  std::shared_ptr<EventRouter> event_router;
-  std::atomic<std::uint64_t> late_replies{0};
-  std::atomic<std::uint64_t> pending_calls{0};
-  std::atomic<std::uint64_t> expired{0};  // requests dropped unrun: their deadline passed
 
   // Every created service by (name, id): refuses duplicates. Only those flagged visible (between
   // on_start and the start of their stop) are found by lookups.
@@ -71,7 +56,33 @@ class NodeImpl {
   std::condition_variable run_cv;
   std::atomic<bool> stop_requested{false};
 
-  void close_events();
+  /// Adds a subsystem (before start): hooks run in the order of addition, stops in reverse.
+  template <class T>
+  void add_subsystem(std::shared_ptr<T> subsystem) {
+    add_subsystem(subsystem_slot<T>(), std::move(subsystem));
+  }
+  void add_subsystem(std::size_t slot, std::shared_ptr<Subsystem> subsystem);
+  /// The subsystem of a slot (see subsystem_slot), or nullptr.
+  [[nodiscard]] Subsystem* subsystem(std::size_t slot) const noexcept {
+    return slot < by_slot_.size() ? by_slot_[slot] : nullptr;
+  }
+  template <class Fn>
+  void each_subsystem(Fn&& fn) {
+    for (auto& s : subsystems_) {
+      fn(*s);
+    }
+  }
+  template <class Fn>
+  void each_subsystem_reversed(Fn&& fn) {
+    for (auto it = subsystems_.rbegin(); it != subsystems_.rend(); ++it) {
+      fn(**it);
+    }
+  }
+  /// Starts the subsystems in order; on a failure stops those already started.
+  Status start_subsystems();
+  /// Stops the started subsystems, in reverse order.
+  void stop_subsystems();
+
   void start_runtime(int threads);
   void stop_time_driven();
   void make_visible(Service& s);
@@ -81,6 +92,11 @@ class NodeImpl {
   Status create_and_init(std::unique_ptr<Service> service, ServiceConfig cfg,
                          std::vector<Service*>& out);
   Status stop_one(Service& s);
+
+ private:
+  std::vector<std::shared_ptr<Subsystem>> subsystems_;  // in start order
+  std::vector<Subsystem*> by_slot_;
+  std::size_t started_subsystems_ = 0;
 };
 
 /// How Ember's own code (subsystems, tests) reaches a Node's internals: not part of the public

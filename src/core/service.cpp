@@ -118,10 +118,6 @@ ServiceState Service::state() const noexcept {
   return core_ ? core_->state() : ServiceState::created;
 }
 
-bool Service::is_private() const {
-  return !core_ || !core_->has_rpc_methods();
-}
-
 int Service::lane_count() const {
   return core_ ? core_->mailbox().lane_count() : 0;
 }
@@ -143,10 +139,6 @@ int Service::lane_of(DispatchKey key) const {
 
 std::int64_t Service::queued_messages() const {
   return core_ ? core_->mailbox().queued() : 0;
-}
-
-std::uint64_t Service::expired_requests() const {
-  return core_ ? core_->expired() : 0;
 }
 
 ScalingStatus Service::scaling() const {

@@ -15,9 +15,6 @@ namespace {
 thread_local ServiceCore* tls_current = nullptr;
 thread_local int tls_lane = -1;
 
-// Under overload requests expire by the thousand: one summary line per service at most this often.
-constexpr std::chrono::seconds kExpiredWarningEvery{10};
-
 std::string describe(const ServiceConfig& c) {
   return c.id.empty() ? c.name : c.name + "#" + c.id;
 }
@@ -104,49 +101,19 @@ void ServiceCore::notify_role(RoleChange change, std::uint64_t epoch) {
 
 ServiceCore::~ServiceCore() {
   anchor_->detach();
-  delete expired_.load(std::memory_order_acquire);
-}
-
-void ServiceCore::count_expired(std::string_view method,
-                                std::chrono::steady_clock::duration late) noexcept {
-  using namespace std::chrono;
-  node_.expired.fetch_add(1, std::memory_order_relaxed);
-  Expired* e = expired_.load(std::memory_order_acquire);
-  if (e == nullptr) {
-    auto* fresh = new (std::nothrow) Expired;
-    if (fresh == nullptr) {
-      return;  // counted for the node; the service's figure and its warning are best effort
-    }
-    if (expired_.compare_exchange_strong(e, fresh, std::memory_order_acq_rel)) {
-      e = fresh;
-    } else {
-      delete fresh;  // another lane won; `e` is its block
-    }
-  }
-  const std::uint64_t total = e->count.fetch_add(1, std::memory_order_relaxed) + 1;
-  const std::int64_t now =
-      duration_cast<nanoseconds>(steady_clock::now().time_since_epoch()).count();
-  std::int64_t next = e->next_warning_ns.load(std::memory_order_relaxed);
-  if (now < next || !e->next_warning_ns.compare_exchange_strong(
-                        next, now + duration_cast<nanoseconds>(kExpiredWarningEvery).count(),
-                        std::memory_order_relaxed)) {
-    return;
-  }
-  const std::uint64_t since = total - e->reported.exchange(total, std::memory_order_relaxed);
-  try {
-    logger_.warn(
-        "{} request(s) expired in the queue and were dropped before their handler ran ({} in "
-        "total; the last: '{}', {} ms past its deadline); next summary in {} s at the earliest",
-        since, total, method, duration_cast<milliseconds>(late).count(),
-        duration_cast<seconds>(kExpiredWarningEvery).count());
-  } catch (...) {
-    // Logging must not turn a dropped request into a failed lane.
+  for (auto& slot : attachments_) {
+    delete slot.load(std::memory_order_acquire);
   }
 }
 
-std::uint64_t ServiceCore::expired() const noexcept {
-  const Expired* e = expired_.load(std::memory_order_acquire);
-  return e != nullptr ? e->count.load(std::memory_order_relaxed) : 0;
+ServiceAttachment& ServiceCore::attach_state(std::size_t slot,
+                                             std::unique_ptr<ServiceAttachment> state) {
+  ServiceAttachment* expected = nullptr;
+  if (attachments_[slot].compare_exchange_strong(expected, state.get(),
+                                                 std::memory_order_acq_rel)) {
+    return *state.release();
+  }
+  return *expected;  // another thread attached first; ours is freed
 }
 
 ServiceCore* ServiceCore::current() noexcept {
@@ -168,158 +135,6 @@ void ServiceCore::add_cleanup(Module& m, std::function<void()> fn) {
 
 timer::TimerOwnerList* ServiceCore::timer_owner(Module& m) {
   return m.extras_ ? &m.extras_->timers : nullptr;
-}
-
-Status ServiceCore::add_method(MethodEntry entry) {
-  Module* owner = entry.owner;
-  std::string name = entry.name;
-  if (name.empty()) {
-    return Error{Errc::invalid_argument, "handle: empty method name"};
-  }
-  {
-    std::unique_lock lock(methods_mu_);
-    if (!methods_) {
-      methods_ = std::make_unique<MethodTable>();
-    }
-    auto it = methods_->find(name);
-    if (it != methods_->end()) {
-      return Error{Errc::already_exists, "method '" + name + "' is already registered in service " +
-                                             describe(config_) + " (by module " +
-                                             std::to_string(it->second->owner->id()) + ")"};
-    }
-    methods_->emplace(name, std::make_shared<const MethodEntry>(std::move(entry)));
-    methods_version_.store(next_methods_version(), std::memory_order_release);
-  }
-  if (owner->extras_) {
-    owner->extras_->cleanups.push_back([this, name, owner] { (void)remove_method(name, owner); });
-  }
-  return {};
-}
-
-Status ServiceCore::remove_method(std::string_view name, const Module* owner) {
-  std::unique_lock lock(methods_mu_);
-  auto it = methods_ ? methods_->find(name) : MethodTable::iterator{};
-  if (!methods_ || it == methods_->end() || (owner != nullptr && it->second->owner != owner)) {
-    return Error{Errc::not_found,
-                 "no method '" + std::string(name) + "' registered by this module"};
-  }
-  methods_->erase(it);
-  methods_version_.store(next_methods_version(), std::memory_order_release);
-  return {};
-}
-
-namespace {
-struct MethodCache {
-  const ServiceCore* core = nullptr;
-  std::uint64_t version = 0;
-  std::string name;
-  std::shared_ptr<const MethodEntry> entry;
-};
-thread_local MethodCache tls_method_cache;
-}  // namespace
-
-const MethodEntry* ServiceCore::find_method(std::string_view name) const {
-  MethodCache& cache = tls_method_cache;
-  std::uint64_t version = methods_version_.load(std::memory_order_acquire);
-  if (cache.core == this && cache.version == version && cache.name == name) {
-    return cache.entry.get();
-  }
-  std::shared_ptr<const MethodEntry> found;
-  {
-    std::shared_lock lock(methods_mu_);
-    if (methods_) {
-      if (auto it = methods_->find(name); it != methods_->end()) {
-        found = it->second;
-      }
-    }
-  }
-  cache.core = this;
-  cache.version = version;
-  cache.name.assign(name);
-  cache.entry = std::move(found);
-  return cache.entry.get();
-}
-
-std::uint64_t ServiceCore::next_methods_version() noexcept {
-  static std::atomic<std::uint64_t> versions{0};
-  return versions.fetch_add(1, std::memory_order_relaxed) + 1;
-}
-
-namespace {
-// Per thread, a few services' last looked-up method: a worker that relays between services (a
-// ping-pong on one thread) would make a single entry miss on every Send.
-struct RequestTypeCacheEntry {
-  const ServiceCore* core = nullptr;
-  std::uint64_t version = 0;
-  std::string name;
-  ServiceCore::RequestType found;
-};
-thread_local std::array<RequestTypeCacheEntry, 8> tls_request_types;  // slot: top 3 hash bits
-}  // namespace
-
-ServiceCore::RequestType ServiceCore::request_type(std::string_view name) const {
-  // Fibonacci hashing: cores are heap blocks of one size, so their low address bits repeat.
-  const std::uint64_t slot = (static_cast<std::uint64_t>(reinterpret_cast<std::uintptr_t>(this)) *
-                              0x9E3779B97F4A7C15ull) >>
-                             61;
-  RequestTypeCacheEntry& cache = tls_request_types[slot];
-  const std::uint64_t version = methods_version_.load(std::memory_order_acquire);
-  if (cache.core == this && cache.version == version && cache.name == name) {
-    return cache.found;
-  }
-  RequestType found;
-  {
-    std::shared_lock lock(methods_mu_);
-    if (methods_) {
-      if (auto it = methods_->find(name); it != methods_->end()) {
-        found = RequestType{it->second->request_typeid, it->second->request_type};
-      }
-    }
-  }
-  cache.core = this;
-  cache.version = version;
-  cache.name.assign(name);
-  cache.found = found;
-  return found;
-}
-
-bool ServiceCore::has_rpc_methods() const {
-  std::shared_lock lock(methods_mu_);
-  return methods_ && std::any_of(methods_->begin(), methods_->end(), [](const auto& m) {
-           return m.first.rfind("Rpc", 0) == 0 || m.first.rfind("RPC", 0) == 0;
-         });
-}
-
-void ServiceCore::track_coroutine(std::coroutine_handle<> root, std::function<void()> abandon) {
-  std::lock_guard lock(modules_mu_);
-  if (!coroutines_) {
-    coroutines_ = std::make_unique<std::unordered_map<void*, std::function<void()>>>();
-  }
-  (*coroutines_)[root.address()] = std::move(abandon);
-}
-
-void ServiceCore::untrack_coroutine(std::coroutine_handle<> root) {
-  std::lock_guard lock(modules_mu_);
-  if (coroutines_) {
-    coroutines_->erase(root.address());
-  }
-}
-
-void ServiceCore::destroy_suspended_coroutines() {
-  std::unordered_map<void*, std::function<void()>> left;
-  {
-    std::lock_guard lock(modules_mu_);
-    if (coroutines_) {
-      left.swap(*coroutines_);
-    }
-  }
-  for (auto& [address, abandon] : left) {
-    std::coroutine_handle<>::from_address(address).destroy();
-    abandon();  // tells the caller 'stopping'
-  }
-  if (!left.empty()) {
-    logger_.warn("destroyed {} handlers suspended in co_await at stop", left.size());
-  }
 }
 
 timer::TimerService& ServiceCore::timers() noexcept {
@@ -452,11 +267,7 @@ Status ServiceCore::start() {
   started->priority = Priority::system;
   (void)post(started, false);
   mailbox_.release();
-  if (scaling_ && scaling_->strategy) {
-    node_.scaler->add(Scaler::Target{describe(config_), &mailbox_, &scaling_->probe, &logger_,
-                                     config_.worker.scaling.get(), std::move(scaling_->strategy)});
-    scaling_->registered = true;
-  }
+  node_.each_subsystem([this](Subsystem& s) { s.service_started(*this); });
   return {};
 }
 
@@ -481,11 +292,8 @@ Status ServiceCore::stop(std::chrono::milliseconds drain_timeout) {
   if (before == ServiceState::stopping || before == ServiceState::stopped) {
     return {};
   }
-  if (scaling_ && scaling_->registered) {
-    // Before the drain: the lane count must not change under the drain markers.
-    node_.scaler->remove(&mailbox_);
-    scaling_->registered = false;
-  }
+  // Before the drain: the scaler, for one, must not change the lane count under the markers.
+  node_.each_subsystem_reversed([this](Subsystem& s) { s.service_stopping(*this); });
   state_.store(ServiceState::stopping, std::memory_order_release);
   cancel_all_timers();
   const auto deadline = Clock::now() + drain_timeout;
@@ -548,7 +356,7 @@ Status ServiceCore::stop(std::chrono::milliseconds drain_timeout) {
     logger_.warn("refused {} queued messages with 'stopping' (callers were told)", refused);
   }
   // Lanes are closed and idle: the tree can be released here without racing a handler.
-  destroy_suspended_coroutines();
+  node_.each_subsystem_reversed([this](Subsystem& s) { s.service_drained(*this); });
   release_tree(self_);
   flush_graveyard();
   if (dedicated_) {

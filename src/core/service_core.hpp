@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 #pragma once
 
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <coroutine>
@@ -18,7 +19,8 @@
 #include <unordered_map>
 #include <vector>
 
-#include "rpc/service_anchor.hpp"
+#include "core/service_anchor.hpp"
+#include "core/subsystem.hpp"
 #include "runtime/mailbox.hpp"
 #include "runtime/scheduler.hpp"
 #include "scaling/probe.hpp"
@@ -54,7 +56,7 @@ class ServiceCore final : public runtime::LaneOwner, public timer::TimerTarget {
   void post_timer_fire(runtime::Message* m) noexcept override;
 
   Status init();
-  /// Runs on_start; an autoscaled service then joins the node's scaler.
+  /// Runs on_start, makes the service visible and opens its mailbox.
   Status start();
   /// The strategy built (and checked) when the service was created; used from start().
   void set_scaling_strategy(std::unique_ptr<ScalingStrategy> strategy) {
@@ -82,14 +84,16 @@ class ServiceCore final : public runtime::LaneOwner, public timer::TimerTarget {
   [[nodiscard]] Service& self() noexcept { return self_; }
   [[nodiscard]] std::uint64_t handler_failures() const noexcept { return failures_.load(); }
   [[nodiscard]] std::uint64_t rejected() const noexcept { return rejected_.load(); }
-  /// A request whose deadline passed while it was queued was dropped unrun, `late` after its
-  /// deadline: counted here and in the node's stats. Logged as a summary, at most one warning
-  /// per service every 10 s, since under overload requests expire by the thousand.
-  void count_expired(std::string_view method, std::chrono::steady_clock::duration late) noexcept;
-  [[nodiscard]] std::uint64_t expired() const noexcept;
   /// Null unless WorkerConf.Scaling is set.
+  [[nodiscard]] ScalingProbe* scaling_probe() noexcept {
+    return scaling_ ? &scaling_->probe : nullptr;
+  }
   [[nodiscard]] const ScalingProbe* scaling_probe() const noexcept {
     return scaling_ ? &scaling_->probe : nullptr;
+  }
+  /// Hands the strategy to the scaling subsystem (once, when the service starts).
+  std::unique_ptr<ScalingStrategy> take_scaling_strategy() noexcept {
+    return scaling_ ? std::move(scaling_->strategy) : nullptr;
   }
 
   /// The service whose message the calling thread runs, or nullptr.
@@ -117,32 +121,17 @@ class ServiceCore final : public runtime::LaneOwner, public timer::TimerTarget {
   void notify_role(RoleChange change, std::uint64_t epoch);
   [[nodiscard]] const std::shared_ptr<ServiceAnchor>& anchor() const noexcept { return anchor_; }
 
-  // Methods (RPC handlers) of every module of this service.
-  Status add_method(MethodEntry entry);
-  Status remove_method(std::string_view name, const Module* owner);
-  /// The entry, or nullptr. Valid until the calling thread's next find_method (a one-entry
-  /// thread-local cache keeps it alive), which is enough for the request being run.
-  const MethodEntry* find_method(std::string_view name) const;
-  /// The request type of a method, for a sender that checks its request before queueing it
-  /// (nullptr: no such method now). Thread-safe; a thread-local cache makes a repeat free.
-  struct RequestType {
-    const std::type_info* type = nullptr;
-    const google::protobuf::Descriptor* descriptor = nullptr;
-  };
-  RequestType request_type(std::string_view name) const;
-  /// A service without a Rpc-prefixed method is private: never published to discovery.
-  [[nodiscard]] bool has_rpc_methods() const;
-
-  // Coroutine handlers suspended in this service; destroyed (callers told) if it stops first.
-  void track_coroutine(std::coroutine_handle<> root, std::function<void()> abandon);
-  void untrack_coroutine(std::coroutine_handle<> root);
+  /// A subsystem's state for this service (see attachment_slot), or nullptr: none yet.
+  [[nodiscard]] ServiceAttachment* attachment(std::size_t slot) const noexcept {
+    return attachments_[slot].load(std::memory_order_acquire);
+  }
+  /// Installs `state` in the slot unless another thread did first; returns the one installed.
+  ServiceAttachment& attach_state(std::size_t slot, std::unique_ptr<ServiceAttachment> state);
 
  private:
   void release_tree(Module& m);
   void cancel_all_timers();
   void flush_graveyard();
-
-  void destroy_suspended_coroutines();
 
   NodeImpl& node_;
   Service& self_;
@@ -158,22 +147,13 @@ class ServiceCore final : public runtime::LaneOwner, public timer::TimerTarget {
   struct Autoscaling {
     explicit Autoscaling(int max_lanes) : probe(max_lanes) {}
     ScalingProbe probe;
-    std::unique_ptr<ScalingStrategy> strategy;  // handed to the scaler at start
-    bool registered = false;                    // with the node's scaler
+    std::unique_ptr<ScalingStrategy> strategy;  // handed to the scaling subsystem at start
   };
   std::unique_ptr<Autoscaling> scaling_;
   runtime::Mailbox mailbox_;
   std::atomic<ServiceState> state_{ServiceState::created};
   std::atomic<std::uint64_t> failures_{0};
   std::atomic<std::uint64_t> rejected_{0};
-  struct Expired {
-    std::atomic<std::uint64_t> count{0};
-    std::atomic<std::uint64_t> reported{0};        // count at the last warning
-    std::atomic<std::int64_t> next_warning_ns{0};  // steady clock
-  };
-  // Allocated by the first expiry: most services never see one, and an idle service's bytes are
-  // multiplied by the number of services.
-  std::atomic<Expired*> expired_{nullptr};
 
   mutable std::mutex modules_mu_;
   // Allocated on first use: most services never add a module, and every byte of an idle service
@@ -183,25 +163,7 @@ class ServiceCore final : public runtime::LaneOwner, public timer::TimerTarget {
   std::vector<std::unique_ptr<Module>> graveyard_;  // released during a handler; freed after it
   std::atomic<bool> graveyard_dirty_{false};
 
-  mutable std::shared_mutex methods_mu_;
-  // Changed on every change: invalidates the thread-local caches. Drawn from one counter for all
-  // services, so a cache keyed by (service address, version) cannot mistake a new service built
-  // at a freed one's address for the old one.
-  std::atomic<std::uint64_t> methods_version_{next_methods_version()};
-  static std::uint64_t next_methods_version() noexcept;
-  struct NameHash {
-    using is_transparent = void;
-    std::size_t operator()(std::string_view s) const noexcept {
-      return std::hash<std::string_view>{}(s);
-    }
-  };
-  // Transparent: a lookup by string_view builds no std::string. Allocated with the first method:
-  // services without RPC methods (game entities) pay one pointer instead of an empty map.
-  using MethodTable = std::unordered_map<std::string, std::shared_ptr<const MethodEntry>, NameHash,
-                                         std::equal_to<>>;
-  std::unique_ptr<MethodTable> methods_;
-
-  std::unique_ptr<std::unordered_map<void*, std::function<void()>>> coroutines_;  // modules_mu_
+  std::array<std::atomic<ServiceAttachment*>, kAttachmentSlots> attachments_{};  // owned
 };
 
 }  // namespace ember::detail

@@ -3,6 +3,7 @@
 // by the undefined symbol ember_nats_component, like the cluster component's installer).
 #include "core/node_impl.hpp"
 #include "nats/nats_events.hpp"
+#include "rpc/messaging.hpp"
 
 namespace {
 
@@ -10,7 +11,10 @@ using ember::detail::EventRouter;
 using ember::detail::NodeImpl;
 
 ember::Result<std::shared_ptr<EventRouter>> make_nats_event_router(NodeImpl& node) {
-  auto nats = ember::detail::NatsEvents::connect(node, node.remote ? node.remote->address() : "");
+  auto nats = ember::detail::NatsEvents::connect(
+      node, ember::detail::Messaging::of(node).remote() != nullptr
+                ? ember::detail::Messaging::of(node).remote()->address()
+                : "");
   if (!nats) {
     return std::move(nats).error();
   }

@@ -11,6 +11,7 @@
 #include "core/node_impl.hpp"
 #include "core/service_core.hpp"
 #include "rpc/calls.hpp"
+#include "rpc/messaging.hpp"
 #include "runtime/message.hpp"
 #include "runtime/scheduler.hpp"
 
@@ -74,7 +75,7 @@ bool AvailabilityWait::finish() {
     return false;
   }
   std::lock_guard lock(mu);
-  node->repository.unwatch(watch_id);
+  detail::Messaging::of(*node).repository().unwatch(watch_id);
   if (timer.valid()) {
     node->timers->cancel(timer);
   }
@@ -128,7 +129,7 @@ Result<Bus> wait_for(Node& node, const Selector& selector, std::chrono::millisec
   std::optional<runtime::Scheduler::BlockingRegion> region;  // a handler hands its worker over
   for (;;) {
     // The version is read before the lookup: a change after it wakes the wait below at once.
-    const std::uint64_t seen = impl.repository.version();
+    const std::uint64_t seen = detail::Messaging::of(impl).repository().version();
     auto selection = detail::make_selection(impl, nullptr, nullptr, selector);
     if (!selection->targets.empty()) {
       return Bus(std::move(selection));
@@ -136,7 +137,8 @@ Result<Bus> wait_for(Node& node, const Selector& selector, std::chrono::millisec
     if (!region) {
       region.emplace();  // a no-op outside the worker pool
     }
-    if (!impl.repository.wait_changed(seen, deadline) && impl.repository.version() == seen) {
+    if (!detail::Messaging::of(impl).repository().wait_changed(seen, deadline) &&
+        detail::Messaging::of(impl).repository().version() == seen) {
       return detail::not_in_time(selection->description, timeout);
     }
   }
@@ -212,7 +214,7 @@ Result<WaitHandle> Module::when_available(const Selector& selector,
     w->timer = node.timers->schedule(std::move(request));
     // Holds the wait: every end (match, timeout, cancel, release) goes through finish(),
     // which drops the watch. A weak reference here would leave the watch behind.
-    w->watch_id = node.repository.watch([w] { detail::queue_check(w); });
+    w->watch_id = detail::Messaging::of(node).repository().watch([w] { detail::queue_check(w); });
   }
   // What already matches is delivered through the mailbox as well, never from inside this call.
   detail::queue_check(w);

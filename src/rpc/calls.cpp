@@ -9,6 +9,7 @@
 #include "core/node_impl.hpp"
 #include "core/service_core.hpp"
 #include "rpc/inbound.hpp"
+#include "rpc/messaging.hpp"
 #include "runtime/scheduler.hpp"
 
 namespace ember {
@@ -78,7 +79,7 @@ class Completion final : public runtime::Message {
 /// only when published, so in a cluster "no match" may mean a private service elsewhere.
 Error no_match(const Selection& sel) {
   std::string text = "no service matches " + sel.description;
-  if (sel.node->remote) {
+  if (Messaging::of(*sel.node).remote()) {
     text +=
         " (a service on another node is visible only if one of its methods starts with \"Rpc\" or "
         "\"RPC\"; "
@@ -225,7 +226,11 @@ Request* make_request(const CallSpec& spec, std::shared_ptr<Responder> responder
 /// while debugging the sender: when the target is on this node the sender checks the type
 /// itself. (A call hears bad_argument_type in its reply; a remote Send's callee still logs it.)
 Status check_send_type(const ServiceCore& core, const CallSpec& spec) {
-  const ServiceCore::RequestType expected = core.request_type(spec.method);
+  const ServiceMessaging* methods = ServiceMessaging::find(core);
+  if (methods == nullptr) {
+    return {};  // no method at all: the callee's no_such_method, logged there
+  }
+  const ServiceMessaging::RequestType expected = methods->request_type(spec.method);
   const AnyMessage& request = spec.message();
   if (expected.type == nullptr || typeid(request) == *expected.type) {
     return {};  // a missing method is the callee's no_such_method, logged there
@@ -254,12 +259,12 @@ Status dispatch(const Selection& sel, const Target& t, const CallSpec& spec, Con
       return core->post(make_request(spec, nullptr, std::move(ctx), false), true);
     });
   }
-  if (!sel.node->remote) {
+  if (!Messaging::of(*sel.node).remote()) {
     return Error{Errc::node_unreachable,
                  "service " + t.pid().to_string() +
                      " is on another node and this node has no cluster transport"};
   }
-  return sel.node->remote->send_request(t, spec, ctx, pending);
+  return Messaging::of(*sel.node).remote()->send_request(t, spec, ctx, pending);
 }
 
 Status with_target(Status st, const Target& t, std::string_view method) {
@@ -283,13 +288,13 @@ ContextScope::~ContextScope() {
 
 PendingCall::PendingCall(Mode m, NodeImpl* n) : mode(m), node(n) {
   if (node != nullptr) {
-    node->pending_calls.fetch_add(1, std::memory_order_relaxed);
+    Messaging::of(*node).pending_call_opened();
   }
 }
 
 PendingCall::~PendingCall() {
   if (node != nullptr) {
-    node->pending_calls.fetch_sub(1, std::memory_order_relaxed);
+    Messaging::of(*node).pending_call_closed();
   }
 }
 
@@ -325,7 +330,7 @@ bool PendingCall::cancel() {
 
 void LocalResponder::deliver(AnyReply result) {
   if (!pending_->complete(std::move(result))) {
-    pending_->node->late_replies.fetch_add(1, std::memory_order_relaxed);
+    Messaging::of(*pending_->node).count_late_reply();
   }
 }
 
@@ -397,7 +402,7 @@ void Request::reject(const Error& why) noexcept {
 void drop_expired(std::string_view method, Context::Clock::duration late,
                   const std::shared_ptr<Responder>& responder) {
   ServiceCore* core = ServiceCore::current();
-  core->count_expired(method, late);
+  ServiceMessaging::of(*core).count_expired(method, late);
   if (!responder || !responder->waiting()) {
     return;  // a Send, or a caller that gave up: nobody to tell (and no late reply to count)
   }
@@ -447,13 +452,15 @@ void reply_exception(const std::shared_ptr<Responder>& to, const std::string& me
 
 void track_coroutine(std::coroutine_handle<> root, std::function<void()> abandon) {
   if (ServiceCore* core = ServiceCore::current()) {
-    core->track_coroutine(root, std::move(abandon));
+    ServiceMessaging::of(*core).track_coroutine(root, std::move(abandon));
   }
 }
 
 void untrack_coroutine(std::coroutine_handle<> root) {
   if (ServiceCore* core = ServiceCore::current()) {
-    core->untrack_coroutine(root);
+    if (ServiceMessaging* state = ServiceMessaging::find(*core)) {
+      state->untrack_coroutine(root);
+    }
   }
 }
 
@@ -464,7 +471,7 @@ Status register_method(Module& owner, MethodEntry entry) {
                                       "): the module is not attached to a service yet (register "
                                       "handlers from on_init or later)"};
   }
-  return core->add_method(std::move(entry));
+  return detail::ServiceMessaging::of(*core).add_method(std::move(entry));
 }
 
 AnyReply take_result(PendingCall& pending) {
@@ -777,7 +784,7 @@ std::shared_ptr<const Selection> make_selection(NodeImpl& node, ServiceCore* fro
   sel->node = &node;
   sel->from = from;
   sel->from_module = from_module;
-  sel->targets = node.repository.select(selector);
+  sel->targets = Messaging::of(node).repository().select(selector);
   sel->description = selector.to_string();
   return sel;
 }
@@ -804,7 +811,7 @@ Status Module::unhandle(std::string_view name) {
   }
   // Another module's handler of that name is not this module's to remove: not_found, as for a
   // name nobody registered.
-  return c->remove_method(name, this);
+  return detail::ServiceMessaging::of(*c).remove_method(name, this);
 }
 
 }  // namespace ember

@@ -14,8 +14,8 @@
 #include <string>
 #include <typeinfo>
 
+#include "core/service_anchor.hpp"
 #include "rpc/repository.hpp"
-#include "rpc/service_anchor.hpp"
 #include "runtime/message.hpp"
 
 namespace ember::detail {

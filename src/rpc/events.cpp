@@ -8,6 +8,7 @@
 #include "core/node_impl.hpp"
 #include "core/service_core.hpp"
 #include "rpc/calls.hpp"
+#include "rpc/messaging.hpp"
 #include "runtime/scheduler.hpp"
 
 namespace ember::detail {
@@ -114,7 +115,7 @@ class Delivery final : public runtime::Message {
 void post_to_subscribers(NodeImpl& node, const std::shared_ptr<const Published>& event) {
   const EventInfo& info = event->info;
   runtime::Scheduler::SubmitBatch batch;  // thousands of subscribers: queue them in one go
-  for (auto& s : node.events.subscribers_of(info.type, info.scope)) {
+  for (auto& s : Messaging::of(node).events().subscribers_of(info.type, info.scope)) {
     auto* m = new Delivery(s, event);
     m->priority = info.priority;
     m->key = info.key;
@@ -134,7 +135,7 @@ Result<SubscriptionId> subscribe(Module& subscriber, EventSubscription subscript
   s->anchor = core->anchor();
   s->module_alive = ServiceCore::alive_token(subscriber);
   s->name = "service " + core->pid().to_string() + " module " + std::to_string(subscriber.id());
-  LocalEventBus& bus = core->node().events;
+  LocalEventBus& bus = Messaging::of(core->node()).events();
   std::uint64_t id = bus.add(std::move(s));
   ServiceCore::add_cleanup(subscriber, [&bus, id] { bus.remove(id); });
   return SubscriptionId{id};
@@ -167,11 +168,11 @@ Status publish(Node* node, Module* publisher, EventType type,
   }
   info.publisher = *event->publisher;
   std::shared_ptr<const Published> shared = std::move(event);
-  impl->events.published.fetch_add(1, std::memory_order_relaxed);
+  Messaging::of(*impl).events().published.fetch_add(1, std::memory_order_relaxed);
   post_to_subscribers(*impl, shared);
-  if (impl->event_router) {
+  if (Messaging::of(*impl).event_router() != nullptr) {
     // Only to the nodes that subscribed to (type, scope); failures there are theirs (at most once).
-    impl->event_router->forward(*shared->payload, shared->info);
+    Messaging::of(*impl).event_router()->forward(*shared->payload, shared->info);
   }
   return {};
 }
@@ -198,7 +199,7 @@ namespace ember {
 
 bool Module::unsubscribe(SubscriptionId id) {
   detail::ServiceCore* c = core();
-  return c != nullptr && c->node().events.remove(id.value);
+  return c != nullptr && detail::Messaging::of(c->node()).events().remove(id.value);
 }
 
 }  // namespace ember

@@ -10,7 +10,7 @@
 #include <unordered_map>
 #include <vector>
 
-#include "rpc/service_anchor.hpp"
+#include "core/service_anchor.hpp"
 
 namespace ember::detail {
 

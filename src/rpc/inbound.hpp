@@ -8,6 +8,7 @@
 
 #include "core/service_core.hpp"
 #include "rpc/calls.hpp"
+#include "rpc/messaging.hpp"
 
 namespace ember::detail {
 
@@ -33,7 +34,8 @@ void run_inbound(Source& source) {
     return;
   }
   ServiceCore* core = ServiceCore::current();
-  const MethodEntry* entry = core->find_method(source.method());
+  const ServiceMessaging* methods = ServiceMessaging::find(*core);
+  const MethodEntry* entry = methods != nullptr ? methods->find_method(source.method()) : nullptr;
   if (entry == nullptr) {
     reply(source.responder(),
           Error{Errc::no_such_method, "service " + core->pid().to_string() + " has no method '" +

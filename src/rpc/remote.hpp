@@ -17,9 +17,9 @@ class NodeImpl;
 class PendingCall;
 class ServiceCore;
 
-/// What a node needs from the cluster layer: reaching services on other nodes and telling the
-/// cluster which of its own services exist. Implemented by the cluster libraries, so the core
-/// does not depend on the network or on etcd.
+/// How messaging reaches services on other nodes: the cluster transport implements it, so the
+/// core depends on neither the network nor the coordinator. Which services exist elsewhere is
+/// the cluster subsystem's business; it fills the repository.
 class RemoteRouter {
  public:
   virtual ~RemoteRouter() = default;
@@ -27,17 +27,9 @@ class RemoteRouter {
   /// On failure nothing was sent and the error says why.
   virtual Status send_request(const Target& target, const CallSpec& spec, const Context& context,
                               const std::shared_ptr<PendingCall>& pending) = 0;
-  /// A service became visible (after its on_start) / stops being visible (its stop begins).
-  virtual void publish(ServiceCore& service) { (void)service; }
-  virtual void unpublish(ServiceCore& service) { (void)service; }
-  /// Waits (bounded) until what was published so far is registered in the cluster.
-  virtual Status flush(std::chrono::milliseconds timeout) {
-    (void)timeout;
-    return {};
-  }
   /// Where other nodes reach this one (host:port); events sent through NATS carry it as origin.
   [[nodiscard]] virtual std::string address() const { return {}; }
-  /// Leaves the cluster: called by Node::stop once its services have drained.
+  /// Stops sending and fails the calls still waiting for a reply.
   virtual void stop() = 0;
 };
 
@@ -65,16 +57,17 @@ class EventRouter {
   virtual void close() = 0;
 };
 
-/// Builds a node's event router for one backend ("cluster" or "nats"); `node.remote` is set
-/// before when the node has a ClusterConf. The cluster and NATS components each install theirs
-/// when a program links them, so a program without them has none and says so at start.
+/// Builds a node's event router for one backend ("cluster" or "nats"), at the start of the
+/// messaging subsystem: the cluster subsystem, when the node has one, has started before it. The
+/// cluster and NATS components each install theirs when a program links them, so a program without
+/// them has none and says so at start.
 using EventRouterFactory = Result<std::shared_ptr<EventRouter>> (*)(NodeImpl& node);
 void install_event_router_factory(EventBackend backend, EventRouterFactory factory) noexcept;
 EventRouterFactory event_router_factory(EventBackend backend) noexcept;
 
-/// Builds a node's cluster membership from its ClusterConf. The cluster component installs it
+/// Adds the cluster subsystem to a node with a ClusterConf. The cluster component installs it
 /// when a program links it (ember::cluster), so a core-only program has none.
-using ClusterFactory = Result<std::shared_ptr<RemoteRouter>> (*)(NodeImpl& node);
+using ClusterFactory = void (*)(NodeImpl& node);
 void install_cluster_factory(ClusterFactory factory) noexcept;
 ClusterFactory cluster_factory() noexcept;
 

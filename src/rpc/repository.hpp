@@ -16,7 +16,7 @@
 #include <string>
 #include <vector>
 
-#include "rpc/service_anchor.hpp"
+#include "core/service_anchor.hpp"
 
 namespace ember::detail {
 

@@ -6,6 +6,7 @@
 #include <google/protobuf/message.h>
 
 #include <algorithm>
+#include <cassert>
 #include <ember/log.hpp>
 
 #include "ember/wire.pb.h"
@@ -150,6 +151,145 @@ bool parse_request_frame(std::string_view frame, wire::RemoteRequest& out) {
   google::protobuf::io::CodedInputStream in(reinterpret_cast<const std::uint8_t*>(body),
                                             static_cast<int>(length));
   return out.MergeFromCodedStream(&in) && in.ConsumedEntireMessage();
+}
+
+void reset_request(wire::RemoteRequest& r) {
+  r.set_id(0);
+  r.clear_target_uid();
+  r.clear_method();
+  r.clear_payload_type();
+  r.clear_payload();
+  r.set_priority(0);
+  r.set_key_hash(0);
+  r.set_timeout_ms(0);
+  r.set_trace_id(0);
+  if (!r.headers().empty()) {
+    r.mutable_headers()->clear();
+  }
+  r.set_wants_reply(false);
+  r.mutable_caller()->Clear();  // a sub-message's Clear keeps its strings' capacity
+  r.clear_response_type();
+  r.clear_reply_address();
+  r.set_incarnation(0);
+  r.set_deadline_unix_us(0);
+  const auto* reflection = r.GetReflection();
+  if (!reflection->GetUnknownFields(r).empty()) {
+    reflection->MutableUnknownFields(&r)->Clear();
+  }
+  // A field added to wire.proto but not reset above would leak from one request to the next.
+  // (The caller stays present but empty: its tag and a zero length, two bytes.)
+  assert(r.ByteSizeLong() == 2 && "reset_request misses a field of wire.RemoteRequest");
+}
+
+Status encode_request(const Pid& target, const CallSpec& spec, const Context& context,
+                      RequestIdentity identity, bool wants_reply, const std::string& reply_address,
+                      wire::RemoteRequest& out) {
+  reset_request(out);
+  out.set_id(identity.id);
+  out.set_incarnation(identity.incarnation);
+  {
+    std::string& uid = *out.mutable_target_uid();  // Pid::uid() without a temporary
+    uid.append(std::to_string(target.server_id)).append(".").append(target.name).append(".");
+    uid.append(target.id).append(".").append(target.node_id);
+  }
+  out.mutable_method()->assign(spec.method);
+  const AnyMessage& payload = spec.message();
+  out.mutable_payload_type()->assign(payload.GetDescriptor()->full_name());
+  if (!payload.SerializeToString(out.mutable_payload())) {
+    return Error{Errc::invalid_argument,
+                 "the request of '" + std::string(spec.method) + "' does not serialize"};
+  }
+  const ContextState& state = detail::state(context);
+  out.set_priority(state.priority == Priority::system ? 1 : 0);
+  out.set_key_hash(state.key.has_value() ? state.key.hash() : 0);
+  if (state.deadline != Context::Clock::time_point::max()) {
+    // Both forms: the receiver cannot see from a relative timeout how long the frame waited in
+    // socket buffers (the wall clock costs one more vDSO read per request with a deadline).
+    const WireDeadline d = to_wire_deadline(state.deadline, std::chrono::steady_clock::now(),
+                                            std::chrono::system_clock::now());
+    out.set_timeout_ms(d.timeout_ms);
+    out.set_deadline_unix_us(d.deadline_unix_us);
+  }
+  out.set_trace_id(state.trace_id);
+  for (const auto& [k, v] : context.headers()) {
+    (*out.mutable_headers())[k] = v;
+  }
+  out.set_wants_reply(wants_reply);
+  to_wire(context.caller(), *out.mutable_caller());
+  if (wants_reply && spec.response_prototype != nullptr) {
+    out.set_response_type(spec.response_prototype->GetDescriptor()->full_name());
+  }
+  out.set_reply_address(reply_address);
+  return {};
+}
+
+void frame_request(const wire::RemoteRequest& request, std::string& frame) {
+  const std::size_t size = request.ByteSizeLong();
+  frame.clear();
+  frame.push_back('\x0a');  // Envelope field 1 (request), length-delimited
+  for (std::uint64_t v = size;; v >>= 7) {
+    if (v < 0x80) {
+      frame.push_back(static_cast<char>(v));
+      break;
+    }
+    frame.push_back(static_cast<char>((v & 0x7f) | 0x80));
+  }
+  const std::size_t head = frame.size();
+  frame.resize(head + size);
+  request.SerializeWithCachedSizesToArray(reinterpret_cast<std::uint8_t*>(frame.data() + head));
+}
+
+void decode_context(const wire::RemoteRequest& request,
+                    std::chrono::steady_clock::time_point deadline, Context& out) {
+  ContextState& state = detail::state(out);
+  state.priority = request.priority() != 0 ? Priority::system : Priority::user;
+  state.key = request.key_hash() != 0 ? DispatchKey::from_hash(request.key_hash()) : DispatchKey{};
+  state.trace_id = request.trace_id();
+  state.deadline = deadline;
+  if (!request.headers().empty()) {
+    auto headers = std::make_shared<Headers>();
+    for (const auto& [k, v] : request.headers()) {
+      headers->emplace(k, v);
+    }
+    state.headers = std::move(headers);
+  }
+  state.caller = from_wire(request.caller(), request.reply_address());
+  state.method = request.method();
+}
+
+void encode_reply(std::uint64_t id, const AnyReply& result, wire::RemoteReply& out) {
+  out.set_id(id);
+  if (result) {
+    const AnyMessage& payload = **result;
+    out.set_payload_type(payload.GetDescriptor()->full_name());
+    payload.SerializeToString(out.mutable_payload());
+  } else {
+    out.set_code(static_cast<std::uint32_t>(result.error().code()));
+    out.set_message(result.error().message());
+  }
+}
+
+AnyReply decode_reply(const wire::RemoteReply& reply, const AnyMessage* prototype,
+                      const std::string& node) {
+  if (reply.code() != 0) {
+    // A code this node does not know (a newer peer, or a damaged frame) must not narrow into
+    // another one, least of all into ok.
+    const bool known =
+        reply.code() > 0 && reply.code() <= static_cast<std::uint32_t>(Errc::internal);
+    return Error{
+        known ? static_cast<Errc>(reply.code()) : Errc::internal,
+        known ? reply.message()
+              : "unknown error code " + std::to_string(reply.code()) + ": " + reply.message()};
+  }
+  if (prototype == nullptr || reply.payload_type() != prototype->GetDescriptor()->full_name()) {
+    return Error{Errc::bad_argument_type,
+                 "node " + node + " answered with " + reply.payload_type()};
+  }
+  std::shared_ptr<AnyMessage> payload(prototype->New());
+  if (!payload->ParseFromString(reply.payload())) {
+    return Error{Errc::bad_argument_type, "the reply from node " + node + " does not parse"};
+  }
+  return payload;
 }
 
 }  // namespace ember::detail

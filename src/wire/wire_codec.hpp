@@ -1,7 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
-// What crosses the wire for more than one backend: the identity of a caller or publisher, and
-// the event frame that both event backends ("cluster" and "nats") carry; and the fast decoding of
-// the commonest frame between nodes, a request.
+// Every mapping between the wire and what handlers and callers see, in one place: a request
+// and its Context (caller Pid, deadline, key, priority, headers), a reply and its outcome, the
+// event frame that both event backends ("cluster" and "nats") carry, and the fast framing and
+// decoding of the commonest frame between nodes, a request.
 #pragma once
 
 #include <chrono>
@@ -16,6 +17,7 @@
 namespace ember::wire {
 class CallerPid;
 class EventFrame;
+class RemoteReply;
 class RemoteRequest;
 }  // namespace ember::wire
 
@@ -24,6 +26,7 @@ namespace ember::detail {
 class NodeImpl;
 
 void to_wire(const Pid& pid, wire::CallerPid& out);
+/// The caller as the callee's handler sees it: `address` is where its node answers.
 std::shared_ptr<const Pid> from_wire(const wire::CallerPid& in, const std::string& address);
 
 /// A request's deadline as it crosses the wire: the remaining time (`timeout_ms`) and the same
@@ -59,6 +62,38 @@ void encode_event(const AnyMessage& payload, const EventInfo& info,
 /// publishing node and the backend (`via`), when the payload type is not linked into this
 /// program or the bytes do not parse.
 bool deliver_event(NodeImpl& node, std::string_view via, const wire::EventFrame& frame);
+
+/// Resets every field of a reused request without freeing anything: Clear() would delete the
+/// caller sub-message and so allocate it again for every request. Keep in step with wire.proto.
+void reset_request(wire::RemoteRequest& r);
+
+/// Who sends a request: its per-node id (the reply names it) and the sending node's incarnation
+/// (the receiver's duplicate filter is per incarnation).
+struct RequestIdentity {
+  std::uint64_t id = 0;
+  std::uint64_t incarnation = 0;
+};
+/// Fills a reused request (reset here) for `target`: method, payload, the context's priority,
+/// key, deadline (both forms, see to_wire_deadline), trace id, headers and caller, and where the
+/// reply goes. Fails, naming the method, when the payload does not serialize.
+Status encode_request(const Pid& target, const CallSpec& spec, const Context& context,
+                      RequestIdentity identity, bool wants_reply, const std::string& reply_address,
+                      wire::RemoteRequest& out);
+/// Frames a request as an Envelope holding it (field 1, length-delimited) into `frame`, reused:
+/// after warm-up no allocation.
+void frame_request(const wire::RemoteRequest& request, std::string& frame);
+/// The Context a handler of a request read from the wire sees; `deadline` is this node's, fixed
+/// when the frame was read (local_deadline).
+void decode_context(const wire::RemoteRequest& request,
+                    std::chrono::steady_clock::time_point deadline, Context& out);
+
+/// A handler's outcome as a reply to request `id`.
+void encode_reply(std::uint64_t id, const AnyReply& result, wire::RemoteReply& out);
+/// A reply as the caller's outcome: the response parsed as `prototype`'s type, or the error the
+/// callee sent. An error code this node does not know becomes internal, never another code;
+/// `node` names the callee in errors.
+AnyReply decode_reply(const wire::RemoteReply& reply, const AnyMessage* prototype,
+                      const std::string& node);
 
 /// Decodes the common frame between nodes, an Envelope holding only a request (field 1,
 /// length-delimited, spanning the whole frame), straight into `out` without an Envelope around

@@ -17,6 +17,7 @@
 
 #include "cluster/membership.hpp"
 #include "core/node_impl.hpp"
+#include "rpc/messaging.hpp"
 #include "support/etcd_server.hpp"
 #include "support/node_process.hpp"
 #include "support/process.hpp"
@@ -231,8 +232,7 @@ TEST_F(ClusterProcesses, KillingTheMasterHandsTheRoleOnWithAHigherEpoch) {
 }
 
 TEST_F(ClusterProcesses, NodesRegisterAgainAfterEtcdRestarts) {
-  auto& membership =
-      static_cast<ember::detail::Membership&>(*ember::detail::NodeAccess::impl(*node_).remote);
+  auto& membership = *ember::detail::Membership::of(ember::detail::NodeAccess::impl(*node_));
   const auto sessions = membership.stats().sessions;
   std::string why = etcd_.restart();
   ASSERT_TRUE(why.empty()) << why;

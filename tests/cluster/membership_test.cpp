@@ -13,6 +13,7 @@
 #include <thread>
 
 #include "core/node_impl.hpp"
+#include "rpc/messaging.hpp"
 #include "support/etcd_server.hpp"
 #include "support/node_helpers.hpp"
 #include "support/wait_for.hpp"
@@ -103,7 +104,7 @@ class Cluster : public ::testing::Test {
     return added ? static_cast<S*>(*added) : nullptr;
   }
   static ember::detail::Membership& membership(ember::Node& node) {
-    return static_cast<ember::detail::Membership&>(*ember::detail::NodeAccess::impl(node).remote);
+    return *ember::detail::Membership::of(ember::detail::NodeAccess::impl(node));
   }
   static std::size_t count(ember::Node& node, const std::string& name,
                            ember::Role role = ember::Role::master) {
@@ -298,7 +299,7 @@ TEST_F(Cluster, ASecondNodeWithALiveIdIsRefusedNamingTheHolder) {
   auto& first = add_node(config("same"));
   add<Calc>(first, "calc");
   ASSERT_TRUE(first.start());
-  const std::string holder = membership(first).address();
+  const std::string holder = membership(first).link().address();
   const auto t0 = std::chrono::steady_clock::now();
   ember::Node second(config("same"));
   auto started = second.start();

@@ -9,6 +9,7 @@
 #include "cluster/cluster_link.hpp"
 #include "core/node_impl.hpp"
 #include "ember/wire.pb.h"
+#include "rpc/messaging.hpp"
 #include "support/wait_for.hpp"
 #include "test.pb.h"
 #include "wire/wire_codec.hpp"
@@ -112,7 +113,9 @@ class TwoNodes : public ::testing::Test {
     // What discovery will do: a's repository learns about b's calc.
     auto pid = std::make_shared<ember::Pid>(b_->find_service("calc") != nullptr ? remote_calc_pid()
                                                                                 : ember::Pid{});
-    ember::detail::NodeAccess::impl(*a_).repository.add(pid, nullptr);
+    ember::detail::Messaging::of(ember::detail::NodeAccess::impl(*a_))
+        .repository()
+        .add(pid, nullptr);
   }
   void TearDown() override {
     calc_->gate->store(true);
@@ -167,7 +170,9 @@ TEST_F(TwoNodes, ErrorsCrossTheWireWithTheirCodes) {
 TEST_F(TwoNodes, AServiceTheNodeDoesNotHostIsNotFound) {
   ember::Pid ghost = remote_calc_pid();
   ghost.name = "ghost";
-  ember::detail::NodeAccess::impl(*a_).repository.add(std::make_shared<ember::Pid>(ghost), nullptr);
+  ember::detail::Messaging::of(ember::detail::NodeAccess::impl(*a_))
+      .repository()
+      .add(std::make_shared<ember::Pid>(ghost), nullptr);
   auto r = ember::select(*a_, Selector::name("ghost")).call<pb::SumResp>("RpcSum", sum(1, 1));
   ASSERT_FALSE(r);
   EXPECT_EQ(r.error().code(), Errc::not_found);
@@ -246,8 +251,9 @@ TEST_F(TwoNodes, ARestartedCallerWithTheSameIdIsNotTakenForARetry) {
   auto la = ember::detail::ClusterLink::attach(*a_, transport("a"), "127.0.0.1");
   ASSERT_TRUE(la);
   link_a_ = *la;
-  ember::detail::NodeAccess::impl(*a_).repository.add(
-      std::make_shared<ember::Pid>(remote_calc_pid()), nullptr);
+  ember::detail::Messaging::of(ember::detail::NodeAccess::impl(*a_))
+      .repository()
+      .add(std::make_shared<ember::Pid>(remote_calc_pid()), nullptr);
   for (int i = 0; i < 5; ++i) {
     auto r = ember::select(*a_, Selector::name("calc"))
                  .call<pb::SumResp>("RpcSum", sum(i, 1), {.timeout = 3s});
@@ -411,7 +417,9 @@ TEST(RemoteCall, ADifferentClusterSecretIsWhatTheCallerIsTold) {
   pid.node_id = "b";
   pid.name = "calc";
   pid.address = (*lb)->address();
-  ember::detail::NodeAccess::impl(a).repository.add(std::make_shared<ember::Pid>(pid), nullptr);
+  ember::detail::Messaging::of(ember::detail::NodeAccess::impl(a))
+      .repository()
+      .add(std::make_shared<ember::Pid>(pid), nullptr);
   const std::string expected = "handshake with b (" + pid.address +
                                ") refused: cluster secret does not match (b proved another "
                                "ClusterConf.Secret than this node's)";

@@ -12,6 +12,7 @@
 
 #include "cluster/membership.hpp"
 #include "core/node_impl.hpp"
+#include "rpc/messaging.hpp"
 #include "test.pb.h"
 
 namespace pb = ember::test;
@@ -58,8 +59,8 @@ class Echo : public ember::Service {
     // Counters of a process are out of a test's reach otherwise.
     if (auto st = handle("RpcTransport",
                          [this](const pb::Echo&) -> Result<pb::TransportCounters> {
-                           auto* membership = dynamic_cast<ember::detail::Membership*>(
-                               ember::detail::NodeAccess::impl(node()).remote.get());
+                           auto* membership = ember::detail::Membership::of(
+                               ember::detail::NodeAccess::impl(node()));
                            if (membership == nullptr) {
                              return ember::Error{ember::Errc::bad_state, "not in a cluster"};
                            }

@@ -1,5 +1,5 @@
 // SPDX-License-Identifier: Apache-2.0
-#include "rpc/service_anchor.hpp"
+#include "core/service_anchor.hpp"
 
 #include "core/service_core.hpp"
 

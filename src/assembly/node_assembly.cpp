@@ -1,0 +1,51 @@
+// SPDX-License-Identifier: Apache-2.0
+// Which subsystems a node is made of, and in which order they start. The kernel (core/) runs
+// services and calls subsystem hooks; it names none of them. This file is the one place that
+// does, so the kernel's dependencies point down only.
+#include <ember/node.hpp>
+#include <string>
+
+#include "assembly/scaling_subsystem.hpp"
+#include "core/node_impl.hpp"
+#include "rpc/messaging.hpp"
+#include "rpc/remote.hpp"
+
+namespace ember {
+
+namespace {
+/// Stands where a component the config asks for is not linked into the program: the node does
+/// not start, and says which library to link.
+class Unavailable final : public detail::Subsystem {
+ public:
+  Unavailable(std::string_view name, std::string why) : name_(name), why_(std::move(why)) {}
+  [[nodiscard]] std::string_view name() const noexcept override { return name_; }
+  Status start() override { return Error{Errc::invalid_argument, why_}; }
+
+ private:
+  std::string_view name_;
+  std::string why_;
+};
+}  // namespace
+
+Node::Node(NodeConfig config) : impl_(std::make_unique<detail::NodeImpl>(std::move(config))) {
+  detail::NodeImpl& node = *impl_;
+  node.owner = this;
+  // Scaling first: it stops last, once every service has left it.
+  node.add_subsystem(std::make_shared<detail::ScalingSubsystem>(node));
+  if (node.config.cluster.enabled) {
+    // Before messaging: on_start may call services of other nodes, and the "cluster" event
+    // backend is kept by the membership.
+    if (detail::ClusterFactory add_cluster = detail::cluster_factory()) {
+      add_cluster(node);
+    } else {
+      node.add_subsystem(std::make_shared<Unavailable>(
+          "cluster",
+          "ClusterConf is set, but this program does not link Ember's cluster component: link "
+          "ember::cluster (or ember::ember) with CMake, or ember-cluster with pkg-config; to run "
+          "a single node, remove ClusterConf"));
+    }
+  }
+  node.add_subsystem(std::make_shared<detail::Messaging>(node));
+}
+
+}  // namespace ember
