@@ -335,6 +335,33 @@ std::uint64_t ServiceMessaging::expired() const noexcept {
   return e != nullptr ? e->count.load(std::memory_order_relaxed) : 0;
 }
 
+// ---------------------------------------------------------------------------------------------
+// What handlers and modules call
+
+void track_coroutine(std::coroutine_handle<> root, std::function<void()> abandon) {
+  if (ServiceCore* core = ServiceCore::current()) {
+    ServiceMessaging::of(*core).track_coroutine(root, std::move(abandon));
+  }
+}
+
+void untrack_coroutine(std::coroutine_handle<> root) {
+  if (ServiceCore* core = ServiceCore::current()) {
+    if (ServiceMessaging* state = ServiceMessaging::find(*core)) {
+      state->untrack_coroutine(root);
+    }
+  }
+}
+
+Status register_method(Module& owner, MethodEntry entry) {
+  ServiceCore* core = ServiceCore::of(owner);
+  if (core == nullptr) {
+    return Error{Errc::bad_state, "handle(" + entry.name +
+                                      "): the module is not attached to a service yet (register "
+                                      "handlers from on_init or later)"};
+  }
+  return detail::ServiceMessaging::of(*core).add_method(std::move(entry));
+}
+
 }  // namespace ember::detail
 
 namespace ember {
@@ -348,6 +375,17 @@ bool Service::is_private() const {
 std::uint64_t Service::expired_requests() const {
   const auto* state = core_ ? detail::ServiceMessaging::find(*core_) : nullptr;
   return state != nullptr ? state->expired() : 0;
+}
+
+Status Module::unhandle(std::string_view name) {
+  detail::ServiceCore* c = core();
+  if (c == nullptr) {
+    return Error{Errc::bad_state,
+                 "unhandle(" + std::string(name) + "): the module is not attached to a service"};
+  }
+  // Another module's handler of that name is not this module's to remove: not_found, as for a
+  // name nobody registered.
+  return detail::ServiceMessaging::of(*c).remove_method(name, this);
 }
 
 }  // namespace ember
