@@ -122,7 +122,8 @@ class Membership final : public Subsystem {
   Status revoke_stale_leases();
   Status claim_node_id(bool first);
   Status raise_epoch_base();
-  void note_epoch(const std::string& group, std::int64_t epoch);
+  void note_epoch(const std::string& group, std::int64_t epoch, const std::string& holder);
+  void note_revision(std::int64_t revision);  // the highest store revision this node has seen
   void depose_if_stale(const std::string& group, const std::string& uid, std::int64_t epoch);
   void note_outage(const Error& error);
   void note_recovered();
@@ -156,8 +157,9 @@ class Membership final : public Subsystem {
   // Leases of earlier sessions etcd may still hold (revoking them failed): revoked as soon as etcd
   // answers, so their master keys do not block elections for a TTL after an etcd restart.
   std::vector<etcd::LeaseId> stale_leases_;
-  std::map<std::string, std::int64_t> epoch_seen_;  // group -> highest master epoch seen
-  std::int64_t epoch_max_ = 0;                      // over every group
+  std::map<std::string, std::int64_t> epoch_seen_;   // group -> highest master epoch seen
+  std::map<std::string, std::string> epoch_holder_;  // group -> uid that held epoch_seen_
+  std::int64_t epoch_max_ = 0;                       // over every group
   struct MasterKey {
     std::int64_t create_revision = 0;
     std::string holder;  // uid
@@ -165,6 +167,7 @@ class Membership final : public Subsystem {
   std::map<std::string, MasterKey> master_keys_;  // group -> the master key in etcd now
   std::optional<std::chrono::steady_clock::time_point> outage_since_;
   int outage_attempts_ = 0;
+  std::atomic<std::int64_t> revision_seen_{0};  // the watch thread and the loop
   // Set when the store lost its data: no election before it (see raise_epoch_base).
   std::optional<std::chrono::steady_clock::time_point>
       elections_held_until_;  // failed session attempts in this episode (the first is logged)

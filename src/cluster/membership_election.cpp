@@ -38,18 +38,22 @@ Status Membership::raise_epoch_base() {
     }
     std::int64_t base = 0;
     std::int64_t mod_revision = 0;
+    // The store lost its data when it has no base although this node has seen epochs, or when
+    // its revision is below one this node has seen (another survivor already wrote a new base).
+    const bool lost_data = got->kvs.empty() || got->revision < revision_seen_.load();
     if (!got->kvs.empty()) {
       base = parse_epoch(got->kvs.front().value);
       mod_revision = got->kvs.front().mod_revision;
-    } else if (attempt == 0) {
-      // This node has seen epochs, and the store has no base: it lost its data. Other survivors
-      // may have seen higher epochs than this node; an election before they raise the base too
-      // could grant an epoch below one already used. Each of them opens its session, and raises
-      // the base, within a TTL of the loss.
+    }
+    if (lost_data && attempt == 0) {
+      // Other survivors may have seen higher epochs than this node; an election before they
+      // raise the base too could grant an epoch already used, or one below. Each of them opens
+      // its session, and raises the base, within a TTL of the loss.
       elections_held_until_ = Clock::now() + ttl_ + std::chrono::seconds(1);
+      revision_seen_.store(got->revision);  // revisions start over: a new history from here
       node_.log.warn(
-          "etcd has no epoch base: it lost its data; elections wait {} ms for every surviving "
-          "node to raise the base to the highest epoch it has seen",
+          "etcd lost its data (no epoch base, or its revision went back); elections wait {} ms "
+          "for every surviving node to raise the base to the highest epoch it has seen",
           std::chrono::duration_cast<std::chrono::milliseconds>(ttl_ + std::chrono::seconds(1))
               .count());
     }
@@ -119,23 +123,36 @@ void Membership::elect(const std::string& uid) {
     node_.log.info("{} is master of {} (epoch {})", uid, group, epoch);
     local.key_revision = outcome->create_revision;
     set_role_locked(local, Held::master, epoch);
-    note_epoch(group, epoch);
+    note_epoch(group, epoch, uid);
   } else {
     set_role_locked(local, Held::slave, 0);
   }
 }
 
-void Membership::note_epoch(const std::string& group, std::int64_t epoch) {
+void Membership::note_epoch(const std::string& group, std::int64_t epoch,
+                            const std::string& holder) {
   std::int64_t& seen = epoch_seen_[group];
-  seen = std::max(seen, epoch);
+  if (epoch > seen) {
+    seen = epoch;
+    epoch_holder_[group] = holder;
+  }
   epoch_max_ = std::max(epoch_max_, epoch);
+}
+
+void Membership::note_revision(std::int64_t revision) {
+  std::int64_t seen = revision_seen_.load();
+  while (revision > seen && !revision_seen_.compare_exchange_weak(seen, revision)) {
+  }
 }
 
 void Membership::depose_if_stale(const std::string& group, const std::string& uid,
                                  std::int64_t epoch) {
   const std::int64_t seen = epoch_seen_[group];
-  if (epoch >= seen) {
-    note_epoch(group, epoch);
+  // An epoch names one mastership: the same epoch held by another service was granted twice
+  // (the store lost its data while the node that knew the epoch could not reach it).
+  const bool reused = epoch == seen && epoch_holder_[group] != uid;
+  if (epoch > seen || (epoch == seen && !reused)) {
+    note_epoch(group, epoch, uid);
     return;
   }
   // A master below an epoch already seen for its group: elected before the epoch base was raised
@@ -147,8 +164,8 @@ void Membership::depose_if_stale(const std::string& group, const std::string& ui
   }
   if (auto erased = client_->erase_if_created(master_key(group), held->second.create_revision);
       erased && *erased) {
-    node_.log.warn("deposed {} as master of {}: its epoch {} is below {} seen before", uid, group,
-                   epoch, seen);
+    node_.log.warn("deposed {} as master of {}: its epoch {} is {} {} seen before", uid, group,
+                   epoch, reused ? "the same as the" : "below", seen);
     std::lock_guard lock(mu_);
     ++stats_.depositions;
   }

@@ -55,6 +55,7 @@ bool Membership::resync() {
       ++it;
     }
   }
+  note_revision(snapshot->revision);
   master_keys_.clear();  // rebuilt from the snapshot (keys sort masters before services)
   for (const auto& kv : snapshot->kvs) {
     etcd::Event put;
@@ -77,7 +78,8 @@ bool Membership::resync() {
   }
   auto watch = client_->watch_prefix(
       root_ + "/", snapshot->revision + 1,
-      [this, generation](std::vector<etcd::Event>&& events, std::int64_t) {
+      [this, generation](std::vector<etcd::Event>&& events, std::int64_t revision) {
+        note_revision(revision);
         std::lock_guard lock(mu_);
         batches_.push_back(WatchBatch{generation, std::move(events)});
         cv_.notify_all();
