@@ -1,7 +1,9 @@
 // SPDX-License-Identifier: Apache-2.0
 // A frame from another node after the handshake, decoded as the receiving side does: the fast
-// path for a lone request, the whole Envelope otherwise, then the parts a receiver reads before
-// any service runs (caller identity, reply code, the event payload parsed by its type name).
+// path for a lone request, the whole Envelope otherwise, then what the codec makes of it before
+// any service runs (a request's Context and caller, a reply's outcome, the event payload parsed by
+// its type name).
+#include <google/protobuf/empty.pb.h>
 #include <google/protobuf/stubs/logging.h>
 #include <google/protobuf/util/message_differencer.h>
 
@@ -10,6 +12,7 @@
 #include <cstdlib>
 #include <ember/config.hpp>
 #include <ember/log.hpp>
+#include <ember/node.hpp>
 #include <string_view>
 
 #include "core/node_impl.hpp"
@@ -26,13 +29,25 @@ void check(bool ok, const char* what) {
 }
 
 void read_request(const ember::wire::RemoteRequest& request) {
-  auto caller = ember::detail::from_wire(request.caller(), request.reply_address());
-  check(caller->uid().size() >= 3 && !caller->to_string().empty(), "caller identity");
-  ember::Headers headers;
-  for (const auto& [key, value] : request.headers()) {
-    headers.emplace(key, value);
+  ember::Context context;
+  ember::detail::decode_context(request, ember::Clock::time_point::max(), context);
+  const ember::Pid& caller = context.caller();
+  check(caller.uid().size() >= 3 && !caller.to_string().empty(), "caller identity");
+  check(context.headers().size() <= static_cast<std::size_t>(request.headers().size()),
+        "header map");
+  check(context.method() == request.method(), "method");
+}
+
+void read_reply(const ember::wire::RemoteReply& reply) {
+  // An outcome for a caller that expects google.protobuf.Empty: a response, or an error whose
+  // code is one this node knows (an unknown one must become internal, never another code).
+  const google::protobuf::Empty prototype;
+  ember::detail::AnyReply outcome = ember::detail::decode_reply(reply, &prototype, "fuzz");
+  if (!outcome) {
+    const auto code = static_cast<std::uint32_t>(outcome.error().code());
+    check(code > 0 && code <= static_cast<std::uint32_t>(ember::Errc::internal), "reply code");
+    check(!outcome.error().to_string().empty(), "reply error");
   }
-  check(headers.size() == request.headers().size(), "header map");
 }
 
 }  // namespace
@@ -46,7 +61,7 @@ extern "C" int LLVMFuzzerInitialize(int*, char***) {
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   // A node with no services and no subscribers: an event is parsed, then reaches nobody.
-  static auto* node = new ember::detail::NodeImpl(ember::NodeConfig{});
+  static auto* node = new ember::Node(ember::NodeConfig{});
 
   const std::string_view frame(reinterpret_cast<const char*>(data), size);
   ember::wire::RemoteRequest fast;
@@ -70,11 +85,9 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   if (envelope.has_request()) {
     read_request(envelope.request());
   } else if (envelope.has_reply()) {
-    const auto& reply = envelope.reply();
-    const ember::Error error{static_cast<ember::Errc>(reply.code()), reply.message()};
-    check(!error.to_string().empty(), "reply error");
+    read_reply(envelope.reply());
   } else if (envelope.has_event()) {
-    ember::detail::deliver_event(*node, "fuzz", envelope.event());
+    ember::detail::deliver_event(ember::detail::NodeAccess::impl(*node), "fuzz", envelope.event());
   }
   return 0;
 }
