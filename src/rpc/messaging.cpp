@@ -50,10 +50,6 @@ Messaging& Messaging::of(NodeImpl& node) noexcept {
 }
 
 Status Messaging::start() {
-  return open_event_backend();
-}
-
-Status Messaging::open_event_backend() {
   const EventBackend backend = event_backend(node_.config);
   if (backend == EventBackend::local) {
     return {};

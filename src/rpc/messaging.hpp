@@ -69,8 +69,6 @@ class Messaging final : public Subsystem {
   void pending_call_closed() noexcept { pending_calls_.fetch_sub(1, std::memory_order_relaxed); }
 
  private:
-  Status open_event_backend();
-
   NodeImpl& node_;
   Repository repository_;
   std::shared_ptr<RemoteRouter> remote_;

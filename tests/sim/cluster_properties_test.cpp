@@ -158,8 +158,8 @@ ElectionRun run_election(std::uint64_t seed) {
           // (it is deposed when it comes back); two acting holders of one epoch break fencing.
           if (auto holder = acting.find(it->second);
               holder != acting.end() && holder->second == e.epoch) {
-            run.violations.push_back("epoch " + std::to_string(e.epoch) + " held by " +
-                                     it->second + " and " + e.node + " at once");
+            run.violations.push_back("epoch " + std::to_string(e.epoch) + " held by " + it->second +
+                                     " and " + e.node + " at once");
           }
           ++run.epochs_reused;
           it->second = e.node;
