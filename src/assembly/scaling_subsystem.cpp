@@ -8,12 +8,6 @@
 
 namespace ember::detail {
 
-namespace {
-std::string describe(const ServiceConfig& c) {
-  return c.id.empty() ? c.name : c.name + "#" + c.id;
-}
-}  // namespace
-
 Status ScalingSubsystem::start() {
   if (node_.driver != nullptr) {
     scaler_.drive_manually();

@@ -71,8 +71,7 @@ Membership* Membership::of(NodeImpl& node) noexcept {
 }
 
 Status Membership::start() {
-  NodeImpl& node = node_;
-  const ClusterConfig& cfg = node.config.cluster;
+  const ClusterConfig& cfg = node_.config.cluster;
   StoreFactory make_store;
   {
     std::lock_guard lock(store_factory_mu);
@@ -91,13 +90,13 @@ Status Membership::start() {
   }
   net::TransportOptions transport;
   transport.cluster = cfg.name;
-  transport.node_id = node.config.node_id;
+  transport.node_id = node_.config.node_id;
   transport.secret = cfg.secret;
   transport.listen_host = cfg.listen_host;
   transport.listen_port = cfg.listen_port;
   transport.max_frame = cfg.max_frame;
   transport.max_pending_handshakes = cfg.max_pending_handshakes;
-  auto link = ClusterLink::create(node, std::move(transport),
+  auto link = ClusterLink::create(node_, std::move(transport),
                                   cfg.advertise.empty() ? cfg.listen_host : cfg.advertise);
   if (!link) {
     return Error{link.error().code(), "ClusterConf.ListenAddr " + cfg.listen_host + ":" +
@@ -105,13 +104,13 @@ Status Membership::start() {
                                           link.error().message()};
   }
   link_ = std::move(*link);
-  channels_ = std::make_shared<EventChannels>(events_prefix_, node.config.node_id, link_,
+  channels_ = std::make_shared<EventChannels>(events_prefix_, node_.config.node_id, link_,
                                               [this] { wake(); });
   const std::string coordinator =
       make_store ? std::string("the installed store") : "etcd at " + join_list(endpoints);
   auto client = [&]() -> Result<std::shared_ptr<store::Store>> {
     if (make_store) {
-      return make_store(node);
+      return make_store(node_);
     }
     etcd::Options options;
     options.endpoints = endpoints;
@@ -137,12 +136,12 @@ Status Membership::start() {
     return Error{opened.error().code(),
                  "cannot register with " + coordinator + ": " + opened.error().message()};
   }
-  node.log.info("joined cluster '{}' at {} (etcd {}, keys under {})", cfg.name, link_->address(),
-                client_->endpoint(), root_);
+  node_.log.info("joined cluster '{}' at {} (etcd {}, keys under {})", cfg.name, link_->address(),
+                 client_->endpoint(), root_);
   loop_ = runtime::Thread([this] { run(); });
   watchdog_ = runtime::Thread([this] { watch_lease(); });
   // Calls to services of other nodes go straight to the transport.
-  Messaging::of(node).set_remote(link_);
+  Messaging::of(node_).set_remote(link_);
   return {};
 }
 

@@ -20,10 +20,6 @@ ServiceFactory find_factory(std::string_view class_name);
 std::string unknown_class(const std::string& class_name);
 
 namespace {
-std::string describe(const ServiceConfig& c) {
-  return c.id.empty() ? c.name : c.name + "#" + c.id;
-}
-
 std::string where(const NodeConfig& node, const ServiceConfig& c) {
   if (c.line > 0 && !node.source.empty()) {
     return node.source + ":" + std::to_string(c.line) + ": ";

@@ -10,14 +10,15 @@
 #include "core/node_impl.hpp"
 
 namespace ember::detail {
-namespace {
-
-thread_local ServiceCore* tls_current = nullptr;
-thread_local int tls_lane = -1;
 
 std::string describe(const ServiceConfig& c) {
   return c.id.empty() ? c.name : c.name + "#" + c.id;
 }
+
+namespace {
+
+thread_local ServiceCore* tls_current = nullptr;
+thread_local int tls_lane = -1;
 
 /// Runs a user hook; an exception becomes handler_failed. `who()` is only built on failure.
 template <class Who, class Fn>

@@ -31,6 +31,9 @@ namespace ember::detail {
 class NodeImpl;
 struct WaitSet;
 
+/// How logs and errors name a service: "name", or "name#id" for one of several instances.
+std::string describe(const ServiceConfig& config);
+
 struct ModuleExtras {
   timer::TimerOwnerList timers;
   std::vector<std::function<void()>> cleanups;

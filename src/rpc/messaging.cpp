@@ -175,11 +175,18 @@ Status ServiceMessaging::remove_method(std::string_view name, const Module* owne
 }
 
 namespace {
+// A few entries, because a worker thread alternates between services (a ping-pong pair, a
+// producer and its sink): with one entry every message missed, and the miss takes the table's
+// lock and copies a shared_ptr.
 struct MethodCache {
-  const ServiceMessaging* owner = nullptr;
-  std::uint64_t version = 0;
-  std::string name;
-  std::shared_ptr<const MethodEntry> entry;
+  struct Slot {
+    const ServiceMessaging* owner = nullptr;
+    std::uint64_t version = 0;
+    std::string name;
+    std::shared_ptr<const MethodEntry> entry;
+  };
+  std::array<Slot, 4> slots;
+  std::size_t next_victim = 0;
 };
 thread_local MethodCache tls_method_cache;
 }  // namespace
@@ -187,8 +194,10 @@ thread_local MethodCache tls_method_cache;
 const MethodEntry* ServiceMessaging::find_method(std::string_view name) const {
   MethodCache& cache = tls_method_cache;
   std::uint64_t version = methods_version_.load(std::memory_order_acquire);
-  if (cache.owner == this && cache.version == version && cache.name == name) {
-    return cache.entry.get();
+  for (const MethodCache::Slot& slot : cache.slots) {
+    if (slot.owner == this && slot.version == version && slot.name == name) {
+      return slot.entry.get();
+    }
   }
   std::shared_ptr<const MethodEntry> found;
   {
@@ -199,11 +208,13 @@ const MethodEntry* ServiceMessaging::find_method(std::string_view name) const {
       }
     }
   }
-  cache.owner = this;
-  cache.version = version;
-  cache.name.assign(name);
-  cache.entry = std::move(found);
-  return cache.entry.get();
+  MethodCache::Slot& slot = cache.slots[cache.next_victim];
+  cache.next_victim = (cache.next_victim + 1) % cache.slots.size();
+  slot.owner = this;
+  slot.version = version;
+  slot.name.assign(name);
+  slot.entry = std::move(found);
+  return slot.entry.get();
 }
 
 std::uint64_t ServiceMessaging::next_methods_version() noexcept {

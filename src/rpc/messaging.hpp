@@ -95,7 +95,7 @@ class ServiceMessaging final : public ServiceAttachment {
 
   Status add_method(MethodEntry entry);
   Status remove_method(std::string_view name, const Module* owner);
-  /// The entry, or nullptr. Valid until the calling thread's next find_method (a one-entry
+  /// The entry, or nullptr. Valid until the calling thread's next find_method (a small
   /// thread-local cache keeps it alive), which is enough for the request being run.
   const MethodEntry* find_method(std::string_view name) const;
   /// The request type of a method, for a sender that checks its request before queueing it
