@@ -364,6 +364,7 @@ Status Node::stop() {
   }
   n.phase = detail::NodeImpl::Phase::stopping;
   n.log.info("stopping {} services", n.services.size());
+  n.each_subsystem_reversed([](detail::Subsystem& sub) { sub.stopping(); });
   Status result;
   for (auto it = n.services.rbegin(); it != n.services.rend(); ++it) {
     Status st = n.stop_one(**it);

@@ -43,6 +43,10 @@ class Subsystem {
   /// Node start, after every service started: waits (bounded) until what the subsystem
   /// announced is in effect (registered in the cluster, subscribed at the broker).
   virtual Status settle() { return {}; }
+  /// Node stop, before any service stops (in reverse order): a subsystem that brings work in
+  /// from outside the node (the client gateway) stops taking it and lets what it let in finish,
+  /// while the services that handle it still run.
+  virtual void stopping() {}
   /// Node stop, after every service drained (and after a failed start).
   virtual void stop() {}
   /// Adds the subsystem's counters to the node's.
