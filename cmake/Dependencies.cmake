@@ -7,6 +7,8 @@ find_package(fmt CONFIG REQUIRED)
 find_package(spdlog CONFIG REQUIRED)
 find_package(yaml-cpp CONFIG REQUIRED)   # target: yaml-cpp (0.7 has no namespace)
 find_package(CLI11 CONFIG REQUIRED)
+# The client gateway: Boost.Beast and Boost.Asio are header-only (libboost-dev).
+find_package(Boost 1.74 CONFIG REQUIRED)
 if(EMBER_BUILD_TESTS OR EMBER_BUILD_EXAMPLES)
   find_package(GTest CONFIG REQUIRED)
   include(GoogleTest)

@@ -6,10 +6,13 @@ include(CMakePackageConfigHelpers)
 set(EMBER_CMAKE_DIR ${CMAKE_INSTALL_LIBDIR}/cmake/ember)
 
 install(DIRECTORY ${PROJECT_SOURCE_DIR}/include/ember DESTINATION ${CMAKE_INSTALL_INCLUDEDIR})
+# The gateway's public messages: a login method's request and reply, session events.
+install(FILES ${PROJECT_BINARY_DIR}/src/ember/gate.pb.h ${PROJECT_SOURCE_DIR}/proto/ember/gate.proto
+        DESTINATION ${CMAKE_INSTALL_INCLUDEDIR}/ember)
 
 # One export set per component, so that a project asking for core alone needs neither gRPC nor
 # libnats installed.
-foreach(component core wire cluster nats sim)
+foreach(component core wire cluster nats gate_proto gate client sim)
   install(TARGETS ember_${component} EXPORT ember-${component}
           ARCHIVE DESTINATION ${CMAKE_INSTALL_LIBDIR})
   install(EXPORT ember-${component} NAMESPACE ember:: DESTINATION ${EMBER_CMAKE_DIR}
@@ -33,7 +36,7 @@ install(FILES
 # pkg-config: relative to the .pc file, so an installed tree can be moved.
 set(EMBER_PC_DIR ${CMAKE_INSTALL_LIBDIR}/pkgconfig)
 file(RELATIVE_PATH EMBER_PC_PREFIX_FROM_PCDIR /prefix/${EMBER_PC_DIR} /prefix)
-foreach(pc ember-core ember-cluster ember-nats ember)
+foreach(pc ember-core ember-cluster ember-nats ember-gate ember)
   configure_file(${PROJECT_SOURCE_DIR}/cmake/pkgconfig/${pc}.pc.in ${PROJECT_BINARY_DIR}/pkgconfig/${pc}.pc @ONLY)
   install(FILES ${PROJECT_BINARY_DIR}/pkgconfig/${pc}.pc DESTINATION ${EMBER_PC_DIR})
 endforeach()

@@ -7,7 +7,7 @@ PACKAGES=(
   cmake ninja-build g++ pkg-config git python3
   libfmt-dev libspdlog-dev libyaml-cpp-dev libcli11-dev tzdata
   libprotobuf-dev protobuf-compiler libgrpc++-dev protobuf-compiler-grpc etcd-server etcd-client
-  libasio-dev libssl-dev nats-server libnats-dev
+  libasio-dev libssl-dev openssl libboost-dev nats-server libnats-dev
   libgtest-dev libgmock-dev libbenchmark-dev libcaf-dev
   clang libclang-rt-14-dev
 )

@@ -149,6 +149,35 @@ struct EventBusConfig {
   NatsConfig nats{};                               ///< NatsConf
 };
 
+/// GateConf: present ⇒ the node runs the client gateway (link ember::gate): game clients connect
+/// over WebSocket and/or TCP, log in through a backend method, and call routes "service.Method".
+struct GateConfig {
+  bool enabled = false;  ///< true when the GateConf section is present
+  /// WebSocketAddr "host:port" (port 0 = any free port); "" = no WebSocket listener. The same
+  /// listener serves StaticDir over HTTP.
+  std::string websocket_addr{};
+  std::string websocket_path = "/ws";  ///< WebSocketPath: where clients upgrade
+  std::string tcp_addr{};              ///< TcpAddr "host:port"; "" = no TCP listener
+  std::string cert_file{};  ///< TlsConf.CertFile (PEM chain): set ⇒ both listeners speak TLS
+  std::string key_file{};   ///< TlsConf.KeyFile (PEM)
+  std::string login{};      ///< Login (required): "service.Method" taking ember.gate.LoginRequest
+  /// Routes (required): what clients may call, "service.Method" or "service.*".
+  std::vector<std::string> routes{};
+  std::string static_dir{};                    ///< StaticDir: files served on the WebSocket port
+  std::vector<std::string> allowed_origins{};  ///< AllowedOrigins: empty = any Origin
+  int io_threads = 1;                          ///< IoThreads: threads running the sockets
+  std::size_t max_connections = 10000;         ///< MaxConnections: beyond it, closed at accept
+  std::size_t max_frame = 64u << 10;           ///< MaxFrameBytes: a larger frame closes
+  std::size_t requests_per_second = 50;        ///< RequestsPerSecond: per connection, sustained
+  std::size_t request_burst = 100;             ///< RequestBurst: per connection, at once
+  std::size_t max_in_flight = 32;  ///< MaxInFlight: requests of one connection not yet answered
+  std::size_t send_queue_bytes = 1u << 20;  ///< SendQueueBytes: unsent bytes before a kick
+  std::chrono::milliseconds handshake_timeout{10000};  ///< HandshakeTimeout: until logged in
+  std::chrono::milliseconds heartbeat{10000};          ///< Heartbeat: what clients are told
+  std::chrono::milliseconds idle_timeout{30000};       ///< IdleTimeout: silence before closing
+  std::chrono::milliseconds request_timeout{5000};     ///< RequestTimeout: per client request
+};
+
 struct NodeConfig {
   std::string node_id = "node";              ///< NodeConf.NodeId
   int worker_threads = 0;                    ///< NodeConf.WorkerThreads: 0 = number of cores
@@ -158,6 +187,7 @@ struct NodeConfig {
   LogConfig log{};                                   ///< SystemLogger
   ClusterConfig cluster{};                           ///< ClusterConf
   EventBusConfig events{};                           ///< EventBusConf
+  GateConfig gate{};                                 ///< GateConf
   std::vector<ServiceConfig> services{};             ///< ServiceConf.StartServices, in order
   std::string source{};  ///< file (or source name) the config came from, for error messages
 };

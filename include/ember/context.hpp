@@ -41,10 +41,22 @@ struct ChainLink {
   std::string name{};
 };
 
+/// Where a chain of requests entered the node from outside, such as a game client's session: an
+/// extension (the gateway) hangs its own object here, and the chain's outgoing calls carry it on.
+class RequestOrigin {
+ public:
+  virtual ~RequestOrigin() = default;
+  /// True once the origin is gone (the client disconnected).
+  [[nodiscard]] virtual bool ended() const noexcept = 0;
+};
+
 /// What the runtime fills in a Context. Shared pieces are immutable and shared along a call
 /// chain, so a request carries a few pointers rather than copies of names.
 struct ContextState {
   Priority priority = Priority::user;
+  /// Set on the requests an origin makes itself (not inherited): when the origin has ended
+  /// before the handler starts, the request is dropped unrun and answered cancelled.
+  bool ends_with_origin = false;
   DispatchKey key;
   std::chrono::steady_clock::time_point deadline = std::chrono::steady_clock::time_point::max();
   std::uint64_t trace_id = 0;
@@ -52,6 +64,7 @@ struct ContextState {
   std::shared_ptr<const Pid> caller;
   std::string_view method;
   std::vector<ChainLink> chain;  // services blocked in synchronous calls up this chain
+  std::shared_ptr<const RequestOrigin> origin;  // inherited by the handler's outgoing calls
 };
 
 /// Ember's own access to what it fills in; not part of the public API.

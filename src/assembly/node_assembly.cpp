@@ -2,15 +2,31 @@
 // Which subsystems a node is made of, and in which order they start. The kernel (core/) runs
 // services and calls subsystem hooks; it names none of them. This file is the one place that
 // does, so the kernel's dependencies point down only.
+#include <atomic>
 #include <ember/node.hpp>
 #include <string>
 
+#include "assembly/components.hpp"
 #include "assembly/scaling_subsystem.hpp"
 #include "core/node_impl.hpp"
 #include "rpc/messaging.hpp"
 #include "rpc/remote.hpp"
 
 namespace ember {
+
+namespace detail {
+namespace {
+std::atomic<SubsystemFactory> installed_gate{nullptr};
+}  // namespace
+
+void install_gate_factory(SubsystemFactory factory) noexcept {
+  installed_gate.store(factory, std::memory_order_release);
+}
+
+SubsystemFactory gate_factory() noexcept {
+  return installed_gate.load(std::memory_order_acquire);
+}
+}  // namespace detail
 
 namespace {
 /// Stands where a component the config asks for is not linked into the program: the node does
@@ -46,6 +62,19 @@ Node::Node(NodeConfig config) : impl_(std::make_unique<detail::NodeImpl>(std::mo
     }
   }
   node.add_subsystem(std::make_shared<detail::Messaging>(node));
+  if (node.config.gate.enabled) {
+    // After messaging: the gateway calls services, and it stops taking clients (stopping, in
+    // reverse order) before anything else stops.
+    if (detail::SubsystemFactory add_gate = detail::gate_factory()) {
+      add_gate(node);
+    } else {
+      node.add_subsystem(std::make_shared<Unavailable>(
+          "gate",
+          "GateConf is set, but this program does not link Ember's gateway component: link "
+          "ember::gate with CMake, or ember-gate with pkg-config; to run without a gateway, "
+          "remove GateConf"));
+    }
+  }
 }
 
 }  // namespace ember

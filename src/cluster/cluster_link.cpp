@@ -192,6 +192,8 @@ class RemoteSource {
 
   [[nodiscard]] std::string_view method() const noexcept { return request().method(); }
   [[nodiscard]] Clock::time_point deadline() const noexcept { return call_.deadline(); }
+  /// A session's identity does not cross nodes yet: a remote request has no origin of its own.
+  [[nodiscard]] static bool origin_ended() noexcept { return false; }
   [[nodiscard]] const std::shared_ptr<Responder>& responder() const noexcept {
     return call_.responder();
   }

@@ -521,7 +521,7 @@ TEST(ParseNodeConfigErrors, UnknownKeyInWorkerConf) {
 TEST(ParseNodeConfigErrors, UnknownKeyAtEveryLevel) {
   EXPECT_EQ(parse_error("NodeConf: {}\nNodeConfig: {}\n"),
             "node.yaml:2: NodeConfig: unknown key (expected one of: NodeConf, ServiceConf, "
-            "SystemLogger, ClusterConf, EventBusConf)");
+            "SystemLogger, ClusterConf, EventBusConf, GateConf)");
   EXPECT_CONTAINS(parse_error("NodeConf:\n  NodeID: x\n"),
                   "node.yaml:2: NodeConf.NodeID: unknown key");
   EXPECT_CONTAINS(parse_error("SystemLogger:\n  Name: x\n  level: info\n"),
@@ -1043,6 +1043,96 @@ TEST(EventBusConf, ErrorsNameTheKey) {
             "(nats://host:port), got 'a:1, b:2'");
   EXPECT_CONTAINS(parse_error("EventBusConf:\n  NatsConf:\n    Url: x\n"),
                   "node.yaml:3: EventBusConf.NatsConf.Url: unknown key");
+}
+
+// --- GateConf ---------------------------------------------------------------------------------
+
+TEST(GateConf, AbsentMeansNoGatewayAndKeysHaveDefaults) {
+  auto absent = ember::parse_node_config("NodeConf: {NodeId: n}\n", "node.yaml");
+  ASSERT_TRUE(absent) << absent.error().to_string();
+  EXPECT_FALSE(absent->gate.enabled);
+
+  auto cfg = ember::parse_node_config(
+      "GateConf:\n  WebSocketAddr: 127.0.0.1:0\n  Login: auth.RpcLogin\n"
+      "  Routes: [lobby.*, room.RpcMove]\n",
+      "node.yaml");
+  ASSERT_TRUE(cfg) << cfg.error().to_string();
+  const ember::GateConfig& gate = cfg->gate;
+  EXPECT_TRUE(gate.enabled);
+  EXPECT_EQ(gate.websocket_addr, "127.0.0.1:0");
+  EXPECT_EQ(gate.websocket_path, "/ws");
+  EXPECT_EQ(gate.tcp_addr, "");
+  EXPECT_EQ(gate.login, "auth.RpcLogin");
+  EXPECT_EQ(gate.routes, (std::vector<std::string>{"lobby.*", "room.RpcMove"}));
+  EXPECT_EQ(gate.max_frame, 64u << 10);
+  EXPECT_EQ(gate.handshake_timeout, std::chrono::seconds(10));
+  EXPECT_EQ(gate.io_threads, 1);
+}
+
+TEST(GateConf, EveryKey) {
+  auto cfg = ember::parse_node_config(
+      "GateConf:\n  WebSocketAddr: 0.0.0.0:7000\n  WebSocketPath: /game\n  TcpAddr: 0.0.0.0:7001\n"
+      "  Login: auth.RpcLogin\n  Routes: [lobby.*]\n  StaticDir: /\n"
+      "  AllowedOrigins: [https://game.example.com]\n  IoThreads: 2\n  MaxConnections: 5\n"
+      "  MaxFrameBytes: 1024\n  RequestsPerSecond: 10\n  RequestBurst: 20\n  MaxInFlight: 4\n"
+      "  SendQueueBytes: 4096\n  HandshakeTimeout: 2s\n  Heartbeat: 1s\n  IdleTimeout: 3s\n"
+      "  RequestTimeout: 250ms\n",
+      "node.yaml");
+  ASSERT_TRUE(cfg) << cfg.error().to_string();
+  const ember::GateConfig& gate = cfg->gate;
+  EXPECT_EQ(gate.websocket_path, "/game");
+  EXPECT_EQ(gate.tcp_addr, "0.0.0.0:7001");
+  EXPECT_EQ(gate.static_dir, "/");
+  EXPECT_EQ(gate.allowed_origins, std::vector<std::string>{"https://game.example.com"});
+  EXPECT_EQ(gate.io_threads, 2);
+  EXPECT_EQ(gate.max_connections, 5u);
+  EXPECT_EQ(gate.max_frame, 1024u);
+  EXPECT_EQ(gate.requests_per_second, 10u);
+  EXPECT_EQ(gate.request_burst, 20u);
+  EXPECT_EQ(gate.max_in_flight, 4u);
+  EXPECT_EQ(gate.send_queue_bytes, 4096u);
+  EXPECT_EQ(gate.handshake_timeout, std::chrono::seconds(2));
+  EXPECT_EQ(gate.heartbeat, std::chrono::seconds(1));
+  EXPECT_EQ(gate.idle_timeout, std::chrono::seconds(3));
+  EXPECT_EQ(gate.request_timeout, std::chrono::milliseconds(250));
+}
+
+TEST(GateConf, ErrorsNameTheKey) {
+  const std::string ok = "  Login: auth.RpcLogin\n  Routes: [lobby.*]\n";
+  EXPECT_EQ(parse_error("GateConf:\n" + ok),
+            "node.yaml:2: GateConf: no listener: set WebSocketAddr, TcpAddr or both");
+  EXPECT_EQ(parse_error("GateConf:\n  WebSocketAddr: 127.0.0.1:0\n  Routes: [lobby.*]\n"),
+            "node.yaml:2: GateConf.Login: missing required key (the backend method that checks "
+            "a client's token)");
+  EXPECT_EQ(parse_error("GateConf:\n  WebSocketAddr: 127.0.0.1:0\n  Login: auth\n"
+                        "  Routes: [lobby.*]\n"),
+            "node.yaml:3: GateConf.Login: expected \"service.Method\", got 'auth'");
+  EXPECT_EQ(parse_error("GateConf:\n  WebSocketAddr: 127.0.0.1:0\n  Login: a.B\n"
+                        "  Routes: [lobby.*, 'room.']\n"),
+            "node.yaml:4: GateConf.Routes[1]: expected \"service.Method\" or \"service.*\", got "
+            "'room.'");
+  EXPECT_EQ(parse_error("GateConf:\n  WebSocketAddr: 127.0.0.1\n" + ok),
+            "node.yaml:2: GateConf.WebSocketAddr: expected host:port, got '127.0.0.1'");
+  EXPECT_EQ(parse_error("GateConf:\n  WebSocketAddr: 127.0.0.1:0\n" + ok +
+                        "  Heartbeat: 30s\n  IdleTimeout: 20s\n"),
+            "node.yaml:6: GateConf.IdleTimeout: must be longer than Heartbeat (a client that "
+            "heartbeats on time would be closed), got 20000ms <= 30000ms");
+  EXPECT_EQ(parse_error("GateConf:\n  TcpAddr: 127.0.0.1:0\n" + ok + "  StaticDir: /\n"),
+            "node.yaml:2: GateConf: StaticDir, AllowedOrigins and WebSocketPath need "
+            "WebSocketAddr");
+  EXPECT_EQ(
+      parse_error("GateConf:\n  WebSocketAddr: 127.0.0.1:0\n" + ok + "  StaticDir: /no/such/dir\n"),
+      "node.yaml:5: GateConf.StaticDir: no such directory: '/no/such/dir'");
+  EXPECT_EQ(parse_error("GateConf:\n  WebSocketAddr: 127.0.0.1:0\n" + ok +
+                        "  TlsConf: {CertFile: /no/cert.pem, KeyFile: /no/key.pem}\n"),
+            "node.yaml:5: GateConf.TlsConf.CertFile: no such file: '/no/cert.pem'");
+  EXPECT_EQ(parse_error("GateConf:\n  WebSocketAddr: 127.0.0.1:0\n" + ok +
+                        "  AllowedOrigins: [game.example.com]\n"),
+            "node.yaml:5: GateConf.AllowedOrigins[0]: expected an origin such as "
+            "\"https://game.example.com\" (scheme, host, optional port, no path), got "
+            "'game.example.com'");
+  EXPECT_EQ(parse_error("GateConf:\n  WebSocketAddr: 127.0.0.1:0\n" + ok + "  MaxFrameBytes: 10\n"),
+            "node.yaml:5: GateConf.MaxFrameBytes: '10' is out of range (expected 64..67108864)");
 }
 
 }  // namespace

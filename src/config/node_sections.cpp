@@ -32,6 +32,11 @@ const Section<NodeConfig>& document_section() {
              return cluster_section().read(walker, e, config.cluster);
            }},
           nested("EventBusConf", &NodeConfig::events, event_bus_section),
+          {"GateConf",
+           [](const Walker& walker, const Entry& e, NodeConfig& config) -> Status {
+             config.gate.enabled = true;  // as ClusterConf: the section's presence turns it on
+             return gate_section().read(walker, e, config.gate);
+           }},
       },
       // Checked once every section is read: the sections may come in any order.
       [](const Walker& walker, const Entry&, const Seen& seen, NodeConfig& config) -> Status {

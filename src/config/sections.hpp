@@ -2,7 +2,7 @@
 //
 // The sections of node.yaml, each a table of its keys (field_table.hpp). Where each key is read:
 // the document, NodeConf and SystemLogger in node_sections.cpp; ServiceConf down to the scaling
-// strategy in service_sections.cpp; ClusterConf and EventBusConf in cluster_sections.cpp.
+// strategy in service_sections.cpp; ClusterConf and EventBusConf in cluster_sections.cpp; GateConf in gate_sections.cpp.
 #pragma once
 
 #include <ember/config.hpp>
@@ -30,5 +30,7 @@ const Section<ClusterConfig>& etcd_section();
 const Section<ClusterConfig>& discovery_section();
 const Section<EventBusConfig>& event_bus_section();
 const Section<NatsConfig>& nats_section();
+
+const Section<GateConfig>& gate_section();
 
 }  // namespace ember::config

@@ -139,6 +139,9 @@ Result<Context> outgoing_context(const Selection& sel, const CallSpec& spec, boo
   detail::state(ctx).trace_id = parent != nullptr && detail::state(*parent).trace_id != 0
                                     ? detail::state(*parent).trace_id
                                     : new_trace_id();
+  if (parent != nullptr && detail::state(*parent).origin) {
+    detail::state(ctx).origin = detail::state(*parent).origin;  // the session reaches every hop
+  }
   if (is_send) {
     if (spec.options.timeout.count() > 0) {
       detail::state(ctx).deadline = Clock::now() + spec.options.timeout;

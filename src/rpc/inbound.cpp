@@ -7,6 +7,7 @@
 
 #include "core/node_impl.hpp"
 #include "core/service_core.hpp"
+#include "rpc/bytes_request.hpp"
 #include "rpc/calls.hpp"
 #include "rpc/messaging.hpp"
 
@@ -63,6 +64,10 @@ struct LocalSource {
   [[nodiscard]] Context::Clock::time_point deadline() const noexcept {
     return detail::state(context_).deadline;
   }
+  [[nodiscard]] bool origin_ended() const noexcept {
+    const ContextState& state = detail::state(context_);
+    return state.ends_with_origin && state.origin && state.origin->ended();
+  }
   [[nodiscard]] const std::shared_ptr<Responder>& responder() const noexcept { return responder_; }
   std::optional<std::string> offered_type_if_not(const MethodEntry& entry) const {
     if (typeid(*payload_) == *entry.request_typeid) {
@@ -89,6 +94,96 @@ struct LocalSource {
 void Request::run() {
   LocalSource source{method_, payload_, response_type_, response_prototype_, responder_, context_};
   run_inbound(source);
+}
+
+namespace {
+
+// A request that arrived serialized and takes the type of the method it names.
+class BytesRequest final : public runtime::Message {
+ public:
+  BytesRequest(std::string method, std::string payload, std::shared_ptr<Responder> responder,
+               Context context)
+      : method_(std::move(method)),
+        bytes_(std::move(payload)),
+        responder_(std::move(responder)),
+        context_(std::move(context)) {
+    detail::state(context_).method = method_;
+  }
+
+  void run() override;
+  void reject(const Error& why) noexcept override {
+    try {
+      if (responder_) {
+        responder_->deliver(why);
+      }
+    } catch (...) {
+      // As Request::reject: only an error is lost, and the sender's own deadline covers it.
+    }
+  }
+  [[nodiscard]] std::string_view name() const noexcept override { return method_; }
+
+  std::string method_;
+  std::string bytes_;
+  std::shared_ptr<const AnyMessage> parsed_;
+  std::shared_ptr<Responder> responder_;
+  Context context_;
+};
+
+struct BytesSource {
+  BytesRequest& request;
+
+  [[nodiscard]] std::string_view method() const noexcept { return request.method_; }
+  [[nodiscard]] Context::Clock::time_point deadline() const noexcept {
+    return detail::state(request.context_).deadline;
+  }
+  [[nodiscard]] bool origin_ended() const noexcept {
+    const ContextState& state = detail::state(request.context_);
+    return state.ends_with_origin && state.origin && state.origin->ended();
+  }
+  [[nodiscard]] const std::shared_ptr<Responder>& responder() const noexcept {
+    return request.responder_;
+  }
+  // The bytes are whatever the method takes, if they parse as it.
+  static std::optional<std::string> offered_type_if_not(const MethodEntry&) { return std::nullopt; }
+  static std::optional<std::string> expected_type_if_not(const MethodEntry&) {
+    return std::nullopt;
+  }
+  std::optional<Error> decode(const MethodEntry& entry) const {
+    std::unique_ptr<AnyMessage> message(entry.request_prototype->New());
+    if (!message->ParseFromString(request.bytes_)) {
+      return Error{Errc::invalid_argument, "the payload of '" + request.method_ +
+                                               "' does not parse as " +
+                                               entry.request_type->full_name()};
+    }
+    request.bytes_ = std::string();  // the handler may run long: do not hold both forms
+    request.parsed_ = std::move(message);
+    return std::nullopt;
+  }
+  [[nodiscard]] const std::shared_ptr<const AnyMessage>& payload() const noexcept {
+    return request.parsed_;
+  }
+  [[nodiscard]] const Context& context() const noexcept { return request.context_; }
+};
+
+void BytesRequest::run() {
+  BytesSource source{*this};
+  run_inbound(source);
+}
+
+}  // namespace
+
+Status post_bytes_request(const Target& target, std::string method, std::string payload,
+                          Context context, std::shared_ptr<Responder> responder) {
+  if (!target.anchor) {
+    return Error{Errc::node_unreachable,
+                 "service " + target.pid().to_string() +
+                     " is on another node; client requests reach services of the gateway's node"};
+  }
+  auto* request = new BytesRequest(std::move(method), std::move(payload), std::move(responder),
+                                   std::move(context));
+  request->priority = detail::state(request->context_).priority;
+  request->key = detail::state(request->context_).key;
+  return target.anchor->post(request, true);
 }
 
 void Request::reject(const Error& why) noexcept {

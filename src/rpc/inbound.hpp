@@ -18,6 +18,7 @@ namespace ember::detail {
 /// payload and context:
 ///
 ///   std::string_view method();  Context::Clock::time_point deadline();
+///   bool origin_ended();  // the request's origin (a client session) has gone
 ///   const std::shared_ptr<Responder>& responder();    // null: a local Send
 ///   std::optional<std::string> offered_type_if_not(const MethodEntry&);   // request type
 ///   std::optional<std::string> expected_type_if_not(const MethodEntry&);  // response type
@@ -31,6 +32,14 @@ void run_inbound(Source& source) {
   // First: an expired request is answered timeout whatever else is wrong with it, and under
   // overload, when requests expire in numbers, dropping one should cost no more than this.
   if (drop_if_expired(source.deadline(), source.method(), source.responder())) {
+    return;
+  }
+  // The client whose request this is has gone: whatever it asked for is no longer wanted, and a
+  // handler running for a closed session is the race game servers are known for.
+  if (source.origin_ended()) {
+    reply(source.responder(),
+          Error{Errc::cancelled, "the session that sent '" + std::string(source.method()) +
+                                     "' closed before its handler started"});
     return;
   }
   ServiceCore* core = ServiceCore::current();

@@ -1,0 +1,124 @@
+// SPDX-License-Identifier: Apache-2.0
+//
+// A game client of Ember's gateway, in C++: for tests, load-test bots and native tools. It
+// speaks the protocol docs/gateway.md describes, over WebSocket or TCP, with or without TLS.
+//
+//   auto client = ember::client::Client::connect({.url = "ws://127.0.0.1:7000/ws",
+//                                                 .token = "alice"});
+//   if (!client) { ... client.error() says why: refused login, unreachable, timed out }
+//   auto joined = (*client)->call<pb::Joined>("lobby.RpcJoin", join);
+//   while (auto push = (*client)->next_push(std::chrono::seconds(1))) { ... }
+//
+// Blocking calls wait at most Options::timeout. Many clients can share one Runtime (its I/O
+// threads); without one, a process-wide runtime with one thread is used.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <ember/error.hpp>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+
+namespace ember::client {
+
+/// I/O threads shared by many clients (a bot holds thousands of connections on a few threads).
+class Runtime {
+ public:
+  explicit Runtime(int threads = 1);
+  ~Runtime();
+  Runtime(const Runtime&) = delete;
+  Runtime& operator=(const Runtime&) = delete;
+
+  struct Impl;
+  Impl& impl() noexcept { return *impl_; }
+
+ private:
+  std::unique_ptr<Impl> impl_;
+};
+
+struct Options {
+  /// ws://host:port/path or wss:// (WebSocket), tcp://host:port or tls:// (length-prefixed)
+  std::string url = "ws://127.0.0.1:7000/ws";
+  /// With TLS: the CA (PEM) that signed the gateway's certificate; "" accepts any certificate
+  /// (tests, a load test against your own server).
+  std::string ca_file{};
+  std::string token{};                       ///< Hello.token, for the login method
+  std::string client_name = "ember-client";  ///< Hello.client
+  std::chrono::milliseconds timeout{5000};   ///< connect + login, and each blocking call
+  std::string origin{};                      ///< Origin header, as a browser sends it
+  std::string local_address{};  ///< source IP to bind ("127.0.0.2"): more than 64 k connections
+  Runtime* runtime = nullptr;   ///< null: a process-wide runtime with one thread
+};
+
+struct Welcome {
+  std::string session_id;
+  std::string uid;
+  std::uint32_t heartbeat_ms = 0;
+  std::map<std::string, std::uint32_t> routes;
+};
+
+struct Pushed {
+  std::string route;
+  std::string payload;
+};
+
+struct Kicked {
+  std::uint32_t code = 0;
+  std::string reason;
+};
+
+class Client {
+ public:
+  /// Connects and logs in. Fails with the gateway's reason when it refuses (login_failed), or
+  /// io_error / timeout.
+  static Result<std::unique_ptr<Client>> connect(Options options);
+  ~Client();
+  Client(const Client&) = delete;
+  Client& operator=(const Client&) = delete;
+
+  [[nodiscard]] const Welcome& welcome() const noexcept;
+
+  /// Calls a route with a serialized request; the serialized response, or the error the
+  /// gateway or the handler sent (its code as Ember's Errc).
+  Result<std::string> call_bytes(std::string_view route, std::string payload);
+  template <class Response, class Request>
+  Result<Response> call(std::string_view route, const Request& request) {
+    Result<std::string> bytes = call_bytes(route, request.SerializeAsString());
+    if (!bytes) {
+      return bytes.error();
+    }
+    Response response;
+    if (!response.ParseFromString(*bytes)) {
+      return Error{Errc::bad_argument_type, "the response of " + std::string(route) +
+                                                " does not parse as " + response.GetTypeName()};
+    }
+    return response;
+  }
+  /// Calls without waiting; `done` runs on a runtime thread.
+  void async_call(std::string_view route, std::string payload,
+                  std::function<void(Result<std::string>)> done);
+  /// A request that is never answered (seq 0).
+  Status notify(std::string_view route, std::string payload);
+  Status heartbeat();
+
+  /// The next push not yet taken, waiting up to `wait`.
+  std::optional<Pushed> next_push(std::chrono::milliseconds wait);
+  /// Set once the gateway kicked this client.
+  [[nodiscard]] std::optional<Kicked> kicked() const;
+  /// Waits up to `wait` for the connection to close; true when it has.
+  bool wait_closed(std::chrono::milliseconds wait);
+  [[nodiscard]] bool connected() const;
+  void close();
+
+  struct Impl;
+
+ private:
+  explicit Client(std::shared_ptr<Impl> impl);
+  std::shared_ptr<Impl> impl_;
+};
+
+}  // namespace ember::client

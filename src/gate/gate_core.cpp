@@ -1,0 +1,530 @@
+// SPDX-License-Identifier: Apache-2.0
+#include "gate/gate_core.hpp"
+
+#include <algorithm>
+#include <boost/asio/ssl/context.hpp>
+#include <chrono>
+#include <ember/node.hpp>
+#include <random>
+#include <stdexcept>
+#include <thread>
+
+#include "core/node_impl.hpp"
+#include "ember/gate.pb.h"
+#include "gate/acceptor.hpp"
+#include "gate/io_pool.hpp"
+#include "gate/links.hpp"
+#include "gate/session.hpp"
+#include "rpc/messaging.hpp"
+
+namespace ember::gate {
+
+namespace {
+
+std::string random_prefix() {
+  std::random_device rd;
+  const std::uint32_t value = rd();
+  char text[9];
+  std::snprintf(text, sizeof text, "%08x", value);
+  return text;
+}
+
+}  // namespace
+
+GateCore::GateCore(detail::NodeImpl& node)
+    : node_(node), config_(node.config.gate), id_prefix_(random_prefix()) {
+  // The dictionary starts with the routes GateConf names exactly; "service.*" routes get ids as
+  // clients first call them.
+  for (const std::string& name : config_.routes) {
+    const std::size_t dot = name.find('.');
+    if (name.compare(dot + 1, std::string::npos, "*") == 0 || route_ids_.count(name) != 0) {
+      continue;
+    }
+    Route route{static_cast<std::uint32_t>(routes_.size() + 1), name, name.substr(0, dot),
+                name.substr(dot + 1)};
+    route_ids_.emplace(name, route.id);
+    routes_.push_back(std::move(route));
+  }
+  exact_routes_ = routes_.size();
+}
+
+GateCore::~GateCore() {
+  stop();
+}
+
+GateCore* GateCore::of(detail::NodeImpl& node) noexcept {
+  return static_cast<GateCore*>(node.subsystem(detail::subsystem_slot<GateCore>()));
+}
+
+Status GateCore::start() {
+  return {};
+}
+
+Status GateCore::settle() {
+  if (!config_.cert_file.empty()) {
+    auto tls = make_tls_context(config_.cert_file, config_.key_file);
+    if (!tls) {
+      return tls.error();
+    }
+    tls_ = std::move(*tls);
+  }
+  io_ = std::make_unique<IoPool>(config_.io_threads, std::chrono::milliseconds(250));
+  boost::asio::ssl::context* tls = tls_.get();
+  if (!config_.websocket_addr.empty()) {
+    auto listener = Acceptor::open(*this, *io_, config_.websocket_addr,
+                                   [this, tls](boost::asio::ip::tcp::socket s, std::size_t i) {
+                                     start_websocket(*this, *io_, i, std::move(s), tls);
+                                   });
+    if (!listener) {
+      io_.reset();
+      return Error{listener.error().code(),
+                   "GateConf.WebSocketAddr: " + listener.error().message()};
+    }
+    websocket_ = std::move(*listener);
+  }
+  if (!config_.tcp_addr.empty()) {
+    auto listener = Acceptor::open(*this, *io_, config_.tcp_addr,
+                                   [this, tls](boost::asio::ip::tcp::socket s, std::size_t i) {
+                                     start_tcp(*this, *io_, i, std::move(s), tls);
+                                   });
+    if (!listener) {
+      websocket_.reset();
+      io_.reset();
+      return Error{listener.error().code(), "GateConf.TcpAddr: " + listener.error().message()};
+    }
+    tcp_ = std::move(*listener);
+  }
+  io_->start();
+  node_.log.info("gateway: {}{}{}{}", websocket_ ? (tls ? "wss://" : "ws://") : "",
+                 websocket_address(), tcp_ ? (websocket_ ? ", tcp " : "tcp ") : "", tcp_address());
+  return {};
+}
+
+void GateCore::stopping() {
+  if (!io_) {
+    return;
+  }
+  if (websocket_) {
+    websocket_->stop_accepting();
+  }
+  if (tcp_) {
+    tcp_->stop_accepting();
+  }
+  // Every connection, logged in or still in its handshake, on its own thread.
+  io_->post_each(
+      [](Session& s) { s.kick_now(KickCode::shutting_down, "the server is shutting down"); });
+  // Bounded: a client that does not read its kick is aborted by its session's tick.
+  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(3);
+  while (connections.load(std::memory_order_acquire) > 0 &&
+         std::chrono::steady_clock::now() < until) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+}
+
+void GateCore::stop() {
+  if (io_) {
+    io_->stop();
+  }
+  // Whatever the threads left: sessions hold their links, so drop them before the links' contexts.
+  {
+    std::unique_lock lock(sessions_mu_);
+    by_id_.clear();
+    by_uid_.clear();
+  }
+  {
+    std::lock_guard lock(groups_mu_);
+    groups_.clear();
+  }
+  websocket_.reset();
+  tcp_.reset();
+  io_.reset();
+  tls_.reset();
+}
+
+std::string GateCore::next_session_id() {
+  return node_.config.node_id + "." + id_prefix_ + "." +
+         std::to_string(next_session_.fetch_add(1, std::memory_order_relaxed));
+}
+
+std::optional<Route> GateCore::route_by_id(std::uint32_t id) const {
+  std::shared_lock lock(routes_mu_);
+  if (id == 0 || id > routes_.size()) {
+    return std::nullopt;
+  }
+  return routes_[id - 1];
+}
+
+bool GateCore::allowed(std::string_view service, std::string_view method) const {
+  for (const std::string& pattern : config_.routes) {
+    const std::size_t dot = pattern.find('.');
+    if (std::string_view(pattern).substr(0, dot) != service) {
+      continue;
+    }
+    const std::string_view m = std::string_view(pattern).substr(dot + 1);
+    if (m == "*" || m == method) {
+      return true;
+    }
+  }
+  return false;
+}
+
+Result<Route> GateCore::route_by_name(std::string_view name) {
+  {
+    std::shared_lock lock(routes_mu_);
+    if (auto it = route_ids_.find(std::string(name)); it != route_ids_.end()) {
+      return routes_[it->second - 1];
+    }
+  }
+  const std::size_t dot = name.find('.');
+  if (dot == std::string_view::npos || dot == 0 || dot + 1 == name.size()) {
+    return Error{Errc::invalid_argument,
+                 "a route is \"service.Method\", got \"" + std::string(name.substr(0, 64)) + "\""};
+  }
+  if (!allowed(name.substr(0, dot), name.substr(dot + 1))) {
+    return Error{Errc::no_such_method, "no route " + std::string(name.substr(0, 64))};
+  }
+  std::unique_lock lock(routes_mu_);
+  if (auto it = route_ids_.find(std::string(name)); it != route_ids_.end()) {
+    return routes_[it->second - 1];
+  }
+  // Bounded by what GateConf.Routes allows and the services have; a client naming methods at
+  // random gets no_such_method from the service, but its names do get ids. Cap the dictionary.
+  if (routes_.size() >= 65'536) {
+    return Error{Errc::overloaded, "the route dictionary is full"};
+  }
+  Route route{static_cast<std::uint32_t>(routes_.size() + 1), std::string(name),
+              std::string(name.substr(0, dot)), std::string(name.substr(dot + 1))};
+  route_ids_.emplace(route.name, route.id);
+  routes_.push_back(route);
+  return route;
+}
+
+std::vector<Route> GateCore::dictionary() const {
+  std::shared_lock lock(routes_mu_);
+  return routes_;
+}
+
+Result<detail::Target> GateCore::target(const std::string& service, DispatchKey key) {
+  detail::Repository& repository = detail::Messaging::of(node_).repository();
+  const std::uint64_t version = repository.version();
+  std::lock_guard lock(targets_mu_);
+  ServiceTargets& cached = targets_[service];
+  if (cached.version != version || cached.targets.empty()) {
+    cached.targets = repository.select(Selector::name(service));
+    // Only this node's instances: a client request does not cross nodes yet.
+    std::erase_if(cached.targets, [](const detail::Target& t) { return !t.anchor; });
+    cached.version = version;
+  }
+  if (cached.targets.empty()) {
+    return Error{Errc::not_found, "no service " + service + " on this node"};
+  }
+  return cached.targets[detail::pick_by_key(cached.targets, key)];
+}
+
+std::shared_ptr<Session> GateCore::register_session(const std::shared_ptr<Session>& session) {
+  std::unique_lock lock(sessions_mu_);
+  by_id_[session->id()] = session;
+  std::shared_ptr<Session>& slot = by_uid_[session->uid()];
+  std::shared_ptr<Session> previous = std::move(slot);
+  slot = session;
+  return previous;
+}
+
+void GateCore::session_ended(Session& session, std::string_view reason) {
+  if (session.uid().empty()) {
+    return;  // never logged in: nobody knew of it
+  }
+  {
+    std::unique_lock lock(sessions_mu_);
+    auto it = by_id_.find(session.id());
+    if (it != by_id_.end() && it->second.get() == &session) {
+      by_id_.erase(it);
+    }
+    auto u = by_uid_.find(session.uid());
+    if (u != by_uid_.end() && u->second.get() == &session) {
+      by_uid_.erase(u);
+    }
+  }
+  {
+    std::lock_guard lock(groups_mu_);
+    for (const std::string& name : session.groups) {
+      auto g = groups_.find(name);
+      if (g == groups_.end()) {
+        continue;
+      }
+      std::erase_if(g->second, [&](const auto& m) { return m.get() == &session; });
+    }
+    session.groups.clear();
+  }
+  SessionEvent event;
+  event.set_session_id(session.id());
+  event.set_uid(session.uid());
+  event.set_remote_address(session.remote());
+  event.set_reason(std::string(reason));
+  (void)ember::publish(*node_.owner, kSessionClosed, std::move(event),
+                       {.key = DispatchKey(std::string_view(session.uid()))});
+}
+
+void GateCore::publish_opened(const Session& session) {
+  SessionEvent event;
+  event.set_session_id(session.id());
+  event.set_uid(session.uid());
+  event.set_remote_address(session.remote());
+  (void)ember::publish(*node_.owner, kSessionOpened, std::move(event),
+                       {.key = DispatchKey(std::string_view(session.uid()))});
+}
+
+std::shared_ptr<Session> GateCore::find(std::string_view session_id) const {
+  std::shared_lock lock(sessions_mu_);
+  auto it = by_id_.find(std::string(session_id));
+  return it == by_id_.end() ? nullptr : it->second;
+}
+
+std::shared_ptr<Session> GateCore::find_uid(std::string_view uid) const {
+  std::shared_lock lock(sessions_mu_);
+  auto it = by_uid_.find(std::string(uid));
+  return it == by_uid_.end() ? nullptr : it->second;
+}
+
+namespace {
+Error no_session(std::string_view id) {
+  return Error{Errc::not_found, "no session " + std::string(id) + " on this gateway"};
+}
+Error no_uid(std::string_view uid) {
+  return Error{Errc::not_found, "no session of uid " + std::string(uid) + " on this gateway"};
+}
+}  // namespace
+
+Result<std::shared_ptr<const std::string>> GateCore::push_frame(
+    std::string_view route, const google::protobuf::Message& message) {
+  ServerFrame frame;
+  Push& push = *frame.mutable_push();
+  {
+    std::shared_lock lock(routes_mu_);
+    if (auto it = route_ids_.find(std::string(route)); it != route_ids_.end()) {
+      push.set_route_id(it->second);
+    } else {
+      push.set_route(std::string(route));
+    }
+  }
+  if (!message.SerializeToString(push.mutable_payload())) {
+    return Error{Errc::invalid_argument, "the push on " + std::string(route) +
+                                             " does not serialize (missing required fields?)"};
+  }
+  auto bytes = std::make_shared<std::string>();
+  frame.SerializeToString(bytes.get());
+  return std::shared_ptr<const std::string>(std::move(bytes));
+}
+
+Status GateCore::push(std::string_view session_id, std::string_view route,
+                      const google::protobuf::Message& message) {
+  std::shared_ptr<Session> s = find(session_id);
+  if (!s) {
+    return no_session(session_id);
+  }
+  auto frame = push_frame(route, message);
+  if (!frame) {
+    return frame.error();
+  }
+  pushes.fetch_add(1, std::memory_order_relaxed);
+  s->post_frame(std::move(*frame));
+  return {};
+}
+
+Status GateCore::push_to_uid(std::string_view uid, std::string_view route,
+                             const google::protobuf::Message& message) {
+  std::shared_ptr<Session> s = find_uid(uid);
+  if (!s) {
+    return no_uid(uid);
+  }
+  return push(s->id(), route, message);
+}
+
+Status GateCore::kick(std::string_view session_id, std::string_view reason) {
+  std::shared_ptr<Session> s = find(session_id);
+  if (!s) {
+    return no_session(session_id);
+  }
+  s->post_kick(KickCode::by_server, std::string(reason));
+  return {};
+}
+
+Status GateCore::kick_uid(std::string_view uid, std::string_view reason) {
+  std::shared_ptr<Session> s = find_uid(uid);
+  if (!s) {
+    return no_uid(uid);
+  }
+  s->post_kick(KickCode::by_server, std::string(reason));
+  return {};
+}
+
+Result<std::string> GateCore::data(std::string_view session_id, std::string_view key) {
+  std::shared_ptr<Session> s = find(session_id);
+  if (!s) {
+    return no_session(session_id);
+  }
+  return s->data(key);
+}
+
+Status GateCore::set_data(std::string_view session_id, std::string_view key, std::string value) {
+  std::shared_ptr<Session> s = find(session_id);
+  if (!s) {
+    return no_session(session_id);
+  }
+  s->set_data(key, std::move(value));
+  return {};
+}
+
+Result<std::string> GateCore::session_of_uid(std::string_view uid) {
+  std::shared_ptr<Session> s = find_uid(uid);
+  if (!s) {
+    return no_uid(uid);
+  }
+  return s->id();
+}
+
+Status GateCore::create_group(std::string_view group) {
+  std::lock_guard lock(groups_mu_);
+  if (!groups_.emplace(std::string(group), std::vector<std::shared_ptr<Session>>{}).second) {
+    return Error{Errc::already_exists, "group " + std::string(group) + " exists"};
+  }
+  return {};
+}
+
+Status GateCore::remove_group(std::string_view group) {
+  std::lock_guard lock(groups_mu_);
+  auto it = groups_.find(std::string(group));
+  if (it == groups_.end()) {
+    return Error{Errc::not_found, "no group " + std::string(group)};
+  }
+  for (const auto& member : it->second) {
+    std::erase(member->groups, it->first);
+  }
+  groups_.erase(it);
+  return {};
+}
+
+Status GateCore::join(std::string_view group, std::string_view session_id) {
+  std::shared_ptr<Session> s = find(session_id);
+  if (!s) {
+    return no_session(session_id);
+  }
+  std::lock_guard lock(groups_mu_);
+  auto it = groups_.find(std::string(group));
+  if (it == groups_.end()) {
+    return Error{Errc::not_found, "no group " + std::string(group)};
+  }
+  if (s->ended()) {
+    return no_session(session_id);  // closed between the lookup and the lock
+  }
+  if (std::find(s->groups.begin(), s->groups.end(), it->first) != s->groups.end()) {
+    return {};
+  }
+  it->second.push_back(s);
+  s->groups.push_back(it->first);
+  return {};
+}
+
+Status GateCore::leave(std::string_view group, std::string_view session_id) {
+  std::lock_guard lock(groups_mu_);
+  auto it = groups_.find(std::string(group));
+  if (it == groups_.end()) {
+    return Error{Errc::not_found, "no group " + std::string(group)};
+  }
+  auto m = std::find_if(it->second.begin(), it->second.end(),
+                        [&](const auto& s) { return s->id() == session_id; });
+  if (m == it->second.end()) {
+    return Error{Errc::not_found,
+                 "session " + std::string(session_id) + " is not in group " + std::string(group)};
+  }
+  std::erase((*m)->groups, it->first);
+  it->second.erase(m);
+  return {};
+}
+
+Result<std::vector<std::string>> GateCore::members(std::string_view group) {
+  std::lock_guard lock(groups_mu_);
+  auto it = groups_.find(std::string(group));
+  if (it == groups_.end()) {
+    return Error{Errc::not_found, "no group " + std::string(group)};
+  }
+  std::vector<std::string> ids;
+  ids.reserve(it->second.size());
+  for (const auto& s : it->second) {
+    ids.push_back(s->id());
+  }
+  return ids;
+}
+
+Status GateCore::broadcast(std::string_view group, std::string_view route,
+                           const google::protobuf::Message& message) {
+  auto frame = push_frame(route, message);
+  if (!frame) {
+    return frame.error();
+  }
+  std::vector<std::shared_ptr<Session>> members;
+  {
+    std::lock_guard lock(groups_mu_);
+    auto it = groups_.find(std::string(group));
+    if (it == groups_.end()) {
+      return Error{Errc::not_found, "no group " + std::string(group)};
+    }
+    members = it->second;
+  }
+  pushes.fetch_add(members.size(), std::memory_order_relaxed);
+  for (const auto& s : members) {
+    s->post_frame(*frame);  // the same bytes for everyone
+  }
+  return {};
+}
+
+std::string GateCore::websocket_address() const {
+  return websocket_ ? websocket_->address() : std::string{};
+}
+
+std::string GateCore::tcp_address() const {
+  return tcp_ ? tcp_->address() : std::string{};
+}
+
+GateStats GateCore::stats() const {
+  GateStats s;
+  s.connections = connections.load(std::memory_order_relaxed);
+  {
+    std::shared_lock lock(sessions_mu_);
+    s.sessions = by_id_.size();
+  }
+  s.accepted = accepted.load(std::memory_order_relaxed);
+  s.refused = refused.load(std::memory_order_relaxed);
+  s.logins_failed = logins_failed.load(std::memory_order_relaxed);
+  s.requests = requests.load(std::memory_order_relaxed);
+  s.pushes = pushes.load(std::memory_order_relaxed);
+  s.kicks = kicks.load(std::memory_order_relaxed);
+  return s;
+}
+
+// --- the public entry points
+// ----------------------------------------------------------------------
+
+Gate& Gate::of(Node& node) {
+  GateCore* core = GateCore::of(detail::NodeAccess::impl(node));
+  if (core == nullptr) {
+    throw std::logic_error(
+        "this node has no gateway: add a GateConf section to its config and link ember::gate");
+  }
+  return *core;
+}
+
+bool Gate::exists(Node& node) noexcept {
+  return GateCore::of(detail::NodeAccess::impl(node)) != nullptr;
+}
+
+std::optional<SessionRef> session_of(const Context& context) {
+  const auto& origin = detail::state(context).origin;
+  const auto* session = dynamic_cast<const Session*>(origin.get());
+  if (session == nullptr || session->uid().empty()) {
+    return std::nullopt;
+  }
+  return SessionRef{session->id(), session->uid()};
+}
+
+}  // namespace ember::gate

@@ -1,0 +1,150 @@
+// SPDX-License-Identifier: Apache-2.0
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <ember/config.hpp>
+#include <ember/gate.hpp>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <shared_mutex>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+#include "core/subsystem.hpp"
+#include "rpc/repository.hpp"
+
+namespace ember::detail {
+class NodeImpl;
+}
+
+namespace boost::asio::ssl {
+class context;
+}
+
+namespace ember::gate {
+
+class Session;
+class IoPool;
+class Acceptor;
+
+/// A route clients may call, with the id they send instead of its name.
+struct Route {
+  std::uint32_t id = 0;
+  std::string name;     // "lobby.RpcJoin"
+  std::string service;  // "lobby"
+  std::string method;   // "RpcJoin"
+};
+
+/// The gateway subsystem: the listeners and their I/O threads, the logged-in sessions by id and
+/// UID, groups, the route dictionary, and the Gate API backend code calls.
+class GateCore final : public detail::Subsystem, public Gate {
+ public:
+  explicit GateCore(detail::NodeImpl& node);
+  ~GateCore() override;
+
+  static GateCore* of(detail::NodeImpl& node) noexcept;
+
+  // --- Subsystem ------------------------------------------------------------------------------
+  [[nodiscard]] std::string_view name() const noexcept override { return "gate"; }
+  Status start() override;
+  /// Opens the listeners, once every service has started: a client never meets a half-started
+  /// node.
+  Status settle() override;
+  /// Stops accepting, tells every client the node shuts down, and waits (bounded) until their
+  /// answered requests went out, while the services still run.
+  void stopping() override;
+  void stop() override;
+
+  // --- Gate -------------------------------------------------------------------------------------
+  Status push(std::string_view session_id, std::string_view route,
+              const google::protobuf::Message& message) override;
+  Status push_to_uid(std::string_view uid, std::string_view route,
+                     const google::protobuf::Message& message) override;
+  Status kick(std::string_view session_id, std::string_view reason) override;
+  Status kick_uid(std::string_view uid, std::string_view reason) override;
+  Result<std::string> data(std::string_view session_id, std::string_view key) override;
+  Status set_data(std::string_view session_id, std::string_view key, std::string value) override;
+  Result<std::string> session_of_uid(std::string_view uid) override;
+  Status create_group(std::string_view group) override;
+  Status remove_group(std::string_view group) override;
+  Status join(std::string_view group, std::string_view session_id) override;
+  Status leave(std::string_view group, std::string_view session_id) override;
+  Result<std::vector<std::string>> members(std::string_view group) override;
+  Status broadcast(std::string_view group, std::string_view route,
+                   const google::protobuf::Message& message) override;
+  [[nodiscard]] std::string websocket_address() const override;
+  [[nodiscard]] std::string tcp_address() const override;
+  [[nodiscard]] GateStats stats() const override;
+
+  // --- for sessions and listeners ---------------------------------------------------------------
+  [[nodiscard]] const GateConfig& config() const noexcept { return config_; }
+  [[nodiscard]] detail::NodeImpl& node() noexcept { return node_; }
+  std::string next_session_id();
+  /// The route with this id, or nullptr.
+  [[nodiscard]] std::optional<Route> route_by_id(std::uint32_t id) const;
+  /// The route with this name if clients may call it (giving it an id on first use), or the
+  /// error the client is told.
+  Result<Route> route_by_name(std::string_view name);
+  /// The dictionary a Welcome carries: the routes named exactly in GateConf.Routes, and those
+  /// that earlier clients called.
+  std::vector<Route> dictionary() const;
+  /// The instance of `service` that serves `key` now (by the key's hash among several).
+  Result<detail::Target> target(const std::string& service, DispatchKey key);
+  /// A session logged in: registered by id and UID. An earlier session of the same UID is
+  /// returned, to be kicked (one login per player).
+  std::shared_ptr<Session> register_session(const std::shared_ptr<Session>& session);
+  /// A session ended: unregistered, removed from its groups, kSessionClosed published.
+  void session_ended(Session& session, std::string_view reason);
+  void publish_opened(const Session& session);
+  /// Encodes a Push frame once, for one session or many.
+  Result<std::shared_ptr<const std::string>> push_frame(std::string_view route,
+                                                        const google::protobuf::Message& message);
+
+  std::atomic<std::uint64_t> connections{0};
+  std::atomic<std::uint64_t> accepted{0};
+  std::atomic<std::uint64_t> refused{0};
+  std::atomic<std::uint64_t> logins_failed{0};
+  std::atomic<std::uint64_t> requests{0};
+  std::atomic<std::uint64_t> pushes{0};
+  std::atomic<std::uint64_t> kicks{0};
+
+ private:
+  std::shared_ptr<Session> find(std::string_view session_id) const;
+  std::shared_ptr<Session> find_uid(std::string_view uid) const;
+  bool allowed(std::string_view service, std::string_view method) const;
+
+  detail::NodeImpl& node_;
+  const GateConfig config_;
+  const std::string id_prefix_;
+  std::atomic<std::uint64_t> next_session_{1};
+
+  mutable std::shared_mutex routes_mu_;
+  std::vector<Route> routes_;  // by id - 1
+  std::unordered_map<std::string, std::uint32_t> route_ids_;
+  std::size_t exact_routes_ = 0;  // routes_[0, exact_routes_) were named in GateConf.Routes
+
+  struct ServiceTargets {
+    std::uint64_t version = 0;
+    std::vector<detail::Target> targets;
+  };
+  std::mutex targets_mu_;
+  std::unordered_map<std::string, ServiceTargets> targets_;
+
+  mutable std::shared_mutex sessions_mu_;
+  std::unordered_map<std::string, std::shared_ptr<Session>> by_id_;
+  std::unordered_map<std::string, std::shared_ptr<Session>> by_uid_;
+
+  std::mutex groups_mu_;
+  std::unordered_map<std::string, std::vector<std::shared_ptr<Session>>> groups_;
+
+  std::shared_ptr<boost::asio::ssl::context> tls_;
+  std::unique_ptr<IoPool> io_;
+  std::unique_ptr<Acceptor> websocket_;
+  std::unique_ptr<Acceptor> tcp_;
+};
+
+}  // namespace ember::gate

@@ -1,0 +1,104 @@
+// SPDX-License-Identifier: Apache-2.0
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <ember/context.hpp>
+#include <ember/gate.hpp>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "gate/link.hpp"
+
+namespace ember::gate {
+
+class GateCore;
+class ClientResponder;
+class LoginResponder;
+class Hello;    // gate.proto
+class Request;  // gate.proto
+
+/// One client connection, from its Hello to its close: the protocol's state machine. It is also
+/// the origin of every request it makes (Context::origin), which is how a handler finds its
+/// session and how a request whose session closed is dropped before its handler starts.
+///
+/// Threads: on_*(), tick() and the send path run on the link's I/O thread only; post_*(), the
+/// data and ended() are for any thread.
+class Session final : public detail::RequestOrigin, public std::enable_shared_from_this<Session> {
+ public:
+  using SteadyClock = std::chrono::steady_clock;
+
+  Session(GateCore& gate, Link& link, std::string id);
+  ~Session() override;
+  Session(const Session&) = delete;
+  Session& operator=(const Session&) = delete;
+
+  // --- I/O thread ---------------------------------------------------------------------------
+  void on_open(SteadyClock::time_point now);
+  void on_frame(std::string_view bytes, SteadyClock::time_point now);
+  /// The link is gone (closed by either side): the session ends, once.
+  void on_link_closed();
+  /// Deadlines: handshake, idle, and requests whose handler never answered.
+  void tick(SteadyClock::time_point now);
+  /// Sends a frame, or kicks a client whose unsent bytes would exceed SendQueueBytes.
+  void send_frame(std::shared_ptr<const std::string> frame);
+  void kick_now(KickCode code, std::string_view reason);
+  /// Ends the session without telling the client (its link failed or cannot be written).
+  void end(std::string_view reason);
+
+  // --- any thread ---------------------------------------------------------------------------
+  void post_frame(std::shared_ptr<const std::string> frame);
+  void post_kick(KickCode code, std::string reason);
+  [[nodiscard]] bool ended() const noexcept override {
+    return ended_.load(std::memory_order_acquire);
+  }
+  /// Set once at login, before the session is registered: stable to whoever finds it there.
+  [[nodiscard]] const std::string& id() const noexcept { return id_; }
+  [[nodiscard]] const std::string& uid() const noexcept { return uid_; }
+  [[nodiscard]] const std::string& remote() const noexcept { return remote_; }
+
+  Result<std::string> data(std::string_view key) const;
+  void set_data(std::string_view key, std::string value);
+
+  /// Groups this session is in; guarded by the gate's group lock.
+  std::vector<std::string> groups;
+  /// Its place in its I/O thread's list of sessions to tick (IoPool).
+  std::size_t io_slot = static_cast<std::size_t>(-1);
+  std::size_t io_index = 0;
+
+ private:
+  friend class ClientResponder;
+  friend class LoginResponder;
+  enum class Phase : std::uint8_t { hello, login, open, closing };
+
+  void on_hello(const Hello& hello, SteadyClock::time_point now);
+  void on_login_result(Result<std::pair<std::string, std::map<std::string, std::string>>> result);
+  void on_request(const Request& request, SteadyClock::time_point now);
+  void answer(std::uint32_t seq, Errc code, std::string_view error, std::uint32_t route_id = 0);
+  void on_answered(ClientResponder* responder, std::shared_ptr<const std::string> frame);
+
+  GateCore& gate_;
+  Link* link_;  // null once the link closed
+  boost::asio::io_context& link_io_;
+  const std::string id_;
+  std::string uid_;
+  std::string remote_;
+  Phase phase_ = Phase::hello;
+  std::atomic<bool> ended_{false};
+  std::string end_reason_;
+  SteadyClock::time_point deadline_{};  // handshake, then idle
+  // Token bucket of RequestsPerSecond / RequestBurst.
+  double tokens_ = 0;
+  SteadyClock::time_point refilled_{};
+  std::uint32_t refused_in_a_row_ = 0;
+  std::vector<std::shared_ptr<ClientResponder>> in_flight_;
+  mutable std::mutex data_mu_;
+  std::map<std::string, std::string, std::less<>> data_;
+};
+
+}  // namespace ember::gate

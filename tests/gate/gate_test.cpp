@@ -1,0 +1,532 @@
+// SPDX-License-Identifier: Apache-2.0
+// The client gateway on one node, through real WebSocket connections: login, routing with the
+// UID as dispatch key, push, kick, session data, groups, close semantics and the limits.
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <ember/client.hpp>
+#include <ember/ember.hpp>
+#include <ember/gate.hpp>
+#include <mutex>
+#include <set>
+#include <thread>
+
+#include "ember/gate.pb.h"
+#include "support/raw_socket.hpp"
+#include "support/scratch_dir.hpp"
+#include "support/wait_for.hpp"
+#include "test.pb.h"
+
+namespace {
+
+using namespace std::chrono_literals;
+using ember::Errc;
+using ember::Result;
+using ember::testing::wait_for;
+namespace pb = ember::test;
+namespace gate = ember::gate;
+namespace client = ember::client;
+
+/// Logs in whoever sends a token; "bad" is refused, "nobody" gets no uid.
+class Auth : public ember::Service {
+ public:
+  ember::Status on_init() override {
+    return handle("RpcLogin", [](const gate::LoginRequest& req) -> Result<gate::LoginReply> {
+      if (req.token() == "bad") {
+        return ember::Error{Errc::invalid_argument, "unknown player"};
+      }
+      gate::LoginReply reply;
+      if (req.token() != "nobody") {
+        reply.set_uid(req.token());
+      }
+      (*reply.mutable_data())["level"] = "7";
+      return reply;
+    });
+  }
+};
+
+/// What the tests call through the gateway.
+class Lobby : public ember::Service {
+ public:
+  ember::Status on_init() override {
+    if (auto st = handle("RpcEcho",
+                         [this](const pb::Echo& e, const ember::Context& ctx) -> Result<pb::Echo> {
+                           auto session = gate::session_of(ctx);
+                           pb::Echo out = e;
+                           out.set_text(session ? session->uid + ":" + e.text() : "no session");
+                           std::lock_guard lock(mu);
+                           order[session ? session->uid : ""].push_back(e.seq());
+                           if (session) {
+                             last_session = session->id;
+                           }
+                           return out;
+                         });
+        !st) {
+      return st;
+    }
+    if (auto st = handle("RpcBlock",
+                         [this](const pb::Echo& e) -> Result<pb::Echo> {
+                           blocked.fetch_add(1);
+                           (void)wait_for([&] { return release.load(); }, 10s);
+                           return e;
+                         });
+        !st) {
+      return st;
+    }
+    if (auto st = handle("RpcJoin",
+                         [this](const pb::Echo& e, const ember::Context& ctx) -> Result<pb::Echo> {
+                           auto& g = gate::Gate::of(node());
+                           (void)g.create_group(e.text());
+                           if (auto st = g.join(e.text(), gate::session_of(ctx)->id); !st) {
+                             return st.error();
+                           }
+                           return e;
+                         });
+        !st) {
+      return st;
+    }
+    if (auto st = handle("RpcAfterClose",
+                         [this](const pb::Echo& e) -> Result<pb::Echo> {
+                           ran_after_close.fetch_add(1);
+                           return e;
+                         });
+        !st) {
+      return st;
+    }
+    return handle("RpcSecret", [](const pb::Echo& e) -> Result<pb::Echo> { return e; });
+  }
+
+  std::mutex mu;
+  std::map<std::string, std::vector<std::int64_t>> order;
+  std::string last_session;
+  std::atomic<int> blocked{0};
+  std::atomic<bool> release{false};
+  std::atomic<int> ran_after_close{0};
+};
+
+/// Counts the gateway's session events.
+class Watcher : public ember::Service {
+ public:
+  ember::Status on_init() override {
+    if (auto st = subscribe<gate::SessionEvent>(
+            gate::kSessionOpened, [this](const gate::SessionEvent&) { opened.fetch_add(1); });
+        !st) {
+      return st.error();
+    }
+    if (auto st = subscribe<gate::SessionEvent>(gate::kSessionClosed,
+                                                [this](const gate::SessionEvent& e) {
+                                                  std::lock_guard lock(mu);
+                                                  closed_reasons.push_back(e.reason());
+                                                  closed.fetch_add(1);
+                                                });
+        !st) {
+      return st.error();
+    }
+    return {};
+  }
+  std::atomic<int> opened{0};
+  std::atomic<int> closed{0};
+  std::mutex mu;
+  std::vector<std::string> closed_reasons;
+};
+
+ember::ServiceConfig named(std::string name) {
+  ember::ServiceConfig c;
+  c.name = std::move(name);
+  return c;
+}
+
+struct GateNode {
+  explicit GateNode(const std::string& extra = "") {
+    auto cfg = ember::parse_node_config(
+        "NodeConf: {NodeId: gate-test, WorkerThreads: 2}\n"
+        "GateConf:\n  WebSocketAddr: 127.0.0.1:0\n  Login: auth.RpcLogin\n"
+        "  Routes: [lobby.RpcEcho, lobby.RpcBlock, lobby.RpcJoin, lobby.RpcAfterClose]\n" +
+            extra,
+        "test");
+    EXPECT_TRUE(cfg) << cfg.error().to_string();
+    node = std::make_unique<ember::Node>(std::move(*cfg));
+    auth = static_cast<Auth*>(*node->add_service(std::make_unique<Auth>(), named("auth")));
+    lobby = static_cast<Lobby*>(*node->add_service(std::make_unique<Lobby>(), named("lobby")));
+    watcher =
+        static_cast<Watcher*>(*node->add_service(std::make_unique<Watcher>(), named("watcher")));
+    auto started = node->start();
+    EXPECT_TRUE(started) << started.error().to_string();
+    url = "ws://" + gate::Gate::of(*node).websocket_address() + "/ws";
+  }
+  ~GateNode() {
+    lobby->release = true;
+    (void)node->stop();
+  }
+  Result<std::unique_ptr<client::Client>> connect(const std::string& token, std::string at = {}) {
+    return client::Client::connect(
+        {.url = at.empty() ? url : std::move(at), .token = token, .timeout = 5s});
+  }
+  gate::Gate& gate() { return gate::Gate::of(*node); }
+
+  std::unique_ptr<ember::Node> node;
+  Auth* auth = nullptr;
+  Lobby* lobby = nullptr;
+  Watcher* watcher = nullptr;
+  std::string url;
+};
+
+pb::Echo echo(std::string text, std::int64_t seq = 0) {
+  pb::Echo e;
+  e.set_text(std::move(text));
+  e.set_seq(seq);
+  return e;
+}
+
+TEST(Gateway, LoginRoutesARequestWithTheSessionInItsContext) {
+  GateNode n;
+  auto alice = n.connect("alice");
+  ASSERT_TRUE(alice) << alice.error().to_string();
+  EXPECT_EQ((*alice)->welcome().uid, "alice");
+  EXPECT_FALSE((*alice)->welcome().session_id.empty());
+  // The routes named exactly are in the dictionary.
+  EXPECT_EQ((*alice)->welcome().routes.count("lobby.RpcEcho"), 1u);
+
+  auto reply = (*alice)->call<pb::Echo>("lobby.RpcEcho", echo("hi"));
+  ASSERT_TRUE(reply) << reply.error().to_string();
+  EXPECT_EQ(reply->text(), "alice:hi");
+  EXPECT_EQ(n.lobby->last_session, (*alice)->welcome().session_id);
+  EXPECT_TRUE(wait_for([&] { return n.watcher->opened.load() == 1; }));
+  EXPECT_EQ(n.gate().data((*alice)->welcome().session_id, "level").value_or(""), "7");
+}
+
+TEST(Gateway, RefusedLoginsAndUnknownRoutesAreAnsweredWithReasons) {
+  GateNode n;
+  auto bad = n.connect("bad");
+  ASSERT_FALSE(bad);
+  EXPECT_EQ(bad.error().message(), "unknown player");
+  auto nobody = n.connect("nobody");
+  ASSERT_FALSE(nobody);
+  EXPECT_NE(nobody.error().message().find("login"), std::string::npos) << nobody.error().message();
+  EXPECT_EQ(n.gate().stats().logins_failed, 2u);
+
+  auto alice = n.connect("alice");
+  ASSERT_TRUE(alice) << alice.error().to_string();
+  // Not in GateConf.Routes: never reaches the service, whatever the service has.
+  auto secret = (*alice)->call<pb::Echo>("lobby.RpcSecret", echo("x"));
+  ASSERT_FALSE(secret);
+  EXPECT_EQ(secret.error().code(), Errc::no_such_method);
+  auto garbage = (*alice)->call<pb::Echo>("no-dot", echo("x"));
+  ASSERT_FALSE(garbage);
+  EXPECT_EQ(garbage.error().code(), Errc::invalid_argument);
+  // A payload that is not the method's request type.
+  auto unparsable = (*alice)->call_bytes("lobby.RpcEcho", std::string("\xff\xff\xff", 3));
+  ASSERT_FALSE(unparsable);
+  EXPECT_EQ(unparsable.error().code(), Errc::invalid_argument);
+  // The connection survives all of it.
+  EXPECT_TRUE((*alice)->call<pb::Echo>("lobby.RpcEcho", echo("still here")));
+}
+
+TEST(Gateway, OnePlayersRequestsRunInOrder) {
+  GateNode n("  RequestsPerSecond: 100000\n  RequestBurst: 100000\n  MaxInFlight: 1000\n");
+  std::vector<std::unique_ptr<client::Client>> players;
+  for (int i = 0; i < 4; ++i) {
+    auto c = n.connect("p" + std::to_string(i));
+    ASSERT_TRUE(c) << c.error().to_string();
+    players.push_back(std::move(*c));
+  }
+  constexpr int kRequests = 200;
+  std::atomic<int> answered{0};
+  for (int seq = 0; seq < kRequests; ++seq) {
+    for (auto& p : players) {
+      p->async_call("lobby.RpcEcho", echo("x", seq).SerializeAsString(),
+                    [&](Result<std::string> r) {
+                      EXPECT_TRUE(r) << r.error().to_string();
+                      answered.fetch_add(1);
+                    });
+    }
+  }
+  ASSERT_TRUE(wait_for([&] { return answered.load() == 4 * kRequests; }, 20s));
+  std::lock_guard lock(n.lobby->mu);
+  for (int i = 0; i < 4; ++i) {
+    const auto& seen = n.lobby->order["p" + std::to_string(i)];
+    ASSERT_EQ(seen.size(), static_cast<std::size_t>(kRequests));
+    for (int seq = 0; seq < kRequests; ++seq) {
+      ASSERT_EQ(seen[static_cast<std::size_t>(seq)], seq) << "player " << i;
+    }
+  }
+}
+
+TEST(Gateway, PushKickAndSessionData) {
+  GateNode n;
+  auto alice = n.connect("alice");
+  ASSERT_TRUE(alice) << alice.error().to_string();
+  const std::string id = (*alice)->welcome().session_id;
+  EXPECT_EQ(n.gate().session_of_uid("alice").value_or(""), id);
+
+  ASSERT_TRUE(n.gate().push(id, "room.OnMoved", echo("moved")));
+  auto pushed = (*alice)->next_push(5s);
+  ASSERT_TRUE(pushed);
+  EXPECT_EQ(pushed->route, "room.OnMoved");
+  pb::Echo body;
+  ASSERT_TRUE(body.ParseFromString(pushed->payload));
+  EXPECT_EQ(body.text(), "moved");
+  ASSERT_TRUE(n.gate().push_to_uid("alice", "room.OnMoved", echo("again")));
+  ASSERT_TRUE((*alice)->next_push(5s));
+
+  ASSERT_TRUE(n.gate().set_data(id, "room", "7"));
+  EXPECT_EQ(n.gate().data(id, "room").value_or(""), "7");
+  EXPECT_EQ(n.gate().data(id, "nope").error().code(), Errc::not_found);
+  EXPECT_EQ(n.gate().push("no-such-session", "x.Y", echo("")).error().code(), Errc::not_found);
+
+  ASSERT_TRUE(n.gate().kick_uid("alice", "maintenance"));
+  ASSERT_TRUE((*alice)->wait_closed(5s));
+  ASSERT_TRUE((*alice)->kicked());
+  EXPECT_EQ((*alice)->kicked()->reason, "maintenance");
+  EXPECT_EQ((*alice)->kicked()->code, static_cast<std::uint32_t>(gate::KickCode::by_server));
+  EXPECT_TRUE(wait_for([&] { return n.watcher->closed.load() == 1; }));
+  EXPECT_EQ(n.gate().data(id, "room").error().code(), Errc::not_found);  // gone with it
+  EXPECT_TRUE(wait_for([&] { return n.gate().stats().connections == 0; }));
+}
+
+TEST(Gateway, ASecondLoginOfTheSameUidReplacesTheFirst) {
+  GateNode n;
+  auto first = n.connect("alice");
+  ASSERT_TRUE(first) << first.error().to_string();
+  auto second = n.connect("alice");
+  ASSERT_TRUE(second) << second.error().to_string();
+  ASSERT_TRUE((*first)->wait_closed(5s));
+  ASSERT_TRUE((*first)->kicked());
+  EXPECT_EQ((*first)->kicked()->code, static_cast<std::uint32_t>(gate::KickCode::replaced));
+  EXPECT_EQ(n.gate().session_of_uid("alice").value_or(""), (*second)->welcome().session_id);
+  EXPECT_TRUE((*second)->call<pb::Echo>("lobby.RpcEcho", echo("x")));
+}
+
+TEST(Gateway, NoHandlerRunsForASessionAfterItClosed) {
+  GateNode n;
+  auto alice = n.connect("alice");
+  ASSERT_TRUE(alice) << alice.error().to_string();
+  // The lobby's lane for alice is busy; queue more of alice's requests behind it, then close.
+  (*alice)->async_call("lobby.RpcBlock", echo("hold").SerializeAsString(), [](auto) {});
+  ASSERT_TRUE(wait_for([&] { return n.lobby->blocked.load() == 1; }));
+  constexpr int kQueued = 20;
+  for (int i = 0; i < kQueued; ++i) {
+    (*alice)->async_call("lobby.RpcAfterClose", echo("late").SerializeAsString(), [](auto) {});
+  }
+  // Every request reached the gateway (and the mailbox) before the close.
+  ASSERT_TRUE(wait_for([&] { return n.gate().stats().requests == kQueued + 1; }));
+  (*alice)->close();
+  ASSERT_TRUE(wait_for([&] { return n.watcher->closed.load() == 1; }));
+  n.lobby->release = true;
+  // The queued requests are dropped when their turn comes, not run: a call on alice's lane
+  // runs after all of them.
+  auto behind =
+      ember::select(*n.node, ember::Selector::name("lobby"))
+          .call<pb::Echo>("RpcEcho", echo("behind"),
+                          {.key = ember::DispatchKey(std::string_view("alice")), .timeout = 5s});
+  ASSERT_TRUE(behind) << behind.error().to_string();
+  EXPECT_EQ(n.lobby->ran_after_close.load(), 0);
+  // Nothing of the session is left.
+  EXPECT_TRUE(wait_for([&] { return n.gate().stats().connections == 0; }));
+  EXPECT_EQ(n.gate().stats().sessions, 0u);
+  EXPECT_EQ(n.gate().session_of_uid("alice").error().code(), Errc::not_found);
+}
+
+TEST(Gateway, GroupsBroadcastToMembersAndForgetClosedSessions) {
+  GateNode n;
+  std::vector<std::unique_ptr<client::Client>> players;
+  for (int i = 0; i < 3; ++i) {
+    auto c = n.connect("p" + std::to_string(i));
+    ASSERT_TRUE(c) << c.error().to_string();
+    ASSERT_TRUE((*c)->call<pb::Echo>("lobby.RpcJoin", echo("room-1")));
+    players.push_back(std::move(*c));
+  }
+  auto outsider = n.connect("outsider");
+  ASSERT_TRUE(outsider);
+  ASSERT_EQ(n.gate().members("room-1")->size(), 3u);
+  ASSERT_TRUE(n.gate().broadcast("room-1", "room.OnChat", echo("hello all")));
+  for (auto& p : players) {
+    auto got = p->next_push(5s);
+    ASSERT_TRUE(got);
+    EXPECT_EQ(got->route, "room.OnChat");
+  }
+  EXPECT_FALSE((*outsider)->next_push(200ms));
+
+  players[0]->close();
+  ASSERT_TRUE(wait_for([&] { return n.gate().members("room-1")->size() == 2; }));
+  ASSERT_TRUE(n.gate().leave("room-1", players[1]->welcome().session_id));
+  EXPECT_EQ(n.gate().members("room-1")->size(), 1u);
+  ASSERT_TRUE(n.gate().remove_group("room-1"));
+  EXPECT_EQ(n.gate().members("room-1").error().code(), Errc::not_found);
+  EXPECT_EQ(n.gate().broadcast("room-1", "x.Y", echo("")).error().code(), Errc::not_found);
+}
+
+TEST(Gateway, SilentAndGarbageConnectionsAreClosed) {
+  GateNode n("  HandshakeTimeout: 300ms\n");
+  // A TCP connection that never speaks HTTP (slowloris) is closed at the handshake deadline.
+  const int silent = ember::testing::connect_to(n.gate().websocket_address());
+  ASSERT_GE(silent, 0);
+  char byte = 0;
+  const auto before = std::chrono::steady_clock::now();
+  EXPECT_EQ(::recv(silent, &byte, 1, 0), 0);  // EOF, within the 5 s receive timeout
+  EXPECT_LT(std::chrono::steady_clock::now() - before, 3s);
+  ::close(silent);
+  // Garbage instead of HTTP.
+  const int garbage = ember::testing::connect_to(n.gate().websocket_address());
+  ASSERT_GE(garbage, 0);
+  const std::string junk(4096, '\x01');
+  (void)::send(garbage, junk.data(), junk.size(), MSG_NOSIGNAL);
+  char buf[512];
+  while (::recv(garbage, buf, sizeof buf, 0) > 0) {
+  }
+  ::close(garbage);
+  EXPECT_TRUE(wait_for([&] { return n.gate().stats().connections == 0; }));
+  // The gateway still serves.
+  auto alice = n.connect("alice");
+  ASSERT_TRUE(alice) << alice.error().to_string();
+}
+
+TEST(Gateway, OversizedFramesAndFloodsAreRefused) {
+  GateNode n("  MaxFrameBytes: 1024\n  RequestsPerSecond: 5\n  RequestBurst: 5\n");
+  auto big = n.connect("big");
+  ASSERT_TRUE(big);
+  auto huge = (*big)->call_bytes("lobby.RpcEcho", std::string(4096, 'x'));
+  ASSERT_FALSE(huge);
+  EXPECT_TRUE((*big)->wait_closed(5s));
+
+  auto fast = n.connect("fast");
+  ASSERT_TRUE(fast);
+  int ok = 0;
+  int limited = 0;
+  for (int i = 0; i < 8; ++i) {
+    auto r = (*fast)->call<pb::Echo>("lobby.RpcEcho", echo("x"));
+    if (r) {
+      ++ok;
+    } else if (r.error().code() == Errc::overloaded) {
+      ++limited;
+    }
+  }
+  EXPECT_LE(ok, 6);  // the burst, and what refilled meanwhile
+  EXPECT_GE(limited, 2);
+  EXPECT_TRUE((*fast)->connected());
+}
+
+TEST(Gateway, MaxConnectionsClosesTheRestAtAccept) {
+  GateNode n("  MaxConnections: 2\n");
+  auto a = n.connect("a");
+  auto b = n.connect("b");
+  ASSERT_TRUE(a) << a.error().to_string();
+  ASSERT_TRUE(b) << b.error().to_string();
+  auto c = n.connect("c");
+  ASSERT_FALSE(c);
+  EXPECT_GE(n.gate().stats().refused, 1u);
+  (*a)->close();
+  ASSERT_TRUE(wait_for([&] { return n.gate().stats().connections == 1; }));
+  auto d = n.connect("d");
+  EXPECT_TRUE(d) << d.error().to_string();
+}
+
+TEST(Gateway, StoppingTheNodeKicksEveryClientWithAReason) {
+  auto n = std::make_unique<GateNode>();
+  auto alice = n->connect("alice");
+  ASSERT_TRUE(alice);
+  n.reset();
+  ASSERT_TRUE((*alice)->wait_closed(5s));
+  ASSERT_TRUE((*alice)->kicked());
+  EXPECT_EQ((*alice)->kicked()->code, static_cast<std::uint32_t>(gate::KickCode::shutting_down));
+}
+
+TEST(Gateway, TcpClientsSpeakTheSameProtocol) {
+  GateNode n("  TcpAddr: 127.0.0.1:0\n");
+  auto alice = n.connect("alice", "tcp://" + n.gate().tcp_address());
+  ASSERT_TRUE(alice) << alice.error().to_string();
+  auto reply = (*alice)->call<pb::Echo>("lobby.RpcEcho", echo("over tcp"));
+  ASSERT_TRUE(reply) << reply.error().to_string();
+  EXPECT_EQ(reply->text(), "alice:over tcp");
+  ASSERT_TRUE(n.gate().push_to_uid("alice", "room.OnMoved", echo("pushed")));
+  ASSERT_TRUE((*alice)->next_push(5s));
+  // WebSocket and TCP sessions are one population: the same UID on the other replaces it.
+  auto again = n.connect("alice");
+  ASSERT_TRUE(again) << again.error().to_string();
+  EXPECT_TRUE((*alice)->wait_closed(5s));
+}
+
+TEST(Gateway, HostileTcpFramesCostNothingLasting) {
+  GateNode n("  TcpAddr: 127.0.0.1:0\n  HandshakeTimeout: 500ms\n");
+  // A 2 GiB length is refused from the header alone.
+  const int huge = ember::testing::connect_to(n.gate().tcp_address());
+  ASSERT_GE(huge, 0);
+  const unsigned char header[4] = {0x7f, 0xff, 0xff, 0xff};
+  ASSERT_EQ(::send(huge, header, 4, MSG_NOSIGNAL), 4);
+  char buf[512];
+  while (::recv(huge, buf, sizeof buf, 0) > 0) {
+  }
+  ::close(huge);
+  // A frame that never completes: closed at the handshake deadline.
+  const int truncated = ember::testing::connect_to(n.gate().tcp_address());
+  ASSERT_GE(truncated, 0);
+  const unsigned char partial[6] = {0, 0, 0, 100, 1, 2};
+  ASSERT_EQ(::send(truncated, partial, 6, MSG_NOSIGNAL), 6);
+  const auto before = std::chrono::steady_clock::now();
+  while (::recv(truncated, buf, sizeof buf, 0) > 0) {
+  }
+  EXPECT_LT(std::chrono::steady_clock::now() - before, 3s);
+  ::close(truncated);
+  // Garbage that frames fine but does not parse.
+  const int junk = ember::testing::connect_to(n.gate().tcp_address());
+  ASSERT_GE(junk, 0);
+  const unsigned char nonsense[8] = {0, 0, 0, 4, 0xff, 0xff, 0xff, 0xff};
+  ASSERT_EQ(::send(junk, nonsense, 8, MSG_NOSIGNAL), 8);
+  while (::recv(junk, buf, sizeof buf, 0) > 0) {
+  }
+  ::close(junk);
+  EXPECT_TRUE(wait_for([&] { return n.gate().stats().connections == 0; }));
+  EXPECT_GE(n.gate().stats().kicks, 2u);
+  auto alice = n.connect("alice", "tcp://" + n.gate().tcp_address());
+  ASSERT_TRUE(alice) << alice.error().to_string();
+}
+
+TEST(Gateway, TlsOnBothListeners) {
+  ember::testing::ScratchDir dir("ember-gate-tls");
+  const std::string cert = (dir.path() / "cert.pem").string();
+  const std::string key = (dir.path() / "key.pem").string();
+  const std::string command =
+      "openssl req -x509 -newkey rsa:2048 -nodes -days 1 -subj /CN=127.0.0.1 -keyout " + key +
+      " -out " + cert + " >/dev/null 2>&1";
+  ASSERT_EQ(std::system(command.c_str()), 0) << command;
+  GateNode n("  TcpAddr: 127.0.0.1:0\n  HandshakeTimeout: 1s\n  TlsConf: {CertFile: " + cert +
+             ", KeyFile: " + key + "}\n");
+  auto secure_ws = client::Client::connect({.url = "wss://" + n.gate().websocket_address() + "/ws",
+                                            .ca_file = cert,
+                                            .token = "alice",
+                                            .timeout = 5s});
+  ASSERT_TRUE(secure_ws) << secure_ws.error().to_string();
+  EXPECT_EQ((*secure_ws)->call<pb::Echo>("lobby.RpcEcho", echo("x"))->text(), "alice:x");
+  auto secure_tcp = client::Client::connect(
+      {.url = "tls://" + n.gate().tcp_address(), .ca_file = cert, .token = "bob", .timeout = 5s});
+  ASSERT_TRUE(secure_tcp) << secure_tcp.error().to_string();
+  EXPECT_EQ((*secure_tcp)->call<pb::Echo>("lobby.RpcEcho", echo("y"))->text(), "bob:y");
+  // Plain text to a TLS port fails, and costs the gateway nothing.
+  auto plain = client::Client::connect(
+      {.url = "ws://" + n.gate().websocket_address() + "/ws", .token = "eve", .timeout = 2s});
+  EXPECT_FALSE(plain);
+  EXPECT_TRUE(wait_for([&] { return n.gate().stats().connections == 2; }));
+}
+
+TEST(Gateway, ANodeRefusesAnUnusableCertificate) {
+  ember::testing::ScratchDir dir("ember-gate-badtls");
+  const std::string cert = (dir.path() / "cert.pem").string();
+  {
+    std::FILE* f = std::fopen(cert.c_str(), "w");
+    std::fputs("not a certificate\n", f);
+    std::fclose(f);
+  }
+  auto cfg = ember::parse_node_config(
+      "GateConf:\n  WebSocketAddr: 127.0.0.1:0\n  Login: auth.RpcLogin\n  Routes: [lobby.*]\n"
+      "  TlsConf: {CertFile: " +
+          cert + ", KeyFile: " + cert + "}\n",
+      "test");
+  ASSERT_TRUE(cfg) << cfg.error().to_string();
+  ember::Node node(std::move(*cfg));
+  auto started = node.start();
+  ASSERT_FALSE(started);
+  EXPECT_NE(started.error().message().find("GateConf.TlsConf.CertFile"), std::string::npos)
+      << started.error().message();
+}
+
+}  // namespace
