@@ -10,6 +10,7 @@ PACKAGES=(
   libasio-dev libssl-dev openssl libboost-dev nats-server libnats-dev
   libgtest-dev libgmock-dev libbenchmark-dev libcaf-dev
   clang libclang-rt-14-dev
+  chromium
 )
 
 missing=()

@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# Starts the demo game node on a free port and plays it: with the C++ client (--check BIN), or
+# in headless Chromium (--browser), which loads the page the gateway serves, logs in over
+# WebSocket, joins a room, moves, and shows its own move pushed back. Every wait is bounded.
+set -euo pipefail
+bin="" check="" browser=0
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --bin) bin="$2"; shift 2 ;;
+    --check) check="$2"; shift 2 ;;
+    --browser) browser=1; shift ;;
+    *) echo "play_test: unknown argument $1" >&2; exit 2 ;;
+  esac
+done
+here="$(cd "$(dirname "$0")" && pwd)"
+work="$(mktemp -d /tmp/ember-game.XXXXXX)"
+node_pid=""
+cleanup() {
+  if [ -n "$node_pid" ] && kill -0 "$node_pid" 2>/dev/null; then
+    kill -TERM "$node_pid" 2>/dev/null || true
+    for _ in $(seq 50); do kill -0 "$node_pid" 2>/dev/null || break; sleep 0.1; done
+    kill -KILL "$node_pid" 2>/dev/null || true
+  fi
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+GAME_PORT=0 GAME_WEB_DIR="$here/web" "$bin" --config "$here/node.yaml" >"$work/node.log" 2>&1 &
+node_pid=$!
+address=""
+for _ in $(seq 100); do
+  address="$(grep -o 'gateway: ws://[0-9.]*:[0-9]*' "$work/node.log" | head -1 | sed 's|gateway: ws://||')" || true
+  [ -n "$address" ] && break
+  kill -0 "$node_pid" 2>/dev/null || { cat "$work/node.log"; echo "FAILED: the node exited"; exit 1; }
+  sleep 0.1
+done
+[ -n "$address" ] || { cat "$work/node.log"; echo "FAILED: the gateway did not open within 10 s"; exit 1; }
+echo "game node listening on $address"
+
+if [ -n "$check" ]; then
+  timeout 60 "$check" "ws://$address/ws"
+fi
+
+if [ "$browser" = 1 ]; then
+  chrome="$(command -v chromium || true)"
+  [ -n "$chrome" ] || { echo "FAILED: chromium is not installed (scripts/setup.sh installs it)"; exit 1; }
+  url="http://$address/?name=browser&auto=1&x=5&y=6"
+  # The page plays by itself; poll its DOM (bounded) until it shows its own move pushed back.
+  for attempt in 1 2 3; do
+    timeout 60 "$chrome" --headless --no-sandbox --disable-gpu --no-first-run \
+      --user-data-dir="$work/chrome-$attempt" --virtual-time-budget=10000 \
+      --dump-dom "$url" >"$work/dom.html" 2>"$work/chrome.log" || true
+    if grep -q 'done: browser at 5,6' "$work/dom.html"; then
+      echo "ok: headless Chromium logged in, joined a room and saw its move pushed (attempt $attempt)"
+      grep -o 'push room.OnMoved: browser moved to 5,6' "$work/dom.html" | head -1
+      exit 0
+    fi
+  done
+  echo "--- page:"; cat "$work/dom.html"; echo "--- chromium:"; tail -20 "$work/chrome.log"
+  echo "--- node:"; tail -20 "$work/node.log"
+  echo "FAILED: the page did not show its move"
+  exit 1
+fi
