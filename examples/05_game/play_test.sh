@@ -3,11 +3,12 @@
 # in headless Chromium (--browser), which loads the page the gateway serves, logs in over
 # WebSocket, joins a room, moves, and shows its own move pushed back. Every wait is bounded.
 set -euo pipefail
-bin="" check="" browser=0
+bin="" check="" bot="" browser=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --bin) bin="$2"; shift 2 ;;
     --check) check="$2"; shift 2 ;;
+    --bot) bot="$2"; shift 2 ;;
     --browser) browser=1; shift ;;
     *) echo "play_test: unknown argument $1" >&2; exit 2 ;;
   esac
@@ -39,6 +40,17 @@ echo "game node listening on $address"
 
 if [ -n "$check" ]; then
   timeout 60 "$check" "ws://$address/ws"
+fi
+
+if [ -n "$bot" ]; then
+  # 50 players joining rooms 20 times a second each (under GateConf's default rate limit), 2 s.
+  timeout 60 "$bot" --url "ws://$address/ws" --connections 50 --route lobby.RpcJoin \
+    --payload-bytes 8 --rate 20 --duration 2s --json | tee "$work/bot.jsonl"
+  summary="$(grep '"phase":"summary"' "$work/bot.jsonl")"
+  echo "$summary" | grep -q '"connections":50,' || { echo "FAILED: not every bot connected"; exit 1; }
+  echo "$summary" | grep -q '"errors":0,' || { echo "FAILED: the bots saw errors"; exit 1; }
+  echo "$summary" | grep -q '"requests_ok":0,' && { echo "FAILED: no request succeeded"; exit 1; }
+  echo "ok: ember-bot ran 50 players against the game"
 fi
 
 if [ "$browser" = 1 ]; then
