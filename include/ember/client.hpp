@@ -40,6 +40,11 @@ class Runtime {
   std::unique_ptr<Impl> impl_;
 };
 
+struct Pushed {
+  std::string route;
+  std::string payload;
+};
+
 struct Options {
   /// ws://host:port/path or wss:// (WebSocket), tcp://host:port or tls:// (length-prefixed)
   std::string url = "ws://127.0.0.1:7000/ws";
@@ -52,6 +57,8 @@ struct Options {
   std::string origin{};                      ///< Origin header, as a browser sends it
   std::string local_address{};  ///< source IP to bind ("127.0.0.2"): more than 64 k connections
   Runtime* runtime = nullptr;   ///< null: a process-wide runtime with one thread
+  /// Set: pushes go here, on a runtime thread, instead of the queue next_push() reads.
+  std::function<void(Pushed&&)> on_push{};
 };
 
 struct Welcome {
@@ -59,11 +66,6 @@ struct Welcome {
   std::string uid;
   std::uint32_t heartbeat_ms = 0;
   std::map<std::string, std::uint32_t> routes;
-};
-
-struct Pushed {
-  std::string route;
-  std::string payload;
 };
 
 struct Kicked {

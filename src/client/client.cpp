@@ -369,6 +369,11 @@ struct Client::Impl : std::enable_shared_from_this<Client::Impl> {
             }
           }
         }
+        if (options.on_push) {
+          lock.unlock();
+          options.on_push(Pushed{std::move(route), p.payload()});
+          return;
+        }
         pushes.push_back(Pushed{std::move(route), p.payload()});
         cv.notify_all();
         return;

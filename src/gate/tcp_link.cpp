@@ -4,8 +4,8 @@
 #include <boost/asio/read.hpp>
 #include <boost/asio/ssl.hpp>
 #include <boost/asio/write.hpp>
-#include <deque>
 #include <utility>  // before Boost.Asio (see io_pool.hpp)
+#include <vector>
 
 #include "gate/gate_core.hpp"
 #include "gate/io_pool.hpp"
@@ -169,7 +169,10 @@ class TcpConnection final : public Link,
       return;
     }
     queued_bytes_ -= queue_.front().frame->size() + 4;
-    queue_.pop_front();
+    queue_.erase(queue_.begin());
+    if (queue_.empty() && queue_.capacity() > 8) {
+      queue_ = {};
+    }
     if (!queue_.empty()) {
       write_next();
     } else if (closing_) {
@@ -212,7 +215,7 @@ class TcpConnection final : public Link,
   std::string body_;
   std::shared_ptr<Session> session_;
   std::string remote_;
-  std::deque<Outgoing> queue_;
+  std::vector<Outgoing> queue_;  // not a deque: see ws_link.cpp
   std::size_t queued_bytes_ = 0;
   bool ready_ = false;
   bool writing_ = false;

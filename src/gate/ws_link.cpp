@@ -141,7 +141,7 @@ class WsConnection final : public Link,
 
  private:
   void read_http() {
-    parser_.emplace();
+    parser_ = std::make_unique<http::request_parser<http::empty_body>>();
     parser_->header_limit(kHeaderLimit);
     parser_->body_limit(0);
     http::async_read(
@@ -290,7 +290,10 @@ class WsConnection final : public Link,
       return;
     }
     queued_bytes_ -= queue_.front()->size();
-    queue_.pop_front();
+    queue_.erase(queue_.begin());  // short queues: cheaper than a deque's blocks
+    if (queue_.empty() && queue_.capacity() > 8) {
+      queue_ = {};
+    }
     if (!queue_.empty()) {
       write_next();
     } else if (closing_) {
@@ -322,12 +325,14 @@ class WsConnection final : public Link,
   GateCore& gate_;
   IoPool& pool_;
   const std::size_t index_;
-  websocket::stream<NextLayer> ws_;
+  websocket::stream<NextLayer, /*deflateSupported=*/false> ws_;
   beast::flat_buffer buffer_;
-  std::optional<http::request_parser<http::empty_body>> parser_;
+  // Only while the connection speaks HTTP: an idle WebSocket keeps nothing of it.
+  std::unique_ptr<http::request_parser<http::empty_body>> parser_;
   std::shared_ptr<Session> session_;
   std::string remote_;
-  std::deque<std::shared_ptr<const std::string>> queue_;
+  // A vector, not a deque: an empty deque still holds a 512-byte block, on every idle session.
+  std::vector<std::shared_ptr<const std::string>> queue_;
   std::size_t queued_bytes_ = 0;
   std::string close_reason_;
   bool upgraded_ = false;

@@ -33,6 +33,9 @@ struct Settings {
   std::string route = "lobby.RpcEcho";
   std::string setup_route;
   std::string setup_text = "room-1";
+  std::string trigger_route;  // one bot calls it once everyone is connected (a broadcast)
+  std::string trigger_text;
+  std::uint64_t expect_pushes = 0;  // stop early once this many pushes arrived
   double rate = 0;         // requests/s per connection; 0 with --window: as fast as allowed
   std::size_t window = 0;  // requests in flight per connection (closed loop)
   std::size_t payload_bytes = 16;
@@ -96,6 +99,20 @@ struct Totals {
   std::atomic<std::uint64_t> ok{0};
   std::atomic<std::uint64_t> errors{0};
   std::atomic<std::uint64_t> disconnected{0};
+  std::atomic<std::uint64_t> pushes{0};
+  std::atomic<std::int64_t> first_push_ns{0};
+  std::atomic<std::int64_t> last_push_ns{0};
+  void pushed() {
+    const std::int64_t now = Clock::now().time_since_epoch().count();
+    std::int64_t expected = 0;
+    first_push_ns.compare_exchange_strong(expected, now, std::memory_order_relaxed);
+    last_push_ns.store(now, std::memory_order_relaxed);
+    pushes.fetch_add(1, std::memory_order_relaxed);
+  }
+  [[nodiscard]] double pushes_per_s() const {
+    const double span = static_cast<double>(last_push_ns.load() - first_push_ns.load()) / 1e9;
+    return span > 0 ? static_cast<double>(pushes.load()) / span : 0;
+  }
   Latency latency;
   std::mutex mu;
   std::string first_error;
@@ -141,24 +158,26 @@ void print_line(const Settings& s, const char* phase, double seconds, const Tota
     std::printf(
         "{\"bench\":\"%s\",\"phase\":\"%s\",\"seconds\":%.1f,\"connections\":%llu,"
         "\"connect_failed\":%llu,\"requests_ok\":%llu,\"errors\":%llu,\"requests_per_s\":%.0f,"
-        "\"p50_ms\":%.3f,\"p99_ms\":%.3f,\"p999_ms\":%.3f,\"disconnected\":%llu}\n",
+        "\"p50_ms\":%.3f,\"p99_ms\":%.3f,\"p999_ms\":%.3f,\"disconnected\":%llu,"
+        "\"pushes\":%llu,\"pushes_per_s\":%.0f}\n",
         s.label.c_str(), phase, seconds, static_cast<unsigned long long>(t.connected.load()),
         static_cast<unsigned long long>(t.connect_failed.load()),
         static_cast<unsigned long long>(t.ok.load()),
         static_cast<unsigned long long>(t.errors.load()), rps, t.latency.percentile_ms(0.50),
         t.latency.percentile_ms(0.99), t.latency.percentile_ms(0.999),
-        static_cast<unsigned long long>(t.disconnected.load()));
+        static_cast<unsigned long long>(t.disconnected.load()),
+        static_cast<unsigned long long>(t.pushes.load()), t.pushes_per_s());
     std::fflush(stdout);
   } else {
     std::fprintf(final ? stdout : stderr,
                  "%s %6.1fs  connections %llu (failed %llu)  ok %llu  errors %llu  %.0f req/s  "
-                 "p50 %.3f ms  p99 %.3f ms  p999 %.3f ms\n",
+                 "p50 %.3f ms  p99 %.3f ms  p999 %.3f ms  pushes %llu\n",
                  phase, seconds, static_cast<unsigned long long>(t.connected.load()),
                  static_cast<unsigned long long>(t.connect_failed.load()),
                  static_cast<unsigned long long>(t.ok.load()),
                  static_cast<unsigned long long>(t.errors.load()), rps,
                  t.latency.percentile_ms(0.50), t.latency.percentile_ms(0.99),
-                 t.latency.percentile_ms(0.999));
+                 t.latency.percentile_ms(0.999), static_cast<unsigned long long>(t.pushes.load()));
   }
 }
 
@@ -178,9 +197,13 @@ int main(int argc, char** argv) {
   app.add_option("--window", s.window, "requests in flight per connection (closed loop)");
   app.add_option("--payload-bytes", s.payload_bytes, "size of the request's field 1");
   app.add_flag("--idle", s.idle, "send no requests: hold the sessions");
+  app.add_option("--trigger-route", s.trigger_route,
+                 "a route the first bot calls once every bot is connected (a broadcast)");
+  app.add_option("--trigger-text", s.trigger_text, "the trigger call's field 1");
+  app.add_option("--expect-pushes", s.expect_pushes, "stop once this many pushes arrived");
   app.add_option("--duration", s.duration, "how long to run after connecting (10s, 1m)");
   app.add_option("--source-ips", s.source_ips,
-                 "spread connections over 127.0.0.1..127.0.0.N (0: 1 per 50,000 connections)");
+                 "spread connections over 127.0.0.1..127.0.0.N (0: 1 per 25,000 connections)");
   app.add_option("--threads", s.threads, "client I/O threads")->check(CLI::Range(1, 256));
   app.add_option("--connect-parallel", s.connect_parallel, "logins under way at once");
   app.add_flag("--json", s.json, "print JSON lines");
@@ -196,7 +219,8 @@ int main(int argc, char** argv) {
     s.window = 1;
   }
   if (s.source_ips == 0) {
-    s.source_ips = std::max<std::size_t>(1, (s.connections + 49'999) / 50'000);
+    // Linux hands out about 28,000 ephemeral ports per source address by default.
+    s.source_ips = std::max<std::size_t>(1, (s.connections + 24'999) / 25'000);
   }
   const bool loopback = s.url.find("://127.") != std::string::npos;
 
@@ -221,6 +245,7 @@ int main(int argc, char** argv) {
           options.client_name = "ember-bot";
           options.runtime = &runtime;
           options.timeout = 20s;
+          options.on_push = [&totals](ember::client::Pushed&&) { totals.pushed(); };
           if (loopback && s.source_ips > 1) {
             options.local_address = "127.0.0." + std::to_string(1 + i % s.source_ips);
           }
@@ -292,11 +317,27 @@ int main(int argc, char** argv) {
       }
     });
   }
+  if (!s.trigger_route.empty()) {
+    for (auto& bot : bots) {
+      if (bot.client) {
+        auto r = bot.client->call_bytes(s.trigger_route, text_payload(0, s.trigger_text));
+        if (!r)
+          totals.error("trigger: " + r.error().to_string());
+        break;
+      }
+    }
+  }
   auto last = start;
   std::uint64_t last_ok = ok_before;
   while (Clock::now() < end) {
-    std::this_thread::sleep_for(std::min<Clock::duration>(1s, end - Clock::now()));
+    if (s.expect_pushes > 0 && totals.pushes.load() >= s.expect_pushes) {
+      break;
+    }
+    std::this_thread::sleep_for(std::min<Clock::duration>(10ms, end - Clock::now()));
     const auto now = Clock::now();
+    if (now - last < 1s) {
+      continue;
+    }
     const std::uint64_t ok = totals.ok.load();
     const double rps =
         static_cast<double>(ok - last_ok) / std::chrono::duration<double>(now - last).count();
