@@ -1,4 +1,6 @@
 // SPDX-License-Identifier: Apache-2.0
+#include <openssl/ssl.h>
+
 #include <boost/asio/connect.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
@@ -30,6 +32,9 @@ using tcp = asio::ip::tcp;
 
 struct Runtime::Impl {
   explicit Impl(int threads) {
+    // OpenSSL first: its exit handler then runs after a static runtime's destructor has joined
+    // the threads, so their per-thread OpenSSL state is released rather than left behind.
+    OPENSSL_init_ssl(0, nullptr);
     for (int i = 0; i < std::max(1, threads); ++i) {
       contexts.push_back(std::make_unique<asio::io_context>(1));
       guards.emplace_back(asio::make_work_guard(*contexts.back()));

@@ -51,7 +51,9 @@ void IoPool::arm(Worker& worker) {
     // walking down, the one moved in was ticked already.
     for (std::size_t i = worker.sessions.size(); i-- > 0;) {
       if (i < worker.sessions.size()) {
-        worker.sessions[i]->tick(now);
+        // Held: a tick may close the link, and the link held the session's last reference.
+        const std::shared_ptr<Session> session = worker.sessions[i]->shared_from_this();
+        session->tick(now);
       }
     }
     arm(worker);
@@ -81,7 +83,8 @@ void IoPool::post_each(std::function<void(Session&)> fn) {
     boost::asio::post(worker.io, [&worker, fn] {
       for (std::size_t i = worker.sessions.size(); i-- > 0;) {  // fn may end sessions: see arm()
         if (i < worker.sessions.size()) {
-          fn(*worker.sessions[i]);
+          const std::shared_ptr<Session> session = worker.sessions[i]->shared_from_this();
+          fn(*session);
         }
       }
     });

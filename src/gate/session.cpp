@@ -360,6 +360,10 @@ void Session::tick(SteadyClock::time_point now) {
   if (link_ == nullptr) {
     return;
   }
+  // A client waiting for an answer is not idle: its silence is ours.
+  if (phase_ == Phase::open && !in_flight_.empty() && now >= deadline_) {
+    deadline_ = now + gate_.config().idle_timeout;
+  }
   if (now >= deadline_) {
     if (phase_ == Phase::closing) {
       link_->abort();  // the close did not complete in time: the client stopped reading

@@ -125,9 +125,10 @@ class TcpConnection final : public Link,
                              (std::size_t{header_[2]} << 8) | std::size_t{header_[3]};
     if (size > gate_.config().max_frame) {
       // Refused from its length alone: nothing of it is read, let alone buffered.
-      session_->kick_now(KickCode::too_large, "a frame of " + std::to_string(size) +
-                                                  " bytes; at most " +
-                                                  std::to_string(gate_.config().max_frame));
+      const std::shared_ptr<Session> session = session_;
+      session->kick_now(KickCode::too_large, "a frame of " + std::to_string(size) +
+                                                 " bytes; at most " +
+                                                 std::to_string(gate_.config().max_frame));
       return;
     }
     body_.resize(size);
@@ -142,7 +143,8 @@ class TcpConnection final : public Link,
       finish();
       return;
     }
-    session_->on_frame(body_, std::chrono::steady_clock::now());
+    const std::shared_ptr<Session> session = session_;  // see ws_link.cpp
+    session->on_frame(body_, std::chrono::steady_clock::now());
     if (body_.capacity() > 4096) {
       body_ = std::string();  // an idle session keeps no large buffer
     }

@@ -150,7 +150,7 @@ class WsConnection final : public Link,
   }
 
   void on_http(beast::error_code ec) {
-    if (ec) {
+    if (ec || finished_) {
       finish();
       return;
     }
@@ -187,8 +187,13 @@ class WsConnection final : public Link,
     if (allowed.empty()) {
       return true;
     }
-    const auto origin = request[http::field::origin];
-    const std::string_view value(origin.data(), origin.size());
+    // The check keeps other sites' pages from using a player's browser; a program that is not
+    // a browser sends no Origin (and could send any), so none passes.
+    auto it = request.find(http::field::origin);
+    if (it == request.end()) {
+      return true;
+    }
+    const std::string_view value(it->value().data(), it->value().size());
     return std::find(allowed.begin(), allowed.end(), value) != allowed.end();
   }
 
@@ -255,6 +260,11 @@ class WsConnection final : public Link,
   }
 
   void on_read(beast::error_code ec) {
+    // finished_: a read that completed while the connection was being closed for another reason
+    // (a write failed, the session was kicked) still reaches here, with its data.
+    if (finished_) {
+      return;
+    }
     if (ec) {
       if (ec == websocket::error::message_too_big) {
         // Beast answers it with a close frame (1009) itself; writing a kick now would race it.
@@ -265,8 +275,10 @@ class WsConnection final : public Link,
       return;
     }
     const auto data = buffer_.cdata();
-    session_->on_frame(std::string_view(static_cast<const char*>(data.data()), data.size()),
-                       std::chrono::steady_clock::now());
+    // Held: the frame may close the link (a slow reader), which drops session_.
+    const std::shared_ptr<Session> session = session_;
+    session->on_frame(std::string_view(static_cast<const char*>(data.data()), data.size()),
+                      std::chrono::steady_clock::now());
     buffer_.consume(buffer_.size());
     if (buffer_.capacity() > 4096) {
       buffer_.shrink_to_fit();  // an idle session keeps no large buffer

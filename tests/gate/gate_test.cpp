@@ -529,4 +529,132 @@ TEST(Gateway, ANodeRefusesAnUnusableCertificate) {
       << started.error().message();
 }
 
+TEST(Gateway, BrowsersFromOtherOriginsAreRefused) {
+  GateNode n("  AllowedOrigins: [\"https://game.example.com\"]\n");
+  auto stranger = client::Client::connect(
+      {.url = n.url, .token = "eve", .timeout = 5s, .origin = "https://evil.example.com"});
+  ASSERT_FALSE(stranger);
+  // A program that is not a browser sends no Origin: the check is not about it.
+  auto native = client::Client::connect({.url = n.url, .token = "bob", .timeout = 5s});
+  ASSERT_TRUE(native) << native.error().to_string();
+  auto player = client::Client::connect(
+      {.url = n.url, .token = "alice", .timeout = 5s, .origin = "https://game.example.com"});
+  ASSERT_TRUE(player) << player.error().to_string();
+}
+
+TEST(Gateway, SilentSessionsAndUnansweredRequestsTimeOut) {
+  GateNode n("  Heartbeat: 200ms\n  IdleTimeout: 1s\n  RequestTimeout: 300ms\n");
+  auto alice = n.connect("alice");
+  ASSERT_TRUE(alice) << alice.error().to_string();
+  // The handler holds on; the gateway answers timeout by itself.
+  auto held = (*alice)->call<pb::Echo>("lobby.RpcBlock", echo("hold"));
+  ASSERT_FALSE(held);
+  EXPECT_EQ(held.error().code(), Errc::timeout) << held.error().to_string();
+  n.lobby->release = true;
+  // Heartbeats keep a session past IdleTimeout; silence ends it.
+  const auto kept_until = std::chrono::steady_clock::now() + 1500ms;
+  while (std::chrono::steady_clock::now() < kept_until) {
+    ASSERT_TRUE((*alice)->heartbeat());
+    std::this_thread::sleep_for(200ms);  // the client's own pace, not a wait for the gateway
+  }
+  ASSERT_TRUE((*alice)->connected());
+  ASSERT_TRUE((*alice)->wait_closed(5s));
+  ASSERT_TRUE((*alice)->kicked());
+  EXPECT_EQ((*alice)->kicked()->code, static_cast<std::uint32_t>(gate::KickCode::timed_out));
+}
+
+TEST(Gateway, RequestsBeyondMaxInFlightAreAnsweredOverloaded) {
+  GateNode n("  MaxInFlight: 2\n");
+  auto alice = n.connect("alice");
+  ASSERT_TRUE(alice) << alice.error().to_string();
+  std::atomic<int> overloaded{0};
+  std::atomic<int> answered{0};
+  for (int i = 0; i < 5; ++i) {
+    (*alice)->async_call("lobby.RpcBlock", echo("hold").SerializeAsString(),
+                         [&](Result<std::string> r) {
+                           if (!r && r.error().code() == Errc::overloaded) {
+                             overloaded.fetch_add(1);
+                           }
+                           answered.fetch_add(1);
+                         });
+  }
+  ASSERT_TRUE(wait_for([&] { return overloaded.load() == 3; }));
+  n.lobby->release = true;
+  ASSERT_TRUE(wait_for([&] { return answered.load() == 5; }));
+  EXPECT_TRUE((*alice)->connected());
+}
+
+TEST(Gateway, AClientThatDoesNotReadIsDisconnected) {
+  GateNode n("  TcpAddr: 127.0.0.1:0\n  SendQueueBytes: 65536\n");
+  // A raw TCP client: logs in, then never reads.
+  const int fd = ember::testing::connect_to(n.gate().tcp_address());
+  ASSERT_GE(fd, 0);
+  gate::ClientFrame hello;
+  hello.mutable_hello()->set_version(1);
+  hello.mutable_hello()->set_token("sloth");
+  const std::string body = hello.SerializeAsString();
+  std::string frame(4, '\0');
+  frame[3] = static_cast<char>(body.size());
+  frame += body;
+  ASSERT_EQ(::send(fd, frame.data(), frame.size(), MSG_NOSIGNAL),
+            static_cast<ssize_t>(frame.size()));
+  ASSERT_TRUE(wait_for([&] { return n.gate().session_of_uid("sloth").has_value(); }));
+  const std::string id = *n.gate().session_of_uid("sloth");
+  // Pushes pile up: the socket buffers fill, then the send queue, then the gateway gives up.
+  const pb::Echo big = echo(std::string(60'000, 'x'));
+  for (int i = 0; i < 2000 && n.gate().session_of_uid("sloth").has_value(); ++i) {
+    (void)n.gate().push(id, "room.OnFlood", big);
+    if (i % 50 == 49) {
+      std::this_thread::sleep_for(5ms);  // let the I/O thread write what the socket takes
+    }
+  }
+  EXPECT_TRUE(wait_for([&] { return !n.gate().session_of_uid("sloth").has_value(); }));
+  EXPECT_TRUE(wait_for([&] { return n.gate().stats().connections == 0; }));
+  ::close(fd);
+}
+
+TEST(Gateway, AFloodOfConnectionsLeavesNothingBehind) {
+  GateNode n("  HandshakeTimeout: 2s\n");
+  std::vector<int> fds;
+  for (int i = 0; i < 300; ++i) {
+    const int fd = ember::testing::connect_to(n.gate().websocket_address());
+    if (fd >= 0) {
+      fds.push_back(fd);
+    }
+  }
+  EXPECT_GE(fds.size(), 250u);
+  for (int fd : fds) {
+    ::close(fd);
+  }
+  EXPECT_TRUE(wait_for([&] { return n.gate().stats().connections == 0; }));
+  auto alice = n.connect("alice");
+  ASSERT_TRUE(alice) << alice.error().to_string();
+  EXPECT_TRUE((*alice)->call<pb::Echo>("lobby.RpcEcho", echo("still serving")));
+}
+
+TEST(Gateway, ClientsVanishingWithRequestsInFlightLeaveItServing) {
+  // Found by the benchmark: a read that completed while its connection was being closed for a
+  // failed write reached a session already gone. Rounds of abrupt exits under load.
+  GateNode n("  RequestsPerSecond: 1000000\n  RequestBurst: 1000000\n  MaxInFlight: 1000\n");
+  for (int round = 0; round < 5; ++round) {
+    std::vector<std::unique_ptr<client::Client>> players;
+    for (int i = 0; i < 10; ++i) {
+      auto c = n.connect("r" + std::to_string(round) + "p" + std::to_string(i));
+      ASSERT_TRUE(c) << c.error().to_string();
+      players.push_back(std::move(*c));
+    }
+    for (int k = 0; k < 50; ++k) {
+      for (auto& p : players) {
+        p->async_call("lobby.RpcEcho", echo(std::string(512, 'x')).SerializeAsString(),
+                      [](auto) {});
+      }
+    }
+    players.clear();  // every socket closes with requests and replies in flight
+    ASSERT_TRUE(wait_for([&] { return n.gate().stats().connections == 0; })) << "round " << round;
+  }
+  auto alice = n.connect("alice");
+  ASSERT_TRUE(alice) << alice.error().to_string();
+  EXPECT_TRUE((*alice)->call<pb::Echo>("lobby.RpcEcho", echo("still serving")));
+}
+
 }  // namespace
