@@ -122,9 +122,13 @@ class LoginResponder final : public detail::Responder {
 };
 
 Session::Session(GateCore& gate, Link& link, std::string id)
-    : gate_(gate), link_(&link), link_io_(link.io()), id_(std::move(id)), remote_(link.remote()) {}
+    : gate_(gate), link_(&link), link_io_(link.io()), id_(std::move(id)), remote_(link.remote()) {
+  live_.fetch_add(1, std::memory_order_acq_rel);
+}
 
-Session::~Session() = default;
+Session::~Session() {
+  live_.fetch_sub(1, std::memory_order_acq_rel);
+}
 
 void Session::on_open(SteadyClock::time_point now) {
   deadline_ = now + gate_.config().handshake_timeout;

@@ -35,6 +35,8 @@ class Session final : public detail::RequestOrigin, public std::enable_shared_fr
 
   Session(GateCore& gate, Link& link, std::string id);
   ~Session() override;
+  /// Session objects alive in the process, for tests that prove a closed session leaves nothing.
+  static std::int64_t live() noexcept { return live_.load(std::memory_order_acquire); }
   Session(const Session&) = delete;
   Session& operator=(const Session&) = delete;
 
@@ -99,6 +101,7 @@ class Session final : public detail::RequestOrigin, public std::enable_shared_fr
   std::vector<std::shared_ptr<ClientResponder>> in_flight_;
   mutable std::mutex data_mu_;
   std::map<std::string, std::string, std::less<>> data_;
+  static inline std::atomic<std::int64_t> live_{0};
 };
 
 }  // namespace ember::gate

@@ -12,6 +12,7 @@
 #include <thread>
 
 #include "ember/gate.pb.h"
+#include "gate/session.hpp"
 #include "support/raw_socket.hpp"
 #include "support/scratch_dir.hpp"
 #include "support/wait_for.hpp"
@@ -321,8 +322,11 @@ TEST(Gateway, NoHandlerRunsForASessionAfterItClosed) {
                           {.key = ember::DispatchKey(std::string_view("alice")), .timeout = 5s});
   ASSERT_TRUE(behind) << behind.error().to_string();
   EXPECT_EQ(n.lobby->ran_after_close.load(), 0);
-  // Nothing of the session is left.
+  // Nothing of the session is left: not its connection, not its object (the dropped requests
+  // held it), not its registration.
   EXPECT_TRUE(wait_for([&] { return n.gate().stats().connections == 0; }));
+  EXPECT_TRUE(wait_for([&] { return ember::gate::Session::live() == 0; }))
+      << ember::gate::Session::live() << " session objects left";
   EXPECT_EQ(n.gate().stats().sessions, 0u);
   EXPECT_EQ(n.gate().session_of_uid("alice").error().code(), Errc::not_found);
 }
@@ -651,6 +655,8 @@ TEST(Gateway, ClientsVanishingWithRequestsInFlightLeaveItServing) {
     }
     players.clear();  // every socket closes with requests and replies in flight
     ASSERT_TRUE(wait_for([&] { return n.gate().stats().connections == 0; })) << "round " << round;
+    ASSERT_TRUE(wait_for([&] { return ember::gate::Session::live() == 0; }))
+        << "round " << round << ": " << ember::gate::Session::live() << " session objects left";
   }
   auto alice = n.connect("alice");
   ASSERT_TRUE(alice) << alice.error().to_string();
