@@ -58,7 +58,9 @@ if [ "$browser" = 1 ]; then
   [ -n "$chrome" ] || { echo "FAILED: chromium is not installed (scripts/setup.sh installs it)"; exit 1; }
   url="http://$address/?name=browser&auto=1&x=5&y=6"
   # The page plays by itself; poll its DOM (bounded) until it shows its own move pushed back.
-  for attempt in 1 2 3; do
+  # Under --virtual-time-budget the page's own login timer can run out in virtual time while the
+  # WebSocket exchange is still under way (about one load in three here): bounded attempts.
+  for attempt in 1 2 3 4 5 6; do
     timeout 60 "$chrome" --headless --no-sandbox --disable-gpu --no-first-run \
       --user-data-dir="$work/chrome-$attempt" --virtual-time-budget=10000 \
       --dump-dom "$url" >"$work/dom.html" 2>"$work/chrome.log" || true

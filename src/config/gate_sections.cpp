@@ -77,24 +77,26 @@ Result<std::string> read_origin(const Walker& walker, const Entry& e) {
   return value;
 }
 
-Result<std::string> read_existing_dir(const Walker& walker, const Entry& e) {
+// A path that must exist as a directory (`directory`) or a regular file.
+Result<std::string> read_existing(const Walker& walker, const Entry& e, bool directory) {
   Result<std::string> value = walker.read_string(e, /*non_empty=*/true);
   if (!value)
     return value;
   std::error_code ec;
-  if (!std::filesystem::is_directory(*value, ec))
-    return walker.fail(e, "no such directory: " + quote(*value));
+  const bool exists = directory ? std::filesystem::is_directory(*value, ec)
+                                : std::filesystem::is_regular_file(*value, ec);
+  if (!exists)
+    return walker.fail(
+        e, std::string(directory ? "no such directory: " : "no such file: ") + quote(*value));
   return value;
 }
 
+Result<std::string> read_existing_dir(const Walker& walker, const Entry& e) {
+  return read_existing(walker, e, /*directory=*/true);
+}
+
 Result<std::string> read_existing_file(const Walker& walker, const Entry& e) {
-  Result<std::string> value = walker.read_string(e, /*non_empty=*/true);
-  if (!value)
-    return value;
-  std::error_code ec;
-  if (!std::filesystem::is_regular_file(*value, ec))
-    return walker.fail(e, "no such file: " + quote(*value));
-  return value;
+  return read_existing(walker, e, /*directory=*/false);
 }
 
 const Section<GateConfig>& tls_section() {

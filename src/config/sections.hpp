@@ -2,7 +2,8 @@
 //
 // The sections of node.yaml, each a table of its keys (field_table.hpp). Where each key is read:
 // the document, NodeConf and SystemLogger in node_sections.cpp; ServiceConf down to the scaling
-// strategy in service_sections.cpp; ClusterConf and EventBusConf in cluster_sections.cpp; GateConf in gate_sections.cpp.
+// strategy in service_sections.cpp; ClusterConf and EventBusConf in cluster_sections.cpp; GateConf
+// in gate_sections.cpp.
 #pragma once
 
 #include <ember/config.hpp>

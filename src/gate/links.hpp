@@ -28,6 +28,9 @@ void start_websocket(GateCore& gate, IoPool& pool, std::size_t index,
 void start_tcp(GateCore& gate, IoPool& pool, std::size_t index, boost::asio::ip::tcp::socket socket,
                boost::asio::ssl::context* tls);
 
+/// "host:port" of the socket's peer, or "?" once it is gone.
+std::string peer_address(const boost::asio::ip::tcp::socket& socket);
+
 /// A server TLS context from GateConf.TlsConf (PEM chain and key), or why not.
 Result<std::shared_ptr<boost::asio::ssl::context>> make_tls_context(const std::string& cert_file,
                                                                     const std::string& key_file);

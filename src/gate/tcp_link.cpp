@@ -38,10 +38,8 @@ class TcpConnection final : public Link,
   template <class... Args>
   TcpConnection(GateCore& gate, IoPool& pool, std::size_t index, Args&&... stream_args)
       : gate_(gate), pool_(pool), index_(index), stream_(std::forward<Args>(stream_args)...) {
+    remote_ = peer_address(lowest(stream_));
     boost::system::error_code ec;
-    const tcp::endpoint peer = lowest(stream_).remote_endpoint(ec);
-    remote_ =
-        ec ? std::string("?") : peer.address().to_string() + ":" + std::to_string(peer.port());
     lowest(stream_).set_option(tcp::no_delay(true), ec);
   }
   ~TcpConnection() override { gate_.connections.fetch_sub(1, std::memory_order_relaxed); }
@@ -236,6 +234,12 @@ void start_tcp(GateCore& gate, IoPool& pool, std::size_t index, tcp::socket sock
   } else {
     std::make_shared<TcpConnection<tcp::socket>>(gate, pool, index, std::move(socket))->start();
   }
+}
+
+std::string peer_address(const tcp::socket& socket) {
+  boost::system::error_code ec;
+  const tcp::endpoint peer = socket.remote_endpoint(ec);
+  return ec ? std::string("?") : peer.address().to_string() + ":" + std::to_string(peer.port());
 }
 
 Result<std::shared_ptr<asio::ssl::context>> make_tls_context(const std::string& cert_file,

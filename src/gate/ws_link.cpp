@@ -80,10 +80,7 @@ class WsConnection final : public Link,
   template <class... Args>
   WsConnection(GateCore& gate, IoPool& pool, std::size_t index, Args&&... stream_args)
       : gate_(gate), pool_(pool), index_(index), ws_(std::forward<Args>(stream_args)...) {
-    boost::system::error_code ec;
-    const tcp::endpoint peer = beast::get_lowest_layer(ws_).remote_endpoint(ec);
-    remote_ =
-        ec ? std::string("?") : peer.address().to_string() + ":" + std::to_string(peer.port());
+    remote_ = peer_address(beast::get_lowest_layer(ws_));
   }
   // Counted by the acceptor when it handed the socket over.
   ~WsConnection() override { gate_.connections.fetch_sub(1, std::memory_order_relaxed); }
