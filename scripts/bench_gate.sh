@@ -9,14 +9,16 @@
 # lines to bench-results-gate.jsonl (or --out FILE).
 #   scripts/bench_gate.sh            full: 200,000 idle sessions, 3 runs, 8 s each
 #   scripts/bench_gate.sh --quick    under 2 minutes: 20,000 idle sessions, 3 runs, 3 s each
+#   scripts/bench_gate.sh --idle-only  the idle_connections scenario alone
 set -euo pipefail
 cd "$(dirname "$0")/.."
-quick=0 runs=3 out=bench-results-gate.jsonl
+quick=0 runs=3 out=bench-results-gate.jsonl idle_only=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --quick) quick=1; shift ;;
     --runs) runs="$2"; shift 2 ;;
     --out) out="$2"; shift 2 ;;
+    --idle-only) idle_only=1; shift ;;
     *) echo "bench_gate: unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -111,6 +113,7 @@ record() {  # scenario run json-fields...
 
 summary_field() { python3 -c "import json,sys; print(json.loads(sys.argv[1])[sys.argv[2]])" "$1" "$2"; }
 
+[ "$idle_only" = 1 ] && runs=0
 for run in $(seq "$runs"); do
   # --- floor ---
   start_floor

@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
-# Starts the demo game node on a free port and plays it: with the C++ client (--check BIN), or
-# in headless Chromium (--browser), which loads the page the gateway serves, logs in over
-# WebSocket, joins a room, moves, and shows its own move pushed back. Every wait is bounded.
+# Starts the demo game node on a free port and plays it: with the C++ client (--check BIN), with
+# ember-bot (--bot BIN), or in headless Chromium driven by the DevTools probe (--browser PROBE),
+# which loads the page the gateway serves, logs in over WebSocket, joins a room, moves, and
+# shows its own move pushed back. Every wait is bounded.
 set -euo pipefail
-bin="" check="" bot="" browser=0
+bin="" check="" bot="" probe=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --bin) bin="$2"; shift 2 ;;
     --check) check="$2"; shift 2 ;;
     --bot) bot="$2"; shift 2 ;;
-    --browser) browser=1; shift ;;
+    --browser) probe="$2"; shift 2 ;;
     *) echo "play_test: unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -53,25 +54,23 @@ if [ -n "$bot" ]; then
   echo "ok: ember-bot ran 50 players against the game"
 fi
 
-if [ "$browser" = 1 ]; then
+if [ -n "$probe" ]; then
   chrome="$(command -v chromium || true)"
   [ -n "$chrome" ] || { echo "FAILED: chromium is not installed (scripts/setup.sh installs it)"; exit 1; }
-  url="http://$address/?name=browser&auto=1&x=5&y=6"
-  # The page plays by itself; poll its DOM (bounded) until it shows its own move pushed back.
-  # Under --virtual-time-budget the page's own login timer can run out in virtual time while the
-  # WebSocket exchange is still under way (about one load in three here): bounded attempts.
-  for attempt in 1 2 3 4 5 6; do
-    timeout 60 "$chrome" --headless --no-sandbox --disable-gpu --no-first-run \
-      --user-data-dir="$work/chrome-$attempt" --virtual-time-budget=10000 \
-      --dump-dom "$url" >"$work/dom.html" 2>"$work/chrome.log" || true
-    if grep -q 'done: browser at 5,6' "$work/dom.html"; then
-      echo "ok: headless Chromium logged in, joined a room and saw its move pushed (attempt $attempt)"
-      grep -o 'push room.OnMoved: browser moved to 5,6' "$work/dom.html" | head -1
-      exit 0
-    fi
-  done
-  echo "--- page:"; cat "$work/dom.html"; echo "--- chromium:"; tail -20 "$work/chrome.log"
-  echo "--- node:"; tail -20 "$work/node.log"
+  # The page plays by itself; the probe polls its status line in real time (bounded) until it
+  # shows the page's own move pushed back, then prints the page's log.
+  if timeout 90 "$probe" --chrome "$chrome" --profile "$work/chrome" --timeout-ms 60000 \
+      --url "http://$address/?name=browser&auto=1&x=5&y=6" \
+      --expression "document.getElementById('status').textContent" \
+      --expect "done: browser at 5,6" \
+      --report "document.getElementById('log').textContent" >"$work/probe.log" 2>&1; then
+    cat "$work/probe.log"
+    grep -q 'push room.OnMoved: browser moved to 5,6' "$work/probe.log" ||
+      { echo "FAILED: the page's log lacks the pushed move"; exit 1; }
+    echo "ok: headless Chromium logged in, joined a room and saw its move pushed"
+    exit 0
+  fi
+  echo "--- probe:"; cat "$work/probe.log"; echo "--- node:"; tail -20 "$work/node.log"
   echo "FAILED: the page did not show its move"
   exit 1
 fi

@@ -67,6 +67,33 @@ std::string static_file(const std::string& root, std::string_view target) {
   return std::filesystem::is_regular_file(file, ec) ? file : std::string{};
 }
 
+/// The read buffer as Beast's read sees it. Beast prepares its read size hint (up to 1,536
+/// bytes) in the caller's buffer before any byte arrives, so every idle session would hold that
+/// much while it waits. Reporting room for one byte while the buffer is empty keeps the wait free:
+/// the first byte of a message is read when it comes, the rest sized from its frame header.
+class LazyReadBuffer {
+ public:
+  using const_buffers_type = beast::flat_buffer::const_buffers_type;
+  using mutable_buffers_type = beast::flat_buffer::mutable_buffers_type;
+
+  explicit LazyReadBuffer(beast::flat_buffer& buffer) noexcept : buffer_(buffer) {}
+
+  [[nodiscard]] std::size_t size() const noexcept { return buffer_.size(); }
+  [[nodiscard]] std::size_t max_size() const noexcept {
+    return buffer_.size() == 0 ? 1 : buffer_.max_size();
+  }
+  [[nodiscard]] std::size_t capacity() const noexcept { return buffer_.capacity(); }
+  [[nodiscard]] const_buffers_type data() const noexcept { return buffer_.data(); }
+  [[nodiscard]] const_buffers_type cdata() const noexcept { return buffer_.cdata(); }
+  mutable_buffers_type data() noexcept { return buffer_.data(); }
+  mutable_buffers_type prepare(std::size_t n) { return buffer_.prepare(n); }
+  void commit(std::size_t n) noexcept { buffer_.commit(n); }
+  void consume(std::size_t n) noexcept { buffer_.consume(n); }
+
+ private:
+  beast::flat_buffer& buffer_;
+};
+
 /// One accepted socket: HTTP until it upgrades, then a WebSocket carrying one session.
 /// `NextLayer` is the socket itself, or a TLS stream over it.
 template <class NextLayer>
@@ -251,7 +278,7 @@ class WsConnection final : public Link,
   }
 
   void read_next() {
-    ws_.async_read(buffer_, [self = shared_from_this()](beast::error_code ec, std::size_t) {
+    ws_.async_read(read_buffer_, [self = shared_from_this()](beast::error_code ec, std::size_t) {
       self->on_read(ec);
     });
   }
@@ -277,9 +304,7 @@ class WsConnection final : public Link,
     session->on_frame(std::string_view(static_cast<const char*>(data.data()), data.size()),
                       std::chrono::steady_clock::now());
     buffer_.consume(buffer_.size());
-    if (buffer_.capacity() > 4096) {
-      buffer_.shrink_to_fit();  // an idle session keeps no large buffer
-    }
+    buffer_.shrink_to_fit();  // an idle session keeps no buffer (LazyReadBuffer)
     if (!finished_) {
       read_next();
     }
@@ -336,6 +361,7 @@ class WsConnection final : public Link,
   const std::size_t index_;
   websocket::stream<NextLayer, /*deflateSupported=*/false> ws_;
   beast::flat_buffer buffer_;
+  LazyReadBuffer read_buffer_{buffer_};
   // Only while the connection speaks HTTP: an idle WebSocket keeps nothing of it.
   std::unique_ptr<http::request_parser<http::empty_body>> parser_;
   std::shared_ptr<Session> session_;
