@@ -20,12 +20,12 @@ struct Acceptor::Impl : std::enable_shared_from_this<Acceptor::Impl> {
     const std::size_t index = pool.next_index();
     acceptor.async_accept(
         pool.context(index),
-        [self = shared_from_this(), index](boost::system::error_code ec, tcp::socket socket) {
+        [self = shared_from_this(), index](boost::system::error_code ec, ClientSocket socket) {
           self->on_accept(ec, std::move(socket), index);
         });
   }
 
-  void on_accept(boost::system::error_code ec, tcp::socket socket, std::size_t index) {
+  void on_accept(boost::system::error_code ec, ClientSocket socket, std::size_t index) {
     if (ec == asio::error::operation_aborted || !acceptor.is_open()) {
       return;
     }

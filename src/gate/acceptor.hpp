@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 #pragma once
 
+#include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <cstddef>
 #include <ember/error.hpp>
@@ -11,6 +12,12 @@
 
 namespace ember::gate {
 
+/// An accepted client socket, bound to its I/O thread's io_context by type: every operation on
+/// it carries a one-pointer executor instead of a polymorphic one, which a pending read of each
+/// idle session would otherwise hold.
+using ClientSocket =
+    boost::asio::basic_stream_socket<boost::asio::ip::tcp, boost::asio::io_context::executor_type>;
+
 class GateCore;
 class IoPool;
 
@@ -20,7 +27,7 @@ class IoPool;
 class Acceptor {
  public:
   /// Runs on the connection's own I/O thread.
-  using OnSocket = std::function<void(boost::asio::ip::tcp::socket socket, std::size_t io_index)>;
+  using OnSocket = std::function<void(ClientSocket socket, std::size_t io_index)>;
 
   /// Listens on "host:port" (`what` names the setting in errors). Accepting starts with the pool.
   static Result<std::unique_ptr<Acceptor>> open(GateCore& gate, IoPool& io,

@@ -72,7 +72,7 @@ Status GateCore::settle() {
   boost::asio::ssl::context* tls = tls_.get();
   if (!config_.websocket_addr.empty()) {
     auto listener = Acceptor::open(*this, *io_, config_.websocket_addr,
-                                   [this, tls](boost::asio::ip::tcp::socket s, std::size_t i) {
+                                   [this, tls](ClientSocket s, std::size_t i) {
                                      start_websocket(*this, *io_, i, std::move(s), tls);
                                    });
     if (!listener) {
@@ -83,10 +83,10 @@ Status GateCore::settle() {
     websocket_ = std::move(*listener);
   }
   if (!config_.tcp_addr.empty()) {
-    auto listener = Acceptor::open(*this, *io_, config_.tcp_addr,
-                                   [this, tls](boost::asio::ip::tcp::socket s, std::size_t i) {
-                                     start_tcp(*this, *io_, i, std::move(s), tls);
-                                   });
+    auto listener =
+        Acceptor::open(*this, *io_, config_.tcp_addr, [this, tls](ClientSocket s, std::size_t i) {
+          start_tcp(*this, *io_, i, std::move(s), tls);
+        });
     if (!listener) {
       websocket_.reset();
       io_.reset();
@@ -223,10 +223,13 @@ Result<detail::Target> GateCore::target(const std::string& service, DispatchKey 
 
 std::shared_ptr<Session> GateCore::register_session(const std::shared_ptr<Session>& session) {
   std::unique_lock lock(sessions_mu_);
-  by_id_[session->id()] = session;
-  std::shared_ptr<Session>& slot = by_uid_[session->uid()];
-  std::shared_ptr<Session> previous = std::move(slot);
-  slot = session;
+  by_id_.emplace(session->id(), session);
+  std::shared_ptr<Session> previous;
+  if (auto it = by_uid_.find(session->uid()); it != by_uid_.end()) {
+    previous = std::move(it->second);
+    by_uid_.erase(it);  // its key views the previous session's UID
+  }
+  by_uid_.emplace(session->uid(), session);
   return previous;
 }
 
@@ -276,13 +279,13 @@ void GateCore::publish_opened(const Session& session) {
 
 std::shared_ptr<Session> GateCore::find(std::string_view session_id) const {
   std::shared_lock lock(sessions_mu_);
-  auto it = by_id_.find(std::string(session_id));
+  auto it = by_id_.find(session_id);
   return it == by_id_.end() ? nullptr : it->second;
 }
 
 std::shared_ptr<Session> GateCore::find_uid(std::string_view uid) const {
   std::shared_lock lock(sessions_mu_);
-  auto it = by_uid_.find(std::string(uid));
+  auto it = by_uid_.find(uid);
   return it == by_uid_.end() ? nullptr : it->second;
 }
 

@@ -134,9 +134,11 @@ class GateCore final : public detail::Subsystem, public Gate {
   std::mutex targets_mu_;
   std::unordered_map<std::string, ServiceTargets> targets_;
 
+  // Keyed by views of the session's own id and UID: the entry holds the session, so the key
+  // lives as long as the entry (a UID's entry is re-keyed when another session takes it).
   mutable std::shared_mutex sessions_mu_;
-  std::unordered_map<std::string, std::shared_ptr<Session>> by_id_;
-  std::unordered_map<std::string, std::shared_ptr<Session>> by_uid_;
+  std::unordered_map<std::string_view, std::shared_ptr<Session>> by_id_;
+  std::unordered_map<std::string_view, std::shared_ptr<Session>> by_uid_;
 
   std::mutex groups_mu_;
   std::unordered_map<std::string, std::vector<std::shared_ptr<Session>>> groups_;

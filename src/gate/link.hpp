@@ -13,7 +13,7 @@ class io_context;
 namespace ember::gate {
 
 /// One client connection as a session sees it, whatever carries it (WebSocket, TCP, with or
-/// without TLS). A link lives on one I/O thread: everything but io() and remote() is called there.
+/// without TLS). A link lives on one I/O thread: everything but io() is called there.
 class Link {
  public:
   virtual ~Link() = default;
@@ -27,8 +27,9 @@ class Link {
   [[nodiscard]] virtual std::size_t queued_bytes() const noexcept = 0;
   /// The I/O thread's context, to post work onto it from another thread.
   virtual boost::asio::io_context& io() noexcept = 0;
-  /// host:port the client connected from.
-  [[nodiscard]] virtual const std::string& remote() const noexcept = 0;
+  /// host:port the client connected from ("?" once the socket closed). Asked once, by the
+  /// session, which keeps it: a link stores no copy.
+  [[nodiscard]] virtual std::string remote() const = 0;
 };
 
 }  // namespace ember::gate

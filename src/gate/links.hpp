@@ -3,12 +3,13 @@
 // socket's I/O thread, and carries one session from then on.
 #pragma once
 
-#include <boost/asio/ip/tcp.hpp>
 #include <cstddef>
 #include <ember/error.hpp>
 #include <memory>
 #include <string>
 #include <utility>  // before Boost.Asio (see io_pool.hpp)
+
+#include "gate/acceptor.hpp"
 
 namespace boost::asio::ssl {
 class context;
@@ -21,15 +22,15 @@ class IoPool;
 
 /// HTTP/1.1 upgraded to a WebSocket at WebSocketPath (StaticDir's files for plain GETs), over TLS
 /// when `tls` is set (Boost.Beast, kept in its own file: it is heavy to compile).
-void start_websocket(GateCore& gate, IoPool& pool, std::size_t index,
-                     boost::asio::ip::tcp::socket socket, boost::asio::ssl::context* tls);
+void start_websocket(GateCore& gate, IoPool& pool, std::size_t index, ClientSocket socket,
+                     boost::asio::ssl::context* tls);
 
 /// Frames of a 4-byte big-endian length and that many bytes, over TLS when `tls` is set.
-void start_tcp(GateCore& gate, IoPool& pool, std::size_t index, boost::asio::ip::tcp::socket socket,
+void start_tcp(GateCore& gate, IoPool& pool, std::size_t index, ClientSocket socket,
                boost::asio::ssl::context* tls);
 
 /// "host:port" of the socket's peer, or "?" once it is gone.
-std::string peer_address(const boost::asio::ip::tcp::socket& socket);
+std::string peer_address(const ClientSocket& socket);
 
 /// A server TLS context from GateConf.TlsConf (PEM chain and key), or why not.
 Result<std::shared_ptr<boost::asio::ssl::context>> make_tls_context(const std::string& cert_file,

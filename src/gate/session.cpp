@@ -229,11 +229,8 @@ void Session::on_login_result(
     return;
   }
   uid_ = std::move(result->first);
-  {
-    std::lock_guard lock(data_mu_);
-    for (auto& [k, v] : result->second) {
-      data_.insert_or_assign(k, std::move(v));
-    }
+  for (auto& [k, v] : result->second) {
+    set_data(k, std::move(v));
   }
   phase_ = Phase::open;
   deadline_ = SteadyClock::now() + gate_.config().idle_timeout;
@@ -449,16 +446,20 @@ void Session::post_kick(KickCode code, std::string reason) {
 
 Result<std::string> Session::data(std::string_view key) const {
   std::lock_guard lock(data_mu_);
-  auto it = data_.find(key);
-  if (it == data_.end()) {
-    return Error{Errc::not_found, "session " + id_ + " has no data '" + std::string(key) + "'"};
+  if (data_) {
+    if (const auto it = data_->find(key); it != data_->end()) {
+      return it->second;
+    }
   }
-  return it->second;
+  return Error{Errc::not_found, "session " + id_ + " has no data '" + std::string(key) + "'"};
 }
 
 void Session::set_data(std::string_view key, std::string value) {
   std::lock_guard lock(data_mu_);
-  data_.insert_or_assign(std::string(key), std::move(value));
+  if (!data_) {
+    data_ = std::make_unique<std::map<std::string, std::string, std::less<>>>();
+  }
+  data_->insert_or_assign(std::string(key), std::move(value));
 }
 
 }  // namespace ember::gate

@@ -20,17 +20,23 @@ using tcp = asio::ip::tcp;
 
 namespace {
 
-tcp::socket& lowest(tcp::socket& socket) {
+ClientSocket& lowest(ClientSocket& socket) {
   return socket;
 }
-tcp::socket& lowest(asio::ssl::stream<tcp::socket>& stream) {
+ClientSocket& lowest(asio::ssl::stream<ClientSocket>& stream) {
+  return stream.next_layer();
+}
+const ClientSocket& lowest(const ClientSocket& socket) {
+  return socket;
+}
+const ClientSocket& lowest(const asio::ssl::stream<ClientSocket>& stream) {
   return stream.next_layer();
 }
 
 template <class Stream>
 class TcpConnection final : public Link,
                             public std::enable_shared_from_this<TcpConnection<Stream>> {
-  static constexpr bool kTls = !std::is_same_v<Stream, tcp::socket>;
+  static constexpr bool kTls = !std::is_same_v<Stream, ClientSocket>;
 
  public:
   using std::enable_shared_from_this<TcpConnection<Stream>>::shared_from_this;
@@ -38,7 +44,6 @@ class TcpConnection final : public Link,
   template <class... Args>
   TcpConnection(GateCore& gate, IoPool& pool, std::size_t index, Args&&... stream_args)
       : gate_(gate), pool_(pool), index_(index), stream_(std::forward<Args>(stream_args)...) {
-    remote_ = peer_address(lowest(stream_));
     boost::system::error_code ec;
     lowest(stream_).set_option(tcp::no_delay(true), ec);
   }
@@ -99,7 +104,7 @@ class TcpConnection final : public Link,
   }
   [[nodiscard]] std::size_t queued_bytes() const noexcept override { return queued_bytes_; }
   asio::io_context& io() noexcept override { return pool_.context(index_); }
-  [[nodiscard]] const std::string& remote() const noexcept override { return remote_; }
+  [[nodiscard]] std::string remote() const override { return peer_address(lowest(stream_)); }
 
  private:
   struct Outgoing {
@@ -186,7 +191,7 @@ class TcpConnection final : public Link,
           [self = shared_from_this()](boost::system::error_code) { self->abort(); });
     } else {
       boost::system::error_code ignored;
-      stream_.shutdown(tcp::socket::shutdown_send, ignored);
+      stream_.shutdown(ClientSocket::shutdown_send, ignored);
       abort();
     }
   }
@@ -214,7 +219,6 @@ class TcpConnection final : public Link,
   std::array<std::uint8_t, 4> header_{};
   std::string body_;
   std::shared_ptr<Session> session_;
-  std::string remote_;
   std::vector<Outgoing> queue_;  // not a deque: see ws_link.cpp
   std::size_t queued_bytes_ = 0;
   bool ready_ = false;
@@ -225,18 +229,18 @@ class TcpConnection final : public Link,
 
 }  // namespace
 
-void start_tcp(GateCore& gate, IoPool& pool, std::size_t index, tcp::socket socket,
+void start_tcp(GateCore& gate, IoPool& pool, std::size_t index, ClientSocket socket,
                asio::ssl::context* tls) {
   if (tls != nullptr) {
-    std::make_shared<TcpConnection<asio::ssl::stream<tcp::socket>>>(gate, pool, index,
-                                                                    std::move(socket), *tls)
+    std::make_shared<TcpConnection<asio::ssl::stream<ClientSocket>>>(gate, pool, index,
+                                                                     std::move(socket), *tls)
         ->start();
   } else {
-    std::make_shared<TcpConnection<tcp::socket>>(gate, pool, index, std::move(socket))->start();
+    std::make_shared<TcpConnection<ClientSocket>>(gate, pool, index, std::move(socket))->start();
   }
 }
 
-std::string peer_address(const tcp::socket& socket) {
+std::string peer_address(const ClientSocket& socket) {
   boost::system::error_code ec;
   const tcp::endpoint peer = socket.remote_endpoint(ec);
   return ec ? std::string("?") : peer.address().to_string() + ":" + std::to_string(peer.port());

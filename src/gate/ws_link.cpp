@@ -99,16 +99,14 @@ class LazyReadBuffer {
 template <class NextLayer>
 class WsConnection final : public Link,
                            public std::enable_shared_from_this<WsConnection<NextLayer>> {
-  static constexpr bool kTls = !std::is_same_v<NextLayer, tcp::socket>;
+  static constexpr bool kTls = !std::is_same_v<NextLayer, ClientSocket>;
 
  public:
   using std::enable_shared_from_this<WsConnection<NextLayer>>::shared_from_this;
 
   template <class... Args>
   WsConnection(GateCore& gate, IoPool& pool, std::size_t index, Args&&... stream_args)
-      : gate_(gate), pool_(pool), index_(index), ws_(std::forward<Args>(stream_args)...) {
-    remote_ = peer_address(beast::get_lowest_layer(ws_));
-  }
+      : gate_(gate), pool_(pool), index_(index), ws_(std::forward<Args>(stream_args)...) {}
   // Counted by the acceptor when it handed the socket over.
   ~WsConnection() override { gate_.connections.fetch_sub(1, std::memory_order_relaxed); }
 
@@ -161,7 +159,9 @@ class WsConnection final : public Link,
   }
   [[nodiscard]] std::size_t queued_bytes() const noexcept override { return queued_bytes_; }
   asio::io_context& io() noexcept override { return pool_.context(index_); }
-  [[nodiscard]] const std::string& remote() const noexcept override { return remote_; }
+  [[nodiscard]] std::string remote() const override {
+    return peer_address(beast::get_lowest_layer(ws_));
+  }
 
  private:
   void read_http() {
@@ -365,7 +365,6 @@ class WsConnection final : public Link,
   // Only while the connection speaks HTTP: an idle WebSocket keeps nothing of it.
   std::unique_ptr<http::request_parser<http::empty_body>> parser_;
   std::shared_ptr<Session> session_;
-  std::string remote_;
   // A vector, not a deque: an empty deque still holds a 512-byte block, on every idle session.
   std::vector<std::shared_ptr<const std::string>> queue_;
   std::size_t queued_bytes_ = 0;
@@ -378,14 +377,14 @@ class WsConnection final : public Link,
 
 }  // namespace
 
-void start_websocket(GateCore& gate, IoPool& pool, std::size_t index, tcp::socket socket,
+void start_websocket(GateCore& gate, IoPool& pool, std::size_t index, ClientSocket socket,
                      asio::ssl::context* tls) {
   if (tls != nullptr) {
-    std::make_shared<WsConnection<beast::ssl_stream<tcp::socket>>>(gate, pool, index,
-                                                                   std::move(socket), *tls)
+    std::make_shared<WsConnection<beast::ssl_stream<ClientSocket>>>(gate, pool, index,
+                                                                    std::move(socket), *tls)
         ->start();
   } else {
-    std::make_shared<WsConnection<tcp::socket>>(gate, pool, index, std::move(socket))->start();
+    std::make_shared<WsConnection<ClientSocket>>(gate, pool, index, std::move(socket))->start();
   }
 }
 

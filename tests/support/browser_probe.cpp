@@ -77,8 +77,8 @@ std::optional<std::string> string_field(std::string_view message, std::string_vi
       case 'r': break;
       case 'u':
         if (i + 4 < message.size() && message.substr(i + 1, 2) == "00") {
-          value += static_cast<char>(std::strtol(std::string(message.substr(i + 3, 2)).c_str(),
-                                                 nullptr, 16));
+          value += static_cast<char>(
+              std::strtol(std::string(message.substr(i + 3, 2)).c_str(), nullptr, 16));
           i += 4;
         } else {
           value += "\\u";
@@ -115,9 +115,9 @@ class Browser {
         ::_exit(127);
       }
       const std::string profile_arg = "--user-data-dir=" + profile;
-      const char* argv[] = {chrome.c_str(),     "--headless",           "--no-sandbox",
-                            "--disable-gpu",    "--no-first-run",       "--remote-debugging-pipe",
-                            profile_arg.c_str(), "about:blank",          nullptr};
+      const char* argv[] = {chrome.c_str(),      "--headless",     "--no-sandbox",
+                            "--disable-gpu",     "--no-first-run", "--remote-debugging-pipe",
+                            profile_arg.c_str(), "about:blank",    nullptr};
       ::execv(chrome.c_str(), const_cast<char* const*>(argv));
       std::perror("browser_probe: exec");
       ::_exit(127);
@@ -279,8 +279,8 @@ int probe(Browser& browser, const Options& options) {
     return 2;
   }
   const auto attached = browser.command(
-      "Target.attachToTarget",
-      "{\"targetId\":" + json_quote(*target_id) + ",\"flatten\":true}", "", deadline);
+      "Target.attachToTarget", "{\"targetId\":" + json_quote(*target_id) + ",\"flatten\":true}", "",
+      deadline);
   const auto session = attached ? string_field(*attached, "sessionId") : std::nullopt;
   if (!session) {
     std::fprintf(stderr, "browser_probe: could not attach to the page\n");
@@ -295,8 +295,8 @@ int probe(Browser& browser, const Options& options) {
             std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - start);
         std::printf("%s\n(after %lld ms)\n", last.c_str(), static_cast<long long>(waited.count()));
         if (!options.report.empty()) {
-          const auto report = evaluate(browser, *session, options.report,
-                                       Clock::now() + std::chrono::seconds(5));
+          const auto report =
+              evaluate(browser, *session, options.report, Clock::now() + std::chrono::seconds(5));
           std::printf("%s\n", report.value_or("(report not evaluated)").c_str());
         }
         return 0;
