@@ -48,6 +48,12 @@ class RequestOrigin {
   virtual ~RequestOrigin() = default;
   /// True once the origin is gone (the client disconnected).
   [[nodiscard]] virtual bool ended() const noexcept = 0;
+  /// How it travels with requests to services on other nodes: its identity, encoded by its
+  /// owner (the gateway decodes it again there). False: it stays on its node.
+  virtual bool wire_identity(std::string& out) const {
+    (void)out;
+    return false;
+  }
 };
 
 /// What the runtime fills in a Context. Shared pieces are immutable and shared along a call

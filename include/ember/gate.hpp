@@ -61,6 +61,7 @@ enum class KickCode : std::uint32_t {
 struct SessionRef {
   std::string id;
   std::string uid;
+  std::string gate_node;  ///< the node whose gateway holds the client's connection
 };
 
 /// The client session a request came from (directly or through other services' calls), or

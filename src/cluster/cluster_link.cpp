@@ -192,13 +192,17 @@ class RemoteSource {
 
   [[nodiscard]] std::string_view method() const noexcept { return request().method(); }
   [[nodiscard]] Clock::time_point deadline() const noexcept { return call_.deadline(); }
-  /// A session's identity does not cross nodes yet: a remote request has no origin of its own.
-  [[nodiscard]] static bool origin_ended() noexcept { return false; }
+  /// A request its origin (a client session on another node) made itself, after that node said
+  /// the origin ended.
+  [[nodiscard]] bool origin_ended() {
+    return request().ends_with_origin() && origin() != nullptr && origin()->ended();
+  }
   [[nodiscard]] const std::shared_ptr<Responder>& responder() const noexcept {
     return call_.responder();
   }
   std::optional<std::string> offered_type_if_not(const MethodEntry& entry) const {
-    if (request().payload_type() == entry.request_type->full_name()) {
+    if (request().serialized_payload() ||
+        request().payload_type() == entry.request_type->full_name()) {
       return std::nullopt;
     }
     return request().payload_type();
@@ -213,8 +217,14 @@ class RemoteSource {
   std::optional<Error> decode(const MethodEntry& entry) {
     std::shared_ptr<AnyMessage> payload(entry.request_prototype->New());
     if (!payload->ParseFromString(request().payload())) {
-      return Error{Errc::bad_argument_type, "the payload of '" + request().method() +
-                                                "' does not parse as " + request().payload_type()};
+      // Sent serialized, it is a client's payload: its bytes are wrong, not its sender's types.
+      return request().serialized_payload()
+                 ? Error{Errc::invalid_argument, "the payload of '" + request().method() +
+                                                     "' does not parse as " +
+                                                     entry.request_type->full_name()}
+                 : Error{Errc::bad_argument_type, "the payload of '" + request().method() +
+                                                      "' does not parse as " +
+                                                      request().payload_type()};
     }
     payload_ = std::move(payload);
     return std::nullopt;
@@ -224,14 +234,28 @@ class RemoteSource {
   }
   const Context& context() {
     decode_context(request(), call_.deadline(), context_);
+    if (origin() != nullptr) {
+      state(context_).origin = origin_;
+      state(context_).ends_with_origin = request().ends_with_origin();
+    }
     return context_;
   }
 
  private:
   [[nodiscard]] const wire::RemoteRequest& request() const noexcept { return call_.request(); }
+  // Looked up once per request, on the worker, and only for a request that carries one.
+  const std::shared_ptr<RemoteOrigin>& origin() {
+    if (!origin_ && !request().origin().empty()) {
+      origin_ = Messaging::of(ServiceCore::current()->node())
+                    .remote_origins()
+                    .find_or_add(request().origin());
+    }
+    return origin_;
+  }
 
   const RemoteCall& call_;
   std::shared_ptr<const AnyMessage> payload_;
+  std::shared_ptr<RemoteOrigin> origin_;
   Context context_;
 };
 
@@ -298,8 +322,13 @@ void ClusterLink::stop() {
     left.swap(waiting_);
   }
   for (auto& [id, w] : left) {
-    w.pending->complete(Error{Errc::node_unreachable,
-                              "this node left the cluster before node " + w.node + " answered"});
+    Error why{Errc::node_unreachable,
+              "this node left the cluster before node " + w.node + " answered"};
+    if (w.pending) {
+      w.pending->complete(std::move(why));
+    } else {
+      w.serialized->deliver(std::move(why));
+    }
   }
 }
 
@@ -316,22 +345,52 @@ Status ClusterLink::send_request(const Target& target, const CallSpec& spec, con
       !encoded) {
     return encoded;
   }
-  if (pending) {
+  frame_request(reused, frame);
+  return send_framed(
+      pid, id,
+      Waiting{pending, nullptr, spec.response_prototype, pid.node_id, state(context).deadline},
+      pending != nullptr, frame);
+}
+
+Status ClusterLink::send_serialized_request(const Target& target, std::string_view method,
+                                            std::string_view payload, const Context& context,
+                                            const std::shared_ptr<Responder>& responder) {
+  const Pid& pid = target.pid();
+  thread_local wire::RemoteRequest reused;
+  thread_local std::string frame;
+  const std::uint64_t id = next_id_.fetch_add(1, std::memory_order_relaxed);
+  encode_serialized_request(pid, method, payload, context, RequestIdentity{id, incarnation_},
+                            responder != nullptr, address_, reused);
+  frame_request(reused, frame);
+  return send_framed(pid, id,
+                     Waiting{nullptr, responder, nullptr, pid.node_id, state(context).deadline},
+                     responder != nullptr, frame);
+}
+
+Status ClusterLink::send_framed(const Pid& pid, std::uint64_t id, Waiting waiting, bool wants_reply,
+                                const std::string& frame) {
+  if (wants_reply) {
     std::lock_guard lock(mu_);
-    waiting_[id] =
-        Waiting{pending, spec.response_prototype, pid.node_id, detail::state(context).deadline};
+    waiting_[id] = std::move(waiting);
     if (++inserts_ % 1024 == 0) {
       purge_locked();
     }
   }
-  frame_request(reused, frame);
   // A call waits for its reply: written at once when the connection is idle. Sends batch.
-  Status sent = transport_->send(pid.node_id, pid.address, frame, /*urgent=*/pending != nullptr);
-  if (!sent && pending) {
+  Status sent = transport_->send(pid.node_id, pid.address, frame, /*urgent=*/wants_reply);
+  if (!sent && wants_reply) {
     std::lock_guard lock(mu_);
     waiting_.erase(id);
   }
   return sent;
+}
+
+void ClusterLink::send_origin_ended(const std::string& node, const std::string& address,
+                                    std::string_view identity) {
+  wire::Envelope envelope;
+  envelope.mutable_origin_ended()->set_origin(std::string(identity));
+  // Not urgent: it follows the requests it concerns on the same connection, in order.
+  (void)transport_->send(node, address, envelope.SerializeAsString(), /*urgent=*/false);
 }
 
 void ClusterLink::purge_locked() {
@@ -339,7 +398,9 @@ void ClusterLink::purge_locked() {
   // the ones nobody waits for any more.
   auto now = Clock::now();
   for (auto it = waiting_.begin(); it != waiting_.end();) {
-    if (it->second.pending->done.load() || it->second.deadline < now) {
+    const Waiting& w = it->second;
+    const bool answered = w.pending ? w.pending->done.load() : !w.serialized->waiting();
+    if (answered || w.deadline < now) {
       it = waiting_.erase(it);
     } else {
       ++it;
@@ -418,6 +479,8 @@ void ClusterLink::on_frame(const std::string& from, std::string_view bytes) {
     handle_reply(*envelope.mutable_reply());
   } else if (envelope.has_event()) {
     handle_event(envelope.event());
+  } else if (envelope.has_origin_ended()) {
+    Messaging::of(node_).remote_origins().end(envelope.origin_ended().origin());
   }
 }
 
@@ -502,6 +565,15 @@ void ClusterLink::handle_reply(wire::RemoteReply& reply) {
     w = std::move(it->second);
     waiting_.erase(it);
   }
+  if (w.serialized) {
+    if (reply.code() != 0) {
+      AnyReply failed = decode_reply(reply, nullptr, w.node);
+      w.serialized->deliver_serialized(std::move(failed).error());
+    } else {
+      w.serialized->deliver_serialized(std::move(*reply.mutable_payload()));
+    }
+    return;
+  }
   std::shared_ptr<PendingCall> pending = std::move(w.pending);
   AnyReply result = decode_reply(reply, w.prototype, w.node);
   if (!pending->complete(std::move(result))) {
@@ -513,12 +585,12 @@ void ClusterLink::on_peer(const std::string& node, bool up, const net::Transport
   if (up) {
     return;
   }
-  std::vector<std::shared_ptr<PendingCall>> failed;
+  std::vector<Waiting> failed;
   {
     std::lock_guard lock(mu_);
     for (auto it = waiting_.begin(); it != waiting_.end();) {
       if (it->second.node == node) {
-        failed.push_back(std::move(it->second.pending));
+        failed.push_back(std::move(it->second));
         it = waiting_.erase(it);
       } else {
         ++it;
@@ -535,8 +607,12 @@ void ClusterLink::on_peer(const std::string& node, bool up, const net::Transport
                           : Error{Errc::node_unreachable,
                                   "node " + node + " went down before answering" +
                                       (loss.why.empty() ? std::string() : " (" + loss.why + ")")};
-  for (auto& p : failed) {
-    p->complete(error);
+  for (auto& w : failed) {
+    if (w.pending) {
+      w.pending->complete(error);
+    } else {
+      w.serialized->deliver(error);
+    }
   }
 }
 

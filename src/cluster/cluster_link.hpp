@@ -46,6 +46,11 @@ class ClusterLink final : public RemoteRouter, public std::enable_shared_from_th
 
   Status send_request(const Target& target, const CallSpec& spec, const Context& context,
                       const std::shared_ptr<PendingCall>& pending) override;
+  Status send_serialized_request(const Target& target, std::string_view method,
+                                 std::string_view payload, const Context& context,
+                                 const std::shared_ptr<Responder>& responder) override;
+  void send_origin_ended(const std::string& node, const std::string& address,
+                         std::string_view identity) override;
 
   /// "host:port" other nodes use to reach this one.
   [[nodiscard]] std::string address() const override { return address_; }
@@ -79,6 +84,8 @@ class ClusterLink final : public RemoteRouter, public std::enable_shared_from_th
   struct Waiting {
     // Owned here: for a remote AsyncCall nothing else keeps the call alive until its reply.
     std::shared_ptr<PendingCall> pending;
+    // Instead of `pending`, for a request sent serialized: takes the reply's payload unparsed.
+    std::shared_ptr<Responder> serialized;
     const AnyMessage* prototype = nullptr;
     std::string node;
     std::chrono::steady_clock::time_point deadline;
@@ -91,6 +98,9 @@ class ClusterLink final : public RemoteRouter, public std::enable_shared_from_th
   bool seen(const std::string& from, std::uint64_t incarnation, std::uint64_t id,
             std::shared_ptr<Responder>* send_responder);
   void purge_locked();
+  /// Registers the wait for a reply and sends the framed request; on failure nothing waits.
+  Status send_framed(const Pid& pid, std::uint64_t id, Waiting waiting, bool wants_reply,
+                     const std::string& frame);
 
   NodeImpl& node_;
   std::unique_ptr<net::Transport> transport_;

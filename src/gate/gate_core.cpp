@@ -210,13 +210,13 @@ Result<detail::Target> GateCore::target(const std::string& service, DispatchKey 
   std::lock_guard lock(targets_mu_);
   ServiceTargets& cached = targets_[service];
   if (cached.version != version || cached.targets.empty()) {
+    // Every instance in the cluster, here or on other nodes: a player's key picks the same one
+    // from every gateway.
     cached.targets = repository.select(Selector::name(service));
-    // Only this node's instances: a client request does not cross nodes yet.
-    std::erase_if(cached.targets, [](const detail::Target& t) { return !t.anchor; });
     cached.version = version;
   }
   if (cached.targets.empty()) {
-    return Error{Errc::not_found, "no service " + service + " on this node"};
+    return Error{Errc::not_found, "no service " + service + " in the cluster"};
   }
   return cached.targets[detail::pick_by_key(cached.targets, key)];
 }
@@ -331,11 +331,20 @@ bool Gate::exists(Node& node) noexcept {
 
 std::optional<SessionRef> session_of(const Context& context) {
   const auto& origin = detail::state(context).origin;
-  const auto* session = dynamic_cast<const Session*>(origin.get());
-  if (session == nullptr || session->uid().empty()) {
+  if (const auto* session = dynamic_cast<const Session*>(origin.get())) {
+    if (session->uid().empty()) {
+      return std::nullopt;  // the login request: nobody is logged in yet
+    }
+    return SessionRef{session->id(), session->uid(), session->gate_node()};
+  }
+  // A session of another node's gateway, as the request carried it here.
+  std::string bytes;
+  SessionIdentity identity;
+  if (origin == nullptr || !origin->wire_identity(bytes) || !identity.ParseFromString(bytes) ||
+      identity.uid().empty()) {
     return std::nullopt;
   }
-  return SessionRef{session->id(), session->uid()};
+  return SessionRef{identity.session_id(), identity.uid(), identity.gate_node()};
 }
 
 }  // namespace ember::gate

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "gate/session.hpp"
 
+#include <algorithm>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/post.hpp>
 #include <utility>  // before Boost.Asio (see io_pool.hpp)
@@ -10,6 +11,7 @@
 #include "gate/gate_core.hpp"
 #include "rpc/bytes_request.hpp"
 #include "rpc/calls.hpp"
+#include "rpc/messaging.hpp"
 
 namespace ember::gate {
 
@@ -48,8 +50,6 @@ class ClientResponder final : public detail::Responder,
     }
     ServerFrame frame;
     Response& response = *frame.mutable_response();
-    response.set_seq(seq_);
-    response.set_route_id(route_id_);
     if (result) {
       if (*result && !(*result)->SerializeToString(response.mutable_payload())) {
         response.clear_payload();
@@ -57,9 +57,31 @@ class ClientResponder final : public detail::Responder,
         response.set_error("the response does not serialize");
       }
     } else {
-      response.set_status(static_cast<std::uint32_t>(result.error().code()));
-      response.set_error(result.error().message());
+      set_error(response, result.error());
     }
+    send(frame);
+  }
+  /// From a service on another node: the payload goes to the client as the service serialized it.
+  void deliver_serialized(Result<std::string> result) override {
+    if (answered_.exchange(true, std::memory_order_acq_rel)) {
+      return;
+    }
+    ServerFrame frame;
+    Response& response = *frame.mutable_response();
+    if (result) {
+      response.set_payload(std::move(*result));
+    } else {
+      set_error(response, result.error());
+    }
+    send(frame);
+  }
+  static void set_error(Response& response, const Error& error) {
+    response.set_status(static_cast<std::uint32_t>(error.code()));
+    response.set_error(error.message());
+  }
+  void send(ServerFrame& frame) {
+    frame.mutable_response()->set_seq(seq_);
+    frame.mutable_response()->set_route_id(route_id_);
     std::shared_ptr<const std::string> bytes = serialize(frame);
     Session& session = *session_;
     boost::asio::post(session.link_io_,
@@ -93,16 +115,41 @@ class LoginResponder final : public detail::Responder {
  public:
   explicit LoginResponder(std::shared_ptr<Session> session) : session_(std::move(session)) {}
   void deliver(detail::AnyReply result) override {
+    if (!result) {
+      finish(result.error());
+    } else if (!*result || (*result)->GetDescriptor() != LoginReply::descriptor()) {
+      finish(Error{Errc::bad_argument_type,
+                   "the login method must return ember.gate.LoginReply, it returned " +
+                       (*result ? (*result)->GetDescriptor()->full_name() : "nothing")});
+    } else {
+      finish(static_cast<const LoginReply&>(**result));
+    }
+  }
+  /// From a login method on another node. (Its return type is checked there only against what
+  /// the caller expects, and a serialized request names none: a reply that is not a LoginReply
+  /// shows here as one that does not parse or carries no uid.)
+  void deliver_serialized(Result<std::string> result) override {
+    LoginReply reply;
+    if (!result) {
+      finish(result.error());
+    } else if (!reply.ParseFromString(*result)) {
+      finish(Error{Errc::bad_argument_type,
+                   "the login method must return ember.gate.LoginReply; its reply does not parse "
+                   "as one"});
+    } else {
+      finish(reply);
+    }
+  }
+  [[nodiscard]] bool wants_reply() const noexcept override { return true; }
+
+ private:
+  void finish(Result<LoginReply> result) {
     Result<std::pair<std::string, std::map<std::string, std::string>>> outcome =
         Error{Errc::internal, "unset"};
     if (!result) {
       outcome = result.error();
-    } else if (!*result || (*result)->GetDescriptor() != LoginReply::descriptor()) {
-      outcome = Error{Errc::bad_argument_type,
-                      "the login method must return ember.gate.LoginReply, it returned " +
-                          (*result ? (*result)->GetDescriptor()->full_name() : "nothing")};
     } else {
-      const auto& reply = static_cast<const LoginReply&>(**result);
+      const LoginReply& reply = *result;
       if (reply.uid().empty()) {
         outcome = Error{Errc::invalid_argument, "the login method returned no uid"};
       } else {
@@ -115,9 +162,7 @@ class LoginResponder final : public detail::Responder {
       s->on_login_result(std::move(outcome));
     });
   }
-  [[nodiscard]] bool wants_reply() const noexcept override { return true; }
 
- private:
   std::shared_ptr<Session> session_;
 };
 
@@ -205,9 +250,8 @@ void Session::on_hello(const Hello& hello, SteadyClock::time_point now) {
   state.deadline = Clock::now() + gate_.config().request_timeout;
   state.origin = shared_from_this();
   state.ends_with_origin = true;
-  Status posted = detail::post_bytes_request(*target, login.substr(dot + 1),
-                                             request.SerializeAsString(), std::move(context),
-                                             std::make_shared<LoginResponder>(shared_from_this()));
+  Status posted = post(*target, login.substr(dot + 1), request.SerializeAsString(),
+                       std::move(context), std::make_shared<LoginResponder>(shared_from_this()));
   if (!posted) {
     gate_.logins_failed.fetch_add(1, std::memory_order_relaxed);
     kick_now(KickCode::login_failed, "login is unavailable");
@@ -324,8 +368,7 @@ void Session::on_request(const Request& request, SteadyClock::time_point now) {
     in_flight_.push_back(responder);
   }
   gate_.requests.fetch_add(1, std::memory_order_relaxed);
-  Status posted = detail::post_bytes_request(*target, route->method, request.payload(),
-                                             std::move(context), responder);
+  Status posted = post(*target, route->method, request.payload(), std::move(context), responder);
   if (!posted && responder) {
     responder->deliver(posted.error());
   }
@@ -422,7 +465,44 @@ void Session::end(std::string_view reason) {
     r->expire();
   }
   in_flight_.clear();
+  if (remote_nodes_) {
+    std::string identity;
+    wire_identity(identity);
+    detail::RemoteRouter* remote = detail::Messaging::of(gate_.node()).remote();
+    for (const auto& [node, address] : *remote_nodes_) {
+      remote->send_origin_ended(node, address, identity);
+    }
+  }
   gate_.session_ended(*this, end_reason_);
+}
+
+Status Session::post(const detail::Target& target, std::string method, std::string payload,
+                     Context context, std::shared_ptr<detail::Responder> responder) {
+  if (!target.anchor) {
+    if (!remote_nodes_) {
+      remote_nodes_ = std::make_unique<std::vector<std::pair<std::string, std::string>>>();
+    }
+    const Pid& pid = target.pid();
+    const bool known = std::any_of(remote_nodes_->begin(), remote_nodes_->end(),
+                                   [&](const auto& n) { return n.first == pid.node_id; });
+    if (!known) {
+      remote_nodes_->emplace_back(pid.node_id, pid.address);
+    }
+  }
+  return detail::post_bytes_request(gate_.node(), target, std::move(method), std::move(payload),
+                                    std::move(context), std::move(responder));
+}
+
+bool Session::wire_identity(std::string& out) const {
+  SessionIdentity identity;
+  identity.set_session_id(id_);
+  identity.set_uid(uid_);
+  identity.set_gate_node(gate_node());
+  return identity.SerializeToString(&out);
+}
+
+const std::string& Session::gate_node() const noexcept {
+  return gate_.node().config.node_id;
 }
 
 void Session::on_link_closed() {

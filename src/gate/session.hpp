@@ -15,6 +15,11 @@
 
 #include "gate/link.hpp"
 
+namespace ember::detail {
+struct Target;
+class Responder;
+}  // namespace ember::detail
+
 namespace ember::gate {
 
 class GateCore;
@@ -59,6 +64,10 @@ class Session final : public detail::RequestOrigin, public std::enable_shared_fr
   [[nodiscard]] bool ended() const noexcept override {
     return ended_.load(std::memory_order_acquire);
   }
+  /// An ember.gate.SessionIdentity: how requests carry the session to other nodes.
+  bool wire_identity(std::string& out) const override;
+  /// The node this gateway runs on.
+  [[nodiscard]] const std::string& gate_node() const noexcept;
   /// Set once at login, before the session is registered: stable to whoever finds it there.
   [[nodiscard]] const std::string& id() const noexcept { return id_; }
   [[nodiscard]] const std::string& uid() const noexcept { return uid_; }
@@ -82,6 +91,10 @@ class Session final : public detail::RequestOrigin, public std::enable_shared_fr
   void on_login_result(Result<std::pair<std::string, std::map<std::string, std::string>>> result);
   void on_request(const Request& request, SteadyClock::time_point now);
   void answer(std::uint32_t seq, Errc code, std::string_view error, std::uint32_t route_id = 0);
+  /// Posts a request the session makes itself, to this node or another; a node it reaches is told
+  /// when the session ends.
+  Status post(const detail::Target& target, std::string method, std::string payload,
+              Context context, std::shared_ptr<detail::Responder> responder);
   void on_answered(ClientResponder* responder, std::shared_ptr<const std::string> frame);
 
   GateCore& gate_;
@@ -99,6 +112,8 @@ class Session final : public detail::RequestOrigin, public std::enable_shared_fr
   SteadyClock::time_point refilled_{};
   std::uint32_t refused_in_a_row_ = 0;
   std::vector<std::shared_ptr<ClientResponder>> in_flight_;
+  // Other nodes (id, address) its requests went to; allocated at the first (I/O thread only).
+  std::unique_ptr<std::vector<std::pair<std::string, std::string>>> remote_nodes_;
   mutable std::mutex data_mu_;
   // Allocated at the first value: most sessions keep none, and an empty map is 48 bytes.
   std::unique_ptr<std::map<std::string, std::string, std::less<>>> data_;

@@ -79,6 +79,15 @@ class Responder {
  public:
   virtual ~Responder() = default;
   virtual void deliver(AnyReply result) = 0;
+  /// The outcome of a request sent with its payload serialized (send_serialized_request): the
+  /// response as the callee serialized it, unparsed. Only responders that send such requests
+  /// receive it.
+  virtual void deliver_serialized(Result<std::string> response) {
+    deliver(response ? AnyReply{Error{Errc::internal,
+                                      "a serialized response reached a "
+                                      "responder that cannot take it"}}
+                     : AnyReply{response.error()});
+  }
   /// Send has nobody waiting: errors are only logged.
   [[nodiscard]] virtual bool wants_reply() const noexcept = 0;
   /// Whether an outcome delivered now can still reach a waiting caller. A remote caller's state

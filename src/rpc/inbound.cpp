@@ -172,12 +172,17 @@ void BytesRequest::run() {
 
 }  // namespace
 
-Status post_bytes_request(const Target& target, std::string method, std::string payload,
-                          Context context, std::shared_ptr<Responder> responder) {
+Status post_bytes_request(NodeImpl& node, const Target& target, std::string method,
+                          std::string payload, Context context,
+                          std::shared_ptr<Responder> responder) {
   if (!target.anchor) {
-    return Error{Errc::node_unreachable,
-                 "service " + target.pid().to_string() +
-                     " is on another node; client requests reach services of the gateway's node"};
+    RemoteRouter* remote = Messaging::of(node).remote();
+    if (remote == nullptr) {
+      return Error{Errc::node_unreachable, "service " + target.pid().to_string() +
+                                               " is on another node, and this one "
+                                               "is not in a cluster"};
+    }
+    return remote->send_serialized_request(target, method, payload, context, responder);
   }
   auto* request = new BytesRequest(std::move(method), std::move(payload), std::move(responder),
                                    std::move(context));

@@ -18,6 +18,7 @@
 #include "core/subsystem.hpp"
 #include "rpc/events.hpp"
 #include "rpc/remote.hpp"
+#include "rpc/remote_origins.hpp"
 #include "rpc/repository.hpp"
 
 namespace ember::detail {
@@ -51,6 +52,8 @@ class Messaging final : public Subsystem {
 
   [[nodiscard]] Repository& repository() noexcept { return repository_; }
   [[nodiscard]] LocalEventBus& events() noexcept { return events_; }
+  /// Origins (client sessions) that requests from other nodes carried here.
+  [[nodiscard]] RemoteOrigins& remote_origins() noexcept { return remote_origins_; }
   /// Null on a node outside a cluster. Set once by the cluster subsystem's start (before any
   /// service exists), or by a test that attaches a bare transport, so workers read it unlocked.
   [[nodiscard]] RemoteRouter* remote() const noexcept { return remote_.get(); }
@@ -74,6 +77,7 @@ class Messaging final : public Subsystem {
   std::shared_ptr<RemoteRouter> remote_;
   bool owns_remote_ = false;
   LocalEventBus events_;
+  RemoteOrigins remote_origins_;
   std::shared_ptr<EventRouter> event_router_;
   std::atomic<std::uint64_t> late_replies_{0};
   std::atomic<std::uint64_t> pending_calls_{0};

@@ -27,6 +27,16 @@ class RemoteRouter {
   /// On failure nothing was sent and the error says why.
   virtual Status send_request(const Target& target, const CallSpec& spec, const Context& context,
                               const std::shared_ptr<PendingCall>& pending) = 0;
+  /// Sends a request whose payload is still serialized (a game client's, through the gateway):
+  /// the callee parses it as its method's request type, and the reply's payload reaches
+  /// `responder` as it came (Responder::deliver_serialized). Null `responder`: nobody waits.
+  virtual Status send_serialized_request(const Target& target, std::string_view method,
+                                         std::string_view payload, const Context& context,
+                                         const std::shared_ptr<Responder>& responder) = 0;
+  /// Tells `node` that an origin whose requests this node sent it has ended: it drops those not
+  /// yet started. Sent after them on the same ordered connection; lost if the node is down.
+  virtual void send_origin_ended(const std::string& node, const std::string& address,
+                                 std::string_view identity) = 0;
   /// Where other nodes reach this one (host:port); events sent through NATS carry it as origin.
   [[nodiscard]] virtual std::string address() const { return {}; }
   /// Stops sending and fails the calls still waiting for a reply.

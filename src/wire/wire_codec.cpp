@@ -172,6 +172,9 @@ void reset_request(wire::RemoteRequest& r) {
   r.clear_reply_address();
   r.set_incarnation(0);
   r.set_deadline_unix_us(0);
+  r.clear_origin();
+  r.set_ends_with_origin(false);
+  r.set_serialized_payload(false);
   const auto* reflection = r.GetReflection();
   if (!reflection->GetUnknownFields(r).empty()) {
     reflection->MutableUnknownFields(&r)->Clear();
@@ -181,9 +184,12 @@ void reset_request(wire::RemoteRequest& r) {
   assert(r.ByteSizeLong() == 2 && "reset_request misses a field of wire.RemoteRequest");
 }
 
-Status encode_request(const Pid& target, const CallSpec& spec, const Context& context,
-                      RequestIdentity identity, bool wants_reply, const std::string& reply_address,
-                      wire::RemoteRequest& out) {
+namespace {
+
+// Everything but the payload and the types.
+void encode_request_head(const Pid& target, std::string_view method, const Context& context,
+                         RequestIdentity identity, bool wants_reply,
+                         const std::string& reply_address, wire::RemoteRequest& out) {
   reset_request(out);
   out.set_id(identity.id);
   out.set_incarnation(identity.incarnation);
@@ -192,13 +198,7 @@ Status encode_request(const Pid& target, const CallSpec& spec, const Context& co
     uid.append(std::to_string(target.server_id)).append(".").append(target.name).append(".");
     uid.append(target.id).append(".").append(target.node_id);
   }
-  out.mutable_method()->assign(spec.method);
-  const AnyMessage& payload = spec.message();
-  out.mutable_payload_type()->assign(payload.GetDescriptor()->full_name());
-  if (!payload.SerializeToString(out.mutable_payload())) {
-    return Error{Errc::invalid_argument,
-                 "the request of '" + std::string(spec.method) + "' does not serialize"};
-  }
+  out.mutable_method()->assign(method);
   const ContextState& state = detail::state(context);
   out.set_priority(state.priority == Priority::system ? 1 : 0);
   out.set_key_hash(state.key.has_value() ? state.key.hash() : 0);
@@ -216,11 +216,36 @@ Status encode_request(const Pid& target, const CallSpec& spec, const Context& co
   }
   out.set_wants_reply(wants_reply);
   to_wire(context.caller(), *out.mutable_caller());
+  out.set_reply_address(reply_address);
+  if (state.origin && state.origin->wire_identity(*out.mutable_origin())) {
+    out.set_ends_with_origin(state.ends_with_origin);
+  }
+}
+
+}  // namespace
+
+Status encode_request(const Pid& target, const CallSpec& spec, const Context& context,
+                      RequestIdentity identity, bool wants_reply, const std::string& reply_address,
+                      wire::RemoteRequest& out) {
+  encode_request_head(target, spec.method, context, identity, wants_reply, reply_address, out);
+  const AnyMessage& payload = spec.message();
+  out.mutable_payload_type()->assign(payload.GetDescriptor()->full_name());
+  if (!payload.SerializeToString(out.mutable_payload())) {
+    return Error{Errc::invalid_argument,
+                 "the request of '" + std::string(spec.method) + "' does not serialize"};
+  }
   if (wants_reply && spec.response_prototype != nullptr) {
     out.set_response_type(spec.response_prototype->GetDescriptor()->full_name());
   }
-  out.set_reply_address(reply_address);
   return {};
+}
+
+void encode_serialized_request(const Pid& target, std::string_view method, std::string_view payload,
+                               const Context& context, RequestIdentity identity, bool wants_reply,
+                               const std::string& reply_address, wire::RemoteRequest& out) {
+  encode_request_head(target, method, context, identity, wants_reply, reply_address, out);
+  out.mutable_payload()->assign(payload);
+  out.set_serialized_payload(true);
 }
 
 void frame_request(const wire::RemoteRequest& request, std::string& frame) {

@@ -79,6 +79,11 @@ struct RequestIdentity {
 Status encode_request(const Pid& target, const CallSpec& spec, const Context& context,
                       RequestIdentity identity, bool wants_reply, const std::string& reply_address,
                       wire::RemoteRequest& out);
+/// The same for a payload kept serialized (a client's, through the gateway): no types are sent;
+/// the callee parses it as its method's request type, and the reply's payload is not parsed.
+void encode_serialized_request(const Pid& target, std::string_view method, std::string_view payload,
+                               const Context& context, RequestIdentity identity, bool wants_reply,
+                               const std::string& reply_address, wire::RemoteRequest& out);
 /// Frames a request as an Envelope holding it (field 1, length-delimited) into `frame`, reused:
 /// after warm-up no allocation.
 void frame_request(const wire::RemoteRequest& request, std::string& frame);

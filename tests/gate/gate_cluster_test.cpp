@@ -1,0 +1,236 @@
+// SPDX-License-Identifier: Apache-2.0
+// The gateway in a cluster (real etcd): a client's requests routed to services on other nodes,
+// with the session reaching their handlers, and the session's close reaching those nodes.
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <ember/client.hpp>
+#include <ember/ember.hpp>
+#include <ember/gate.hpp>
+#include <map>
+#include <mutex>
+#include <vector>
+
+#include "core/node_impl.hpp"
+#include "ember/gate.pb.h"
+#include "rpc/messaging.hpp"
+#include "support/etcd_server.hpp"
+#include "support/wait_for.hpp"
+#include "test.pb.h"
+
+namespace {
+
+using namespace std::chrono_literals;
+using ember::Errc;
+using ember::Result;
+using ember::testing::EtcdServer;
+using ember::testing::wait_for;
+namespace pb = ember::test;
+namespace gate = ember::gate;
+namespace client = ember::client;
+
+class Auth : public ember::Service {
+ public:
+  ember::Status on_init() override {
+    return handle("RpcLogin", [](const gate::LoginRequest& req) -> Result<gate::LoginReply> {
+      if (req.token() == "bad") {
+        return ember::Error{Errc::invalid_argument, "unknown player"};
+      }
+      gate::LoginReply reply;
+      reply.set_uid(req.token());
+      return reply;
+    });
+  }
+};
+
+class Lobby : public ember::Service {
+ public:
+  ember::Status on_init() override {
+    if (auto st = handle("RpcEcho",
+                         [this](const pb::Echo& e, const ember::Context& ctx) -> Result<pb::Echo> {
+                           auto session = gate::session_of(ctx);
+                           std::lock_guard lock(mu);
+                           if (session) {
+                             sessions.push_back(*session);
+                             order[session->uid].push_back(e.seq());
+                           }
+                           pb::Echo out = e;
+                           out.set_text((session ? session->uid : "no session") + ":" + e.text());
+                           return out;
+                         });
+        !st) {
+      return st;
+    }
+    if (auto st = handle("RpcBlock",
+                         [this](const pb::Echo& e) -> Result<pb::Echo> {
+                           blocked.fetch_add(1);
+                           (void)wait_for([&] { return release.load(); }, 10s);
+                           return e;
+                         });
+        !st) {
+      return st;
+    }
+    return handle("RpcAfterClose", [this](const pb::Echo& e) -> Result<pb::Echo> {
+      ran_after_close.fetch_add(1);
+      return e;
+    });
+  }
+
+  std::mutex mu;
+  std::vector<gate::SessionRef> sessions;
+  std::map<std::string, std::vector<std::int64_t>> order;
+  std::atomic<int> blocked{0};
+  std::atomic<bool> release{false};
+  std::atomic<int> ran_after_close{0};
+};
+
+pb::Echo echo(std::string text, std::int64_t seq = 0) {
+  pb::Echo e;
+  e.set_text(std::move(text));
+  e.set_seq(seq);
+  return e;
+}
+
+/// A gateway node with no services of its own, and a backend node with the login method and the
+/// lobby: every client request crosses nodes.
+class GateCluster : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    std::string why = etcd_.start();
+    ASSERT_TRUE(why.empty()) << why;
+    const std::string cluster =
+        "ClusterConf:\n  Name: test\n  Secret: s3cret\n"
+        "  ListenAddr: 127.0.0.1:0\n  AdvertiseAddr: 127.0.0.1\n"
+        "  ETCDConf: {Endpoints: [" +
+        etcd_.endpoint() + "]}\n  DiscoveryConf: {TTL: 2s}\n";
+    auto backend_cfg = ember::parse_node_config(
+        "NodeConf: {NodeId: backend, WorkerThreads: 2}\n" + cluster, "backend");
+    ASSERT_TRUE(backend_cfg) << backend_cfg.error().to_string();
+    backend_ = std::make_unique<ember::Node>(std::move(*backend_cfg));
+    ember::ServiceConfig auth;
+    auth.name = "auth";
+    ASSERT_TRUE(backend_->add_service(std::make_unique<Auth>(), auth));
+    ember::ServiceConfig lobby;
+    lobby.name = "lobby";
+    auto added = backend_->add_service(std::make_unique<Lobby>(), lobby);
+    ASSERT_TRUE(added);
+    lobby_ = static_cast<Lobby*>(*added);
+    auto started = backend_->start();
+    ASSERT_TRUE(started) << started.error().to_string();
+
+    auto gate_cfg = ember::parse_node_config(
+        "NodeConf: {NodeId: gate-a, WorkerThreads: 2}\n" + cluster +
+            "GateConf:\n  WebSocketAddr: 127.0.0.1:0\n  Login: auth.RpcLogin\n"
+            "  Routes: [lobby.RpcEcho, lobby.RpcBlock, lobby.RpcAfterClose]\n"
+            "  RequestsPerSecond: 100000\n  RequestBurst: 100000\n  MaxInFlight: 1000\n",
+        "gate-a");
+    ASSERT_TRUE(gate_cfg) << gate_cfg.error().to_string();
+    gate_ = std::make_unique<ember::Node>(std::move(*gate_cfg));
+    started = gate_->start();
+    ASSERT_TRUE(started) << started.error().to_string();
+    url_ = "ws://" + gate::Gate::of(*gate_).websocket_address() + "/ws";
+  }
+  void TearDown() override {
+    if (lobby_ != nullptr) {
+      lobby_->release = true;
+    }
+    if (gate_) {
+      (void)gate_->stop();
+    }
+    if (backend_) {
+      (void)backend_->stop();
+    }
+    etcd_.stop();
+  }
+  Result<std::unique_ptr<client::Client>> connect(const std::string& token) {
+    return client::Client::connect({.url = url_, .token = token, .timeout = 5s});
+  }
+  ember::detail::RemoteOrigins& backend_origins() {
+    return ember::detail::Messaging::of(ember::detail::NodeAccess::impl(*backend_))
+        .remote_origins();
+  }
+
+  EtcdServer etcd_;
+  std::unique_ptr<ember::Node> backend_;
+  std::unique_ptr<ember::Node> gate_;
+  Lobby* lobby_ = nullptr;
+  std::string url_;
+};
+
+TEST_F(GateCluster, ARouteReachesAServiceOnAnotherNodeWithTheSessionInItsContext) {
+  auto alice = connect("alice");  // the login method runs on the backend too
+  ASSERT_TRUE(alice) << alice.error().to_string();
+  auto reply = (*alice)->call<pb::Echo>("lobby.RpcEcho", echo("hi"));
+  ASSERT_TRUE(reply) << reply.error().to_string();
+  EXPECT_EQ(reply->text(), "alice:hi");
+  {
+    std::lock_guard lock(lobby_->mu);
+    ASSERT_EQ(lobby_->sessions.size(), 1u);
+    EXPECT_EQ(lobby_->sessions[0].uid, "alice");
+    EXPECT_EQ(lobby_->sessions[0].id, (*alice)->welcome().session_id);
+    EXPECT_EQ(lobby_->sessions[0].gate_node, "gate-a");
+  }
+  // One player's requests keep their order across the nodes (the UID is the dispatch key).
+  constexpr int kRequests = 200;
+  std::atomic<int> answered{0};
+  for (int i = 1; i <= kRequests; ++i) {
+    (*alice)->async_call("lobby.RpcEcho", echo("n", i).SerializeAsString(),
+                         [&](Result<std::string> r) {
+                           EXPECT_TRUE(r) << r.error().to_string();
+                           answered.fetch_add(1);
+                         });
+  }
+  ASSERT_TRUE(wait_for([&] { return answered.load() == kRequests; }, 10s));
+  std::lock_guard lock(lobby_->mu);
+  const auto& seen = lobby_->order["alice"];
+  ASSERT_EQ(seen.size(), static_cast<std::size_t>(kRequests + 1));
+  for (int i = 1; i <= kRequests; ++i) {
+    EXPECT_EQ(seen[static_cast<std::size_t>(i)], i);
+  }
+}
+
+TEST_F(GateCluster, RefusalsAndBadPayloadsFromAnotherNodeReachTheClient) {
+  auto bad = connect("bad");
+  ASSERT_FALSE(bad);
+  EXPECT_NE(bad.error().message().find("unknown player"), std::string::npos)
+      << bad.error().to_string();
+  auto alice = connect("alice");
+  ASSERT_TRUE(alice) << alice.error().to_string();
+  auto garbage = (*alice)->call_bytes("lobby.RpcEcho", std::string("\xff\xff\xff", 3));
+  ASSERT_FALSE(garbage);
+  EXPECT_EQ(garbage.error().code(), Errc::invalid_argument) << garbage.error().to_string();
+  EXPECT_TRUE((*alice)->connected());
+}
+
+TEST_F(GateCluster, NoHandlerRunsOnAnotherNodeForASessionThatClosed) {
+  auto alice = connect("alice");
+  ASSERT_TRUE(alice) << alice.error().to_string();
+  // Alice's lane in the backend's lobby is busy; more of her requests queue behind it.
+  (*alice)->async_call("lobby.RpcBlock", echo("hold").SerializeAsString(), [](auto) {});
+  ASSERT_TRUE(wait_for([&] { return lobby_->blocked.load() == 1; }));
+  constexpr int kQueued = 20;
+  for (int i = 0; i < kQueued; ++i) {
+    (*alice)->async_call("lobby.RpcAfterClose", echo("late").SerializeAsString(), [](auto) {});
+  }
+  ASSERT_TRUE(wait_for([&] { return gate::Gate::of(*gate_).stats().requests == kQueued + 1; }, 5s));
+  const auto ends_before = backend_origins().ends_heard();
+  (*alice)->close();
+  // The gateway tells the backend, after the requests it sent it, on the same connection.
+  ASSERT_TRUE(wait_for([&] { return backend_origins().ends_heard() > ends_before; }, 5s));
+  lobby_->release = true;
+  // A call on alice's lane runs after every queued request was dropped.
+  auto behind =
+      ember::select(*backend_, ember::Selector::name("lobby"))
+          .call<pb::Echo>("RpcEcho", echo("behind"),
+                          {.key = ember::DispatchKey(std::string_view("alice")), .timeout = 5s});
+  ASSERT_TRUE(behind) << behind.error().to_string();
+  EXPECT_EQ(lobby_->ran_after_close.load(), 0);
+  // A new session of the same player is another origin: it is served.
+  auto again = connect("alice");
+  ASSERT_TRUE(again) << again.error().to_string();
+  auto reply = (*again)->call<pb::Echo>("lobby.RpcAfterClose", echo("new"));
+  ASSERT_TRUE(reply) << reply.error().to_string();
+  EXPECT_EQ(lobby_->ran_after_close.load(), 1);
+}
+
+}  // namespace
