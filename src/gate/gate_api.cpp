@@ -2,7 +2,10 @@
 // The Gate API backend code calls: push, kick, session data, groups. Thread-safe: each finds its
 // session under the registry's lock and hands the work to the session's I/O thread.
 #include <algorithm>
+#include <ember/node.hpp>
+#include <ember/rpc.hpp>
 
+#include "core/node_impl.hpp"
 #include "ember/gate.pb.h"
 #include "gate/gate_core.hpp"
 #include "gate/session.hpp"
@@ -20,6 +23,16 @@ Error no_uid(std::string_view uid) {
 
 Result<std::shared_ptr<const std::string>> GateCore::push_frame(
     std::string_view route, const google::protobuf::Message& message) {
+  std::string payload;
+  if (!message.SerializeToString(&payload)) {
+    return Error{Errc::invalid_argument, "the push on " + std::string(route) +
+                                             " does not serialize (missing required fields?)"};
+  }
+  return push_frame_serialized(route, std::move(payload));
+}
+
+std::shared_ptr<const std::string> GateCore::push_frame_serialized(std::string_view route,
+                                                                   std::string payload) {
   ServerFrame frame;
   Push& push = *frame.mutable_push();
   {
@@ -30,27 +43,30 @@ Result<std::shared_ptr<const std::string>> GateCore::push_frame(
       push.set_route(std::string(route));
     }
   }
-  if (!message.SerializeToString(push.mutable_payload())) {
-    return Error{Errc::invalid_argument, "the push on " + std::string(route) +
-                                             " does not serialize (missing required fields?)"};
-  }
+  push.set_payload(std::move(payload));
   auto bytes = std::make_shared<std::string>();
   frame.SerializeToString(bytes.get());
-  return std::shared_ptr<const std::string>(std::move(bytes));
+  return bytes;
 }
 
 Status GateCore::push(std::string_view session_id, std::string_view route,
                       const google::protobuf::Message& message) {
+  std::string payload;
+  if (!message.SerializeToString(&payload)) {
+    return Error{Errc::invalid_argument, "the push on " + std::string(route) +
+                                             " does not serialize (missing required fields?)"};
+  }
+  return push_serialized(session_id, route, std::move(payload));
+}
+
+Status GateCore::push_serialized(std::string_view session_id, std::string_view route,
+                                 std::string payload) {
   std::shared_ptr<Session> s = find(session_id);
   if (!s) {
     return no_session(session_id);
   }
-  auto frame = push_frame(route, message);
-  if (!frame) {
-    return frame.error();
-  }
   pushes.fetch_add(1, std::memory_order_relaxed);
-  s->post_frame(std::move(*frame));
+  s->post_frame(push_frame_serialized(route, std::move(payload)));
   return {};
 }
 
@@ -199,6 +215,56 @@ Status GateCore::broadcast(std::string_view group, std::string_view route,
     s->post_frame(*frame);  // the same bytes for everyone
   }
   return {};
+}
+
+namespace {
+
+// The gateway service of `gate_node`, or not_found.
+Result<Bus> gateway_of(Node& node, const std::string& gate_node) {
+  Bus gateway = select(node, Selector::name(std::string(kGateServiceName)).id(gate_node));
+  if (gateway.empty()) {
+    return Error{Errc::not_found, "no gateway on node " + gate_node + " (it left the cluster)"};
+  }
+  return gateway;
+}
+
+}  // namespace
+
+Status push(Node& node, const SessionRef& session, std::string_view route,
+            const google::protobuf::Message& message) {
+  detail::NodeImpl& impl = detail::NodeAccess::impl(node);
+  if (GateCore* local = GateCore::of(impl);
+      local != nullptr && session.gate_node == impl.config.node_id) {
+    return local->push(session.id, route, message);
+  }
+  GatePush push;
+  push.set_session_id(session.id);
+  push.set_route(std::string(route));
+  if (!message.SerializeToString(push.mutable_payload())) {
+    return Error{Errc::invalid_argument, "the push on " + std::string(route) +
+                                             " does not serialize (missing required fields?)"};
+  }
+  auto gateway = gateway_of(node, session.gate_node);
+  if (!gateway) {
+    return gateway.error();
+  }
+  return gateway->send("RpcPush", push);
+}
+
+Status kick(Node& node, const SessionRef& session, std::string_view reason) {
+  detail::NodeImpl& impl = detail::NodeAccess::impl(node);
+  if (GateCore* local = GateCore::of(impl);
+      local != nullptr && session.gate_node == impl.config.node_id) {
+    return local->kick(session.id, reason);
+  }
+  GateKick kick;
+  kick.set_session_id(session.id);
+  kick.set_reason(std::string(reason));
+  auto gateway = gateway_of(node, session.gate_node);
+  if (!gateway) {
+    return gateway.error();
+  }
+  return gateway->send("RpcKick", kick);
 }
 
 }  // namespace ember::gate

@@ -31,6 +31,12 @@ class Session;
 class IoPool;
 class Acceptor;
 
+/// The service through which other nodes push to and kick this gateway's sessions; its id is
+/// the node id.
+inline constexpr std::string_view kGateServiceName = "ember.gate";
+/// Adds it to a node with a GateConf, to start with the node's services.
+void add_gate_service(detail::NodeImpl& node);
+
 /// A route clients may call, with the id they send instead of its name.
 struct Route {
   std::uint32_t id = 0;
@@ -103,6 +109,10 @@ class GateCore final : public detail::Subsystem, public Gate {
   /// Encodes a Push frame once, for one session or many.
   Result<std::shared_ptr<const std::string>> push_frame(std::string_view route,
                                                         const google::protobuf::Message& message);
+  std::shared_ptr<const std::string> push_frame_serialized(std::string_view route,
+                                                           std::string payload);
+  /// A push whose message another node serialized (GatePush).
+  Status push_serialized(std::string_view session_id, std::string_view route, std::string payload);
 
   std::atomic<std::uint64_t> connections{0};
   std::atomic<std::uint64_t> accepted{0};

@@ -11,6 +11,7 @@ namespace {
 
 void add_gate(ember::detail::NodeImpl& node) {
   node.add_subsystem(std::make_shared<ember::gate::GateCore>(node));
+  ember::gate::add_gate_service(node);
 }
 
 [[maybe_unused]] const bool installed = [] {

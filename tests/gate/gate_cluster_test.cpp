@@ -70,6 +70,18 @@ class Lobby : public ember::Service {
         !st) {
       return st;
     }
+    if (auto st = handle(
+            "RpcPushMe",
+            [this](const pb::Echo& e, const ember::Context& ctx) -> Result<pb::Echo> {
+              // Pushed before the reply, from the backend's own node.
+              if (auto st = gate::push(node(), *gate::session_of(ctx), "lobby.OnPushed", e); !st) {
+                return st.error();
+              }
+              return e;
+            });
+        !st) {
+      return st;
+    }
     return handle("RpcAfterClose", [this](const pb::Echo& e) -> Result<pb::Echo> {
       ran_after_close.fetch_add(1);
       return e;
@@ -121,7 +133,7 @@ class GateCluster : public ::testing::Test {
     auto gate_cfg = ember::parse_node_config(
         "NodeConf: {NodeId: gate-a, WorkerThreads: 2}\n" + cluster +
             "GateConf:\n  WebSocketAddr: 127.0.0.1:0\n  Login: auth.RpcLogin\n"
-            "  Routes: [lobby.RpcEcho, lobby.RpcBlock, lobby.RpcAfterClose]\n"
+            "  Routes: [lobby.RpcEcho, lobby.RpcBlock, lobby.RpcAfterClose, lobby.RpcPushMe]\n"
             "  RequestsPerSecond: 100000\n  RequestBurst: 100000\n  MaxInFlight: 1000\n",
         "gate-a");
     ASSERT_TRUE(gate_cfg) << gate_cfg.error().to_string();
@@ -231,6 +243,49 @@ TEST_F(GateCluster, NoHandlerRunsOnAnotherNodeForASessionThatClosed) {
   auto reply = (*again)->call<pb::Echo>("lobby.RpcAfterClose", echo("new"));
   ASSERT_TRUE(reply) << reply.error().to_string();
   EXPECT_EQ(lobby_->ran_after_close.load(), 1);
+}
+
+TEST_F(GateCluster, AServiceOnAnotherNodePushesToAndKicksTheSession) {
+  auto alice = connect("alice");
+  ASSERT_TRUE(alice) << alice.error().to_string();
+  // From a handler on the backend, to the session of the request it handles.
+  auto reply = (*alice)->call<pb::Echo>("lobby.RpcPushMe", echo("from a handler"));
+  ASSERT_TRUE(reply) << reply.error().to_string();
+  auto pushed = (*alice)->next_push(5s);
+  ASSERT_TRUE(pushed);
+  EXPECT_EQ(pushed->route, "lobby.OnPushed");
+  pb::Echo got;
+  ASSERT_TRUE(got.ParseFromString(pushed->payload));
+  EXPECT_EQ(got.text(), "from a handler");
+
+  // Later, from anywhere on the backend, with the session a handler kept.
+  gate::SessionRef kept;
+  {
+    std::lock_guard lock(lobby_->mu);
+    ASSERT_TRUE(lobby_->sessions.empty());  // RpcPushMe kept nothing; RpcEcho does
+  }
+  ASSERT_TRUE((*alice)->call<pb::Echo>("lobby.RpcEcho", echo("keep me")));
+  {
+    std::lock_guard lock(lobby_->mu);
+    ASSERT_EQ(lobby_->sessions.size(), 1u);
+    kept = lobby_->sessions[0];
+  }
+  ASSERT_TRUE(gate::push(*backend_, kept, "lobby.OnNews", echo("news")));
+  pushed = (*alice)->next_push(5s);
+  ASSERT_TRUE(pushed);
+  EXPECT_EQ(pushed->route, "lobby.OnNews");
+
+  // A gateway node that is not in the cluster is not_found at once.
+  gate::SessionRef lost = kept;
+  lost.gate_node = "nowhere";
+  auto refused = gate::push(*backend_, lost, "lobby.OnNews", echo("lost"));
+  ASSERT_FALSE(refused);
+  EXPECT_EQ(refused.error().code(), Errc::not_found);
+
+  ASSERT_TRUE(gate::kick(*backend_, kept, "see you"));
+  EXPECT_TRUE((*alice)->wait_closed(5s));
+  ASSERT_TRUE((*alice)->kicked());
+  EXPECT_EQ((*alice)->kicked()->reason, "see you");
 }
 
 }  // namespace

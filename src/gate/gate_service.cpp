@@ -1,0 +1,51 @@
+// SPDX-License-Identifier: Apache-2.0
+// The service through which other nodes reach a gateway's sessions: "ember.gate", with the node id
+// as its id, on every node with a GateConf.
+#include <ember/service.hpp>
+
+#include "core/node_impl.hpp"
+#include "ember/gate.pb.h"
+#include "gate/gate_core.hpp"
+
+namespace ember::gate {
+
+namespace {
+
+class GateService final : public Service {
+ public:
+  Status on_init() override {
+    if (auto st = handle("RpcPush",
+                         [this](const GatePush& push) -> Result<GateAck> {
+                           if (auto st = core().push_serialized(push.session_id(), push.route(),
+                                                                push.payload());
+                               !st) {
+                             return st.error();
+                           }
+                           return GateAck{};
+                         });
+        !st) {
+      return st;
+    }
+    return handle("RpcKick", [this](const GateKick& kick) -> Result<GateAck> {
+      if (auto st = core().kick(kick.session_id(), kick.reason()); !st) {
+        return st.error();
+      }
+      return GateAck{};
+    });
+  }
+
+ private:
+  GateCore& core() { return *GateCore::of(detail::NodeAccess::impl(node())); }
+};
+
+}  // namespace
+
+void add_gate_service(detail::NodeImpl& node) {
+  ServiceConfig config;
+  config.class_name = std::string(kGateServiceName);
+  config.name = std::string(kGateServiceName);
+  config.id = node.config.node_id;
+  node.added_before_start.emplace_back(std::make_unique<GateService>(), std::move(config));
+}
+
+}  // namespace ember::gate
