@@ -60,11 +60,11 @@ Status Membership::raise_epoch_base() {
     if (base >= epoch_max_) {
       return {};
     }
-    auto put = client_->put_if_unchanged(key, std::to_string(epoch_max_), mod_revision);
+    auto put = client_->put_if_unchanged(key, std::to_string(epoch_max_), mod_revision, 0);
     if (!put) {
       return Error{put.error().code(), "raising the epoch base: " + put.error().message()};
     }
-    if (*put) {
+    if (*put != 0) {
       node_.log.info("epoch base raised from {} to {}, the highest epoch this node has seen", base,
                      epoch_max_);
       return {};

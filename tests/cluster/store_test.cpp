@@ -112,6 +112,51 @@ TEST_P(Stores, CreateIfAbsentElectsExactlyOneHolder) {
   EXPECT_GT(third->create_revision, first->create_revision);  // a later epoch
 }
 
+TEST_P(Stores, CompareAndSwapUnderALeaseAndAnEraseThatSparesAReplacement) {
+  auto a = store_->grant(10s);
+  auto b = store_->grant(10s);
+  ASSERT_TRUE(a && b);
+  // Two claims read the key absent; only the first write lands.
+  auto mine = store_->put_if_unchanged("/s/alice", "gate-a", 0, *a);
+  auto late = store_->put_if_unchanged("/s/alice", "gate-b", 0, *b);
+  ASSERT_TRUE(mine && late);
+  ASSERT_GT(*mine, 0);
+  EXPECT_EQ(*late, 0);
+  auto read = store_->get("/s/alice");
+  ASSERT_TRUE(read);
+  ASSERT_EQ(read->kvs.size(), 1u);
+  EXPECT_EQ(read->kvs[0].value, "gate-a");
+  EXPECT_EQ(read->kvs[0].mod_revision, *mine);
+  EXPECT_EQ(read->kvs[0].lease, *a);
+  // The second claim retries on what it read, and replaces the first under its own lease.
+  auto theirs = store_->put_if_unchanged("/s/alice", "gate-b", *mine, *b);
+  ASSERT_TRUE(theirs);
+  ASSERT_GT(*theirs, *mine);
+  // The first holder giving up its claim leaves the replacement alone.
+  auto erased = store_->erase_if_unchanged("/s/alice", *mine);
+  ASSERT_TRUE(erased);
+  EXPECT_FALSE(*erased);
+  read = store_->get("/s/alice");
+  ASSERT_TRUE(read && read->kvs.size() == 1u);
+  EXPECT_EQ(read->kvs[0].value, "gate-b");
+  // The replacement goes with its lease; an unknown lease is refused.
+  ASSERT_TRUE(store_->revoke(*b));
+  read = store_->get("/s/alice");
+  ASSERT_TRUE(read);
+  EXPECT_TRUE(read->kvs.empty());
+  auto orphan = store_->put_if_unchanged("/s/alice", "gate-c", 0, *b);
+  EXPECT_FALSE(orphan);
+  // The holder's own erase takes its key.
+  auto again = store_->put_if_unchanged("/s/alice", "gate-a", 0, *a);
+  ASSERT_TRUE(again && *again > 0);
+  erased = store_->erase_if_unchanged("/s/alice", *again);
+  ASSERT_TRUE(erased);
+  EXPECT_TRUE(*erased);
+  read = store_->get("/s/alice");
+  ASSERT_TRUE(read);
+  EXPECT_TRUE(read->kvs.empty());
+}
+
 TEST_P(Stores, WatchSeesPutsAndDeletesInOrderFromARevision) {
   auto start = store_->get_prefix("/w/");
   ASSERT_TRUE(start);

@@ -291,8 +291,8 @@ Status Client::revoke(LeaseId lease) {
   return {};
 }
 
-Result<bool> Client::put_if_unchanged(std::string_view key, std::string_view value,
-                                      std::int64_t mod_revision) {
+Result<std::int64_t> Client::put_if_unchanged(std::string_view key, std::string_view value,
+                                              std::int64_t mod_revision, LeaseId lease) {
   etcdserverpb::TxnRequest request;
   auto* compare = request.add_compare();
   compare->set_key(std::string(key));
@@ -302,7 +302,24 @@ Result<bool> Client::put_if_unchanged(std::string_view key, std::string_view val
   auto* put = request.add_success()->mutable_request_put();
   put->set_key(std::string(key));
   put->set_value(std::string(value));
+  put->set_lease(lease);
   auto response = impl_->txn(request, "txn put " + std::string(key));
+  if (!response) {
+    return std::move(response).error();
+  }
+  // A transaction that writes moves the store to a new revision: the key's mod revision.
+  return response->succeeded() ? response->header().revision() : 0;
+}
+
+Result<bool> Client::erase_if_unchanged(std::string_view key, std::int64_t mod_revision) {
+  etcdserverpb::TxnRequest request;
+  auto* compare = request.add_compare();
+  compare->set_key(std::string(key));
+  compare->set_target(etcdserverpb::Compare::MOD);
+  compare->set_result(etcdserverpb::Compare::EQUAL);
+  compare->set_mod_revision(mod_revision);
+  request.add_success()->mutable_request_delete_range()->set_key(std::string(key));
+  auto response = impl_->txn(request, "txn erase " + std::string(key));
   if (!response) {
     return std::move(response).error();
   }

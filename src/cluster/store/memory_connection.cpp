@@ -101,10 +101,16 @@ class Connection final : public Store, public std::enable_shared_from_this<Conne
     }
     return gone();
   }
-  Result<bool> put_if_unchanged(std::string_view key, std::string_view value,
-                                std::int64_t mod_revision) override {
+  Result<std::int64_t> put_if_unchanged(std::string_view key, std::string_view value,
+                                        std::int64_t mod_revision, LeaseId lease) override {
     if (auto s = live()) {
-      return s->put_if_unchanged(key, value, mod_revision);
+      return s->put_if_unchanged(key, value, mod_revision, lease);
+    }
+    return gone();
+  }
+  Result<bool> erase_if_unchanged(std::string_view key, std::int64_t mod_revision) override {
+    if (auto s = live()) {
+      return s->erase_if_unchanged(key, mod_revision);
     }
     return gone();
   }

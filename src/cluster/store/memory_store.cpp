@@ -291,8 +291,8 @@ Status MemoryStore::revoke(LeaseId lease) {
   return {};
 }
 
-Result<bool> MemoryStore::put_if_unchanged(std::string_view key, std::string_view value,
-                                           std::int64_t mod_revision) {
+Result<std::int64_t> MemoryStore::put_if_unchanged(std::string_view key, std::string_view value,
+                                                   std::int64_t mod_revision, LeaseId lease) {
   std::lock_guard lock(mu_);
   if (Status st = check_available(); !st) {
     return st.error();
@@ -300,9 +300,24 @@ Result<bool> MemoryStore::put_if_unchanged(std::string_view key, std::string_vie
   auto it = kvs_.find(key);
   const std::int64_t now = it == kvs_.end() ? 0 : it->second.mod_revision;
   if (now != mod_revision) {
+    return std::int64_t{0};
+  }
+  if (lease != 0 && !leases_.contains(lease)) {
+    return Error{Errc::not_found, "requested lease not found"};
+  }
+  return apply_put(key, value, lease);
+}
+
+Result<bool> MemoryStore::erase_if_unchanged(std::string_view key, std::int64_t mod_revision) {
+  std::lock_guard lock(mu_);
+  if (Status st = check_available(); !st) {
+    return st.error();
+  }
+  auto it = kvs_.find(key);
+  if (it == kvs_.end() || it->second.mod_revision != mod_revision) {
     return false;
   }
-  apply_put(key, value, 0);
+  apply_erase_range(key, only(key));
   return true;
 }
 

@@ -35,8 +35,9 @@ class MemoryStore final : public Store {
   Result<std::int64_t> erase_prefix(std::string_view prefix) override;
   Result<LeaseId> grant(std::chrono::seconds ttl) override;
   Status revoke(LeaseId lease) override;
-  Result<bool> put_if_unchanged(std::string_view key, std::string_view value,
-                                std::int64_t mod_revision) override;
+  Result<std::int64_t> put_if_unchanged(std::string_view key, std::string_view value,
+                                        std::int64_t mod_revision, LeaseId lease) override;
+  Result<bool> erase_if_unchanged(std::string_view key, std::int64_t mod_revision) override;
   Result<CreateResult> create_if_absent(std::string_view key, std::string_view value, LeaseId lease,
                                         std::string_view also_read = {}) override;
   Result<bool> erase_if_created(std::string_view key, std::int64_t create_revision) override;

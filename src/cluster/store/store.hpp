@@ -65,10 +65,14 @@ class Store {
   /// A lease the store does not know (expired, or the store lost its data) counts as revoked.
   virtual Status revoke(LeaseId lease) = 0;
 
-  /// Puts `value` under `key` only if the key's mod revision is still `mod_revision` (0: the key
-  /// does not exist). Returns whether it was written (the compare-and-swap primitive).
-  virtual Result<bool> put_if_unchanged(std::string_view key, std::string_view value,
-                                        std::int64_t mod_revision) = 0;
+  /// Puts `value` under `key` (held by `lease`, 0: none) only if the key's mod revision is still
+  /// `mod_revision` (0: the key does not exist): the compare-and-swap primitive. Returns the
+  /// key's new mod revision, or 0 when it was not written (the key had changed).
+  virtual Result<std::int64_t> put_if_unchanged(std::string_view key, std::string_view value,
+                                                std::int64_t mod_revision, LeaseId lease) = 0;
+  /// Deletes `key` only if its mod revision is still `mod_revision` (a holder giving up a key
+  /// must not delete the value that replaced its own). Returns whether it was deleted.
+  virtual Result<bool> erase_if_unchanged(std::string_view key, std::int64_t mod_revision) = 0;
 
   /// One transaction: if `key` does not exist, put `value` under `lease`. Either way, says who
   /// holds the key now (the election primitive).
