@@ -465,10 +465,12 @@ void Session::end(std::string_view reason) {
     r->expire();
   }
   in_flight_.clear();
-  if (remote_nodes_) {
+  detail::RemoteRouter* remote = detail::Messaging::of(gate_.node()).remote();
+  if (remote_nodes_ && remote != nullptr) {
+    // The identity its requests carried: a login still queued has the one without a UID, and
+    // once the login succeeded nothing of that one is left to drop.
     std::string identity;
     wire_identity(identity);
-    detail::RemoteRouter* remote = detail::Messaging::of(gate_.node()).remote();
     for (const auto& [node, address] : *remote_nodes_) {
       remote->send_origin_ended(node, address, identity);
     }

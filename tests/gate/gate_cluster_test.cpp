@@ -7,6 +7,7 @@
 #include <ember/client.hpp>
 #include <ember/ember.hpp>
 #include <ember/gate.hpp>
+#include <future>
 #include <map>
 #include <mutex>
 #include <vector>
@@ -29,18 +30,28 @@ namespace pb = ember::test;
 namespace gate = ember::gate;
 namespace client = ember::client;
 
+/// Logs in whoever sends a token; "bad" is refused; "hold" waits for `release` (one lane: the
+/// logins behind it wait too).
 class Auth : public ember::Service {
  public:
   ember::Status on_init() override {
-    return handle("RpcLogin", [](const gate::LoginRequest& req) -> Result<gate::LoginReply> {
+    return handle("RpcLogin", [this](const gate::LoginRequest& req) -> Result<gate::LoginReply> {
       if (req.token() == "bad") {
         return ember::Error{Errc::invalid_argument, "unknown player"};
       }
+      if (req.token() == "hold") {
+        holding.store(true);
+        (void)wait_for([&] { return release.load(); }, 10s);
+      }
+      logins.fetch_add(1);
       gate::LoginReply reply;
       reply.set_uid(req.token());
       return reply;
     });
   }
+  std::atomic<bool> holding{false};
+  std::atomic<bool> release{false};
+  std::atomic<int> logins{0};
 };
 
 class Lobby : public ember::Service {
@@ -121,7 +132,9 @@ class GateCluster : public ::testing::Test {
     backend_ = std::make_unique<ember::Node>(std::move(*backend_cfg));
     ember::ServiceConfig auth;
     auth.name = "auth";
-    ASSERT_TRUE(backend_->add_service(std::make_unique<Auth>(), auth));
+    auto auth_added = backend_->add_service(std::make_unique<Auth>(), auth);
+    ASSERT_TRUE(auth_added);
+    auth_ = static_cast<Auth*>(*auth_added);
     ember::ServiceConfig lobby;
     lobby.name = "lobby";
     auto added = backend_->add_service(std::make_unique<Lobby>(), lobby);
@@ -146,6 +159,9 @@ class GateCluster : public ::testing::Test {
     if (lobby_ != nullptr) {
       lobby_->release = true;
     }
+    if (auth_ != nullptr) {
+      auth_->release = true;
+    }
     if (gate_) {
       (void)gate_->stop();
     }
@@ -166,6 +182,7 @@ class GateCluster : public ::testing::Test {
   std::unique_ptr<ember::Node> backend_;
   std::unique_ptr<ember::Node> gate_;
   Lobby* lobby_ = nullptr;
+  Auth* auth_ = nullptr;
   std::string url_;
 };
 
@@ -286,6 +303,30 @@ TEST_F(GateCluster, AServiceOnAnotherNodePushesToAndKicksTheSession) {
   EXPECT_TRUE((*alice)->wait_closed(5s));
   ASSERT_TRUE((*alice)->kicked());
   EXPECT_EQ((*alice)->kicked()->reason, "see you");
+}
+
+TEST_F(GateCluster, ALoginQueuedOnAnotherNodeDoesNotRunOnceItsClientLeft) {
+  // The login service's one lane is busy with another login; a second client's login queues
+  // behind it, and that client leaves before its turn.
+  auto first = std::async(std::launch::async, [&] { return connect("hold"); });
+  ASSERT_TRUE(wait_for([&] { return auth_->holding.load(); }, 5s));
+  const auto ends_before = backend_origins().ends_heard();
+  std::atomic<bool> gave_up{false};
+  auto second = std::async(std::launch::async, [&] {
+    auto r = client::Client::connect({.url = url_, .token = "queued", .timeout = 1s});
+    gave_up = true;
+    return r;
+  });
+  ASSERT_TRUE(wait_for([&] { return gave_up.load(); }, 5s));
+  EXPECT_FALSE(second.get());  // it timed out and closed its connection
+  ASSERT_TRUE(wait_for([&] { return backend_origins().ends_heard() > ends_before; }, 5s));
+  auth_->release = true;
+  ASSERT_TRUE(first.get());
+  // The queued login was dropped: only "hold" logged in. A call behind it on the same lane
+  // proves its turn has passed.
+  auto later = connect("later");
+  ASSERT_TRUE(later) << later.error().to_string();
+  EXPECT_EQ(auth_->logins.load(), 2);  // hold and later
 }
 
 }  // namespace
