@@ -14,6 +14,7 @@
 
 #include "core/node_impl.hpp"
 #include "ember/gate.pb.h"
+#include "gate/gate_services.hpp"
 #include "rpc/messaging.hpp"
 #include "support/etcd_server.hpp"
 #include "support/wait_for.hpp"
@@ -30,89 +31,9 @@ namespace pb = ember::test;
 namespace gate = ember::gate;
 namespace client = ember::client;
 
-/// Logs in whoever sends a token; "bad" is refused; "hold" waits for `release` (one lane: the
-/// logins behind it wait too).
-class Auth : public ember::Service {
- public:
-  ember::Status on_init() override {
-    return handle("RpcLogin", [this](const gate::LoginRequest& req) -> Result<gate::LoginReply> {
-      if (req.token() == "bad") {
-        return ember::Error{Errc::invalid_argument, "unknown player"};
-      }
-      if (req.token() == "hold") {
-        holding.store(true);
-        (void)wait_for([&] { return release.load(); }, 10s);
-      }
-      logins.fetch_add(1);
-      gate::LoginReply reply;
-      reply.set_uid(req.token());
-      return reply;
-    });
-  }
-  std::atomic<bool> holding{false};
-  std::atomic<bool> release{false};
-  std::atomic<int> logins{0};
-};
-
-class Lobby : public ember::Service {
- public:
-  ember::Status on_init() override {
-    if (auto st = handle("RpcEcho",
-                         [this](const pb::Echo& e, const ember::Context& ctx) -> Result<pb::Echo> {
-                           auto session = gate::session_of(ctx);
-                           std::lock_guard lock(mu);
-                           if (session) {
-                             sessions.push_back(*session);
-                             order[session->uid].push_back(e.seq());
-                           }
-                           pb::Echo out = e;
-                           out.set_text((session ? session->uid : "no session") + ":" + e.text());
-                           return out;
-                         });
-        !st) {
-      return st;
-    }
-    if (auto st = handle("RpcBlock",
-                         [this](const pb::Echo& e) -> Result<pb::Echo> {
-                           blocked.fetch_add(1);
-                           (void)wait_for([&] { return release.load(); }, 10s);
-                           return e;
-                         });
-        !st) {
-      return st;
-    }
-    if (auto st = handle(
-            "RpcPushMe",
-            [this](const pb::Echo& e, const ember::Context& ctx) -> Result<pb::Echo> {
-              // Pushed before the reply, from the backend's own node.
-              if (auto st = gate::push(node(), *gate::session_of(ctx), "lobby.OnPushed", e); !st) {
-                return st.error();
-              }
-              return e;
-            });
-        !st) {
-      return st;
-    }
-    return handle("RpcAfterClose", [this](const pb::Echo& e) -> Result<pb::Echo> {
-      ran_after_close.fetch_add(1);
-      return e;
-    });
-  }
-
-  std::mutex mu;
-  std::vector<gate::SessionRef> sessions;
-  std::map<std::string, std::vector<std::int64_t>> order;
-  std::atomic<int> blocked{0};
-  std::atomic<bool> release{false};
-  std::atomic<int> ran_after_close{0};
-};
-
-pb::Echo echo(std::string text, std::int64_t seq = 0) {
-  pb::Echo e;
-  e.set_text(std::move(text));
-  e.set_seq(seq);
-  return e;
-}
+using Auth = ember::testing::TestAuth;
+using Lobby = ember::testing::TestLobby;
+using ember::testing::echo;
 
 /// A gateway node with no services of its own, and a backend node with the login method and the
 /// lobby: every client request crosses nodes.

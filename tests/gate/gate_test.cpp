@@ -12,6 +12,7 @@
 #include <thread>
 
 #include "ember/gate.pb.h"
+#include "gate/gate_services.hpp"
 #include "gate/session.hpp"
 #include "support/raw_socket.hpp"
 #include "support/scratch_dir.hpp"
@@ -28,82 +29,9 @@ namespace pb = ember::test;
 namespace gate = ember::gate;
 namespace client = ember::client;
 
-/// Logs in whoever sends a token; "bad" is refused, "nobody" gets no uid.
-class Auth : public ember::Service {
- public:
-  ember::Status on_init() override {
-    return handle("RpcLogin", [](const gate::LoginRequest& req) -> Result<gate::LoginReply> {
-      if (req.token() == "bad") {
-        return ember::Error{Errc::invalid_argument, "unknown player"};
-      }
-      gate::LoginReply reply;
-      if (req.token() != "nobody") {
-        reply.set_uid(req.token());
-      }
-      (*reply.mutable_data())["level"] = "7";
-      return reply;
-    });
-  }
-};
-
-/// What the tests call through the gateway.
-class Lobby : public ember::Service {
- public:
-  ember::Status on_init() override {
-    if (auto st = handle("RpcEcho",
-                         [this](const pb::Echo& e, const ember::Context& ctx) -> Result<pb::Echo> {
-                           auto session = gate::session_of(ctx);
-                           pb::Echo out = e;
-                           out.set_text(session ? session->uid + ":" + e.text() : "no session");
-                           std::lock_guard lock(mu);
-                           order[session ? session->uid : ""].push_back(e.seq());
-                           if (session) {
-                             last_session = session->id;
-                           }
-                           return out;
-                         });
-        !st) {
-      return st;
-    }
-    if (auto st = handle("RpcBlock",
-                         [this](const pb::Echo& e) -> Result<pb::Echo> {
-                           blocked.fetch_add(1);
-                           (void)wait_for([&] { return release.load(); }, 10s);
-                           return e;
-                         });
-        !st) {
-      return st;
-    }
-    if (auto st = handle("RpcJoin",
-                         [this](const pb::Echo& e, const ember::Context& ctx) -> Result<pb::Echo> {
-                           auto& g = gate::Gate::of(node());
-                           (void)g.create_group(e.text());
-                           if (auto st = g.join(e.text(), gate::session_of(ctx)->id); !st) {
-                             return st.error();
-                           }
-                           return e;
-                         });
-        !st) {
-      return st;
-    }
-    if (auto st = handle("RpcAfterClose",
-                         [this](const pb::Echo& e) -> Result<pb::Echo> {
-                           ran_after_close.fetch_add(1);
-                           return e;
-                         });
-        !st) {
-      return st;
-    }
-    return handle("RpcSecret", [](const pb::Echo& e) -> Result<pb::Echo> { return e; });
-  }
-
-  std::mutex mu;
-  std::map<std::string, std::vector<std::int64_t>> order;
-  std::string last_session;
-  std::atomic<int> blocked{0};
-  std::atomic<bool> release{false};
-  std::atomic<int> ran_after_close{0};
-};
+using Auth = ember::testing::TestAuth;
+using Lobby = ember::testing::TestLobby;
+using ember::testing::echo;
 
 /// Counts the gateway's session events.
 class Watcher : public ember::Service {
@@ -171,13 +99,6 @@ struct GateNode {
   Watcher* watcher = nullptr;
   std::string url;
 };
-
-pb::Echo echo(std::string text, std::int64_t seq = 0) {
-  pb::Echo e;
-  e.set_text(std::move(text));
-  e.set_seq(seq);
-  return e;
-}
 
 TEST(Gateway, LoginRoutesARequestWithTheSessionInItsContext) {
   GateNode n;
