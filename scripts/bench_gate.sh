@@ -5,6 +5,8 @@
 #                     of that rate for the latency
 #   idle_connections  idle logged-in sessions held, and the gateway's memory per connection
 #   group_broadcast   one group of 10,000 sessions, broadcasts pushed to all of them
+#   directory_claims  what a session directory in etcd could sustain: UIDs claimed as logins
+#                     would claim them (fresh, and replacing a holder), 1/8/32 clients, fsync on
 # floor and gate_rpc alternate, --runs times each; medians and ratios at the end. Appends JSON
 # lines to bench-results-gate.jsonl (or --out FILE).
 #   scripts/bench_gate.sh            full: 200,000 idle sessions, 3 runs, 8 s each
@@ -26,7 +28,8 @@ if [ "$quick" = 1 ]; then idle=20000 seconds=3; else idle=200000 seconds=8; fi
 members=10000 blasts=10 conns=100 window=8
 
 cmake --preset bench >/dev/null
-cmake --build --preset bench -j "$(nproc)" --target gate_bench_node gate_ws_floor ember-bot >/dev/null
+cmake --build --preset bench -j "$(nproc)" --target gate_bench_node gate_ws_floor gate_claims_bench \
+  ember-bot >/dev/null
 bot=build/bench/tools/ember-bot
 node_bin=build/bench/bench/gate_bench_node
 floor_bin=build/bench/bench/gate_ws_floor
@@ -167,6 +170,12 @@ else
   record idle_connections 1 "\"connections\":0,\"error\":\"the bots did not connect\""
 fi
 
+# --- directory_claims: its own etcd, its own repetitions ---
+if [ "$idle_only" = 0 ]; then
+  EMBER_COMMIT="$commit" build/bench/bench/gate_claims_bench --seconds "$([ "$quick" = 1 ] && echo 1 || echo 3)" \
+    --runs 3 --threads 1,8,32 | tee -a "$work/results.jsonl"
+fi
+
 cat "$work/results.jsonl" >>"$out"
 python3 - "$work/results.jsonl" <<'PY'
 import json, statistics, sys
@@ -181,4 +190,12 @@ print(f"  gate_rpc           {gate:>10.0f} msgs/s  = {gate / floor:.2f} x floor 
 print(f"  at half that rate  p50 {med('gate_rpc_half_rate', 'p50_ms'):.2f} ms  p99 {med('gate_rpc_half_rate', 'p99_ms'):.2f} ms  p999 {med('gate_rpc_half_rate', 'p999_ms'):.2f} ms")
 print(f"  group_broadcast    {med('group_broadcast', 'deliveries_per_s'):>10.0f} deliveries/s to {med('group_broadcast', 'members'):.0f} members")
 print(f"  idle_connections   {med('idle_connections', 'connections'):>10.0f} sessions, {med('idle_connections', 'bytes_per_connection'):.0f} bytes each")
+for kind in ("fresh", "replace"):
+    cells = []
+    for threads in (1, 8, 32):
+        values = [r["claims_per_s"] for r in rows if r["scenario"] == "directory_claims" and r["kind"] == kind and r["threads"] == threads]
+        if values:
+            cells.append(f"{statistics.median(values):.0f}/s at {threads}")
+    if cells:
+        print(f"  directory_claims   {kind:8} " + ", ".join(cells))
 PY

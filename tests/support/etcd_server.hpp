@@ -48,26 +48,14 @@ class EtcdServer {
       if (!netns_.empty()) {  // `ip netns exec` execs etcd: the PID stays etcd's
         args = {"ip", "netns", "exec", netns_};
       }
-      args.insert(args.end(), {"etcd",
-                               "--name",
-                               "test",
-                               "--data-dir",
-                               (dir_ / "data").string(),
-                               "--listen-client-urls",
-                               client,
-                               "--advertise-client-urls",
-                               client,
-                               "--listen-peer-urls",
-                               peer,
-                               "--initial-advertise-peer-urls",
-                               peer,
-                               "--initial-cluster",
-                               "test=" + peer,
-                               "--initial-cluster-state",
-                               "new",
-                               "--logger=zap",
-                               "--log-level=warn",
-                               "--unsafe-no-fsync"});
+      args.insert(args.end(), {"etcd", "--name", "test", "--data-dir", (dir_ / "data").string(),
+                               "--listen-client-urls", client, "--advertise-client-urls", client,
+                               "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
+                               "--initial-cluster", "test=" + peer, "--initial-cluster-state",
+                               "new", "--logger=zap", "--log-level=warn"});
+      if (!durable_) {
+        args.push_back("--unsafe-no-fsync");  // tests need no durability, and fsync is slow here
+      }
       const int rc = spawn_logged(std::move(args), (dir_ / "etcd.log").string(), pid_);
       if (rc != 0) {
         pid_ = 0;
@@ -121,6 +109,9 @@ class EtcdServer {
     host_ = std::move(host);
   }
 
+  /// Fsync every commit, as production etcd does (benchmarks); tests run without. Before start().
+  void set_durable(bool durable) { durable_ = durable; }
+
   /// SIGKILL (a crash): the data directory stays.
   void kill_hard() {
     if (pid_ > 0) {
@@ -143,6 +134,7 @@ class EtcdServer {
 
  private:
   std::string netns_;
+  bool durable_ = false;
   std::string host_ = "127.0.0.1";
   pid_t pid_ = 0;
   int client_port_ = 0;
