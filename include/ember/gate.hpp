@@ -70,9 +70,9 @@ std::optional<SessionRef> session_of(const Context& context);
 
 /// Pushes to a session held by any gateway of the cluster, from any node that links ember::gate
 /// (a backend without a GateConf too): through the service "ember.gate" of the session's
-/// gateway node, or this node's gateway directly. Returns once sent; the gateway answers
-/// not_found for a session that closed meanwhile, which is logged on this node. No gateway
-/// on `session.gate_node` (it left the cluster) is not_found at once.
+/// gateway node, or this node's gateway directly. Returns once sent (at most once): a session
+/// that closed meanwhile is not_found at its gateway, which logs it. No gateway on
+/// `session.gate_node` (it left the cluster) is not_found at once.
 Status push(Node& node, const SessionRef& session, std::string_view route,
             const google::protobuf::Message& message);
 /// Kicks (by_server) a session held by any gateway of the cluster; like push().
