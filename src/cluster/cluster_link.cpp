@@ -322,13 +322,16 @@ void ClusterLink::stop() {
     left.swap(waiting_);
   }
   for (auto& [id, w] : left) {
-    Error why{Errc::node_unreachable,
-              "this node left the cluster before node " + w.node + " answered"};
-    if (w.pending) {
-      w.pending->complete(std::move(why));
-    } else {
-      w.serialized->deliver(std::move(why));
-    }
+    w.fail(Error{Errc::node_unreachable,
+                 "this node left the cluster before node " + w.node + " answered"});
+  }
+}
+
+void ClusterLink::Waiting::fail(Error why) const {
+  if (pending) {
+    pending->complete(std::move(why));
+  } else {
+    serialized->deliver(std::move(why));
   }
 }
 
@@ -607,12 +610,8 @@ void ClusterLink::on_peer(const std::string& node, bool up, const net::Transport
                           : Error{Errc::node_unreachable,
                                   "node " + node + " went down before answering" +
                                       (loss.why.empty() ? std::string() : " (" + loss.why + ")")};
-  for (auto& w : failed) {
-    if (w.pending) {
-      w.pending->complete(error);
-    } else {
-      w.serialized->deliver(error);
-    }
+  for (const auto& w : failed) {
+    w.fail(error);
   }
 }
 

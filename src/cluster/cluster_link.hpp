@@ -89,6 +89,8 @@ class ClusterLink final : public RemoteRouter, public std::enable_shared_from_th
     const AnyMessage* prototype = nullptr;
     std::string node;
     std::chrono::steady_clock::time_point deadline;
+    /// No reply will come: the caller hears `why`.
+    void fail(Error why) const;
   };
   void handle_request(const std::string& from, std::unique_ptr<RemoteCall> call);
   void handle_reply(wire::RemoteReply& reply);

@@ -19,16 +19,24 @@ Error no_session(std::string_view id) {
 Error no_uid(std::string_view uid) {
   return Error{Errc::not_found, "no session of uid " + std::string(uid) + " on this gateway"};
 }
-}  // namespace
-
-Result<std::shared_ptr<const std::string>> GateCore::push_frame(
-    std::string_view route, const google::protobuf::Message& message) {
+Result<std::string> serialize_push(std::string_view route,
+                                   const google::protobuf::Message& message) {
   std::string payload;
   if (!message.SerializeToString(&payload)) {
     return Error{Errc::invalid_argument, "the push on " + std::string(route) +
                                              " does not serialize (missing required fields?)"};
   }
-  return push_frame_serialized(route, std::move(payload));
+  return payload;
+}
+}  // namespace
+
+Result<std::shared_ptr<const std::string>> GateCore::push_frame(
+    std::string_view route, const google::protobuf::Message& message) {
+  Result<std::string> payload = serialize_push(route, message);
+  if (!payload) {
+    return payload.error();
+  }
+  return push_frame_serialized(route, std::move(*payload));
 }
 
 std::shared_ptr<const std::string> GateCore::push_frame_serialized(std::string_view route,
@@ -51,12 +59,11 @@ std::shared_ptr<const std::string> GateCore::push_frame_serialized(std::string_v
 
 Status GateCore::push(std::string_view session_id, std::string_view route,
                       const google::protobuf::Message& message) {
-  std::string payload;
-  if (!message.SerializeToString(&payload)) {
-    return Error{Errc::invalid_argument, "the push on " + std::string(route) +
-                                             " does not serialize (missing required fields?)"};
+  Result<std::string> payload = serialize_push(route, message);
+  if (!payload) {
+    return payload.error();
   }
-  return push_serialized(session_id, route, std::move(payload));
+  return push_serialized(session_id, route, std::move(*payload));
 }
 
 Status GateCore::push_serialized(std::string_view session_id, std::string_view route,
@@ -219,52 +226,51 @@ Status GateCore::broadcast(std::string_view group, std::string_view route,
 
 namespace {
 
-// The gateway service of `gate_node`, or not_found.
-Result<Bus> gateway_of(Node& node, const std::string& gate_node) {
-  Bus gateway = select(node, Selector::name(std::string(kGateServiceName)).id(gate_node));
+// The session's gateway when it runs on this node (nullptr: it is another node's).
+GateCore* local_gateway(Node& node, const SessionRef& session) {
+  detail::NodeImpl& impl = detail::NodeAccess::impl(node);
+  GateCore* local = GateCore::of(impl);
+  return local != nullptr && session.gate_node == impl.config.node_id ? local : nullptr;
+}
+
+// Sends `request` to the gateway service of the session's node, or not_found.
+template <class Request>
+Status send_to_gateway(Node& node, const SessionRef& session, std::string_view method,
+                       Request request) {
+  Bus gateway = select(node, Selector::name(std::string(kGateServiceName)).id(session.gate_node));
   if (gateway.empty()) {
-    return Error{Errc::not_found, "no gateway on node " + gate_node + " (it left the cluster)"};
+    return Error{Errc::not_found,
+                 "no gateway on node " + session.gate_node + " (it left the cluster)"};
   }
-  return gateway;
+  return gateway.send(method, std::move(request));
 }
 
 }  // namespace
 
 Status push(Node& node, const SessionRef& session, std::string_view route,
             const google::protobuf::Message& message) {
-  detail::NodeImpl& impl = detail::NodeAccess::impl(node);
-  if (GateCore* local = GateCore::of(impl);
-      local != nullptr && session.gate_node == impl.config.node_id) {
+  if (GateCore* local = local_gateway(node, session)) {
     return local->push(session.id, route, message);
+  }
+  Result<std::string> payload = serialize_push(route, message);
+  if (!payload) {
+    return payload.error();
   }
   GatePush push;
   push.set_session_id(session.id);
   push.set_route(std::string(route));
-  if (!message.SerializeToString(push.mutable_payload())) {
-    return Error{Errc::invalid_argument, "the push on " + std::string(route) +
-                                             " does not serialize (missing required fields?)"};
-  }
-  auto gateway = gateway_of(node, session.gate_node);
-  if (!gateway) {
-    return gateway.error();
-  }
-  return gateway->send("RpcPush", push);
+  push.set_payload(std::move(*payload));
+  return send_to_gateway(node, session, "RpcPush", std::move(push));
 }
 
 Status kick(Node& node, const SessionRef& session, std::string_view reason) {
-  detail::NodeImpl& impl = detail::NodeAccess::impl(node);
-  if (GateCore* local = GateCore::of(impl);
-      local != nullptr && session.gate_node == impl.config.node_id) {
+  if (GateCore* local = local_gateway(node, session)) {
     return local->kick(session.id, reason);
   }
   GateKick kick;
   kick.set_session_id(session.id);
   kick.set_reason(std::string(reason));
-  auto gateway = gateway_of(node, session.gate_node);
-  if (!gateway) {
-    return gateway.error();
-  }
-  return gateway->send("RpcKick", kick);
+  return send_to_gateway(node, session, "RpcKick", std::move(kick));
 }
 
 }  // namespace ember::gate

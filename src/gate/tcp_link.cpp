@@ -20,17 +20,14 @@ using tcp = asio::ip::tcp;
 
 namespace {
 
-ClientSocket& lowest(ClientSocket& socket) {
-  return socket;
-}
-ClientSocket& lowest(asio::ssl::stream<ClientSocket>& stream) {
-  return stream.next_layer();
-}
-const ClientSocket& lowest(const ClientSocket& socket) {
-  return socket;
-}
-const ClientSocket& lowest(const asio::ssl::stream<ClientSocket>& stream) {
-  return stream.next_layer();
+// The socket under a plain or TLS stream.
+template <class Stream>
+auto& lowest(Stream& stream) {
+  if constexpr (std::is_same_v<std::remove_const_t<Stream>, ClientSocket>) {
+    return stream;
+  } else {
+    return stream.next_layer();
+  }
 }
 
 template <class Stream>

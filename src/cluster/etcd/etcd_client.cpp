@@ -291,14 +291,27 @@ Status Client::revoke(LeaseId lease) {
   return {};
 }
 
+namespace {
+// The transaction goes ahead only if `key`'s create or mod revision is `revision`.
+void require_revision(etcdserverpb::TxnRequest& request, std::string_view key,
+                      etcdserverpb::Compare::CompareTarget target, std::int64_t revision) {
+  auto* compare = request.add_compare();
+  compare->set_key(std::string(key));
+  compare->set_target(target);
+  compare->set_result(etcdserverpb::Compare::EQUAL);
+  if (target == etcdserverpb::Compare::CREATE) {
+    compare->set_create_revision(revision);
+  } else {
+    compare->set_mod_revision(revision);
+  }
+}
+}  // namespace
+
 Result<std::int64_t> Client::put_if_unchanged(std::string_view key, std::string_view value,
                                               std::int64_t mod_revision, LeaseId lease) {
   etcdserverpb::TxnRequest request;
-  auto* compare = request.add_compare();
-  compare->set_key(std::string(key));
-  compare->set_target(etcdserverpb::Compare::MOD);
-  compare->set_result(etcdserverpb::Compare::EQUAL);
-  compare->set_mod_revision(mod_revision);  // a missing key compares as revision 0
+  // A missing key compares as revision 0.
+  require_revision(request, key, etcdserverpb::Compare::MOD, mod_revision);
   auto* put = request.add_success()->mutable_request_put();
   put->set_key(std::string(key));
   put->set_value(std::string(value));
@@ -312,28 +325,13 @@ Result<std::int64_t> Client::put_if_unchanged(std::string_view key, std::string_
 }
 
 Result<bool> Client::erase_if_unchanged(std::string_view key, std::int64_t mod_revision) {
-  etcdserverpb::TxnRequest request;
-  auto* compare = request.add_compare();
-  compare->set_key(std::string(key));
-  compare->set_target(etcdserverpb::Compare::MOD);
-  compare->set_result(etcdserverpb::Compare::EQUAL);
-  compare->set_mod_revision(mod_revision);
-  request.add_success()->mutable_request_delete_range()->set_key(std::string(key));
-  auto response = impl_->txn(request, "txn erase " + std::string(key));
-  if (!response) {
-    return std::move(response).error();
-  }
-  return response->succeeded();
+  return erase_if(key, etcdserverpb::Compare::MOD, mod_revision);
 }
 
 Result<Client::CreateResult> Client::create_if_absent(std::string_view key, std::string_view value,
                                                       LeaseId lease, std::string_view also_read) {
   etcdserverpb::TxnRequest request;
-  auto* compare = request.add_compare();
-  compare->set_key(std::string(key));
-  compare->set_target(etcdserverpb::Compare::CREATE);
-  compare->set_result(etcdserverpb::Compare::EQUAL);
-  compare->set_create_revision(0);  // "the key does not exist"
+  require_revision(request, key, etcdserverpb::Compare::CREATE, 0);  // "the key does not exist"
   auto* put = request.add_success()->mutable_request_put();
   put->set_key(std::string(key));
   put->set_value(std::string(value));
@@ -371,12 +369,13 @@ Result<Client::CreateResult> Client::create_if_absent(std::string_view key, std:
 }
 
 Result<bool> Client::erase_if_created(std::string_view key, std::int64_t create_revision) {
+  return erase_if(key, etcdserverpb::Compare::CREATE, create_revision);
+}
+
+Result<bool> Client::erase_if(std::string_view key, int target, std::int64_t revision) {
   etcdserverpb::TxnRequest request;
-  auto* compare = request.add_compare();
-  compare->set_key(std::string(key));
-  compare->set_target(etcdserverpb::Compare::CREATE);
-  compare->set_result(etcdserverpb::Compare::EQUAL);
-  compare->set_create_revision(create_revision);
+  require_revision(request, key, static_cast<etcdserverpb::Compare::CompareTarget>(target),
+                   revision);
   request.add_success()->mutable_request_delete_range()->set_key(std::string(key));
   auto response = impl_->txn(request, "txn erase " + std::string(key));
   if (!response) {

@@ -75,6 +75,8 @@ class Client final : public store::Store {
   struct Impl;
 
  private:
+  // Deletes `key` if its revision of kind `target` (an etcd Compare target) is `revision`.
+  Result<bool> erase_if(std::string_view key, int target, std::int64_t revision);
   explicit Client(std::unique_ptr<Impl> impl);
   std::unique_ptr<Impl> impl_;
 };

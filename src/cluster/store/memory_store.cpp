@@ -309,16 +309,7 @@ Result<std::int64_t> MemoryStore::put_if_unchanged(std::string_view key, std::st
 }
 
 Result<bool> MemoryStore::erase_if_unchanged(std::string_view key, std::int64_t mod_revision) {
-  std::lock_guard lock(mu_);
-  if (Status st = check_available(); !st) {
-    return st.error();
-  }
-  auto it = kvs_.find(key);
-  if (it == kvs_.end() || it->second.mod_revision != mod_revision) {
-    return false;
-  }
-  apply_erase_range(key, only(key));
-  return true;
+  return erase_if(key, &KeyValue::mod_revision, mod_revision);
 }
 
 Result<Store::CreateResult> MemoryStore::create_if_absent(std::string_view key,
@@ -349,12 +340,17 @@ Result<Store::CreateResult> MemoryStore::create_if_absent(std::string_view key,
 }
 
 Result<bool> MemoryStore::erase_if_created(std::string_view key, std::int64_t create_revision) {
+  return erase_if(key, &KeyValue::create_revision, create_revision);
+}
+
+Result<bool> MemoryStore::erase_if(std::string_view key, std::int64_t KeyValue::*revision,
+                                   std::int64_t expected) {
   std::lock_guard lock(mu_);
   if (Status st = check_available(); !st) {
     return st.error();
   }
   auto it = kvs_.find(key);
-  if (it == kvs_.end() || it->second.create_revision != create_revision) {
+  if (it == kvs_.end() || it->second.*revision != expected) {
     return false;
   }
   apply_erase_range(key, only(key));

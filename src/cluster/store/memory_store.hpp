@@ -81,6 +81,9 @@ class MemoryStore final : public Store {
   void release(Registration& reg);  // a handle's destructor: no callback of it runs afterwards
   Status check_available() const;   // under mu_
   std::int64_t apply_put(std::string_view key, std::string_view value, LeaseId lease);
+  /// Deletes `key` if its `revision` (create or mod) is `expected`.
+  Result<bool> erase_if(std::string_view key, std::int64_t KeyValue::*revision,
+                        std::int64_t expected);
   std::int64_t apply_erase_range(std::string_view from, std::string_view to);  // [from, to)
   void drop_lease(LeaseId lease, const Error* lost);                           // under mu_
   void end_all(const Error& why);                                              // under mu_
