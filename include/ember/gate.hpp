@@ -78,6 +78,23 @@ Status push(Node& node, const SessionRef& session, std::string_view route,
 /// Kicks (by_server) a session held by any gateway of the cluster; like push().
 Status kick(Node& node, const SessionRef& session, std::string_view reason);
 
+/// Pushes to the player `uid` wherever it is logged in, from any node of the cluster that links
+/// ember::gate. The gateway is found through the cluster's session directory, cached on this
+/// node (no coordinator read per push; a binding that proved stale is read again once). Waits
+/// until that gateway took the push, bounded by the node's CallTimeout: not_found when the
+/// player is not logged in (or its gateway left the cluster), node_unreachable or timeout when
+/// its gateway does not answer. Never hangs.
+Status push_to_uid(Node& node, std::string_view uid, std::string_view route,
+                   const google::protobuf::Message& message);
+/// Kicks (by_server) the player `uid` wherever it is logged in; like push_to_uid().
+Status kick_uid(Node& node, std::string_view uid, std::string_view reason);
+/// Pushes one message to each of `sessions`, wherever they are (the players of a room spread
+/// over gateways): encoded once, and one frame to each gateway that holds some of them, not one
+/// per player. Returns once sent (at most once); sessions that closed meanwhile are skipped.
+/// not_found names a gateway that left the cluster (the others still got theirs).
+Status broadcast(Node& node, const std::vector<SessionRef>& sessions, std::string_view route,
+                 const google::protobuf::Message& message);
+
 struct GateStats {
   std::uint64_t connections = 0;  ///< open now, logged in or not
   std::uint64_t sessions = 0;     ///< logged in now
@@ -87,10 +104,13 @@ struct GateStats {
   std::uint64_t requests = 0;  ///< client requests routed to a service
   std::uint64_t pushes = 0;    ///< frames pushed to clients (a broadcast counts each)
   std::uint64_t kicks = 0;     ///< connections closed by the gateway with a reason
+  std::uint64_t replaced = 0;  ///< sessions closed because a newer login of their UID won
+  std::uint64_t relayed = 0;   ///< pushes other nodes sent here (one per gateway for a broadcast)
 };
 
 /// The node's gateway. Thread-safe; every call returns at once (sending happens on the
-/// gateway's I/O threads). Errors: not_found for an unknown session, UID or group.
+/// gateway's I/O threads), except push_to_uid and kick_uid for a player on another gateway (see
+/// the functions of the same names). Errors: not_found for an unknown session, UID or group.
 class Gate {
  public:
   /// The gateway of `node`. Throws std::logic_error when the node has no GateConf: asking for a
@@ -102,6 +122,7 @@ class Gate {
   /// Sends `message` on route `route` (any name the client understands, "room.OnMoved").
   virtual Status push(std::string_view session_id, std::string_view route,
                       const google::protobuf::Message& message) = 0;
+  /// The player on this gateway, or on any gateway of the cluster (gate::push_to_uid).
   virtual Status push_to_uid(std::string_view uid, std::string_view route,
                              const google::protobuf::Message& message) = 0;
   /// Closes the session after telling its client `reason`.
@@ -116,7 +137,9 @@ class Gate {
   virtual Result<std::string> session_of_uid(std::string_view uid) = 0;
 
   // --- groups (rooms) -----------------------------------------------------------------------
-  /// Creating an existing group is already_exists; joining creates nothing.
+  /// Groups of this gateway's sessions. A room whose players are on several gateways keeps
+  /// their SessionRefs and uses gate::broadcast. Creating an existing group is already_exists;
+  /// joining creates nothing.
   virtual Status create_group(std::string_view group) = 0;
   virtual Status remove_group(std::string_view group) = 0;
   virtual Status join(std::string_view group, std::string_view session_id) = 0;

@@ -62,18 +62,18 @@ Node::Node(NodeConfig config) : impl_(std::make_unique<detail::NodeImpl>(std::mo
     }
   }
   node.add_subsystem(std::make_shared<detail::Messaging>(node));
-  if (node.config.gate.enabled) {
-    // After messaging: the gateway calls services, and it stops taking clients (stopping, in
-    // reverse order) before anything else stops.
-    if (detail::SubsystemFactory add_gate = detail::gate_factory()) {
-      add_gate(node);
-    } else {
-      node.add_subsystem(std::make_shared<Unavailable>(
-          "gate",
-          "GateConf is set, but this program does not link Ember's gateway component: link "
-          "ember::gate with CMake, or ember-gate with pkg-config; to run without a gateway, "
-          "remove GateConf"));
-    }
+  // After messaging: the gateway calls services, and it stops taking clients (stopping, in
+  // reverse order) before anything else stops. In a cluster, every node of a program that links
+  // the gateway gets its session directory, so that backends can push to players.
+  detail::SubsystemFactory add_gate = detail::gate_factory();
+  if (add_gate != nullptr && (node.config.gate.enabled || node.config.cluster.enabled)) {
+    add_gate(node);
+  } else if (node.config.gate.enabled) {
+    node.add_subsystem(std::make_shared<Unavailable>(
+        "gate",
+        "GateConf is set, but this program does not link Ember's gateway component: link "
+        "ember::gate with CMake, or ember-gate with pkg-config; to run without a gateway, "
+        "remove GateConf"));
   }
 }
 

@@ -127,6 +127,7 @@ Status Membership::start() {
                  "cannot reach " + coordinator + ": " + client.error().message()};
   }
   client_ = std::move(*client);
+  keys_ = std::make_unique<ClusterKeys>(client_, root_);
   if (auto opened = open_session(true); !opened) {
     close_session("the node did not start");
     link_->stop();
@@ -142,6 +143,7 @@ Status Membership::start() {
   watchdog_ = runtime::Thread([this] { watch_lease(); });
   // Calls to services of other nodes go straight to the transport.
   Messaging::of(node_).set_remote(link_);
+  Messaging::of(node_).set_leased_keys(keys_.get());
   return {};
 }
 
@@ -416,6 +418,7 @@ Status Membership::open_session(bool first) {
   if (channels_) {
     channels_->session_opened();  // the old lease took our channel keys with it
   }
+  keys_->lease_started(lease_);  // and the subsystems' keys too
   if (!resync()) {
     std::lock_guard lock(mu_);
     resync_due_ = true;
@@ -510,6 +513,9 @@ void Membership::close_session(const std::string& why) {
   {
     std::lock_guard lock(mu_);
     session_ok_ = false;
+    if (keys_) {
+      keys_->lease_ended();
+    }
     // Before anyone else can win: the lease is in doubt, so every mastership is given up now.
     demote_masters_locked(why);
     for (auto& [uid, local] : locals_) {

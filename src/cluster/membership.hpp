@@ -15,6 +15,7 @@
 #include <thread>
 #include <vector>
 
+#include "cluster/cluster_keys.hpp"
 #include "cluster/cluster_link.hpp"
 #include "cluster/etcd/etcd_client.hpp"
 #include "cluster/event_channels.hpp"
@@ -54,6 +55,8 @@ struct MembershipStats {
 ///                                            epoch it has seen when it opens a session (no
 ///                                            lease: it survives nodes, not a wiped etcd)
 ///   <prefix>/nodes/<node id>                 the node's transport address: one live node per id
+///   <prefix>.sessions/<uid>                  the gateway's session directory (LeasedKeys): kept
+///                                            outside <prefix>/, which every node watches
 ///   <prefix>/events/<node>/<channel>         the node's address, while one of its services
 ///                                            subscribes to the channel (global.<type> or
 ///                                            server.<id>.<type>): the "cluster" event backend
@@ -151,6 +154,7 @@ class Membership final : public Subsystem {
   std::chrono::milliseconds ttl_;
   std::shared_ptr<ClusterLink> link_;
   std::shared_ptr<store::Store> client_;
+  std::unique_ptr<ClusterKeys> keys_;  // the subsystems' keys under this node's lease
 
   // Loop-thread state.
   etcd::LeaseId lease_ = 0;

@@ -4,11 +4,14 @@
 #include <algorithm>
 #include <ember/node.hpp>
 #include <ember/rpc.hpp>
+#include <functional>
+#include <map>
 
 #include "core/node_impl.hpp"
 #include "ember/gate.pb.h"
 #include "gate/gate_core.hpp"
 #include "gate/session.hpp"
+#include "gate/session_directory.hpp"
 
 namespace ember::gate {
 
@@ -18,6 +21,9 @@ Error no_session(std::string_view id) {
 }
 Error no_uid(std::string_view uid) {
   return Error{Errc::not_found, "no session of uid " + std::string(uid) + " on this gateway"};
+}
+Error not_logged_in(std::string_view uid) {
+  return Error{Errc::not_found, "uid " + std::string(uid) + " is not logged in"};
 }
 Result<std::string> serialize_push(std::string_view route,
                                    const google::protobuf::Message& message) {
@@ -77,13 +83,26 @@ Status GateCore::push_serialized(std::string_view session_id, std::string_view r
   return {};
 }
 
+void GateCore::push_each_serialized(
+    const google::protobuf::RepeatedPtrField<std::string>& session_ids, std::string_view route,
+    std::string payload) {
+  std::shared_ptr<const std::string> frame;
+  for (const std::string& id : session_ids) {
+    std::shared_ptr<Session> s = find(id);
+    if (!s) {
+      continue;
+    }
+    if (!frame) {
+      frame = push_frame_serialized(route, std::move(payload));
+    }
+    pushes.fetch_add(1, std::memory_order_relaxed);
+    s->post_frame(frame);
+  }
+}
+
 Status GateCore::push_to_uid(std::string_view uid, std::string_view route,
                              const google::protobuf::Message& message) {
-  std::shared_ptr<Session> s = find_uid(uid);
-  if (!s) {
-    return no_uid(uid);
-  }
-  return push(s->id(), route, message);
+  return gate::push_to_uid(*node_.owner, uid, route, message);
 }
 
 Status GateCore::kick(std::string_view session_id, std::string_view reason) {
@@ -96,12 +115,7 @@ Status GateCore::kick(std::string_view session_id, std::string_view reason) {
 }
 
 Status GateCore::kick_uid(std::string_view uid, std::string_view reason) {
-  std::shared_ptr<Session> s = find_uid(uid);
-  if (!s) {
-    return no_uid(uid);
-  }
-  s->post_kick(KickCode::by_server, std::string(reason));
-  return {};
+  return gate::kick_uid(*node_.owner, uid, reason);
 }
 
 Result<std::string> GateCore::data(std::string_view session_id, std::string_view key) {
@@ -226,6 +240,10 @@ Status GateCore::broadcast(std::string_view group, std::string_view route,
 
 namespace {
 
+Bus gateway_of(Node& node, const std::string& gate_node) {
+  return select(node, Selector::name(std::string(kGateServiceName)).id(gate_node));
+}
+
 // The session's gateway when it runs on this node (nullptr: it is another node's).
 GateCore* local_gateway(Node& node, const SessionRef& session) {
   detail::NodeImpl& impl = detail::NodeAccess::impl(node);
@@ -237,7 +255,7 @@ GateCore* local_gateway(Node& node, const SessionRef& session) {
 template <class Request>
 Status send_to_gateway(Node& node, const SessionRef& session, std::string_view method,
                        Request request) {
-  Bus gateway = select(node, Selector::name(std::string(kGateServiceName)).id(session.gate_node));
+  Bus gateway = gateway_of(node, session.gate_node);
   if (gateway.empty()) {
     return Error{Errc::not_found,
                  "no gateway on node " + session.gate_node + " (it left the cluster)"};
@@ -261,6 +279,123 @@ Status push(Node& node, const SessionRef& session, std::string_view route,
   push.set_route(std::string(route));
   push.set_payload(std::move(*payload));
   return send_to_gateway(node, session, "RpcPush", std::move(push));
+}
+
+namespace {
+
+// Runs `here` on this node's gateway when it holds `uid`, or `there` on the gateway that the
+// directory names for it. A binding that proves stale (that gateway answers not_found: the
+// player logged out, or in again elsewhere) is forgotten and read again from the coordinator,
+// once.
+Status reach_uid(Node& node, std::string_view uid,
+                 const std::function<Status(GateCore&, const std::string& session_id)>& here,
+                 const std::function<Status(const Bus&, const std::string& session_id)>& there) {
+  detail::NodeImpl& impl = detail::NodeAccess::impl(node);
+  GateCore* local = GateCore::of(impl);
+  if (local != nullptr) {
+    if (std::shared_ptr<Session> s = local->find_uid(uid)) {
+      return here(*local, s->id());
+    }
+  }
+  SessionDirectory* directory = SessionDirectory::of(impl);
+  if (directory == nullptr || !directory->clustered()) {
+    return local != nullptr ? no_uid(uid) : not_logged_in(uid);
+  }
+  Status outcome = not_logged_in(uid);
+  for (const bool fresh : {false, true}) {
+    auto binding = directory->lookup(uid, fresh);
+    if (!binding) {
+      return binding.error();
+    }
+    if (!*binding) {
+      return not_logged_in(uid);
+    }
+    const Binding& where = **binding;
+    if (where.gate_node == impl.config.node_id) {
+      // This gateway does not hold it (checked above): the player has gone since.
+      outcome = local != nullptr ? here(*local, where.session_id) : not_logged_in(uid);
+    } else if (Bus gateway = gateway_of(node, where.gate_node); !gateway.empty()) {
+      outcome = there(gateway, where.session_id);
+    } else {
+      outcome = Error{Errc::not_found, "uid " + std::string(uid) + " was on node " +
+                                           where.gate_node + ", which left the cluster"};
+    }
+    if (outcome || outcome.error().code() != Errc::not_found) {
+      return outcome;
+    }
+    directory->forget(uid, where);
+  }
+  return outcome;
+}
+
+}  // namespace
+
+Status push_to_uid(Node& node, std::string_view uid, std::string_view route,
+                   const google::protobuf::Message& message) {
+  Result<std::string> payload = serialize_push(route, message);
+  if (!payload) {
+    return payload.error();
+  }
+  return reach_uid(
+      node, uid,
+      [&](GateCore& gate, const std::string& id) {
+        return gate.push_serialized(id, route, *payload);
+      },
+      [&](const Bus& gateway, const std::string& id) -> Status {
+        GatePush push;
+        push.set_session_id(id);
+        push.set_route(std::string(route));
+        push.set_payload(*payload);
+        auto acked = gateway.call<GateAck>("RpcPush", std::move(push));
+        return acked ? Status{} : Status{acked.error()};
+      });
+}
+
+Status kick_uid(Node& node, std::string_view uid, std::string_view reason) {
+  return reach_uid(
+      node, uid, [&](GateCore& gate, const std::string& id) { return gate.kick(id, reason); },
+      [&](const Bus& gateway, const std::string& id) -> Status {
+        GateKick kick;
+        kick.set_session_id(id);
+        kick.set_reason(std::string(reason));
+        auto acked = gateway.call<GateAck>("RpcKick", std::move(kick));
+        return acked ? Status{} : Status{acked.error()};
+      });
+}
+
+Status broadcast(Node& node, const std::vector<SessionRef>& sessions, std::string_view route,
+                 const google::protobuf::Message& message) {
+  Result<std::string> payload = serialize_push(route, message);
+  if (!payload) {
+    return payload.error();
+  }
+  // One message per gateway, naming its sessions: a room of players spread over gateways costs
+  // the network one frame per gateway, not one per player.
+  std::map<std::string_view, GateBroadcast> by_gateway;
+  for (const SessionRef& s : sessions) {
+    by_gateway[s.gate_node].add_session_ids(s.id);
+  }
+  detail::NodeImpl& impl = detail::NodeAccess::impl(node);
+  Status outcome;
+  for (auto& [gate_node, batch] : by_gateway) {
+    if (GateCore* local = GateCore::of(impl);
+        local != nullptr && gate_node == impl.config.node_id) {
+      local->push_each_serialized(batch.session_ids(), route, *payload);
+      continue;
+    }
+    Bus gateway = gateway_of(node, std::string(gate_node));
+    if (gateway.empty()) {
+      outcome = Error{Errc::not_found,
+                      "no gateway on node " + std::string(gate_node) + " (it left the cluster)"};
+      continue;  // the others still get theirs
+    }
+    batch.set_route(std::string(route));
+    batch.set_payload(*payload);
+    if (Status sent = gateway.send("RpcBroadcast", std::move(batch)); !sent) {
+      outcome = sent;
+    }
+  }
+  return outcome;
 }
 
 Status kick(Node& node, const SessionRef& session, std::string_view reason) {

@@ -5,6 +5,7 @@
 #include <boost/asio/ssl/context.hpp>
 #include <chrono>
 #include <ember/node.hpp>
+#include <ember/rpc.hpp>
 #include <random>
 #include <stdexcept>
 #include <thread>
@@ -221,16 +222,130 @@ Result<detail::Target> GateCore::target(const std::string& service, DispatchKey 
   return cached.targets[detail::pick_by_key(cached.targets, key)];
 }
 
-std::shared_ptr<Session> GateCore::register_session(const std::shared_ptr<Session>& session) {
-  std::unique_lock lock(sessions_mu_);
-  by_id_.emplace(session->id(), session);
-  std::shared_ptr<Session> previous;
-  if (auto it = by_uid_.find(session->uid()); it != by_uid_.end()) {
-    previous = std::move(it->second);
-    by_uid_.erase(it);  // its key views the previous session's UID
+void GateCore::claim(const std::shared_ptr<Session>& session) {
+  {
+    std::unique_lock lock(sessions_mu_);
+    by_id_.emplace(session->id(), session);
   }
-  by_uid_.emplace(session->uid(), session);
-  return previous;
+  SessionDirectory* directory = SessionDirectory::of(node_);
+  if (directory == nullptr || !directory->clustered()) {
+    session->post_claimed(local_revision_.fetch_add(1, std::memory_order_acq_rel) + 1);
+    return;
+  }
+  const bool queued = directory->run([this, directory, session] {
+    auto claimed = directory->claim(session->uid(), Binding{node_.config.node_id, session->id()});
+    if (!claimed) {
+      session->post_claimed(claimed.error());
+      return;
+    }
+    if (claimed->previous) {
+      displace(*claimed->previous);
+    }
+    session->post_claimed(claimed->revision);
+  });
+  if (!queued) {
+    session->post_claimed(Error{Errc::stopping, "the gateway is stopping"});
+  }
+}
+
+void GateCore::displace(const Binding& previous) {
+  if (previous.gate_node == node_.config.node_id) {
+    (void)replace(previous.session_id);  // not_found: it closed already
+    return;
+  }
+  Bus gateway =
+      select(*node_.owner, Selector::name(std::string(kGateServiceName)).id(previous.gate_node));
+  if (gateway.empty()) {
+    return;  // its gateway left the cluster, and its sessions with it
+  }
+  GateKick kick;
+  kick.set_session_id(previous.session_id);
+  kick.set_reason("logged in on another connection");
+  kick.set_replaced(true);
+  // Bounded: the newer login waits for it. A gateway that does not answer (dead, or cut off) is
+  // logged; its session ends with its connection or its lease.
+  auto acked = gateway.call<GateAck>("RpcKick", std::move(kick),
+                                     CallOptions{.timeout = std::chrono::seconds(2)});
+  if (!acked && acked.error().code() != Errc::not_found) {
+    node_.log.warn("gateway: could not close the displaced session {} on node {}: {}",
+                   previous.session_id, previous.gate_node, acked.error().to_string());
+  }
+}
+
+bool GateCore::register_uid(const std::shared_ptr<Session>& session) {
+  std::shared_ptr<Session> older;
+  {
+    std::unique_lock lock(sessions_mu_);
+    if (auto it = by_uid_.find(session->uid()); it != by_uid_.end()) {
+      if (it->second->binding_revision() > session->binding_revision()) {
+        return false;  // a newer login of this UID got here first
+      }
+      older = std::move(it->second);
+      by_uid_.erase(it);  // its key views the older session's UID
+    }
+    by_uid_.emplace(session->uid(), session);
+  }
+  if (older) {
+    older->replace();
+  }
+  return true;
+}
+
+Status GateCore::replace(std::string_view session_id) {
+  std::shared_ptr<Session> s = find(session_id);
+  if (!s) {
+    return Error{Errc::not_found, "no session " + std::string(session_id) + " on this gateway"};
+  }
+  s->replace();
+  return {};
+}
+
+void GateCore::release(const Session& session) {
+  SessionDirectory* directory = SessionDirectory::of(node_);
+  if (session.binding_revision() == 0 || session.replaced() || directory == nullptr ||
+      !directory->clustered()) {
+    return;  // nothing written, or a newer login's binding replaced it
+  }
+  // The revision is read when the job runs: a renewal may have moved the binding meanwhile.
+  (void)directory->run([directory, s = session.shared_from_this()] {
+    (void)directory->release(s->uid(), s->binding_revision());
+  });
+}
+
+void GateCore::renew_bindings() {
+  SessionDirectory* directory = SessionDirectory::of(node_);
+  if (directory == nullptr || !directory->clustered()) {
+    return;
+  }
+  std::vector<std::shared_ptr<Session>> held;
+  {
+    std::shared_lock lock(sessions_mu_);
+    held.reserve(by_uid_.size());
+    for (const auto& [uid, s] : by_uid_) {
+      held.push_back(s);
+    }
+  }
+  std::size_t lost = 0;
+  for (const auto& s : held) {
+    auto rewritten = directory->rewrite(s->uid(), Binding{node_.config.node_id, s->id()});
+    if (!rewritten) {
+      // The next lease renews them all again.
+      node_.log.warn("gateway: writing the session bindings under the new lease: {}",
+                     rewritten.error().to_string());
+      return;
+    }
+    if (!*rewritten) {
+      ++lost;
+      s->replace();  // another gateway took the UID while this one was cut off
+      continue;
+    }
+    s->set_binding_revision(**rewritten);
+    if (s->ended()) {
+      release(*s);  // it closed during the rewrite, which may have written it back
+    }
+  }
+  node_.log.info("gateway: {} session bindings written under the new lease ({} taken elsewhere)",
+                 held.size() - lost, lost);
 }
 
 void GateCore::session_ended(Session& session, std::string_view reason) {
@@ -259,6 +374,7 @@ void GateCore::session_ended(Session& session, std::string_view reason) {
     }
     session.groups.clear();
   }
+  release(session);
   SessionEvent event;
   event.set_session_id(session.id());
   event.set_uid(session.uid());
@@ -302,7 +418,7 @@ GateStats GateCore::stats() const {
   s.connections = connections.load(std::memory_order_relaxed);
   {
     std::shared_lock lock(sessions_mu_);
-    s.sessions = by_id_.size();
+    s.sessions = by_uid_.size();
   }
   s.accepted = accepted.load(std::memory_order_relaxed);
   s.refused = refused.load(std::memory_order_relaxed);
@@ -310,6 +426,8 @@ GateStats GateCore::stats() const {
   s.requests = requests.load(std::memory_order_relaxed);
   s.pushes = pushes.load(std::memory_order_relaxed);
   s.kicks = kicks.load(std::memory_order_relaxed);
+  s.replaced = replaced.load(std::memory_order_relaxed);
+  s.relayed = relayed.load(std::memory_order_relaxed);
   return s;
 }
 

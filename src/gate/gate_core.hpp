@@ -15,10 +15,16 @@
 #include <vector>
 
 #include "core/subsystem.hpp"
+#include "gate/session_directory.hpp"
 #include "rpc/repository.hpp"
 
 namespace ember::detail {
 class NodeImpl;
+}
+
+namespace google::protobuf {
+template <class T>
+class RepeatedPtrField;
 }
 
 namespace boost::asio::ssl {
@@ -100,9 +106,19 @@ class GateCore final : public detail::Subsystem, public Gate {
   std::vector<Route> dictionary() const;
   /// The instance of `service` that serves `key` now (by the key's hash among several).
   Result<detail::Target> target(const std::string& service, DispatchKey key);
-  /// A session logged in: registered by id and UID. An earlier session of the same UID is
-  /// returned, to be kicked (one login per player).
-  std::shared_ptr<Session> register_session(const std::shared_ptr<Session>& session);
+  /// A session's login succeeded: it becomes findable by id (a kick reaches it), and its UID is
+  /// claimed in the session directory (in this gateway's registry outside a cluster). The session
+  /// it displaced is closed (KickCode::replaced) before the claim completes (Session::on_claimed):
+  /// a newer login is welcomed only once the older one's requests no longer start.
+  void claim(const std::shared_ptr<Session>& session);
+  /// After its claim: the session becomes its UID's on this gateway, unless a newer login of it
+  /// already did (false: this one lost and closes as replaced).
+  bool register_uid(const std::shared_ptr<Session>& session);
+  /// Deletes an ended session's binding from the directory, if it is still its own.
+  void release(const Session& session);
+  /// The node took a new lease: every binding is written under it again, and a session whose
+  /// UID another gateway took meanwhile is closed.
+  void renew_bindings();
   /// A session ended: unregistered, removed from its groups, kSessionClosed published.
   void session_ended(Session& session, std::string_view reason);
   void publish_opened(const Session& session);
@@ -113,6 +129,14 @@ class GateCore final : public detail::Subsystem, public Gate {
                                                            std::string payload);
   /// A push whose message another node serialized (GatePush).
   Status push_serialized(std::string_view session_id, std::string_view route, std::string payload);
+  /// One push to several sessions of this gateway (GateBroadcast): encoded once; sessions it no
+  /// longer holds are skipped.
+  void push_each_serialized(const google::protobuf::RepeatedPtrField<std::string>& session_ids,
+                            std::string_view route, std::string payload);
+  /// Closes a session that a newer login of its UID displaced; not_found if it is not here.
+  Status replace(std::string_view session_id);
+  /// A session of this gateway that holds `uid` now, or nullptr.
+  std::shared_ptr<Session> find_uid(std::string_view uid) const;
 
   std::atomic<std::uint64_t> connections{0};
   std::atomic<std::uint64_t> accepted{0};
@@ -121,16 +145,22 @@ class GateCore final : public detail::Subsystem, public Gate {
   std::atomic<std::uint64_t> requests{0};
   std::atomic<std::uint64_t> pushes{0};
   std::atomic<std::uint64_t> kicks{0};
+  std::atomic<std::uint64_t> replaced{0};
+  std::atomic<std::uint64_t> relayed{0};
 
  private:
   std::shared_ptr<Session> find(std::string_view session_id) const;
-  std::shared_ptr<Session> find_uid(std::string_view uid) const;
+  /// Tells the session a claim displaced to close, wherever it is (bounded).
+  void displace(const Binding& previous);
   bool allowed(std::string_view service, std::string_view method) const;
 
   detail::NodeImpl& node_;
   const GateConfig config_;
   const std::string id_prefix_;
   std::atomic<std::uint64_t> next_session_{1};
+  // Orders the logins of one UID on a gateway outside a cluster, as the directory's revisions do
+  // within one.
+  std::atomic<std::int64_t> local_revision_{0};
 
   mutable std::shared_mutex routes_mu_;
   std::vector<Route> routes_;  // by id - 1

@@ -16,6 +16,7 @@ class GateService final : public Service {
   Status on_init() override {
     if (auto st = handle("RpcPush",
                          [this](const GatePush& push) -> Result<GateAck> {
+                           core().relayed.fetch_add(1, std::memory_order_relaxed);
                            if (auto st = core().push_serialized(push.session_id(), push.route(),
                                                                 push.payload());
                                !st) {
@@ -26,8 +27,20 @@ class GateService final : public Service {
         !st) {
       return st;
     }
+    if (auto st = handle("RpcBroadcast",
+                         [this](const GateBroadcast& broadcast) -> Status {
+                           core().relayed.fetch_add(1, std::memory_order_relaxed);
+                           core().push_each_serialized(broadcast.session_ids(), broadcast.route(),
+                                                       broadcast.payload());
+                           return {};
+                         });
+        !st) {
+      return st;
+    }
     return handle("RpcKick", [this](const GateKick& kick) -> Result<GateAck> {
-      if (auto st = core().kick(kick.session_id(), kick.reason()); !st) {
+      Status st = kick.replaced() ? core().replace(kick.session_id())
+                                  : core().kick(kick.session_id(), kick.reason());
+      if (!st) {
         return st.error();
       }
       return GateAck{};

@@ -276,14 +276,37 @@ void Session::on_login_result(
   for (auto& [k, v] : result->second) {
     set_data(k, std::move(v));
   }
+  phase_ = Phase::claim;
+  gate_.claim(shared_from_this());
+}
+
+void Session::on_claimed(Result<std::int64_t> revision) {
+  if (revision) {
+    set_binding_revision(*revision);
+  }
+  if (phase_ != Phase::claim || link_ == nullptr) {
+    // Closed meanwhile: the binding it just wrote goes.
+    if (revision) {
+      gate_.release(*this);
+    }
+    return;
+  }
+  if (!revision) {
+    gate_.logins_failed.fetch_add(1, std::memory_order_relaxed);
+    gate_.node().log.warn("gateway: login of uid {} failed: {}", uid_,
+                          revision.error().to_string());
+    kick_now(KickCode::login_failed, "login is unavailable, try again");
+    return;
+  }
+  if (replaced() || !gate_.register_uid(shared_from_this())) {
+    kick_now(KickCode::replaced, "logged in on another connection");
+    return;
+  }
   phase_ = Phase::open;
-  deadline_ = SteadyClock::now() + gate_.config().idle_timeout;
   const SteadyClock::time_point now = SteadyClock::now();
+  deadline_ = now + gate_.config().idle_timeout;
   tokens_ = static_cast<double>(gate_.config().request_burst);
   refilled_ = now;
-  if (std::shared_ptr<Session> previous = gate_.register_session(shared_from_this())) {
-    previous->post_kick(KickCode::replaced, "logged in on another connection");
-  }
   ServerFrame frame;
   Welcome& welcome = *frame.mutable_welcome();
   welcome.set_version(kProtocolVersion);
@@ -517,6 +540,20 @@ void Session::post_frame(std::shared_ptr<const std::string> frame) {
     if (s->phase_ == Phase::open) {
       s->send_frame(std::move(frame));
     }
+  });
+}
+
+void Session::replace() {
+  if (replaced_.exchange(true, std::memory_order_acq_rel)) {
+    return;
+  }
+  gate_.replaced.fetch_add(1, std::memory_order_relaxed);
+  post_kick(KickCode::replaced, "logged in on another connection");
+}
+
+void Session::post_claimed(Result<std::int64_t> revision) {
+  boost::asio::post(link_io_, [s = shared_from_this(), revision = std::move(revision)]() mutable {
+    s->on_claimed(std::move(revision));
   });
 }
 

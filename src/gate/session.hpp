@@ -61,8 +61,22 @@ class Session final : public detail::RequestOrigin, public std::enable_shared_fr
   // --- any thread ---------------------------------------------------------------------------
   void post_frame(std::shared_ptr<const std::string> frame);
   void post_kick(KickCode code, std::string reason);
+  /// A newer login of its UID displaced it: from now on none of its requests starts anywhere
+  /// the check reaches, and its client is told (KickCode::replaced) on its I/O thread.
+  void replace();
+  /// The outcome of claiming its UID (GateCore::claim), on its I/O thread.
+  void post_claimed(Result<std::int64_t> revision);
   [[nodiscard]] bool ended() const noexcept override {
-    return ended_.load(std::memory_order_acquire);
+    return ended_.load(std::memory_order_acquire) || replaced();
+  }
+  [[nodiscard]] bool replaced() const noexcept { return replaced_.load(std::memory_order_acquire); }
+  /// The revision of its binding in the session directory (0: none yet); ordered cluster-wide,
+  /// so the higher of two sessions of one UID is the newer login.
+  [[nodiscard]] std::int64_t binding_revision() const noexcept {
+    return binding_revision_.load(std::memory_order_acquire);
+  }
+  void set_binding_revision(std::int64_t revision) noexcept {
+    binding_revision_.store(revision, std::memory_order_release);
   }
   /// An ember.gate.SessionIdentity: how requests carry the session to other nodes.
   bool wire_identity(std::string& out) const override;
@@ -85,10 +99,12 @@ class Session final : public detail::RequestOrigin, public std::enable_shared_fr
  private:
   friend class ClientResponder;
   friend class LoginResponder;
-  enum class Phase : std::uint8_t { hello, login, open, closing };
+  // claim: logged in, its UID being claimed in the session directory; no Welcome yet.
+  enum class Phase : std::uint8_t { hello, login, claim, open, closing };
 
   void on_hello(const Hello& hello, SteadyClock::time_point now);
   void on_login_result(Result<std::pair<std::string, std::map<std::string, std::string>>> result);
+  void on_claimed(Result<std::int64_t> revision);
   void on_request(const Request& request, SteadyClock::time_point now);
   void answer(std::uint32_t seq, Errc code, std::string_view error, std::uint32_t route_id = 0);
   /// Posts a request the session makes itself, to this node or another; a node it reaches is told
@@ -105,6 +121,8 @@ class Session final : public detail::RequestOrigin, public std::enable_shared_fr
   std::string remote_;
   Phase phase_ = Phase::hello;
   std::atomic<bool> ended_{false};
+  std::atomic<bool> replaced_{false};
+  std::atomic<std::int64_t> binding_revision_{0};
   std::string end_reason_;
   SteadyClock::time_point deadline_{};  // handshake, then idle
   // Token bucket of RequestsPerSecond / RequestBurst.

@@ -17,6 +17,7 @@
 
 #include "core/subsystem.hpp"
 #include "rpc/events.hpp"
+#include "rpc/leased_keys.hpp"
 #include "rpc/remote.hpp"
 #include "rpc/remote_origins.hpp"
 #include "rpc/repository.hpp"
@@ -62,6 +63,10 @@ class Messaging final : public Subsystem {
     remote_ = std::move(remote);
     owns_remote_ = owned;
   }
+  /// Keys kept under the node's lease in the coordinator; null outside a cluster. Set once by the
+  /// cluster subsystem's start, like the remote router; it outlives every later subsystem.
+  [[nodiscard]] LeasedKeys* leased_keys() const noexcept { return leased_keys_; }
+  void set_leased_keys(LeasedKeys* keys) noexcept { leased_keys_ = keys; }
   /// Null with the local event backend. Closed at stop, never reset: a publish racing the stop
   /// finds a closed router rather than a dangling one.
   [[nodiscard]] EventRouter* event_router() const noexcept { return event_router_.get(); }
@@ -76,6 +81,7 @@ class Messaging final : public Subsystem {
   Repository repository_;
   std::shared_ptr<RemoteRouter> remote_;
   bool owns_remote_ = false;
+  LeasedKeys* leased_keys_ = nullptr;
   LocalEventBus events_;
   RemoteOrigins remote_origins_;
   std::shared_ptr<EventRouter> event_router_;

@@ -157,6 +157,35 @@ TEST_P(Stores, CompareAndSwapUnderALeaseAndAnEraseThatSparesAReplacement) {
   EXPECT_TRUE(read->kvs.empty());
 }
 
+TEST_P(Stores, AnExchangeReturnsWhatItReplacedSoEachClaimKnowsWhomItDisplaced) {
+  auto a = store_->grant(10s);
+  auto b = store_->grant(10s);
+  ASSERT_TRUE(a && b);
+  auto first = store_->exchange("/s/bob", "gate-a", *a);
+  ASSERT_TRUE(first);
+  EXPECT_FALSE(first->previous);
+  auto second = store_->exchange("/s/bob", "gate-b", *b);
+  ASSERT_TRUE(second);
+  ASSERT_TRUE(second->previous);
+  EXPECT_EQ(second->previous->value, "gate-a");
+  EXPECT_EQ(second->previous->mod_revision, first->mod_revision);
+  EXPECT_EQ(second->previous->lease, *a);
+  EXPECT_GT(second->mod_revision, first->mod_revision);
+  auto read = store_->get("/s/bob");
+  ASSERT_TRUE(read && read->kvs.size() == 1u);
+  EXPECT_EQ(read->kvs[0].mod_revision, second->mod_revision);
+  EXPECT_EQ(read->kvs[0].lease, *b);
+  // The displaced holder's release spares its successor; the key goes with the winner's lease.
+  auto erased = store_->erase_if_unchanged("/s/bob", first->mod_revision);
+  ASSERT_TRUE(erased);
+  EXPECT_FALSE(*erased);
+  ASSERT_TRUE(store_->revoke(*b));
+  read = store_->get("/s/bob");
+  ASSERT_TRUE(read);
+  EXPECT_TRUE(read->kvs.empty());
+  EXPECT_FALSE(store_->exchange("/s/bob", "gate-c", *b));  // a revoked lease is refused
+}
+
 TEST_P(Stores, WatchSeesPutsAndDeletesInOrderFromARevision) {
   auto start = store_->get_prefix("/w/");
   ASSERT_TRUE(start);

@@ -3,6 +3,7 @@
 // with the session reaching their handlers, and the session's close reaching those nodes.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <atomic>
 #include <ember/client.hpp>
 #include <ember/ember.hpp>
@@ -64,17 +65,26 @@ class GateCluster : public ::testing::Test {
     auto started = backend_->start();
     ASSERT_TRUE(started) << started.error().to_string();
 
+    cluster_ = cluster;
+    gate_ = start_gateway("gate-a");
+    ASSERT_TRUE(gate_);
+    url_ = "ws://" + gate::Gate::of(*gate_).websocket_address() + "/ws";
+  }
+  std::unique_ptr<ember::Node> start_gateway(const std::string& id) {
     auto gate_cfg = ember::parse_node_config(
-        "NodeConf: {NodeId: gate-a, WorkerThreads: 2}\n" + cluster +
+        "NodeConf: {NodeId: " + id + ", WorkerThreads: 2}\n" + cluster_ +
             "GateConf:\n  WebSocketAddr: 127.0.0.1:0\n  Login: auth.RpcLogin\n"
             "  Routes: [lobby.RpcEcho, lobby.RpcBlock, lobby.RpcAfterClose, lobby.RpcPushMe]\n"
             "  RequestsPerSecond: 100000\n  RequestBurst: 100000\n  MaxInFlight: 1000\n",
-        "gate-a");
-    ASSERT_TRUE(gate_cfg) << gate_cfg.error().to_string();
-    gate_ = std::make_unique<ember::Node>(std::move(*gate_cfg));
-    started = gate_->start();
-    ASSERT_TRUE(started) << started.error().to_string();
-    url_ = "ws://" + gate::Gate::of(*gate_).websocket_address() + "/ws";
+        id);
+    EXPECT_TRUE(gate_cfg) << gate_cfg.error().to_string();
+    if (!gate_cfg) {
+      return nullptr;
+    }
+    auto node = std::make_unique<ember::Node>(std::move(*gate_cfg));
+    auto started = node->start();
+    EXPECT_TRUE(started) << started.error().to_string();
+    return started ? std::move(node) : nullptr;
   }
   void TearDown() override {
     if (lobby_ != nullptr) {
@@ -82,6 +92,9 @@ class GateCluster : public ::testing::Test {
     }
     if (auth_ != nullptr) {
       auth_->release = true;
+    }
+    if (gate_b_) {
+      (void)gate_b_->stop();
     }
     if (gate_) {
       (void)gate_->stop();
@@ -99,9 +112,22 @@ class GateCluster : public ::testing::Test {
         .remote_origins();
   }
 
+  // A second gateway in the same cluster.
+  void start_gateway_b() {
+    gate_b_ = start_gateway("gate-b");
+    ASSERT_TRUE(gate_b_);
+    url_b_ = "ws://" + gate::Gate::of(*gate_b_).websocket_address() + "/ws";
+  }
+  Result<std::unique_ptr<client::Client>> connect_b(const std::string& token) {
+    return client::Client::connect({.url = url_b_, .token = token, .timeout = 5s});
+  }
+
   EtcdServer etcd_;
+  std::string cluster_;
   std::unique_ptr<ember::Node> backend_;
   std::unique_ptr<ember::Node> gate_;
+  std::unique_ptr<ember::Node> gate_b_;
+  std::string url_b_;
   Lobby* lobby_ = nullptr;
   Auth* auth_ = nullptr;
   std::string url_;
@@ -248,6 +274,137 @@ TEST_F(GateCluster, ALoginQueuedOnAnotherNodeDoesNotRunOnceItsClientLeft) {
   auto later = connect("later");
   ASSERT_TRUE(later) << later.error().to_string();
   EXPECT_EQ(auth_->logins.load(), 2);  // hold and later
+}
+
+TEST_F(GateCluster, TwoLoginsOfOneUidOnTwoGatewaysAtOnceLeaveExactlyOneSessionEveryRound) {
+  start_gateway_b();
+  constexpr int kRounds = 20;
+  const auto replaced = static_cast<std::uint32_t>(gate::KickCode::replaced);
+  std::vector<std::unique_ptr<client::Client>> survivors;
+  for (int round = 0; round < kRounds; ++round) {
+    const std::string uid = "racer-" + std::to_string(round);
+    std::promise<void> go;
+    std::shared_future<void> start = go.get_future().share();
+    auto on_a = std::async(std::launch::async, [&] {
+      start.wait();
+      return connect(uid);
+    });
+    auto on_b = std::async(std::launch::async, [&] {
+      start.wait();
+      return connect_b(uid);
+    });
+    go.set_value();
+    std::vector<std::unique_ptr<client::Client>> clients;
+    for (auto* attempt : {&on_a, &on_b}) {
+      auto c = attempt->get();
+      if (c) {
+        clients.push_back(std::move(*c));
+      } else {
+        // Displaced before its welcome: refused with the reason.
+        EXPECT_NE(c.error().message().find("logged in on another connection"), std::string::npos)
+            << "round " << round << ": " << c.error().to_string();
+      }
+    }
+    ASSERT_FALSE(clients.empty()) << "round " << round << ": both logins failed";
+    // Exactly one survives; a loser that was welcomed is told why it goes.
+    ASSERT_TRUE(wait_for(
+        [&] {
+          return std::count_if(clients.begin(), clients.end(),
+                               [](const auto& c) { return c->connected(); }) == 1;
+        },
+        5s))
+        << "round " << round;
+    client::Client* survivor = nullptr;
+    for (auto& c : clients) {
+      if (c->connected()) {
+        survivor = c.get();
+      } else {
+        ASSERT_TRUE(c->kicked()) << "round " << round;
+        EXPECT_EQ(c->kicked()->code, replaced) << "round " << round;
+      }
+    }
+    // The directory names the survivor: a push from the backend reaches it.
+    auto pushed = gate::push_to_uid(*backend_, uid, "lobby.OnNews", echo("to " + uid));
+    ASSERT_TRUE(pushed) << "round " << round << ": " << pushed.error().to_string();
+    auto got = survivor->next_push(5s);
+    ASSERT_TRUE(got) << "round " << round;
+    EXPECT_TRUE(survivor->call<pb::Echo>("lobby.RpcEcho", echo("still here"))) << "round " << round;
+    for (auto& c : clients) {
+      if (c.get() == survivor) {
+        survivors.push_back(std::move(c));
+      }
+    }
+  }
+  const auto a = gate::Gate::of(*gate_).stats();
+  const auto b = gate::Gate::of(*gate_b_).stats();
+  EXPECT_EQ(a.sessions + b.sessions, static_cast<std::uint64_t>(kRounds));
+}
+
+TEST_F(GateCluster, PushesToAUidFollowThePlayerAcrossGatewaysAndFailFastOnceItLeft) {
+  start_gateway_b();
+  auto on_a = connect("alice");
+  ASSERT_TRUE(on_a) << on_a.error().to_string();
+  ASSERT_TRUE(gate::push_to_uid(*backend_, "alice", "lobby.OnNews", echo("one")));
+  auto got = (*on_a)->next_push(5s);
+  ASSERT_TRUE(got);
+  // Alice logs in again on the other gateway: the first session is replaced, and the backend's
+  // cached binding is stale until a push through it fails; that push still arrives, once.
+  auto on_b = connect_b("alice");
+  ASSERT_TRUE(on_b) << on_b.error().to_string();
+  ASSERT_TRUE((*on_a)->wait_closed(5s));
+  ASSERT_TRUE((*on_a)->kicked());
+  EXPECT_EQ((*on_a)->kicked()->code, static_cast<std::uint32_t>(gate::KickCode::replaced));
+  ASSERT_TRUE(gate::push_to_uid(*backend_, "alice", "lobby.OnNews", echo("two")));
+  got = (*on_b)->next_push(5s);
+  ASSERT_TRUE(got);
+  pb::Echo text;
+  ASSERT_TRUE(text.ParseFromString(got->payload));
+  EXPECT_EQ(text.text(), "two");
+  EXPECT_FALSE((*on_b)->next_push(200ms));
+  // From a gateway's own API too: gate-a finds alice on gate-b.
+  ASSERT_TRUE(gate::Gate::of(*gate_).push_to_uid("alice", "lobby.OnNews", echo("three")));
+  ASSERT_TRUE((*on_b)->next_push(5s));
+  // Once she left, a push is not_found at once (her binding went with her session).
+  (*on_b)->close();
+  ASSERT_TRUE(wait_for([&] { return gate::Gate::of(*gate_b_).stats().sessions == 0; }, 5s));
+  const auto before = std::chrono::steady_clock::now();
+  ember::Status gone = ember::Error{Errc::internal, "unset"};
+  ASSERT_TRUE(wait_for(
+      [&] {
+        gone = gate::push_to_uid(*backend_, "alice", "lobby.OnNews", echo("four"));
+        return !gone && gone.error().code() == Errc::not_found;
+      },
+      5s))
+      << (gone ? "delivered" : gone.error().to_string());
+  EXPECT_LT(std::chrono::steady_clock::now() - before, 2s);
+  // kick_uid finds her wherever she is.
+  auto again = connect("alice");
+  ASSERT_TRUE(again) << again.error().to_string();
+  ASSERT_TRUE(gate::kick_uid(*backend_, "alice", "maintenance"));
+  ASSERT_TRUE((*again)->wait_closed(5s));
+  ASSERT_TRUE((*again)->kicked());
+  EXPECT_EQ((*again)->kicked()->reason, "maintenance");
+}
+
+TEST_F(GateCluster, ABroadcastToPlayersOnTwoGatewaysSendsOneMessagePerGateway) {
+  start_gateway_b();
+  std::vector<std::unique_ptr<client::Client>> players;
+  std::vector<gate::SessionRef> room;
+  for (int i = 0; i < 5; ++i) {
+    const std::string uid = "p" + std::to_string(i);
+    auto c = i < 3 ? connect(uid) : connect_b(uid);
+    ASSERT_TRUE(c) << c.error().to_string();
+    room.push_back({(*c)->welcome().session_id, uid, i < 3 ? "gate-a" : "gate-b"});
+    players.push_back(std::move(*c));
+  }
+  ASSERT_TRUE(gate::broadcast(*backend_, room, "room.OnMoved", echo("moved")));
+  for (auto& p : players) {
+    auto got = p->next_push(5s);
+    ASSERT_TRUE(got);
+    EXPECT_EQ(got->route, "room.OnMoved");
+  }
+  EXPECT_EQ(gate::Gate::of(*gate_).stats().relayed, 1u);
+  EXPECT_EQ(gate::Gate::of(*gate_b_).stats().relayed, 1u);
 }
 
 }  // namespace

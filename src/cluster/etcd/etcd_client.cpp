@@ -238,17 +238,37 @@ Result<GetResult> Client::get_prefix(std::string_view prefix) {
 }
 
 Result<std::int64_t> Client::put(std::string_view key, std::string_view value, LeaseId lease) {
+  auto done = exchange(key, value, lease, false);
+  if (!done) {
+    return done.error();
+  }
+  return done->mod_revision;  // a put's revision is the key's new mod revision
+}
+
+Result<store::Store::Exchanged> Client::exchange(std::string_view key, std::string_view value,
+                                                 LeaseId lease) {
+  return exchange(key, value, lease, true);
+}
+
+Result<store::Store::Exchanged> Client::exchange(std::string_view key, std::string_view value,
+                                                 LeaseId lease, bool previous) {
   etcdserverpb::PutRequest request;
   request.set_key(std::string(key));
   request.set_value(std::string(value));
   request.set_lease(lease);
+  request.set_prev_kv(previous);
   etcdserverpb::PutResponse response;
   grpc::Status status = impl_->unary(
       [&](Connection& c, grpc::ClientContext& ctx) { return c.kv->Put(&ctx, request, &response); });
   if (!status.ok()) {
     return from_grpc(status, "put " + std::string(key));
   }
-  return response.header().revision();
+  Exchanged out;
+  out.mod_revision = response.header().revision();
+  if (response.has_prev_kv()) {
+    out.previous = to_kv(response.prev_kv());
+  }
+  return out;
 }
 
 Result<std::int64_t> Client::erase(std::string_view key) {

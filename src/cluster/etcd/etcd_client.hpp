@@ -61,6 +61,7 @@ class Client final : public store::Store {
   Result<std::int64_t> put_if_unchanged(std::string_view key, std::string_view value,
                                         std::int64_t mod_revision, LeaseId lease) override;
   Result<bool> erase_if_unchanged(std::string_view key, std::int64_t mod_revision) override;
+  Result<Exchanged> exchange(std::string_view key, std::string_view value, LeaseId lease) override;
   Result<CreateResult> create_if_absent(std::string_view key, std::string_view value, LeaseId lease,
                                         std::string_view also_read = {}) override;
   Result<bool> erase_if_created(std::string_view key, std::int64_t create_revision) override;
@@ -77,6 +78,9 @@ class Client final : public store::Store {
  private:
   // Deletes `key` if its revision of kind `target` (an etcd Compare target) is `revision`.
   Result<bool> erase_if(std::string_view key, int target, std::int64_t revision);
+  // A put; `previous`: it also returns what it replaced.
+  Result<Exchanged> exchange(std::string_view key, std::string_view value, LeaseId lease,
+                             bool previous);
   explicit Client(std::unique_ptr<Impl> impl);
   std::unique_ptr<Impl> impl_;
 };

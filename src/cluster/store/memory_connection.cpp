@@ -108,6 +108,12 @@ class Connection final : public Store, public std::enable_shared_from_this<Conne
     }
     return gone();
   }
+  Result<Exchanged> exchange(std::string_view key, std::string_view value, LeaseId lease) override {
+    if (auto s = live()) {
+      return s->exchange(key, value, lease);
+    }
+    return gone();
+  }
   Result<bool> erase_if_unchanged(std::string_view key, std::int64_t mod_revision) override {
     if (auto s = live()) {
       return s->erase_if_unchanged(key, mod_revision);

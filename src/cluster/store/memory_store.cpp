@@ -308,6 +308,23 @@ Result<std::int64_t> MemoryStore::put_if_unchanged(std::string_view key, std::st
   return apply_put(key, value, lease);
 }
 
+Result<Store::Exchanged> MemoryStore::exchange(std::string_view key, std::string_view value,
+                                               LeaseId lease) {
+  std::lock_guard lock(mu_);
+  if (Status st = check_available(); !st) {
+    return st.error();
+  }
+  if (lease != 0 && !leases_.contains(lease)) {
+    return Error{Errc::not_found, "requested lease not found"};
+  }
+  Exchanged out;
+  if (auto it = kvs_.find(key); it != kvs_.end()) {
+    out.previous = it->second;
+  }
+  out.mod_revision = apply_put(key, value, lease);
+  return out;
+}
+
 Result<bool> MemoryStore::erase_if_unchanged(std::string_view key, std::int64_t mod_revision) {
   return erase_if(key, &KeyValue::mod_revision, mod_revision);
 }

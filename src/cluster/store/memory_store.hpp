@@ -38,6 +38,7 @@ class MemoryStore final : public Store {
   Result<std::int64_t> put_if_unchanged(std::string_view key, std::string_view value,
                                         std::int64_t mod_revision, LeaseId lease) override;
   Result<bool> erase_if_unchanged(std::string_view key, std::int64_t mod_revision) override;
+  Result<Exchanged> exchange(std::string_view key, std::string_view value, LeaseId lease) override;
   Result<CreateResult> create_if_absent(std::string_view key, std::string_view value, LeaseId lease,
                                         std::string_view also_read = {}) override;
   Result<bool> erase_if_created(std::string_view key, std::int64_t create_revision) override;

@@ -6,6 +6,7 @@
 #include <ember/error.hpp>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -70,6 +71,14 @@ class Store {
   /// key's new mod revision, or 0 when it was not written (the key had changed).
   virtual Result<std::int64_t> put_if_unchanged(std::string_view key, std::string_view value,
                                                 std::int64_t mod_revision, LeaseId lease) = 0;
+  /// Puts `value` under `key` (held by `lease`) whatever held it, and returns in the same step
+  /// what it replaced: a claim where the last writer wins and learns whom it displaced.
+  struct Exchanged {
+    std::int64_t mod_revision = 0;     ///< the key's new mod revision
+    std::optional<KeyValue> previous;  ///< what the key held before; nullopt: nothing
+  };
+  virtual Result<Exchanged> exchange(std::string_view key, std::string_view value,
+                                     LeaseId lease) = 0;
   /// Deletes `key` only if its mod revision is still `mod_revision` (a holder giving up a key
   /// must not delete the value that replaced its own). Returns whether it was deleted.
   virtual Result<bool> erase_if_unchanged(std::string_view key, std::int64_t mod_revision) = 0;
