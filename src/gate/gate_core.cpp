@@ -22,6 +22,11 @@ namespace ember::gate {
 
 namespace {
 
+// How long a newer login waits for the gateway of the session it displaced to close it, and for
+// how long after a gateway failed to answer such a kick the next ones are sent without waiting.
+constexpr std::chrono::milliseconds kDisplaceTimeout{2000};
+constexpr std::chrono::seconds kUnresponsiveFor{5};
+
 std::string random_prefix() {
   std::random_device rd;
   const std::uint32_t value = rd();
@@ -262,13 +267,28 @@ void GateCore::displace(const Binding& previous) {
   kick.set_session_id(previous.session_id);
   kick.set_reason("logged in on another connection");
   kick.set_replaced(true);
+  const auto now = std::chrono::steady_clock::now();
+  {
+    std::lock_guard lock(unresponsive_mu_);
+    if (auto it = unresponsive_.find(previous.gate_node); it != unresponsive_.end()) {
+      if (now < it->second) {
+        // It did not answer the last kick: don't make every login of its players wait for it
+        // too (a dead gateway's players all log in again at once).
+        (void)gateway.send("RpcKick", std::move(kick));
+        return;
+      }
+      unresponsive_.erase(it);
+    }
+  }
   // Bounded: the newer login waits for it. A gateway that does not answer (dead, or cut off) is
   // logged; its session ends with its connection or its lease.
-  auto acked = gateway.call<GateAck>("RpcKick", std::move(kick),
-                                     CallOptions{.timeout = std::chrono::seconds(2)});
+  auto acked =
+      gateway.call<GateAck>("RpcKick", std::move(kick), CallOptions{.timeout = kDisplaceTimeout});
   if (!acked && acked.error().code() != Errc::not_found) {
     node_.log.warn("gateway: could not close the displaced session {} on node {}: {}",
                    previous.session_id, previous.gate_node, acked.error().to_string());
+    std::lock_guard lock(unresponsive_mu_);
+    unresponsive_[previous.gate_node] = std::chrono::steady_clock::now() + kUnresponsiveFor;
   }
 }
 

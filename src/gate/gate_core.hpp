@@ -2,6 +2,7 @@
 #pragma once
 
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <ember/config.hpp>
 #include <ember/gate.hpp>
@@ -179,6 +180,10 @@ class GateCore final : public detail::Subsystem, public Gate {
   mutable std::shared_mutex sessions_mu_;
   std::unordered_map<std::string_view, std::shared_ptr<Session>> by_id_;
   std::unordered_map<std::string_view, std::shared_ptr<Session>> by_uid_;
+
+  // Gateways that did not answer a displacement kick, until when their kicks are not waited for.
+  std::mutex unresponsive_mu_;
+  std::unordered_map<std::string, std::chrono::steady_clock::time_point> unresponsive_;
 
   std::mutex groups_mu_;
   std::unordered_map<std::string, std::vector<std::shared_ptr<Session>>> groups_;

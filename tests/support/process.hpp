@@ -36,9 +36,9 @@ inline int free_port() {
 }
 
 /// Runs `args` (args[0] looked up on PATH) with stdout and stderr written to `log` (truncated)
-/// and stdin from /dev/null. Returns 0 and sets `pid`, or posix_spawn's error. `open_files` > 0
-/// sets the child's RLIMIT_NOFILE (through sh's ulimit, which then execs the program: posix_spawn
-/// cannot set limits, and the test process must keep its own).
+/// and stdin from /dev/null, and no other descriptor of this process. Returns 0 and sets `pid`, or
+/// posix_spawn's error. `open_files` > 0 sets the child's RLIMIT_NOFILE (through sh's ulimit, which
+/// then execs the program: posix_spawn cannot set limits, and the test process must keep its own).
 inline int spawn_logged(std::vector<std::string> args, const std::string& log, pid_t& pid,
                         int open_files = 0) {
   if (open_files > 0) {
@@ -56,6 +56,9 @@ inline int spawn_logged(std::vector<std::string> args, const std::string& log, p
   posix_spawn_file_actions_addopen(&actions, 1, log.c_str(), O_WRONLY | O_CREAT | O_TRUNC, 0644);
   posix_spawn_file_actions_adddup2(&actions, 1, 2);
   posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
+  // Nothing else of this process: a client socket a test holds (Asio opens sockets without
+  // close-on-exec) would stay open in the child, and its peer would never see it close.
+  posix_spawn_file_actions_addclosefrom_np(&actions, 3);
   const int rc = posix_spawnp(&pid, argv[0], &actions, nullptr, argv.data(), environ);
   posix_spawn_file_actions_destroy(&actions);
   return rc;
