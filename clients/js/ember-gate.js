@@ -6,6 +6,7 @@
 //   import { GateClient, Writer, decode, text } from "./ember-gate.js";
 //   const client = await GateClient.connect("ws://127.0.0.1:7000/ws", "alice");
 //   client.onPush = (route, payload) => { ... };        // payload: Uint8Array (protobuf)
+//   client.onMoving = ({ urls, withinMs }) => { ... };  // the gateway drains: reconnect elsewhere
 //   const reply = await client.call("lobby.RpcJoin", new Writer().string(1, "room-1").finish());
 //   const fields = decode(reply);                       // Map: field number -> [values]
 //   text(fields.get(1)[0]);                             // a string field
@@ -163,6 +164,8 @@ export class GateClient {
     this.nextSeq = 1;
     this.onPush = null;
     this.onClose = null;
+    this.onMoving = null;
+    this.moving = null;
     this.kicked = null;
     ws.onmessage = (event) => this._frame(new Uint8Array(event.data));
     ws.onclose = () => this._closed();
@@ -231,6 +234,12 @@ export class GateClient {
         for (const [name, rid] of this.routes) if (rid === id) route = name;
       }
       this.onPush?.(route, first(p, 3, new Uint8Array()));
+    } else if (frame.has(6)) {
+      // The gateway drains: reconnect to one of these URLs once the pending calls settled.
+      const m = decode(first(frame, 6));
+      const urls = (m.get(1) || []).map(text);
+      this.moving = { urls, withinMs: first(m, 2, 0) };
+      this.onMoving?.(this.moving);
     } else if (frame.has(5)) {
       const k = decode(first(frame, 5));
       this.kicked = { code: first(k, 1, 0), reason: text(first(k, 2)) };

@@ -22,6 +22,7 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace ember::client {
 
@@ -68,6 +69,13 @@ struct Welcome {
   std::map<std::string, std::uint32_t> routes;
 };
 
+/// The gateway drains: reconnect to one of `urls` (none: the same address, later) within
+/// `within`, once the answers of what is in flight arrived. The connection is served meanwhile.
+struct Moving {
+  std::vector<std::string> urls;
+  std::chrono::milliseconds within{0};
+};
+
 struct Kicked {
   std::uint32_t code = 0;
   std::string reason;
@@ -111,6 +119,8 @@ class Client {
   std::optional<Pushed> next_push(std::chrono::milliseconds wait);
   /// Set once the gateway kicked this client.
   [[nodiscard]] std::optional<Kicked> kicked() const;
+  /// Set once the gateway asked this client to move to another gateway (it drains).
+  [[nodiscard]] std::optional<Moving> moving() const;
   /// Waits up to `wait` for the connection to close; true when it has.
   bool wait_closed(std::chrono::milliseconds wait);
   [[nodiscard]] bool connected() const;

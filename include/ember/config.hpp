@@ -176,6 +176,12 @@ struct GateConfig {
   std::chrono::milliseconds heartbeat{10000};          ///< Heartbeat: what clients are told
   std::chrono::milliseconds idle_timeout{30000};       ///< IdleTimeout: silence before closing
   std::chrono::milliseconds request_timeout{5000};     ///< RequestTimeout: per client request
+  /// DrainTimeout: how long a draining gateway (node stop, Gate::drain) waits for its clients to
+  /// reconnect elsewhere before it closes the rest.
+  std::chrono::milliseconds drain_timeout{10000};
+  /// PublicUrls: where clients reach this gateway, as other gateways' drain hints name it
+  /// ("wss://eu1.example.com/ws"); empty: its listeners' addresses.
+  std::vector<std::string> public_urls{};
 };
 
 struct NodeConfig {

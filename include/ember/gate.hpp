@@ -150,6 +150,17 @@ class Gate {
   virtual Status broadcast(std::string_view group, std::string_view route,
                            const google::protobuf::Message& message) = 0;
 
+  // --- draining (a deploy) -------------------------------------------------------------------
+  /// Stops accepting, refuses logins still under way, and tells every client to reconnect to
+  /// another gateway of the cluster (a Moving frame naming their URLs; none known: the same
+  /// address later), while its requests are still handled. Returns at once; idempotent. The
+  /// node's stop (SIGTERM) drains first, waits up to GateConf.DrainTimeout for the clients to
+  /// leave, answers what the rest have in flight, then closes them (shutting_down).
+  virtual void drain() = 0;
+  [[nodiscard]] virtual bool draining() const noexcept = 0;
+  /// Where clients reach this gateway: GateConf.PublicUrls, or its listeners' addresses.
+  [[nodiscard]] virtual std::vector<std::string> public_urls() const = 0;
+
   /// Where clients connect ("127.0.0.1:40123"); "" for a listener not configured.
   [[nodiscard]] virtual std::string websocket_address() const = 0;
   [[nodiscard]] virtual std::string tcp_address() const = 0;

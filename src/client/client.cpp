@@ -387,6 +387,11 @@ struct Client::Impl : std::enable_shared_from_this<Client::Impl> {
         kicked = Kicked{frame.kick().code(), frame.kick().reason()};
         cv.notify_all();
         return;
+      case gate::ServerFrame::kMoving:
+        moving = Moving{{frame.moving().urls().begin(), frame.moving().urls().end()},
+                        std::chrono::milliseconds(frame.moving().within_ms())};
+        cv.notify_all();
+        return;
       case gate::ServerFrame::kHeartbeat:
       case gate::ServerFrame::KIND_NOT_SET: return;
     }
@@ -488,6 +493,7 @@ struct Client::Impl : std::enable_shared_from_this<Client::Impl> {
   std::optional<Error> close_error;
   Welcome welcome;
   std::optional<Kicked> kicked;
+  std::optional<Moving> moving;
   std::deque<Pushed> pushes;
   std::uint32_t next_seq = 1;
   std::unordered_map<std::uint32_t, std::function<void(Result<std::string>)>> pending;
@@ -586,6 +592,11 @@ std::optional<Pushed> Client::next_push(std::chrono::milliseconds wait) {
   Pushed p = std::move(impl_->pushes.front());
   impl_->pushes.pop_front();
   return p;
+}
+
+std::optional<Moving> Client::moving() const {
+  std::lock_guard lock(impl_->mu);
+  return impl_->moving;
 }
 
 std::optional<Kicked> Client::kicked() const {

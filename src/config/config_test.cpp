@@ -1076,10 +1076,14 @@ TEST(GateConf, EveryKey) {
       "  AllowedOrigins: [https://game.example.com]\n  IoThreads: 2\n  MaxConnections: 5\n"
       "  MaxFrameBytes: 1024\n  RequestsPerSecond: 10\n  RequestBurst: 20\n  MaxInFlight: 4\n"
       "  SendQueueBytes: 4096\n  HandshakeTimeout: 2s\n  Heartbeat: 1s\n  IdleTimeout: 3s\n"
-      "  RequestTimeout: 250ms\n",
+      "  RequestTimeout: 250ms\n  DrainTimeout: 30s\n"
+      "  PublicUrls: [wss://eu1.example.com/game, tcp://10.0.0.5:7001]\n",
       "node.yaml");
   ASSERT_TRUE(cfg) << cfg.error().to_string();
   const ember::GateConfig& gate = cfg->gate;
+  EXPECT_EQ(gate.drain_timeout, std::chrono::seconds(30));
+  EXPECT_EQ(gate.public_urls,
+            (std::vector<std::string>{"wss://eu1.example.com/game", "tcp://10.0.0.5:7001"}));
   EXPECT_EQ(gate.websocket_path, "/game");
   EXPECT_EQ(gate.tcp_addr, "0.0.0.0:7001");
   EXPECT_EQ(gate.static_dir, "/");
@@ -1111,6 +1115,11 @@ TEST(GateConf, ErrorsNameTheKey) {
                         "  Routes: [lobby.*, 'room.']\n"),
             "node.yaml:4: GateConf.Routes[1]: expected \"service.Method\" or \"service.*\", got "
             "'room.'");
+  EXPECT_EQ(
+      parse_error("GateConf:\n  WebSocketAddr: 127.0.0.1:0\n" + ok + "  PublicUrls: [http://x]\n"),
+      "node.yaml:5: GateConf.PublicUrls[0]: expected a URL such as "
+      "\"wss://game.example.com/ws\" or \"tcp://10.0.0.5:7100\" (ws, wss, tcp or tls), got "
+      "'http://x'");
   EXPECT_EQ(parse_error("GateConf:\n  WebSocketAddr: 127.0.0.1\n" + ok),
             "node.yaml:2: GateConf.WebSocketAddr: expected host:port, got '127.0.0.1'");
   EXPECT_EQ(parse_error("GateConf:\n  WebSocketAddr: 127.0.0.1:0\n" + ok +

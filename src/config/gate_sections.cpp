@@ -77,6 +77,21 @@ Result<std::string> read_origin(const Walker& walker, const Entry& e) {
   return value;
 }
 
+// A URL clients connect to, with one of the schemes the client libraries speak.
+Result<std::string> read_public_url(const Walker& walker, const Entry& e) {
+  Result<std::string> value = walker.read_string(e, /*non_empty=*/true);
+  if (!value)
+    return value;
+  for (const char* scheme : {"ws://", "wss://", "tcp://", "tls://"}) {
+    if (value->starts_with(scheme) && value->size() > std::string_view(scheme).size())
+      return value;
+  }
+  return walker.fail(e,
+                     "expected a URL such as \"wss://game.example.com/ws\" or "
+                     "\"tcp://10.0.0.5:7100\" (ws, wss, tcp or tls), got " +
+                         quote(*value));
+}
+
 // A path that must exist as a directory (`directory`) or a regular file.
 Result<std::string> read_existing(const Walker& walker, const Entry& e, bool directory) {
   Result<std::string> value = walker.read_string(e, /*non_empty=*/true);
@@ -135,6 +150,8 @@ const Section<GateConfig>& gate_section() {
           field("Heartbeat", &GateConfig::heartbeat, Duration{100ms, 1h, "100ms..1h"}),
           field("IdleTimeout", &GateConfig::idle_timeout, Duration{100ms, 24h, "100ms..24h"}),
           field("RequestTimeout", &GateConfig::request_timeout, Duration{1ms, 1h, "1ms..1h"}),
+          field("DrainTimeout", &GateConfig::drain_timeout, Duration{0ms, 1h, "0s..1h"}),
+          field("PublicUrls", &GateConfig::public_urls, list("a sequence", read_public_url)),
       },
       [](const Walker& walker, const Entry& section, const Seen& seen, GateConfig& gate) -> Status {
         if (gate.websocket_addr.empty() && gate.tcp_addr.empty()) {

@@ -110,21 +110,89 @@ void GateCore::stopping() {
   if (!io_) {
     return;
   }
+  drain();
+  const bool moved = wait_connections_closed(config_.drain_timeout);
+  // Those still here get the answers of what they sent, then a kick; what they send meanwhile is
+  // refused (stopping), not lost: they send it again elsewhere.
+  io_->post_each([moved](Session& s) {
+    s.finish(KickCode::shutting_down, moved ? "the server is shutting down"
+                                            : "the server is shutting down and you did not move");
+  });
+  // Bounded: a request not answered within RequestTimeout is answered timeout by its session,
+  // and a client that does not read its kick is aborted by its session's tick.
+  (void)wait_connections_closed(config_.request_timeout + std::chrono::seconds(3));
+}
+
+bool GateCore::wait_connections_closed(std::chrono::steady_clock::duration bound) const {
+  const auto until = std::chrono::steady_clock::now() + bound;
+  while (connections.load(std::memory_order_acquire) > 0) {
+    if (std::chrono::steady_clock::now() >= until) {
+      return false;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  return true;
+}
+
+void GateCore::drain() {
+  if (!io_ || draining_.exchange(true, std::memory_order_acq_rel)) {
+    return;
+  }
   if (websocket_) {
     websocket_->stop_accepting();
   }
   if (tcp_) {
     tcp_->stop_accepting();
   }
-  // Every connection, logged in or still in its handshake, on its own thread.
-  io_->post_each(
-      [](Session& s) { s.kick_now(KickCode::shutting_down, "the server is shutting down"); });
-  // Bounded: a client that does not read its kick is aborted by its session's tick.
-  const auto until = std::chrono::steady_clock::now() + std::chrono::seconds(3);
-  while (connections.load(std::memory_order_acquire) > 0 &&
-         std::chrono::steady_clock::now() < until) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  ServerFrame frame;
+  Moving& moving = *frame.mutable_moving();
+  for (std::string& url : other_gateways()) {
+    moving.add_urls(std::move(url));
   }
+  moving.set_within_ms(static_cast<std::uint32_t>(config_.drain_timeout.count()));
+  moving.set_reason("this server is going away");
+  auto bytes = std::make_shared<std::string>();
+  frame.SerializeToString(bytes.get());
+  node_.log.info("gateway: draining; {} connection(s) told to move to {} other gateway URL(s)",
+                 connections.load(std::memory_order_relaxed), moving.urls_size());
+  io_->post_each([bytes = std::shared_ptr<const std::string>(std::move(bytes))](Session& s) {
+    s.move_elsewhere(bytes);
+  });
+}
+
+std::vector<std::string> GateCore::other_gateways() {
+  std::vector<std::string> urls;
+  for (const auto& target :
+       select(*node_.owner, Selector::name(std::string(kGateServiceName))).targets()) {
+    if (target.id == node_.config.node_id) {
+      continue;
+    }
+    // Bounded and few: a cluster has a handful of gateways.
+    auto info = select(*node_.owner, Selector::name(std::string(kGateServiceName)).id(target.id))
+                    .call<GateInfo>("RpcInfo", GateAck{},
+                                    CallOptions{.timeout = std::chrono::milliseconds(500)});
+    if (!info || info->draining()) {
+      continue;
+    }
+    for (const std::string& url : info->urls()) {
+      urls.push_back(url);
+    }
+  }
+  return urls;
+}
+
+std::vector<std::string> GateCore::public_urls() const {
+  if (!config_.public_urls.empty()) {
+    return config_.public_urls;
+  }
+  std::vector<std::string> urls;
+  if (websocket_) {
+    urls.push_back((tls_ ? "wss://" : "ws://") + websocket_->address() + config_.websocket_path);
+  }
+  if (tcp_) {
+    urls.push_back((tls_ ? "tls://" : "tcp://") + tcp_->address());
+  }
+  return urls;
 }
 
 void GateCore::stop() {

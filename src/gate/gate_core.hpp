@@ -89,6 +89,11 @@ class GateCore final : public detail::Subsystem, public Gate {
   Result<std::vector<std::string>> members(std::string_view group) override;
   Status broadcast(std::string_view group, std::string_view route,
                    const google::protobuf::Message& message) override;
+  void drain() override;
+  [[nodiscard]] bool draining() const noexcept override {
+    return draining_.load(std::memory_order_acquire);
+  }
+  [[nodiscard]] std::vector<std::string> public_urls() const override;
   [[nodiscard]] std::string websocket_address() const override;
   [[nodiscard]] std::string tcp_address() const override;
   [[nodiscard]] GateStats stats() const override;
@@ -151,6 +156,10 @@ class GateCore final : public detail::Subsystem, public Gate {
 
  private:
   std::shared_ptr<Session> find(std::string_view session_id) const;
+  /// Where this gateway's clients may go instead: the other gateways that are not draining.
+  std::vector<std::string> other_gateways();
+  /// Waits (bounded) until no connection is left; false when some still are.
+  bool wait_connections_closed(std::chrono::steady_clock::duration bound) const;
   /// Tells the session a claim displaced to close, wherever it is (bounded).
   void displace(const Binding& previous);
   bool allowed(std::string_view service, std::string_view method) const;
@@ -162,6 +171,7 @@ class GateCore final : public detail::Subsystem, public Gate {
   // Orders the logins of one UID on a gateway outside a cluster, as the directory's revisions do
   // within one.
   std::atomic<std::int64_t> local_revision_{0};
+  std::atomic<bool> draining_{false};
 
   mutable std::shared_mutex routes_mu_;
   std::vector<Route> routes_;  // by id - 1

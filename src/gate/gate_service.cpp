@@ -37,6 +37,27 @@ class GateService final : public Service {
         !st) {
       return st;
     }
+    if (auto st = handle("RpcInfo",
+                         [this](const GateAck&) -> Result<GateInfo> {
+                           GateInfo info;
+                           for (std::string& url : core().public_urls()) {
+                             info.add_urls(std::move(url));
+                           }
+                           info.set_draining(core().draining());
+                           return info;
+                         });
+        !st) {
+      return st;
+    }
+    // An operator's (or a deploy tool's) way to drain this gateway from any node.
+    if (auto st = handle("RpcDrain",
+                         [this](const GateAck&) -> Result<GateAck> {
+                           core().drain();
+                           return GateAck{};
+                         });
+        !st) {
+      return st;
+    }
     return handle("RpcKick", [this](const GateKick& kick) -> Result<GateAck> {
       Status st = kick.replaced() ? core().replace(kick.session_id())
                                   : core().kick(kick.session_id(), kick.reason());

@@ -221,6 +221,10 @@ void Session::on_frame(std::string_view bytes, SteadyClock::time_point now) {
 
 void Session::on_hello(const Hello& hello, SteadyClock::time_point now) {
   (void)now;
+  if (gate_.draining()) {
+    kick_now(KickCode::shutting_down, "this server is going away: connect to another");
+    return;
+  }
   if (hello.version() != kProtocolVersion) {
     kick_now(KickCode::protocol_error, "protocol version " + std::to_string(hello.version()) +
                                            " is not supported (this gateway speaks " +
@@ -324,6 +328,11 @@ void Session::on_claimed(Result<std::int64_t> revision) {
 
 void Session::on_request(const Request& request, SteadyClock::time_point now) {
   const GateConfig& config = gate_.config();
+  if (finishing_) {
+    answer(request.seq(), Errc::stopping,
+           "this server is shutting down: send it again on another connection");
+    return;
+  }
   // Refill the bucket for the time since the last request.
   const double elapsed = std::chrono::duration<double>(now - refilled_).count();
   refilled_ = now;
@@ -421,6 +430,37 @@ void Session::on_answered(ClientResponder* responder, std::shared_ptr<const std:
   if (link_ != nullptr && phase_ == Phase::open) {
     send_frame(std::move(frame));
   }
+  kick_if_finished();
+}
+
+void Session::move_elsewhere(const std::shared_ptr<const std::string>& moving) {
+  if (link_ == nullptr) {
+    return;
+  }
+  if (phase_ == Phase::open) {
+    send_frame(moving);
+  } else if (phase_ != Phase::closing) {
+    kick_now(KickCode::shutting_down, "this server is going away: connect to another");
+  }
+}
+
+void Session::finish(KickCode code, std::string reason) {
+  if (link_ == nullptr || phase_ == Phase::closing) {
+    return;
+  }
+  if (phase_ != Phase::open) {
+    kick_now(code, reason);
+    return;
+  }
+  finishing_ = std::make_unique<std::pair<KickCode, std::string>>(code, std::move(reason));
+  kick_if_finished();
+}
+
+void Session::kick_if_finished() {
+  if (finishing_ && in_flight_.empty()) {
+    const auto [code, reason] = *finishing_;
+    kick_now(code, reason);
+  }
 }
 
 void Session::tick(SteadyClock::time_point now) {
@@ -450,6 +490,7 @@ void Session::tick(SteadyClock::time_point now) {
     answer(seq, Errc::timeout,
            "no answer within " + std::to_string(gate_.config().request_timeout.count()) + " ms");
   }
+  kick_if_finished();
 }
 
 void Session::send_frame(std::shared_ptr<const std::string> frame) {

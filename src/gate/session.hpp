@@ -55,6 +55,12 @@ class Session final : public detail::RequestOrigin, public std::enable_shared_fr
   /// Sends a frame, or kicks a client whose unsent bytes would exceed SendQueueBytes.
   void send_frame(std::shared_ptr<const std::string> frame);
   void kick_now(KickCode code, std::string_view reason);
+  /// The gateway drains: a logged-in client is told to move (`moving`, a Moving frame) and keeps
+  /// being served; one still logging in is refused.
+  void move_elsewhere(const std::shared_ptr<const std::string>& moving);
+  /// Closes the session once its requests in flight are answered (or timed out); requests it
+  /// sends meanwhile are refused with `stopping`.
+  void finish(KickCode code, std::string reason);
   /// Ends the session without telling the client (its link failed or cannot be written).
   void end(std::string_view reason);
 
@@ -112,6 +118,7 @@ class Session final : public detail::RequestOrigin, public std::enable_shared_fr
   Status post(const detail::Target& target, std::string method, std::string payload,
               Context context, std::shared_ptr<detail::Responder> responder);
   void on_answered(ClientResponder* responder, std::shared_ptr<const std::string> frame);
+  void kick_if_finished();
 
   GateCore& gate_;
   Link* link_;  // null once the link closed
@@ -129,6 +136,8 @@ class Session final : public detail::RequestOrigin, public std::enable_shared_fr
   double tokens_ = 0;
   SteadyClock::time_point refilled_{};
   std::uint32_t refused_in_a_row_ = 0;
+  // Set by finish(): the kick that follows the last answer.
+  std::unique_ptr<std::pair<KickCode, std::string>> finishing_;
   std::vector<std::shared_ptr<ClientResponder>> in_flight_;
   // Other nodes (id, address) its requests went to; allocated at the first (I/O thread only).
   std::unique_ptr<std::vector<std::pair<std::string, std::string>>> remote_nodes_;

@@ -12,6 +12,7 @@
 #include <fstream>
 #include <future>
 #include <iostream>
+#include <numeric>
 #include <thread>
 
 #include "cluster/etcd/etcd_client.hpp"
@@ -67,7 +68,9 @@ class GateProcesses : public ::testing::Test {
     ASSERT_TRUE(backend_->add_service(std::make_unique<ember::testing::TestAuth>(), auth));
     ember::ServiceConfig lobby;
     lobby.name = "lobby";
-    ASSERT_TRUE(backend_->add_service(std::make_unique<ember::testing::TestLobby>(), lobby));
+    auto added = backend_->add_service(std::make_unique<ember::testing::TestLobby>(), lobby);
+    ASSERT_TRUE(added);
+    lobby_ = static_cast<ember::testing::TestLobby*>(*added);
     auto started = backend_->start();
     ASSERT_TRUE(started) << started.error().to_string();
     auto etcd = ember::etcd::Client::connect({.endpoints = {etcd_.endpoint()}});
@@ -89,14 +92,15 @@ class GateProcesses : public ::testing::Test {
   }
 
   /// Starts a gateway process and waits (bounded) until a client can log in through it.
-  std::string start_gateway(const std::string& id) {
+  std::string start_gateway(const std::string& id, const std::string& extra = "") {
     const int port = ember::testing::free_port();
     const std::string config = (dir_ / (id + ".yaml")).string();
     std::ofstream(config) << ember::testing::cluster_node_yaml(id, kCluster, etcd_.endpoint())
                           << "GateConf:\n  WebSocketAddr: 127.0.0.1:" << port
                           << "\n  Login: auth.RpcLogin\n  Routes: [lobby.*]\n"
                              "  RequestsPerSecond: 100000\n  RequestBurst: 100000\n"
-                             "  MaxConnections: 5000\n";
+                             "  MaxConnections: 5000\n"
+                          << extra;
     auto& proc = gateways_.emplace_back(std::make_unique<NodeProcess>());
     if (std::string why = proc->start(id, config, (dir_ / (id + ".log")).string()); !why.empty()) {
       return why;
@@ -156,6 +160,7 @@ class GateProcesses : public ::testing::Test {
   EtcdServer etcd_;
   ember::testing::ScratchDir dir_{"ember-gates"};
   std::unique_ptr<ember::Node> backend_;
+  ember::testing::TestLobby* lobby_ = nullptr;
   std::unique_ptr<ember::etcd::Client> etcd_client_;
   std::vector<std::unique_ptr<NodeProcess>> gateways_;
   std::map<std::string, std::string> urls_;
@@ -294,6 +299,105 @@ TEST_F(GateProcesses, AGatewayKilledWithSigkillLosesItsBindingsWithinTheTtlAndIt
       << bindings_of("g2");
   auto pushed = gate::push_to_uid(*backend_, "bot-7", "lobby.OnNews", echo("moved"));
   ASSERT_TRUE(pushed) << pushed.error().to_string();
+}
+
+TEST_F(GateProcesses, AGatewayDrainedWithSigtermUnderLoadLosesNoCommand) {
+  ASSERT_EQ(start_gateway("g1", "  DrainTimeout: 20s\n"), "");
+  ASSERT_EQ(start_gateway("g2"), "");
+  constexpr int kPlayers = 40;
+  constexpr int kCommands = 150;  // per player, each numbered; the backend records each it ran
+  std::atomic<int> moved{0};
+  std::atomic<int> refused{0};  // `stopping`: not accepted, sent again after the move
+  std::atomic<int> failed{0};
+  std::atomic<int> started{0};
+  std::vector<std::thread> players;
+  std::mutex errors_mu;
+  std::vector<std::string> errors;
+  for (int p = 0; p < kPlayers; ++p) {
+    players.emplace_back([&, p] {
+      const std::string uid = "player-" + std::to_string(p);
+      auto c = login("g1", uid, &runtime_);
+      if (!c) {
+        failed.fetch_add(1);
+        return;
+      }
+      std::unique_ptr<client::Client> conn = std::move(*c);
+      started.fetch_add(1);
+      bool on_g1 = true;
+      for (int i = 0; i < kCommands;) {
+        if (auto moving = conn->moving(); on_g1 && moving) {
+          // Every answer is in (calls here are one at a time): go where the gateway said.
+          if (moving->urls.empty()) {
+            failed.fetch_add(1);
+            return;
+          }
+          conn->close();
+          auto next = client::Client::connect(
+              {.url = moving->urls[0], .token = uid, .timeout = 5s, .runtime = &runtime_});
+          if (!next) {
+            std::lock_guard lock(errors_mu);
+            errors.push_back(uid + ": " + next.error().to_string());
+            failed.fetch_add(1);
+            return;
+          }
+          conn = std::move(*next);
+          on_g1 = false;
+          moved.fetch_add(1);
+        }
+        auto reply = conn->call<pb::Echo>("lobby.RpcEcho", echo("c", i));
+        if (reply) {
+          ++i;
+          continue;
+        }
+        if (reply.error().code() == Errc::stopping && on_g1) {
+          refused.fetch_add(1);  // not run: send it again on the next connection
+          if (!wait_for([&] { return conn->moving().has_value() || !conn->connected(); }, 5s)) {
+            failed.fetch_add(1);
+            return;
+          }
+          continue;
+        }
+        std::lock_guard lock(errors_mu);
+        errors.push_back(uid + " command " + std::to_string(i) + ": " + reply.error().to_string());
+        failed.fetch_add(1);
+        return;
+      }
+    });
+  }
+  ASSERT_TRUE(wait_for([&] { return started.load() + failed.load() == kPlayers; }, 20s));
+  ASSERT_EQ(failed.load(), 0);
+  // The players are busy; the deploy stops g1.
+  Clock::duration stopped{};
+  std::thread stopping([&] {
+    const auto term = Clock::now();
+    gateway("g1").stop();
+    stopped = Clock::now() - term;
+  });
+  for (auto& t : players) {
+    t.join();
+  }
+  stopping.join();
+  {
+    std::lock_guard lock(errors_mu);
+    for (const auto& e : errors) {
+      ADD_FAILURE() << e;
+    }
+  }
+  EXPECT_EQ(failed.load(), 0);
+  EXPECT_EQ(moved.load(), kPlayers);
+  // Every command ran exactly once, in order, across the move.
+  std::lock_guard lock(lobby_->mu);
+  for (int p = 0; p < kPlayers; ++p) {
+    const auto& ran = lobby_->order["player-" + std::to_string(p)];
+    std::vector<std::int64_t> expected(kCommands);
+    std::iota(expected.begin(), expected.end(), 0);
+    EXPECT_EQ(ran, expected) << "player-" << p;
+  }
+  // It left as soon as its clients had: well before DrainTimeout (20 s).
+  EXPECT_LT(stopped, 10s) << std::chrono::duration<double>(stopped).count() << " s";
+  std::cout << kPlayers << " players moved; " << refused.load()
+            << " commands refused during the move and sent again; g1 stopped after "
+            << std::chrono::duration<double>(stopped).count() << " s\n";
 }
 
 }  // namespace

@@ -7,6 +7,7 @@
 #include <ember/client.hpp>
 #include <ember/ember.hpp>
 #include <ember/gate.hpp>
+#include <future>
 #include <mutex>
 #include <set>
 #include <thread>
@@ -361,14 +362,32 @@ TEST(Gateway, MaxConnectionsClosesTheRestAtAccept) {
   EXPECT_TRUE(d) << d.error().to_string();
 }
 
-TEST(Gateway, StoppingTheNodeKicksEveryClientWithAReason) {
-  auto n = std::make_unique<GateNode>();
+TEST(Gateway, StoppingTheNodeDrainsThenKicksEveryClientWithAReason) {
+  auto n = std::make_unique<GateNode>("  DrainTimeout: 300ms\n");
   auto alice = n->connect("alice");
   ASSERT_TRUE(alice);
-  n.reset();
+  // Requests in flight when the stop begins are answered, not dropped: one blocks alice's lane,
+  // one waits behind it.
+  auto* lobby = n->lobby;
+  (*alice)->async_call("lobby.RpcBlock", echo("hold").SerializeAsString(), [](auto) {});
+  ASSERT_TRUE(wait_for([&] { return lobby->blocked.load() == 1; }));
+  std::promise<ember::Result<std::string>> answered;
+  (*alice)->async_call("lobby.RpcEcho", echo("queued").SerializeAsString(),
+                       [&](ember::Result<std::string> r) { answered.set_value(std::move(r)); });
+  ASSERT_TRUE(wait_for([&] { return n->gate().stats().requests == 2; }));
+  std::thread stopping([&] { n.reset(); });
+  // Told to move (no other gateway: no URL); after DrainTimeout the gateway waits for the answers.
+  ASSERT_TRUE(wait_for([&] { return (*alice)->moving().has_value(); }, 5s));
+  EXPECT_TRUE((*alice)->moving()->urls.empty());
+  EXPECT_EQ((*alice)->moving()->within, 300ms);
+  EXPECT_TRUE((*alice)->connected());
+  lobby->release = true;
+  auto reply = answered.get_future().get();
+  EXPECT_TRUE(reply) << reply.error().to_string();
   ASSERT_TRUE((*alice)->wait_closed(5s));
   ASSERT_TRUE((*alice)->kicked());
   EXPECT_EQ((*alice)->kicked()->code, static_cast<std::uint32_t>(gate::KickCode::shutting_down));
+  stopping.join();
 }
 
 TEST(Gateway, TcpClientsSpeakTheSameProtocol) {
