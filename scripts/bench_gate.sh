@@ -7,6 +7,12 @@
 #   group_broadcast   one group of 10,000 sessions, broadcasts pushed to all of them
 #   directory_claims  what a session directory in etcd could sustain: UIDs claimed as logins
 #                     would claim them (fresh, and replacing a holder), 1/8/32 clients, fsync on
+# and the session directory end to end (bench/gate/cluster_bench.cpp: its own etcd, fsync on,
+# gateway processes in a cluster, a backend node and the clients in the bench process):
+#   logins_per_s      logins through one gateway, 64 at once (each claims its UID in etcd)
+#   push_to_uid       pushes by UID from the backend at 2,000/s; latency until the client has it
+#   relogin_after_kill  1,000 players log in again on a second gateway after the first was killed
+#                     with SIGKILL; from the kill until each is welcomed
 # floor and gate_rpc alternate, --runs times each; medians and ratios at the end. Appends JSON
 # lines to bench-results-gate.jsonl (or --out FILE).
 #   scripts/bench_gate.sh            full: 200,000 idle sessions, 3 runs, 8 s each
@@ -29,7 +35,7 @@ members=10000 blasts=10 conns=100 window=8
 
 cmake --preset bench >/dev/null
 cmake --build --preset bench -j "$(nproc)" --target gate_bench_node gate_ws_floor gate_claims_bench \
-  ember-bot >/dev/null
+  gate_cluster_bench ember-bot >/dev/null
 bot=build/bench/tools/ember-bot
 node_bin=build/bench/bench/gate_bench_node
 floor_bin=build/bench/bench/gate_ws_floor
@@ -174,6 +180,12 @@ fi
 if [ "$idle_only" = 0 ]; then
   EMBER_COMMIT="$commit" build/bench/bench/gate_claims_bench --seconds "$([ "$quick" = 1 ] && echo 1 || echo 3)" \
     --runs 3 --threads 1,8,32 | tee -a "$work/results.jsonl"
+
+  # --- logins_per_s, push_to_uid, relogin_after_kill: its own etcd and gateway processes ---
+  cluster_args=(--runs "$runs")
+  [ "$quick" = 1 ] && cluster_args+=(--quick)
+  EMBER_COMMIT="$commit" build/bench/bench/gate_cluster_bench "${cluster_args[@]}" \
+    | tee -a "$work/results.jsonl"
 fi
 
 cat "$work/results.jsonl" >>"$out"
@@ -181,7 +193,7 @@ python3 - "$work/results.jsonl" <<'PY'
 import json, statistics, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
 def med(scenario, key):
-    values = [r[key] for r in rows if r["scenario"] == scenario and key in r]
+    values = [r[key] for r in rows if r["scenario"] == scenario and r.get(key) is not None]
     return statistics.median(values) if values else float("nan")
 floor, gate = med("ws_echo_floor", "msgs_per_s"), med("gate_rpc", "msgs_per_s")
 print(f"\nmedians over {len([r for r in rows if r['scenario'] == 'gate_rpc'])} runs")
@@ -198,4 +210,7 @@ for kind in ("fresh", "replace"):
             cells.append(f"{statistics.median(values):.0f}/s at {threads}")
     if cells:
         print(f"  directory_claims   {kind:8} " + ", ".join(cells))
+print(f"  logins_per_s       {med('logins_per_s', 'logins_per_s'):>10.0f} logins/s through one gateway (claims in etcd)")
+print(f"  push_to_uid        p50 {med('push_to_uid', 'p50_ms'):.2f} ms  p99 {med('push_to_uid', 'p99_ms'):.2f} ms  backend -> gateway -> client")
+print(f"  relogin_after_kill p50 {med('relogin_after_kill', 'p50_ms'):.0f} ms  p99 {med('relogin_after_kill', 'p99_ms'):.0f} ms  all {med('relogin_after_kill', 'players'):.0f} back after {med('relogin_after_kill', 'all_back_ms'):.0f} ms, {med('relogin_after_kill', 'retries'):.0f} logins refused on the way")
 PY
