@@ -278,7 +278,8 @@ std::vector<Route> GateCore::dictionary() const {
   return routes_;
 }
 
-Result<detail::Target> GateCore::target(const std::string& service, DispatchKey key) {
+Result<detail::Target> GateCore::target(const std::string& service, DispatchKey key,
+                                        std::string_view avoid_node) {
   detail::Repository& repository = detail::Messaging::of(node_).repository();
   const std::uint64_t version = repository.version();
   std::lock_guard lock(targets_mu_);
@@ -292,7 +293,19 @@ Result<detail::Target> GateCore::target(const std::string& service, DispatchKey 
   if (cached.targets.empty()) {
     return Error{Errc::not_found, "no service " + service + " in the cluster"};
   }
-  return cached.targets[detail::pick_by_key(cached.targets, key)];
+  if (avoid_node.empty()) {
+    return cached.targets[detail::pick_by_key(cached.targets, key)];
+  }
+  std::vector<detail::Target> others;
+  for (const detail::Target& t : cached.targets) {
+    if (t.pid().node_id != avoid_node) {
+      others.push_back(t);
+    }
+  }
+  if (others.empty()) {
+    return Error{Errc::not_found, "no service " + service + " on another node"};
+  }
+  return others[detail::pick_by_key(others, key)];
 }
 
 void GateCore::claim(const std::shared_ptr<Session>& session) {

@@ -110,8 +110,11 @@ class GateCore final : public detail::Subsystem, public Gate {
   /// The dictionary a Welcome carries: the routes named exactly in GateConf.Routes, and those
   /// that earlier clients called.
   std::vector<Route> dictionary() const;
-  /// The instance of `service` that serves `key` now (by the key's hash among several).
-  Result<detail::Target> target(const std::string& service, DispatchKey key);
+  /// The instance of `service` that serves `key` now (by the key's hash among several), on a node
+  /// other than `avoid_node` when one is given (a node that just failed to answer, still in
+  /// discovery until its lease expires).
+  Result<detail::Target> target(const std::string& service, DispatchKey key,
+                                std::string_view avoid_node = {});
   /// A session's login succeeded: it becomes findable by id (a kick reaches it), and its UID is
   /// claimed in the session directory (in this gateway's registry outside a cluster). The session
   /// it displaced is closed (KickCode::replaced) before the claim completes (Session::on_claimed):

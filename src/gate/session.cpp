@@ -232,21 +232,29 @@ void Session::on_hello(const Hello& hello, SteadyClock::time_point now) {
     return;
   }
   phase_ = Phase::login;
-  const std::string& login = gate_.config().login;
-  const std::size_t dot = login.find('.');
-  Result<detail::Target> target =
-      gate_.target(login.substr(0, dot), DispatchKey(std::string_view(id_)));
-  if (!target) {
-    gate_.logins_failed.fetch_add(1, std::memory_order_relaxed);
-    kick_now(KickCode::login_failed, "login is unavailable");
-    return;
-  }
   LoginRequest request;
   request.set_token(hello.token());
   request.set_remote_address(remote_);
   request.set_version(hello.version());
   request.set_client(hello.client());
   request.set_session_id(id_);
+  login_ = std::make_unique<LoginAttempt>();
+  login_->request = request.SerializeAsString();
+  post_login({});
+}
+
+void Session::post_login(std::string_view avoid_node) {
+  const std::string& login = gate_.config().login;
+  const std::size_t dot = login.find('.');
+  Result<detail::Target> target =
+      gate_.target(login.substr(0, dot), DispatchKey(std::string_view(id_)), avoid_node);
+  if (!target) {
+    gate_.logins_failed.fetch_add(1, std::memory_order_relaxed);
+    kick_now(KickCode::login_failed, "login is unavailable, try again");
+    return;
+  }
+  ++login_->attempts;
+  login_->node = target->pid().node_id;
   Context context;
   detail::ContextState& state = detail::state(context);
   state.key = DispatchKey(std::string_view(id_));
@@ -254,11 +262,10 @@ void Session::on_hello(const Hello& hello, SteadyClock::time_point now) {
   state.deadline = Clock::now() + gate_.config().request_timeout;
   state.origin = shared_from_this();
   state.ends_with_origin = true;
-  Status posted = post(*target, login.substr(dot + 1), request.SerializeAsString(),
-                       std::move(context), std::make_shared<LoginResponder>(shared_from_this()));
+  Status posted = post(*target, login.substr(dot + 1), login_->request, std::move(context),
+                       std::make_shared<LoginResponder>(shared_from_this()));
   if (!posted) {
-    gate_.logins_failed.fetch_add(1, std::memory_order_relaxed);
-    kick_now(KickCode::login_failed, "login is unavailable");
+    on_login_result(posted.error());  // tries another node if that one is gone
   }
 }
 
@@ -267,13 +274,21 @@ void Session::on_login_result(
   if (phase_ != Phase::login || link_ == nullptr) {
     return;  // closed meanwhile
   }
+  if (!result &&
+      (result.error().code() == Errc::node_unreachable ||
+       result.error().code() == Errc::stopping) &&
+      login_->attempts < 3) {
+    post_login(login_->node);  // that node is gone or going: its lease has not expired yet
+    return;
+  }
+  login_.reset();
   if (!result) {
     gate_.logins_failed.fetch_add(1, std::memory_order_relaxed);
     const Error& e = result.error();
     // A refusal the login method chose reaches the client; anything else is ours to log.
     const bool refused = e.code() == Errc::handler_failed || e.code() == Errc::invalid_argument ||
                          e.code() == Errc::not_found || e.code() == Errc::bad_state;
-    kick_now(KickCode::login_failed, refused ? e.message() : "login is unavailable");
+    kick_now(KickCode::login_failed, refused ? e.message() : "login is unavailable, try again");
     return;
   }
   uid_ = std::move(result->first);

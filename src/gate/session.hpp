@@ -109,6 +109,9 @@ class Session final : public detail::RequestOrigin, public std::enable_shared_fr
   enum class Phase : std::uint8_t { hello, login, claim, open, closing };
 
   void on_hello(const Hello& hello, SteadyClock::time_point now);
+  /// Posts the login request, to an instance of the login service on a node other than
+  /// `avoid_node` if given.
+  void post_login(std::string_view avoid_node);
   void on_login_result(Result<std::pair<std::string, std::map<std::string, std::string>>> result);
   void on_claimed(Result<std::int64_t> revision);
   void on_request(const Request& request, SteadyClock::time_point now);
@@ -136,6 +139,14 @@ class Session final : public detail::RequestOrigin, public std::enable_shared_fr
   double tokens_ = 0;
   SteadyClock::time_point refilled_{};
   std::uint32_t refused_in_a_row_ = 0;
+  // While the login method runs: its request and the node it went to, to try another node when
+  // that one turns out to be gone (it stays in discovery until its lease expires).
+  struct LoginAttempt {
+    std::string request;
+    std::string node;
+    int attempts = 0;
+  };
+  std::unique_ptr<LoginAttempt> login_;
   // Set by finish(): the kick that follows the last answer.
   std::unique_ptr<std::pair<KickCode, std::string>> finishing_;
   std::vector<std::shared_ptr<ClientResponder>> in_flight_;

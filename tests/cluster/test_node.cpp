@@ -2,7 +2,7 @@
 // A node process for the process tests: `ember_test_node --config FILE`. Hosts an Echo service
 // (sums, ordered pushes, a tally, the transport's counters), a Leader service for master/slave
 // groups, a Listener for events, a Ledger replicated across a group (coordinator faults) and a
-// Counter (with its CounterControl) for deadlines.
+// Counter (with its CounterControl) for deadlines, and the gateway tests' login method.
 #include <chrono>
 #include <condition_variable>
 #include <ember/ember.hpp>
@@ -12,6 +12,7 @@
 
 #include "cluster/membership.hpp"
 #include "core/node_impl.hpp"
+#include "gate/gate_services.hpp"
 #include "rpc/messaging.hpp"
 #include "test.pb.h"
 
@@ -340,6 +341,10 @@ class CounterControl : public ember::Service {
   }
 };
 EMBER_REGISTER_SERVICE(CounterControl);
+
+// The gateway tests' login method, so a gateway process can host one (ClassName GateAuth).
+using GateAuth = ember::testing::TestAuth;
+EMBER_REGISTER_SERVICE(GateAuth);
 
 int main(int argc, char** argv) {
   return ember::run_node(argc, argv);
