@@ -405,4 +405,46 @@ TEST_F(GateProcesses, AGatewayDrainedWithSigtermUnderLoadLosesNoCommand) {
             << std::chrono::duration<double>(stopped).count() << " s\n";
 }
 
+TEST_F(GateProcesses, BindingsComeBackAfterEtcdRestartsAndIsWipedEveryRound) {
+  ASSERT_EQ(start_gateway("g1"), "");
+  constexpr int kPlayers = 20;
+  for (int i = 0; i < kPlayers; ++i) {
+    auto c = login("g1", "keeper-" + std::to_string(i), &runtime_);
+    ASSERT_TRUE(c) << c.error().to_string();
+    bots_.push_back(std::move(*c));
+  }
+  ASSERT_TRUE(wait_for([&] { return bindings_of("g1") == kPlayers; }, 5s));
+  // Restarts keep etcd's data (its leases come back with a fresh TTL and the gateway revokes its
+  // old one); a wipe loses everything. Either way the gateway writes its bindings again under its
+  // new lease, and the players, still connected, are found again.
+  for (const bool wipe : {false, false, true, false}) {
+    etcd_.stop(/*wipe=*/wipe);
+    etcd_client_.reset();
+    std::this_thread::sleep_for(kTtl + 1s);  // the outage: longer than a lease lives
+    ASSERT_EQ(etcd_.start(/*fresh=*/wipe), "");
+    auto etcd = ember::etcd::Client::connect({.endpoints = {etcd_.endpoint()}});
+    ASSERT_TRUE(etcd) << etcd.error().to_string();
+    etcd_client_ = std::move(*etcd);
+    ASSERT_TRUE(wait_for([&] { return bindings_of("g1") == kPlayers; }, 20s))
+        << (wipe ? "after a wipe: " : "after a restart: ") << bindings_of("g1") << " bindings";
+    // The backend sees g1's gateway again once g1's records are back (discovery, as for any
+    // service after an etcd restart).
+    ASSERT_TRUE(wait_for(
+        [&] {
+          return !ember::select(*backend_, ember::Selector::name("ember.gate").id("g1")).empty();
+        },
+        20s));
+    for (int i = 0; i < kPlayers; ++i) {
+      ASSERT_TRUE(bots_[i]->connected());
+      auto pushed = gate::push_to_uid(*backend_, "keeper-" + std::to_string(i), "lobby.OnNews",
+                                      echo("still there"));
+      ASSERT_TRUE(pushed) << pushed.error().to_string();
+      ASSERT_TRUE(bots_[i]->next_push(5s));
+    }
+  }
+  // A new login works again too.
+  auto late = login("g1", "late", &runtime_);
+  ASSERT_TRUE(late) << late.error().to_string();
+}
+
 }  // namespace
