@@ -1,6 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
-// The gateway in a cluster (real etcd): a client's requests routed to services on other nodes,
-// with the session reaching their handlers, and the session's close reaching those nodes.
+// The gateway in a cluster (real etcd; or, built with EMBER_GATE_ON_MEMORY_STORE, the in-process
+// coordinator store, for the TSan pass): a client's requests routed to services on other nodes,
+// with the session reaching their handlers, the session's close reaching those nodes, and the
+// session directory across two gateways.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -13,6 +15,8 @@
 #include <mutex>
 #include <vector>
 
+#include "cluster/membership.hpp"
+#include "cluster/store/memory_store.hpp"
 #include "core/node_impl.hpp"
 #include "ember/gate.pb.h"
 #include "gate/gate_services.hpp"
@@ -41,13 +45,24 @@ using ember::testing::echo;
 class GateCluster : public ::testing::Test {
  protected:
   void SetUp() override {
+#ifdef EMBER_GATE_ON_MEMORY_STORE
+    // The coordinator in this process: no gRPC runs, so the directory's threads are in the TSan
+    // pass. The endpoint in the config is never dialed.
+    ember::detail::install_store_factory(
+        [store = store_](ember::detail::NodeImpl&) -> Result<std::shared_ptr<ember::store::Store>> {
+          return ember::store::MemoryStore::connect(store);
+        });
+    const std::string endpoint = "127.0.0.1:1";
+#else
     std::string why = etcd_.start();
     ASSERT_TRUE(why.empty()) << why;
+    const std::string endpoint = etcd_.endpoint();
+#endif
     const std::string cluster =
         "ClusterConf:\n  Name: test\n  Secret: s3cret\n"
         "  ListenAddr: 127.0.0.1:0\n  AdvertiseAddr: 127.0.0.1\n"
         "  ETCDConf: {Endpoints: [" +
-        etcd_.endpoint() + "]}\n  DiscoveryConf: {TTL: 2s}\n";
+        endpoint + "]}\n  DiscoveryConf: {TTL: 2s}\n";
     auto backend_cfg = ember::parse_node_config(
         "NodeConf: {NodeId: backend, WorkerThreads: 2}\n" + cluster, "backend");
     ASSERT_TRUE(backend_cfg) << backend_cfg.error().to_string();
@@ -102,7 +117,11 @@ class GateCluster : public ::testing::Test {
     if (backend_) {
       (void)backend_->stop();
     }
+#ifdef EMBER_GATE_ON_MEMORY_STORE
+    ember::detail::install_store_factory(nullptr);
+#else
     etcd_.stop();
+#endif
   }
   Result<std::unique_ptr<client::Client>> connect(const std::string& token) {
     return client::Client::connect({.url = url_, .token = token, .timeout = 5s});
@@ -122,7 +141,11 @@ class GateCluster : public ::testing::Test {
     return client::Client::connect({.url = url_b_, .token = token, .timeout = 5s});
   }
 
+#ifdef EMBER_GATE_ON_MEMORY_STORE
+  std::shared_ptr<ember::store::MemoryStore> store_ = std::make_shared<ember::store::MemoryStore>();
+#else
   EtcdServer etcd_;
+#endif
   std::string cluster_;
   std::unique_ptr<ember::Node> backend_;
   std::unique_ptr<ember::Node> gate_;
