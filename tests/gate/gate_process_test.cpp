@@ -239,30 +239,26 @@ TEST_F(GateProcesses, AGatewayKilledWithSigkillLosesItsBindingsWithinTheTtlAndIt
   std::mutex bots_mu;
   auto connect_all = [&](const std::string& gateway, int from, int to) {
     std::vector<std::future<Result<std::unique_ptr<client::Client>>>> pending;
+    auto collect = [&] {
+      for (auto& p : pending) {
+        auto c = p.get();
+        EXPECT_TRUE(c) << c.error().to_string();
+        if (c) {
+          std::lock_guard lock(bots_mu);
+          bots_.push_back(std::move(*c));
+        }
+      }
+      pending.clear();
+    };
     for (int i = from; i < to; ++i) {
       pending.push_back(std::async(std::launch::async, [&, i] {
         return login(gateway, "bot-" + std::to_string(i), &runtime_);
       }));
       if (pending.size() == 200) {  // many logins in flight, as after a gateway died
-        for (auto& p : pending) {
-          auto c = p.get();
-          EXPECT_TRUE(c) << c.error().to_string();
-          if (c) {
-            std::lock_guard lock(bots_mu);
-            bots_.push_back(std::move(*c));
-          }
-        }
-        pending.clear();
+        collect();
       }
     }
-    for (auto& p : pending) {
-      auto c = p.get();
-      EXPECT_TRUE(c) << c.error().to_string();
-      if (c) {
-        std::lock_guard lock(bots_mu);
-        bots_.push_back(std::move(*c));
-      }
-    }
+    collect();
   };
   const auto first_logins = Clock::now();
   connect_all("g1", 0, kBots + kQuitting);
