@@ -85,7 +85,9 @@ struct GateNode {
     url = "ws://" + gate::Gate::of(*node).websocket_address() + "/ws";
   }
   ~GateNode() {
-    lobby->release = true;
+    if (lobby != nullptr) {  // null once a test stopped the node itself: its services are gone
+      lobby->release = true;
+    }
     (void)node->stop();
   }
   Result<std::unique_ptr<client::Client>> connect(const std::string& token, std::string at = {}) {
@@ -375,7 +377,8 @@ TEST(Gateway, StoppingTheNodeDrainsThenKicksEveryClientWithAReason) {
   (*alice)->async_call("lobby.RpcEcho", echo("queued").SerializeAsString(),
                        [&](ember::Result<std::string> r) { answered.set_value(std::move(r)); });
   ASSERT_TRUE(wait_for([&] { return n->gate().stats().requests == 2; }));
-  std::thread stopping([&] { n.reset(); });
+  ember::Node* node = n->node.get();  // not n.reset(): ~GateNode releases the lobby first
+  std::thread stopping([node] { (void)node->stop(); });
   // Told to move (no other gateway: no URL); after DrainTimeout the gateway waits for the answers.
   ASSERT_TRUE(wait_for([&] { return (*alice)->moving().has_value(); }, 5s));
   EXPECT_TRUE((*alice)->moving()->urls.empty());
@@ -388,6 +391,60 @@ TEST(Gateway, StoppingTheNodeDrainsThenKicksEveryClientWithAReason) {
   ASSERT_TRUE((*alice)->kicked());
   EXPECT_EQ((*alice)->kicked()->code, static_cast<std::uint32_t>(gate::KickCode::shutting_down));
   stopping.join();
+  n->lobby = nullptr;
+}
+
+TEST(Gateway, AfterTheDrainWindowNewRequestsAreRefusedAndAcceptedOnesAnswered) {
+  // Room for the requests sent while polling (a few hundred at most).
+  auto n = std::make_unique<GateNode>(
+      "  DrainTimeout: 100ms\n  MaxInFlight: 10000\n  RequestsPerSecond: 1000000\n"
+      "  RequestBurst: 1000000\n");
+  auto alice = n->connect("alice");
+  ASSERT_TRUE(alice);
+  auto* lobby = n->lobby;
+  (*alice)->async_call("lobby.RpcBlock", echo("hold").SerializeAsString(), [](auto) {});
+  ASSERT_TRUE(wait_for([&] { return lobby->blocked.load() == 1; }));
+  ember::Node* node = n->node.get();  // not n.reset(): ~GateNode releases the lobby first
+  std::thread stopping([node] { (void)node->stop(); });
+  // alice does not move. Her requests queue behind the blocked one until the drain window has
+  // passed; from then on the gateway refuses them (not run: `stopping`) while it waits for the
+  // ones it accepted.
+  std::mutex mu;
+  std::vector<ember::Result<std::string>> accepted;
+  std::atomic<int> sent{0};
+  std::atomic<bool> refused{false};
+  ASSERT_TRUE(wait_for(
+      [&] {
+        (*alice)->async_call("lobby.RpcEcho", echo("again").SerializeAsString(),
+                             [&](ember::Result<std::string> r) {
+                               if (!r && r.error().code() == Errc::stopping) {
+                                 refused = true;
+                                 return;
+                               }
+                               std::lock_guard lock(mu);
+                               accepted.push_back(std::move(r));
+                             });
+        sent.fetch_add(1);
+        return refused.load();
+      },
+      5s))
+      << sent.load() << " sent, " << [&] {
+           std::lock_guard lock(mu);
+           std::string out = std::to_string(accepted.size()) + " answered:";
+           for (const auto& r : accepted) {
+             out += " " + (r ? std::string("ok") : r.error().to_string());
+           }
+           return out.substr(0, 400);
+         }();
+  lobby->release = true;
+  stopping.join();
+  n->lobby = nullptr;
+  ASSERT_TRUE((*alice)->wait_closed(5s));
+  std::lock_guard lock(mu);
+  for (const auto& r : accepted) {
+    EXPECT_TRUE(r) << r.error().to_string();  // answered before the kick, none dropped
+  }
+  EXPECT_GE(sent.load(), 1);
 }
 
 TEST(Gateway, TcpClientsSpeakTheSameProtocol) {
