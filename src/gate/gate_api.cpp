@@ -240,8 +240,13 @@ Status GateCore::broadcast(std::string_view group, std::string_view route,
 
 namespace {
 
-Bus gateway_of(Node& node, const std::string& gate_node) {
-  return select(node, Selector::name(std::string(kGateServiceName)).id(gate_node));
+// The gateway service of `gate_node`, or not_found.
+Result<Bus> gateway_of(Node& node, const std::string& gate_node) {
+  Bus gateway = select(node, Selector::name(std::string(kGateServiceName)).id(gate_node));
+  if (gateway.empty()) {
+    return Error{Errc::not_found, "no gateway on node " + gate_node + " (it left the cluster)"};
+  }
+  return gateway;
 }
 
 // The session's gateway when it runs on this node (nullptr: it is another node's).
@@ -255,12 +260,11 @@ GateCore* local_gateway(Node& node, const SessionRef& session) {
 template <class Request>
 Status send_to_gateway(Node& node, const SessionRef& session, std::string_view method,
                        Request request) {
-  Bus gateway = gateway_of(node, session.gate_node);
-  if (gateway.empty()) {
-    return Error{Errc::not_found,
-                 "no gateway on node " + session.gate_node + " (it left the cluster)"};
+  Result<Bus> gateway = gateway_of(node, session.gate_node);
+  if (!gateway) {
+    return gateway.error();
   }
-  return gateway.send(method, std::move(request));
+  return gateway->send(method, std::move(request));
 }
 
 }  // namespace
@@ -314,11 +318,10 @@ Status reach_uid(Node& node, std::string_view uid,
     if (where.gate_node == impl.config.node_id) {
       // This gateway does not hold it (checked above): the player has gone since.
       outcome = local != nullptr ? here(*local, where.session_id) : not_logged_in(uid);
-    } else if (Bus gateway = gateway_of(node, where.gate_node); !gateway.empty()) {
-      outcome = there(gateway, where.session_id);
+    } else if (Result<Bus> gateway = gateway_of(node, where.gate_node); gateway) {
+      outcome = there(*gateway, where.session_id);
     } else {
-      outcome = Error{Errc::not_found, "uid " + std::string(uid) + " was on node " +
-                                           where.gate_node + ", which left the cluster"};
+      outcome = gateway.error();
     }
     if (outcome || outcome.error().code() != Errc::not_found) {
       return outcome;
@@ -383,15 +386,14 @@ Status broadcast(Node& node, const std::vector<SessionRef>& sessions, std::strin
       local->push_each_serialized(batch.session_ids(), route, *payload);
       continue;
     }
-    Bus gateway = gateway_of(node, std::string(gate_node));
-    if (gateway.empty()) {
-      outcome = Error{Errc::not_found,
-                      "no gateway on node " + std::string(gate_node) + " (it left the cluster)"};
+    Result<Bus> gateway = gateway_of(node, std::string(gate_node));
+    if (!gateway) {
+      outcome = gateway.error();
       continue;  // the others still get theirs
     }
     batch.set_route(std::string(route));
     batch.set_payload(*payload);
-    if (Status sent = gateway.send("RpcBroadcast", std::move(batch)); !sent) {
+    if (Status sent = gateway->send("RpcBroadcast", std::move(batch)); !sent) {
       outcome = sent;
     }
   }
