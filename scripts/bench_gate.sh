@@ -11,6 +11,8 @@
 # gateway processes in a cluster, a backend node and the clients in the bench process):
 #   logins_per_s      logins through one gateway, 64 at once (each claims its UID in etcd)
 #   push_to_uid       pushes by UID from the backend at 2,000/s; latency until the client has it
+#   resume_elsewhere  1,000 resumable players' connections drop at once; each resumes its session
+#                     on a second gateway (from its drop to its Welcome)
 #   relogin_after_kill  1,000 players log in again on a second gateway after the first was killed
 #                     with SIGKILL; from the kill until each is welcomed
 # floor and gate_rpc alternate, --runs times each; medians and ratios at the end. Appends JSON
@@ -181,7 +183,8 @@ if [ "$idle_only" = 0 ]; then
   EMBER_COMMIT="$commit" build/bench/bench/gate_claims_bench --seconds "$([ "$quick" = 1 ] && echo 1 || echo 3)" \
     --runs 3 --threads 1,8,32 | tee -a "$work/results.jsonl"
 
-  # --- logins_per_s, push_to_uid, relogin_after_kill: its own etcd and gateway processes ---
+  # --- logins_per_s, push_to_uid, resume_elsewhere, relogin_after_kill: its own etcd and
+  # gateway processes ---
   cluster_args=(--runs "$runs")
   [ "$quick" = 1 ] && cluster_args+=(--quick)
   EMBER_COMMIT="$commit" build/bench/bench/gate_cluster_bench "${cluster_args[@]}" \
@@ -212,5 +215,6 @@ for kind in ("fresh", "replace"):
         print(f"  directory_claims   {kind:8} " + ", ".join(cells))
 print(f"  logins_per_s       {med('logins_per_s', 'logins_per_s'):>10.0f} logins/s through one gateway (claims in etcd)")
 print(f"  push_to_uid        p50 {med('push_to_uid', 'p50_ms'):.2f} ms  p99 {med('push_to_uid', 'p99_ms'):.2f} ms  backend -> gateway -> client")
+print(f"  resume_elsewhere   p50 {med('resume_elsewhere', 'p50_ms'):.0f} ms  p99 {med('resume_elsewhere', 'p99_ms'):.0f} ms  all {med('resume_elsewhere', 'players'):.0f} resumed after {med('resume_elsewhere', 'all_back_ms'):.0f} ms")
 print(f"  relogin_after_kill p50 {med('relogin_after_kill', 'p50_ms'):.0f} ms  p99 {med('relogin_after_kill', 'p99_ms'):.0f} ms  all {med('relogin_after_kill', 'players'):.0f} back after {med('relogin_after_kill', 'all_back_ms'):.0f} ms, {med('relogin_after_kill', 'retries'):.0f} logins refused on the way")
 PY

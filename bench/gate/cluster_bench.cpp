@@ -7,8 +7,12 @@
 //                       the claim of its UID in etcd before the Welcome
 //   push_to_uid         a backend pushes to players by UID, at a steady rate, to the gateway
 //                       that holds them (found through the backend's directory cache)
+//   resume_elsewhere    1,000 resumable players' connections to one gateway drop at once; each
+//                       resumes its session on the other gateway (handover through RpcResume,
+//                       then the claim of its UID), timed from its drop to its Welcome
 //   relogin_after_kill  a gateway killed with SIGKILL under 1,000 players; each logs in again on
-//                       the other gateway as soon as its connection drops
+//                       the other gateway as soon as its connection drops (a dead gateway's
+//                       sessions cannot be resumed: their state died with it)
 //
 //   cluster_bench [--runs N] [--quick]   prints one JSON line per result and run
 #include <algorithm>
@@ -193,7 +197,7 @@ struct Logins {
 /// many players arriving at once would; bounded by `deadline` (the rest count as failed).
 Logins login_all(client::Runtime& runtime, const std::string& url,
                  const std::vector<std::string>& uids, int concurrency, Clock::time_point deadline,
-                 const std::function<void(client::Pushed&&)>& on_push = {}) {
+                 const std::function<void(client::Pushed&&)>& on_push = {}, bool resume = false) {
   Logins out;
   out.clients.resize(uids.size());
   std::atomic<std::size_t> next{0};
@@ -207,7 +211,8 @@ Logins login_all(client::Runtime& runtime, const std::string& url,
                                           .token = uids[i],
                                           .timeout = 10s,
                                           .runtime = &runtime,
-                                          .on_push = on_push});
+                                          .on_push = on_push,
+                                          .resume = resume});
         if (c) {
           out.clients[i] = std::move(*c);
           continue;
@@ -446,6 +451,55 @@ void relogin_after_kill(const Settings& s, int run, client::Runtime& runtime, Ga
   std::fflush(stdout);
 }
 
+void resume_elsewhere(const Settings& s, int run, client::Runtime& runtime, const Gateway& from,
+                      const Gateway& to) {
+  const std::vector<std::string> players = uids("r" + std::to_string(run) + "-resume-", s.movers);
+  Logins on_from =
+      login_all(runtime, from.url(), players, s.login_concurrency, Clock::now() + 60s, {}, true);
+  if (on_from.failed > 0) {
+    report_failures("resume_elsewhere logins", on_from.failed, on_from.first_error);
+    return;
+  }
+  // Every player at once, as when a network path to one gateway fails.
+  std::latch start(static_cast<std::ptrdiff_t>(players.size()) + 1);
+  std::vector<double> took(players.size(), NAN);
+  std::mutex mu;
+  std::string first_error;
+  std::vector<std::thread> threads;
+  for (std::size_t i = 0; i < players.size(); ++i) {
+    threads.emplace_back([&, i] {
+      start.arrive_and_wait();
+      const auto dropped = Clock::now();
+      auto resumed = on_from.clients[i]->resume(to.url());
+      if (resumed) {
+        took[i] = ms_between(dropped, Clock::now());
+        return;
+      }
+      std::lock_guard lock(mu);
+      if (first_error.empty()) {
+        first_error = resumed.error().to_string();
+      }
+    });
+  }
+  const auto began = Clock::now();
+  start.arrive_and_wait();
+  for (auto& t : threads) {
+    t.join();
+  }
+  const double all_ms = ms_between(began, Clock::now());
+  std::vector<double> back;
+  std::copy_if(took.begin(), took.end(), std::back_inserter(back),
+               [](double v) { return !std::isnan(v); });
+  const int failed = static_cast<int>(players.size() - back.size());
+  report_failures("resume_elsewhere", failed, first_error);
+  std::printf(
+      "{\"suite\":\"gate\",\"commit\":\"%s\",\"scenario\":\"resume_elsewhere\",\"run\":%d,"
+      "\"players\":%zu,\"failed\":%d,\"p50_ms\":%s,\"p99_ms\":%s,\"all_back_ms\":%s}\n",
+      commit(), run, back.size(), failed, number(percentile(back, 0.5), 1).c_str(),
+      number(percentile(back, 0.99), 1).c_str(), number(all_ms, 1).c_str());
+  std::fflush(stdout);
+}
+
 /// Waits (bounded) until node `id` is out of the cluster's registry. A gateway killed with
 /// SIGKILL stays registered until its lease expires, and a gateway started meanwhile would send
 /// some of its logins to the dead node's login service.
@@ -524,6 +578,7 @@ int main(int argc, char** argv) {
       status = 1;
       break;
     }
+    resume_elsewhere(s, run, runtime, first, second);
     relogin_after_kill(s, run, runtime, first, second);
     second.stop();
     for (const std::string& id : {"gate-a" + suffix, "gate-b" + suffix}) {

@@ -60,6 +60,12 @@ struct Options {
   Runtime* runtime = nullptr;   ///< null: a process-wide runtime with one thread
   /// Set: pushes go here, on a runtime thread, instead of the queue next_push() reads.
   std::function<void(Pushed&&)> on_push{};
+  /// Keep the session across lost connections: reconnect (to `url`, then each of
+  /// `resume_urls`, and the URLs of a Moving frame first) and resume it within the gateway's
+  /// resume window. Requests in flight stay pending and are answered once; pushes sent meanwhile
+  /// arrive, in order. Off: a lost connection fails what is in flight (io_error).
+  bool resume = false;
+  std::vector<std::string> resume_urls{};
 };
 
 struct Welcome {
@@ -67,6 +73,7 @@ struct Welcome {
   std::string uid;
   std::uint32_t heartbeat_ms = 0;
   std::map<std::string, std::uint32_t> routes;
+  std::chrono::milliseconds resume_window{0};  ///< 0: the gateway keeps no session for a resume
 };
 
 /// The gateway drains: reconnect to one of `urls` (none: the same address, later) within
@@ -90,6 +97,7 @@ class Client {
   Client(const Client&) = delete;
   Client& operator=(const Client&) = delete;
 
+  /// The Welcome of the login (a resume keeps the session id and UID).
   [[nodiscard]] const Welcome& welcome() const noexcept;
 
   /// Calls a route with a serialized request; the serialized response, or the error the
@@ -123,8 +131,17 @@ class Client {
   [[nodiscard]] std::optional<Moving> moving() const;
   /// Waits up to `wait` for the connection to close; true when it has.
   bool wait_closed(std::chrono::milliseconds wait);
+  /// Connected, or (Options::resume) about to resume.
   [[nodiscard]] bool connected() const;
+  /// Leaves: tells the gateway (Bye), so the session ends now rather than waiting for a resume.
   void close();
+  /// Cuts the connection without a word, as a network failure does (for tests of resume).
+  void drop();
+  /// With Options::resume: reconnects now (to `url`, or the last URL used) and resumes. Fails
+  /// when the gateway refuses the resume (then the session is closed) or within the timeout.
+  Status resume(std::string url = {});
+  /// How many times the session resumed.
+  [[nodiscard]] std::uint64_t resumes() const;
 
   struct Impl;
 

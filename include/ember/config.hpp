@@ -182,6 +182,12 @@ struct GateConfig {
   /// PublicUrls: where clients reach this gateway, as other gateways' drain hints name it
   /// ("wss://eu1.example.com/ws"); empty: its listeners' addresses.
   std::vector<std::string> public_urls{};
+  /// ResumeWindow: how long the session of a resumable client whose connection was lost waits
+  /// for it to resume (on this gateway or another); 0: it ends with its connection.
+  std::chrono::milliseconds resume_window{30000};
+  /// ResumeBufferBytes: per resumable session, the pushes and answers kept until the client
+  /// acknowledges them; a session that would need more is not resumable any more.
+  std::size_t resume_buffer_bytes = 256u << 10;
 };
 
 struct NodeConfig {

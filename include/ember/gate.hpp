@@ -55,6 +55,7 @@ enum class KickCode : std::uint32_t {
   slow_reader = 8,        ///< the client does not read: SendQueueBytes reached
   timed_out = 9,          ///< no Hello within HandshakeTimeout, or silent for IdleTimeout
   shutting_down = 10,     ///< the node stops
+  resume_failed = 11,     ///< a resume was refused (the session ended, or a wrong token): log in
 };
 
 /// The session of a request, as its handler sees it.
@@ -106,6 +107,8 @@ struct GateStats {
   std::uint64_t kicks = 0;     ///< connections closed by the gateway with a reason
   std::uint64_t replaced = 0;  ///< sessions closed because a newer login of their UID won
   std::uint64_t relayed = 0;   ///< pushes other nodes sent here (one per gateway for a broadcast)
+  std::uint64_t detached = 0;  ///< resumable sessions waiting for their client to resume, now
+  std::uint64_t resumed = 0;   ///< sessions resumed here (from this gateway or another)
 };
 
 /// The node's gateway. Thread-safe; every call returns at once (sending happens on the

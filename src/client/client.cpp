@@ -7,6 +7,7 @@
 #include <boost/asio/post.hpp>
 #include <boost/asio/read.hpp>
 #include <boost/asio/ssl.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <boost/asio/write.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/ssl.hpp>
@@ -237,10 +238,20 @@ struct Client::Impl : std::enable_shared_from_this<Client::Impl> {
   explicit Impl(Options opts)
       : options(std::move(opts)),
         io(options.runtime != nullptr ? options.runtime->impl().next()
-                                      : default_runtime().impl().next()) {}
+                                      : default_runtime().impl().next()),
+        timer(io) {}
 
-  void make_wire(const Url& url) {
-    if (url.tls) {
+  /// One connection to a gateway; a resumed session has had several. Callbacks hold theirs and
+  /// do nothing once it is not the current one.
+  struct Connection {
+    std::unique_ptr<Wire> wire;
+    std::string incoming;
+    std::deque<std::string> queue;
+    bool writing = false;
+  };
+
+  std::unique_ptr<Wire> make_wire(const Url& url) {
+    if (url.tls && !tls) {
       tls = std::make_unique<asio::ssl::context>(asio::ssl::context::tls_client);
       if (options.ca_file.empty()) {
         tls->set_verify_mode(asio::ssl::verify_none);
@@ -251,24 +262,28 @@ struct Client::Impl : std::enable_shared_from_this<Client::Impl> {
       }
     }
     if (url.websocket && url.tls) {
-      wire = std::make_unique<WsWire<beast::ssl_stream<tcp::socket>>>(io, *tls);
-    } else if (url.websocket) {
-      wire = std::make_unique<WsWire<tcp::socket>>(io);
-    } else if (url.tls) {
-      wire = std::make_unique<TcpWire<asio::ssl::stream<tcp::socket>>>(io, *tls);
-    } else {
-      wire = std::make_unique<TcpWire<tcp::socket>>(io);
+      return std::make_unique<WsWire<beast::ssl_stream<tcp::socket>>>(io, *tls);
     }
+    if (url.websocket) {
+      return std::make_unique<WsWire<tcp::socket>>(io);
+    }
+    if (url.tls) {
+      return std::make_unique<TcpWire<asio::ssl::stream<tcp::socket>>>(io, *tls);
+    }
+    return std::make_unique<TcpWire<tcp::socket>>(io);
   }
 
   // --- on the I/O thread ------------------------------------------------------------------------
   void start(const Url& url) {
+    auto c = std::make_shared<Connection>();
+    c->wire = make_wire(url);
+    conn = c;
     boost::system::error_code ec;
-    tcp::socket& socket = wire->socket();
+    tcp::socket& socket = c->wire->socket();
     const tcp::endpoint target(asio::ip::make_address(url.host, ec),
                                static_cast<std::uint16_t>(std::stoi(url.port)));
     if (ec) {
-      fail(Error{Errc::invalid_argument, "'" + url.host + "' is not an IP address"});
+      lost(c, Error{Errc::invalid_argument, "'" + url.host + "' is not an IP address"});
       return;
     }
     socket.open(target.protocol(), ec);
@@ -277,22 +292,25 @@ struct Client::Impl : std::enable_shared_from_this<Client::Impl> {
       socket.bind(tcp::endpoint(asio::ip::make_address(options.local_address, ec), 0), ec);
     }
     if (ec) {
-      fail(Error{Errc::io_error, "cannot open a socket: " + ec.message()});
+      lost(c, Error{Errc::io_error, "cannot open a socket: " + ec.message()});
       return;
     }
-    socket.async_connect(target, [self = shared_from_this(), url](boost::system::error_code cec) {
-      if (cec) {
-        self->fail(Error{Errc::io_error, "cannot connect: " + cec.message()});
+    socket.async_connect(target, [self = shared_from_this(), c, url](boost::system::error_code e) {
+      if (e) {
+        self->lost(c, Error{Errc::io_error, "cannot connect: " + e.message()});
         return;
       }
-      self->wire->handshake(url, self->options.origin,
-                            [self](boost::system::error_code hec) { self->on_upgraded(hec); });
+      c->wire->handshake(url, self->options.origin,
+                         [self, c](boost::system::error_code he) { self->on_upgraded(c, he); });
     });
   }
 
-  void on_upgraded(boost::system::error_code ec) {
+  void on_upgraded(const std::shared_ptr<Connection>& c, boost::system::error_code ec) {
+    if (c != conn) {
+      return;
+    }
     if (ec) {
-      fail(Error{Errc::io_error, "handshake failed: " + ec.message()});
+      lost(c, Error{Errc::io_error, "handshake failed: " + ec.message()});
       return;
     }
     gate::ClientFrame frame;
@@ -300,39 +318,79 @@ struct Client::Impl : std::enable_shared_from_this<Client::Impl> {
     hello.set_version(1);
     hello.set_token(options.token);
     hello.set_client(options.client_name);
-    send_frame(frame.SerializeAsString());
-    read_next();
+    hello.set_resumable(options.resume);
+    {
+      std::lock_guard lock(mu);
+      if (logged_in && !resume_token.empty()) {
+        hello.set_resume_session(welcome.session_id);
+        hello.set_resume_token(resume_token);
+        hello.set_last_push_seq(last_push_seq);
+      }
+    }
+    send_frame(c, frame.SerializeAsString());
+    read_next(c);
   }
 
-  void read_next() {
-    wire->read(incoming,
-               [self = shared_from_this()](boost::system::error_code ec) { self->on_read(ec); });
+  void read_next(const std::shared_ptr<Connection>& c) {
+    c->wire->read(c->incoming, [self = shared_from_this(), c](boost::system::error_code ec) {
+      self->on_read(c, ec);
+    });
   }
 
-  void on_read(boost::system::error_code ec) {
+  void on_read(const std::shared_ptr<Connection>& c, boost::system::error_code ec) {
+    if (c != conn) {
+      return;
+    }
     if (ec) {
-      fail(Error{Errc::io_error, "the connection closed: " + ec.message()});
+      lost(c, Error{Errc::io_error, "the connection closed: " + ec.message()});
       return;
     }
     gate::ServerFrame frame;
-    const bool parsed = frame.ParseFromString(incoming);
-    if (!parsed) {
-      fail(Error{Errc::io_error, "the gateway sent a frame that does not parse"});
+    if (!frame.ParseFromString(c->incoming)) {
+      lost(c, Error{Errc::io_error, "the gateway sent a frame that does not parse"});
       return;
     }
-    handle(frame);
-    read_next();
+    handle(c, frame);
+    if (c == conn) {
+      read_next(c);
+    }
   }
 
-  void handle(const gate::ServerFrame& frame) {
+  void handle(const std::shared_ptr<Connection>& c, const gate::ServerFrame& frame) {
     std::unique_lock lock(mu);
     switch (frame.kind_case()) {
       case gate::ServerFrame::kWelcome: {
         const gate::Welcome& w = frame.welcome();
+        resume_token = w.resume_token();
+        welcome.resume_window = std::chrono::milliseconds(w.resume_window_ms());
+        // Route ids are the gateway's: another gateway has others.
+        welcome.routes = std::map<std::string, std::uint32_t>(w.routes().begin(), w.routes().end());
+        named.clear();
+        live = true;
+        lost_at.reset();
+        attempts = 0;
+        if (w.resumed()) {
+          ++resumed;
+          // What is unanswered goes again, with its seq: answered once, whichever connection
+          // it ran from.
+          std::vector<std::string> frames;
+          for (const auto& [seq, request] : sent) {
+            frames.push_back(encode(seq, request.first, request.second));
+          }
+          for (const auto& [route, payload] : later) {
+            frames.push_back(encode(0, route, payload));
+          }
+          later.clear();
+          lock.unlock();
+          for (std::string& bytes : frames) {
+            send_frame(c, std::move(bytes));
+          }
+          cv.notify_all();
+          return;
+        }
         welcome.session_id = w.session_id();
         welcome.uid = w.uid();
         welcome.heartbeat_ms = w.heartbeat_ms();
-        welcome.routes = std::map<std::string, std::uint32_t>(w.routes().begin(), w.routes().end());
         logged_in = true;
         cv.notify_all();
         return;
@@ -347,6 +405,7 @@ struct Client::Impl : std::enable_shared_from_this<Client::Impl> {
             }
           }
         }
+        sent.erase(r.seq());
         auto it = pending.find(r.seq());
         if (it == pending.end()) {
           return;
@@ -366,6 +425,12 @@ struct Client::Impl : std::enable_shared_from_this<Client::Impl> {
       }
       case gate::ServerFrame::kPush: {
         const gate::Push& p = frame.push();
+        if (p.seq() != 0) {
+          if (p.seq() <= last_push_seq) {
+            return;  // had it before the resume
+          }
+          last_push_seq = p.seq();
+        }
         std::string route = p.route();
         if (route.empty()) {
           for (const auto& [name, id] : welcome.routes) {
@@ -387,62 +452,220 @@ struct Client::Impl : std::enable_shared_from_this<Client::Impl> {
         kicked = Kicked{frame.kick().code(), frame.kick().reason()};
         cv.notify_all();
         return;
-      case gate::ServerFrame::kMoving:
+      case gate::ServerFrame::kMoving: {
         moving = Moving{{frame.moving().urls().begin(), frame.moving().urls().end()},
                         std::chrono::milliseconds(frame.moving().within_ms())};
+        moving_urls = moving->urls;
+        const bool move_now = options.resume && !resume_token.empty() && !moving_urls.empty();
         cv.notify_all();
+        lock.unlock();
+        if (move_now) {
+          // The session moves with its requests in flight: the gateway hands it over once
+          // they are answered.
+          lost(c, Error{Errc::io_error, "moving to another gateway"}, moving_urls.front());
+        }
         return;
+      }
       case gate::ServerFrame::kHeartbeat:
       case gate::ServerFrame::KIND_NOT_SET: return;
     }
   }
 
-  void send_frame(std::string bytes) {
-    queue.push_back(std::move(bytes));
-    if (!writing) {
-      write_next();
+  /// A request frame, with the acknowledgement of what is answered. Under mu.
+  std::string encode(std::uint32_t seq, const std::string& route, const std::string& payload) {
+    gate::ClientFrame frame;
+    gate::Request& r = *frame.mutable_request();
+    r.set_seq(seq);
+    auto it = welcome.routes.find(route);
+    if (it != welcome.routes.end()) {
+      r.set_route_id(it->second);
+    } else {
+      r.set_route(route);
+      if (seq != 0) {
+        named.emplace_back(route, seq);
+        if (named.size() > 64) {
+          named.erase(named.begin());
+        }
+      }
+    }
+    r.set_payload(payload);
+    if (options.resume) {
+      r.set_ack(pending.empty() ? next_seq : pending.begin()->first);
+    }
+    return frame.SerializeAsString();
+  }
+
+  void send_request(std::uint32_t seq, std::string route, std::string payload) {
+    std::string bytes;
+    {
+      std::lock_guard lock(mu);
+      if (closed) {
+        return;
+      }
+      if (!live) {
+        // Resuming: a request goes once the session is back (sent keeps it); a notification
+        // waits here.
+        if (seq == 0) {
+          later.emplace_back(std::move(route), std::move(payload));
+        }
+        return;
+      }
+      bytes = encode(seq, route, payload);
+    }
+    send_frame(conn, std::move(bytes));
+  }
+
+  void send_frame(const std::shared_ptr<Connection>& c, std::string bytes) {
+    if (!c || c != conn) {
+      return;
+    }
+    c->queue.push_back(std::move(bytes));
+    if (!c->writing) {
+      write_next(c);
     }
   }
 
-  void write_next() {
-    writing = true;
-    wire->write(queue.front(), [self = shared_from_this()](boost::system::error_code ec) {
-      self->writing = false;
-      if (ec) {
-        self->fail(Error{Errc::io_error, "write failed: " + ec.message()});
+  void write_next(const std::shared_ptr<Connection>& c) {
+    c->writing = true;
+    c->wire->write(c->queue.front(), [self = shared_from_this(), c](boost::system::error_code ec) {
+      c->writing = false;
+      if (c != self->conn) {
         return;
       }
-      self->queue.pop_front();
-      if (!self->queue.empty()) {
-        self->write_next();
+      if (ec) {
+        self->lost(c, Error{Errc::io_error, "write failed: " + ec.message()});
+        return;
+      }
+      c->queue.pop_front();
+      if (!c->queue.empty()) {
+        self->write_next(c);
+      } else if (self->leaving) {
+        self->fail(Error{Errc::cancelled, "closed by the client"});
       }
     });
   }
 
+  /// The connection `c` is gone: resume the session elsewhere if it can be, or close.
+  void lost(const std::shared_ptr<Connection>& c, Error why, std::string next_url = {}) {
+    if (c != conn) {
+      return;
+    }
+    boost::system::error_code ignored;
+    c->wire->socket().close(ignored);
+    conn.reset();
+    const auto now = std::chrono::steady_clock::now();
+    {
+      std::lock_guard lock(mu);
+      live = false;
+      const bool can = options.resume && !resume_token.empty() && !kicked && !leaving && !closed &&
+                       welcome.resume_window.count() > 0;
+      if (kicked) {
+        why = Error{Errc::cancelled, kicked->reason};  // what the gateway said, not the close
+      }
+      if (can && !lost_at) {
+        lost_at = now;
+      }
+      if (!can || now - *lost_at >= welcome.resume_window) {
+        why_lost.reset();
+      } else {
+        why_lost = why;
+      }
+    }
+    if (!why_lost) {
+      fail(std::move(why));
+      return;
+    }
+    schedule_resume(std::move(next_url));
+  }
+
+  void schedule_resume(std::string url) {
+    if (url.empty()) {
+      // The URLs a Moving frame named, then ours, in turn.
+      std::vector<std::string> urls = moving_urls;
+      urls.push_back(options.url);
+      urls.insert(urls.end(), options.resume_urls.begin(), options.resume_urls.end());
+      url = urls[attempts % urls.size()];
+    }
+    // At once, then backing off to a second: a gateway restarting takes a moment.
+    const auto delay = attempts == 0
+                           ? std::chrono::milliseconds(0)
+                           : std::min(std::chrono::milliseconds(50 << std::min(attempts, 5)),
+                                      std::chrono::milliseconds(1000));
+    ++attempts;
+    timer.expires_after(delay);
+    timer.async_wait([self = shared_from_this(), url](boost::system::error_code ec) {
+      if (ec || self->conn || self->closed_now()) {
+        return;
+      }
+      Result<Url> parsed = parse_url(url);
+      if (!parsed) {
+        self->fail(parsed.error());
+        return;
+      }
+      self->start(*parsed);
+    });
+  }
+
+  bool closed_now() {
+    std::lock_guard lock(mu);
+    return closed;
+  }
+
   void fail(Error why) {
-    std::unordered_map<std::uint32_t, std::function<void(Result<std::string>)>> orphans;
+    std::map<std::uint32_t, std::function<void(Result<std::string>)>> orphans;
     {
       std::lock_guard lock(mu);
       if (closed) {
         return;
       }
       closed = true;
+      live = false;
       close_error = why;
       orphans.swap(pending);
+      sent.clear();
       cv.notify_all();
     }
-    boost::system::error_code ignored;
-    wire->socket().close(ignored);
+    timer.cancel();
+    if (conn) {
+      boost::system::error_code ignored;
+      conn->wire->socket().close(ignored);
+      conn.reset();
+    }
     for (auto& [seq, done] : orphans) {
       done(why);
     }
   }
 
+  /// Leaves: Bye, then the socket closes once it is written (or at once when not connected).
+  void leave() {
+    if (closed_now()) {
+      return;
+    }
+    leaving = true;
+    bool connected_now = false;
+    {
+      std::lock_guard lock(mu);
+      connected_now = live && conn != nullptr;
+    }
+    if (!connected_now) {
+      fail(Error{Errc::cancelled, "closed by the client"});
+      return;
+    }
+    gate::ClientFrame frame;
+    frame.mutable_bye();
+    send_frame(conn, frame.SerializeAsString());
+    // Bounded: a gateway that does not read still lets the client close.
+    timer.expires_after(std::chrono::milliseconds(500));
+    timer.async_wait([self = shared_from_this()](boost::system::error_code ec) {
+      if (!ec) {
+        self->fail(Error{Errc::cancelled, "closed by the client"});
+      }
+    });
+  }
+
   // --- any thread -------------------------------------------------------------------------------
   void request(std::string_view route, std::string payload,
                std::function<void(Result<std::string>)> done) {
-    gate::ClientFrame frame;
-    gate::Request& r = *frame.mutable_request();
     std::uint32_t seq = 0;
     {
       std::lock_guard lock(mu);
@@ -459,44 +682,48 @@ struct Client::Impl : std::enable_shared_from_this<Client::Impl> {
           next_seq = 1;
         }
         pending.emplace(seq, std::move(done));
-      }
-      auto it = welcome.routes.find(std::string(route));
-      if (it != welcome.routes.end()) {
-        r.set_route_id(it->second);
-      } else {
-        r.set_route(std::string(route));
-        named.emplace_back(std::string(route), seq);
-        if (named.size() > 64) {
-          named.erase(named.begin());
+        if (options.resume) {
+          sent.emplace(seq, std::make_pair(std::string(route), payload));
         }
       }
     }
-    r.set_seq(seq);
-    r.set_payload(std::move(payload));
-    asio::post(io, [self = shared_from_this(), bytes = frame.SerializeAsString()]() mutable {
-      self->send_frame(std::move(bytes));
+    asio::post(io, [self = shared_from_this(), seq, route = std::string(route),
+                    payload = std::move(payload)]() mutable {
+      self->send_request(seq, std::move(route), std::move(payload));
     });
   }
 
   Options options;
   asio::io_context& io;
   std::unique_ptr<asio::ssl::context> tls;
-  std::unique_ptr<Wire> wire;
-  std::string incoming;
-  std::deque<std::string> queue;  // I/O thread
-  bool writing = false;           // I/O thread
+  // I/O thread
+  std::shared_ptr<Connection> conn;
+  asio::steady_timer timer;
+  int attempts = 0;
+  bool leaving = false;
+  std::vector<std::string> moving_urls;
+  std::optional<Error> why_lost;
 
   mutable std::mutex mu;
   std::condition_variable cv;
   bool logged_in = false;
+  bool live = false;  // the current connection has its Welcome
   bool closed = false;
   std::optional<Error> close_error;
   Welcome welcome;
+  std::string resume_token;
+  std::uint64_t last_push_seq = 0;
+  std::uint64_t resumed = 0;
+  std::optional<std::chrono::steady_clock::time_point> lost_at;
   std::optional<Kicked> kicked;
   std::optional<Moving> moving;
   std::deque<Pushed> pushes;
   std::uint32_t next_seq = 1;
-  std::unordered_map<std::uint32_t, std::function<void(Result<std::string>)>> pending;
+  // Ordered: the lowest seq still pending is the acknowledgement a resumable client sends.
+  std::map<std::uint32_t, std::function<void(Result<std::string>)>> pending;
+  // Resumable: the requests not answered yet, to send again after a resume.
+  std::map<std::uint32_t, std::pair<std::string, std::string>> sent;
+  std::vector<std::pair<std::string, std::string>> later;    // notifications while resuming
   std::vector<std::pair<std::string, std::uint32_t>> named;  // routes sent by name, by seq
 };
 
@@ -506,7 +733,6 @@ Result<std::unique_ptr<Client>> Client::connect(Options options) {
     return url.error();
   }
   auto impl = std::make_shared<Impl>(std::move(options));
-  impl->make_wire(*url);
   asio::post(impl->io, [impl, u = *url] { impl->start(u); });
   std::unique_lock lock(impl->mu);
   const bool done = impl->cv.wait_for(lock, impl->options.timeout,
@@ -576,10 +802,20 @@ Status Client::heartbeat() {
   if (!connected()) {
     return Error{Errc::bad_state, "the client is not connected"};
   }
-  gate::ClientFrame frame;
-  frame.mutable_heartbeat()->set_client_time_ms(0);
-  asio::post(impl_->io, [impl = impl_, bytes = frame.SerializeAsString()]() mutable {
-    impl->send_frame(std::move(bytes));
+  asio::post(impl_->io, [impl = impl_] {
+    gate::ClientFrame frame;
+    gate::Heartbeat& beat = *frame.mutable_heartbeat();
+    {
+      std::lock_guard lock(impl->mu);
+      if (!impl->live) {
+        return;  // resuming: there is nobody to tell yet
+      }
+      if (impl->options.resume) {
+        beat.set_ack(impl->pending.empty() ? impl->next_seq : impl->pending.begin()->first);
+        beat.set_push_seq(impl->last_push_seq);
+      }
+    }
+    impl->send_frame(impl->conn, frame.SerializeAsString());
   });
   return {};
 }
@@ -615,9 +851,55 @@ bool Client::connected() const {
 }
 
 void Client::close() {
+  asio::post(impl_->io, [impl = impl_] { impl->leave(); });
+}
+
+void Client::drop() {
   asio::post(impl_->io, [impl = impl_] {
-    impl->fail(Error{Errc::cancelled, "closed by the client"});
+    if (impl->conn) {
+      impl->lost(impl->conn, Error{Errc::io_error, "the connection was dropped"});
+    }
   });
+}
+
+Status Client::resume(std::string url) {
+  std::uint64_t before = 0;
+  {
+    std::lock_guard lock(impl_->mu);
+    if (!impl_->options.resume || impl_->resume_token.empty()) {
+      return Error{Errc::bad_state,
+                   "this session is not resumable (Options::resume, and a "
+                   "gateway with a ResumeWindow)"};
+    }
+    if (impl_->closed) {
+      return impl_->close_error.value_or(Error{Errc::bad_state, "closed"});
+    }
+    before = impl_->resumed;
+  }
+  asio::post(impl_->io, [impl = impl_, url = std::move(url)]() mutable {
+    impl->attempts = 0;
+    if (impl->conn) {
+      impl->lost(impl->conn, Error{Errc::io_error, "resuming elsewhere"}, std::move(url));
+    } else {
+      impl->timer.cancel();
+      impl->schedule_resume(std::move(url));
+    }
+  });
+  std::unique_lock lock(impl_->mu);
+  if (!impl_->cv.wait_for(lock, impl_->options.timeout,
+                          [&] { return impl_->resumed > before || impl_->closed; })) {
+    return Error{Errc::timeout,
+                 "no resume within " + std::to_string(impl_->options.timeout.count()) + " ms"};
+  }
+  if (impl_->closed) {
+    return impl_->close_error.value_or(Error{Errc::cancelled, "closed"});
+  }
+  return {};
+}
+
+std::uint64_t Client::resumes() const {
+  std::lock_guard lock(impl_->mu);
+  return impl_->resumed;
 }
 
 }  // namespace ember::client

@@ -1077,11 +1077,14 @@ TEST(GateConf, EveryKey) {
       "  MaxFrameBytes: 1024\n  RequestsPerSecond: 10\n  RequestBurst: 20\n  MaxInFlight: 4\n"
       "  SendQueueBytes: 4096\n  HandshakeTimeout: 2s\n  Heartbeat: 1s\n  IdleTimeout: 3s\n"
       "  RequestTimeout: 250ms\n  DrainTimeout: 30s\n"
-      "  PublicUrls: [wss://eu1.example.com/game, tcp://10.0.0.5:7001]\n",
+      "  PublicUrls: [wss://eu1.example.com/game, tcp://10.0.0.5:7001]\n"
+      "  ResumeWindow: 45s\n  ResumeBufferBytes: 65536\n",
       "node.yaml");
   ASSERT_TRUE(cfg) << cfg.error().to_string();
   const ember::GateConfig& gate = cfg->gate;
   EXPECT_EQ(gate.drain_timeout, std::chrono::seconds(30));
+  EXPECT_EQ(gate.resume_window, std::chrono::seconds(45));
+  EXPECT_EQ(gate.resume_buffer_bytes, 65536u);
   EXPECT_EQ(gate.public_urls,
             (std::vector<std::string>{"wss://eu1.example.com/game", "tcp://10.0.0.5:7001"}));
   EXPECT_EQ(gate.websocket_path, "/game");

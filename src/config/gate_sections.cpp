@@ -152,6 +152,9 @@ const Section<GateConfig>& gate_section() {
           field("RequestTimeout", &GateConfig::request_timeout, Duration{1ms, 1h, "1ms..1h"}),
           field("DrainTimeout", &GateConfig::drain_timeout, Duration{0ms, 1h, "0s..1h"}),
           field("PublicUrls", &GateConfig::public_urls, list("a sequence", read_public_url)),
+          field("ResumeWindow", &GateConfig::resume_window, Duration{0ms, 1h, "0s..1h"}),
+          field("ResumeBufferBytes", &GateConfig::resume_buffer_bytes,
+                Int{1024, std::int64_t{1} << 30}),
       },
       [](const Walker& walker, const Entry& section, const Seen& seen, GateConfig& gate) -> Status {
         if (gate.websocket_addr.empty() && gate.tcp_addr.empty()) {

@@ -79,8 +79,19 @@ Status GateCore::push_serialized(std::string_view session_id, std::string_view r
     return no_session(session_id);
   }
   pushes.fetch_add(1, std::memory_order_relaxed);
-  s->post_frame(push_frame_serialized(route, std::move(payload)));
+  s->post_push(push_frame_serialized(route, std::move(payload)));
   return {};
+}
+
+void GateCore::push_serialized(std::string_view session_id, std::string_view route,
+                               std::string payload, PushDone delivered) {
+  std::shared_ptr<Session> s = find(session_id);
+  if (!s) {
+    delivered(no_session(session_id));
+    return;
+  }
+  pushes.fetch_add(1, std::memory_order_relaxed);
+  s->post_push(push_frame_serialized(route, std::move(payload)), std::move(delivered));
 }
 
 void GateCore::push_each_serialized(
@@ -96,7 +107,7 @@ void GateCore::push_each_serialized(
       frame = push_frame_serialized(route, std::move(payload));
     }
     pushes.fetch_add(1, std::memory_order_relaxed);
-    s->post_frame(frame);
+    s->post_push(frame);
   }
 }
 
@@ -233,7 +244,7 @@ Status GateCore::broadcast(std::string_view group, std::string_view route,
   }
   pushes.fetch_add(members.size(), std::memory_order_relaxed);
   for (const auto& s : members) {
-    s->post_frame(*frame);  // the same bytes for everyone
+    s->post_push(*frame);  // the same bytes for everyone
   }
   return {};
 }

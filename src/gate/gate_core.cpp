@@ -494,6 +494,244 @@ void GateCore::publish_opened(const Session& session) {
                        {.key = DispatchKey(std::string_view(session.uid()))});
 }
 
+void GateCore::resume(const std::shared_ptr<Session>& session, const std::string& token,
+                      std::uint64_t last_push_seq) {
+  ResumeTicket ticket;
+  if (!ticket.ParseFromString(token) || ticket.gate_node().empty()) {
+    session->post_resumed(Error{Errc::invalid_argument, "the resume token does not parse"}, false);
+    return;
+  }
+  if (ticket.gate_node() == node_.config.node_id) {
+    std::shared_ptr<Session> old = find(session->id());
+    if (!old) {
+      session->post_resumed(Error{Errc::not_found, "the session " + session->id() +
+                                                       " has ended (its resume window passed, "
+                                                       "or its player logged in again)"},
+                            true);
+      return;
+    }
+    old->post_handover(ticket.secret(), last_push_seq,
+                       [this, old, session](Result<std::shared_ptr<SessionHandover>> handover) {
+                         // On the old session's thread. The registry points to the new
+                         // connection before it learns the outcome: pushes that reach it before
+                         // then wait for the pushes the handover brings.
+                         if (handover) {
+                           adopt_local(old, session);
+                         }
+                         session->post_resumed(std::move(handover), true);
+                       });
+    return;
+  }
+  SessionDirectory* directory = SessionDirectory::of(node_);
+  if (directory == nullptr || !directory->clustered()) {
+    session->post_resumed(
+        Error{Errc::not_found, "the session is on another gateway and this one is in no cluster"},
+        false);
+    return;
+  }
+  {
+    // Registered under the id now, so that pushes forwarded by the old gateway find it; never
+    // over a session of this gateway (a token naming another gateway with one of our ids).
+    std::unique_lock lock(sessions_mu_);
+    if (!by_id_.emplace(session->id(), session).second) {
+      lock.unlock();
+      session->post_resumed(Error{Errc::invalid_argument, "wrong resume token"}, false);
+      return;
+    }
+  }
+  ResumeRequest request;
+  request.set_session_id(session->id());
+  request.set_secret(ticket.secret());
+  request.set_last_push_seq(last_push_seq);
+  request.set_gate_node(node_.config.node_id);
+  const bool queued = directory->run([this, session, request = std::move(request),
+                                      gate_node = ticket.gate_node()]() mutable {
+    Bus gateway = select(*node_.owner, Selector::name(std::string(kGateServiceName)).id(gate_node));
+    if (gateway.empty()) {
+      session->post_resumed(Error{Errc::not_found, "its gateway " + gate_node + " is gone"}, false);
+      return;
+    }
+    // Bounded: the old session waits at most RequestTimeout for its requests in flight.
+    auto handover = gateway.call<SessionHandover>(
+        "RpcResume", std::move(request),
+        CallOptions{.timeout = config_.request_timeout + std::chrono::seconds(2)});
+    if (!handover) {
+      session->post_resumed(handover.error(), false);
+      return;
+    }
+    session->post_resumed(std::make_shared<SessionHandover>(std::move(*handover)), false);
+  });
+  if (!queued) {
+    session->post_resumed(Error{Errc::stopping, "the gateway is stopping"}, false);
+  }
+}
+
+void GateCore::adopt_local(const std::shared_ptr<Session>& old,
+                           const std::shared_ptr<Session>& session) {
+  old->set_successor(session);
+  {
+    std::unique_lock lock(sessions_mu_);
+    if (auto it = by_id_.find(old->id()); it != by_id_.end() && it->second == old) {
+      by_id_.erase(it);  // re-keyed: the key views the entry's session's id
+    }
+    by_id_.emplace(session->id(), session);
+    // Its UID's entry moves once the new connection has the UID (Session::adopt): until then
+    // pushes by UID reach the old object, which passes them on.
+  }
+  std::lock_guard lock(groups_mu_);
+  session->groups = std::move(old->groups);
+  old->groups.clear();
+  for (const std::string& name : session->groups) {
+    if (auto g = groups_.find(name); g != groups_.end()) {
+      std::replace(g->second.begin(), g->second.end(), old, session);
+    }
+  }
+}
+
+void GateCore::take_uid(const std::shared_ptr<Session>& session) {
+  std::unique_lock lock(sessions_mu_);
+  if (auto it = by_uid_.find(session->uid()); it != by_uid_.end()) {
+    if (it->second->id() != session->id()) {
+      return;  // a newer login of the UID took it meanwhile, and closed this session's old self
+    }
+    by_uid_.erase(it);  // the key views the old session's UID
+  }
+  by_uid_.emplace(session->uid(), session);
+}
+
+void GateCore::hand_over(const ResumeRequest& request, HandoverDone done) {
+  std::shared_ptr<Session> old = find(request.session_id());
+  if (!old) {
+    done(Error{Errc::not_found, "the session " + request.session_id() +
+                                    " has ended (its resume window passed, or its player logged "
+                                    "in again)"});
+    return;
+  }
+  old->post_handover(request.secret(), request.last_push_seq(),
+                     [this, old, done = std::move(done),
+                      to = request.gate_node()](Result<std::shared_ptr<SessionHandover>> handover) {
+                       if (handover) {
+                         // Gone from here without a close event: the session lives on at `to`,
+                         // whose claim moves its directory binding there.
+                         old->set_successor_node(to);
+                         forget_moved(*old);
+                         portable_routes(**handover);
+                       }
+                       done(std::move(handover));
+                     });
+}
+
+void GateCore::portable_routes(SessionHandover& handover) const {
+  // Route ids are this gateway's dictionary: the other gateway's clients know another.
+  ServerFrame frame;
+  for (std::string& push : *handover.mutable_pushes()) {
+    if (!frame.ParseFromString(push) || !frame.has_push() || frame.push().route_id() == 0) {
+      continue;
+    }
+    std::optional<Route> route = route_by_id(frame.push().route_id());
+    frame.mutable_push()->set_route(route ? route->name : std::string());
+    frame.mutable_push()->set_route_id(0);
+    frame.SerializeToString(&push);
+  }
+  for (AnswerRecord& answer : *handover.mutable_answers()) {
+    if (frame.ParseFromString(answer.frame()) && frame.has_response() &&
+        frame.response().route_id() != 0) {
+      frame.mutable_response()->set_route_id(0);
+      frame.SerializeToString(answer.mutable_frame());
+    }
+  }
+}
+
+void GateCore::forget_moved(Session& session) {
+  {
+    std::unique_lock lock(sessions_mu_);
+    if (auto it = by_id_.find(session.id()); it != by_id_.end() && it->second.get() == &session) {
+      by_id_.erase(it);
+    }
+    if (auto u = by_uid_.find(session.uid()); u != by_uid_.end() && u->second.get() == &session) {
+      by_uid_.erase(u);
+    }
+  }
+  std::lock_guard lock(groups_mu_);
+  for (const std::string& name : session.groups) {
+    if (auto g = groups_.find(name); g != groups_.end()) {
+      std::erase_if(g->second, [&](const auto& m) { return m.get() == &session; });
+    }
+  }
+  session.groups.clear();
+}
+
+void GateCore::resume_failed(const Session& session) {
+  std::unique_lock lock(sessions_mu_);
+  if (auto it = by_id_.find(session.id()); it != by_id_.end() && it->second.get() == &session) {
+    by_id_.erase(it);
+  }
+}
+
+void GateCore::forward_push(const std::string& node, const std::string& session_id,
+                            const std::string& frame, PushDone delivered) {
+  ServerFrame parsed;
+  if (!parsed.ParseFromString(frame) || !parsed.has_push()) {
+    if (delivered) {
+      delivered(Error{Errc::internal, "a pushed frame does not parse"});
+    }
+    return;
+  }
+  GatePush push;
+  push.set_session_id(session_id);
+  if (parsed.push().route_id() != 0) {
+    // Ids are this gateway's: the other one gets the name.
+    std::optional<Route> route = route_by_id(parsed.push().route_id());
+    push.set_route(route ? route->name : std::string());
+  } else {
+    push.set_route(parsed.push().route());
+  }
+  push.set_payload(parsed.push().payload());
+  SessionDirectory* directory = SessionDirectory::of(node_);
+  const bool queued = directory != nullptr && directory->run([this, node, push = std::move(push),
+                                                              delivered]() mutable {
+    // Answered once the other gateway has it: a pusher waiting for this keeps its order.
+    Bus gateway = select(*node_.owner, Selector::name(std::string(kGateServiceName)).id(node));
+    auto acked = gateway.call<GateAck>("RpcPush", std::move(push),
+                                       CallOptions{.timeout = std::chrono::seconds(2)});
+    if (delivered) {
+      delivered(acked ? Status{} : Status{acked.error()});
+    }
+  });
+  if (!queued && delivered) {
+    delivered(Error{Errc::stopping, "the gateway is stopping"});
+  }
+}
+
+std::vector<std::string> GateCore::groups_of(const Session& session) {
+  std::lock_guard lock(groups_mu_);
+  return session.groups;
+}
+
+void GateCore::join_groups(const std::shared_ptr<Session>& session,
+                           const google::protobuf::RepeatedPtrField<std::string>& groups) {
+  std::lock_guard lock(groups_mu_);
+  for (const std::string& name : groups) {
+    auto& members = groups_[name];  // created here if this gateway had none of its members
+    if (std::find(members.begin(), members.end(), session) == members.end()) {
+      members.push_back(session);
+      session->groups.push_back(name);
+    }
+  }
+}
+
+void GateCore::watch(Session& session) {
+  if (io_) {
+    io_->watch(session.io_index, &session);
+  }
+}
+
+void GateCore::unwatch(Session& session) {
+  if (io_) {
+    io_->forget(session.io_index, &session);
+  }
+}
+
 std::shared_ptr<Session> GateCore::find(std::string_view session_id) const {
   std::shared_lock lock(sessions_mu_);
   auto it = by_id_.find(session_id);
@@ -529,6 +767,12 @@ GateStats GateCore::stats() const {
   s.kicks = kicks.load(std::memory_order_relaxed);
   s.replaced = replaced.load(std::memory_order_relaxed);
   s.relayed = relayed.load(std::memory_order_relaxed);
+  s.resumed = resumed.load(std::memory_order_relaxed);
+  {
+    std::shared_lock lock(sessions_mu_);
+    s.detached = static_cast<std::uint64_t>(std::count_if(
+        by_id_.begin(), by_id_.end(), [](const auto& e) { return e.second->detached(); }));
+  }
   return s;
 }
 

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "core/subsystem.hpp"
+#include "gate/session.hpp"
 #include "gate/session_directory.hpp"
 #include "rpc/repository.hpp"
 
@@ -37,6 +38,8 @@ namespace ember::gate {
 class Session;
 class IoPool;
 class Acceptor;
+class ResumeRequest;    // gate.proto
+class SessionHandover;  // gate.proto
 
 /// The service through which other nodes push to and kick this gateway's sessions; its id is
 /// the node id.
@@ -138,6 +141,10 @@ class GateCore final : public detail::Subsystem, public Gate {
                                                            std::string payload);
   /// A push whose message another node serialized (GatePush).
   Status push_serialized(std::string_view session_id, std::string_view route, std::string payload);
+  /// The same for RpcPush: `delivered` runs once the push is where it is going
+  /// (Session::post_push).
+  void push_serialized(std::string_view session_id, std::string_view route, std::string payload,
+                       PushDone delivered);
   /// One push to several sessions of this gateway (GateBroadcast): encoded once; sessions it no
   /// longer holds are skipped.
   void push_each_serialized(const google::protobuf::RepeatedPtrField<std::string>& session_ids,
@@ -146,6 +153,37 @@ class GateCore final : public detail::Subsystem, public Gate {
   Status replace(std::string_view session_id);
   /// A session of this gateway that holds `uid` now, or nullptr.
   std::shared_ptr<Session> find_uid(std::string_view uid) const;
+
+  // --- resume -----------------------------------------------------------------------------------
+  /// A new connection resumes the session whose id it took (Session::take_id): handed over from
+  /// this gateway, or from the gateway its token names (RpcResume). The outcome goes to
+  /// Session::post_resumed.
+  void resume(const std::shared_ptr<Session>& session, const std::string& token,
+              std::uint64_t last_push_seq);
+  /// RpcResume: hands a session of this gateway over to the gateway its client resumed on.
+  void hand_over(const ResumeRequest& request, HandoverDone done);
+  /// A resume failed: the connection gives up the id it took.
+  void resume_failed(const Session& session);
+  /// A pushed frame that reached a session after it moved to another gateway.
+  void forward_push(const std::string& node, const std::string& session_id,
+                    const std::string& frame, PushDone delivered);
+  /// The groups a session is in (a handover carries them).
+  std::vector<std::string> groups_of(const Session& session);
+  /// A resume on this gateway: the registry and groups point to the new connection's session.
+  void adopt_local(const std::shared_ptr<Session>& old, const std::shared_ptr<Session>& session);
+  /// After a resume on this gateway, once the new connection has the UID: its entry points there.
+  void take_uid(const std::shared_ptr<Session>& session);
+  /// A session handed over to another gateway: gone from the registry and groups, silently.
+  void forget_moved(Session& session);
+  /// Route names instead of this gateway's route ids in what a handover to another gateway
+  /// carries.
+  void portable_routes(SessionHandover& handover) const;
+  /// A session resumed from another gateway joins its groups here.
+  void join_groups(const std::shared_ptr<Session>& session,
+                   const google::protobuf::RepeatedPtrField<std::string>& groups);
+  /// A detached session is ticked (on its I/O thread) until it ends or is handed over.
+  void watch(Session& session);
+  void unwatch(Session& session);
 
   std::atomic<std::uint64_t> connections{0};
   std::atomic<std::uint64_t> accepted{0};
@@ -156,6 +194,7 @@ class GateCore final : public detail::Subsystem, public Gate {
   std::atomic<std::uint64_t> kicks{0};
   std::atomic<std::uint64_t> replaced{0};
   std::atomic<std::uint64_t> relayed{0};
+  std::atomic<std::uint64_t> resumed{0};
 
  private:
   std::shared_ptr<Session> find(std::string_view session_id) const;

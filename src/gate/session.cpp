@@ -1,6 +1,9 @@
 // SPDX-License-Identifier: Apache-2.0
 #include "gate/session.hpp"
 
+#include <openssl/crypto.h>
+#include <openssl/rand.h>
+
 #include <algorithm>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/post.hpp>
@@ -30,6 +33,59 @@ std::shared_ptr<const std::string> kick_frame(KickCode code, std::string_view re
   frame.mutable_kick()->set_code(static_cast<std::uint32_t>(code));
   frame.mutable_kick()->set_reason(std::string(reason));
   return serialize(frame);
+}
+
+std::shared_ptr<const std::string> response_frame(std::uint32_t seq, Errc code,
+                                                  std::string_view error,
+                                                  std::uint32_t route_id = 0) {
+  ServerFrame frame;
+  Response& response = *frame.mutable_response();
+  response.set_seq(seq);
+  response.set_status(static_cast<std::uint32_t>(code));
+  response.set_error(std::string(error));
+  response.set_route_id(route_id);
+  return serialize(frame);
+}
+
+void put_varint(std::string& out, std::uint64_t value) {
+  while (value >= 0x80) {
+    out.push_back(static_cast<char>((value & 0x7f) | 0x80));
+    value >>= 7;
+  }
+  out.push_back(static_cast<char>(value));
+}
+
+/// A Push frame (ServerFrame field 3, length-delimited) with Push.seq (field 4) appended: the
+/// payload encoded once for many sessions is copied, not encoded again.
+std::shared_ptr<const std::string> numbered_push(const std::string& frame, std::uint64_t seq) {
+  std::size_t at = 1;  // after the tag byte 0x1a
+  std::uint64_t length = 0;
+  for (int shift = 0; at < frame.size() && shift < 64; shift += 7) {
+    const auto byte = static_cast<std::uint8_t>(frame[at++]);
+    length |= std::uint64_t{byte & 0x7fu} << shift;
+    if ((byte & 0x80u) == 0) {
+      break;
+    }
+  }
+  std::string seq_field;
+  seq_field.push_back(static_cast<char>(0x20));  // field 4, varint
+  put_varint(seq_field, seq);
+  auto out = std::make_shared<std::string>();
+  out->reserve(frame.size() + seq_field.size() + 2);
+  out->push_back(frame[0]);
+  put_varint(*out, length + seq_field.size());
+  out->append(frame, at, std::string::npos);
+  out->append(seq_field);
+  return out;
+}
+
+std::string random_secret() {
+  std::string secret(16, '\0');
+  if (RAND_bytes(reinterpret_cast<unsigned char*>(secret.data()),
+                 static_cast<int>(secret.size())) != 1) {
+    throw std::runtime_error("the random generator failed");
+  }
+  return secret;
 }
 
 }  // namespace
@@ -209,11 +265,15 @@ void Session::on_frame(std::string_view bytes, SteadyClock::time_point now) {
         return;  // harmless; the handshake deadline still runs
       }
       deadline_ = now + gate_.config().idle_timeout;
+      if (resume_) {
+        forget_acknowledged(frame.heartbeat().ack(), frame.heartbeat().push_seq());
+      }
       ServerFrame echo;
       echo.mutable_heartbeat()->set_client_time_ms(frame.heartbeat().client_time_ms());
       send_frame(serialize(echo));
       return;
     }
+    case ClientFrame::kBye: leave(); return;
     case ClientFrame::KIND_NOT_SET: break;
   }
   kick_now(KickCode::protocol_error, "an empty or unknown frame");
@@ -229,6 +289,22 @@ void Session::on_hello(const Hello& hello, SteadyClock::time_point now) {
     kick_now(KickCode::protocol_error, "protocol version " + std::to_string(hello.version()) +
                                            " is not supported (this gateway speaks " +
                                            std::to_string(kProtocolVersion) + ")");
+    return;
+  }
+  if (hello.resumable() && gate_.config().resume_window.count() > 0) {
+    resume_ = std::make_unique<Resumable>();
+    resume_->secret = random_secret();
+  }
+  if (!hello.resume_session().empty()) {
+    if (!resume_) {
+      kick_now(KickCode::resume_failed, hello.resumable()
+                                            ? "this gateway does not resume sessions: log in"
+                                            : "a resume needs Hello.resumable");
+      return;
+    }
+    phase_ = Phase::resuming;
+    take_id(hello.resume_session());
+    gate_.resume(shared_from_this(), hello.resume_token(), hello.last_push_seq());
     return;
   }
   phase_ = Phase::login;
@@ -303,6 +379,17 @@ void Session::on_claimed(Result<std::int64_t> revision) {
   if (revision) {
     set_binding_revision(*revision);
   }
+  if (revision && phase_ == Phase::claim && link_ == nullptr && resume_ && resume_->resumed &&
+      !ended()) {
+    // A resume whose new connection was lost too: the session waits for the next one.
+    if (gate_.register_uid(shared_from_this())) {
+      phase_ = Phase::open;
+      detach();
+    } else {
+      end("logged in on another connection");
+    }
+    return;
+  }
   if (phase_ != Phase::claim || link_ == nullptr) {
     // Closed meanwhile: the binding it just wrote goes.
     if (revision) {
@@ -321,6 +408,10 @@ void Session::on_claimed(Result<std::int64_t> revision) {
     kick_now(KickCode::replaced, "logged in on another connection");
     return;
   }
+  welcome();
+}
+
+void Session::welcome() {
   phase_ = Phase::open;
   const SteadyClock::time_point now = SteadyClock::now();
   deadline_ = now + gate_.config().idle_timeout;
@@ -337,12 +428,34 @@ void Session::on_claimed(Result<std::int64_t> revision) {
   for (const Route& route : gate_.dictionary()) {
     (*welcome.mutable_routes())[route.name] = route.id;
   }
+  if (resume_) {
+    ResumeTicket ticket;
+    ticket.set_gate_node(gate_node());
+    ticket.set_secret(resume_->secret);
+    ticket.SerializeToString(welcome.mutable_resume_token());
+    welcome.set_resumed(resume_->resumed);
+    welcome.set_resume_window_ms(static_cast<std::uint32_t>(gate_.config().resume_window.count()));
+  }
   send_frame(serialize(frame));
+  if (resume_ && resume_->resumed) {
+    // What the client missed, in order, then what came while the session moved.
+    for (const auto& [seq, push] : resume_->pushes) {
+      send_frame(push);
+    }
+    std::vector<std::shared_ptr<const std::string>> early = std::move(resume_->early);
+    for (const auto& push : early) {
+      give_push(push);
+    }
+    return;
+  }
   gate_.publish_opened(*this);
 }
 
 void Session::on_request(const Request& request, SteadyClock::time_point now) {
   const GateConfig& config = gate_.config();
+  if (resume_ && answered_before(request)) {
+    return;
+  }
   if (finishing_) {
     answer(request.seq(), Errc::stopping,
            "this server is shutting down: send it again on another connection");
@@ -425,13 +538,81 @@ void Session::answer(std::uint32_t seq, Errc code, std::string_view error, std::
   if (seq == 0) {
     return;  // a notification is never answered, not even with an error
   }
-  ServerFrame frame;
-  Response& response = *frame.mutable_response();
-  response.set_seq(seq);
-  response.set_status(static_cast<std::uint32_t>(code));
-  response.set_error(std::string(error));
-  response.set_route_id(route_id);
-  send_frame(serialize(frame));
+  // Not kept for a resume: a request the gateway refused did not run, and may be sent again.
+  send_frame(response_frame(seq, code, error, route_id));
+}
+
+bool Session::answered_before(const Request& request) {
+  Resumable& r = *resume_;
+  forget_acknowledged(request.ack(), 0);
+  const std::uint32_t seq = request.seq();
+  if (seq == 0 || seq > r.highest_seq) {
+    r.highest_seq = std::max(r.highest_seq, seq);
+    return false;
+  }
+  // Sent again, after a resume or a retryable failure: it runs at most once.
+  for (const auto& [answered, frame] : r.answers) {
+    if (answered == seq) {
+      send_frame(frame);
+      return true;
+    }
+  }
+  if (std::any_of(in_flight_.begin(), in_flight_.end(),
+                  [seq](const auto& f) { return f->seq() == seq; })) {
+    return true;  // still running: its answer comes once
+  }
+  if (seq <= r.forgotten_through) {
+    answer(seq, Errc::bad_state,
+           "the outcome of request " + std::to_string(seq) +
+               " is no longer known (more unacknowledged answers than ResumeBufferBytes holds)");
+    return true;
+  }
+  return false;  // refused before it ran (rate, in flight, route): it runs now
+}
+
+void Session::forget_acknowledged(std::uint32_t ack, std::uint64_t push_seq) {
+  Resumable& r = *resume_;
+  for (auto it = r.answers.begin(); ack != 0 && it != r.answers.end();) {
+    if (it->first < ack) {
+      r.bytes -= it->second->size();
+      it = r.answers.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  while (!r.pushes.empty() && r.pushes.front().first <= push_seq) {
+    r.bytes -= r.pushes.front().second->size();
+    r.pushes.pop_front();
+  }
+}
+
+void Session::make_room() {
+  Resumable& r = *resume_;
+  const std::size_t limit = gate_.config().resume_buffer_bytes;
+  while (r.bytes > limit && !(r.pushes.empty() && r.answers.empty())) {
+    // Pushes go first (a resume that needs one then fails and the client logs in again), then
+    // answers (a request sent again whose answer went is told its outcome is unknown).
+    if (!r.pushes.empty()) {
+      r.pushes_dropped_through = r.pushes.front().first;
+      r.bytes -= r.pushes.front().second->size();
+      r.pushes.pop_front();
+    } else {
+      r.forgotten_through = std::max(r.forgotten_through, r.answers.front().first);
+      r.bytes -= r.answers.front().second->size();
+      r.answers.pop_front();
+    }
+  }
+}
+
+void Session::deliver_answer(std::uint32_t seq, std::shared_ptr<const std::string> frame) {
+  if (resume_ && seq != 0) {
+    resume_->bytes += frame->size();
+    resume_->answers.emplace_back(seq, frame);
+    make_room();
+  }
+  if (link_ != nullptr && phase_ == Phase::open) {
+    send_frame(std::move(frame));
+  }
 }
 
 void Session::on_answered(ClientResponder* responder, std::shared_ptr<const std::string> frame) {
@@ -440,12 +621,12 @@ void Session::on_answered(ClientResponder* responder, std::shared_ptr<const std:
   if (it == in_flight_.end()) {
     return;  // timed out already, or the session closed
   }
+  const std::uint32_t seq = (*it)->seq();
   *it = std::move(in_flight_.back());
   in_flight_.pop_back();
-  if (link_ != nullptr && phase_ == Phase::open) {
-    send_frame(std::move(frame));
-  }
+  deliver_answer(seq, std::move(frame));
   kick_if_finished();
+  complete_handover_if_quiet();
 }
 
 void Session::move_elsewhere(const std::shared_ptr<const std::string>& moving) {
@@ -460,6 +641,10 @@ void Session::move_elsewhere(const std::shared_ptr<const std::string>& moving) {
 }
 
 void Session::finish(KickCode code, std::string reason) {
+  if (phase_ == Phase::detached) {
+    end(reason);  // the node stops: no resume will come here
+    return;
+  }
   if (link_ == nullptr || phase_ == Phase::closing) {
     return;
   }
@@ -479,6 +664,14 @@ void Session::kick_if_finished() {
 }
 
 void Session::tick(SteadyClock::time_point now) {
+  if (phase_ == Phase::detached) {
+    expire_overdue(now);
+    if (!resume_->handover && now >= resume_->detached_until) {
+      end("the connection was lost and the client did not resume within " +
+          std::to_string(gate_.config().resume_window.count()) + " ms");
+    }
+    return;
+  }
   if (link_ == nullptr) {
     return;
   }
@@ -495,6 +688,11 @@ void Session::tick(SteadyClock::time_point now) {
              phase_ == Phase::open ? "idle for too long" : "no login within the handshake timeout");
     return;
   }
+  expire_overdue(now);
+  kick_if_finished();
+}
+
+void Session::expire_overdue(SteadyClock::time_point now) {
   for (std::size_t i = in_flight_.size(); i-- > 0;) {
     if (now < in_flight_[i]->deadline() || !in_flight_[i]->expire()) {
       continue;
@@ -502,10 +700,14 @@ void Session::tick(SteadyClock::time_point now) {
     const std::uint32_t seq = in_flight_[i]->seq();
     in_flight_[i] = std::move(in_flight_.back());
     in_flight_.pop_back();
-    answer(seq, Errc::timeout,
-           "no answer within " + std::to_string(gate_.config().request_timeout.count()) + " ms");
+    // Kept for a resume like any answer: the handler may still run, so a request sent again
+    // must not run a second time.
+    deliver_answer(
+        seq, response_frame(seq, Errc::timeout,
+                            "no answer within " +
+                                std::to_string(gate_.config().request_timeout.count()) + " ms"));
   }
-  kick_if_finished();
+  complete_handover_if_quiet();
 }
 
 void Session::send_frame(std::shared_ptr<const std::string> frame) {
@@ -523,6 +725,10 @@ void Session::send_frame(std::shared_ptr<const std::string> frame) {
 }
 
 void Session::kick_now(KickCode code, std::string_view reason) {
+  if (phase_ == Phase::detached) {
+    end(reason);  // kicked or replaced while waiting for a resume
+    return;
+  }
   if (link_ == nullptr || phase_ == Phase::closing) {
     return;
   }
@@ -539,6 +745,15 @@ void Session::end(std::string_view reason) {
     return;
   }
   end_reason_ = std::string(reason);
+  if (phase_ == Phase::detached) {
+    phase_ = Phase::closing;
+    detached_.store(false, std::memory_order_release);
+    gate_.unwatch(*this);
+  }
+  if (resume_ && resume_->handover) {
+    auto handover = std::move(resume_->handover);
+    handover->second(Error{Errc::not_found, "the session ended: " + end_reason_});
+  }
   // Requests still in flight get no answer now: their frames would not be sent anyway.
   for (auto& r : in_flight_) {
     r->expire();
@@ -587,16 +802,267 @@ const std::string& Session::gate_node() const noexcept {
 }
 
 void Session::on_link_closed() {
-  end(end_reason_.empty() ? "the connection closed" : end_reason_);
   link_ = nullptr;
+  if (resume_ && (resume_->handed_over || resume_->handover ||
+                  (phase_ == Phase::open && !finishing_ && !ended()))) {
+    detach();
+    complete_handover_if_quiet();  // one waited for this connection to close
+    return;
+  }
+  if (phase_ == Phase::resuming) {
+    return;  // the handover completes, and the session it brings is detached then
+  }
+  end(end_reason_.empty() ? "the connection closed" : end_reason_);
 }
 
-void Session::post_frame(std::shared_ptr<const std::string> frame) {
-  boost::asio::post(link_io_, [s = shared_from_this(), frame = std::move(frame)]() mutable {
-    if (s->phase_ == Phase::open) {
-      s->send_frame(std::move(frame));
-    }
+void Session::detach() {
+  if (phase_ == Phase::detached || (resume_->handed_over && phase_ == Phase::closing)) {
+    return;
+  }
+  phase_ = Phase::detached;
+  resume_->detached_until = SteadyClock::now() + gate_.config().resume_window;
+  detached_.store(true, std::memory_order_release);
+  gate_.watch(*this);  // ticked for the window and for its requests' deadlines
+}
+
+void Session::leave() {
+  if (link_ == nullptr || phase_ == Phase::closing) {
+    return;
+  }
+  end("the client left");
+  phase_ = Phase::closing;
+  deadline_ = SteadyClock::now() + std::chrono::seconds(2);  // then abort (tick)
+  link_->close("bye");
+}
+
+void Session::post_push(std::shared_ptr<const std::string> frame, PushDone delivered) {
+  boost::asio::post(link_io_, [s = shared_from_this(), frame = std::move(frame),
+                               delivered = std::move(delivered)]() mutable {
+    s->on_push(std::move(frame), std::move(delivered));
   });
+}
+
+void Session::on_push(std::shared_ptr<const std::string> frame, PushDone delivered) {
+  if (resume_ && resume_->handed_over) {
+    // It reached this object after the session moved: it goes where the session went.
+    if (auto successor = resume_->successor.lock()) {
+      successor->post_push(std::move(frame), std::move(delivered));
+    } else if (!resume_->successor_node.empty()) {
+      gate_.forward_push(resume_->successor_node, id_, *frame, std::move(delivered));
+    } else if (delivered) {
+      delivered(Error{Errc::not_found, "the session " + id_ + " has moved"});
+    }
+    return;
+  }
+  if (delivered) {
+    delivered({});  // on its way to the client, or kept for its resume
+  }
+  if (phase_ == Phase::resuming || (phase_ == Phase::claim && resume_ && resume_->resumed)) {
+    resume_->early.push_back(std::move(frame));  // the Welcome has not gone out yet
+    return;
+  }
+  if (resume_ && (phase_ == Phase::open || phase_ == Phase::detached)) {
+    give_push(frame);
+    return;
+  }
+  if (phase_ == Phase::open) {
+    send_frame(std::move(frame));
+  }
+}
+
+void Session::give_push(const std::shared_ptr<const std::string>& frame) {
+  Resumable& r = *resume_;
+  auto numbered = numbered_push(*frame, ++r.push_seq);
+  r.bytes += numbered->size();
+  r.pushes.emplace_back(r.push_seq, numbered);
+  make_room();
+  if (link_ != nullptr && phase_ == Phase::open) {
+    send_frame(std::move(numbered));
+  }
+}
+
+void Session::post_handover(std::string secret, std::uint64_t last_push_seq, HandoverDone done) {
+  boost::asio::post(link_io_, [s = shared_from_this(), secret = std::move(secret), last_push_seq,
+                               done = std::move(done)]() mutable {
+    s->on_handover(std::move(secret), last_push_seq, std::move(done));
+  });
+}
+
+void Session::on_handover(std::string secret, std::uint64_t last_push_seq, HandoverDone done) {
+  if (!resume_ || resume_->handed_over || ended() ||
+      (phase_ != Phase::open && phase_ != Phase::detached)) {
+    done(Error{Errc::not_found, "the session " + id_ + " has ended"});
+    return;
+  }
+  if (secret.size() != resume_->secret.size() ||
+      CRYPTO_memcmp(secret.data(), resume_->secret.data(), secret.size()) != 0) {
+    done(Error{Errc::invalid_argument, "wrong resume token"});
+    return;
+  }
+  if (resume_->handover) {
+    done(Error{Errc::already_exists, "another connection is resuming this session"});
+    return;
+  }
+  if (last_push_seq > resume_->push_seq || last_push_seq < resume_->pushes_dropped_through) {
+    done(Error{Errc::bad_state, last_push_seq > resume_->push_seq
+                                    ? "the client has pushes this session never sent"
+                                    : "pushes the client missed were dropped "
+                                      "(ResumeBufferBytes): log in again"});
+    return;
+  }
+  resume_->handover =
+      std::make_unique<std::pair<std::uint64_t, HandoverDone>>(last_push_seq, std::move(done));
+  if (link_ != nullptr) {
+    // Its client is elsewhere now (this connection's loss was not noticed yet): nothing more
+    // comes from it, and its close detaches the session until the handover completes.
+    link_->abort();
+  } else {
+    complete_handover_if_quiet();
+  }
+}
+
+void Session::complete_handover_if_quiet() {
+  if (!resume_ || !resume_->handover || !in_flight_.empty() || phase_ != Phase::detached) {
+    return;
+  }
+  auto waiter = std::move(resume_->handover);
+  Resumable& r = *resume_;
+  auto handover = std::make_shared<SessionHandover>();
+  handover->set_uid(uid_);
+  {
+    std::lock_guard lock(data_mu_);
+    if (data_) {
+      for (const auto& [k, v] : *data_) {
+        (*handover->mutable_data())[k] = v;
+      }
+    }
+  }
+  for (const std::string& group : gate_.groups_of(*this)) {
+    handover->add_groups(group);
+  }
+  handover->set_push_seq(r.push_seq);
+  for (const auto& [seq, push] : r.pushes) {
+    if (seq > waiter->first) {
+      handover->add_pushes(*push);
+    }
+  }
+  for (const auto& [seq, frame] : r.answers) {
+    AnswerRecord& record = *handover->add_answers();
+    record.set_seq(seq);
+    record.set_frame(*frame);
+  }
+  handover->set_highest_seq(r.highest_seq);
+  handover->set_forgotten_through(r.forgotten_through);
+  handover->set_binding_revision(binding_revision());
+  if (remote_nodes_) {
+    for (const auto& [node, address] : *remote_nodes_) {
+      NodeAddress& a = *handover->add_remote_nodes();
+      a.set_node(node);
+      a.set_address(address);
+    }
+  }
+  // Ends silently: the session lives on in its new connection, so no close event, no release of
+  // its binding, and no word to the nodes its requests went to.
+  r.handed_over = true;
+  r.pushes.clear();
+  r.answers.clear();
+  r.bytes = 0;
+  ended_.store(true, std::memory_order_release);
+  detached_.store(false, std::memory_order_release);
+  phase_ = Phase::closing;
+  gate_.unwatch(*this);
+  waiter->second(std::move(handover));
+}
+
+void Session::post_resumed(Result<std::shared_ptr<SessionHandover>> handover, bool same_gateway) {
+  boost::asio::post(
+      link_io_, [s = shared_from_this(), handover = std::move(handover), same_gateway]() mutable {
+        s->on_resumed(std::move(handover), same_gateway);
+      });
+}
+
+void Session::on_resumed(Result<std::shared_ptr<SessionHandover>> handover, bool same_gateway) {
+  if (!handover) {
+    gate_.resume_failed(*this);
+    if (link_ != nullptr && phase_ == Phase::resuming) {
+      const Error& e = handover.error();
+      kick_now(KickCode::resume_failed,
+               "cannot resume: " +
+                   (e.code() == Errc::timeout || e.code() == Errc::stopping ||
+                            e.code() == Errc::node_unreachable
+                        ? std::string("its gateway did not answer")
+                        : e.message()) +
+                   "; log in again");
+    }
+    return;
+  }
+  adopt(**handover, same_gateway);
+  if (ended()) {
+    // Closed while the session moved here (a protocol error, the handshake deadline): the session
+    // it brought ends now, with the close event its backends expect.
+    ended_.store(false, std::memory_order_release);
+    end(end_reason_);
+    return;
+  }
+  if (same_gateway) {
+    if (link_ == nullptr) {
+      phase_ = Phase::open;
+      detach();  // this connection was lost too: the session waits for the next resume
+      return;
+    }
+    welcome();
+    return;
+  }
+  // Its directory binding comes here, as a login's does; then the Welcome.
+  phase_ = Phase::claim;
+  gate_.claim(shared_from_this());
+}
+
+void Session::adopt(const SessionHandover& handover, bool same_gateway) {
+  uid_ = handover.uid();
+  for (const auto& [k, v] : handover.data()) {
+    set_data(k, v);
+  }
+  Resumable& r = *resume_;
+  r.resumed = true;
+  r.push_seq = handover.push_seq();
+  for (const std::string& push : handover.pushes()) {
+    // Numbered already: the seq is the frame's last field, but only the order matters here.
+    r.bytes += push.size();
+    r.pushes.emplace_back(0, std::make_shared<const std::string>(push));
+  }
+  // Their seqs are not needed again: acknowledgements only trim what is ahead of them.
+  std::uint64_t seq = r.push_seq - static_cast<std::uint64_t>(r.pushes.size());
+  for (auto& p : r.pushes) {
+    p.first = ++seq;
+  }
+  for (const AnswerRecord& a : handover.answers()) {
+    r.bytes += a.frame().size();
+    r.answers.emplace_back(a.seq(), std::make_shared<const std::string>(a.frame()));
+  }
+  r.highest_seq = handover.highest_seq();
+  r.forgotten_through = handover.forgotten_through();
+  gate_.resumed.fetch_add(1, std::memory_order_relaxed);
+  if (same_gateway) {
+    gate_.take_uid(shared_from_this());
+    set_binding_revision(handover.binding_revision());
+    if (handover.remote_nodes_size() > 0) {
+      remote_nodes_ = std::make_unique<std::vector<std::pair<std::string, std::string>>>();
+      for (const NodeAddress& a : handover.remote_nodes()) {
+        remote_nodes_->emplace_back(a.node(), a.address());
+      }
+    }
+  } else {
+    gate_.join_groups(shared_from_this(), handover.groups());
+  }
+}
+
+void Session::set_successor(std::shared_ptr<Session> successor) {
+  resume_->successor = std::move(successor);
+}
+
+void Session::set_successor_node(std::string node) {
+  resume_->successor_node = std::move(node);
 }
 
 void Session::replace() {

@@ -4,13 +4,16 @@
 #include <atomic>
 #include <chrono>
 #include <cstdint>
+#include <deque>
 #include <ember/context.hpp>
 #include <ember/gate.hpp>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "gate/link.hpp"
@@ -25,12 +28,24 @@ namespace ember::gate {
 class GateCore;
 class ClientResponder;
 class LoginResponder;
-class Hello;    // gate.proto
-class Request;  // gate.proto
+class Hello;            // gate.proto
+class Request;          // gate.proto
+class SessionHandover;  // gate.proto
+
+/// Where a push went, for a pusher on another node that waits to keep its pushes in order.
+using PushDone = std::function<void(Status)>;
+/// What a handover ends with: the session's state for its new connection, or why not.
+using HandoverDone = std::function<void(Result<std::shared_ptr<SessionHandover>>)>;
 
 /// One client connection, from its Hello to its close: the protocol's state machine. It is also
 /// the origin of every request it makes (Context::origin), which is how a handler finds its
 /// session and how a request whose session closed is dropped before its handler starts.
+///
+/// A resumable session (Hello.resumable, with a ResumeWindow) outlives a lost connection: it is
+/// detached, still registered and still answering its requests into a ledger and buffering its
+/// pushes, until a new connection resumes it or the window passes. A resume moves its state to
+/// the new connection's Session (a handover) once its requests in flight are answered, so every
+/// answer is in what moves; the old object then ends without a close event.
 ///
 /// Threads: on_*(), tick() and the send path run on the link's I/O thread only; post_*(), the
 /// data and ended() are for any thread.
@@ -48,7 +63,8 @@ class Session final : public detail::RequestOrigin, public std::enable_shared_fr
   // --- I/O thread ---------------------------------------------------------------------------
   void on_open(SteadyClock::time_point now);
   void on_frame(std::string_view bytes, SteadyClock::time_point now);
-  /// The link is gone (closed by either side): the session ends, once.
+  /// The link is gone (closed by either side): the session ends, once, or is detached to wait
+  /// for a resume.
   void on_link_closed();
   /// Deadlines: handshake, idle, and requests whose handler never answered.
   void tick(SteadyClock::time_point now);
@@ -65,13 +81,29 @@ class Session final : public detail::RequestOrigin, public std::enable_shared_fr
   void end(std::string_view reason);
 
   // --- any thread ---------------------------------------------------------------------------
-  void post_frame(std::shared_ptr<const std::string> frame);
+  /// A Push frame for this session (encoded once for many; a resumable session numbers it).
+  /// `delivered`, if given, runs once the frame is queued for the client or kept for its resume
+  /// (or passed on to where the session moved): a pusher that waits for it keeps its order.
+  void post_push(std::shared_ptr<const std::string> frame, PushDone delivered = {});
   void post_kick(KickCode code, std::string reason);
   /// A newer login of its UID displaced it: from now on none of its requests starts anywhere
   /// the check reaches, and its client is told (KickCode::replaced) on its I/O thread.
   void replace();
   /// The outcome of claiming its UID (GateCore::claim), on its I/O thread.
   void post_claimed(Result<std::int64_t> revision);
+  /// Hands this session over to a new connection once its requests in flight are answered:
+  /// `done` gets its state, on this session's I/O thread, and this session ends silently. Fails
+  /// for a wrong secret, a session that is not resumable any more, or one that ended.
+  void post_handover(std::string secret, std::uint64_t last_push_seq, HandoverDone done);
+  /// The outcome of this connection's resume: the handed-over state, on its I/O thread.
+  /// `same_gateway`: it came from this gateway, whose registry already points here.
+  void post_resumed(Result<std::shared_ptr<SessionHandover>> handover, bool same_gateway);
+  /// After a handover on this gateway: pushes that still reach this object go to `successor`.
+  void set_successor(std::shared_ptr<Session> successor);
+  /// After a handover to another gateway: pushes that still reach this object go there.
+  void set_successor_node(std::string node);
+  /// A resume's new connection takes the session's id before it is registered under it.
+  void take_id(std::string id) { id_ = std::move(id); }
   [[nodiscard]] bool ended() const noexcept override {
     return ended_.load(std::memory_order_acquire) || replaced();
   }
@@ -90,6 +122,7 @@ class Session final : public detail::RequestOrigin, public std::enable_shared_fr
   [[nodiscard]] const std::string& gate_node() const noexcept;
   /// Set once at login, before the session is registered: stable to whoever finds it there.
   [[nodiscard]] const std::string& id() const noexcept { return id_; }
+  [[nodiscard]] bool detached() const noexcept { return detached_.load(std::memory_order_acquire); }
   [[nodiscard]] const std::string& uid() const noexcept { return uid_; }
   [[nodiscard]] const std::string& remote() const noexcept { return remote_; }
 
@@ -106,9 +139,55 @@ class Session final : public detail::RequestOrigin, public std::enable_shared_fr
   friend class ClientResponder;
   friend class LoginResponder;
   // claim: logged in, its UID being claimed in the session directory; no Welcome yet.
-  enum class Phase : std::uint8_t { hello, login, claim, open, closing };
+  // resuming: waiting for the handover of the session it resumes. detached: its connection was
+  // lost and it waits for a resume; it has no link.
+  enum class Phase : std::uint8_t { hello, login, resuming, claim, open, detached, closing };
+
+  // What a resumable session keeps so that a resume loses nothing (allocated only for those).
+  struct Resumable {
+    std::string secret;
+    std::uint64_t push_seq = 0;  // the last given
+    // Pushes given and not acknowledged, and what was dropped for room (then a resume that
+    // needs them fails).
+    std::deque<std::pair<std::uint64_t, std::shared_ptr<const std::string>>> pushes;
+    std::uint64_t pushes_dropped_through = 0;
+    // Answers the client may not have seen (a request's seq, its Response frame), oldest first.
+    std::deque<std::pair<std::uint32_t, std::shared_ptr<const std::string>>> answers;
+    std::uint32_t forgotten_through = 0;  // answers up to this seq dropped for room
+    std::uint32_t highest_seq = 0;        // of the requests received
+    std::size_t bytes = 0;                // of pushes and answers kept
+    SteadyClock::time_point detached_until{};
+    // A handover asked for while requests were in flight: completed once they are answered.
+    std::unique_ptr<std::pair<std::uint64_t, HandoverDone>> handover;
+    // Pushes that reached a resuming connection before the handover: numbered after its pushes.
+    std::vector<std::shared_ptr<const std::string>> early;
+    std::weak_ptr<Session> successor;
+    std::string successor_node;
+    bool handed_over = false;
+    bool resumed = false;  // this connection resumed the session (no new session for backends)
+  };
 
   void on_hello(const Hello& hello, SteadyClock::time_point now);
+  void on_push(std::shared_ptr<const std::string> frame, PushDone delivered);
+  void on_handover(std::string secret, std::uint64_t last_push_seq, HandoverDone done);
+  void complete_handover_if_quiet();
+  void on_resumed(Result<std::shared_ptr<SessionHandover>> handover, bool same_gateway);
+  void adopt(const SessionHandover& handover, bool same_gateway);
+  /// Welcome, then (resumed) the pushes the client missed and those that came meanwhile.
+  void welcome();
+  /// Sends a Push frame numbered and kept for a resume (resumable sessions).
+  void give_push(const std::shared_ptr<const std::string>& frame);
+  /// A request's answer: kept in the ledger (resumable sessions), sent if connected.
+  void deliver_answer(std::uint32_t seq, std::shared_ptr<const std::string> frame);
+  /// A resumable session's request whose seq was seen before (a retry): true when handled.
+  bool answered_before(const Request& request);
+  void forget_acknowledged(std::uint32_t ack, std::uint64_t push_seq);
+  void make_room();
+  void expire_overdue(SteadyClock::time_point now);
+  /// The connection was lost: wait for a resume, or end.
+  void detach();
+  /// The client left on purpose (Bye).
+  void leave();
   /// Posts the login request, to an instance of the login service on a node other than
   /// `avoid_node` if given.
   void post_login(std::string_view avoid_node);
@@ -126,12 +205,13 @@ class Session final : public detail::RequestOrigin, public std::enable_shared_fr
   GateCore& gate_;
   Link* link_;  // null once the link closed
   boost::asio::io_context& link_io_;
-  const std::string id_;
+  std::string id_;
   std::string uid_;
   std::string remote_;
   Phase phase_ = Phase::hello;
   std::atomic<bool> ended_{false};
   std::atomic<bool> replaced_{false};
+  std::atomic<bool> detached_{false};
   std::atomic<std::int64_t> binding_revision_{0};
   std::string end_reason_;
   SteadyClock::time_point deadline_{};  // handshake, then idle
@@ -155,6 +235,7 @@ class Session final : public detail::RequestOrigin, public std::enable_shared_fr
   mutable std::mutex data_mu_;
   // Allocated at the first value: most sessions keep none, and an empty map is 48 bytes.
   std::unique_ptr<std::map<std::string, std::string, std::less<>>> data_;
+  std::unique_ptr<Resumable> resume_;  // I/O thread
   static inline std::atomic<std::int64_t> live_{0};
 };
 

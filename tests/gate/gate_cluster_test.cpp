@@ -11,8 +11,11 @@
 #include <ember/ember.hpp>
 #include <ember/gate.hpp>
 #include <future>
+#include <iostream>
 #include <map>
 #include <mutex>
+#include <numeric>
+#include <thread>
 #include <vector>
 
 #include "cluster/membership.hpp"
@@ -428,6 +431,71 @@ TEST_F(GateCluster, ABroadcastToPlayersOnTwoGatewaysSendsOneMessagePerGateway) {
   }
   EXPECT_EQ(gate::Gate::of(*gate_).stats().relayed, 1u);
   EXPECT_EQ(gate::Gate::of(*gate_b_).stats().relayed, 1u);
+}
+
+TEST_F(GateCluster, AResumeOnAnotherGatewayMissesNoPushAndRunsEveryCommandOnce) {
+  start_gateway_b();
+  auto outcomes = std::make_shared<ember::testing::Outcomes>();
+  auto c = client::Client::connect({.url = url_, .token = "alice", .timeout = 5s, .resume = true});
+  ASSERT_TRUE(c) << c.error().to_string();
+  client::Client& player = **c;
+  const std::string id = player.welcome().session_id;
+  constexpr int kRounds = 4;
+  constexpr int kPerRound = 40;
+  std::int64_t next = 0;
+  int pushed = 0;
+  int push_retries = 0;
+  for (int round = 0; round < kRounds; ++round) {
+    // Back and forth: b, a, b, a. The move starts with requests in flight, and more are sent
+    // while it is under way.
+    const std::string to = round % 2 == 0 ? url_b_ : url_;
+    std::future<ember::Status> moved;
+    for (int i = 0; i < kPerRound; ++i, ++next) {
+      if (i == kPerRound / 2) {
+        moved = std::async(std::launch::async, [&player, to] { return player.resume(to); });
+      }
+      player.async_call("lobby.RpcEcho", echo("c", next).SerializeAsString(),
+                        ember::testing::Outcomes::of(outcomes, next));
+      if (i % 4 == 0) {
+        // From the backend, wherever the player is. A push refused while the session moves
+        // between gateways (not_found) was not delivered, and is sent again.
+        const pb::Echo body = echo("p", pushed);
+        ember::Status st = gate::push_to_uid(*backend_, "alice", "room.OnMoved", body);
+        for (int tries = 0; !st && st.error().code() == Errc::not_found && tries < 100; ++tries) {
+          ++push_retries;
+          std::this_thread::sleep_for(10ms);  // paces the retries of a refused push
+          st = gate::push_to_uid(*backend_, "alice", "room.OnMoved", body);
+        }
+        ASSERT_TRUE(st) << st.error().to_string();
+        ++pushed;
+      }
+    }
+    ASSERT_EQ(moved.wait_for(10s), std::future_status::ready);
+    auto st = moved.get();
+    ASSERT_TRUE(st) << "round " << round << ": " << st.error().to_string();
+    ASSERT_TRUE(wait_for([&] { return outcomes->answered.load() == next; }, 10s))
+        << "round " << round << ": " << outcomes->answered.load() << " of " << next;
+  }
+  EXPECT_EQ(outcomes->first_error(), "");
+  EXPECT_EQ(player.resumes(), static_cast<std::uint64_t>(kRounds));
+  EXPECT_EQ(player.welcome().session_id, id);
+  {
+    std::lock_guard lock(lobby_->mu);
+    std::vector<std::int64_t> expected(static_cast<std::size_t>(next));
+    std::iota(expected.begin(), expected.end(), 0);
+    EXPECT_EQ(lobby_->order["alice"], expected);  // each command ran once, in order
+    // The session kept its id on either gateway; its gateway is where it is.
+    EXPECT_EQ(lobby_->sessions.back().id, id);
+  }
+  EXPECT_EQ(ember::testing::take_numbered_pushes(player, pushed), "");
+  EXPECT_EQ(gate::Gate::of(*gate_).stats().resumed + gate::Gate::of(*gate_b_).stats().resumed,
+            static_cast<std::uint64_t>(kRounds));
+  // Back on gate-a, registered there alone, and reachable by UID.
+  EXPECT_EQ(gate::Gate::of(*gate_).session_of_uid("alice").value_or(""), id);
+  EXPECT_EQ(gate::Gate::of(*gate_b_).stats().sessions, 0u);
+  EXPECT_TRUE(gate::push_to_uid(*backend_, "alice", "room.OnMoved", echo("last")));
+  EXPECT_TRUE(player.next_push(5s));
+  std::cout << push_retries << " pushes refused (not_found) while the session moved\n";
 }
 
 }  // namespace

@@ -13,6 +13,7 @@
 #include <future>
 #include <iostream>
 #include <numeric>
+#include <semaphore>
 #include <thread>
 
 #include "cluster/etcd/etcd_client.hpp"
@@ -43,7 +44,7 @@ constexpr auto kTtl = 2s;
 // with the gateways, the backend and etcd here: the bound on players logging in again is
 // relaxed there (scripts/bench_gate.sh measures the optimized build).
 #if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
-constexpr auto kMoveBound = 2 * (kTtl + 2s);
+constexpr auto kMoveBound = 3 * (kTtl + 2s);  // measured 4-6.5 s under ASan, 9 s beside other tests
 #else
 constexpr auto kMoveBound = kTtl + 2s;
 #endif
@@ -406,6 +407,135 @@ TEST_F(GateProcesses, AGatewayDrainedWithSigtermUnderLoadLosesNoCommand) {
   std::cout << kPlayers << " players moved; " << refused.load()
             << " commands refused during the move and sent again; g1 stopped after "
             << std::chrono::duration<double>(stopped).count() << " s\n";
+}
+
+TEST_F(GateProcesses, ConnectionsDroppedMidStreamResumeOnEitherGatewayLosingNothing) {
+  ASSERT_EQ(start_gateway("g1"), "");
+  ASSERT_EQ(start_gateway("g2"), "");
+  constexpr int kPlayers = 20;
+  constexpr int kCommands = 160;  // per player, numbered; the backend records each it ran
+  constexpr int kWindow = 8;      // commands in flight per player
+  constexpr int kMoves = 3;       // per player: at 40, 80 and 120
+  struct Player {
+    std::string uid;
+    std::unique_ptr<client::Client> client;
+    std::atomic<int> answered{0};
+    std::atomic<int> failed{0};
+    std::mutex mu;
+    std::string first_error;
+    std::atomic<int> pushed{0};  // numbered pushes the backend has sent it
+  };
+  std::vector<std::shared_ptr<Player>> players;
+  for (int p = 0; p < kPlayers; ++p) {
+    auto player = std::make_shared<Player>();
+    player->uid = "player-" + std::to_string(p);
+    auto c = client::Client::connect({.url = urls_.at("g1"),
+                                      .token = player->uid,
+                                      .timeout = 10s,
+                                      .runtime = &runtime_,
+                                      .resume = true});
+    ASSERT_TRUE(c) << c.error().to_string();
+    player->client = std::move(*c);
+    players.push_back(std::move(player));
+  }
+  // The backend pushes to every player all along, wherever each is; a push refused while its
+  // player moves between gateways (not_found) was not delivered, and is sent again.
+  std::atomic<bool> pushing{true};
+  std::atomic<int> push_retries{0};
+  std::atomic<int> push_failures{0};
+  std::thread pusher([&] {
+    while (pushing.load()) {
+      for (auto& player : players) {
+        const int k = player->pushed.load();
+        ember::Status st;
+        for (int tries = 0; tries < 200; ++tries) {
+          st = gate::push_to_uid(*backend_, player->uid, "lobby.OnNews", echo("p", k));
+          if (st || st.error().code() != Errc::not_found) {
+            break;
+          }
+          push_retries.fetch_add(1);
+          std::this_thread::sleep_for(5ms);  // paces the retries of a refused push
+        }
+        if (st) {
+          player->pushed.fetch_add(1);
+        } else {
+          push_failures.fetch_add(1);
+        }
+      }
+    }
+  });
+  std::vector<std::thread> threads;
+  for (int p = 0; p < kPlayers; ++p) {
+    threads.emplace_back([&, p] {
+      Player& player = *players[static_cast<std::size_t>(p)];
+      // Shared with the callbacks, which outlive this thread when a command is never answered.
+      auto window = std::make_shared<std::counting_semaphore<kWindow>>(kWindow);
+      for (int i = 0; i < kCommands; ++i) {
+        if (i > 0 && i % (kCommands / (kMoves + 1)) == 0) {
+          // With commands in flight: even players lose their connection and come back to the
+          // same gateway by themselves; odd ones move to the other gateway.
+          if (p % 2 == 0) {
+            player.client->drop();
+          } else {
+            const int move = i / (kCommands / (kMoves + 1));
+            auto st = player.client->resume(urls_.at(move % 2 == 1 ? "g2" : "g1"));
+            if (!st) {
+              std::lock_guard lock(player.mu);
+              player.first_error = "resume: " + st.error().to_string();
+              player.failed.fetch_add(1);
+            }
+          }
+        }
+        if (!window->try_acquire_for(20s)) {
+          player.failed.fetch_add(1);
+          return;
+        }
+        player.client->async_call("lobby.RpcEcho", echo("c", i).SerializeAsString(),
+                                  [&player, window, i](Result<std::string> r) {
+                                    if (!r) {
+                                      std::lock_guard lock(player.mu);
+                                      if (player.failed.fetch_add(1) == 0) {
+                                        player.first_error =
+                                            std::to_string(i) + ": " + r.error().to_string();
+                                      }
+                                    }
+                                    player.answered.fetch_add(1);
+                                    window->release();
+                                  });
+      }
+      (void)wait_for([&] { return player.answered.load() == kCommands; }, 20s);
+    });
+  }
+  for (auto& t : threads) {
+    t.join();
+  }
+  pushing = false;
+  pusher.join();
+  for (auto& player : players) {
+    EXPECT_EQ(player->answered.load(), kCommands) << player->uid;
+    EXPECT_EQ(player->failed.load(), 0) << player->uid << ": " << player->first_error;
+    EXPECT_EQ(player->client->resumes(), static_cast<std::uint64_t>(kMoves)) << player->uid;
+  }
+  EXPECT_EQ(push_failures.load(), 0);
+  {
+    // Every command ran exactly once, in order, across three moves.
+    std::lock_guard lock(lobby_->mu);
+    std::vector<std::int64_t> expected(kCommands);
+    std::iota(expected.begin(), expected.end(), 0);
+    for (auto& player : players) {
+      EXPECT_EQ(lobby_->order[player->uid], expected) << player->uid;
+    }
+  }
+  // Every push arrived once, in order.
+  int pushes = 0;
+  for (auto& player : players) {
+    EXPECT_EQ(ember::testing::take_numbered_pushes(*player->client, player->pushed.load()), "")
+        << player->uid;
+    pushes += player->pushed.load();
+  }
+  std::cout << kPlayers << " players x " << kMoves << " moves: " << kPlayers * kCommands
+            << " commands each run once, " << pushes << " pushes each delivered once ("
+            << push_retries.load() << " refused while a player moved, sent again)\n";
 }
 
 TEST_F(GateProcesses, BindingsComeBackAfterEtcdRestartsAndIsWipedEveryRound) {

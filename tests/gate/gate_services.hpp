@@ -4,9 +4,12 @@
 
 #include <atomic>
 #include <chrono>
+#include <ember/client.hpp>
 #include <ember/ember.hpp>
 #include <ember/gate.hpp>
+#include <functional>
 #include <map>
+#include <memory>
 #include <mutex>
 #include <string>
 #include <vector>
@@ -22,6 +25,49 @@ inline test::Echo echo(std::string text, std::int64_t seq = 0) {
   e.set_text(std::move(text));
   e.set_seq(seq);
   return e;
+}
+
+/// What became of commands a client sent with async_call, shared with their callbacks (which
+/// outlive a test's scope when an assertion ends it early).
+struct Outcomes {
+  std::atomic<int> answered{0};
+  std::mutex mu;
+  std::vector<std::string> errors;
+
+  /// The callback of command `n`.
+  static std::function<void(Result<std::string>)> of(const std::shared_ptr<Outcomes>& self,
+                                                     std::int64_t n) {
+    return [self, n](Result<std::string> r) {
+      if (!r) {
+        std::lock_guard lock(self->mu);
+        self->errors.push_back(std::to_string(n) + ": " + r.error().to_string());
+      }
+      self->answered.fetch_add(1);
+    };
+  }
+  std::string first_error() {
+    std::lock_guard lock(mu);
+    return errors.empty() ? std::string{} : errors.front();
+  }
+};
+
+/// Takes `count` pushes from `client`, numbered 0, 1, 2... (Echo.seq) and arriving once each:
+/// "" or what went wrong.
+inline std::string take_numbered_pushes(client::Client& client, int count) {
+  for (int k = 0; k < count; ++k) {
+    auto got = client.next_push(std::chrono::seconds(5));
+    if (!got) {
+      return "push " + std::to_string(k) + " of " + std::to_string(count) + " missing";
+    }
+    test::Echo body;
+    if (!body.ParseFromString(got->payload) || body.seq() != k) {
+      return "push " + std::to_string(k) + " came as " + std::to_string(body.seq());
+    }
+  }
+  if (client.next_push(std::chrono::milliseconds(50))) {
+    return "a push arrived twice";
+  }
+  return {};
 }
 
 /// Logs in whoever sends a token, with session data level=7. "bad" is refused, "nobody" gets no

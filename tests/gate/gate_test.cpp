@@ -9,6 +9,7 @@
 #include <ember/gate.hpp>
 #include <future>
 #include <mutex>
+#include <numeric>
 #include <set>
 #include <thread>
 
@@ -409,22 +410,32 @@ TEST(Gateway, AfterTheDrainWindowNewRequestsAreRefusedAndAcceptedOnesAnswered) {
   // alice does not move. Her requests queue behind the blocked one until the drain window has
   // passed; from then on the gateway refuses them (not run: `stopping`) while it waits for the
   // ones it accepted.
+  // Requests are numbered as sent: the gateway takes them in that order, so every one sent
+  // before the first it refused was accepted. One sent after may reach it after its kick, and
+  // was never accepted.
   std::mutex mu;
   std::vector<ember::Result<std::string>> accepted;
   std::atomic<int> sent{0};
   std::atomic<bool> refused{false};
+  std::atomic<int> first_refused{1 << 30};
   ASSERT_TRUE(wait_for(
       [&] {
-        (*alice)->async_call("lobby.RpcEcho", echo("again").SerializeAsString(),
-                             [&](ember::Result<std::string> r) {
-                               if (!r && r.error().code() == Errc::stopping) {
-                                 refused = true;
-                                 return;
-                               }
-                               std::lock_guard lock(mu);
-                               accepted.push_back(std::move(r));
-                             });
-        sent.fetch_add(1);
+        const int index = sent.fetch_add(1);
+        (*alice)->async_call(
+            "lobby.RpcEcho", echo("again").SerializeAsString(),
+            [&, index](ember::Result<std::string> r) {
+              if (!r && r.error().code() == Errc::stopping) {
+                int seen = first_refused.load();
+                while (index < seen && !first_refused.compare_exchange_weak(seen, index)) {
+                }
+                refused = true;
+                return;
+              }
+              std::lock_guard lock(mu);
+              if (r || index < first_refused.load()) {
+                accepted.push_back(std::move(r));
+              }
+            });
         return refused.load();
       },
       5s))
@@ -646,6 +657,231 @@ TEST(Gateway, AFloodOfConnectionsLeavesNothingBehind) {
   auto alice = n.connect("alice");
   ASSERT_TRUE(alice) << alice.error().to_string();
   EXPECT_TRUE((*alice)->call<pb::Echo>("lobby.RpcEcho", echo("still serving")));
+}
+
+// --- resume ------------------------------------------------------------------------------------
+
+Result<std::unique_ptr<client::Client>> resumable(GateNode& n, const std::string& token,
+                                                  std::string at = {}) {
+  return client::Client::connect(
+      {.url = at.empty() ? n.url : std::move(at), .token = token, .timeout = 5s, .resume = true});
+}
+
+constexpr const char* kResumeConfig =
+    "  ResumeWindow: 5s\n  RequestsPerSecond: 1000000\n  RequestBurst: 1000000\n"
+    "  MaxInFlight: 1000\n  TcpAddr: 127.0.0.1:0\n";
+
+TEST(Gateway, AResumedSessionMissesNoPushAndRunsEveryCommandOnce) {
+  GateNode n(kResumeConfig);
+  std::vector<std::unique_ptr<client::Client>> players;  // connected until the end
+  for (const bool tcp : {false, true}) {
+    const std::string uid = tcp ? "bob" : "alice";
+    auto outcomes = std::make_shared<ember::testing::Outcomes>();
+    auto c = resumable(n, uid, tcp ? "tcp://" + n.gate().tcp_address() : std::string{});
+    ASSERT_TRUE(c) << c.error().to_string();
+    client::Client& player = **c;
+    const std::string id = player.welcome().session_id;
+    EXPECT_GT(player.welcome().resume_window.count(), 0);
+    constexpr int kRounds = 5;
+    constexpr int kPerRound = 60;
+    std::int64_t next = 0;
+    int pushed = 0;
+    for (int round = 0; round < kRounds; ++round) {
+      // Commands and pushes are under way when the connection drops, and go on while it resumes.
+      for (int i = 0; i < kPerRound; ++i, ++next) {
+        if (i == kPerRound / 2) {
+          player.drop();
+        }
+        player.async_call("lobby.RpcEcho", echo("c", next).SerializeAsString(),
+                          ember::testing::Outcomes::of(outcomes, next));
+        if (i % 3 == 0) {
+          auto st = n.gate().push_to_uid(uid, "room.OnMoved", echo("p", pushed++));
+          ASSERT_TRUE(st) << st.error().to_string();
+        }
+      }
+      ASSERT_TRUE(wait_for([&] { return outcomes->answered.load() == next; }, 10s))
+          << uid << " round " << round << ": " << outcomes->answered.load() << " of " << next;
+    }
+    EXPECT_EQ(outcomes->first_error(), "");
+    EXPECT_EQ(player.resumes(), static_cast<std::uint64_t>(kRounds));
+    EXPECT_EQ(player.welcome().session_id, id);  // the same session throughout
+    {
+      // The backend ran each command once, in order.
+      std::lock_guard lock(n.lobby->mu);
+      std::vector<std::int64_t> expected(static_cast<std::size_t>(next));
+      std::iota(expected.begin(), expected.end(), 0);
+      EXPECT_EQ(n.lobby->order[uid], expected);
+    }
+    EXPECT_EQ(ember::testing::take_numbered_pushes(player, pushed), "") << uid;
+    players.push_back(std::move(*c));
+  }
+  // Two sessions for the backends, however often their connections dropped; none closed.
+  EXPECT_TRUE(wait_for([&] { return n.watcher->opened.load() == 2; }));
+  EXPECT_EQ(n.watcher->closed.load(), 0);
+  EXPECT_EQ(n.gate().stats().resumed, 10u);
+  EXPECT_EQ(n.gate().stats().sessions, 2u);
+}
+
+TEST(Gateway, ARequestRunningWhileItsClientIsAwayIsAnsweredAfterTheResume) {
+  GateNode n(kResumeConfig);
+  auto c = resumable(n, "alice");
+  ASSERT_TRUE(c) << c.error().to_string();
+  std::promise<Result<std::string>> blocked;
+  (*c)->async_call("lobby.RpcBlock", echo("slow").SerializeAsString(),
+                   [&](Result<std::string> r) { blocked.set_value(std::move(r)); });
+  ASSERT_TRUE(wait_for([&] { return n.lobby->blocked.load() == 1; }));
+  (*c)->drop();
+  // It resumes at once, but the handover waits for the blocked request's answer.
+  ASSERT_TRUE(wait_for([&] { return n.gate().stats().detached == 1; }) ||
+              n.gate().stats().resumed == 1);
+  n.lobby->release = true;
+  auto future = blocked.get_future();
+  ASSERT_EQ(future.wait_for(10s), std::future_status::ready);
+  auto r = future.get();
+  ASSERT_TRUE(r) << r.error().to_string();
+  EXPECT_EQ(n.lobby->blocked.load(), 1);  // ran once, answered on the new connection
+  EXPECT_TRUE(wait_for([&] { return n.gate().stats().resumed == 1; }));
+  EXPECT_TRUE((*c)->call<pb::Echo>("lobby.RpcEcho", echo("after")));
+}
+
+/// Frames a ClientFrame for the gateway's TCP listener.
+std::string tcp_frame(const gate::ClientFrame& frame) {
+  const std::string body = frame.SerializeAsString();
+  const auto size = static_cast<std::uint32_t>(body.size());
+  std::string out{static_cast<char>(size >> 24), static_cast<char>(size >> 16),
+                  static_cast<char>(size >> 8), static_cast<char>(size)};
+  return out + body;
+}
+
+/// A resumable client that logs in over raw TCP and vanishes once welcomed, as one whose network
+/// failed for good: its session's id.
+std::string login_and_vanish(const std::string& address, const std::string& token) {
+  const int fd = ember::testing::connect_to(address);
+  EXPECT_GE(fd, 0);
+  gate::ClientFrame frame;
+  frame.mutable_hello()->set_version(1);
+  frame.mutable_hello()->set_token(token);
+  frame.mutable_hello()->set_resumable(true);
+  const std::string out = tcp_frame(frame);
+  EXPECT_EQ(::send(fd, out.data(), out.size(), MSG_NOSIGNAL), static_cast<ssize_t>(out.size()));
+  std::string in;
+  char buf[4096];
+  gate::ServerFrame welcome;
+  for (ssize_t got; (got = ::recv(fd, buf, sizeof buf, 0)) > 0;) {
+    in.append(buf, static_cast<std::size_t>(got));
+    if (in.size() >= 4) {
+      const std::size_t len = (std::size_t{static_cast<unsigned char>(in[0])} << 24) |
+                              (std::size_t{static_cast<unsigned char>(in[1])} << 16) |
+                              (std::size_t{static_cast<unsigned char>(in[2])} << 8) |
+                              std::size_t{static_cast<unsigned char>(in[3])};
+      if (in.size() >= 4 + len) {
+        EXPECT_TRUE(welcome.ParseFromArray(in.data() + 4, static_cast<int>(len)));
+        break;
+      }
+    }
+  }
+  ::close(fd);
+  EXPECT_TRUE(welcome.has_welcome()) << welcome.DebugString();
+  EXPECT_FALSE(welcome.welcome().resume_token().empty());
+  return welcome.welcome().session_id();
+}
+
+TEST(Gateway, ASessionNotResumedWithinItsWindowClosesOnce) {
+  GateNode n("  ResumeWindow: 300ms\n  TcpAddr: 127.0.0.1:0\n");
+  const std::string id = login_and_vanish(n.gate().tcp_address(), "alice");
+  ASSERT_TRUE(wait_for([&] { return n.watcher->closed.load() == 1; }, 5s));
+  {
+    std::lock_guard lock(n.watcher->mu);
+    EXPECT_NE(n.watcher->closed_reasons[0].find("did not resume"), std::string::npos)
+        << n.watcher->closed_reasons[0];
+  }
+  EXPECT_EQ(n.gate().stats().detached, 0u);
+  EXPECT_EQ(n.gate().stats().sessions, 0u);
+  EXPECT_EQ(n.gate().push(id, "x.Y", echo("")).error().code(), Errc::not_found);
+  EXPECT_TRUE(wait_for([&] { return ember::gate::Session::live() == 0; }));
+  EXPECT_EQ(n.watcher->closed.load(), 1);
+}
+
+TEST(Gateway, AClientThatSaysByeEndsItsSessionAtOnce) {
+  GateNode n(kResumeConfig);
+  auto c = resumable(n, "alice");
+  ASSERT_TRUE(c) << c.error().to_string();
+  const auto before = std::chrono::steady_clock::now();
+  (*c)->close();
+  ASSERT_TRUE(wait_for([&] { return n.watcher->closed.load() == 1; }, 3s));
+  EXPECT_LT(std::chrono::steady_clock::now() - before, 3s);  // not the 5 s window
+  EXPECT_EQ(n.gate().stats().detached, 0u);
+}
+
+/// Sends one ClientFrame on a raw TCP connection and reads frames until the gateway closes it;
+/// the last one.
+gate::ServerFrame exchange_raw(const std::string& address, const gate::ClientFrame& frame) {
+  const int fd = ember::testing::connect_to(address);
+  EXPECT_GE(fd, 0);
+  const std::string out = tcp_frame(frame);
+  EXPECT_EQ(::send(fd, out.data(), out.size(), MSG_NOSIGNAL), static_cast<ssize_t>(out.size()));
+  std::string in;
+  char buf[4096];
+  for (ssize_t got; (got = ::recv(fd, buf, sizeof buf, 0)) > 0;) {
+    in.append(buf, static_cast<std::size_t>(got));
+  }
+  ::close(fd);
+  gate::ServerFrame last;
+  for (std::size_t at = 0; at + 4 <= in.size();) {
+    const std::size_t len = (std::size_t{static_cast<unsigned char>(in[at])} << 24) |
+                            (std::size_t{static_cast<unsigned char>(in[at + 1])} << 16) |
+                            (std::size_t{static_cast<unsigned char>(in[at + 2])} << 8) |
+                            std::size_t{static_cast<unsigned char>(in[at + 3])};
+    EXPECT_TRUE(last.ParseFromArray(in.data() + at + 4, static_cast<int>(len)));
+    at += 4 + len;
+  }
+  return last;
+}
+
+TEST(Gateway, AResumeWithAWrongTokenIsRefusedAndTheSessionKeepsItsClient) {
+  GateNode n(kResumeConfig);
+  auto c = resumable(n, "alice");
+  ASSERT_TRUE(c) << c.error().to_string();
+  const std::string id = (*c)->welcome().session_id;
+  const auto kick_code = [](const gate::ServerFrame& f) {
+    return f.has_kick() ? f.kick().code() : 0u;
+  };
+  gate::ClientFrame frame;
+  gate::Hello& hello = *frame.mutable_hello();
+  hello.set_version(1);
+  hello.set_resumable(true);
+  hello.set_resume_session(id);
+  gate::ResumeTicket forged;
+  forged.set_gate_node("gate-test");
+  forged.set_secret(std::string(16, 'x'));
+  hello.set_resume_token(forged.SerializeAsString());
+  const auto refused = static_cast<std::uint32_t>(gate::KickCode::resume_failed);
+  auto wrong = exchange_raw(n.gate().tcp_address(), frame);
+  EXPECT_EQ(kick_code(wrong), refused) << wrong.DebugString();
+  EXPECT_NE(wrong.kick().reason().find("wrong resume token"), std::string::npos);
+  // Garbage for a token, an unknown session, and a resume from a client that is not resumable.
+  hello.set_resume_token("garbage");
+  EXPECT_EQ(kick_code(exchange_raw(n.gate().tcp_address(), frame)), refused);
+  hello.set_resume_token(forged.SerializeAsString());
+  hello.set_resume_session("gate-test.nope.1");
+  EXPECT_EQ(kick_code(exchange_raw(n.gate().tcp_address(), frame)), refused);
+  hello.set_resumable(false);
+  EXPECT_EQ(kick_code(exchange_raw(n.gate().tcp_address(), frame)), refused);
+  // The session was not disturbed.
+  EXPECT_TRUE((*c)->call<pb::Echo>("lobby.RpcEcho", echo("still here")));
+  EXPECT_EQ(n.gate().stats().resumed, 0u);
+  EXPECT_EQ(n.watcher->closed.load(), 0);
+}
+
+TEST(Gateway, ANewLoginOfADetachedSessionsUidClosesIt) {
+  GateNode n("  ResumeWindow: 30s\n  TcpAddr: 127.0.0.1:0\n");
+  (void)login_and_vanish(n.gate().tcp_address(), "alice");
+  ASSERT_TRUE(wait_for([&] { return n.gate().stats().detached == 1; }));
+  auto again = n.connect("alice");  // a fresh login, not a resume
+  ASSERT_TRUE(again) << again.error().to_string();
+  ASSERT_TRUE(wait_for([&] { return n.watcher->closed.load() == 1; }, 3s));
+  EXPECT_EQ(n.gate().stats().detached, 0u);
+  EXPECT_EQ(n.gate().session_of_uid("alice").value_or(""), (*again)->welcome().session_id);
 }
 
 TEST(Gateway, ClientsVanishingWithRequestsInFlightLeaveItServing) {
