@@ -16,6 +16,8 @@
 #include "gate/io_pool.hpp"
 #include "gate/links.hpp"
 #include "gate/session.hpp"
+#include "rpc/bytes_request.hpp"
+#include "rpc/calls.hpp"
 #include "rpc/messaging.hpp"
 
 namespace ember::gate {
@@ -26,6 +28,38 @@ namespace {
 // how long after a gateway failed to answer such a kick the next ones are sent without waiting.
 constexpr std::chrono::milliseconds kDisplaceTimeout{2000};
 constexpr std::chrono::seconds kUnresponsiveFor{5};
+
+/// The outcome of RpcResume on the session's old gateway, handed to the new connection. A
+/// posted request rather than a blocking call: a thousand players resuming at once hold no
+/// thread while their old gateway hands their sessions over.
+class ResumeResponder final : public detail::Responder {
+ public:
+  explicit ResumeResponder(std::shared_ptr<Session> session) : session_(std::move(session)) {}
+  void deliver(detail::AnyReply result) override {
+    if (!result) {
+      session_->post_resumed(result.error(), false);
+    } else if (!*result || (*result)->GetDescriptor() != SessionHandover::descriptor()) {
+      session_->post_resumed(Error{Errc::internal, "RpcResume returned no SessionHandover"}, false);
+    } else {
+      session_->post_resumed(
+          std::make_shared<SessionHandover>(static_cast<const SessionHandover&>(**result)), false);
+    }
+  }
+  void deliver_serialized(Result<std::string> result) override {
+    auto handover = std::make_shared<SessionHandover>();
+    if (!result) {
+      session_->post_resumed(result.error(), false);
+    } else if (!handover->ParseFromString(*result)) {
+      session_->post_resumed(Error{Errc::internal, "RpcResume's answer does not parse"}, false);
+    } else {
+      session_->post_resumed(std::move(handover), false);
+    }
+  }
+  [[nodiscard]] bool wants_reply() const noexcept override { return true; }
+
+ private:
+  std::shared_ptr<Session> session_;
+};
 
 std::string random_prefix() {
   std::random_device rd;
@@ -324,7 +358,8 @@ void GateCore::claim(const std::shared_ptr<Session>& session) {
       session->post_claimed(claimed.error());
       return;
     }
-    if (claimed->previous) {
+    // A resumed session finds its own binding at its old gateway, which has let it go already.
+    if (claimed->previous && claimed->previous->session_id != session->id()) {
       displace(*claimed->previous);
     }
     session->post_claimed(claimed->revision);
@@ -522,11 +557,12 @@ void GateCore::resume(const std::shared_ptr<Session>& session, const std::string
                        });
     return;
   }
-  SessionDirectory* directory = SessionDirectory::of(node_);
-  if (directory == nullptr || !directory->clustered()) {
-    session->post_resumed(
-        Error{Errc::not_found, "the session is on another gateway and this one is in no cluster"},
-        false);
+  std::vector<detail::Target> gateway = detail::Messaging::of(node_).repository().select(
+      Selector::name(std::string(kGateServiceName)).id(ticket.gate_node()));
+  if (gateway.empty()) {
+    session->post_resumed(Error{Errc::not_found, "its gateway " + ticket.gate_node() +
+                                                     " is not in the cluster (any more)"},
+                          false);
     return;
   }
   {
@@ -544,25 +580,16 @@ void GateCore::resume(const std::shared_ptr<Session>& session, const std::string
   request.set_secret(ticket.secret());
   request.set_last_push_seq(last_push_seq);
   request.set_gate_node(node_.config.node_id);
-  const bool queued = directory->run([this, session, request = std::move(request),
-                                      gate_node = ticket.gate_node()]() mutable {
-    Bus gateway = select(*node_.owner, Selector::name(std::string(kGateServiceName)).id(gate_node));
-    if (gateway.empty()) {
-      session->post_resumed(Error{Errc::not_found, "its gateway " + gate_node + " is gone"}, false);
-      return;
-    }
-    // Bounded: the old session waits at most RequestTimeout for its requests in flight.
-    auto handover = gateway.call<SessionHandover>(
-        "RpcResume", std::move(request),
-        CallOptions{.timeout = config_.request_timeout + std::chrono::seconds(2)});
-    if (!handover) {
-      session->post_resumed(handover.error(), false);
-      return;
-    }
-    session->post_resumed(std::make_shared<SessionHandover>(std::move(*handover)), false);
-  });
-  if (!queued) {
-    session->post_resumed(Error{Errc::stopping, "the gateway is stopping"}, false);
+  Context context;
+  // Bounded: the old session waits at most RequestTimeout for its requests in flight.
+  detail::state(context).deadline =
+      Clock::now() + config_.request_timeout + std::chrono::seconds(2);
+  detail::state(context).trace_id = new_trace_id();
+  Status posted =
+      detail::post_bytes_request(node_, gateway.front(), "RpcResume", request.SerializeAsString(),
+                                 std::move(context), std::make_shared<ResumeResponder>(session));
+  if (!posted) {
+    session->post_resumed(posted.error(), false);
   }
 }
 
