@@ -97,8 +97,9 @@ class Client {
   Client(const Client&) = delete;
   Client& operator=(const Client&) = delete;
 
-  /// The Welcome of the login (a resume keeps the session id and UID).
-  [[nodiscard]] const Welcome& welcome() const noexcept;
+  /// The Welcome of the login (a resume keeps the session id and UID; the route dictionary is
+  /// the current gateway's). A copy: a resume may change it meanwhile.
+  [[nodiscard]] Welcome welcome() const;
 
   /// Calls a route with a serialized request; the serialized response, or the error the
   /// gateway or the handler sent (its code as Ember's Errc).

@@ -72,6 +72,9 @@ Runtime::Runtime(int threads) : impl_(std::make_unique<Impl>(threads)) {}
 Runtime::~Runtime() = default;
 
 namespace {
+
+constexpr std::uint32_t kResumeFailed = 11;  // KickCode::resume_failed (ember/gate.hpp)
+
 Runtime& default_runtime() {
   static Runtime runtime(1);
   return runtime;
@@ -239,7 +242,8 @@ struct Client::Impl : std::enable_shared_from_this<Client::Impl> {
       : options(std::move(opts)),
         io(options.runtime != nullptr ? options.runtime->impl().next()
                                       : default_runtime().impl().next()),
-        timer(io) {}
+        timer(io),
+        attempt_timer(io) {}
 
   /// One connection to a gateway; a resumed session has had several. Callbacks hold theirs and
   /// do nothing once it is not the current one.
@@ -278,6 +282,20 @@ struct Client::Impl : std::enable_shared_from_this<Client::Impl> {
     auto c = std::make_shared<Connection>();
     c->wire = make_wire(url);
     conn = c;
+    bool resuming = false;
+    {
+      std::lock_guard lock(mu);
+      resuming = logged_in;
+    }
+    if (resuming) {
+      // Bounded like a login: an address that never answers does not hold the resume.
+      attempt_timer.expires_after(options.timeout);
+      attempt_timer.async_wait([self = shared_from_this(), c](boost::system::error_code ec) {
+        if (!ec && c == self->conn && !self->live_now()) {
+          self->lost(c, Error{Errc::timeout, "a resume attempt got no Welcome in time"});
+        }
+      });
+    }
     boost::system::error_code ec;
     tcp::socket& socket = c->wire->socket();
     const tcp::endpoint target(asio::ip::make_address(url.host, ec),
@@ -449,6 +467,11 @@ struct Client::Impl : std::enable_shared_from_this<Client::Impl> {
         return;
       }
       case gate::ServerFrame::kKick:
+        if (logged_in && !live && frame.kick().code() != kResumeFailed) {
+          // A gateway that turned this resume attempt away (it drains, say) while the session
+          // still waits elsewhere: the next URL is tried.
+          return;
+        }
         kicked = Kicked{frame.kick().code(), frame.kick().reason()};
         cv.notify_all();
         return;
@@ -610,6 +633,10 @@ struct Client::Impl : std::enable_shared_from_this<Client::Impl> {
     std::lock_guard lock(mu);
     return closed;
   }
+  bool live_now() {
+    std::lock_guard lock(mu);
+    return live;
+  }
 
   void fail(Error why) {
     std::map<std::uint32_t, std::function<void(Result<std::string>)>> orphans;
@@ -626,6 +653,7 @@ struct Client::Impl : std::enable_shared_from_this<Client::Impl> {
       cv.notify_all();
     }
     timer.cancel();
+    attempt_timer.cancel();
     if (conn) {
       boost::system::error_code ignored;
       conn->wire->socket().close(ignored);
@@ -699,6 +727,7 @@ struct Client::Impl : std::enable_shared_from_this<Client::Impl> {
   // I/O thread
   std::shared_ptr<Connection> conn;
   asio::steady_timer timer;
+  asio::steady_timer attempt_timer;
   int attempts = 0;
   bool leaving = false;
   std::vector<std::string> moving_urls;
@@ -760,7 +789,8 @@ Client::~Client() {
   close();
 }
 
-const Welcome& Client::welcome() const noexcept {
+Welcome Client::welcome() const {
+  std::lock_guard lock(impl_->mu);
   return impl_->welcome;
 }
 

@@ -3,6 +3,7 @@
 
 #include <algorithm>
 #include <boost/asio/ssl/context.hpp>
+#include <charconv>
 #include <chrono>
 #include <ember/node.hpp>
 #include <ember/rpc.hpp>
@@ -145,6 +146,8 @@ void GateCore::stopping() {
     return;
   }
   drain();
+  // Resumable clients leave at once and resume elsewhere: their sessions are handed over from
+  // here, so the wait is for those too.
   const bool moved = wait_connections_closed(config_.drain_timeout);
   // Those still here get the answers of what they sent, then a kick; what they send meanwhile is
   // refused (stopping), not lost: they send it again elsewhere.
@@ -159,7 +162,8 @@ void GateCore::stopping() {
 
 bool GateCore::wait_connections_closed(std::chrono::steady_clock::duration bound) const {
   const auto until = std::chrono::steady_clock::now() + bound;
-  while (connections.load(std::memory_order_acquire) > 0) {
+  while (connections.load(std::memory_order_acquire) > 0 ||
+         detached_now.load(std::memory_order_acquire) > 0) {
     if (std::chrono::steady_clock::now() >= until) {
       return false;
     }
@@ -536,8 +540,11 @@ void GateCore::resume(const std::shared_ptr<Session>& session, const std::string
     session->post_resumed(Error{Errc::invalid_argument, "the resume token does not parse"}, false);
     return;
   }
-  if (ticket.gate_node() == node_.config.node_id) {
-    std::shared_ptr<Session> old = find(session->id());
+  // Here whatever the token names: a client whose resume here lost its connection before the
+  // Welcome still has the token of the gateway it came from.
+  std::shared_ptr<Session> here = find(session->id());
+  if (ticket.gate_node() == node_.config.node_id || (here && here->detached())) {
+    std::shared_ptr<Session> old = std::move(here);
     if (!old) {
       session->post_resumed(Error{Errc::not_found, "the session " + session->id() +
                                                        " has ended (its resume window passed, "
@@ -567,9 +574,11 @@ void GateCore::resume(const std::shared_ptr<Session>& session, const std::string
   }
   {
     // Registered under the id now, so that pushes forwarded by the old gateway find it; never
-    // over a session of this gateway (a token naming another gateway with one of our ids).
+    // over a session of this gateway, nor under an id this gateway may give out later (ids are
+    // predictable).
     std::unique_lock lock(sessions_mu_);
-    if (!by_id_.emplace(session->id(), session).second) {
+    if (!issued_here_or_elsewhere(session->id()) ||
+        !by_id_.emplace(session->id(), session).second) {
       lock.unlock();
       session->post_resumed(Error{Errc::invalid_argument, "wrong resume token"}, false);
       return;
@@ -591,6 +600,19 @@ void GateCore::resume(const std::shared_ptr<Session>& session, const std::string
   if (!posted) {
     session->post_resumed(posted.error(), false);
   }
+}
+
+bool GateCore::issued_here_or_elsewhere(const std::string& session_id) const {
+  const std::string own = node_.config.node_id + "." + id_prefix_ + ".";
+  if (session_id.compare(0, own.size(), own) != 0) {
+    return true;  // another gateway's id
+  }
+  // One of ours coming back from another gateway, or one this gateway has not given out yet.
+  std::uint64_t number = 0;
+  const auto* first = session_id.data() + own.size();
+  const auto* last = session_id.data() + session_id.size();
+  const auto [end, ec] = std::from_chars(first, last, number);
+  return ec == std::errc{} && end == last && number < next_session_.load(std::memory_order_acquire);
 }
 
 void GateCore::adopt_local(const std::shared_ptr<Session>& old,
@@ -615,15 +637,16 @@ void GateCore::adopt_local(const std::shared_ptr<Session>& old,
   }
 }
 
-void GateCore::take_uid(const std::shared_ptr<Session>& session) {
+bool GateCore::take_uid(const std::shared_ptr<Session>& session) {
   std::unique_lock lock(sessions_mu_);
   if (auto it = by_uid_.find(session->uid()); it != by_uid_.end()) {
     if (it->second->id() != session->id()) {
-      return;  // a newer login of the UID took it meanwhile, and closed this session's old self
+      return false;  // a newer login of the UID took it while the session moved
     }
     by_uid_.erase(it);  // the key views the old session's UID
   }
   by_uid_.emplace(session->uid(), session);
+  return true;
 }
 
 void GateCore::hand_over(const ResumeRequest& request, HandoverDone done) {
@@ -795,11 +818,8 @@ GateStats GateCore::stats() const {
   s.replaced = replaced.load(std::memory_order_relaxed);
   s.relayed = relayed.load(std::memory_order_relaxed);
   s.resumed = resumed.load(std::memory_order_relaxed);
-  {
-    std::shared_lock lock(sessions_mu_);
-    s.detached = static_cast<std::uint64_t>(std::count_if(
-        by_id_.begin(), by_id_.end(), [](const auto& e) { return e.second->detached(); }));
-  }
+  s.detached = static_cast<std::uint64_t>(
+      std::max<std::int64_t>(0, detached_now.load(std::memory_order_relaxed)));
   return s;
 }
 

@@ -172,7 +172,11 @@ class GateCore final : public detail::Subsystem, public Gate {
   /// A resume on this gateway: the registry and groups point to the new connection's session.
   void adopt_local(const std::shared_ptr<Session>& old, const std::shared_ptr<Session>& session);
   /// After a resume on this gateway, once the new connection has the UID: its entry points there.
-  void take_uid(const std::shared_ptr<Session>& session);
+  /// False: a newer login of the UID took it while the session moved (the session lost).
+  bool take_uid(const std::shared_ptr<Session>& session);
+  /// Whether a resumed session's id can be registered here: another gateway's, or one this
+  /// gateway gave out (not one it will give out later: ids are predictable).
+  bool issued_here_or_elsewhere(const std::string& session_id) const;
   /// A session handed over to another gateway: gone from the registry and groups, silently.
   void forget_moved(Session& session);
   /// Route names instead of this gateway's route ids in what a handover to another gateway
@@ -195,12 +199,14 @@ class GateCore final : public detail::Subsystem, public Gate {
   std::atomic<std::uint64_t> replaced{0};
   std::atomic<std::uint64_t> relayed{0};
   std::atomic<std::uint64_t> resumed{0};
+  std::atomic<std::int64_t> detached_now{0};  // sessions waiting for a resume
 
  private:
   std::shared_ptr<Session> find(std::string_view session_id) const;
   /// Where this gateway's clients may go instead: the other gateways that are not draining.
   std::vector<std::string> other_gateways();
-  /// Waits (bounded) until no connection is left; false when some still are.
+  /// Waits (bounded) until no connection and no detached session is left; false when some
+  /// still are.
   bool wait_connections_closed(std::chrono::steady_clock::duration bound) const;
   /// Tells the session a claim displaced to close, wherever it is (bounded).
   void displace(const Binding& previous);

@@ -303,6 +303,9 @@ void Session::on_hello(const Hello& hello, SteadyClock::time_point now) {
       return;
     }
     phase_ = Phase::resuming;
+    // The handover waits up to RequestTimeout for the session's requests in flight.
+    deadline_ = std::max(
+        deadline_, SteadyClock::now() + gate_.config().request_timeout + std::chrono::seconds(3));
     take_id(hello.resume_session());
     gate_.resume(shared_from_this(), hello.resume_token(), hello.last_push_seq());
     return;
@@ -394,6 +397,9 @@ void Session::on_claimed(Result<std::int64_t> revision) {
     // Closed meanwhile: the binding it just wrote goes.
     if (revision) {
       gate_.release(*this);
+    }
+    if (resume_ && resume_->resumed && !ended()) {
+      end("the connection closed while the session resumed");  // its one close event
     }
     return;
   }
@@ -642,8 +648,10 @@ void Session::move_elsewhere(const std::shared_ptr<const std::string>& moving) {
 
 void Session::finish(KickCode code, std::string reason) {
   if (phase_ == Phase::detached) {
-    end(reason);  // the node stops: no resume will come here
-    return;
+    if (!resume_->handover) {
+      end(reason);  // the node stops: no resume will come here
+    }
+    return;  // one under way completes (bounded by RequestTimeout): the session lives on
   }
   if (link_ == nullptr || phase_ == Phase::closing) {
     return;
@@ -657,7 +665,8 @@ void Session::finish(KickCode code, std::string reason) {
 }
 
 void Session::kick_if_finished() {
-  if (finishing_ && in_flight_.empty()) {
+  // A detached session is not kicked: its handover, or its window, decides how it ends.
+  if (finishing_ && in_flight_.empty() && phase_ != Phase::detached) {
     const auto [code, reason] = *finishing_;
     kick_now(code, reason);
   }
@@ -725,6 +734,17 @@ void Session::send_frame(std::shared_ptr<const std::string> frame) {
 }
 
 void Session::kick_now(KickCode code, std::string_view reason) {
+  if (resume_ && resume_->handed_over) {
+    // Meant for the session, which lives on in its successor on this gateway.
+    if (auto successor = resume_->successor.lock()) {
+      if (code == KickCode::replaced) {
+        successor->replace();
+      } else {
+        successor->post_kick(code, std::string(reason));
+      }
+    }
+    return;
+  }
   if (phase_ == Phase::detached) {
     end(reason);  // kicked or replaced while waiting for a resume
     return;
@@ -747,7 +767,7 @@ void Session::end(std::string_view reason) {
   end_reason_ = std::string(reason);
   if (phase_ == Phase::detached) {
     phase_ = Phase::closing;
-    detached_.store(false, std::memory_order_release);
+    set_detached(false);
     gate_.unwatch(*this);
   }
   if (resume_ && resume_->handover) {
@@ -809,8 +829,8 @@ void Session::on_link_closed() {
     complete_handover_if_quiet();  // one waited for this connection to close
     return;
   }
-  if (phase_ == Phase::resuming) {
-    return;  // the handover completes, and the session it brings is detached then
+  if (phase_ == Phase::resuming || (phase_ == Phase::claim && resume_ && resume_->resumed)) {
+    return;  // the resume completes, and the session it brings is detached then
   }
   end(end_reason_.empty() ? "the connection closed" : end_reason_);
 }
@@ -821,8 +841,19 @@ void Session::detach() {
   }
   phase_ = Phase::detached;
   resume_->detached_until = SteadyClock::now() + gate_.config().resume_window;
-  detached_.store(true, std::memory_order_release);
+  set_detached(true);
   gate_.watch(*this);  // ticked for the window and for its requests' deadlines
+  // Pushes that came while a resume was under way, whose connection is gone too.
+  std::vector<std::shared_ptr<const std::string>> early = std::move(resume_->early);
+  for (const auto& push : early) {
+    give_push(push);
+  }
+}
+
+void Session::set_detached(bool detached) {
+  if (detached_.exchange(detached, std::memory_order_acq_rel) != detached) {
+    gate_.detached_now.fetch_add(detached ? 1 : -1, std::memory_order_acq_rel);
+  }
 }
 
 void Session::leave() {
@@ -927,6 +958,13 @@ void Session::complete_handover_if_quiet() {
   }
   auto waiter = std::move(resume_->handover);
   Resumable& r = *resume_;
+  if (waiter->first < r.pushes_dropped_through) {
+    // Pushes came while it waited for its requests, more than ResumeBufferBytes holds.
+    waiter->second(
+        Error{Errc::bad_state,
+              "pushes the client missed were dropped (ResumeBufferBytes): log in again"});
+    return;
+  }
   auto handover = std::make_shared<SessionHandover>();
   handover->set_uid(uid_);
   {
@@ -954,6 +992,7 @@ void Session::complete_handover_if_quiet() {
   handover->set_highest_seq(r.highest_seq);
   handover->set_forgotten_through(r.forgotten_through);
   handover->set_binding_revision(binding_revision());
+  handover->set_secret(r.secret);
   if (remote_nodes_) {
     for (const auto& [node, address] : *remote_nodes_) {
       NodeAddress& a = *handover->add_remote_nodes();
@@ -968,7 +1007,7 @@ void Session::complete_handover_if_quiet() {
   r.answers.clear();
   r.bytes = 0;
   ended_.store(true, std::memory_order_release);
-  detached_.store(false, std::memory_order_release);
+  set_detached(false);
   phase_ = Phase::closing;
   gate_.unwatch(*this);
   waiter->second(std::move(handover));
@@ -1005,6 +1044,16 @@ void Session::on_resumed(Result<std::shared_ptr<SessionHandover>> handover, bool
     return;
   }
   if (same_gateway) {
+    if (replaced()) {
+      end("logged in on another connection");
+      if (link_ != nullptr) {
+        link_->send(kick_frame(KickCode::replaced, "logged in on another connection"));
+        phase_ = Phase::closing;
+        deadline_ = SteadyClock::now() + std::chrono::seconds(2);
+        link_->close("replaced");
+      }
+      return;
+    }
     if (link_ == nullptr) {
       phase_ = Phase::open;
       detach();  // this connection was lost too: the session waits for the next resume
@@ -1025,6 +1074,8 @@ void Session::adopt(const SessionHandover& handover, bool same_gateway) {
   }
   Resumable& r = *resume_;
   r.resumed = true;
+  // The client's token keeps working if this connection is lost before its Welcome arrives.
+  r.secret = handover.secret();
   r.push_seq = handover.push_seq();
   for (const std::string& push : handover.pushes()) {
     // Numbered already: the seq is the frame's last field, but only the order matters here.
@@ -1044,7 +1095,9 @@ void Session::adopt(const SessionHandover& handover, bool same_gateway) {
   r.forgotten_through = handover.forgotten_through();
   gate_.resumed.fetch_add(1, std::memory_order_relaxed);
   if (same_gateway) {
-    gate_.take_uid(shared_from_this());
+    if (!gate_.take_uid(shared_from_this())) {
+      replaced_.store(true, std::memory_order_release);  // a newer login took the UID meanwhile
+    }
     set_binding_revision(handover.binding_revision());
     if (handover.remote_nodes_size() > 0) {
       remote_nodes_ = std::make_unique<std::vector<std::pair<std::string, std::string>>>();

@@ -188,6 +188,7 @@ class Session final : public detail::RequestOrigin, public std::enable_shared_fr
   void detach();
   /// The client left on purpose (Bye).
   void leave();
+  void set_detached(bool detached);
   /// Posts the login request, to an instance of the login service on a node other than
   /// `avoid_node` if given.
   void post_login(std::string_view avoid_node);

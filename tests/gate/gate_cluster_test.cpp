@@ -498,4 +498,52 @@ TEST_F(GateCluster, AResumeOnAnotherGatewayMissesNoPushAndRunsEveryCommandOnce) 
   std::cout << push_retries << " pushes refused (not_found) while the session moved\n";
 }
 
+TEST_F(GateCluster, ADrainingGatewaysResumableClientsMoveWithTheirSessions) {
+  start_gateway_b();
+  auto outcomes = std::make_shared<ember::testing::Outcomes>();
+  auto c = client::Client::connect({.url = url_, .token = "alice", .timeout = 5s, .resume = true});
+  ASSERT_TRUE(c) << c.error().to_string();
+  client::Client& player = **c;
+  const std::string id = player.welcome().session_id;
+  constexpr int kCommands = 200;
+  std::thread stopping;
+  auto stop_took = std::make_shared<std::atomic<double>>(-1);
+  for (int i = 0; i < kCommands; ++i) {
+    if (i == kCommands / 4) {
+      // A deploy stops gate-a while the player's commands are under way: the player is told to
+      // move (Moving), leaves at once and resumes on gate-b, from which the session is handed
+      // over by the draining gateway.
+      stopping = std::thread([this, stop_took] {
+        const auto began = std::chrono::steady_clock::now();
+        (void)gate_->stop();
+        *stop_took =
+            std::chrono::duration<double>(std::chrono::steady_clock::now() - began).count();
+      });
+    }
+    player.async_call("lobby.RpcEcho", echo("c", i).SerializeAsString(),
+                      ember::testing::Outcomes::of(outcomes, i));
+    if (i % 10 == 0) {
+      std::this_thread::sleep_for(2ms);  // paces the commands over the move
+    }
+  }
+  ASSERT_TRUE(wait_for([&] { return outcomes->answered.load() == kCommands; }, 15s))
+      << outcomes->answered.load() << " of " << kCommands;
+  stopping.join();
+  EXPECT_EQ(outcomes->first_error(), "");
+  EXPECT_EQ(player.resumes(), 1u);
+  EXPECT_EQ(player.welcome().session_id, id);
+  EXPECT_EQ(gate::Gate::of(*gate_b_).stats().resumed, 1u);
+  EXPECT_EQ(gate::Gate::of(*gate_b_).session_of_uid("alice").value_or(""), id);
+  {
+    std::lock_guard lock(lobby_->mu);
+    std::vector<std::int64_t> expected(kCommands);
+    std::iota(expected.begin(), expected.end(), 0);
+    EXPECT_EQ(lobby_->order["alice"], expected);  // each command ran once, in order
+  }
+  // It left once its player had: well within DrainTimeout (10 s).
+  EXPECT_LT(stop_took->load(), 5.0);
+  EXPECT_TRUE(gate::push_to_uid(*backend_, "alice", "room.OnMoved", echo("after the move")));
+  EXPECT_TRUE(player.next_push(5s));
+}
+
 }  // namespace

@@ -884,6 +884,29 @@ TEST(Gateway, ANewLoginOfADetachedSessionsUidClosesIt) {
   EXPECT_EQ(n.gate().session_of_uid("alice").value_or(""), (*again)->welcome().session_id);
 }
 
+TEST(Gateway, AClientWhoseResumeIsRefusedClosesWithTheReasonAndFailsWhatWasPending) {
+  GateNode n(kResumeConfig);
+  GateNode elsewhere(kResumeConfig);  // not in a cluster with n: it has never heard of the session
+  auto c = resumable(n, "alice");
+  ASSERT_TRUE(c) << c.error().to_string();
+  n.lobby->release = false;
+  std::promise<Result<std::string>> pending;
+  (*c)->async_call("lobby.RpcBlock", echo("x").SerializeAsString(),
+                   [&](Result<std::string> r) { pending.set_value(std::move(r)); });
+  ASSERT_TRUE(wait_for([&] { return n.lobby->blocked.load() == 1; }));
+  const auto began = std::chrono::steady_clock::now();
+  auto resumed = (*c)->resume(elsewhere.url);
+  EXPECT_LT(std::chrono::steady_clock::now() - began, 3s);
+  ASSERT_FALSE(resumed);
+  EXPECT_NE(resumed.error().message().find("cannot resume"), std::string::npos)
+      << resumed.error().to_string();
+  EXPECT_FALSE((*c)->connected());
+  auto future = pending.get_future();
+  ASSERT_EQ(future.wait_for(5s), std::future_status::ready);
+  EXPECT_FALSE(future.get());  // failed with the client, not left waiting
+  n.lobby->release = true;
+}
+
 TEST(Gateway, ClientsVanishingWithRequestsInFlightLeaveItServing) {
   // Found by the benchmark: a read that completed while its connection was being closed for a
   // failed write reached a session already gone. Rounds of abrupt exits under load.
