@@ -492,28 +492,7 @@ void GateCore::session_ended(Session& session, std::string_view reason) {
   if (session.uid().empty()) {
     return;  // never logged in: nobody knew of it
   }
-  {
-    std::unique_lock lock(sessions_mu_);
-    auto it = by_id_.find(session.id());
-    if (it != by_id_.end() && it->second.get() == &session) {
-      by_id_.erase(it);
-    }
-    auto u = by_uid_.find(session.uid());
-    if (u != by_uid_.end() && u->second.get() == &session) {
-      by_uid_.erase(u);
-    }
-  }
-  {
-    std::lock_guard lock(groups_mu_);
-    for (const std::string& name : session.groups) {
-      auto g = groups_.find(name);
-      if (g == groups_.end()) {
-        continue;
-      }
-      std::erase_if(g->second, [&](const auto& m) { return m.get() == &session; });
-    }
-    session.groups.clear();
-  }
+  unregister(session);
   release(session);
   SessionEvent event;
   event.set_session_id(session.id());
@@ -664,7 +643,7 @@ void GateCore::hand_over(const ResumeRequest& request, HandoverDone done) {
                          // Gone from here without a close event: the session lives on at `to`,
                          // whose claim moves its directory binding there.
                          old->set_successor_node(to);
-                         forget_moved(*old);
+                         unregister(*old);
                          portable_routes(**handover);
                        }
                        done(std::move(handover));
@@ -692,7 +671,7 @@ void GateCore::portable_routes(SessionHandover& handover) const {
   }
 }
 
-void GateCore::forget_moved(Session& session) {
+void GateCore::unregister(Session& session) {
   {
     std::unique_lock lock(sessions_mu_);
     if (auto it = by_id_.find(session.id()); it != by_id_.end() && it->second.get() == &session) {

@@ -177,8 +177,9 @@ class GateCore final : public detail::Subsystem, public Gate {
   /// Whether a resumed session's id can be registered here: another gateway's, or one this
   /// gateway gave out (not one it will give out later: ids are predictable).
   bool issued_here_or_elsewhere(const std::string& session_id) const;
-  /// A session handed over to another gateway: gone from the registry and groups, silently.
-  void forget_moved(Session& session);
+  /// Out of the registry (where it is still this session's) and its groups: on its end, or,
+  /// silently, when it moved to another gateway.
+  void unregister(Session& session);
   /// Route names instead of this gateway's route ids in what a handover to another gateway
   /// carries.
   void portable_routes(SessionHandover& handover) const;

@@ -1045,12 +1045,10 @@ void Session::on_resumed(Result<std::shared_ptr<SessionHandover>> handover, bool
   }
   if (same_gateway) {
     if (replaced()) {
-      end("logged in on another connection");
       if (link_ != nullptr) {
-        link_->send(kick_frame(KickCode::replaced, "logged in on another connection"));
-        phase_ = Phase::closing;
-        deadline_ = SteadyClock::now() + std::chrono::seconds(2);
-        link_->close("replaced");
+        kick_now(KickCode::replaced, "logged in on another connection");
+      } else {
+        end("logged in on another connection");
       }
       return;
     }
