@@ -8,6 +8,8 @@
 //   client.onPush = (route, payload) => { ... };        // payload: Uint8Array (protobuf)
 //   client.onMoving = ({ urls, withinMs }) => { ... };  // the gateway drains: reconnect elsewhere
 //   const reply = await client.call("lobby.RpcJoin", new Writer().string(1, "room-1").finish());
+//   // A call answered `unavailable` (16: no instance could take it; it did not run) is sent
+//   // again, with its seq, pausing 25 ms doubling to 1 s, for up to `retryMs` (10 s by default).
 //   const fields = decode(reply);                       // Map: field number -> [values]
 //   text(fields.get(1)[0]);                             // a string field
 //
@@ -121,6 +123,9 @@ export function text(bytes) {
 
 const first = (fields, n, fallback) => (fields.has(n) ? fields.get(n)[0] : fallback);
 
+/** Ember's error code for "nothing could take the request now; it did not run". */
+export const UNAVAILABLE = 16;
+
 /** A failed call: `code` is Ember's error code (docs/gateway.md), `message` says why. */
 export class GateError extends Error {
   constructor(code, message) {
@@ -131,11 +136,12 @@ export class GateError extends Error {
 
 export class GateClient {
   /** Opens a WebSocket, logs in with `token`, and resolves once the gateway welcomed it. */
-  static connect(url, token, { client = "ember-gate.js", timeoutMs = 10000 } = {}) {
+  static connect(url, token, { client = "ember-gate.js", timeoutMs = 10000, retryMs = 10000 } = {}) {
     return new Promise((resolve, reject) => {
       const ws = new WebSocket(url);
       ws.binaryType = "arraybuffer";
       const c = new GateClient(ws);
+      c.retryMs = retryMs;
       const timer = setTimeout(() => {
         ws.close();
         reject(new GateError(4, "no welcome in time"));
@@ -167,6 +173,8 @@ export class GateClient {
     this.onMoving = null;
     this.moving = null;
     this.kicked = null;
+    this.retryMs = 10000;
+    this.retries = 0;
     ws.onmessage = (event) => this._frame(new Uint8Array(event.data));
     ws.onclose = () => this._closed();
     ws.onerror = () => {};
@@ -176,7 +184,7 @@ export class GateClient {
   call(route, payload = new Uint8Array()) {
     const seq = this.nextSeq++;
     return new Promise((resolve, reject) => {
-      this.pending.set(seq, { resolve, reject, route });
+      this.pending.set(seq, { resolve, reject, route, payload, giveUp: Date.now() + this.retryMs, pause: 0 });
       this._send(seq, route, payload);
     });
   }
@@ -186,7 +194,9 @@ export class GateClient {
     this._send(0, route, payload);
   }
 
+  /** Leaves: Bye tells the gateway the session ends now. */
   close() {
+    if (this.ws.readyState === 1) this.ws.send(new Writer().message(4, new Writer()).finish());
     this.ws.close();
   }
 
@@ -220,10 +230,22 @@ export class GateClient {
       const seq = first(r, 1, 0);
       const call = this.pending.get(seq);
       if (!call) return;
-      this.pending.delete(seq);
       const routeId = first(r, 5, 0);
       if (routeId) this.routes.set(call.route, routeId);
       const status = first(r, 2, 0);
+      if (status === UNAVAILABLE) {
+        call.pause = call.pause ? Math.min(call.pause * 2, 1000) : 25;
+        if (Date.now() + call.pause < call.giveUp) {
+          this.retries++;
+          setTimeout(() => {
+            if (this.pending.get(seq) === call && this.ws.readyState === 1) {
+              this._send(seq, call.route, call.payload);
+            }
+          }, call.pause);
+          return;
+        }
+      }
+      this.pending.delete(seq);
       if (status === 0) call.resolve(first(r, 4, new Uint8Array()));
       else call.reject(new GateError(status, text(first(r, 3))));
     } else if (frame.has(3)) {

@@ -54,8 +54,10 @@ struct Options {
   std::string ca_file{};
   std::string token{};                       ///< Hello.token, for the login method
   std::string client_name = "ember-client";  ///< Hello.client
-  std::chrono::milliseconds timeout{5000};   ///< connect + login, and each blocking call
-  std::string origin{};                      ///< Origin header, as a browser sends it
+  /// Connect + login; each blocking call; and how long a request is sent again while it is
+  /// answered `unavailable` (async_call too).
+  std::chrono::milliseconds timeout{5000};
+  std::string origin{};         ///< Origin header, as a browser sends it
   std::string local_address{};  ///< source IP to bind ("127.0.0.2"): more than 64 k connections
   Runtime* runtime = nullptr;   ///< null: a process-wide runtime with one thread
   /// Set: pushes go here, on a runtime thread, instead of the queue next_push() reads.
@@ -102,7 +104,11 @@ class Client {
   [[nodiscard]] Welcome welcome() const;
 
   /// Calls a route with a serialized request; the serialized response, or the error the
-  /// gateway or the handler sent (its code as Ember's Errc).
+  /// gateway or the handler sent (its code as Ember's Errc). An `unavailable` answer (no
+  /// instance could take it now, e.g. a master/slave group between masters; it did not run) is
+  /// not returned while Options::timeout lasts: the request goes again, with the same seq,
+  /// after a pause (25 ms doubling to 1 s). Other failures are returned as they come;
+  /// node_unreachable and timeout mean the outcome is unknown, and are never sent again.
   Result<std::string> call_bytes(std::string_view route, std::string payload);
   template <class Response, class Request>
   Result<Response> call(std::string_view route, const Request& request) {
@@ -143,6 +149,8 @@ class Client {
   Status resume(std::string url = {});
   /// How many times the session resumed.
   [[nodiscard]] std::uint64_t resumes() const;
+  /// How many times a request answered `unavailable` was sent again.
+  [[nodiscard]] std::uint64_t retries() const;
 
   struct Impl;
 

@@ -17,6 +17,8 @@
 
 namespace ember {
 
+// The values are numbers on the wire (replies between nodes, gateway Responses): a new code goes
+// last, and last_errc moves with it.
 enum class Errc : std::uint8_t {
   ok = 0,
   invalid_argument,   ///< the caller passed something unusable (bad spec, bad config value)
@@ -30,11 +32,18 @@ enum class Errc : std::uint8_t {
   stopping,           ///< the target (or this node) is shutting down
   cancelled,          ///< the caller cancelled the operation
   call_cycle,         ///< a nested call would wait on a service already waiting in this chain
-  node_unreachable,   ///< the node hosting the target is gone
-  bad_state,          ///< the operation is not valid in the object's current state
-  io_error,           ///< reading a file or socket failed
-  internal,           ///< a broken invariant inside Ember
+  /// The node hosting the target went away while the request was with it, or refused this
+  /// node's handshake: whether it ran is unknown.
+  node_unreachable,
+  bad_state,  ///< the operation is not valid in the object's current state
+  io_error,   ///< reading a file or socket failed
+  internal,   ///< a broken invariant inside Ember
+  /// Nothing could take the request now, and it did not run: no instance of the target (a
+  /// master/slave group between masters), or its node could not be reached before anything
+  /// was sent. Sending it again later is safe.
+  unavailable,
 };
+inline constexpr Errc last_errc = Errc::unavailable;
 
 /// Stable lower_snake_case name of a code, used in logs and on the wire.
 std::string_view errc_name(Errc code) noexcept;

@@ -83,8 +83,8 @@ Status kick(Node& node, const SessionRef& session, std::string_view reason);
 /// ember::gate. The gateway is found through the cluster's session directory, cached on this
 /// node (no coordinator read per push; a binding that proved stale is read again once). Waits
 /// until that gateway took the push, bounded by the node's CallTimeout: not_found when the
-/// player is not logged in (or its gateway left the cluster), node_unreachable or timeout when
-/// its gateway does not answer. Never hangs.
+/// player is not logged in (or its gateway left the cluster); unavailable (the push was not
+/// sent), node_unreachable or timeout when its gateway does not answer. Never hangs.
 Status push_to_uid(Node& node, std::string_view uid, std::string_view route,
                    const google::protobuf::Message& message);
 /// Kicks (by_server) the player `uid` wherever it is logged in; like push_to_uid().

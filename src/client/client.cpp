@@ -392,8 +392,9 @@ struct Client::Impl : std::enable_shared_from_this<Client::Impl> {
           // What is unanswered goes again, with its seq: answered once, whichever connection
           // it ran from.
           std::vector<std::string> frames;
-          for (const auto& [seq, request] : sent) {
-            frames.push_back(encode(seq, request.first, request.second));
+          for (auto& [seq, request] : sent) {
+            request.retry_due = false;  // it goes now
+            frames.push_back(encode(seq, request.route, request.payload));
           }
           for (const auto& [route, payload] : later) {
             frames.push_back(encode(0, route, payload));
@@ -423,6 +424,9 @@ struct Client::Impl : std::enable_shared_from_this<Client::Impl> {
             }
           }
         }
+        if (r.status() == static_cast<std::uint32_t>(Errc::unavailable) && retry_later(r.seq())) {
+          return;  // it did not run: it goes again, with its seq
+        }
         sent.erase(r.seq());
         auto it = pending.find(r.seq());
         if (it == pending.end()) {
@@ -434,7 +438,7 @@ struct Client::Impl : std::enable_shared_from_this<Client::Impl> {
         if (r.status() == 0) {
           done(r.payload());
         } else {
-          done(Error{static_cast<Errc>(r.status() <= static_cast<std::uint32_t>(Errc::internal)
+          done(Error{static_cast<Errc>(r.status() <= static_cast<std::uint32_t>(last_errc)
                                            ? r.status()
                                            : static_cast<std::uint32_t>(Errc::internal)),
                      r.error()});
@@ -516,6 +520,42 @@ struct Client::Impl : std::enable_shared_from_this<Client::Impl> {
       r.set_ack(pending.empty() ? next_seq : pending.begin()->first);
     }
     return frame.SerializeAsString();
+  }
+
+  /// A request answered `unavailable` (nothing could take it; it did not run) goes again after
+  /// a pause, doubling from 25 ms to 1 s, while its time (Options::timeout from when it was
+  /// made) lasts: a master/slave group between masters has one again within a lease TTL. Under
+  /// `mu`; false when its time is up (the error is the answer).
+  bool retry_later(std::uint32_t seq) {
+    auto it = sent.find(seq);
+    if (it == sent.end() || closed) {
+      return false;
+    }
+    Sent& request = it->second;
+    request.pause = request.pause == std::chrono::milliseconds(0)
+                        ? std::chrono::milliseconds(25)
+                        : std::min(request.pause * 2, std::chrono::milliseconds(1000));
+    if (std::chrono::steady_clock::now() + request.pause >= request.give_up) {
+      return false;
+    }
+    request.retry_due = true;
+    ++retried;
+    auto pause = std::make_shared<asio::steady_timer>(io, request.pause);
+    pause->async_wait([self = shared_from_this(), pause, seq](boost::system::error_code) {
+      std::string bytes;
+      {
+        std::lock_guard lock(self->mu);
+        auto again = self->sent.find(seq);
+        // Not live: a resume sends it, as it sends everything unanswered.
+        if (self->closed || !self->live || again == self->sent.end() || !again->second.retry_due) {
+          return;
+        }
+        again->second.retry_due = false;
+        bytes = self->encode(seq, again->second.route, again->second.payload);
+      }
+      self->send_frame(self->conn, std::move(bytes));
+    });
+    return true;
   }
 
   void send_request(std::uint32_t seq, std::string route, std::string payload) {
@@ -710,9 +750,8 @@ struct Client::Impl : std::enable_shared_from_this<Client::Impl> {
           next_seq = 1;
         }
         pending.emplace(seq, std::move(done));
-        if (options.resume) {
-          sent.emplace(seq, std::make_pair(std::string(route), payload));
-        }
+        sent.emplace(seq, Sent{std::string(route), payload,
+                               std::chrono::steady_clock::now() + options.timeout});
       }
     }
     asio::post(io, [self = shared_from_this(), seq, route = std::string(route),
@@ -750,8 +789,16 @@ struct Client::Impl : std::enable_shared_from_this<Client::Impl> {
   std::uint32_t next_seq = 1;
   // Ordered: the lowest seq still pending is the acknowledgement a resumable client sends.
   std::map<std::uint32_t, std::function<void(Result<std::string>)>> pending;
-  // Resumable: the requests not answered yet, to send again after a resume.
-  std::map<std::uint32_t, std::pair<std::string, std::string>> sent;
+  // The requests not answered yet: sent again after a resume, or after an `unavailable`.
+  struct Sent {
+    std::string route;
+    std::string payload;
+    std::chrono::steady_clock::time_point give_up;  // no retry after this
+    std::chrono::milliseconds pause{0};             // before the last retry
+    bool retry_due = false;                         // a retry waits for its pause
+  };
+  std::map<std::uint32_t, Sent> sent;
+  std::uint64_t retried = 0;
   std::vector<std::pair<std::string, std::string>> later;    // notifications while resuming
   std::vector<std::pair<std::string, std::uint32_t>> named;  // routes sent by name, by seq
 };
@@ -930,6 +977,11 @@ Status Client::resume(std::string url) {
 std::uint64_t Client::resumes() const {
   std::lock_guard lock(impl_->mu);
   return impl_->resumed;
+}
+
+std::uint64_t Client::retries() const {
+  std::lock_guard lock(impl_->mu);
+  return impl_->retried;
 }
 
 }  // namespace ember::client

@@ -534,8 +534,11 @@ void ClusterLink::handle_request(const std::string& from, std::unique_ptr<Remote
   }
   const std::optional<Target>& target = cached_target_;
   if (!target || !target->anchor) {
-    responder->deliver(Error{Errc::not_found, "no service " + request.target_uid() + " on node " +
-                                                  node_.config.node_id});
+    // The caller's view of the cluster is behind (the service stopped here, or never was):
+    // nothing ran, and its next pick may be an instance that exists.
+    responder->deliver(Error{Errc::unavailable, "no service " + request.target_uid() + " on node " +
+                                                    node_.config.node_id +
+                                                    " (it stopped): it did not run"});
     return;
   }
   Priority priority = request.priority() != 0 ? Priority::system : Priority::user;
@@ -604,12 +607,18 @@ void ClusterLink::on_peer(const std::string& node, bool up, const net::Transport
     return;
   }
   // A refused handshake is a configuration error: the request never left, and the reason (a
-  // different secret) is what the caller needs to read, not "went down".
-  const Error error = loss.refused
-                          ? Error{Errc::node_unreachable, loss.why}
-                          : Error{Errc::node_unreachable,
-                                  "node " + node + " went down before answering" +
-                                      (loss.why.empty() ? std::string() : " (" + loss.why + ")")};
+  // different secret) is what the caller needs to read, not "went down". A node never reached
+  // ran nothing (unavailable: safe to send again); one lost while it held requests may have run
+  // them.
+  Error error = loss.refused ? Error{Errc::node_unreachable, loss.why}
+                : loss.sent_nothing
+                    ? Error{Errc::unavailable, "node " + node +
+                                                   " could not be reached, the "
+                                                   "request was not sent (" +
+                                                   loss.why + ")"}
+                    : Error{Errc::node_unreachable,
+                            "node " + node + " went down before answering" +
+                                (loss.why.empty() ? std::string() : " (" + loss.why + ")")};
   for (const auto& w : failed) {
     w.fail(error);
   }

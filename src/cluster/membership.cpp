@@ -188,7 +188,15 @@ void Membership::service_hidden(ServiceCore& service) {
     removal.record_key = record_key(it->first);
   }
   if (it->second.is_master()) {
-    // Given up at once so a slave elsewhere takes over now, not when the lease ends.
+    // Given up at once so a slave elsewhere takes over now, not when the lease ends. The
+    // service stops acting as master first: the requests it drains while it stops would
+    // otherwise run beside the next master's (is_master() false, lose_master before them).
+    it->second.anchor->with_core([](ServiceCore* core) {
+      if (core != nullptr) {
+        (void)core->set_role(false, 0);
+        core->notify_role(RoleChange::lose_master, 0);
+      }
+    });
     removal.master_key = master_key(it->second.group);
     removal.key_revision = it->second.key_revision;
   }

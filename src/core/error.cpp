@@ -26,6 +26,7 @@ std::string_view errc_name(Errc code) noexcept {
     case Errc::bad_state: return "bad_state";
     case Errc::io_error: return "io_error";
     case Errc::internal: return "internal";
+    case Errc::unavailable: return "unavailable";
   }
   return "unknown";
 }

@@ -131,8 +131,12 @@ class ClientResponder final : public detail::Responder,
     }
     send(frame);
   }
-  static void set_error(Response& response, const Error& error) {
-    response.set_status(static_cast<std::uint32_t>(error.code()));
+  void set_error(Response& response, const Error& error) {
+    // A backend instance that is stopping refused it before it ran: to the client that is the
+    // same as no instance (send it again), not this gateway stopping (move elsewhere).
+    const Errc code = error.code() == Errc::stopping ? Errc::unavailable : error.code();
+    may_have_run_ = code != Errc::unavailable;
+    response.set_status(static_cast<std::uint32_t>(code));
     response.set_error(error.message());
   }
   void send(ServerFrame& frame) {
@@ -154,6 +158,9 @@ class ClientResponder final : public detail::Responder,
   bool expire() { return !answered_.exchange(true, std::memory_order_acq_rel); }
 
   [[nodiscard]] std::uint32_t seq() const noexcept { return seq_; }
+  /// False when the answer says the request did not run (unavailable): a resumable session does
+  /// not replay it, so the client's second try runs.
+  [[nodiscard]] bool may_have_run() const noexcept { return may_have_run_; }
   [[nodiscard]] std::chrono::steady_clock::time_point deadline() const noexcept {
     return deadline_;
   }
@@ -164,6 +171,7 @@ class ClientResponder final : public detail::Responder,
   std::uint32_t route_id_;
   std::chrono::steady_clock::time_point deadline_;
   std::atomic<bool> answered_{false};
+  bool may_have_run_ = true;  // written before the answer is posted to the I/O thread
 };
 
 /// The outcome of the login method, handed to the session's I/O thread.
@@ -355,7 +363,7 @@ void Session::on_login_result(
   }
   if (!result &&
       (result.error().code() == Errc::node_unreachable ||
-       result.error().code() == Errc::stopping) &&
+       result.error().code() == Errc::unavailable || result.error().code() == Errc::stopping) &&
       login_->attempts < 3) {
     post_login(login_->node);  // that node is gone or going: its lease has not expired yet
     return;
@@ -516,7 +524,10 @@ void Session::on_request(const Request& request, SteadyClock::time_point now) {
   const DispatchKey key{std::string_view(uid_)};
   Result<detail::Target> target = gate_.target(route->service, key);
   if (!target) {
-    answer(request.seq(), Errc::not_found, "route " + route->name + " is unavailable");
+    // Between masters of a group, or while its instances restart: the client sends it again.
+    answer(request.seq(), Errc::unavailable,
+           "route " + route->name + " has no instance now (" + target.error().message() +
+               "): it did not run, send it again");
     return;
   }
   Context context;
@@ -545,7 +556,21 @@ void Session::answer(std::uint32_t seq, Errc code, std::string_view error, std::
     return;  // a notification is never answered, not even with an error
   }
   // Not kept for a resume: a request the gateway refused did not run, and may be sent again.
+  note_refused(seq);
   send_frame(response_frame(seq, code, error, route_id));
+}
+
+void Session::note_refused(std::uint32_t seq) {
+  if (!resume_ || seq == 0) {
+    return;
+  }
+  // A client that never acknowledges cannot grow it: past the bound, a refused request sent
+  // again below forgotten_through is answered "outcome no longer known" (it did not run).
+  constexpr std::size_t kRefusedKept = 1024;
+  if (resume_->refused.size() == kRefusedKept) {
+    resume_->refused.pop_front();
+  }
+  resume_->refused.push_back(seq);
 }
 
 bool Session::answered_before(const Request& request) {
@@ -567,6 +592,10 @@ bool Session::answered_before(const Request& request) {
                   [seq](const auto& f) { return f->seq() == seq; })) {
     return true;  // still running: its answer comes once
   }
+  if (auto it = std::find(r.refused.begin(), r.refused.end(), seq); it != r.refused.end()) {
+    r.refused.erase(it);
+    return false;  // refused before it ran: it runs now
+  }
   if (seq <= r.forgotten_through) {
     answer(seq, Errc::bad_state,
            "the outcome of request " + std::to_string(seq) +
@@ -585,6 +614,9 @@ void Session::forget_acknowledged(std::uint32_t ack, std::uint64_t push_seq) {
     } else {
       ++it;
     }
+  }
+  while (ack != 0 && !r.refused.empty() && r.refused.front() < ack) {
+    r.refused.pop_front();  // seqs rise: the oldest refusals go first
   }
   while (!r.pushes.empty() && r.pushes.front().first <= push_seq) {
     r.bytes -= r.pushes.front().second->size();
@@ -610,11 +642,14 @@ void Session::make_room() {
   }
 }
 
-void Session::deliver_answer(std::uint32_t seq, std::shared_ptr<const std::string> frame) {
-  if (resume_ && seq != 0) {
+void Session::deliver_answer(std::uint32_t seq, std::shared_ptr<const std::string> frame,
+                             bool keep) {
+  if (resume_ && keep && seq != 0) {
     resume_->bytes += frame->size();
     resume_->answers.emplace_back(seq, frame);
     make_room();
+  } else if (!keep) {
+    note_refused(seq);
   }
   if (link_ != nullptr && phase_ == Phase::open) {
     send_frame(std::move(frame));
@@ -628,9 +663,10 @@ void Session::on_answered(ClientResponder* responder, std::shared_ptr<const std:
     return;  // timed out already, or the session closed
   }
   const std::uint32_t seq = (*it)->seq();
+  const bool keep = (*it)->may_have_run();
   *it = std::move(in_flight_.back());
   in_flight_.pop_back();
-  deliver_answer(seq, std::move(frame));
+  deliver_answer(seq, std::move(frame), keep);
   kick_if_finished();
   complete_handover_if_quiet();
 }
@@ -712,9 +748,11 @@ void Session::expire_overdue(SteadyClock::time_point now) {
     // Kept for a resume like any answer: the handler may still run, so a request sent again
     // must not run a second time.
     deliver_answer(
-        seq, response_frame(seq, Errc::timeout,
-                            "no answer within " +
-                                std::to_string(gate_.config().request_timeout.count()) + " ms"));
+        seq,
+        response_frame(
+            seq, Errc::timeout,
+            "no answer within " + std::to_string(gate_.config().request_timeout.count()) + " ms"),
+        /*keep=*/true);
   }
   complete_handover_if_quiet();
 }
@@ -1028,7 +1066,7 @@ void Session::on_resumed(Result<std::shared_ptr<SessionHandover>> handover, bool
       kick_now(KickCode::resume_failed,
                "cannot resume: " +
                    (e.code() == Errc::timeout || e.code() == Errc::stopping ||
-                            e.code() == Errc::node_unreachable
+                            e.code() == Errc::node_unreachable || e.code() == Errc::unavailable
                         ? std::string("its gateway did not answer")
                         : e.message()) +
                    "; log in again");

@@ -154,8 +154,11 @@ class Session final : public detail::RequestOrigin, public std::enable_shared_fr
     // Answers the client may not have seen (a request's seq, its Response frame), oldest first.
     std::deque<std::pair<std::uint32_t, std::shared_ptr<const std::string>>> answers;
     std::uint32_t forgotten_through = 0;  // answers up to this seq dropped for room
-    std::uint32_t highest_seq = 0;        // of the requests received
-    std::size_t bytes = 0;                // of pushes and answers kept
+    // Requests refused before they ran (rate, in flight, no instance), not yet acknowledged: sent
+    // again, they run, even below forgotten_through. Bounded; the oldest go first.
+    std::deque<std::uint32_t> refused;
+    std::uint32_t highest_seq = 0;  // of the requests received
+    std::size_t bytes = 0;          // of pushes and answers kept
     SteadyClock::time_point detached_until{};
     // A handover asked for while requests were in flight: completed once they are answered.
     std::unique_ptr<std::pair<std::uint64_t, HandoverDone>> handover;
@@ -177,11 +180,14 @@ class Session final : public detail::RequestOrigin, public std::enable_shared_fr
   void welcome();
   /// Sends a Push frame numbered and kept for a resume (resumable sessions).
   void give_push(const std::shared_ptr<const std::string>& frame);
-  /// A request's answer: kept in the ledger (resumable sessions), sent if connected.
-  void deliver_answer(std::uint32_t seq, std::shared_ptr<const std::string> frame);
+  /// A request's answer: sent if connected, and (resumable sessions) kept in the ledger unless
+  /// it says the request did not run, so that sending it again runs it.
+  void deliver_answer(std::uint32_t seq, std::shared_ptr<const std::string> frame, bool keep);
   /// A resumable session's request whose seq was seen before (a retry): true when handled.
   bool answered_before(const Request& request);
   void forget_acknowledged(std::uint32_t ack, std::uint64_t push_seq);
+  /// A request answered without running: its seq may come again and must run then.
+  void note_refused(std::uint32_t seq);
   void make_room();
   void expire_overdue(SteadyClock::time_point now);
   /// The connection was lost: wait for a resume, or end.

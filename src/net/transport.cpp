@@ -102,7 +102,7 @@ class TransportImpl final : public Transport, public ConnectionOwner {
       auto it = down_until_.find(node);
       if (it != down_until_.end() && Clock::now() < it->second.until) {
         // The reason of the last failure: "wrong secret" must not read like a network glitch.
-        return Error{Errc::node_unreachable,
+        return Error{it->second.refused ? Errc::node_unreachable : Errc::unavailable,
                      "node " + node + " is unreachable (retrying later): " + it->second.why};
       }
     }
@@ -313,7 +313,7 @@ class TransportImpl final : public Transport, public ConnectionOwner {
   void connect(const std::string& node, Peer& peer) {
     auto colon = peer.address.rfind(':');
     if (peer.address.empty() || colon == std::string::npos) {
-      failed(node, "no address for node " + node);
+      failed(node, "no address for node " + node, false, true);
       return;
     }
     std::string host = peer.address.substr(0, colon);
@@ -486,7 +486,7 @@ class TransportImpl final : public Transport, public ConnectionOwner {
         return;
       }
     }
-    failed(conn->peer(), why, refused);
+    failed(conn->peer(), why, refused, !was_open);
   }
 
   [[nodiscard]] std::string address_of(const std::string& node) const override {
@@ -494,7 +494,7 @@ class TransportImpl final : public Transport, public ConnectionOwner {
     return it == peers_.end() ? std::string() : it->second.address;
   }
 
-  void failed(const std::string& node, const std::string& why, bool refused = false) {
+  void failed(const std::string& node, const std::string& why, bool refused, bool sent_nothing) {
     Peer& peer = peers_[node];
     for (const auto& chunk : peer.pending) {
       dropped.fetch_add(chunk.frames);
@@ -505,12 +505,12 @@ class TransportImpl final : public Transport, public ConnectionOwner {
         std::min(options.reconnect_max, options.reconnect_min * (1 << (peer.failures - 1)));
     {
       std::lock_guard lock(backoff_mu_);
-      down_until_[node] = Down{Clock::now() + backoff, why};
+      down_until_[node] = Down{Clock::now() + backoff, why, refused};
       nodes_down_.store(down_until_.size(), std::memory_order_release);
     }
     system_log().warn("transport {}: node {} unreachable: {}", options.node_id, node, why);
     if (on_peer) {
-      on_peer(node, false, PeerLoss{why, refused});
+      on_peer(node, false, PeerLoss{why, refused, sent_nothing});
     }
   }
 
@@ -538,6 +538,7 @@ class TransportImpl final : public Transport, public ConnectionOwner {
   struct Down {
     Clock::time_point until;
     std::string why;  // of the failure that started the backoff
+    bool refused = false;
   };
   std::unordered_map<std::string, Down> down_until_;
   std::atomic<std::size_t> nodes_down_{0};  // entries in down_until_

@@ -71,9 +71,12 @@ class Transport {
   /// Why a peer was lost. `refused`: its handshake failed for a reason that retrying will not
   /// fix (the cluster secrets differ); `why` then says so and what to change, e.g.
   /// "handshake with n2 (127.0.0.1:7001) refused: cluster secret does not match ...".
+  /// `sent_nothing`: no connection to it was ever open, so no frame queued for it was written
+  /// (the peer was not listening, or the handshake failed): what waited on it did not run.
   struct PeerLoss {
     std::string why;
     bool refused = false;
+    bool sent_nothing = false;
   };
   /// Runs on the I/O thread when a peer becomes reachable (true) or is lost (false). After
   /// `false`, frames queued for it were dropped: the caller fails what waited on them.
@@ -85,8 +88,9 @@ class Transport {
 
   [[nodiscard]] virtual std::uint16_t port() const noexcept = 0;
   /// Queues `payload` for `node`, reachable at `address` ("host:port"). Connects on first use.
-  /// Frames to one node keep their order. Thread-safe. Fails at once with node_unreachable while
-  /// the node is in its reconnect backoff after a failure.
+  /// Frames to one node keep their order. Thread-safe. Fails at once while the node is in its
+  /// reconnect backoff after a failure: unavailable (nothing was sent), or node_unreachable when
+  /// the peer refused the handshake (retrying will not help until the configuration changes).
   /// The bytes are copied before it returns. `urgent` (a call or a reply: latency matters more
   /// than batching): when the connection has nothing else to write, the frame is written from the
   /// calling thread at once instead of waking the I/O thread.

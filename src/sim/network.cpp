@@ -38,7 +38,7 @@ bool SimNetwork::is_cut(const std::string& a, const std::string& b) const {
 
 Status SimNetwork::send(const std::string& from, const std::string& to, std::string_view payload) {
   if (!endpoints_.contains(to) || is_cut(from, to)) {
-    return Error{Errc::node_unreachable, "node " + to + " cannot be reached from " + from};
+    return Error{Errc::unavailable, "node " + to + " cannot be reached from " + from};
   }
   auto& slot = links_[{from, to}];
   if (!slot) {

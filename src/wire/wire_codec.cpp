@@ -299,8 +299,7 @@ AnyReply decode_reply(const wire::RemoteReply& reply, const AnyMessage* prototyp
   if (reply.code() != 0) {
     // A code this node does not know (a newer peer, or a damaged frame) must not narrow into
     // another one, least of all into ok.
-    const bool known =
-        reply.code() > 0 && reply.code() <= static_cast<std::uint32_t>(Errc::internal);
+    const bool known = reply.code() > 0 && reply.code() <= static_cast<std::uint32_t>(last_errc);
     return Error{
         known ? static_cast<Errc>(reply.code()) : Errc::internal,
         known ? reply.message()

@@ -196,7 +196,10 @@ TEST_F(ClusterProcesses, AKilledNodeLeavesWithinTtlAndCallsToItFailFast) {
   auto t0 = Clock::now();
   auto r = bus.call<pb::SumResp>("RpcSum", sum(1, 1), {.timeout = 10s});
   ASSERT_FALSE(r);
-  EXPECT_EQ(r.error().code(), Errc::node_unreachable) << r.error().to_string();
+  // unavailable once this node saw the connection close (nothing was sent); node_unreachable
+  // when the call was written before it did.
+  EXPECT_TRUE(r.error().code() == Errc::unavailable || r.error().code() == Errc::node_unreachable)
+      << r.error().to_string();
   EXPECT_LT(Clock::now() - t0, 2s);
   ASSERT_TRUE(wait_for([&] { return echoes() == 2; }, 10s));
   const auto gone = Clock::now() - killed;

@@ -167,7 +167,7 @@ TEST_F(TwoNodes, ErrorsCrossTheWireWithTheirCodes) {
   EXPECT_EQ(slow.error().code(), Errc::timeout);
 }
 
-TEST_F(TwoNodes, AServiceTheNodeDoesNotHostIsNotFound) {
+TEST_F(TwoNodes, AServiceTheNodeDoesNotHostIsUnavailableNotRun) {
   ember::Pid ghost = remote_calc_pid();
   ghost.name = "ghost";
   ember::detail::Messaging::of(ember::detail::NodeAccess::impl(*a_))
@@ -175,7 +175,8 @@ TEST_F(TwoNodes, AServiceTheNodeDoesNotHostIsNotFound) {
       .add(std::make_shared<ember::Pid>(ghost), nullptr);
   auto r = ember::select(*a_, Selector::name("ghost")).call<pb::SumResp>("RpcSum", sum(1, 1));
   ASSERT_FALSE(r);
-  EXPECT_EQ(r.error().code(), Errc::not_found);
+  // a's view is behind b's: nothing ran, and asking again (once a's view caught up) is safe.
+  EXPECT_EQ(r.error().code(), Errc::unavailable);
 }
 
 TEST_F(TwoNodes, SendAndAsyncCallWorkAcrossNodes) {
@@ -202,7 +203,8 @@ TEST_F(TwoNodes, APeerThatGoesAwayFailsItsPendingCallsAtOnce) {
     result = ember::select(*a_, Selector::name("calc"))
                  .call<pb::SumResp>("RpcHang", sum(1, 1), {.timeout = 20s});
   });
-  ASSERT_TRUE(wait_for([&] { return a_->stats().pending_calls == 1; }));
+  // In b's handler, so it was sent: b's loss leaves its outcome unknown (node_unreachable).
+  ASSERT_TRUE(wait_for([&] { return calc_->hanging.load(); }));
   auto t0 = std::chrono::steady_clock::now();
   link_b_->stop();  // node b leaves: its connection closes
   caller.join();

@@ -157,7 +157,8 @@ class Ledger : public ember::Service {
  private:
   Result<pb::LedgerAck> append(const pb::LedgerEntry& request) {
     if (!is_master()) {
-      return ember::Error{ember::Errc::bad_state, "not the master"};
+      // Refused before anything was written: the caller may send it again (to the next master).
+      return ember::Error{ember::Errc::unavailable, "not the master"};
     }
     pb::LedgerEntry entry = request;
     entry.set_epoch(epoch());

@@ -108,6 +108,10 @@ class TestLobby : public Service {
                            out.set_text(session ? session->uid + ":" + e.text() : "no session");
                            std::lock_guard lock(mu);
                            order[session ? session->uid : ""].push_back(e.seq());
+                           if (also != nullptr) {
+                             std::lock_guard also_lock(also->mu);
+                             also->order[session ? session->uid : ""].push_back(e.seq());
+                           }
                            if (session) {
                              last_session = session->id;
                              sessions.push_back(*session);
@@ -162,8 +166,15 @@ class TestLobby : public Service {
     return handle("RpcSecret", [](const test::Echo& e) -> Result<test::Echo> { return e; });
   }
 
+  /// What RpcEcho ran, by uid, in a place that outlives the service (its node's stop frees it).
+  struct Record {
+    std::mutex mu;
+    std::map<std::string, std::vector<std::int64_t>> order;
+  };
+
   std::mutex mu;
   std::map<std::string, std::vector<std::int64_t>> order;  // seq of RpcEcho, by uid
+  Record* also = nullptr;                                  // set before the node starts
   std::string last_session;
   std::vector<gate::SessionRef> sessions;  // of every RpcEcho, in order
   std::atomic<int> blocked{0};

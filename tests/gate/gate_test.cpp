@@ -72,7 +72,8 @@ struct GateNode {
     auto cfg = ember::parse_node_config(
         "NodeConf: {NodeId: gate-test, WorkerThreads: 2}\n"
         "GateConf:\n  WebSocketAddr: 127.0.0.1:0\n  Login: auth.RpcLogin\n"
-        "  Routes: [lobby.RpcEcho, lobby.RpcBlock, lobby.RpcJoin, lobby.RpcAfterClose]\n" +
+        "  Routes: [lobby.RpcEcho, lobby.RpcBlock, lobby.RpcJoin, lobby.RpcAfterClose, late.*,"
+        " ghost.*]\n" +
             extra,
         "test");
     EXPECT_TRUE(cfg) << cfg.error().to_string();
@@ -905,6 +906,48 @@ TEST(Gateway, AClientWhoseResumeIsRefusedClosesWithTheReasonAndFailsWhatWasPendi
   ASSERT_EQ(future.wait_for(5s), std::future_status::ready);
   EXPECT_FALSE(future.get());  // failed with the client, not left waiting
   n.lobby->release = true;
+}
+
+TEST(Gateway, ARequestNoInstanceCanTakeIsSentAgainUntilOneDoesAndRunsOnce) {
+  // Resumable, with a small ledger: it must neither replay the `unavailable` answer nor call its
+  // outcome unknown once later answers pushed it past what the ledger holds.
+  GateNode n(std::string(kResumeConfig) + "  ResumeBufferBytes: 1024\n");
+  auto c = resumable(n, "alice");
+  ASSERT_TRUE(c) << c.error().to_string();
+  std::promise<Result<std::string>> answer;
+  (*c)->async_call("late.RpcEcho", echo("first", 1).SerializeAsString(),
+                   [&](Result<std::string> r) { answer.set_value(std::move(r)); });
+  // No service "late" yet (a group between masters looks the same): answered `unavailable`,
+  // and the client sends it again, with its seq, until an instance takes it.
+  ASSERT_TRUE(wait_for([&] { return (*c)->retries() >= 2; }, 5s)) << (*c)->retries();
+  for (int i = 0; i < 100; ++i) {  // answers the client cannot acknowledge past the first seq
+    ASSERT_TRUE((*c)->call<pb::Echo>("lobby.RpcEcho", echo("meanwhile", i)));
+  }
+  auto late = n.node->add_service(std::make_unique<Lobby>(), named("late"));
+  ASSERT_TRUE(late) << late.error().to_string();
+  auto future = answer.get_future();
+  ASSERT_EQ(future.wait_for(5s), std::future_status::ready);
+  auto reply = future.get();
+  ASSERT_TRUE(reply) << reply.error().to_string();
+  pb::Echo body;
+  ASSERT_TRUE(body.ParseFromString(*reply));
+  EXPECT_EQ(body.text(), "alice:first");
+  auto* lobby = static_cast<Lobby*>(*late);
+  {
+    std::lock_guard lock(lobby->mu);
+    EXPECT_EQ(lobby->order["alice"], (std::vector<std::int64_t>{1}));  // ran once
+  }
+  // Nothing takes it within the client's timeout: the caller gets `unavailable` and the reason.
+  auto hasty = client::Client::connect({.url = n.url, .token = "bob", .timeout = 400ms});
+  ASSERT_TRUE(hasty) << hasty.error().to_string();
+  const auto began = std::chrono::steady_clock::now();
+  auto nobody = (*hasty)->call<pb::Echo>("ghost.RpcEcho", echo("boo"));
+  ASSERT_FALSE(nobody);
+  EXPECT_EQ(nobody.error().code(), Errc::unavailable) << nobody.error().to_string();
+  EXPECT_NE(nobody.error().message().find("no instance"), std::string::npos)
+      << nobody.error().message();
+  EXPECT_LT(std::chrono::steady_clock::now() - began, 2s);
+  EXPECT_GE((*hasty)->retries(), 1u);
 }
 
 TEST(Gateway, ClientsVanishingWithRequestsInFlightLeaveItServing) {

@@ -304,6 +304,7 @@ struct CallLedger {
   std::map<std::int64_t, int> executed;   // request id -> handler runs
   std::map<std::int64_t, int> completed;  // request id -> completions at the caller
   std::map<std::string, int> outcomes;
+  std::map<std::int64_t, std::string> outcome;  // request id -> its last outcome
 };
 
 class Worker : public ember::Service {
@@ -346,6 +347,7 @@ class Caller : public ember::Service {
   void done(std::int64_t id, const std::string& how) {
     ++ledger_.completed[id];
     ++ledger_.outcomes[how];
+    ledger_.outcome[id] = how;
   }
 
  private:
@@ -490,6 +492,12 @@ TEST_F(SimCluster, RemoteCallsCompleteOnceAndRunAtMostOnceUnderNetworkFaultsAndC
       ASSERT_LE(ledger.executed[id], 1)
           << "seed " << seed << ": call " << id << " ran " << ledger.executed[id]
           << " times at the callee (replay: EMBER_SIM_SEED=" << seed << ")";
+      // These promise the caller that nothing ran: sending it again is safe.
+      if (ledger.outcome[id] == "unavailable" || ledger.outcome[id] == "refused") {
+        ASSERT_EQ(ledger.executed[id], 0)
+            << "seed " << seed << ": call " << id << " failed " << ledger.outcome[id]
+            << " but ran (replay: EMBER_SIM_SEED=" << seed << ")";
+      }
     }
     for (const auto& [how, count] : ledger.outcomes) {
       outcomes[how] += count;
@@ -501,7 +509,7 @@ TEST_F(SimCluster, RemoteCallsCompleteOnceAndRunAtMostOnceUnderNetworkFaultsAndC
     }
   }
   EXPECT_GT(outcomes["ok"], 0);
-  EXPECT_GT(outcomes["timeout"] + outcomes["node_unreachable"], 0);
+  EXPECT_GT(outcomes["timeout"] + outcomes["node_unreachable"] + outcomes["unavailable"], 0);
 }
 
 // --- a replicated ledger: no acknowledged append lost, no member elected below a seen epoch --
