@@ -22,8 +22,10 @@ while [ $# -gt 0 ]; do
 done
 
 cmake --preset release >/dev/null
-cmake --build --preset release -j "$(nproc)" --target ember_sim_tests ember_sim_cluster_tests
-bins=(build/release/src/ember_sim_tests build/release/src/ember_sim_cluster_tests)
+cmake --build --preset release -j "$(nproc)" --target ember_sim_tests ember_sim_cluster_tests \
+  ember_sim_directory_tests
+bins=(build/release/src/ember_sim_tests build/release/src/ember_sim_cluster_tests
+  build/release/src/ember_sim_directory_tests)
 
 if [ -n "$one" ]; then
   for bin in "${bins[@]}"; do

@@ -17,6 +17,7 @@
 #include "cluster/membership.hpp"
 #include "cluster/store/memory_store.hpp"
 #include "core/node_impl.hpp"
+#include "sim/cluster_world.hpp"
 #include "sim/configs.hpp"
 #include "sim/seeds.hpp"
 #include "test.pb.h"
@@ -28,6 +29,8 @@ using ember::Result;
 using ember::RoleChange;
 using ember::Selector;
 namespace pb = ember::test;
+using ember::testing::cluster_node;
+using ember::testing::Coordinator;
 
 // Everything the group's members were told, in the order they were told it.
 struct RoleLog {
@@ -56,44 +59,6 @@ class Leader : public ember::Service {
  private:
   RoleLog& log_;
   std::string node_;
-};
-
-ember::NodeConfig cluster_node(const std::string& id) {
-  ember::NodeConfig c = ember::testing::sim_node(id);
-  c.call_timeout = 500ms;
-  c.shutdown_timeout = 1s;
-  c.cluster.enabled = true;
-  c.cluster.name = "sim";
-  c.cluster.secret = "s3cret";
-  c.cluster.ttl = 2s;
-  c.cluster.etcd_timeout = 1s;
-  return c;
-}
-
-// A simulated cluster's coordinator: one MemoryStore, made in the world (its thread is one of the
-// world's) and reached by each node through a connection of its own, which dies with the node.
-// Declare it after the World and before the nodes: it must outlive them, and the World it.
-class Coordinator {
- public:
-  Coordinator() {
-    ember::detail::install_store_factory(
-        [this](ember::detail::NodeImpl& node) -> Result<std::shared_ptr<ember::store::Store>> {
-          auto connection = ember::store::MemoryStore::connect(store_);
-          connections_[node.config.node_id] = connection;
-          return connection;
-        });
-  }
-  ~Coordinator() { ember::detail::install_store_factory(nullptr); }
-  Coordinator(const Coordinator&) = delete;
-  Coordinator& operator=(const Coordinator&) = delete;
-
-  ember::store::MemoryStore& store() { return *store_; }
-  /// What a killed node held in the coordinator stays until its lease expires.
-  void sever(const std::string& node) { ember::store::MemoryStore::sever(*connections_.at(node)); }
-
- private:
-  std::shared_ptr<ember::store::MemoryStore> store_ = std::make_shared<ember::store::MemoryStore>();
-  std::map<std::string, std::shared_ptr<ember::store::Store>> connections_;
 };
 
 class SimCluster : public ::testing::Test {
