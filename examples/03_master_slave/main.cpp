@@ -67,7 +67,8 @@ class KvStore : public ember::Service {
 
   Result<kv::Ack> set(const kv::SetReq& request) {
     if (!is_master()) {
-      return ember::Error{Errc::bad_state, "not the master"};
+      // Nothing written: the caller may send it again, and it reaches the next master.
+      return ember::Error{Errc::unavailable, "not the master"};
     }
     data_[request.key()] = request.value();
     kv::Entry entry;

@@ -555,7 +555,11 @@ void ClusterLink::handle_request(const std::string& from, std::unique_ptr<Remote
   m->priority = priority;
   m->key = key;
   if (Status st = target->anchor->post(m, true); !st) {
-    responder->deliver(st.error());  // overloaded, stopping: the caller hears it at once
+    // Overloaded, or stopping: the caller hears it at once. Refused by a stopping service it did
+    // not run, and the caller may find another instance: unavailable.
+    responder->deliver(st.error().code() == Errc::stopping
+                           ? Error{Errc::unavailable, st.error().message() + ": it did not run"}
+                           : st.error());
   }
 }
 

@@ -191,6 +191,7 @@ void Membership::service_hidden(ServiceCore& service) {
     // Given up at once so a slave elsewhere takes over now, not when the lease ends. The
     // service stops acting as master first: the requests it drains while it stops would
     // otherwise run beside the next master's (is_master() false, lose_master before them).
+    ++stats_.demotions;
     it->second.anchor->with_core([](ServiceCore* core) {
       if (core != nullptr) {
         (void)core->set_role(false, 0);

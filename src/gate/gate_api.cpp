@@ -334,7 +334,9 @@ Status reach_uid(Node& node, std::string_view uid,
     } else {
       outcome = gateway.error();
     }
-    if (outcome || outcome.error().code() != Errc::not_found) {
+    // not_found: the session left that gateway; unavailable: no gateway service there now.
+    if (outcome || (outcome.error().code() != Errc::not_found &&
+                    outcome.error().code() != Errc::unavailable)) {
       return outcome;
     }
     directory->forget(uid, where);

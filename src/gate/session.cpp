@@ -132,11 +132,10 @@ class ClientResponder final : public detail::Responder,
     send(frame);
   }
   void set_error(Response& response, const Error& error) {
-    // A backend instance that is stopping refused it before it ran: to the client that is the
-    // same as no instance (send it again), not this gateway stopping (move elsewhere).
-    const Errc code = error.code() == Errc::stopping ? Errc::unavailable : error.code();
-    may_have_run_ = code != Errc::unavailable;
-    response.set_status(static_cast<std::uint32_t>(code));
+    // Only `unavailable` promises it did not run. A backend's `stopping` does not: a coroutine
+    // handler destroyed by its service's stop may have done part of its work.
+    may_have_run_ = error.code() != Errc::unavailable;
+    response.set_status(static_cast<std::uint32_t>(error.code()));
     response.set_error(error.message());
   }
   void send(ServerFrame& frame) {
@@ -547,7 +546,11 @@ void Session::on_request(const Request& request, SteadyClock::time_point now) {
   gate_.requests.fetch_add(1, std::memory_order_relaxed);
   Status posted = post(*target, route->method, request.payload(), std::move(context), responder);
   if (!posted && responder) {
-    responder->deliver(posted.error());
+    // Refused at once: it did not run. A service that is stopping here is, to the client, one
+    // instance fewer (send it again), not this gateway stopping (move elsewhere).
+    responder->deliver(posted.error().code() == Errc::stopping
+                           ? Error{Errc::unavailable, posted.error().message()}
+                           : posted.error());
   }
 }
 
@@ -597,9 +600,11 @@ bool Session::answered_before(const Request& request) {
     return false;  // refused before it ran: it runs now
   }
   if (seq <= r.forgotten_through) {
-    answer(seq, Errc::bad_state,
-           "the outcome of request " + std::to_string(seq) +
-               " is no longer known (more unacknowledged answers than ResumeBufferBytes holds)");
+    // Not answer(): it may have run, so it is not a refusal to run again later.
+    send_frame(response_frame(
+        seq, Errc::bad_state,
+        "the outcome of request " + std::to_string(seq) +
+            " is no longer known (more unacknowledged answers than ResumeBufferBytes holds)"));
     return true;
   }
   return false;  // refused before it ran (rate, in flight, route): it runs now
@@ -615,8 +620,9 @@ void Session::forget_acknowledged(std::uint32_t ack, std::uint64_t push_seq) {
       ++it;
     }
   }
-  while (ack != 0 && !r.refused.empty() && r.refused.front() < ack) {
-    r.refused.pop_front();  // seqs rise: the oldest refusals go first
+  if (ack != 0) {
+    // Answers arrive out of order, so refusals do too: the client has all below `ack`.
+    std::erase_if(r.refused, [ack](std::uint32_t seq) { return seq < ack; });
   }
   while (!r.pushes.empty() && r.pushes.front().first <= push_seq) {
     r.bytes -= r.pushes.front().second->size();
@@ -1029,6 +1035,9 @@ void Session::complete_handover_if_quiet() {
   }
   handover->set_highest_seq(r.highest_seq);
   handover->set_forgotten_through(r.forgotten_through);
+  for (std::uint32_t seq : r.refused) {
+    handover->add_refused(seq);
+  }
   handover->set_binding_revision(binding_revision());
   handover->set_secret(r.secret);
   if (remote_nodes_) {
@@ -1129,6 +1138,7 @@ void Session::adopt(const SessionHandover& handover, bool same_gateway) {
   }
   r.highest_seq = handover.highest_seq();
   r.forgotten_through = handover.forgotten_through();
+  r.refused.assign(handover.refused().begin(), handover.refused().end());
   gate_.resumed.fetch_add(1, std::memory_order_relaxed);
   if (same_gateway) {
     if (!gate_.take_uid(shared_from_this())) {

@@ -23,7 +23,8 @@ class Network {
   virtual Status bind(const std::string& node, OnFrame on_frame, OnPeer on_peer) = 0;
   /// `node` goes away (its process ended): peers see their connection to it break.
   virtual void unbind(const std::string& node) noexcept = 0;
-  /// Queues a frame. node_unreachable when `to` is not bound or is cut off from `from`.
+  /// Queues a frame. unavailable (nothing was sent) when `to` is not bound or is cut off from
+  /// `from`.
   virtual Status send(const std::string& from, const std::string& to, std::string_view payload) = 0;
 };
 

@@ -171,8 +171,10 @@ class Ledger : public ember::Service {
       auto done = select(ember::Selector::pid(member))
                       .call<pb::Echo>("RpcReplicate", entry, {.timeout = std::chrono::seconds(1)});
       if (!done) {
-        return ember::Error{done.error().code(),
-                            member.node_id + " did not take it: " + done.error().message()};
+        // Not the nested call's code: `unavailable` there says that copy was not made, not that
+        // this append did nothing (other members may have it).
+        return ember::Error{ember::Errc::handler_failed,
+                            member.node_id + " did not take it: " + done.error().to_string()};
       }
     }
     seqs_.insert(entry.seq());
