@@ -10,6 +10,8 @@
 //   const reply = await client.call("lobby.RpcJoin", new Writer().string(1, "room-1").finish());
 //   // A call answered `unavailable` (16: no instance could take it; it did not run) is sent
 //   // again, with its seq, pausing 25 ms doubling to 1 s, for up to `retryMs` (10 s by default).
+//   // { resume: true }: the session survives a lost connection (the client reconnects and
+//   // resumes by itself; calls in flight are answered once, pushes arrive once, in order).
 //   const fields = decode(reply);                       // Map: field number -> [values]
 //   text(fields.get(1)[0]);                             // a string field
 //
@@ -125,6 +127,8 @@ const first = (fields, n, fallback) => (fields.has(n) ? fields.get(n)[0] : fallb
 
 /** Ember's error code for "nothing could take the request now; it did not run". */
 export const UNAVAILABLE = 16;
+/** Kick code: the gateway refused a resume (the session ended, or pushes were lost). */
+export const RESUME_FAILED = 11;
 
 /** A failed call: `code` is Ember's error code (docs/gateway.md), `message` says why. */
 export class GateError extends Error {
@@ -135,18 +139,24 @@ export class GateError extends Error {
 }
 
 export class GateClient {
-  /** Opens a WebSocket, logs in with `token`, and resolves once the gateway welcomed it. */
-  static connect(url, token, { client = "ember-gate.js", timeoutMs = 10000, retryMs = 10000 } = {}) {
+  /** Opens a WebSocket, logs in with `token`, and resolves once the gateway welcomed it.
+   *  `resume: true` keeps the session across lost connections: the client reconnects by itself
+   *  (to the URLs of a Moving frame first, then `url`, then `resumeUrls`) within the gateway's
+   *  resume window; calls in flight stay pending and are answered once, pushes arrive once and in
+   *  order. `onResume` is called after each resume. */
+  static connect(
+    url,
+    token,
+    { client = "ember-gate.js", timeoutMs = 10000, retryMs = 10000, resume = false, resumeUrls = [] } = {},
+  ) {
     return new Promise((resolve, reject) => {
-      const ws = new WebSocket(url);
-      ws.binaryType = "arraybuffer";
-      const c = new GateClient(ws);
-      c.retryMs = retryMs;
+      const c = new GateClient(url, { client, retryMs, resume, resumeUrls });
       const timer = setTimeout(() => {
-        ws.close();
+        c._refused = null;
+        c._end("no welcome in time");
         reject(new GateError(4, "no welcome in time"));
       }, timeoutMs);
-      c._welcomed = (welcome) => {
+      c._welcomed = () => {
         clearTimeout(timer);
         resolve(c);
       };
@@ -154,15 +164,14 @@ export class GateClient {
         clearTimeout(timer);
         reject(new GateError(3, reason));
       };
-      ws.onopen = () => {
-        const hello = new Writer().uint(1, 1).string(2, token).string(3, client);
-        ws.send(new Writer().message(1, hello).finish());
-      };
+      c._open(url, new Writer().uint(1, 1).string(2, token).string(3, client).bool(6, resume));
     });
   }
 
-  constructor(ws) {
-    this.ws = ws;
+  constructor(url, options) {
+    this.url = url;
+    this.options = options;
+    this.retryMs = options.retryMs;
     this.session = "";
     this.uid = "";
     this.routes = new Map();
@@ -171,33 +180,69 @@ export class GateClient {
     this.onPush = null;
     this.onClose = null;
     this.onMoving = null;
+    this.onResume = null;
     this.moving = null;
     this.kicked = null;
-    this.retryMs = 10000;
     this.retries = 0;
-    ws.onmessage = (event) => this._frame(new Uint8Array(event.data));
-    ws.onclose = () => this._closed();
-    ws.onerror = () => {};
+    this.resumes = 0;
+    this.ws = null;
+    this.live = false; // the current connection has its Welcome
+    this.ended = false;
+    this.leaving = false;
+    this.resumeToken = null;
+    this.resumeWindowMs = 0;
+    this.lastPushSeq = 0;
+    this.lostAt = 0;
+    this.attempts = 0;
+    this.movingUrls = [];
   }
 
   /** Calls a route ("service.Method") with protobuf bytes; resolves to the response's bytes. */
   call(route, payload = new Uint8Array()) {
+    if (this.ended) return Promise.reject(new GateError(14, "the client is closed"));
     const seq = this.nextSeq++;
     return new Promise((resolve, reject) => {
       this.pending.set(seq, { resolve, reject, route, payload, giveUp: Date.now() + this.retryMs, pause: 0 });
-      this._send(seq, route, payload);
+      if (this.live) this._send(seq, route, payload); // resuming: it goes once the session is back
     });
   }
 
   /** A request that is never answered. */
   notify(route, payload = new Uint8Array()) {
-    this._send(0, route, payload);
+    if (this.live) this._send(0, route, payload);
   }
 
   /** Leaves: Bye tells the gateway the session ends now. */
   close() {
-    if (this.ws.readyState === 1) this.ws.send(new Writer().message(4, new Writer()).finish());
-    this.ws.close();
+    this.leaving = true;
+    if (this.live && this.ws.readyState === 1) this.ws.send(new Writer().message(4, new Writer()).finish());
+    if (this.live) this.ws.close();
+    else this._end("closed by the client");
+  }
+
+  /** Cuts the connection without a word, as a network failure does (to try resume). */
+  drop() {
+    this.ws?.close();
+  }
+
+  _open(url, hello) {
+    const ws = new WebSocket(url);
+    ws.binaryType = "arraybuffer";
+    this.ws = ws;
+    ws.onopen = () => ws.send(new Writer().message(1, hello).finish());
+    ws.onmessage = (event) => {
+      if (this.ws === ws) this._frame(new Uint8Array(event.data));
+    };
+    ws.onclose = () => {
+      if (this.ws === ws) this._lost();
+    };
+    ws.onerror = () => {};
+  }
+
+  _ack() {
+    let lowest = this.nextSeq;
+    for (const seq of this.pending.keys()) lowest = Math.min(lowest, seq);
+    return lowest;
   }
 
   _send(seq, route, payload) {
@@ -205,6 +250,7 @@ export class GateClient {
     if (this.routes.has(route)) request.uint(2, this.routes.get(route));
     else request.string(3, route);
     request.bytes(4, payload);
+    if (this.options.resume) request.uint(5, this._ack());
     this.ws.send(new Writer().message(2, request).finish());
   }
 
@@ -214,17 +260,34 @@ export class GateClient {
       const w = decode(first(frame, 1));
       this.session = text(first(w, 2));
       this.uid = text(first(w, 3));
+      this.routes = new Map(); // the ids are this gateway's
       for (const entry of w.get(5) || []) {
         const e = decode(entry);
         this.routes.set(text(first(e, 1)), first(e, 2, 0));
       }
+      this.resumeToken = first(w, 8, null);
+      this.resumeWindowMs = first(w, 10, 0);
+      this.live = true;
+      this.lostAt = 0;
+      this.attempts = 0;
+      this.kicked = null;
+      clearInterval(this.heartbeat);
       const heartbeat = first(w, 4, 10000);
       this.heartbeat = setInterval(() => {
-        if (this.ws.readyState === 1) {
-          this.ws.send(new Writer().message(3, new Writer().uint(1, Date.now())).finish());
+        if (this.live && this.ws.readyState === 1) {
+          const beat = new Writer().uint(1, Date.now());
+          if (this.options.resume) beat.uint(2, this._ack()).uint(3, this.lastPushSeq);
+          this.ws.send(new Writer().message(3, beat).finish());
         }
       }, heartbeat);
-      this._welcomed?.();
+      if (first(w, 9, 0)) {
+        // Resumed: what is unanswered goes again, with its seq; it runs once.
+        this.resumes++;
+        for (const [seq, call] of this.pending) this._send(seq, call.route, call.payload);
+        this.onResume?.();
+      } else {
+        this._welcomed?.();
+      }
     } else if (frame.has(2)) {
       const r = decode(first(frame, 2));
       const seq = first(r, 1, 0);
@@ -238,7 +301,8 @@ export class GateClient {
         if (Date.now() + call.pause < call.giveUp) {
           this.retries++;
           setTimeout(() => {
-            if (this.pending.get(seq) === call && this.ws.readyState === 1) {
+            // Not live: a resume sends it, as it sends everything unanswered.
+            if (this.pending.get(seq) === call && this.live && this.ws.readyState === 1) {
               this._send(seq, call.route, call.payload);
             }
           }, call.pause);
@@ -250,6 +314,11 @@ export class GateClient {
       else call.reject(new GateError(status, text(first(r, 3))));
     } else if (frame.has(3)) {
       const p = decode(first(frame, 3));
+      const pushSeq = first(p, 4, 0);
+      if (pushSeq) {
+        if (pushSeq <= this.lastPushSeq) return; // had it before the resume
+        this.lastPushSeq = pushSeq;
+      }
       let route = text(first(p, 2));
       if (!route) {
         const id = first(p, 1, 0);
@@ -257,22 +326,65 @@ export class GateClient {
       }
       this.onPush?.(route, first(p, 3, new Uint8Array()));
     } else if (frame.has(6)) {
-      // The gateway drains: reconnect to one of these URLs once the pending calls settled.
+      // The gateway drains: reconnect to one of these URLs (a resumable client moves at once,
+      // with what it has in flight; others once their pending calls settled).
       const m = decode(first(frame, 6));
       const urls = (m.get(1) || []).map(text);
       this.moving = { urls, withinMs: first(m, 2, 0) };
       this.onMoving?.(this.moving);
+      if (this.options.resume && this.resumeToken) {
+        this.movingUrls = urls;
+        this.ws.close();
+      }
     } else if (frame.has(5)) {
       const k = decode(first(frame, 5));
-      this.kicked = { code: first(k, 1, 0), reason: text(first(k, 2)) };
-      if (this._refused && !this.session) this._refused(this.kicked.reason);
+      this.kicked = { code: first(k, 1, 0), reason: text(first(k, 2)), live: this.live };
     }
   }
 
-  _closed() {
+  /** The connection closed: the session ends, or (resumable) the client reconnects. */
+  _lost() {
     clearInterval(this.heartbeat);
-    const why = this.kicked ? this.kicked.reason : "the connection closed";
-    if (this._refused && !this.session) this._refused(why);
+    const wasLive = this.live;
+    this.live = false;
+    if (this.ended) return;
+    const k = this.kicked;
+    // A kick of the live session ends it; a refused resume too. Another kick during a resume
+    // attempt (that gateway is stopping) only means: try the next address.
+    const over = k && (k.live || k.code === RESUME_FAILED);
+    if (!this.options.resume || !this.resumeToken || this.leaving || over) {
+      this._end(k ? k.reason : "the connection closed");
+      return;
+    }
+    this.kicked = null;
+    if (wasLive || !this.lostAt) this.lostAt = Date.now();
+    if (Date.now() - this.lostAt > this.resumeWindowMs) {
+      this._end("no resume within the gateway's resume window");
+      return;
+    }
+    const urls = [...this.movingUrls, this.url, ...this.options.resumeUrls];
+    const url = urls[this.attempts % urls.length];
+    const delay = this.attempts === 0 ? 0 : Math.min(1000, 50 * 2 ** this.attempts);
+    this.attempts++;
+    const hello = new Writer()
+      .uint(1, 1)
+      .string(3, this.options.client)
+      .string(4, this.session)
+      .bytes(5, this.resumeToken)
+      .bool(6, true)
+      .uint(7, this.lastPushSeq);
+    setTimeout(() => {
+      if (!this.ended) this._open(url, hello);
+    }, delay);
+  }
+
+  _end(why) {
+    if (this.ended) return;
+    this.ended = true;
+    this.live = false;
+    clearInterval(this.heartbeat);
+    if (this.ws && this.ws.readyState <= 1) this.ws.close();
+    if (!this.session) this._refused?.(why);
     for (const call of this.pending.values()) call.reject(new GateError(14, why));
     this.pending.clear();
     this.onClose?.(this.kicked);

@@ -68,7 +68,22 @@ if [ -n "$probe" ]; then
     grep -q 'push room.OnMoved: browser moved to 5,6' "$work/probe.log" ||
       { echo "FAILED: the page's log lacks the pushed move"; exit 1; }
     echo "ok: headless Chromium logged in, joined a room and saw its move pushed"
-    exit 0
+    # Again with a connection dropped before the move: the page resumes its session and its move
+    # goes once.
+    if timeout 90 "$probe" --chrome "$chrome" --profile "$work/chrome2" --timeout-ms 60000 \
+        --url "http://$address/?name=roamer&auto=1&resume=1&x=3&y=4" \
+        --expression "document.getElementById('status').textContent" \
+        --expect "done: roamer at 3,4 (resumed 1)" \
+        --report "document.getElementById('log').textContent" >"$work/probe2.log" 2>&1; then
+      cat "$work/probe2.log"
+      grep -q 'resumed session' "$work/probe2.log" ||
+        { echo "FAILED: the page's log lacks the resume"; exit 1; }
+      echo "ok: headless Chromium dropped its connection, resumed its session and its move went through"
+      exit 0
+    fi
+    echo "--- probe:"; cat "$work/probe2.log"; echo "--- node:"; tail -20 "$work/node.log"
+    echo "FAILED: the page did not resume"
+    exit 1
   fi
   echo "--- probe:"; cat "$work/probe.log"; echo "--- node:"; tail -20 "$work/node.log"
   echo "FAILED: the page did not show its move"

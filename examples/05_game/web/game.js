@@ -1,5 +1,7 @@
 // The demo page: log in through the gateway, join a room, click the grid to move; everyone's
-// moves arrive as pushes. With ?name=...&auto=1 it plays by itself (the browser test uses that).
+// moves arrive as pushes. With ?name=...&auto=1 it plays by itself (the browser test uses that);
+// with &resume=1 too, it drops its connection before it moves, and the move goes once the session
+// resumed.
 import { GateClient, Writer, decode, text } from "./ember-gate.js";
 
 const $ = (id) => document.getElementById(id);
@@ -23,7 +25,7 @@ function show(uid, x, y) {
 async function play() {
   const url = `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/ws`;
   try {
-    client = await GateClient.connect(url, $("name").value);
+    client = await GateClient.connect(url, $("name").value, { resume: !!params.get("resume") });
   } catch (e) {
     $("status").textContent = `login refused: ${e.message}`;
     return;
@@ -35,9 +37,13 @@ async function play() {
     const y = moved.get(3)?.[0] ?? 0;
     log(`push ${route}: ${uid} moved to ${x},${y}`);
     show(uid, x, y);
-    if (params.get("auto") && uid === client.uid) $("status").textContent = `done: ${uid} at ${x},${y}`;
+    if (params.get("auto") && uid === client.uid) {
+      const resumed = params.get("resume") ? ` (resumed ${client.resumes})` : "";
+      $("status").textContent = `done: ${uid} at ${x},${y}${resumed}`;
+    }
   };
   client.onClose = (kick) => log(`closed${kick ? ": " + kick.reason : ""}`);
+  client.onResume = () => log(`resumed session ${client.session}`);
   const joined = decode(await client.call("lobby.RpcJoin", new Writer().string(1, $("room").value).finish()));
   const players = (joined.get(2) || []).map(text);
   $("status").textContent = `${client.uid} in ${text(joined.get(1)[0])} with ${players.join(", ")}`;
@@ -58,5 +64,6 @@ if (params.get("name")) $("name").value = params.get("name");
 if (params.get("room")) $("room").value = params.get("room");
 if (params.get("auto")) {
   await play();
+  if (params.get("resume")) client.drop(); // the move waits for the resume, then goes once
   await move(Number(params.get("x") ?? 5), Number(params.get("y") ?? 6));
 }
