@@ -45,7 +45,7 @@ void read_reply(const ember::wire::RemoteReply& reply) {
   ember::detail::AnyReply outcome = ember::detail::decode_reply(reply, &prototype, "fuzz");
   if (!outcome) {
     const auto code = static_cast<std::uint32_t>(outcome.error().code());
-    check(code > 0 && code <= static_cast<std::uint32_t>(ember::Errc::internal), "reply code");
+    check(code > 0 && code <= static_cast<std::uint32_t>(ember::last_errc), "reply code");
     check(!outcome.error().to_string().empty(), "reply error");
   }
 }
