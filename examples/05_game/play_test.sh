@@ -58,34 +58,27 @@ if [ -n "$probe" ]; then
   chrome="$(command -v chromium || true)"
   [ -n "$chrome" ] || { echo "FAILED: chromium is not installed (scripts/setup.sh installs it)"; exit 1; }
   # The page plays by itself; the probe polls its status line in real time (bounded) until it
-  # shows the page's own move pushed back, then prints the page's log.
-  if timeout 90 "$probe" --chrome "$chrome" --profile "$work/chrome" --timeout-ms 60000 \
-      --url "http://$address/?name=browser&auto=1&x=5&y=6" \
-      --expression "document.getElementById('status').textContent" \
-      --expect "done: browser at 5,6" \
-      --report "document.getElementById('log').textContent" >"$work/probe.log" 2>&1; then
-    cat "$work/probe.log"
-    grep -q 'push room.OnMoved: browser moved to 5,6' "$work/probe.log" ||
-      { echo "FAILED: the page's log lacks the pushed move"; exit 1; }
-    echo "ok: headless Chromium logged in, joined a room and saw its move pushed"
-    # Again with a connection dropped before the move: the page resumes its session and its move
-    # goes once.
-    if timeout 90 "$probe" --chrome "$chrome" --profile "$work/chrome2" --timeout-ms 60000 \
-        --url "http://$address/?name=roamer&auto=1&resume=1&x=3&y=4" \
+  # shows TEXT, then prints the page's log, which must hold LOG_LINE.
+  #   play NAME QUERY TEXT LOG_LINE
+  play() {
+    local name="$1" query="$2" expect="$3" line="$4"
+    if ! timeout 90 "$probe" --chrome "$chrome" --profile "$work/chrome-$name" --timeout-ms 60000 \
+        --url "http://$address/?name=$name&auto=1&$query" \
         --expression "document.getElementById('status').textContent" \
-        --expect "done: roamer at 3,4 (resumed 1)" \
-        --report "document.getElementById('log').textContent" >"$work/probe2.log" 2>&1; then
-      cat "$work/probe2.log"
-      grep -q 'resumed session' "$work/probe2.log" ||
-        { echo "FAILED: the page's log lacks the resume"; exit 1; }
-      echo "ok: headless Chromium dropped its connection, resumed its session and its move went through"
-      exit 0
+        --expect "$expect" \
+        --report "document.getElementById('log').textContent" >"$work/probe-$name.log" 2>&1; then
+      echo "--- probe:"; cat "$work/probe-$name.log"; echo "--- node:"; tail -20 "$work/node.log"
+      echo "FAILED: the page of $name did not show '$expect'"
+      exit 1
     fi
-    echo "--- probe:"; cat "$work/probe2.log"; echo "--- node:"; tail -20 "$work/node.log"
-    echo "FAILED: the page did not resume"
-    exit 1
-  fi
-  echo "--- probe:"; cat "$work/probe.log"; echo "--- node:"; tail -20 "$work/node.log"
-  echo "FAILED: the page did not show its move"
-  exit 1
+    cat "$work/probe-$name.log"
+    grep -q "$line" "$work/probe-$name.log" ||
+      { echo "FAILED: the page's log lacks '$line'"; exit 1; }
+  }
+  play browser "x=5&y=6" "done: browser at 5,6" "push room.OnMoved: browser moved to 5,6"
+  echo "ok: headless Chromium logged in, joined a room and saw its move pushed"
+  # Again with a connection dropped before the move: the page resumes its session, then moves.
+  play roamer "resume=1&x=3&y=4" "done: roamer at 3,4 (resumed 1)" "resumed session"
+  echo "ok: headless Chromium dropped its connection, resumed its session and its move went through"
+  exit 0
 fi

@@ -61,14 +61,7 @@ class Leader : public ember::Service {
   std::string node_;
 };
 
-class SimCluster : public ::testing::Test {
- protected:
-  void SetUp() override {
-    ember::set_log_level(std::getenv("EMBER_SIM_SEED") != nullptr ? ember::LogLevel::info
-                                                                  : ember::LogLevel::off);
-  }
-  void TearDown() override { ember::set_log_level(ember::LogLevel::info); }
-};
+using SimCluster = ember::testing::QuietSimTest;
 
 struct ElectionRun {
   std::vector<std::string> violations;
@@ -183,20 +176,12 @@ ElectionRun run_election(std::uint64_t seed) {
       case 4: {
         // SIGKILL: a dead node acts no more, whatever it last heard.
         const std::size_t i = world.uniform(ids.size());
-        if (nodes[i]) {
-          coordinator.sever(ids[i]);
-          world.crash(std::move(nodes[i]));
+        if (coordinator.crash(world, nodes[i], ids[i])) {
           acting.erase(ids[i]);
         }
         break;
       }
-      case 5:
-        for (std::size_t i = 0; i < ids.size(); ++i) {
-          if (!nodes[i]) {
-            boot(i);  // waits out its predecessor's lease
-          }
-        }
-        break;
+      case 5: ember::testing::restart_crashed(nodes, boot); break;
       default: break;
     }
     // Let the fault act for a while, checking the role log as it grows.
@@ -423,20 +408,12 @@ TEST_F(SimCluster, RemoteCallsCompleteOnceAndRunAtMostOnceUnderNetworkFaultsAndC
         case 1: world.heal(); break;
         case 2: {
           const std::size_t i = world.uniform(ids.size());
-          if (nodes[i]) {
-            coordinator.sever(ids[i]);
-            world.crash(std::move(nodes[i]));
+          if (coordinator.crash(world, nodes[i], ids[i])) {
             callers[i] = nullptr;
           }
           break;
         }
-        case 3:
-          for (std::size_t i = 0; i < ids.size(); ++i) {
-            if (!nodes[i]) {
-              boot(i);
-            }
-          }
-          break;
+        case 3: ember::testing::restart_crashed(nodes, boot); break;
         default: break;
       }
       ASSERT_TRUE(world.run_steps(world.uniform(200)));

@@ -28,14 +28,7 @@ using ember::gate::SessionDirectory;
 using ember::testing::cluster_node;
 using ember::testing::Coordinator;
 
-class SimDirectory : public ::testing::Test {
- protected:
-  void SetUp() override {
-    ember::set_log_level(std::getenv("EMBER_SIM_SEED") != nullptr ? ember::LogLevel::info
-                                                                  : ember::LogLevel::off);
-  }
-  void TearDown() override { ember::set_log_level(ember::LogLevel::info); }
-};
+using SimDirectory = ember::testing::QuietSimTest;
 
 // A login's session, as its gateway knows it.
 struct Session {
@@ -129,19 +122,10 @@ TEST_F(SimDirectory, ClaimsLeaveOneSessionPerUidUnderCrashesRestartsAndReleases)
       switch (world.uniform(12)) {
         case 0: {
           const std::size_t i = world.uniform(ids.size());
-          if (nodes[i]) {
-            coordinator.sever(ids[i]);
-            world.crash(std::move(nodes[i]));
-          }
+          (void)coordinator.crash(world, nodes[i], ids[i]);
           break;
         }
-        case 1:
-          for (std::size_t i = 0; i < ids.size(); ++i) {
-            if (!nodes[i]) {
-              boot(i);
-            }
-          }
-          break;
+        case 1: ember::testing::restart_crashed(nodes, boot); break;
         default: break;
       }
       ASSERT_TRUE(world.run_steps(world.uniform(200)));
