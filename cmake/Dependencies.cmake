@@ -9,6 +9,8 @@ find_package(yaml-cpp CONFIG REQUIRED)   # target: yaml-cpp (0.7 has no namespac
 find_package(CLI11 CONFIG REQUIRED)
 # The client gateway: Boost.Beast and Boost.Asio are header-only (libboost-dev).
 find_package(Boost 1.74 CONFIG REQUIRED)
+# The admin listener's JSON (header-only, nlohmann-json3-dev).
+find_package(nlohmann_json 3 CONFIG REQUIRED)
 if(EMBER_BUILD_TESTS OR EMBER_BUILD_EXAMPLES)
   find_package(GTest CONFIG REQUIRED)
   include(GoogleTest)

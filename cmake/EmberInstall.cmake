@@ -12,7 +12,7 @@ install(FILES ${PROJECT_BINARY_DIR}/src/ember/gate.pb.h ${PROJECT_SOURCE_DIR}/pr
 
 # One export set per component, so that a project asking for core alone needs neither gRPC nor
 # libnats installed.
-foreach(component core wire cluster nats gate_proto gate client sim)
+foreach(component core wire cluster nats gate_proto gate admin client sim)
   install(TARGETS ember_${component} EXPORT ember-${component}
           ARCHIVE DESTINATION ${CMAKE_INSTALL_LIBDIR})
   install(EXPORT ember-${component} NAMESPACE ember:: DESTINATION ${EMBER_CMAKE_DIR}
@@ -36,7 +36,7 @@ install(FILES
 # pkg-config: relative to the .pc file, so an installed tree can be moved.
 set(EMBER_PC_DIR ${CMAKE_INSTALL_LIBDIR}/pkgconfig)
 file(RELATIVE_PATH EMBER_PC_PREFIX_FROM_PCDIR /prefix/${EMBER_PC_DIR} /prefix)
-foreach(pc ember-core ember-cluster ember-nats ember-gate ember)
+foreach(pc ember-core ember-cluster ember-nats ember-gate ember-admin ember)
   configure_file(${PROJECT_SOURCE_DIR}/cmake/pkgconfig/${pc}.pc.in ${PROJECT_BINARY_DIR}/pkgconfig/${pc}.pc @ONLY)
   install(FILES ${PROJECT_BINARY_DIR}/pkgconfig/${pc}.pc DESTINATION ${EMBER_PC_DIR})
 endforeach()

@@ -4,13 +4,13 @@
 set -euo pipefail
 
 PACKAGES=(
-  cmake ninja-build g++ pkg-config git python3
+  cmake ninja-build g++ pkg-config git python3 python3-yaml
   libfmt-dev libspdlog-dev libyaml-cpp-dev libcli11-dev tzdata
   libprotobuf-dev protobuf-compiler libgrpc++-dev protobuf-compiler-grpc etcd-server etcd-client
-  libasio-dev libssl-dev openssl libboost-dev nats-server libnats-dev
+  libasio-dev libssl-dev openssl libboost-dev nats-server libnats-dev nlohmann-json3-dev
   libgtest-dev libgmock-dev libbenchmark-dev libcaf-dev
   clang libclang-rt-14-dev
-  chromium
+  chromium prometheus
 )
 
 missing=()

@@ -190,6 +190,26 @@ struct GateConfig {
   std::size_t resume_buffer_bytes = 256u << 10;
 };
 
+/// AdminConf: present ⇒ the node runs its admin listener (link ember::admin): Prometheus metrics
+/// at /metrics, health probes at /healthz and /readyz, a JSON API under /api/ and a dashboard
+/// at /. Present also turns on what it reports: every service measures how long its messages
+/// wait and run, and slow handlers are counted and logged.
+struct AdminConfig {
+  bool enabled = false;  ///< true when the AdminConf section is present
+  /// ListenAddr "host:port" (port 0 = any free port, logged at start).
+  std::string listen_addr = "127.0.0.1:0";
+  /// Token: requests must carry "Authorization: Bearer <Token>" (the probes /healthz and /readyz
+  /// excepted). Required, at least 16 characters, when ListenAddr is not a loopback address.
+  std::string token{};
+  /// SlowHandler: a handler that runs longer is counted per service and method and logged.
+  std::chrono::milliseconds slow_handler{10};
+  /// VerySlowHandler: a second level, logged as an error.
+  std::chrono::milliseconds very_slow_handler{1000};
+  /// HealthStall: /healthz fails when the node's worker threads or timer thread have not turned
+  /// for this long.
+  std::chrono::milliseconds health_stall{10000};
+};
+
 struct NodeConfig {
   std::string node_id = "node";              ///< NodeConf.NodeId
   int worker_threads = 0;                    ///< NodeConf.WorkerThreads: 0 = number of cores
@@ -200,6 +220,7 @@ struct NodeConfig {
   ClusterConfig cluster{};                           ///< ClusterConf
   EventBusConfig events{};                           ///< EventBusConf
   GateConfig gate{};                                 ///< GateConf
+  AdminConfig admin{};                               ///< AdminConf
   std::vector<ServiceConfig> services{};             ///< ServiceConf.StartServices, in order
   std::string source{};  ///< file (or source name) the config came from, for error messages
 };

@@ -101,6 +101,7 @@ struct GateStats {
   std::uint64_t sessions = 0;     ///< logged in now
   std::uint64_t accepted = 0;     ///< connections accepted since start
   std::uint64_t refused = 0;      ///< closed at accept: MaxConnections reached
+  std::uint64_t logins = 0;       ///< logins that opened a session
   std::uint64_t logins_failed = 0;
   std::uint64_t requests = 0;  ///< client requests routed to a service
   std::uint64_t pushes = 0;    ///< frames pushed to clients (a broadcast counts each)

@@ -10,6 +10,7 @@
 
 #include <fmt/core.h>
 
+#include <cstdint>
 #include <ember/error.hpp>
 #include <memory>
 #include <string>
@@ -67,6 +68,23 @@ class Logger {
  private:
   std::string name_;
 };
+
+/// While a TraceScope lives, every line its thread writes names the trace ("node-1/login
+/// [trace 00000000075bcd15]: ..."). Ember opens one around every handler, completion and event
+/// with the request's trace id, which travels with nested calls, across nodes and from the
+/// gateway: grep for it over every node's log and a request's path shows. 0 = no trace.
+class TraceScope {
+ public:
+  explicit TraceScope(std::uint64_t trace_id) noexcept;
+  ~TraceScope();
+  TraceScope(const TraceScope&) = delete;
+  TraceScope& operator=(const TraceScope&) = delete;
+
+ private:
+  std::uint64_t saved_;
+};
+/// The trace id of the calling thread's TraceScope, or 0.
+std::uint64_t current_trace_id() noexcept;
 
 /// Process-wide settings, applied by the node at start (SystemLogger config, --log-level).
 /// `file_path` empty = stderr only; otherwise lines go to the file and to stderr.

@@ -32,6 +32,7 @@ struct NodeAccess;
 /// boundary through the cluster backend, so a node without subscribers shows zero received.
 struct EventStats {
   std::uint64_t published = 0;       ///< publish() calls on this node
+  std::uint64_t delivered = 0;       ///< handler runs for events on this node (any publisher)
   std::uint64_t sent = 0;            ///< frames (cluster) or messages (nats) sent to others
   std::uint64_t received = 0;        ///< frames or messages received from others
   std::uint64_t send_failures = 0;   ///< events a backend could not send: lost (at most once)
@@ -88,6 +89,12 @@ class Node {
   /// Stops one running service and destroys it.
   Status stop_service(std::string_view name, std::string_view id = {});
 
+  /// Retires a running service: it leaves discovery and the node's index, so no selector,
+  /// lookup or gateway route picks it any more (a master gives its role up first, so its group
+  /// elects another), and it keeps running what is queued and what reaches it by an address
+  /// already held. Then on_retire runs. Stop it with stop_service once it is idle. Errors:
+  /// not_found (no such running service), bad_state (already retired or stopping).
+  Status retire_service(std::string_view name, std::string_view id = {});
   /// A running, visible service, or nullptr.
   [[nodiscard]] Service* find_service(std::string_view name, std::string_view id = {}) const;
   [[nodiscard]] std::vector<Service*> services() const;

@@ -78,6 +78,9 @@ class Service : public Module {
     (void)change;
     (void)epoch;
   }
+  /// Runs (system priority) once the service is retired (Node::retire_service): nobody selects it
+  /// any more, and it still handles what reaches it. Hand work over, then stop it when idle.
+  virtual void on_retire() {}
 
   [[nodiscard]] const std::string& name() const noexcept;
   [[nodiscard]] const std::string& service_id() const noexcept;
@@ -93,6 +96,8 @@ class Service : public Module {
   /// A Params value from the config, or `fallback`.
   [[nodiscard]] std::string_view param(std::string_view key, std::string_view fallback = {}) const;
   [[nodiscard]] ServiceState state() const noexcept;
+  /// Retired (Node::retire_service): no longer selected by anyone, still running.
+  [[nodiscard]] bool retired() const noexcept;
   /// No method name starts with "Rpc" or "RPC": the service is never published to discovery (the
   /// seed's rule), so only its own node reaches it.
   [[nodiscard]] bool is_private() const;

@@ -14,4 +14,8 @@ using SubsystemFactory = void (*)(NodeImpl& node);
 void install_gate_factory(SubsystemFactory factory) noexcept;
 SubsystemFactory gate_factory() noexcept;
 
+/// The admin listener (ember::admin), for a node with an AdminConf.
+void install_admin_factory(SubsystemFactory factory) noexcept;
+SubsystemFactory admin_factory() noexcept;
+
 }  // namespace ember::detail

@@ -17,6 +17,7 @@ namespace ember {
 namespace detail {
 namespace {
 std::atomic<SubsystemFactory> installed_gate{nullptr};
+std::atomic<SubsystemFactory> installed_admin{nullptr};
 }  // namespace
 
 void install_gate_factory(SubsystemFactory factory) noexcept {
@@ -25,6 +26,14 @@ void install_gate_factory(SubsystemFactory factory) noexcept {
 
 SubsystemFactory gate_factory() noexcept {
   return installed_gate.load(std::memory_order_acquire);
+}
+
+void install_admin_factory(SubsystemFactory factory) noexcept {
+  installed_admin.store(factory, std::memory_order_release);
+}
+
+SubsystemFactory admin_factory() noexcept {
+  return installed_admin.load(std::memory_order_acquire);
 }
 }  // namespace detail
 
@@ -74,6 +83,19 @@ Node::Node(NodeConfig config) : impl_(std::make_unique<detail::NodeImpl>(std::mo
         "GateConf is set, but this program does not link Ember's gateway component: link "
         "ember::gate with CMake, or ember-gate with pkg-config; to run without a gateway, "
         "remove GateConf"));
+  }
+  // Last: it asks every other subsystem for figures, so it starts after them and stops (closes
+  // its listener) before them.
+  if (node.config.admin.enabled) {
+    if (detail::SubsystemFactory add_admin = detail::admin_factory()) {
+      add_admin(node);
+    } else {
+      node.add_subsystem(std::make_shared<Unavailable>(
+          "admin",
+          "AdminConf is set, but this program does not link Ember's admin component: link "
+          "ember::admin (or ember::ember) with CMake, or ember-admin with pkg-config; to run "
+          "without the admin listener, remove AdminConf"));
+    }
   }
 }
 

@@ -169,6 +169,7 @@ class RemoteCall final : public runtime::Message {
     }
   }
   [[nodiscard]] std::string_view name() const noexcept override { return request().method(); }
+  [[nodiscard]] std::uint64_t trace_id() const noexcept override { return request().trace_id(); }
 
  private:
   // Kept small on purpose: the I/O thread allocates one per request and a worker frees it, and a

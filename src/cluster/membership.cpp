@@ -554,6 +554,8 @@ void Membership::watch_lease() {
     const auto now = Clock::now();
     const std::int64_t renewals = watched_->renewals();
     if (renewals != renewals_seen_) {
+      stats_.lease_renewals +=
+          static_cast<std::uint64_t>(std::max<std::int64_t>(0, renewals - renewals_seen_));
       renewals_seen_ = renewals;
       renewed_at_ = now;
       continue;

@@ -20,6 +20,7 @@
 #include "cluster/etcd/etcd_client.hpp"
 #include "cluster/event_channels.hpp"
 #include "core/subsystem.hpp"
+#include "ops/observable.hpp"
 #include "runtime/thread.hpp"
 
 namespace ember::detail {
@@ -33,6 +34,8 @@ struct MembershipStats {
   std::uint64_t sessions = 0;         ///< leases granted (1 + re-registrations after a loss)
   std::uint64_t resyncs = 0;          ///< full reads of the service records
   std::uint64_t elections_won = 0;    ///< times a local service became master
+  std::uint64_t elections_lost = 0;   ///< times a local service became slave (another won)
+  std::uint64_t lease_renewals = 0;   ///< keep-alive answers from etcd for the node's lease
   std::uint64_t demotions = 0;        ///< times a local master gave the role up
   std::uint64_t depositions = 0;      ///< masters this node removed for an epoch below one seen
   std::uint64_t outages = 0;          ///< times etcd stopped answering (each ends with a session)
@@ -60,7 +63,7 @@ struct MembershipStats {
 ///   <prefix>/events/<node>/<channel>         the node's address, while one of its services
 ///                                            subscribes to the channel (global.<type> or
 ///                                            server.<id>.<type>): the "cluster" event backend
-class Membership final : public Subsystem {
+class Membership final : public Subsystem, public ops::Observable {
  public:
   explicit Membership(NodeImpl& node);
   ~Membership() override;
@@ -85,6 +88,12 @@ class Membership final : public Subsystem {
   /// in the store. A timeout is logged, not returned: the loop writes it when the store answers.
   Status flush(std::chrono::milliseconds timeout);
   [[nodiscard]] MembershipStats stats() const;
+  // ops::Observable (membership_ops.cpp): cluster and transport figures; not ready while the
+  // node has no live lease and up-to-date view.
+  void collect(metrics::Sink& sink) const override;
+  [[nodiscard]] std::string_view status_key() const override { return "cluster"; }
+  [[nodiscard]] std::string status() const override;
+  [[nodiscard]] std::string not_ready() const override;
   [[nodiscard]] ClusterLink& link() noexcept { return *link_; }
   /// The "cluster" event backend, kept under this node's lease.
   [[nodiscard]] const std::shared_ptr<EventChannels>& event_channels() const noexcept {

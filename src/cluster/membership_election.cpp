@@ -197,6 +197,7 @@ void Membership::set_role_locked(Local& local, Held role, std::int64_t epoch) {
     if (role == Held::master) {
       core->notify_role(RoleChange::become_master, static_cast<std::uint64_t>(epoch));
     } else if (role == Held::slave && before != Held::slave) {
+      ++stats_.elections_lost;
       core->notify_role(RoleChange::become_slave, 0);
     }
   });

@@ -521,7 +521,7 @@ TEST(ParseNodeConfigErrors, UnknownKeyInWorkerConf) {
 TEST(ParseNodeConfigErrors, UnknownKeyAtEveryLevel) {
   EXPECT_EQ(parse_error("NodeConf: {}\nNodeConfig: {}\n"),
             "node.yaml:2: NodeConfig: unknown key (expected one of: NodeConf, ServiceConf, "
-            "SystemLogger, ClusterConf, EventBusConf, GateConf)");
+            "SystemLogger, ClusterConf, EventBusConf, GateConf, AdminConf)");
   EXPECT_CONTAINS(parse_error("NodeConf:\n  NodeID: x\n"),
                   "node.yaml:2: NodeConf.NodeID: unknown key");
   EXPECT_CONTAINS(parse_error("SystemLogger:\n  Name: x\n  level: info\n"),

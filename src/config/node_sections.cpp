@@ -37,6 +37,11 @@ const Section<NodeConfig>& document_section() {
              config.gate.enabled = true;  // as ClusterConf: the section's presence turns it on
              return gate_section().read(walker, e, config.gate);
            }},
+          {"AdminConf",
+           [](const Walker& walker, const Entry& e, NodeConfig& config) -> Status {
+             config.admin.enabled = true;
+             return admin_section().read(walker, e, config.admin);
+           }},
       },
       // Checked once every section is read: the sections may come in any order.
       [](const Walker& walker, const Entry&, const Seen& seen, NodeConfig& config) -> Status {

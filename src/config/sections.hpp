@@ -3,7 +3,7 @@
 // The sections of node.yaml, each a table of its keys (field_table.hpp). Where each key is read:
 // the document, NodeConf and SystemLogger in node_sections.cpp; ServiceConf down to the scaling
 // strategy in service_sections.cpp; ClusterConf and EventBusConf in cluster_sections.cpp; GateConf
-// in gate_sections.cpp.
+// in gate_sections.cpp; AdminConf in admin_sections.cpp.
 #pragma once
 
 #include <ember/config.hpp>
@@ -33,5 +33,6 @@ const Section<EventBusConfig>& event_bus_section();
 const Section<NatsConfig>& nats_section();
 
 const Section<GateConfig>& gate_section();
+const Section<AdminConfig>& admin_section();
 
 }  // namespace ember::config

@@ -225,7 +225,9 @@ Status NodeImpl::create_and_init(std::unique_ptr<Service> service, ServiceConfig
 }
 
 Status NodeImpl::stop_one(Service& s) {
-  make_invisible(s);
+  if (!s.core_->retired.load(std::memory_order_acquire)) {
+    make_invisible(s);  // a retired service left already
+  }
   return s.core_->stop(config.shutdown_timeout);
 }
 
@@ -497,6 +499,29 @@ Status Node::stop_service(std::string_view name, std::string_view id) {
   }
   n.services.erase(it);
   return st;
+}
+
+Status Node::retire_service(std::string_view name, std::string_view id) {
+  auto& n = *impl_;
+  std::lock_guard lifecycle(n.lifecycle_mu);
+  auto it = std::find_if(n.services.begin(), n.services.end(),
+                         [&](auto& p) { return p->name() == name && p->service_id() == id; });
+  const std::string who =
+      id.empty() ? std::string(name) : std::string(name) + "#" + std::string(id);
+  if (it == n.services.end()) {
+    return Error{Errc::not_found, "no service " + who};
+  }
+  detail::ServiceCore& core = *(*it)->core_;
+  if (core.retired.load(std::memory_order_acquire)) {
+    return Error{Errc::bad_state, "service " + who + " is retired already"};
+  }
+  if (core.state() != ServiceState::running || !core.visible.load(std::memory_order_acquire)) {
+    return Error{Errc::bad_state, "service " + who + " is not running"};
+  }
+  core.retired.store(true, std::memory_order_release);
+  n.make_invisible(**it);
+  core.notify_retired();
+  return {};
 }
 
 Service* Node::find_service(std::string_view name, std::string_view id) const {

@@ -10,12 +10,14 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <shared_mutex>
 #include <string>
 #include <utility>
 #include <vector>
 
+#include "core/service_timings.hpp"
 #include "core/subsystem.hpp"
 #include "runtime/scheduler.hpp"
 #include "timer/time_zone.hpp"
@@ -39,6 +41,9 @@ class NodeImpl {
   std::uint32_t driver_group = 0;  // under a driver: tags this node's pools, threads and timers
   std::unique_ptr<runtime::Scheduler> scheduler;
   std::unique_ptr<timer::TimerService> timers;
+  /// Set (before start) by a subsystem that reports them: every service then measures how long
+  /// its messages wait and run, and reports slow handlers.
+  std::optional<TimingOptions> timing;
 
   std::mutex lifecycle_mu;  // start/stop/add/remove run one at a time
   Phase phase = Phase::idle;
@@ -88,6 +93,16 @@ class NodeImpl {
   void make_visible(Service& s);
   void make_invisible(Service& s);
   Service* find_visible(std::string_view name, std::string_view id) const;
+  /// Calls `fn(ServiceCore&)` for every created service, visible or not, under the index's
+  /// shared lock: a service is removed from the index before it is destroyed, so none goes
+  /// away meanwhile. For readers on other threads (the admin); `fn` must not block.
+  template <class Fn>
+  void each_service_core(Fn&& fn) const {
+    std::shared_lock lock(visible_mu);
+    for (const auto& entry : by_identity) {
+      fn(*entry.second->core_);
+    }
+  }
 
   Status create_and_init(std::unique_ptr<Service> service, ServiceConfig cfg,
                          std::vector<Service*>& out);

@@ -118,6 +118,10 @@ ServiceState Service::state() const noexcept {
   return core_ ? core_->state() : ServiceState::created;
 }
 
+bool Service::retired() const noexcept {
+  return core_ && core_->retired.load(std::memory_order_acquire);
+}
+
 int Service::lane_count() const {
   return core_ ? core_->mailbox().lane_count() : 0;
 }

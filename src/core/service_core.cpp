@@ -8,6 +8,7 @@
 #include <thread>
 
 #include "core/node_impl.hpp"
+#include "metrics/ticks.hpp"
 
 namespace ember::detail {
 
@@ -57,6 +58,7 @@ ServiceCore::ServiceCore(NodeImpl& node, Service& self, ServiceConfig config,
                                                        ? config_.worker.max_lanes
                                                        : runtime::Mailbox::kMaxLanes)
                    : nullptr),
+      timings_(node.timing ? std::make_unique<ServiceTimings>(*node.timing, logger_) : nullptr),
       mailbox_(this, dedicated_ ? dedicated_.get() : scheduler, mailbox_options(config_)) {
   auto pid = std::make_shared<Pid>();
   pid->node_id = node.config.node_id;
@@ -156,6 +158,9 @@ Status ServiceCore::post(runtime::Message* m, bool external) noexcept {
   if (scaling_) {
     m->enqueued_ns = ScalingProbe::now_ns();
   }
+  if (timings_) {
+    m->enqueued_ticks = metrics::now_ticks();
+  }
   Status pushed = mailbox_.push(m);
   if (!pushed) {
     delete m;
@@ -173,6 +178,9 @@ void ServiceCore::post_timer_fire(runtime::Message* m) noexcept {
   }
   if (scaling_) {
     m->enqueued_ns = ScalingProbe::now_ns();
+  }
+  if (timings_) {
+    m->enqueued_ticks = metrics::now_ticks();
   }
   Status pushed = mailbox_.push(m);  // not counted: timer fires are never refused for the bound
   if (!pushed) {
@@ -203,6 +211,7 @@ void ServiceCore::execute(runtime::Message* m, int lane) noexcept {
     int outer_lane = tls_lane;
     tls_current = this;
     tls_lane = lane;
+    const std::uint64_t run_started = timings_ ? metrics::now_ticks() : 0;
     try {
       m->run();
     } catch (const std::exception& e) {
@@ -214,6 +223,13 @@ void ServiceCore::execute(runtime::Message* m, int lane) noexcept {
     }
     tls_current = outer;
     tls_lane = outer_lane;
+    if (timings_ && !m->is_control()) {
+      const std::uint64_t run_finished = metrics::now_ticks();
+      timings_->record(lane, m->enqueued_ticks, run_started, run_finished);
+      if (run_finished > run_started && run_finished - run_started >= timings_->slow_ticks()) {
+        timings_->report_slow(m->name(), run_finished - run_started, m->trace_id());
+      }
+    }
   }
   delete m;
   if (scaling_) {
@@ -270,6 +286,20 @@ Status ServiceCore::start() {
   mailbox_.release();
   node_.each_subsystem([this](Subsystem& s) { s.service_started(*this); });
   return {};
+}
+
+void ServiceCore::notify_retired() {
+  auto* retire = runtime::make_message(
+      [this] {
+        try {
+          self_.on_retire();
+        } catch (const std::exception& e) {
+          logger_.error("on_retire threw: {}", e.what());
+        }
+      },
+      "on_retire");
+  retire->priority = Priority::system;
+  (void)post(retire, false);
 }
 
 void ServiceCore::cancel_all_timers() {

@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "core/service_anchor.hpp"
+#include "core/service_timings.hpp"
 #include "core/subsystem.hpp"
 #include "runtime/mailbox.hpp"
 #include "runtime/scheduler.hpp"
@@ -79,6 +80,9 @@ class ServiceCore final : public runtime::LaneOwner, public timer::TimerTarget {
     return state_.load(std::memory_order_acquire);
   }
   std::atomic<bool> visible{false};  // set by the node: findable by name
+  std::atomic<bool> retired{false};  // set by the node: left the index for good, still running
+  /// Queues on_retire (system priority).
+  void notify_retired();
   [[nodiscard]] const ServiceConfig& config() const noexcept { return config_; }
   [[nodiscard]] const Logger& logger() const noexcept { return logger_; }
   [[nodiscard]] runtime::Mailbox& mailbox() noexcept { return mailbox_; }
@@ -94,6 +98,8 @@ class ServiceCore final : public runtime::LaneOwner, public timer::TimerTarget {
   [[nodiscard]] const ScalingProbe* scaling_probe() const noexcept {
     return scaling_ ? &scaling_->probe : nullptr;
   }
+  /// Null unless the node measures message timings (NodeImpl::timing).
+  [[nodiscard]] const ServiceTimings* timings() const noexcept { return timings_.get(); }
   /// Hands the strategy to the scaling subsystem (once, when the service starts).
   std::unique_ptr<ScalingStrategy> take_scaling_strategy() noexcept {
     return scaling_ ? std::move(scaling_->strategy) : nullptr;
@@ -153,6 +159,7 @@ class ServiceCore final : public runtime::LaneOwner, public timer::TimerTarget {
     std::unique_ptr<ScalingStrategy> strategy;  // handed to the scaling subsystem at start
   };
   std::unique_ptr<Autoscaling> scaling_;
+  std::unique_ptr<ServiceTimings> timings_;  // null unless the node measures timings
   runtime::Mailbox mailbox_;
   std::atomic<ServiceState> state_{ServiceState::created};
   std::atomic<std::uint64_t> failures_{0};

@@ -47,6 +47,7 @@ struct Acceptor::Impl : std::enable_shared_from_this<Acceptor::Impl> {
     gate.accepted.fetch_add(1, std::memory_order_relaxed);
     if (gate.connections.load(std::memory_order_relaxed) >= gate.config().max_connections) {
       gate.refused.fetch_add(1, std::memory_order_relaxed);
+      gate.count_limit(GateCore::Limit::connections);
       boost::system::error_code ignored;
       socket.close(ignored);
     } else {

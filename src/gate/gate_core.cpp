@@ -790,6 +790,7 @@ GateStats GateCore::stats() const {
   }
   s.accepted = accepted.load(std::memory_order_relaxed);
   s.refused = refused.load(std::memory_order_relaxed);
+  s.logins = logins.load(std::memory_order_relaxed);
   s.logins_failed = logins_failed.load(std::memory_order_relaxed);
   s.requests = requests.load(std::memory_order_relaxed);
   s.pushes = pushes.load(std::memory_order_relaxed);

@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 #pragma once
 
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <cstdint>
@@ -18,6 +19,7 @@
 #include "core/subsystem.hpp"
 #include "gate/session.hpp"
 #include "gate/session_directory.hpp"
+#include "ops/observable.hpp"
 #include "rpc/repository.hpp"
 
 namespace ember::detail {
@@ -57,7 +59,7 @@ struct Route {
 
 /// The gateway subsystem: the listeners and their I/O threads, the logged-in sessions by id and
 /// UID, groups, the route dictionary, and the Gate API backend code calls.
-class GateCore final : public detail::Subsystem, public Gate {
+class GateCore final : public detail::Subsystem, public Gate, public ops::Observable {
  public:
   explicit GateCore(detail::NodeImpl& node);
   ~GateCore() override;
@@ -100,6 +102,17 @@ class GateCore final : public detail::Subsystem, public Gate {
   [[nodiscard]] std::string websocket_address() const override;
   [[nodiscard]] std::string tcp_address() const override;
   [[nodiscard]] GateStats stats() const override;
+
+  // ops::Observable (gate_ops.cpp): the gateway's figures, its sessions (find one by UID), and
+  // the actions drain and kick; not ready while draining.
+  void collect(metrics::Sink& sink) const override;
+  [[nodiscard]] std::string_view status_key() const override { return "gateway"; }
+  [[nodiscard]] std::string status() const override;
+  std::optional<Result<std::string>> query(std::string_view topic,
+                                           const ops::Request& request) const override;
+  std::optional<Result<std::string>> act(std::string_view action,
+                                         const ops::Request& request) override;
+  [[nodiscard]] std::string not_ready() const override;
 
   // --- for sessions and listeners ---------------------------------------------------------------
   [[nodiscard]] const GateConfig& config() const noexcept { return config_; }
@@ -193,6 +206,7 @@ class GateCore final : public detail::Subsystem, public Gate {
   std::atomic<std::uint64_t> connections{0};
   std::atomic<std::uint64_t> accepted{0};
   std::atomic<std::uint64_t> refused{0};
+  std::atomic<std::uint64_t> logins{0};
   std::atomic<std::uint64_t> logins_failed{0};
   std::atomic<std::uint64_t> requests{0};
   std::atomic<std::uint64_t> pushes{0};
@@ -201,6 +215,20 @@ class GateCore final : public detail::Subsystem, public Gate {
   std::atomic<std::uint64_t> relayed{0};
   std::atomic<std::uint64_t> resumed{0};
   std::atomic<std::int64_t> detached_now{0};  // sessions waiting for a resume
+
+  /// The limits a client can hit, each counted when it refuses a request or closes a connection.
+  enum class Limit : std::uint8_t { connections, rate, in_flight, frame_size, send_queue, count };
+  static constexpr std::string_view limit_name(Limit limit) noexcept {
+    constexpr std::string_view kNames[] = {"max_connections", "requests_per_second",
+                                           "max_in_flight", "max_frame_bytes", "send_queue_bytes"};
+    return kNames[static_cast<std::size_t>(limit)];
+  }
+  void count_limit(Limit limit) noexcept {
+    limited_[static_cast<std::size_t>(limit)].fetch_add(1, std::memory_order_relaxed);
+  }
+  [[nodiscard]] std::uint64_t limited(Limit limit) const noexcept {
+    return limited_[static_cast<std::size_t>(limit)].load(std::memory_order_relaxed);
+  }
 
  private:
   std::shared_ptr<Session> find(std::string_view session_id) const;
@@ -216,6 +244,7 @@ class GateCore final : public detail::Subsystem, public Gate {
   detail::NodeImpl& node_;
   const GateConfig config_;
   const std::string id_prefix_;
+  std::array<std::atomic<std::uint64_t>, static_cast<std::size_t>(Limit::count)> limited_{};
   std::atomic<std::uint64_t> next_session_{1};
   // Orders the logins of one UID on a gateway outside a cluster, as the directory's revisions do
   // within one.

@@ -421,6 +421,7 @@ void Session::on_claimed(Result<std::int64_t> revision) {
     kick_now(KickCode::replaced, "logged in on another connection");
     return;
   }
+  gate_.logins.fetch_add(1, std::memory_order_relaxed);
   welcome();
 }
 
@@ -482,6 +483,7 @@ void Session::on_request(const Request& request, SteadyClock::time_point now) {
   if (tokens_ < 1.0) {
     // Answered, not dropped: a client that retries too fast learns why. One that keeps going
     // after a whole burst of refusals is not listening, and is closed.
+    gate_.count_limit(GateCore::Limit::rate);
     if (++refused_in_a_row_ > config.request_burst) {
       kick_now(KickCode::rate_limited,
                "too many requests: over " + std::to_string(config.requests_per_second) + "/s");
@@ -493,6 +495,7 @@ void Session::on_request(const Request& request, SteadyClock::time_point now) {
   }
   tokens_ -= 1.0;
   if (in_flight_.size() >= config.max_in_flight) {
+    gate_.count_limit(GateCore::Limit::in_flight);
     if (++refused_in_a_row_ > config.request_burst) {
       kick_now(KickCode::too_many_requests, "too many requests in flight");
       return;
@@ -533,6 +536,11 @@ void Session::on_request(const Request& request, SteadyClock::time_point now) {
   detail::ContextState& state = detail::state(context);
   state.key = key;
   state.trace_id = new_trace_id();
+  if (gate_.node().log.enabled(LogLevel::debug)) {
+    // The first line of the request's path: grep its trace id over every node's log.
+    TraceScope trace(state.trace_id);
+    gate_.node().log.debug("gateway: uid {} calls {} (seq {})", uid_, route->name, request.seq());
+  }
   const auto deadline = now + config.request_timeout;
   state.deadline = Clock::now() + config.request_timeout;
   state.origin = shared_from_this();
@@ -770,6 +778,7 @@ void Session::send_frame(std::shared_ptr<const std::string> frame) {
   if (link_->queued_bytes() + frame->size() > gate_.config().send_queue_bytes) {
     // The client does not read: nothing more will reach it, not even a kick frame.
     gate_.kicks.fetch_add(1, std::memory_order_relaxed);
+    gate_.count_limit(GateCore::Limit::send_queue);
     end("slow reader: " + std::to_string(gate_.config().send_queue_bytes) + " bytes unsent");
     link_->abort();
     return;

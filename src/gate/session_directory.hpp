@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "core/subsystem.hpp"
+#include "ops/observable.hpp"
 #include "runtime/thread.hpp"
 
 namespace ember::detail {
@@ -38,11 +39,18 @@ struct Binding {
 ///
 /// Outside a cluster there is no directory: the node's gateway is the only one, and its own
 /// registry decides.
-class SessionDirectory final : public detail::Subsystem {
+class SessionDirectory final : public detail::Subsystem, public ops::Observable {
  public:
   explicit SessionDirectory(detail::NodeImpl& node);
   ~SessionDirectory() override;
   static SessionDirectory* of(detail::NodeImpl& node) noexcept;
+
+  // ops::Observable (gate_ops.cpp), on a node without a gateway of its own: where a UID is
+  // logged in, and kicking it there.
+  std::optional<Result<std::string>> query(std::string_view topic,
+                                           const ops::Request& request) const override;
+  std::optional<Result<std::string>> act(std::string_view action,
+                                         const ops::Request& request) override;
 
   [[nodiscard]] std::string_view name() const noexcept override { return "gate directory"; }
   /// Takes the cluster's keys (none outside a cluster) and starts the workers.

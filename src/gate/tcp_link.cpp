@@ -125,6 +125,7 @@ class TcpConnection final : public Link,
                              (std::size_t{header_[2]} << 8) | std::size_t{header_[3]};
     if (size > gate_.config().max_frame) {
       // Refused from its length alone: nothing of it is read, let alone buffered.
+      gate_.count_limit(GateCore::Limit::frame_size);
       const std::shared_ptr<Session> session = session_;
       session->kick_now(KickCode::too_large, "a frame of " + std::to_string(size) +
                                                  " bytes; at most " +

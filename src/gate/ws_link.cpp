@@ -293,6 +293,7 @@ class WsConnection final : public Link,
       if (ec == websocket::error::message_too_big) {
         // Beast answers it with a close frame (1009) itself; writing a kick now would race it.
         gate_.kicks.fetch_add(1, std::memory_order_relaxed);
+        gate_.count_limit(GateCore::Limit::frame_size);
         session_->end("a frame over MaxFrameBytes");
       }
       finish();

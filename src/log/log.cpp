@@ -13,6 +13,7 @@ namespace ember {
 namespace {
 
 std::atomic<int> g_level{static_cast<int>(LogLevel::info)};
+thread_local std::uint64_t tls_trace_id = 0;
 
 struct Backend {
   std::mutex mutex;
@@ -70,7 +71,11 @@ void Logger::write(LogLevel level, std::string_view text) const {
     std::lock_guard lock(b.mutex);
     logger = b.logger;
   }
-  logger->log(to_spdlog(level), "{}: {}", name_, text);
+  if (tls_trace_id != 0) {
+    logger->log(to_spdlog(level), "{} [trace {:016x}]: {}", name_, tls_trace_id, text);
+  } else {
+    logger->log(to_spdlog(level), "{}: {}", name_, text);
+  }
 }
 
 Status configure_logging(LogLevel level, const std::string& file_path) {
@@ -105,6 +110,18 @@ void flush_logs() {
   auto& b = backend();
   std::lock_guard lock(b.mutex);
   b.logger->flush();
+}
+
+TraceScope::TraceScope(std::uint64_t trace_id) noexcept : saved_(tls_trace_id) {
+  tls_trace_id = trace_id;
+}
+
+TraceScope::~TraceScope() {
+  tls_trace_id = saved_;
+}
+
+std::uint64_t current_trace_id() noexcept {
+  return tls_trace_id;
 }
 
 const Logger& system_log() {

@@ -53,6 +53,7 @@ class Completion final : public runtime::Message {
     }
     if (p.mode == PendingCall::Mode::callback) {
       auto callback = std::move(p.callback);
+      TraceScope trace(p.trace_id);
       callback(std::move(*p.result));
     } else {
       ContextScope scope(&p.resume_context);
@@ -62,6 +63,10 @@ class Completion final : public runtime::Message {
   // The caller stopped: nothing to deliver to. A suspended coroutine is destroyed by the stop.
   void reject(const Error& /*why*/) noexcept override {}
   [[nodiscard]] std::string_view name() const noexcept override { return pending_->method; }
+  [[nodiscard]] std::uint64_t trace_id() const noexcept override {
+    return pending_->trace_id != 0 ? pending_->trace_id
+                                   : detail::state(pending_->resume_context).trace_id;
+  }
 
  private:
   std::shared_ptr<PendingCall> pending_;
@@ -442,6 +447,7 @@ std::shared_ptr<PendingCall> start_async(const CallSpec& spec, PendingCall::Mode
   const Selection& sel = *spec.selection;
   auto pending = caller_bound(spec, mode);
   pending->target = t.pid().to_string();
+  pending->trace_id = detail::state(ctx).trace_id;
 
   timer::TimerService::Request timeout;
   timeout.target = sel.from;

@@ -5,6 +5,7 @@
 #include <condition_variable>
 #include <coroutine>
 #include <ember/context.hpp>
+#include <ember/log.hpp>
 #include <ember/rpc.hpp>
 #include <ember/timer.hpp>
 #include <functional>
@@ -57,6 +58,7 @@ class PendingCall : public std::enable_shared_from_this<PendingCall> {
   std::optional<AnyReply> result;
   std::string method;
   std::string target;
+  std::uint64_t trace_id = 0;  // of the call: a callback's log lines carry it
 
   // blocking
   std::mutex mu;
@@ -117,6 +119,9 @@ class Request final : public runtime::Message {
   void run() override;
   void reject(const Error& why) noexcept override;
   [[nodiscard]] std::string_view name() const noexcept override { return method_; }
+  [[nodiscard]] std::uint64_t trace_id() const noexcept override {
+    return detail::state(context_).trace_id;
+  }
 
  private:
   std::string method_;
@@ -160,6 +165,7 @@ class ContextScope {
 
  private:
   const Context* saved_;
+  TraceScope trace_;  // the context's trace id on every line logged meanwhile
 };
 
 }  // namespace ember::detail

@@ -102,10 +102,14 @@ class Delivery final : public runtime::Message {
     detail::state(ctx).trace_id = info.trace_id;
     detail::state(ctx).caller = event_->publisher;
     detail::state(ctx).deadline = Context::Clock::now() + std::chrono::hours(24);
+    if (ServiceCore* core = ServiceCore::current()) {
+      Messaging::of(core->node()).events().delivered.fetch_add(1, std::memory_order_relaxed);
+    }
     ContextScope scope(&ctx);
     to_->subscription.invoke(payload, info);
   }
   [[nodiscard]] std::string_view name() const noexcept override { return "event"; }
+  [[nodiscard]] std::uint64_t trace_id() const noexcept override { return event_->info.trace_id; }
 
  private:
   std::shared_ptr<LocalEventBus::Subscriber> to_;

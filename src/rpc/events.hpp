@@ -39,6 +39,7 @@ class LocalEventBus {
   std::vector<std::shared_ptr<Subscriber>> subscribers_of(EventType type, EventScope scope) const;
   [[nodiscard]] std::size_t size() const;
   std::atomic<std::uint64_t> published{0};
+  std::atomic<std::uint64_t> delivered{0};  // handler runs, on this node
 
  private:
   mutable std::shared_mutex mu_;

@@ -24,7 +24,8 @@ const Context* current_context() noexcept {
 
 namespace ember::detail {
 
-ContextScope::ContextScope(const Context* ctx) noexcept : saved_(tls_context) {
+ContextScope::ContextScope(const Context* ctx) noexcept
+    : saved_(tls_context), trace_(ctx != nullptr ? detail::state(*ctx).trace_id : 0) {
   tls_context = ctx;
 }
 ContextScope::~ContextScope() {
@@ -121,6 +122,9 @@ class BytesRequest final : public runtime::Message {
     }
   }
   [[nodiscard]] std::string_view name() const noexcept override { return method_; }
+  [[nodiscard]] std::uint64_t trace_id() const noexcept override {
+    return detail::state(context_).trace_id;
+  }
 
   std::string method_;
   std::string bytes_;
@@ -201,10 +205,24 @@ void Request::reject(const Error& why) noexcept {
   }
 }
 
+namespace {
+// The outcome of a call the current service answered, for its figures (only while the node
+// measures timings: nothing to pay otherwise).
+void count_result(Errc code) noexcept {
+  ServiceCore* core = ServiceCore::current();
+  if (core != nullptr && core->timings() != nullptr) {
+    ServiceMessaging::of(*core).count_result(code);
+  }
+}
+}  // namespace
+
 void drop_expired(std::string_view method, Context::Clock::duration late,
                   const std::shared_ptr<Responder>& responder) {
   ServiceCore* core = ServiceCore::current();
   ServiceMessaging::of(*core).count_expired(method, late);
+  if (responder) {
+    count_result(Errc::timeout);
+  }
   if (!responder || !responder->waiting()) {
     return;  // a Send, or a caller that gave up: nobody to tell (and no late reply to count)
   }
@@ -218,6 +236,7 @@ void drop_expired(std::string_view method, Context::Clock::duration late,
 // ---------------------------------------------------------------------------------------------
 
 void reply(const std::shared_ptr<Responder>& to, AnyReply result) {
+  count_result(result ? Errc::ok : result.error().code());
   if (to) {
     to->deliver(std::move(result));
   } else if (!result) {
@@ -247,6 +266,7 @@ void reply_exception(const std::shared_ptr<Responder>& to, const std::string& me
   if (ServiceCore* core = ServiceCore::current()) {
     core->logger().error("handler '{}' threw: {}", method, what);
   }
+  count_result(Errc::handler_failed);
   if (to) {
     to->deliver(Error{Errc::handler_failed, "handler '" + method + "' threw: " + what});
   }

@@ -116,6 +116,7 @@ void Messaging::add_stats(NodeStats& stats) const {
     stats.events = event_router_->event_stats();
   }
   stats.events.published = events_.published.load(std::memory_order_relaxed);
+  stats.events.delivered = events_.delivered.load(std::memory_order_relaxed);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -123,6 +124,7 @@ void Messaging::add_stats(NodeStats& stats) const {
 
 ServiceMessaging::~ServiceMessaging() {
   delete expired_.load(std::memory_order_acquire);
+  delete results_.load(std::memory_order_acquire);
 }
 
 ServiceMessaging* ServiceMessaging::find(const ServiceCore& service) noexcept {
@@ -340,6 +342,35 @@ void ServiceMessaging::count_expired(std::string_view method,
 std::uint64_t ServiceMessaging::expired() const noexcept {
   const Expired* e = expired_.load(std::memory_order_acquire);
   return e != nullptr ? e->count.load(std::memory_order_relaxed) : 0;
+}
+
+void ServiceMessaging::count_result(Errc code) noexcept {
+  Results* r = results_.load(std::memory_order_acquire);
+  if (r == nullptr) {
+    auto* fresh = new (std::nothrow) Results{};
+    if (fresh == nullptr) {
+      return;  // a figure for the admin: best effort
+    }
+    if (results_.compare_exchange_strong(r, fresh, std::memory_order_acq_rel)) {
+      r = fresh;
+    } else {
+      delete fresh;
+    }
+  }
+  const auto index = static_cast<std::size_t>(code);
+  if (index < kCodes) {
+    (*r)[index].fetch_add(1, std::memory_order_relaxed);
+  }
+}
+
+std::array<std::uint64_t, ServiceMessaging::kCodes> ServiceMessaging::results() const noexcept {
+  std::array<std::uint64_t, kCodes> out{};
+  if (const Results* r = results_.load(std::memory_order_acquire)) {
+    for (std::size_t i = 0; i < kCodes; ++i) {
+      out[i] = (*r)[i].load(std::memory_order_relaxed);
+    }
+  }
+  return out;
 }
 
 // ---------------------------------------------------------------------------------------------

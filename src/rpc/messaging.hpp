@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: Apache-2.0
 #pragma once
 
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <coroutine>
@@ -129,6 +130,12 @@ class ServiceMessaging final : public ServiceAttachment {
   void count_expired(std::string_view method, std::chrono::steady_clock::duration late) noexcept;
   [[nodiscard]] std::uint64_t expired() const noexcept;
 
+  /// Outcomes of the calls this service answered, by code (Errc value): counted only while the
+  /// node measures timings (its admin listener reports them).
+  static constexpr std::size_t kCodes = static_cast<std::size_t>(last_errc) + 1;
+  void count_result(Errc code) noexcept;
+  [[nodiscard]] std::array<std::uint64_t, kCodes> results() const noexcept;
+
  private:
   ServiceCore& service_;
 
@@ -161,6 +168,9 @@ class ServiceMessaging final : public ServiceAttachment {
   // Allocated by the first expiry: most services never see one, and an idle service's bytes are
   // multiplied by the number of services.
   std::atomic<Expired*> expired_{nullptr};
+  // Allocated by the first counted outcome, as expired_.
+  using Results = std::array<std::atomic<std::uint64_t>, kCodes>;
+  std::atomic<Results*> results_{nullptr};
 };
 
 }  // namespace ember::detail

@@ -102,6 +102,16 @@ std::size_t Repository::size() const {
   return by_uid_.size();
 }
 
+std::vector<Target> Repository::all() const {
+  std::shared_lock lock(mu_);
+  std::vector<Target> out;
+  out.reserve(by_uid_.size());
+  for (const auto& [uid, target] : by_uid_) {
+    out.push_back(target);
+  }
+  return out;
+}
+
 std::vector<Target> Repository::select(const Selector& s) const {
   std::vector<Target> out;
   auto matches = [&](const Target& t) {

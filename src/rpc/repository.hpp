@@ -35,6 +35,8 @@ class Repository {
   [[nodiscard]] std::vector<Target> select(const Selector& selector) const;
   [[nodiscard]] std::optional<Target> find(const std::string& uid) const;
   [[nodiscard]] std::size_t size() const;
+  /// Every entry, by uid (the admin's cluster view).
+  [[nodiscard]] std::vector<Target> all() const;
   /// Changes on every add and remove: a cached lookup is valid while it stays the same.
   [[nodiscard]] std::uint64_t version() const noexcept {
     return version_.load(std::memory_order_acquire);

@@ -28,6 +28,8 @@ class Message {
   /// Control messages (barriers, drain markers) are not user work: not counted against the
   /// mailbox bound, never rejected.
   [[nodiscard]] virtual bool is_control() const noexcept { return false; }
+  /// The trace id of the request or event this message carries (0: none), for reports about it.
+  [[nodiscard]] virtual std::uint64_t trace_id() const noexcept { return 0; }
 
   std::atomic<Message*> next{nullptr};
   DispatchKey key;
@@ -37,6 +39,8 @@ class Message {
   /// steady_clock nanoseconds when queued, for the queueing delay of autoscaled services
   /// (0 = not measured).
   std::int64_t enqueued_ns = 0;
+  /// metrics::now_ticks() when queued, for a service's timings (0 = not measured).
+  std::uint64_t enqueued_ticks = 0;
 };
 
 template <class F>

@@ -5,7 +5,7 @@
 // fast-forward the page's own timers (a login timeout) past a WebSocket exchange still under way.
 //
 //   browser_probe --chrome PATH --url URL --expression JS --expect TEXT [--report JS]
-//                 [--timeout-ms N] [--profile DIR]
+//                 [--timeout-ms N] [--profile DIR] [--screenshot FILE.png]
 //
 // Exit 0 when the expression's value contains TEXT (it is printed), 1 when the deadline passed
 // (the last value and the --report expression's value are printed), 2 on bad arguments or when
@@ -220,6 +220,7 @@ struct Options {
   std::string expect;
   std::string report;
   std::string profile;
+  std::string screenshot;  // PNG of the page once the expectation held
   int timeout_ms = 30000;
 };
 
@@ -240,6 +241,8 @@ std::optional<Options> parse(int argc, char** argv) {
       options.report = value;
     } else if (flag == "--profile") {
       options.profile = value;
+    } else if (flag == "--screenshot") {
+      options.screenshot = value;
     } else if (flag == "--timeout-ms") {
       options.timeout_ms = std::atoi(value.c_str());
     } else {
@@ -252,7 +255,7 @@ std::optional<Options> parse(int argc, char** argv) {
       options.timeout_ms <= 0) {
     std::fprintf(stderr,
                  "usage: browser_probe --chrome PATH --url URL --expression JS --expect TEXT "
-                 "--profile DIR [--report JS] [--timeout-ms N]\n");
+                 "--profile DIR [--report JS] [--timeout-ms N] [--screenshot FILE]\n");
     return std::nullopt;
   }
   return options;
@@ -265,6 +268,64 @@ std::optional<std::string> evaluate(Browser& browser, const std::string& session
       "{\"expression\":" + json_quote("String(" + expression + ")") + ",\"returnByValue\":true}",
       session, deadline);
   return reply ? string_field(*reply, "value") : std::nullopt;
+}
+
+std::string base64_decode(std::string_view text) {
+  auto value = [](char c) -> int {
+    if (c >= 'A' && c <= 'Z')
+      return c - 'A';
+    if (c >= 'a' && c <= 'z')
+      return c - 'a' + 26;
+    if (c >= '0' && c <= '9')
+      return c - '0' + 52;
+    if (c == '+')
+      return 62;
+    if (c == '/')
+      return 63;
+    return -1;
+  };
+  std::string out;
+  unsigned bits = 0;
+  int count = 0;
+  for (char c : text) {
+    const int v = value(c);
+    if (v < 0) {
+      continue;  // padding
+    }
+    bits = (bits << 6) | static_cast<unsigned>(v);
+    count += 6;
+    if (count >= 8) {
+      count -= 8;
+      out += static_cast<char>((bits >> count) & 0xff);
+    }
+  }
+  return out;
+}
+
+// Saves a PNG of the page; false (and a message) when the browser gives none.
+bool save_screenshot(Browser& browser, const std::string& session, const std::string& path) {
+  (void)browser.command("Emulation.setDeviceMetricsOverride",
+                        "{\"width\":1400,\"height\":1000,\"deviceScaleFactor\":1,\"mobile\":false}",
+                        session, Clock::now() + std::chrono::seconds(5));
+  const auto reply = browser.command("Page.captureScreenshot", "{\"format\":\"png\"}", session,
+                                     Clock::now() + std::chrono::seconds(10));
+  const auto data = reply ? string_field(*reply, "data") : std::nullopt;
+  if (!data) {
+    std::fprintf(stderr, "browser_probe: no screenshot\n");
+    return false;
+  }
+  const std::string png = base64_decode(*data);
+  FILE* file = std::fopen(path.c_str(), "wb");
+  if (file == nullptr || std::fwrite(png.data(), 1, png.size(), file) != png.size()) {
+    std::perror("browser_probe: writing the screenshot");
+    if (file != nullptr) {
+      std::fclose(file);
+    }
+    return false;
+  }
+  std::fclose(file);
+  std::printf("screenshot: %s (%zu bytes)\n", path.c_str(), png.size());
+  return true;
 }
 
 int probe(Browser& browser, const Options& options) {
@@ -298,6 +359,10 @@ int probe(Browser& browser, const Options& options) {
           const auto report =
               evaluate(browser, *session, options.report, Clock::now() + std::chrono::seconds(5));
           std::printf("%s\n", report.value_or("(report not evaluated)").c_str());
+        }
+        if (!options.screenshot.empty() &&
+            !save_screenshot(browser, *session, options.screenshot)) {
+          return 1;
         }
         return 0;
       }

@@ -1,0 +1,292 @@
+// SPDX-License-Identifier: Apache-2.0
+#include "admin/http_listener.hpp"
+
+#include <atomic>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <boost/beast/core/flat_buffer.hpp>
+#include <boost/beast/core/tcp_stream.hpp>
+#include <boost/beast/http.hpp>
+#include <chrono>
+#include <thread>
+#include <utility>  // before Boost.Asio: g++ 12 in C++20 needs std::exchange declared first
+
+namespace ember::admin {
+
+namespace asio = boost::asio;
+namespace beast = boost::beast;
+namespace http = beast::http;
+using tcp = asio::ip::tcp;
+
+namespace {
+
+// An operator's browser and a scraper or two: a handful of connections is plenty, and a cap keeps
+// a stranger from holding every descriptor.
+constexpr int kMaxConnections = 64;
+constexpr std::size_t kMaxHeaderBytes = 8 * 1024;
+constexpr std::uint64_t kMaxBodyBytes = 64 * 1024;
+constexpr auto kIdleTimeout = std::chrono::seconds(30);
+
+int hex_value(char c) {
+  if (c >= '0' && c <= '9')
+    return c - '0';
+  if (c >= 'a' && c <= 'f')
+    return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F')
+    return c - 'A' + 10;
+  return -1;
+}
+
+}  // namespace
+
+std::string url_decode(std::string_view text) {
+  std::string out;
+  out.reserve(text.size());
+  for (std::size_t i = 0; i < text.size(); ++i) {
+    const char c = text[i];
+    if (c == '+') {
+      out += ' ';
+    } else if (c == '%' && i + 2 < text.size() && hex_value(text[i + 1]) >= 0 &&
+               hex_value(text[i + 2]) >= 0) {
+      out += static_cast<char>(hex_value(text[i + 1]) * 16 + hex_value(text[i + 2]));
+      i += 2;
+    } else {
+      out += c;
+    }
+  }
+  return out;
+}
+
+ops::Params parse_query(std::string_view query) {
+  ops::Params params;
+  while (!query.empty()) {
+    const std::size_t amp = query.find('&');
+    const std::string_view pair = query.substr(0, amp);
+    query = amp == std::string_view::npos ? std::string_view{} : query.substr(amp + 1);
+    if (pair.empty()) {
+      continue;
+    }
+    const std::size_t eq = pair.find('=');
+    std::string key = url_decode(pair.substr(0, eq));
+    std::string value =
+        eq == std::string_view::npos ? std::string() : url_decode(pair.substr(eq + 1));
+    params.insert_or_assign(std::move(key), std::move(value));
+  }
+  return params;
+}
+
+struct HttpListener::Impl {
+  Impl(Handler h, Logger l) : handler(std::move(h)), log(std::move(l)) {}
+
+  struct Connection : std::enable_shared_from_this<Connection> {
+    Connection(Impl* owner, tcp::socket socket) : impl(owner), stream(std::move(socket)) {
+      boost::system::error_code ec;
+      const tcp::endpoint remote = stream.socket().remote_endpoint(ec);
+      if (!ec) {
+        peer = remote.address().to_string() + ":" + std::to_string(remote.port());
+      }
+    }
+    ~Connection() { impl->open_connections.fetch_sub(1, std::memory_order_relaxed); }
+
+    void read() {
+      parser.emplace();
+      parser->header_limit(kMaxHeaderBytes);
+      parser->body_limit(kMaxBodyBytes);
+      stream.expires_after(kIdleTimeout);
+      http::async_read(
+          stream, buffer, *parser,
+          [self = shared_from_this()](beast::error_code ec, std::size_t) { self->on_read(ec); });
+    }
+
+    void on_read(beast::error_code ec) {
+      if (ec) {
+        if (ec != http::error::end_of_stream && ec != beast::error::timeout &&
+            ec != asio::error::operation_aborted && ec != asio::error::connection_reset) {
+          // A malformed request gets an answer saying so, then the connection closes.
+          respond_and_close(http::status::bad_request, "bad request: " + ec.message() + "\n");
+        }
+        return;
+      }
+      const auto& request = parser->get();
+      HttpRequest req;
+      req.method = std::string(request.method_string());
+      const std::string_view target(request.target().data(), request.target().size());
+      const std::size_t q = target.find('?');
+      req.path = url_decode(target.substr(0, q));
+      if (q != std::string_view::npos) {
+        req.query = parse_query(target.substr(q + 1));
+      }
+      if (auto it = request.find(http::field::authorization); it != request.end()) {
+        req.authorization = std::string(it->value());
+      }
+      if (auto it = request.find("X-Ember-Operator"); it != request.end()) {
+        req.operator_name = std::string(it->value().substr(0, 64));
+      }
+      req.peer = peer;
+      HttpResponse answer;
+      try {
+        answer = impl->handler(req);
+      } catch (const std::exception& e) {
+        answer = HttpResponse{500,
+                              "text/plain; charset=utf-8",
+                              std::string("internal error: ") + e.what() + "\n",
+                              {}};
+      }
+      auto response = std::make_shared<http::response<http::string_body>>(
+          static_cast<http::status>(answer.status), request.version());
+      response->set(http::field::server, "ember-admin");
+      response->set(http::field::content_type, answer.content_type);
+      response->set(http::field::cache_control, "no-store");
+      if (!answer.www_authenticate.empty()) {
+        response->set(http::field::www_authenticate, answer.www_authenticate);
+      }
+      response->keep_alive(request.keep_alive());
+      if (request.method() != http::verb::head) {
+        response->body() = std::move(answer.body);
+      }
+      response->prepare_payload();
+      http::async_write(
+          stream, *response,
+          [self = shared_from_this(), response](beast::error_code write_ec, std::size_t) {
+            if (!write_ec && response->keep_alive()) {
+              self->read();
+            } else {
+              beast::error_code ignored;
+              self->stream.socket().shutdown(tcp::socket::shutdown_send, ignored);
+            }
+          });
+    }
+
+    void respond_and_close(http::status status, std::string text) {
+      auto response = std::make_shared<http::response<http::string_body>>(status, 11);
+      response->set(http::field::server, "ember-admin");
+      response->set(http::field::content_type, "text/plain; charset=utf-8");
+      response->body() = std::move(text);
+      response->keep_alive(false);
+      response->prepare_payload();
+      http::async_write(stream, *response,
+                        [self = shared_from_this(), response](beast::error_code, std::size_t) {
+                          beast::error_code ignored;
+                          self->stream.socket().shutdown(tcp::socket::shutdown_send, ignored);
+                        });
+    }
+
+    Impl* impl;  // outlives the connection: see the member order of Impl
+    beast::tcp_stream stream;
+    beast::flat_buffer buffer;
+    std::optional<http::request_parser<http::string_body>> parser;
+    std::string peer;
+  };
+
+  void accept() {
+    acceptor.async_accept([this](boost::system::error_code ec, tcp::socket socket) {
+      on_accept(ec, std::move(socket));
+    });
+  }
+
+  void on_accept(boost::system::error_code ec, tcp::socket socket) {
+    if (ec == asio::error::operation_aborted || !acceptor.is_open()) {
+      return;
+    }
+    if (ec) {
+      if (!accept_failing) {
+        accept_failing = true;
+        log.warn("admin: accept on {} failed: {} (retrying every 100 ms)", address, ec.message());
+      }
+      retry.expires_after(std::chrono::milliseconds(100));
+      retry.async_wait([this](boost::system::error_code wait_ec) {
+        if (!wait_ec) {
+          accept();
+        }
+      });
+      return;
+    }
+    accept_failing = false;
+    if (open_connections.load(std::memory_order_relaxed) >= kMaxConnections) {
+      boost::system::error_code ignored;
+      socket.close(ignored);
+    } else {
+      open_connections.fetch_add(1, std::memory_order_relaxed);
+      std::make_shared<Connection>(this, std::move(socket))->read();
+    }
+    accept();
+  }
+
+  Handler handler;
+  Logger log;
+  // Before the context: connections still queued in it are destroyed with it, and count down.
+  std::atomic<int> open_connections{0};
+  asio::io_context io{1};
+  tcp::acceptor acceptor{io};
+  asio::steady_timer retry{io};
+  bool accept_failing = false;
+  std::string address;
+  std::thread thread;
+  std::atomic<bool> stopped{false};
+};
+
+Result<std::unique_ptr<HttpListener>> HttpListener::open(const std::string& text, Handler handler,
+                                                         Logger log) {
+  const std::size_t colon = text.rfind(':');
+  std::string host = text.substr(0, colon);
+  if (host.size() > 1 && host.front() == '[') {
+    host = host.substr(1, host.size() - 2);
+  }
+  const auto port = static_cast<std::uint16_t>(std::stoi(text.substr(colon + 1)));
+  auto impl = std::make_unique<Impl>(std::move(handler), std::move(log));
+  boost::system::error_code ec;
+  const asio::ip::address ip = host == "localhost" ? asio::ip::make_address("127.0.0.1", ec)
+                                                   : asio::ip::make_address(host, ec);
+  if (ec) {
+    return Error{Errc::invalid_argument,
+                 "AdminConf.ListenAddr: '" + host + "' is not an IP address: " + ec.message()};
+  }
+  const tcp::endpoint endpoint(ip, port);
+  impl->acceptor.open(endpoint.protocol(), ec);
+  if (!ec) {
+    impl->acceptor.set_option(asio::socket_base::reuse_address(true), ec);
+  }
+  if (!ec) {
+    impl->acceptor.bind(endpoint, ec);
+  }
+  if (!ec) {
+    impl->acceptor.listen(asio::socket_base::max_listen_connections, ec);
+  }
+  if (ec) {
+    return Error{Errc::io_error, "admin listener cannot listen on " + text + ": " + ec.message()};
+  }
+  const tcp::endpoint bound = impl->acceptor.local_endpoint(ec);
+  impl->address = (bound.address().is_v6() ? "[" + bound.address().to_string() + "]"
+                                           : bound.address().to_string()) +
+                  ":" + std::to_string(bound.port());
+  impl->accept();
+  impl->thread = std::thread([raw = impl.get()] { raw->io.run(); });
+  return std::unique_ptr<HttpListener>(new HttpListener(std::move(impl)));
+}
+
+HttpListener::HttpListener(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+
+HttpListener::~HttpListener() {
+  stop();
+}
+
+std::string HttpListener::address() const {
+  return impl_->address;
+}
+
+void HttpListener::stop() {
+  if (impl_->stopped.exchange(true)) {
+    return;
+  }
+  // Stopping the context abandons every connection's pending operation; the handlers hold the
+  // connections, and they are destroyed with the context's queue below.
+  impl_->io.stop();
+  if (impl_->thread.joinable()) {
+    impl_->thread.join();
+  }
+  boost::system::error_code ignored;
+  impl_->acceptor.close(ignored);
+}
+
+}  // namespace ember::admin

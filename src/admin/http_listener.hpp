@@ -1,0 +1,61 @@
+// SPDX-License-Identifier: Apache-2.0
+// The admin listener's HTTP server: Boost.Beast on one thread of its own, so that a node whose
+// workers are stuck still answers its probes and says so.
+#pragma once
+
+#include <ember/error.hpp>
+#include <ember/log.hpp>
+#include <functional>
+#include <memory>
+#include <string>
+
+#include "ops/observable.hpp"
+
+namespace ember::admin {
+
+struct HttpRequest {
+  std::string method;  ///< "GET", "POST", ...
+  std::string path;    ///< without the query string
+  ops::Params query;   ///< decoded
+  std::string authorization;
+  std::string operator_name;  ///< X-Ember-Operator, for the action log
+  std::string peer;           ///< "ip:port" of the client
+};
+
+struct HttpResponse {
+  int status = 200;
+  std::string content_type = "application/json";
+  std::string body;
+  std::string www_authenticate;  ///< set on 401
+};
+
+class HttpListener {
+ public:
+  /// Runs on the listener's thread, one request at a time: must return promptly.
+  using Handler = std::function<HttpResponse(const HttpRequest&)>;
+
+  /// Listens on "host:port" and starts its thread. Errors: io_error naming the address.
+  static Result<std::unique_ptr<HttpListener>> open(const std::string& address, Handler handler,
+                                                    Logger log);
+  ~HttpListener();
+  HttpListener(const HttpListener&) = delete;
+  HttpListener& operator=(const HttpListener&) = delete;
+
+  /// host:port it listens on (the chosen port when the config asked for 0).
+  [[nodiscard]] std::string address() const;
+  /// Closes the listener and every connection, and joins the thread. Idempotent.
+  void stop();
+
+  struct Impl;
+
+ private:
+  explicit HttpListener(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+/// Decodes %XX and '+' of a query string component.
+std::string url_decode(std::string_view text);
+/// Splits "a=1&b=x%20y" into decoded pairs.
+ops::Params parse_query(std::string_view query);
+
+}  // namespace ember::admin
