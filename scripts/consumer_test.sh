@@ -76,9 +76,10 @@ cmake --build "$work/ember-build" -j "$jobs"
 cmake --install "$work/ember-build" --prefix "$prefix" >/dev/null
 for f in include/ember/ember.hpp lib/libember_core.a lib/libember_cluster.a lib/libember_nats.a \
          lib/libember_wire.a lib/libember_sim.a lib/libember_gate.a lib/libember_gate_proto.a \
-         lib/libember_client.a include/ember/gate.pb.h lib/cmake/ember/ember-config.cmake \
+         lib/libember_client.a lib/libember_admin.a include/ember/gate.pb.h \
+         lib/cmake/ember/ember-config.cmake \
          lib/cmake/ember/ember-config-version.cmake lib/cmake/ember/EmberProtos.cmake \
-         lib/pkgconfig/ember-core.pc lib/pkgconfig/ember.pc; do
+         lib/pkgconfig/ember-core.pc lib/pkgconfig/ember-admin.pc lib/pkgconfig/ember.pc; do
   [ -e "$prefix/$f" ] || fail "cmake --install did not install $f"
 done
 # Beside the headers: the gateway's public messages (a login method's request and reply).
@@ -160,6 +161,18 @@ if grep -q "does not link" "$work/pc-cluster.log"; then
   cat "$work/pc-cluster.log"; fail "pkg-config ember: the cluster component is not installed in the node"
 fi
 echo "ok: pkg-config ember installs the cluster component (exit $code: etcd unreachable)"
+
+# The admin component is there too: a node with an AdminConf opens its listener.
+cat >"$pc/admin.yaml" <<'YAML'
+NodeConf: {NodeId: pc-admin}
+AdminConf: {ListenAddr: "127.0.0.1:0"}
+ServiceConf:
+  StartServices: []
+YAML
+run_node_briefly "$work/pc-admin.log" "$pc/greeter_all" --config "$pc/admin.yaml"
+grep -q "admin listening on http://127.0.0.1:" "$work/pc-admin.log" ||
+  { cat "$work/pc-admin.log"; fail "pkg-config ember: the admin component did not open its listener"; }
+echo "ok: pkg-config ember installs the admin component"
 
 step "5. examples/template with add_subdirectory(ember checkout)"
 # (no optimisation: this step checks how the targets are wired, and -O0 halves its build time)

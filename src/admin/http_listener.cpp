@@ -9,6 +9,7 @@
 #include <boost/beast/core/tcp_stream.hpp>
 #include <boost/beast/http.hpp>
 #include <chrono>
+#include <list>
 #include <thread>
 #include <utility>  // before Boost.Asio: g++ 12 in C++20 needs std::exchange declared first
 
@@ -21,12 +22,13 @@ using tcp = asio::ip::tcp;
 
 namespace {
 
-// An operator's browser and a scraper or two: a handful of connections is plenty, and a cap keeps
-// a stranger from holding every descriptor.
-constexpr int kMaxConnections = 64;
+// An operator's browser, a scraper or two and the probes need a handful of connections. Beyond
+// the cap the oldest connection is closed for the new one, so a stranger who opens many and
+// sends nothing cannot lock the probes out; the read timeout frees them anyway.
+constexpr std::size_t kMaxConnections = 128;
 constexpr std::size_t kMaxHeaderBytes = 8 * 1024;
 constexpr std::uint64_t kMaxBodyBytes = 64 * 1024;
-constexpr auto kIdleTimeout = std::chrono::seconds(30);
+constexpr auto kReadTimeout = std::chrono::seconds(10);
 
 int hex_value(char c) {
   if (c >= '0' && c <= '9')
@@ -81,19 +83,21 @@ struct HttpListener::Impl {
 
   struct Connection : std::enable_shared_from_this<Connection> {
     Connection(Impl* owner, tcp::socket socket) : impl(owner), stream(std::move(socket)) {
+      impl->open.push_back(this);
+      place = std::prev(impl->open.end());
       boost::system::error_code ec;
       const tcp::endpoint remote = stream.socket().remote_endpoint(ec);
       if (!ec) {
         peer = remote.address().to_string() + ":" + std::to_string(remote.port());
       }
     }
-    ~Connection() { impl->open_connections.fetch_sub(1, std::memory_order_relaxed); }
+    ~Connection() { impl->open.erase(place); }
 
     void read() {
       parser.emplace();
       parser->header_limit(kMaxHeaderBytes);
       parser->body_limit(kMaxBodyBytes);
-      stream.expires_after(kIdleTimeout);
+      stream.expires_after(kReadTimeout);
       http::async_read(
           stream, buffer, *parser,
           [self = shared_from_this()](beast::error_code ec, std::size_t) { self->on_read(ec); });
@@ -173,6 +177,8 @@ struct HttpListener::Impl {
     }
 
     Impl* impl;  // outlives the connection: see the member order of Impl
+    std::list<Connection*>::iterator place;  // in impl->open
+    bool evicted = false;
     beast::tcp_stream stream;
     beast::flat_buffer buffer;
     std::optional<http::request_parser<http::string_body>> parser;
@@ -203,20 +209,26 @@ struct HttpListener::Impl {
       return;
     }
     accept_failing = false;
-    if (open_connections.load(std::memory_order_relaxed) >= kMaxConnections) {
-      boost::system::error_code ignored;
-      socket.close(ignored);
-    } else {
-      open_connections.fetch_add(1, std::memory_order_relaxed);
-      std::make_shared<Connection>(this, std::move(socket))->read();
+    if (open.size() >= kMaxConnections) {
+      // The oldest one still open: its pending operation fails, and it goes (leaving the list)
+      // once that handler has run.
+      for (Connection* oldest : open) {
+        if (!oldest->evicted) {
+          oldest->evicted = true;
+          beast::error_code ignored;
+          oldest->stream.socket().close(ignored);
+          break;
+        }
+      }
     }
+    std::make_shared<Connection>(this, std::move(socket))->read();
     accept();
   }
 
   Handler handler;
   Logger log;
-  // Before the context: connections still queued in it are destroyed with it, and count down.
-  std::atomic<int> open_connections{0};
+  // Before the context: connections still queued in it are destroyed with it, and leave this.
+  std::list<Connection*> open;  // oldest first; the listener's thread only
   asio::io_context io{1};
   tcp::acceptor acceptor{io};
   asio::steady_timer retry{io};

@@ -20,6 +20,7 @@
 #include "gate/gate_services.hpp"
 #include "support/http_client.hpp"
 #include "support/prometheus_text.hpp"
+#include "support/raw_socket.hpp"
 #include "support/scratch_dir.hpp"
 #include "support/wait_for.hpp"
 #include "test.pb.h"
@@ -211,6 +212,40 @@ TEST(AdminAuth, EveryPageButTheProbesNeedsTheToken) {
   EXPECT_EQ(http_get(n.address, "/api/node", token).status, 200);
   EXPECT_EQ(http_get(n.address, "/healthz").status, 200);
   EXPECT_EQ(http_get(n.address, "/readyz").status, 200);
+}
+
+TEST(AdminListener, GarbageAndAFloodOfIdleConnectionsDoNotLockTheProbesOut) {
+  AdminNode n;
+  ASSERT_TRUE(n.start());
+  // Bytes that are not HTTP: answered 400, then closed.
+  const int garbage = ember::testing::connect_to(n.address);
+  ASSERT_GE(garbage, 0);
+  const std::string junk = "\x16\x03\x01 this is not http\r\n\r\n";
+  ASSERT_EQ(::send(garbage, junk.data(), junk.size(), 0), static_cast<ssize_t>(junk.size()));
+  char reply[64] = {};
+  ASSERT_GT(::recv(garbage, reply, sizeof reply - 1, 0), 0);
+  EXPECT_EQ(std::string(reply).rfind("HTTP/1.1 400", 0), 0u) << reply;
+  ::close(garbage);
+  // A header over the limit: refused, not buffered.
+  const int big = ember::testing::connect_to(n.address);
+  const std::string huge =
+      "GET /healthz HTTP/1.1\r\nX-Pad: " + std::string(20000, 'a') + "\r\n\r\n";
+  (void)::send(big, huge.data(), huge.size(), MSG_NOSIGNAL);
+  EXPECT_TRUE(ember::testing::closed_by_peer(big));
+  ::close(big);
+  // 300 connections that say nothing: the oldest make way, and the probe still gets in.
+  std::vector<int> idle;
+  for (int i = 0; i < 300; ++i) {
+    const int fd = ember::testing::connect_to(n.address);
+    ASSERT_GE(fd, 0) << i;
+    idle.push_back(fd);
+  }
+  const auto probe = http_get(n.address, "/healthz");
+  EXPECT_EQ(probe.status, 200) << probe.error;
+  EXPECT_EQ(http_get(n.address, "/readyz").status, 200);
+  for (int fd : idle) {
+    ::close(fd);
+  }
 }
 
 TEST(AdminConfig, AListenerOtherMachinesReachNeedsAToken) {
