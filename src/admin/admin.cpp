@@ -11,6 +11,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <sstream>
+#include <thread>
 
 #include "admin/dashboard.hpp"
 #include "core/node_impl.hpp"
@@ -724,7 +725,20 @@ HttpResponse Admin::api_post(std::string_view action, const HttpRequest& request
                                   "for one of several instances)"});
     }
     const std::string* id = req.param("id");
-    Status retired = node_.owner->retire_service(*service, id != nullptr ? *id : "");
+    // Not a plain lock: the node's stop holds the lifecycle lock while it waits for this thread
+    // (the listener closes in it), and services starting or stopping hold it for seconds.
+    Status retired =
+        Error{Errc::unavailable, "the node is starting, stopping or changing services: try again"};
+    const auto give_up = SteadyClock::now() + std::chrono::seconds(2);
+    while (readiness_.load(std::memory_order_acquire) != Readiness::stopping &&
+           SteadyClock::now() < give_up) {
+      std::unique_lock lifecycle(node_.lifecycle_mu, std::try_to_lock);
+      if (lifecycle.owns_lock()) {
+        retired = node_.retire_locked(*service, id != nullptr ? *id : "");
+        break;
+      }
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
     if (!retired) {
       node_.log.warn("admin: retire {} refused: {} (asked by {})", *service,
                      retired.error().message(), who);

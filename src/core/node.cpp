@@ -502,16 +502,21 @@ Status Node::stop_service(std::string_view name, std::string_view id) {
 }
 
 Status Node::retire_service(std::string_view name, std::string_view id) {
-  auto& n = *impl_;
-  std::lock_guard lifecycle(n.lifecycle_mu);
-  auto it = std::find_if(n.services.begin(), n.services.end(),
+  std::lock_guard lifecycle(impl_->lifecycle_mu);
+  return impl_->retire_locked(name, id);
+}
+
+namespace detail {
+
+Status NodeImpl::retire_locked(std::string_view name, std::string_view id) {
+  auto it = std::find_if(services.begin(), services.end(),
                          [&](auto& p) { return p->name() == name && p->service_id() == id; });
   const std::string who =
       id.empty() ? std::string(name) : std::string(name) + "#" + std::string(id);
-  if (it == n.services.end()) {
+  if (it == services.end()) {
     return Error{Errc::not_found, "no service " + who};
   }
-  detail::ServiceCore& core = *(*it)->core_;
+  ServiceCore& core = *(*it)->core_;
   if (core.retired.load(std::memory_order_acquire)) {
     return Error{Errc::bad_state, "service " + who + " is retired already"};
   }
@@ -519,10 +524,12 @@ Status Node::retire_service(std::string_view name, std::string_view id) {
     return Error{Errc::bad_state, "service " + who + " is not running"};
   }
   core.retired.store(true, std::memory_order_release);
-  n.make_invisible(**it);
+  make_invisible(**it);
   core.notify_retired();
   return {};
 }
+
+}  // namespace detail
 
 Service* Node::find_service(std::string_view name, std::string_view id) const {
   return impl_->find_visible(name, id);

@@ -107,6 +107,8 @@ class NodeImpl {
   Status create_and_init(std::unique_ptr<Service> service, ServiceConfig cfg,
                          std::vector<Service*>& out);
   Status stop_one(Service& s);
+  /// Node::retire_service with lifecycle_mu held by the caller.
+  Status retire_locked(std::string_view name, std::string_view id);
 
  private:
   std::vector<std::shared_ptr<Subsystem>> subsystems_;  // in start order
