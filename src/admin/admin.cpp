@@ -228,7 +228,7 @@ Status Admin::start() {
     ticker.delay = beat;
     ticker.callback = [] {};
     node_.timers->schedule(std::move(ticker));
-    ticking_ = true;
+    ticking_.store(true, std::memory_order_release);
   }
   node_.log.info("admin listening on http://{}{}", listener_->address(),
                  node_.config.admin.token.empty() ? "" : " (bearer token required)");
@@ -249,9 +249,8 @@ void Admin::stop() {
   if (listener_) {
     listener_->stop();
   }
-  if (ticking_) {
+  if (ticking_.exchange(false)) {
     node_.timers->cancel_all(ticker_owner_);
-    ticking_ = false;
   }
 }
 
@@ -268,7 +267,7 @@ std::string Admin::unhealthy() const {
   const std::int64_t stall =
       std::chrono::duration_cast<std::chrono::nanoseconds>(node_.config.admin.health_stall).count();
   const std::int64_t now = steady_ns();
-  if (!ticking_) {
+  if (!ticking_.load(std::memory_order_acquire)) {
     return {};
   }
   // A ticker fires again only once its last fire ran, so a stuck pool stops both stamps: the

@@ -76,7 +76,7 @@ class Admin final : public detail::Subsystem, private timer::TimerTarget {
   const std::chrono::steady_clock::time_point started_ = std::chrono::steady_clock::now();
 
   timer::TimerOwnerList ticker_owner_;
-  bool ticking_ = false;
+  std::atomic<bool> ticking_{false};  // read by the listener's thread
   std::atomic<std::int64_t> timer_turned_ns_{0};
   std::atomic<std::int64_t> worker_turned_ns_{0};
 
