@@ -433,6 +433,33 @@ TEST(AdminReadiness, ReadyOnceStartedAndNotWhileTheGatewayDrains) {
   EXPECT_NE(http_get(n.address, "/api/node").body.find(R"("draining":true)"), std::string::npos);
 }
 
+TEST(AdminReadiness, NotReadyFromTheMomentTheNodeStartsToStop) {
+  AdminNode n;
+  ASSERT_TRUE(n.start());
+  EXPECT_EQ(http_get(n.address, "/readyz").status, 200);
+  // A handler holds the stop in its drain; meanwhile the probes still answer.
+  auto bus = n.calc_bus();
+  std::thread caller([&] { (void)bus.call<pb::SumResp>("RpcBlock", sum(0, 0), {.timeout = 20s}); });
+  ASSERT_TRUE(wait_for([&] { return n.calc->blocked.load() == 1; }));
+  std::thread stopper([&] { (void)n.node->stop(); });
+  ember::testing::HttpReply ready;
+  EXPECT_TRUE(wait_for(
+      [&] {
+        ready = http_get(n.address, "/readyz");
+        return ready.status == 503;
+      },
+      10s))
+      << ready.status << " " << ready.body << ready.error;
+  EXPECT_NE(ready.body.find("stopping"), std::string::npos) << ready.body;
+  EXPECT_EQ(http_get(n.address, "/healthz").status, 200);
+  n.calc->release.store(true);
+  stopper.join();
+  caller.join();
+  n.calc = nullptr;  // freed with the node's services
+  // Stopped: the listener is closed.
+  EXPECT_EQ(http_get(n.address, "/healthz").status, 0);
+}
+
 TEST(AdminActions, KickByUidClosesThePlayersConnectionWithTheReason) {
   AdminNode n("AdminConf: {}\n",
               "GateConf:\n  WebSocketAddr: 127.0.0.1:0\n  Login: auth.RpcLogin\n"
