@@ -58,7 +58,10 @@ ServiceCore::ServiceCore(NodeImpl& node, Service& self, ServiceConfig config,
                                                        ? config_.worker.max_lanes
                                                        : runtime::Mailbox::kMaxLanes)
                    : nullptr),
-      timings_(node.timing ? std::make_unique<ServiceTimings>(*node.timing, logger_) : nullptr),
+      // Not under a simulation: real-time figures of virtual time would mean nothing.
+      timings_(node.timing && node.driver == nullptr
+                   ? std::make_unique<ServiceTimings>(*node.timing, logger_)
+                   : nullptr),
       mailbox_(this, dedicated_ ? dedicated_.get() : scheduler, mailbox_options(config_)) {
   auto pid = std::make_shared<Pid>();
   pid->node_id = node.config.node_id;
@@ -155,11 +158,10 @@ Status ServiceCore::post(runtime::Message* m, bool external) noexcept {
   if (external && m->priority == Priority::user && mailbox_.bounded()) {
     m->counted = true;
   }
-  if (scaling_) {
-    m->enqueued_ns = ScalingProbe::now_ns();
-  }
   if (timings_) {
-    m->enqueued_ticks = metrics::now_ticks();
+    m->enqueued = static_cast<std::int64_t>(metrics::now_ticks());
+  } else if (scaling_) {
+    m->enqueued = ScalingProbe::now_ns();
   }
   Status pushed = mailbox_.push(m);
   if (!pushed) {
@@ -176,11 +178,10 @@ void ServiceCore::post_timer_fire(runtime::Message* m) noexcept {
     delete m;
     return;
   }
-  if (scaling_) {
-    m->enqueued_ns = ScalingProbe::now_ns();
-  }
   if (timings_) {
-    m->enqueued_ticks = metrics::now_ticks();
+    m->enqueued = static_cast<std::int64_t>(metrics::now_ticks());
+  } else if (scaling_) {
+    m->enqueued = ScalingProbe::now_ns();
   }
   Status pushed = mailbox_.push(m);  // not counted: timer fires are never refused for the bound
   if (!pushed) {
@@ -197,10 +198,18 @@ void ServiceCore::execute(runtime::Message* m, int lane) noexcept {
   }
   // Autoscaled services: queueing delay, and handler wall time per message (a vDSO clock read at
   // each end; a message still running counts towards its lane's busy time as it goes).
+  const std::uint64_t run_started = timings_ ? metrics::now_ticks() : 0;
   std::int64_t started_ns = 0;
   if (scaling_) {
     started_ns = ScalingProbe::now_ns();
-    scaling_->probe.message_started(lane, m->priority, m->enqueued_ns, started_ns);
+    std::int64_t enqueued_ns = m->enqueued;
+    if (timings_ && enqueued_ns != 0) {  // stamped in ticks: the same wait, on the probe's clock
+      const auto enqueued_ticks = static_cast<std::uint64_t>(enqueued_ns);
+      enqueued_ns =
+          started_ns -
+          (run_started > enqueued_ticks ? metrics::ticks_to_ns(run_started - enqueued_ticks) : 0);
+    }
+    scaling_->probe.message_started(lane, m->priority, enqueued_ns, started_ns);
   }
   if (state_.load(std::memory_order_acquire) == ServiceState::stopped && !m->is_control()) {
     rejected_.fetch_add(1, std::memory_order_relaxed);
@@ -211,7 +220,6 @@ void ServiceCore::execute(runtime::Message* m, int lane) noexcept {
     int outer_lane = tls_lane;
     tls_current = this;
     tls_lane = lane;
-    const std::uint64_t run_started = timings_ ? metrics::now_ticks() : 0;
     try {
       m->run();
     } catch (const std::exception& e) {
@@ -225,7 +233,7 @@ void ServiceCore::execute(runtime::Message* m, int lane) noexcept {
     tls_lane = outer_lane;
     if (timings_ && !m->is_control()) {
       const std::uint64_t run_finished = metrics::now_ticks();
-      timings_->record(lane, m->enqueued_ticks, run_started, run_finished);
+      timings_->record(lane, static_cast<std::uint64_t>(m->enqueued), run_started, run_finished);
       if (run_finished > run_started && run_finished - run_started >= timings_->slow_ticks()) {
         timings_->report_slow(m->name(), run_finished - run_started, m->trace_id());
       }

@@ -30,6 +30,9 @@ double ticks_per_second() noexcept;
 inline double ticks_to_seconds(std::uint64_t ticks) noexcept {
   return static_cast<double>(ticks) / ticks_per_second();
 }
+inline std::int64_t ticks_to_ns(std::uint64_t ticks) noexcept {
+  return static_cast<std::int64_t>(static_cast<double>(ticks) * 1e9 / ticks_per_second());
+}
 inline std::uint64_t seconds_to_ticks(double seconds) noexcept {
   return static_cast<std::uint64_t>(seconds * ticks_per_second());
 }

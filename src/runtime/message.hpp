@@ -36,11 +36,10 @@ class Message {
   Priority priority = Priority::user;
   /// Counted against the service's mailbox bound (user messages posted from outside).
   bool counted = false;
-  /// steady_clock nanoseconds when queued, for the queueing delay of autoscaled services
-  /// (0 = not measured).
-  std::int64_t enqueued_ns = 0;
-  /// metrics::now_ticks() when queued, for a service's timings (0 = not measured).
-  std::uint64_t enqueued_ticks = 0;
+  /// When it was queued, for its service's measurements (0 = not stamped): metrics::now_ticks()
+  /// in a service that times its messages (its node has an admin listener), else steady_clock
+  /// nanoseconds in an autoscaled service. One field for both: every message pays for it.
+  std::int64_t enqueued = 0;
 };
 
 template <class F>
