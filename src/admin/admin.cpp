@@ -6,9 +6,12 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <boost/asio/ip/address.hpp>
+#include <cctype>
 #include <cstdio>
 #include <ember/node.hpp>
 #include <fstream>
+#include <limits>
 #include <nlohmann/json.hpp>
 #include <sstream>
 #include <thread>
@@ -59,23 +62,22 @@ HttpResponse error_response(const Error& error) {
       status, json{{"error", std::string(errc_name(error.code()))}, {"message", error.message()}});
 }
 
-// The smallest bound under which `q` of the observations fall (seconds); the last finite bound
-// stands for the overflow bucket. 0 without observations.
-double quantile(const metrics::HistogramSnapshot& h, double q) {
+// The smallest bound under which `q` of the observations fall (seconds), 0 without observations;
+// null when the quantile lies in the overflow bucket, above the last bound: no figure can be given.
+json quantile(const metrics::HistogramSnapshot& h, double q) {
   const std::uint64_t total = h.count();
   if (total == 0) {
-    return 0;
+    return 0.0;
   }
   const auto rank = static_cast<std::uint64_t>(std::ceil(q * static_cast<double>(total)));
   std::uint64_t seen = 0;
-  for (std::size_t i = 0; i < metrics::kTimeBuckets; ++i) {
+  for (std::size_t i = 0; i < metrics::kTimeBounds.size(); ++i) {
     seen += h.counts[i];
     if (seen >= rank) {
-      return i < metrics::kTimeBounds.size() ? metrics::kTimeBounds[i]
-                                             : metrics::kTimeBounds.back();
+      return metrics::kTimeBounds[i];
     }
   }
-  return metrics::kTimeBounds.back();
+  return nullptr;
 }
 
 metrics::HistogramSnapshot minus(metrics::HistogramSnapshot a,
@@ -114,6 +116,22 @@ struct ProcessFigures {
   double max_fds = 0;
 };
 
+// The boot time as the kernel keeps it (btime): a constant, so the start time does not jitter
+// from one scrape to the next as now-minus-uptime does.
+std::int64_t boot_time_seconds() {
+  std::ifstream stat("/proc/stat");
+  std::string key;
+  while (stat >> key) {
+    if (key == "btime") {
+      std::int64_t btime = 0;
+      stat >> btime;
+      return btime;
+    }
+    stat.ignore(std::numeric_limits<std::streamsize>::max(), '\n');
+  }
+  return 0;
+}
+
 ProcessFigures process_figures() {
   ProcessFigures p;
   const double page = static_cast<double>(sysconf(_SC_PAGESIZE));
@@ -141,11 +159,7 @@ ProcessFigures process_figures() {
       p.threads = at(20);
       p.virtual_bytes = at(23);
       p.rss_bytes = at(24) * page;
-      std::ifstream uptime_file("/proc/uptime");
-      double uptime = 0;
-      uptime_file >> uptime;
-      const double boot = static_cast<double>(std::time(nullptr)) - uptime;
-      p.start_time_seconds = boot + at(22) / ticks;
+      p.start_time_seconds = static_cast<double>(boot_time_seconds()) + at(22) / ticks;
     }
   }
   if (DIR* dir = opendir("/proc/self/fd")) {
@@ -177,9 +191,11 @@ void each_observable(detail::NodeImpl& node, Fn&& fn) {
 // A Message that runs a timer fire on a worker: the proof that the workers turn.
 class Turn final : public runtime::Runnable {
  public:
-  Turn(runtime::Message* fire, std::atomic<std::int64_t>& stamp) : fire_(fire), stamp_(stamp) {}
+  Turn(runtime::Message* fire, std::atomic<std::int64_t>& stamp, std::atomic<bool>& pending)
+      : fire_(fire), stamp_(stamp), pending_(pending) {}
   void run_slice() override {
     stamp_.store(steady_ns(), std::memory_order_relaxed);
+    pending_.store(false, std::memory_order_release);
     fire_->run();
     delete fire_;
     delete this;  // the scheduler touches a runnable no more once its slice returned
@@ -188,6 +204,7 @@ class Turn final : public runtime::Runnable {
  private:
   runtime::Message* fire_;
   std::atomic<std::int64_t>& stamp_;
+  std::atomic<bool>& pending_;
 };
 
 }  // namespace
@@ -210,8 +227,8 @@ Status Admin::start() {
   timer_turned_ns_.store(now);
   worker_turned_ns_.store(now);
   Result<std::unique_ptr<HttpListener>> listener = HttpListener::open(
-      node_.config.admin.listen_addr, [this](const HttpRequest& r) { return handle(r); },
-      node_.log);
+      node_.config.admin.listen_addr, [this](const HttpRequest& r) { return answer_promptly(r); },
+      [this](const HttpRequest& r) { return serve(r); }, node_.log);
   if (!listener) {
     return listener.error();
   }
@@ -260,7 +277,14 @@ std::string Admin::address() const {
 
 void Admin::post_timer_fire(runtime::Message* m) noexcept {
   timer_turned_ns_.store(steady_ns(), std::memory_order_relaxed);
-  node_.scheduler->submit(new Turn(m, worker_turned_ns_));
+  // The ticker fires on whether or not its last fire ran: while the pool is stalled, one Turn
+  // waits and the others are dropped, so that a long stall piles nothing up.
+  if (turn_pending_.exchange(true, std::memory_order_acq_rel)) {
+    m->reject(Error{Errc::stopping, "the last heartbeat has not run yet"});
+    delete m;
+    return;
+  }
+  node_.scheduler->submit(new Turn(m, worker_turned_ns_, turn_pending_));
 }
 
 std::string Admin::unhealthy() const {
@@ -270,9 +294,9 @@ std::string Admin::unhealthy() const {
   if (!ticking_.load(std::memory_order_acquire)) {
     return {};
   }
-  // A ticker fires again only once its last fire ran, so a stuck pool stops both stamps: the
-  // one that stopped first is the culprit (the timer posted a fire no worker took, or a worker
-  // ran the last fire a silent timer thread posted).
+  // The timer thread stamps every beat and a worker every beat it runs: a stale worker stamp
+  // under a fresh timer stamp means no worker was free; both stale means the timer thread is
+  // stuck (the workers have nothing of it to run).
   const std::int64_t timer_at = timer_turned_ns_.load(std::memory_order_relaxed);
   const std::int64_t worker_at = worker_turned_ns_.load(std::memory_order_relaxed);
   const std::int64_t age = now - std::min(timer_at, worker_at);
@@ -325,11 +349,37 @@ bool Admin::authorized(const HttpRequest& request) const {
   return diff == 0;
 }
 
-HttpResponse Admin::handle(const HttpRequest& request) {
-  if (readiness_.load(std::memory_order_acquire) != Readiness::starting &&
-      SteadyClock::now() - last_sample_ >= kSampleEvery) {
-    sample_history();
+namespace {
+
+bool is_ip_literal(std::string_view host) {
+  boost::system::error_code ec;
+  (void)boost::asio::ip::make_address(std::string(host), ec);
+  return !ec;
+}
+
+// "host:port", "[v6]:port" or "host" without its port, lower case.
+std::string host_of(std::string_view host_port) {
+  std::string host;
+  if (host_port.starts_with('[')) {
+    host = std::string(host_port.substr(1, host_port.find(']') - 1));
+  } else {
+    host = std::string(host_port.substr(0, host_port.rfind(':')));
   }
+  std::transform(host.begin(), host.end(), host.begin(),
+                 [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  return host;
+}
+
+bool same_text(std::string_view a, std::string_view b) {
+  return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) {
+           return std::tolower(static_cast<unsigned char>(x)) ==
+                  std::tolower(static_cast<unsigned char>(y));
+         });
+}
+
+}  // namespace
+
+std::optional<HttpResponse> Admin::answer_promptly(const HttpRequest& request) const {
   const std::string& path = request.path;
   const bool get = request.method == "GET" || request.method == "HEAD";
   if (path == "/healthz" && get) {
@@ -347,6 +397,32 @@ HttpResponse Admin::handle(const HttpRequest& request) {
     }
     return text(503, std::move(body));
   }
+  // Without a token the listener is on loopback, and a web page the operator visits could still
+  // reach it through a name it rebinds to 127.0.0.1: such a request names that host, not this
+  // listener's address.
+  if (node_.config.admin.token.empty() && !request.host.empty()) {
+    const std::string host = host_of(request.host);
+    if (host != "localhost" && !is_ip_literal(host)) {
+      return json_response(403, json{{"error", "forbidden"},
+                                     {"message",
+                                      "this listener answers to its address or "
+                                      "localhost, not to Host: " +
+                                          request.host}});
+    }
+  }
+  // A browser says where a request comes from: an action from another site's page is forged.
+  if (!get && !request.origin.empty()) {
+    const std::size_t scheme = request.origin.find("://");
+    const std::string_view origin_host = scheme == std::string::npos
+                                             ? std::string_view{}
+                                             : std::string_view(request.origin).substr(scheme + 3);
+    if (origin_host.empty() || !same_text(origin_host, request.host)) {
+      return json_response(
+          403, json{{"error", "forbidden"},
+                    {"message",
+                     "an action from the page of another site (Origin: " + request.origin + ")"}});
+    }
+  }
   if ((path == "/" || path == "/index.html") && get) {
     // The page holds no data: it asks the API, with the token the operator types in.
     return HttpResponse{200, "text/html; charset=utf-8", std::string(dashboard_html()), {}};
@@ -360,6 +436,16 @@ HttpResponse Admin::handle(const HttpRequest& request) {
     denied.www_authenticate = "Bearer realm=\"ember-admin\"";
     return denied;
   }
+  return std::nullopt;
+}
+
+HttpResponse Admin::serve(const HttpRequest& request) {
+  if (readiness_.load(std::memory_order_acquire) != Readiness::starting &&
+      SteadyClock::now() - last_sample_ >= kSampleEvery) {
+    sample_history();
+  }
+  const std::string& path = request.path;
+  const bool get = request.method == "GET" || request.method == "HEAD";
   if (path == "/metrics" && get) {
     return metrics();
   }
@@ -698,12 +784,18 @@ HttpResponse Admin::api_get(std::string_view topic, const HttpRequest& request) 
   return raw(std::move(**answer));
 }
 
+void Admin::audit(const std::string& line) const {
+  // Written whatever the log level: an operator's action must leave a trace, also the one that
+  // turned logging down.
+  node_.log.write(LogLevel::warn, line);
+}
+
 HttpResponse Admin::api_post(std::string_view action, const HttpRequest& request) {
   const std::string who =
       request.operator_name.empty() ? request.peer : request.operator_name + "@" + request.peer;
   const ops::Request req{who, request.query};
   auto done = [&](std::string what) {
-    node_.log.warn("admin: {} (asked by {})", what, who);
+    audit(fmt::format("admin: {} (asked by {})", what, who));
     return json_response(200, json{{"ok", true}, {"done", what}});
   };
   if (action == "log-level") {
@@ -739,8 +831,8 @@ HttpResponse Admin::api_post(std::string_view action, const HttpRequest& request
       std::this_thread::sleep_for(std::chrono::milliseconds(10));
     }
     if (!retired) {
-      node_.log.warn("admin: retire {} refused: {} (asked by {})", *service,
-                     retired.error().message(), who);
+      audit(fmt::format("admin: retire {} refused: {} (asked by {})", *service,
+                        retired.error().message(), who));
       return error_response(retired.error());
     }
     return done("retired service " + *service + (id != nullptr && !id->empty() ? "#" + *id : ""));
@@ -757,10 +849,11 @@ HttpResponse Admin::api_post(std::string_view action, const HttpRequest& request
                   {"message", "no such action on this node: POST /api/" + std::string(action)}});
   }
   if (!*answer) {
-    node_.log.warn("admin: {} refused: {} (asked by {})", action, answer->error().message(), who);
+    audit(
+        fmt::format("admin: {} refused: {} (asked by {})", action, answer->error().message(), who));
     return error_response(answer->error());
   }
-  node_.log.warn("admin: {} done: {} (asked by {})", action, **answer, who);
+  audit(fmt::format("admin: {} done: {} (asked by {})", action, **answer, who));
   return HttpResponse{200, "application/json", std::move(**answer) + "\n", {}};
 }
 

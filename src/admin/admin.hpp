@@ -48,11 +48,13 @@ class Admin final : public detail::Subsystem, private timer::TimerTarget {
   /// host:port of the listener.
   [[nodiscard]] std::string address() const;
 
-  /// What /healthz, /readyz, /metrics and /api/* answer (the listener's thread calls it).
-  HttpResponse handle(const HttpRequest& request);
-
  private:
   enum class Readiness : std::uint8_t { starting, ready, stopping };
+
+  /// The network thread's part: the probes, the page, and refusals (Host, Origin, token).
+  [[nodiscard]] std::optional<HttpResponse> answer_promptly(const HttpRequest& request) const;
+  /// The request thread's part, for what answer_promptly passed on: /metrics and /api/*.
+  HttpResponse serve(const HttpRequest& request);
 
   // The heartbeat that shows the node's loops turn: a ticker on the timer thread (every second,
   // or a quarter of HealthStall) whose fires run on a worker.
@@ -69,6 +71,7 @@ class Admin final : public detail::Subsystem, private timer::TimerTarget {
   std::string slow_json() const;
   std::string cluster_json() const;
   void sample_history();
+  void audit(const std::string& line) const;
 
   detail::NodeImpl& node_;
   std::unique_ptr<HttpListener> listener_;
@@ -79,9 +82,10 @@ class Admin final : public detail::Subsystem, private timer::TimerTarget {
   std::atomic<bool> ticking_{false};  // read by the listener's thread
   std::atomic<std::int64_t> timer_turned_ns_{0};
   std::atomic<std::int64_t> worker_turned_ns_{0};
+  std::atomic<bool> turn_pending_{false};  // a Turn is queued and has not run
 
   // Per service, what its histograms held at each of the last samples (every 5 s, one minute):
-  // wait and run figures over the last minute come from the difference. Listener thread only.
+  // wait and run figures over the last minute come from the difference. Request thread only.
   struct Sample {
     std::chrono::steady_clock::time_point at;
     metrics::HistogramSnapshot wait;

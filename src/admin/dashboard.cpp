@@ -72,6 +72,7 @@ function el(tag, text, cls) {
   return e;
 }
 function ms(seconds) {
+  if (seconds === null) return "> 5 s";  // above the histograms' last bound
   if (!seconds) return "0";
   return seconds < 0.001 ? (seconds * 1e6).toFixed(0) + " µs" : (seconds * 1e3).toFixed(1) + " ms";
 }
@@ -134,7 +135,7 @@ async function refresh() {
     const h = history.get(key) || [];
     const prev = h.length ? h[h.length - 1] : null;
     const rate = prev && s.handled !== undefined ? (s.handled - prev.handled) * 1000 / (now - prev.t) : 0;
-    h.push({t: now, queued: s.queued, wait: s.wait_p99_seconds || 0, handled: s.handled || 0});
+    h.push({t: now, queued: s.queued, wait: s.wait_p99_seconds === null ? 5 : (s.wait_p99_seconds || 0), handled: s.handled || 0});
     while (h.length && now - h[0].t > HISTORY_MS) h.shift();
     history.set(key, h);
     const calls = Object.entries(s.calls || {}).map(([k, v]) => k + " " + v).join(", ");
@@ -163,16 +164,20 @@ async function refresh() {
   fill("nodes", cluster.nodes.map(n => row([n.node + (n.node === cluster.self ? " (this node)" : ""),
     n.address || "—", n.services.length])));
 }
-async function tick() {
+// One polling loop at a time: a new token starts a new loop, and the old one ends at its next turn.
+let loop = 0;
+let pending = null;
+async function tick(mine) {
   const error = document.getElementById("error");
   try { await refresh(); error.style.display = "none"; }
   catch (e) { error.textContent = e.message; error.style.display = "inline"; }
-  setTimeout(tick, 2000);
+  if (mine === loop) pending = setTimeout(() => tick(mine), 2000);
 }
 document.getElementById("save").onclick = () => {
   token = document.getElementById("token").value;
   sessionStorage.setItem("ember-admin-token", token);
-  tick();
+  clearTimeout(pending);
+  tick(++loop);
 };
 document.getElementById("find").onclick = async () => {
   const uid = document.getElementById("uid").value;
@@ -183,7 +188,7 @@ document.getElementById("find").onclick = async () => {
     out.textContent = f.online ? "on " + f.gateway + ", session " + f.session : "not logged in";
   } catch (e) { out.textContent = e.message; }
 };
-tick();
+tick(loop);
 </script>
 </body></html>
 )html";

@@ -2,8 +2,10 @@
 #include "admin/http_listener.hpp"
 
 #include <atomic>
+#include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/beast/core/flat_buffer.hpp>
 #include <boost/beast/core/tcp_stream.hpp>
@@ -79,7 +81,8 @@ ops::Params parse_query(std::string_view query) {
 }
 
 struct HttpListener::Impl {
-  Impl(Handler h, Logger l) : handler(std::move(h)), log(std::move(l)) {}
+  Impl(Prompt p, Handler h, Logger l)
+      : prompt(std::move(p)), handler(std::move(h)), log(std::move(l)) {}
 
   struct Connection : std::enable_shared_from_this<Connection> {
     Connection(Impl* owner, tcp::socket socket) : impl(owner), stream(std::move(socket)) {
@@ -127,26 +130,64 @@ struct HttpListener::Impl {
       if (auto it = request.find("X-Ember-Operator"); it != request.end()) {
         req.operator_name = std::string(it->value().substr(0, 64));
       }
-      req.peer = peer;
-      HttpResponse answer;
-      try {
-        answer = impl->handler(req);
-      } catch (const std::exception& e) {
-        answer = HttpResponse{500,
-                              "text/plain; charset=utf-8",
-                              std::string("internal error: ") + e.what() + "\n",
-                              {}};
+      if (auto it = request.find(http::field::host); it != request.end()) {
+        req.host = std::string(it->value());
       }
+      if (auto it = request.find(http::field::origin); it != request.end()) {
+        req.origin = std::string(it->value());
+      }
+      req.peer = peer;
+      const Reply reply{request.version(), request.keep_alive(),
+                        request.method() == http::verb::head};
+      std::optional<HttpResponse> prompt_answer;
+      try {
+        prompt_answer = impl->prompt(req);
+      } catch (const std::exception& e) {
+        prompt_answer = internal_error(e);
+      }
+      if (prompt_answer) {
+        respond(reply, std::move(*prompt_answer));
+        return;
+      }
+      // The request thread answers; the write goes back to this thread, which owns the stream.
+      asio::post(
+          impl->requests, [self = shared_from_this(), req = std::move(req), reply]() mutable {
+            HttpResponse answer;
+            try {
+              answer = self->impl->handler(req);
+            } catch (const std::exception& e) {
+              answer = internal_error(e);
+            }
+            Impl* owner = self->impl;
+            asio::post(owner->io,
+                       [self = std::move(self), reply, answer = std::move(answer)]() mutable {
+                         self->respond(reply, std::move(answer));
+                       });
+          });
+    }
+
+    struct Reply {
+      unsigned version;
+      bool keep_alive;
+      bool head;
+    };
+
+    static HttpResponse internal_error(const std::exception& e) {
+      return HttpResponse{
+          500, "text/plain; charset=utf-8", std::string("internal error: ") + e.what() + "\n", {}};
+    }
+
+    void respond(const Reply& reply, HttpResponse answer) {
       auto response = std::make_shared<http::response<http::string_body>>(
-          static_cast<http::status>(answer.status), request.version());
+          static_cast<http::status>(answer.status), reply.version);
       response->set(http::field::server, "ember-admin");
       response->set(http::field::content_type, answer.content_type);
       response->set(http::field::cache_control, "no-store");
       if (!answer.www_authenticate.empty()) {
         response->set(http::field::www_authenticate, answer.www_authenticate);
       }
-      response->keep_alive(request.keep_alive());
-      if (request.method() != http::verb::head) {
+      response->keep_alive(reply.keep_alive);
+      if (!reply.head) {
         response->body() = std::move(answer.body);
       }
       response->prepare_payload();
@@ -225,28 +266,34 @@ struct HttpListener::Impl {
     accept();
   }
 
+  Prompt prompt;
   Handler handler;
   Logger log;
-  // Before the context: connections still queued in it are destroyed with it, and leave this.
-  std::list<Connection*> open;  // oldest first; the listener's thread only
+  // Before the contexts: connections still queued in them are destroyed with them, and leave this.
+  std::list<Connection*> open;  // oldest first; the network thread only
   asio::io_context io{1};
   tcp::acceptor acceptor{io};
   asio::steady_timer retry{io};
   bool accept_failing = false;
   std::string address;
   std::thread thread;
+  // After io: a connection queued here holds a socket of io, so this goes first.
+  asio::io_context requests{1};
+  asio::executor_work_guard<asio::io_context::executor_type> requests_wanted{
+      requests.get_executor()};
+  std::thread request_thread;
   std::atomic<bool> stopped{false};
 };
 
-Result<std::unique_ptr<HttpListener>> HttpListener::open(const std::string& text, Handler handler,
-                                                         Logger log) {
+Result<std::unique_ptr<HttpListener>> HttpListener::open(const std::string& text, Prompt prompt,
+                                                         Handler handler, Logger log) {
   const std::size_t colon = text.rfind(':');
   std::string host = text.substr(0, colon);
   if (host.size() > 1 && host.front() == '[') {
     host = host.substr(1, host.size() - 2);
   }
   const auto port = static_cast<std::uint16_t>(std::stoi(text.substr(colon + 1)));
-  auto impl = std::make_unique<Impl>(std::move(handler), std::move(log));
+  auto impl = std::make_unique<Impl>(std::move(prompt), std::move(handler), std::move(log));
   boost::system::error_code ec;
   const asio::ip::address ip = host == "localhost" ? asio::ip::make_address("127.0.0.1", ec)
                                                    : asio::ip::make_address(host, ec);
@@ -274,6 +321,7 @@ Result<std::unique_ptr<HttpListener>> HttpListener::open(const std::string& text
                   ":" + std::to_string(bound.port());
   impl->accept();
   impl->thread = std::thread([raw = impl.get()] { raw->io.run(); });
+  impl->request_thread = std::thread([raw = impl.get()] { raw->requests.run(); });
   return std::unique_ptr<HttpListener>(new HttpListener(std::move(impl)));
 }
 
@@ -291,11 +339,20 @@ void HttpListener::stop() {
   if (impl_->stopped.exchange(true)) {
     return;
   }
-  // Stopping the context abandons every connection's pending operation; the handlers hold the
-  // connections, and they are destroyed with the context's queue below.
+  // Stopping the contexts abandons every connection's pending operation (a request in progress
+  // runs to its end first); the handlers hold the connections, and they are destroyed with the
+  // contexts' queues. The sockets close now, so that no client waits for that.
   impl_->io.stop();
+  impl_->requests.stop();
   if (impl_->thread.joinable()) {
     impl_->thread.join();
+  }
+  if (impl_->request_thread.joinable()) {
+    impl_->request_thread.join();
+  }
+  for (Impl::Connection* connection : impl_->open) {
+    beast::error_code ignored;
+    connection->stream.socket().close(ignored);
   }
   boost::system::error_code ignored;
   impl_->acceptor.close(ignored);

@@ -1,12 +1,14 @@
 // SPDX-License-Identifier: Apache-2.0
-// The admin listener's HTTP server: Boost.Beast on one thread of its own, so that a node whose
-// workers are stuck still answers its probes and says so.
+// The admin listener's HTTP server: Boost.Beast on a network thread of its own, so that a node
+// whose workers are stuck still answers its probes and says so, and a request thread for what may
+// wait (an action waiting for its outcome, a scrape), so that the probes never queue behind it.
 #pragma once
 
 #include <ember/error.hpp>
 #include <ember/log.hpp>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "ops/observable.hpp"
@@ -19,6 +21,8 @@ struct HttpRequest {
   ops::Params query;   ///< decoded
   std::string authorization;
   std::string operator_name;  ///< X-Ember-Operator, for the action log
+  std::string host;           ///< the Host header, empty without one
+  std::string origin;         ///< the Origin header a browser sends, empty without one
   std::string peer;           ///< "ip:port" of the client
 };
 
@@ -31,19 +35,23 @@ struct HttpResponse {
 
 class HttpListener {
  public:
-  /// Runs on the listener's thread, one request at a time: must return promptly.
+  /// Runs on the network thread: answers what needs no waiting (probes, refusals) or returns
+  /// nullopt to pass the request on to the Handler. Must never block.
+  using Prompt = std::function<std::optional<HttpResponse>(const HttpRequest&)>;
+  /// Runs on the request thread, one request at a time: may wait.
   using Handler = std::function<HttpResponse(const HttpRequest&)>;
 
-  /// Listens on "host:port" and starts its thread. Errors: io_error naming the address.
-  static Result<std::unique_ptr<HttpListener>> open(const std::string& address, Handler handler,
-                                                    Logger log);
+  /// Listens on "host:port" and starts its threads. Errors: io_error naming the address.
+  static Result<std::unique_ptr<HttpListener>> open(const std::string& address, Prompt prompt,
+                                                    Handler handler, Logger log);
   ~HttpListener();
   HttpListener(const HttpListener&) = delete;
   HttpListener& operator=(const HttpListener&) = delete;
 
   /// host:port it listens on (the chosen port when the config asked for 0).
   [[nodiscard]] std::string address() const;
-  /// Closes the listener and every connection, and joins the thread. Idempotent.
+  /// Closes the listener and every connection, and joins the threads once a request in progress
+  /// has its answer (requests still queued get none). Idempotent.
   void stop();
 
   struct Impl;

@@ -121,11 +121,15 @@ void NodeImpl::forget(Service& s) {
   }
 }
 
+bool NodeImpl::is_visible(const Service& s) {
+  return s.core_ != nullptr && s.core_->visible.load(std::memory_order_acquire);
+}
+
 Service* NodeImpl::find_visible(std::string_view name, std::string_view id) const {
   std::shared_lock lock(visible_mu);
   auto it =
       by_identity.find(std::pair<std::string, std::string>{std::string(name), std::string(id)});
-  if (it == by_identity.end() || !it->second->core_->visible.load(std::memory_order_acquire)) {
+  if (it == by_identity.end() || !is_visible(*it->second)) {
     return nullptr;
   }
   return it->second;
@@ -205,8 +209,13 @@ Status NodeImpl::create_and_init(std::unique_ptr<Service> service, ServiceConfig
     }
   }
   Service* raw = service.get();
-  raw->core_ =
+  auto core =
       std::make_unique<ServiceCore>(*this, *raw, cfg, scheduler.get(), std::move(dedicated));
+  {
+    // by_identity holds the service from the check above; readers skip it until its core is set.
+    std::unique_lock lock(visible_mu);
+    raw->core_ = std::move(core);
+  }
   raw->service_ = raw;
   raw->id_ = 1'000'000;
   raw->extras_ = std::make_unique<ModuleExtras>();
@@ -335,12 +344,13 @@ Status Node::start() {
     for (auto it = n.services.rbegin(); it != n.services.rend(); ++it) {
       (void)n.stop_one(**it);
     }
-    n.services.clear();
-    n.stop_subsystems();
     {
+      // Before the services are freed: the admin listener walks by_identity until it stops.
       std::unique_lock lock(n.visible_mu);
       n.by_identity.clear();
     }
+    n.services.clear();
+    n.stop_subsystems();
     n.stop_time_driven();
     n.scheduler->stop();
     n.phase = detail::NodeImpl::Phase::stopped;
@@ -502,6 +512,9 @@ Status Node::stop_service(std::string_view name, std::string_view id) {
 }
 
 Status Node::retire_service(std::string_view name, std::string_view id) {
+  if (runtime::Scheduler::current() != nullptr) {
+    return Error{Errc::bad_state, "retire_service must not be called from a handler"};
+  }
   std::lock_guard lifecycle(impl_->lifecycle_mu);
   return impl_->retire_locked(name, id);
 }
@@ -539,7 +552,7 @@ std::vector<Service*> Node::services() const {
   std::shared_lock lock(impl_->visible_mu);
   std::vector<Service*> out;
   for (const auto& [key, s] : impl_->by_identity) {
-    if (s->core_->visible.load(std::memory_order_acquire)) {
+    if (detail::NodeImpl::is_visible(*s)) {
       out.push_back(s);
     }
   }
@@ -555,7 +568,7 @@ Status Node::post(std::string_view service_name, std::function<void()> fn, PostO
   auto it = impl_->by_identity.lower_bound(
       std::pair<std::string, std::string>{std::string(service_name), std::string()});
   while (it != impl_->by_identity.end() && it->first.first == service_name &&
-         !it->second->core_->visible.load(std::memory_order_acquire)) {
+         !detail::NodeImpl::is_visible(*it->second)) {
     ++it;
   }
   if (it == impl_->by_identity.end() || it->first.first != service_name) {

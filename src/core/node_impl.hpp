@@ -100,9 +100,14 @@ class NodeImpl {
   void each_service_core(Fn&& fn) const {
     std::shared_lock lock(visible_mu);
     for (const auto& entry : by_identity) {
-      fn(*entry.second->core_);
+      if (entry.second->core_ != nullptr) {  // null while the service is being created
+        fn(*entry.second->core_);
+      }
     }
   }
+
+  /// With visible_mu held: a service in by_identity has no core for a moment while created.
+  static bool is_visible(const Service& s);
 
   Status create_and_init(std::unique_ptr<Service> service, ServiceConfig cfg,
                          std::vector<Service*>& out);

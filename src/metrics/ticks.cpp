@@ -40,7 +40,16 @@ double ticks_per_second() noexcept {
   if (known != 0 && c.rate_span_ns.load(std::memory_order_relaxed) >= 60'000'000'000) {
     return known;
   }
-  std::lock_guard lock(c.mu);
+  // Once a rate is known, a caller never waits: whoever gets the lock refines it, the others
+  // take the current figure.
+  std::unique_lock lock(c.mu, std::defer_lock);
+  if (known != 0) {
+    if (!lock.try_lock()) {
+      return known;
+    }
+  } else {
+    lock.lock();
+  }
   if (!c.started) {
     c.started = true;
     c.base_ticks = now_ticks();

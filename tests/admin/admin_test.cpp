@@ -248,6 +248,93 @@ TEST(AdminListener, GarbageAndAFloodOfIdleConnectionsDoNotLockTheProbesOut) {
   }
 }
 
+// Holds the node's lifecycle (add_service waits for its start) until released.
+class SlowStarter : public ember::Service {
+ public:
+  ember::Status on_start() override {
+    starting.store(true);
+    (void)wait_for([&] { return release.load(); }, 20s);
+    return ember::ok_status();
+  }
+  std::atomic<bool> starting{false};
+  std::atomic<bool> release{false};
+};
+
+TEST(AdminListener, ProbesAnswerWhileAnActionWaits) {
+  AdminNode n;
+  ASSERT_TRUE(n.start());
+  auto starter = std::make_unique<SlowStarter>();
+  SlowStarter* slow = starter.get();
+  std::thread adding([&] { (void)n.node->add_service(std::move(starter), named("slow-starter")); });
+  struct Release {
+    SlowStarter* s;
+    std::thread& t;
+    ~Release() {
+      s->release.store(true);
+      t.join();
+    }
+  } release{slow, adding};
+  ASSERT_TRUE(wait_for([&] { return slow->starting.load(); }));
+  // The retire waits for the lifecycle a service start holds, and gives up after 2 s.
+  std::atomic<bool> retire_done{false};
+  ember::testing::HttpReply retire;
+  std::thread retiring([&] {
+    retire = http_post(n.address, "/api/retire?service=calc");
+    retire_done.store(true);
+  });
+  int answered_meanwhile = 0;
+  int late = 0;
+  while (!retire_done.load()) {
+    const auto probe = ember::testing::http_request(n.address, "GET", "/healthz", {}, 1s);
+    if (probe.status == 200 && !retire_done.load()) {
+      ++answered_meanwhile;
+    } else if (probe.status != 200) {
+      ++late;
+    }
+  }
+  retiring.join();
+  EXPECT_EQ(retire.status, 503) << retire.body;
+  EXPECT_EQ(late, 0);
+  EXPECT_GT(answered_meanwhile, 0);
+}
+
+TEST(AdminListener, RefusesRebindingNamesAndActionsFromOtherSites) {
+  AdminNode n;
+  ASSERT_TRUE(n.start());
+  using Headers = std::vector<std::pair<std::string, std::string>>;
+  auto request = [&](const std::string& method, const std::string& target, Headers headers) {
+    return ember::testing::http_request(n.address, method, target, {}, 10s, headers);
+  };
+  const std::string port = n.address.substr(n.address.rfind(':') + 1);
+  // A name that is not this listener's: a page that rebound its own name to 127.0.0.1.
+  EXPECT_EQ(request("GET", "/api/node", {{"Host", "evil.example:" + port}}).status, 403);
+  EXPECT_EQ(request("GET", "/", {{"Host", "evil.example:" + port}}).status, 403);
+  EXPECT_EQ(request("GET", "/healthz", {{"Host", "evil.example:" + port}}).status, 200);
+  EXPECT_EQ(request("GET", "/api/node", {{"Host", "localhost:" + port}}).status, 200);
+  // An action posted from another site's page: refused, and nothing changed.
+  ember::set_log_level(ember::LogLevel::info);
+  const auto forged =
+      request("POST", "/api/log-level?level=off", {{"Origin", "http://evil.example"}});
+  EXPECT_EQ(forged.status, 403) << forged.body;
+  EXPECT_EQ(ember::log_level(), ember::LogLevel::info);
+  const auto own =
+      request("POST", "/api/log-level?level=info", {{"Origin", "http://" + n.address}});
+  EXPECT_EQ(own.status, 200) << own.body;
+}
+
+TEST(AdminListener, StoppingTheNodeClosesTheConnectionsItHolds) {
+  AdminNode n;
+  ASSERT_TRUE(n.start());
+  const int idle = ember::testing::connect_to(n.address);
+  ASSERT_GE(idle, 0);
+  // Accepted before the stop: a probe on the same port answered after it connected.
+  ASSERT_EQ(http_get(n.address, "/healthz").status, 200);
+  ASSERT_TRUE(n.node->stop());
+  n.calc = nullptr;  // freed by the stop
+  EXPECT_TRUE(ember::testing::closed_by_peer(idle));
+  ::close(idle);
+}
+
 TEST(AdminConfig, AListenerOtherMachinesReachNeedsAToken) {
   auto open = ember::parse_node_config("AdminConf: {ListenAddr: \"0.0.0.0:9464\"}\n", "t");
   ASSERT_FALSE(open);
@@ -335,13 +422,98 @@ TEST(AdminActions, LogLevelChangesAndBadArgumentsAreRefused) {
   EXPECT_EQ(ember::testing::http_request(n.address, "DELETE", "/api/node").status, 405);
 }
 
+// The process's log into a file for one test, then back to the console at info.
+struct CapturedLog {
+  explicit CapturedLog(const char* name)
+      : scratch(name), file((scratch.path() / "node.log").string()) {
+    EXPECT_TRUE(ember::configure_logging(ember::LogLevel::info, file));
+  }
+  ~CapturedLog() {
+    ember::set_log_level(ember::LogLevel::info);
+    (void)ember::configure_logging(ember::LogLevel::info);
+  }
+  // What was logged so far.
+  std::string text() const {
+    ember::flush_logs();
+    std::ifstream in(file);
+    std::stringstream out;
+    out << in.rdbuf();
+    return out.str();
+  }
+  ember::testing::ScratchDir scratch;
+  std::string file;
+};
+
+TEST(AdminActions, EveryActionIsLoggedWithWhoAsked) {
+  const CapturedLog log("ember-audit");
+  AdminNode n;
+  ASSERT_TRUE(n.start());
+  const auto set = ember::testing::http_request(n.address, "POST", "/api/log-level?level=error", {},
+                                                10s, {{"X-Ember-Operator", "alice"}});
+  ASSERT_EQ(set.status, 200) << set.body;
+  const auto refused = ember::testing::http_request(n.address, "POST", "/api/retire?service=ghost",
+                                                    {}, 10s, {{"X-Ember-Operator", "bob"}});
+  ASSERT_EQ(refused.status, 404) << refused.body;
+  const std::string text = log.text();
+  // Logged above the level just set: an operator's action is never filtered out.
+  EXPECT_NE(text.find("admin: log level set to error (asked by alice@127.0.0.1:"),
+            std::string::npos)
+      << text;
+  EXPECT_NE(text.find("admin: retire ghost refused: no service ghost (asked by bob@127.0.0.1:"),
+            std::string::npos)
+      << text;
+}
+
+// A client request's trace id: on the gateway's line for it and on the backend handler's lines.
+class Tracer : public ember::Service {
+ public:
+  ember::Status on_init() override {
+    return handle("RpcNote", [this](const pb::Echo& e) -> Result<pb::Echo> {
+      log().info("noting {}", e.text());
+      return e;
+    });
+  }
+};
+
+TEST(AdminTrace, AClientRequestsTraceIdIsOnTheGatewaysLineAndTheHandlers) {
+  const CapturedLog log("ember-gate-trace");
+  AdminNode n("AdminConf: {}\n",
+              "GateConf:\n  WebSocketAddr: 127.0.0.1:0\n  Login: auth.RpcLogin\n"
+              "  Routes: [tracer.*]\n");
+  ASSERT_TRUE(n.node->add_service(std::make_unique<ember::testing::TestAuth>(), named("auth")));
+  ASSERT_TRUE(n.node->add_service(std::make_unique<Tracer>(), named("tracer")));
+  ASSERT_TRUE(n.start());
+  // The gateway's line is at debug: an operator turns it on when following a request.
+  ASSERT_EQ(http_post(n.address, "/api/log-level?level=debug").status, 200);
+  const std::string url = "ws://" + ember::gate::Gate::of(*n.node).websocket_address() + "/ws";
+  auto alice = ember::client::Client::connect({.url = url, .token = "alice", .timeout = 5s});
+  ASSERT_TRUE(alice) << alice.error().to_string();
+  pb::Echo e;
+  e.set_text("note-42");
+  ASSERT_TRUE((*alice)->call<pb::Echo>("tracer.RpcNote", e));
+  const std::string text = log.text();
+  std::istringstream lines(text);
+  std::string line;
+  std::string gate_line;
+  std::string handler_line;
+  while (std::getline(lines, line)) {
+    if (line.find("gateway: uid alice calls tracer.RpcNote") != std::string::npos)
+      gate_line = line;
+    if (line.find("noting note-42") != std::string::npos)
+      handler_line = line;
+  }
+  ASSERT_FALSE(gate_line.empty()) << text;
+  ASSERT_FALSE(handler_line.empty()) << text;
+  const auto trace_of = [](const std::string& l) {
+    const auto at = l.find("[trace ");
+    return at == std::string::npos ? std::string() : l.substr(at + 7, 16);
+  };
+  ASSERT_EQ(trace_of(gate_line).size(), 16u) << gate_line;
+  EXPECT_EQ(trace_of(handler_line), trace_of(gate_line)) << gate_line << "\n" << handler_line;
+}
+
 TEST(AdminSlow, SlowHandlersAreCountedPerMethodAndLoggedWithTheirTrace) {
-  ember::testing::ScratchDir scratch("ember-slow");
-  const std::string log_file = (scratch.path() / "node.log").string();
-  ASSERT_TRUE(ember::configure_logging(ember::LogLevel::info, log_file));
-  struct RestoreLog {
-    ~RestoreLog() { (void)ember::configure_logging(ember::LogLevel::info); }
-  } restore;
+  const CapturedLog log("ember-slow");
   AdminNode n("AdminConf: {SlowHandler: 20ms, VerySlowHandler: 200ms}\n");
   ASSERT_TRUE(n.start());
   auto bus = n.calc_bus();
@@ -367,13 +539,10 @@ TEST(AdminSlow, SlowHandlersAreCountedPerMethodAndLoggedWithTheirTrace) {
   EXPECT_NE(slow.body.find(R"("method":"RpcSlow")"), std::string::npos) << slow.body;
   EXPECT_EQ(slow.body.find("RpcSum"), std::string::npos) << slow.body;
   // The log line names the method and the trace, so a grep finds the request's other lines.
-  ember::flush_logs();
-  std::ifstream file(log_file);
-  std::stringstream text;
-  text << file.rdbuf();
-  EXPECT_NE(text.str().find("slow handler 'RpcSlow'"), std::string::npos) << text.str();
-  EXPECT_NE(text.str().find("very slow handler 'RpcSlow'"), std::string::npos) << text.str();
-  EXPECT_NE(text.str().find("(trace "), std::string::npos) << text.str();
+  const std::string text = log.text();
+  EXPECT_NE(text.find("slow handler 'RpcSlow'"), std::string::npos) << text;
+  EXPECT_NE(text.find("very slow handler 'RpcSlow'"), std::string::npos) << text;
+  EXPECT_NE(text.find("(trace "), std::string::npos) << text;
 }
 
 TEST(AdminHealth, HealthzFailsWhileEveryWorkerIsStuckAndRecovers) {

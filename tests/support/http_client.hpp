@@ -11,6 +11,7 @@
 #include <chrono>
 #include <string>
 #include <utility>  // before Boost.Asio: g++ 12 in C++20 needs std::exchange declared first
+#include <vector>
 
 namespace ember::testing {
 
@@ -22,9 +23,10 @@ struct HttpReply {
 };
 
 /// `address` is "host:port"; `target` the path and query.
-inline HttpReply http_request(const std::string& address, const std::string& method,
-                              const std::string& target, const std::string& token = {},
-                              std::chrono::seconds timeout = std::chrono::seconds(10)) {
+inline HttpReply http_request(
+    const std::string& address, const std::string& method, const std::string& target,
+    const std::string& token = {}, std::chrono::seconds timeout = std::chrono::seconds(10),
+    const std::vector<std::pair<std::string, std::string>>& headers = {}) {
   namespace beast = boost::beast;
   namespace http = beast::http;
   using tcp = boost::asio::ip::tcp;
@@ -40,6 +42,9 @@ inline HttpReply http_request(const std::string& address, const std::string& met
     request.set(http::field::host, address);
     if (!token.empty()) {
       request.set(http::field::authorization, "Bearer " + token);
+    }
+    for (const auto& [name, value] : headers) {
+      request.set(name, value);  // after Host: a test may replace it
     }
     request.prepare_payload();
     http::write(stream, request);
