@@ -18,20 +18,15 @@ while [[ $# -gt 0 ]]; do
 done
 [[ -x "$bin" && -d "$examples" ]] || { echo "usage: $0 --bin KV_NODE --examples DIR" >&2; exit 2; }
 
+# shellcheck source=lib/local_cluster.sh
+source "$(dirname "$0")/lib/local_cluster.sh"
+
 work="$(mktemp -d)"
 pids=()
-etcd_pid=""
 cleanup() {
   for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
-  for pid in "${pids[@]}"; do
-    for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.05; done
-    kill -KILL "$pid" 2>/dev/null || true
-  done
-  if [[ -n "$etcd_pid" ]]; then
-    kill -TERM "$etcd_pid" 2>/dev/null || true
-    for _ in $(seq 1 100); do kill -0 "$etcd_pid" 2>/dev/null || break; sleep 0.05; done
-    kill -KILL "$etcd_pid" 2>/dev/null || true
-  fi
+  for pid in "${pids[@]}"; do stop_process "$pid"; done
+  stop_local_etcd
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -42,64 +37,8 @@ fail() {
   for f in "$work"/*.log; do echo "----- $(basename "$f")"; tail -n 30 "$f"; done >&2
   exit 1
 }
-port_is_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
-free_port() {
-  local port
-  for _ in $(seq 1 100); do
-    port=$((20000 + RANDOM % 30000))
-    if port_is_free "$port"; then echo "$port"; return 0; fi
-  done
-  return 1
-}
-# wait_for SECONDS COMMAND...: polls COMMAND every 100 ms until it succeeds or time runs out.
-wait_for() {
-  local limit=$(($1 * 10)); shift
-  for _ in $(seq 1 "$limit"); do
-    if "$@"; then return 0; fi
-    sleep 0.1
-  done
-  return 1
-}
 
-if [[ -z "${EMBER_ETCD_ENDPOINTS:-}" ]]; then
-  etcd_answers() {
-    etcdctl --dial-timeout=1s --command-timeout=1s --endpoints="$EMBER_ETCD_ENDPOINTS" \
-      endpoint health >/dev/null 2>&1
-  }
-  # A port that looked free may be taken by the time etcd binds it: etcd then exits, and the
-  # next attempt takes other ports. Each attempt is bounded (15 s), and so is their number.
-  for attempt in 1 2 3; do
-    client_port="$(free_port)" && peer_port="$(free_port)" || fail "no free port"
-    say "starting etcd on 127.0.0.1:$client_port"
-    rm -rf "$work/etcd"
-    etcd --name demo --data-dir "$work/etcd" \
-      --listen-client-urls "http://127.0.0.1:$client_port" \
-      --advertise-client-urls "http://127.0.0.1:$client_port" \
-      --listen-peer-urls "http://127.0.0.1:$peer_port" \
-      --initial-advertise-peer-urls "http://127.0.0.1:$peer_port" \
-      --initial-cluster "demo=http://127.0.0.1:$peer_port" \
-      --log-level warn --logger zap >"$work/etcd.log" 2>&1 &
-    etcd_pid=$!
-    export EMBER_ETCD_ENDPOINTS="127.0.0.1:$client_port"
-    started=no
-    give_up_at=$((SECONDS + 15))
-    for _ in $(seq 1 150); do
-      if etcd_answers; then started=yes; break; fi
-      kill -0 "$etcd_pid" 2>/dev/null || break
-      ((SECONDS < give_up_at)) || break
-      sleep 0.1
-    done
-    [[ "$started" == yes ]] && break
-    echo "etcd did not start (attempt $attempt):" >&2
-    tail -n 5 "$work/etcd.log" >&2
-    kill -KILL "$etcd_pid" 2>/dev/null || true
-    wait "$etcd_pid" 2>/dev/null || true
-    etcd_pid=""
-  done
-  [[ "$started" == yes ]] || fail "etcd did not start"
-else
-  say "using etcd at $EMBER_ETCD_ENDPOINTS"
-fi
+start_local_etcd "$work" || fail "etcd did not start"
 
 say "starting kv-1, kv-2, kv-3 (one master/slave group) and a client"
 for n in 1 2 3; do

@@ -191,20 +191,17 @@ void each_observable(detail::NodeImpl& node, Fn&& fn) {
 // A Message that runs a timer fire on a worker: the proof that the workers turn.
 class Turn final : public runtime::Runnable {
  public:
-  Turn(runtime::Message* fire, std::atomic<std::int64_t>& stamp, std::atomic<bool>& pending)
-      : fire_(fire), stamp_(stamp), pending_(pending) {}
+  Turn(runtime::Message* fire, std::function<void()> then) : fire_(fire), then_(std::move(then)) {}
   void run_slice() override {
-    stamp_.store(steady_ns(), std::memory_order_relaxed);
-    pending_.store(false, std::memory_order_release);
     fire_->run();
     delete fire_;
+    then_();
     delete this;  // the scheduler touches a runnable no more once its slice returned
   }
 
  private:
   runtime::Message* fire_;
-  std::atomic<std::int64_t>& stamp_;
-  std::atomic<bool>& pending_;
+  std::function<void()> then_;
 };
 
 }  // namespace
@@ -235,17 +232,9 @@ Status Admin::start() {
   listener_ = std::move(*listener);
   // Under a simulation there are no threads to watch, and time is virtual.
   if (node_.driver == nullptr) {
-    timer::TimerService::Request ticker;
-    ticker.target = this;
-    ticker.owner = &ticker_owner_;
-    // Several beats per HealthStall, so that a healthy node is never seen stalled.
-    const auto beat = std::min<std::chrono::milliseconds>(std::chrono::seconds(1),
-                                                          node_.config.admin.health_stall / 4);
-    ticker.period = beat;
-    ticker.delay = beat;
-    ticker.callback = [] {};
-    node_.timers->schedule(std::move(ticker));
+    std::lock_guard lock(heartbeat_mu_);
     ticking_.store(true, std::memory_order_release);
+    arm_heartbeat();
   }
   node_.log.info("admin listening on http://{}{}", listener_->address(),
                  node_.config.admin.token.empty() ? "" : " (bearer token required)");
@@ -266,6 +255,7 @@ void Admin::stop() {
   if (listener_) {
     listener_->stop();
   }
+  std::lock_guard lock(heartbeat_mu_);  // no Turn arms a beat after this
   if (ticking_.exchange(false)) {
     node_.timers->cancel_all(ticker_owner_);
   }
@@ -275,16 +265,28 @@ std::string Admin::address() const {
   return listener_ ? listener_->address() : std::string();
 }
 
+void Admin::arm_heartbeat() {
+  timer::TimerService::Request beat;
+  beat.target = this;
+  beat.owner = &ticker_owner_;
+  // Several beats per HealthStall, so that a healthy node is never seen stalled.
+  beat.delay = std::min<std::chrono::milliseconds>(std::chrono::seconds(1),
+                                                   node_.config.admin.health_stall / 4);
+  beat.callback = [] {};
+  node_.timers->schedule(std::move(beat));
+}
+
 void Admin::post_timer_fire(runtime::Message* m) noexcept {
   timer_turned_ns_.store(steady_ns(), std::memory_order_relaxed);
-  // The ticker fires on whether or not its last fire ran: while the pool is stalled, one Turn
-  // waits and the others are dropped, so that a long stall piles nothing up.
-  if (turn_pending_.exchange(true, std::memory_order_acq_rel)) {
-    m->reject(Error{Errc::stopping, "the last heartbeat has not run yet"});
-    delete m;
-    return;
-  }
-  node_.scheduler->submit(new Turn(m, worker_turned_ns_, turn_pending_));
+  // The next beat is armed by the worker that ran this one: one beat at a time, so a stalled
+  // pool piles nothing up.
+  node_.scheduler->submit(new Turn(m, [this] {
+    worker_turned_ns_.store(steady_ns(), std::memory_order_relaxed);
+    std::lock_guard lock(heartbeat_mu_);
+    if (ticking_.load(std::memory_order_acquire)) {
+      arm_heartbeat();
+    }
+  }));
 }
 
 std::string Admin::unhealthy() const {
@@ -294,9 +296,9 @@ std::string Admin::unhealthy() const {
   if (!ticking_.load(std::memory_order_acquire)) {
     return {};
   }
-  // The timer thread stamps every beat and a worker every beat it runs: a stale worker stamp
-  // under a fresh timer stamp means no worker was free; both stale means the timer thread is
-  // stuck (the workers have nothing of it to run).
+  // One beat at a time: the timer thread stamps it, a worker stamps it again and arms the next.
+  // A stuck pool stops both stamps, the worker's first (the timer posted a beat no worker took);
+  // a stuck timer thread too, its own first (a worker armed a beat that never fired).
   const std::int64_t timer_at = timer_turned_ns_.load(std::memory_order_relaxed);
   const std::int64_t worker_at = worker_turned_ns_.load(std::memory_order_relaxed);
   const std::int64_t age = now - std::min(timer_at, worker_at);

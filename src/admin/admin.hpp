@@ -56,9 +56,10 @@ class Admin final : public detail::Subsystem, private timer::TimerTarget {
   /// The request thread's part, for what answer_promptly passed on: /metrics and /api/*.
   HttpResponse serve(const HttpRequest& request);
 
-  // The heartbeat that shows the node's loops turn: a ticker on the timer thread (every second,
-  // or a quarter of HealthStall) whose fires run on a worker.
+  // The heartbeat that shows the node's loops turn: a one-shot timer (a second, or a quarter of
+  // HealthStall) whose fire runs on a worker, which arms the next one.
   void post_timer_fire(runtime::Message* m) noexcept override;
+  void arm_heartbeat();  // with heartbeat_mu_ held
 
   [[nodiscard]] std::string unhealthy() const;
   [[nodiscard]] std::vector<std::string> not_ready() const;
@@ -79,10 +80,10 @@ class Admin final : public detail::Subsystem, private timer::TimerTarget {
   const std::chrono::steady_clock::time_point started_ = std::chrono::steady_clock::now();
 
   timer::TimerOwnerList ticker_owner_;
+  std::mutex heartbeat_mu_;           // arming a beat against stopping
   std::atomic<bool> ticking_{false};  // read by the listener's thread
   std::atomic<std::int64_t> timer_turned_ns_{0};
   std::atomic<std::int64_t> worker_turned_ns_{0};
-  std::atomic<bool> turn_pending_{false};  // a Turn is queued and has not run
 
   // Per service, what its histograms held at each of the last samples (every 5 s, one minute):
   // wait and run figures over the last minute come from the difference. Request thread only.

@@ -37,6 +37,9 @@ using ember::testing::wait_for;
 namespace pb = ember::test;
 
 constexpr auto kTtl = 2s;
+// After a wipe, survivors hold their elections for TTL + 1 s (so that each raises the epoch base
+// first): recovery takes that hold on top of what the other faults take.
+constexpr auto kWipeHold = kTtl + 1s;
 constexpr auto kOutage = 3500ms;  // longer than the TTL, as real maintenance is
 constexpr int kRounds = 3;
 
@@ -166,7 +169,7 @@ class CoordinatorFault : public ::testing::TestWithParam<Fault> {
   std::string last_error_;
 };
 
-TEST_P(CoordinatorFault, TheClusterRecoversWithinTtlPlusTwoSecondsEveryRound) {
+TEST_P(CoordinatorFault, TheClusterRecoversWithinItsBoundEveryRound) {
   const Fault fault = GetParam();
   std::uint64_t highest_epoch = last_ack_.epoch();
   for (int round = 1; round <= kRounds; ++round) {
@@ -193,7 +196,8 @@ TEST_P(CoordinatorFault, TheClusterRecoversWithinTtlPlusTwoSecondsEveryRound) {
     std::cout << fault_name(fault) << " round " << round << ": a write succeeded " << ms(took)
               << " ms after etcd answered again (master " << last_ack_.node() << ", epoch "
               << last_ack_.epoch() << ")\n";
-    EXPECT_LE(took, kTtl + 2s) << fault_name(fault) << ": " << ms(took) << " ms";
+    const auto bound = kTtl + 2s + (fault == Fault::wipe ? kWipeHold : 0s);
+    EXPECT_LE(took, bound) << fault_name(fault) << ": " << ms(took) << " ms";
     EXPECT_GT(last_ack_.epoch(), highest_epoch) << "the epoch did not move above " << highest_epoch;
     highest_epoch = std::max(highest_epoch, last_ack_.epoch());
     for (const auto& p : procs_) {
