@@ -12,11 +12,11 @@
 #   scripts/bench.sh --compare OLD.jsonl NEW.jsonl
 #       the figures of two --all runs side by side, with NEW/OLD
 set -euo pipefail
-cd "$(dirname "$0")/.."
+root="$(cd "$(dirname "$0")/.." && pwd)"
 
 if [[ "${1:-}" == "--compare" ]]; then
   [[ $# -eq 3 ]] || { echo "usage: $0 --compare OLD.jsonl NEW.jsonl" >&2; exit 2; }
-  exec python3 scripts/bench_compare.py "$2" "$3"
+  exec python3 "$root/scripts/bench_compare.py" "$2" "$3"  # paths as the caller gave them
 fi
 
 all=0 quick=0 out=bench-results-all.jsonl
@@ -25,10 +25,17 @@ while [[ $# -gt 0 ]]; do
   case "$1" in
     --all) all=1; shift ;;
     --quick) quick=1; rest+=("$1"); shift ;;
-    --out) out="$2"; rest+=("$1" "$2"); shift 2 ;;
+    --out) out="$(realpath -m "$2")"; rest+=("$1" "$out"); shift 2 ;;
     *) rest+=("$1"); shift ;;
   esac
 done
+if [[ "$all" == 1 && ${#rest[@]} -gt 0 ]]; then
+  for arg in "${rest[@]}"; do
+    [[ "$arg" == --quick || "$arg" == --out || "$arg" == "$out" ]] ||
+      { echo "bench: --all takes only --quick and --out FILE, not '$arg'" >&2; exit 2; }
+  done
+fi
+cd "$root"
 
 cmake --preset bench >/dev/null
 if [[ "$all" == 0 ]]; then
@@ -43,7 +50,6 @@ export EMBER_COMMIT
 quick_flag=()
 [[ "$quick" == 1 ]] && quick_flag=(--quick)
 work="$(mktemp -d /tmp/ember-bench-all.XXXXXX)"
-trap 'rm -rf "$work"' EXIT
 started_at="$(date -u +%Y-%m-%dT%H:%M:%SZ)"
 failed=()
 
@@ -70,23 +76,37 @@ for run in 1 2 3; do
     --total "$load_total" --concurrency 500 --mode all --json "$work/load_test.jsonl"
 done
 
-python3 - "$work" "$out" "$EMBER_COMMIT" "$started_at" <<'PY'
-import json, pathlib, sys
+# A line a suite wrote badly is reported and skipped; the suites' own files stay in $work until
+# the merged file is in place.
+if python3 - "$work" "$out" "$EMBER_COMMIT" "$started_at" <<'PY'
+import json, os, pathlib, sys
 work, out, commit, started = pathlib.Path(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4]
-lines = 0
-with open(out, "w") as sink:
+lines, bad = 0, 0
+with open(out + ".partial", "w") as sink:
     for path in sorted(work.glob("*.jsonl")):
-        for text in path.read_text().splitlines():
+        for number, text in enumerate(path.read_text().splitlines(), 1):
             if not text.strip():
                 continue
-            row = json.loads(text)
+            try:
+                row = json.loads(text)
+            except json.JSONDecodeError as e:
+                print(f"bench: {path.name}:{number} is not JSON ({e}): {text[:120]}", file=sys.stderr)
+                bad += 1
+                continue
             row.setdefault("suite", path.stem)
             row.setdefault("commit", commit)
             row["run_started"] = started
             sink.write(json.dumps(row) + "\n")
             lines += 1
-print(f"\n{lines} figures in {out}")
+os.replace(out + ".partial", out)
+print(f"\n{lines} figures in {out}" + (f", {bad} bad lines skipped" if bad else ""))
 PY
+then
+  rm -rf "$work"
+else
+  echo "bench: merging failed; the suites' own files are in $work" >&2
+  failed+=(merge)
+fi
 if [[ ${#failed[@]} -gt 0 ]]; then
   echo "bench: failed suites: ${failed[*]}" >&2
   exit 1

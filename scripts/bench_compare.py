@@ -7,8 +7,11 @@ import json
 import statistics
 import sys
 
-# Numeric fields that describe a run rather than measure it.
-SETTINGS = {"run", "reps", "threads", "total", "concurrency", "members", "players", "runs"}
+# Numeric fields that describe a configuration: part of a figure's name, so that runs with
+# different settings (1, 8 or 32 clients; a quick run against a full one) are never merged.
+SETTINGS = {"threads", "total", "concurrency", "members", "players"}
+# Numeric fields that count repetitions: neither a name nor a figure.
+REPETITIONS = {"run", "reps", "runs"}
 IGNORED_TEXT = {"commit", "run_started", "date", "unit"}
 
 
@@ -21,12 +24,12 @@ def figures(path):
             row = json.loads(text)
             name = tuple(
                 f"{k}={v}" for k, v in sorted(row.items())
-                if isinstance(v, str) and k not in IGNORED_TEXT
+                if (isinstance(v, str) and k not in IGNORED_TEXT) or k in SETTINGS
             )
             for key, value in row.items():
                 if isinstance(value, bool) or not isinstance(value, (int, float)):
                     continue
-                if key in SETTINGS:
+                if key in SETTINGS or key in REPETITIONS:
                     continue
                 out.setdefault(name + (key,), []).append(float(value))
     return {k: statistics.median(v) for k, v in out.items()}

@@ -80,6 +80,7 @@ class LoadDriver : public ember::Service {
   }
 
   void on_started() override {
+    driving_ = true;
     total_ = std::max<std::int64_t>(1, std::stoll(std::string(param("Total", "100000"))));
     concurrency_ =
         std::clamp<std::int64_t>(std::stoll(std::string(param("Concurrency", "500"))), 1, total_);
@@ -119,7 +120,7 @@ class LoadDriver : public ember::Service {
   }
 
   /// False when a mode lost requests or the run could not start (the process exits non-zero).
-  static bool all_succeeded() { return !failed_; }
+  static bool all_succeeded() { return !failed_ && (!driving_ || finished_); }
 
  private:
   // What one mode measured.
@@ -155,6 +156,7 @@ class LoadDriver : public ember::Service {
 
   void next_mode() {
     if (next_ == modes_.size()) {
+      finished_ = true;
       node().request_stop();
       return;
     }
@@ -281,7 +283,11 @@ class LoadDriver : public ember::Service {
         finish_mode();
       } else {
         // Not from inside this call: a target that refuses everything would recurse Total deep.
-        (void)post([this, worker] { issue_async(worker); });
+        (void)post([this, worker, run = run_.get()] {
+          if (run_.get() == run) {  // this mode may have ended meanwhile
+            issue_async(worker);
+          }
+        });
       }
     }
   }
@@ -399,7 +405,10 @@ class LoadDriver : public ember::Service {
   Clock::time_point arrival_deadline_;
   std::int64_t coroutine_slot_ = 0;
   std::atomic<bool> abandon_{false};  // the node stops: caller threads leave their loops
+  // For the exit code: a driver stopped before its modes ended did not succeed.
   static inline std::atomic<bool> failed_{false};
+  static inline std::atomic<bool> driving_{false};
+  static inline std::atomic<bool> finished_{false};
 };
 EMBER_REGISTER_SERVICE(LoadDriver);
 

@@ -93,7 +93,8 @@ class Node {
   /// lookup or gateway route picks it any more (a master gives its role up first, so its group
   /// elects another), and it keeps running what is queued and what reaches it by an address
   /// already held. Then on_retire runs. Stop it with stop_service once it is idle. Errors:
-  /// not_found (no such running service), bad_state (already retired or stopping).
+  /// not_found (no such running service), bad_state (already retired or stopping, or called
+  /// from a handler).
   Status retire_service(std::string_view name, std::string_view id = {});
   /// A running, visible service, or nullptr.
   [[nodiscard]] Service* find_service(std::string_view name, std::string_view id = {}) const;

@@ -31,6 +31,9 @@ constexpr std::size_t kMaxConnections = 128;
 constexpr std::size_t kMaxHeaderBytes = 8 * 1024;
 constexpr std::uint64_t kMaxBodyBytes = 64 * 1024;
 constexpr auto kReadTimeout = std::chrono::seconds(10);
+// An answer gets its own deadline: the read's may have run out while the request waited for the
+// request thread.
+constexpr auto kWriteTimeout = std::chrono::seconds(10);
 
 int hex_value(char c) {
   if (c >= '0' && c <= '9')
@@ -191,6 +194,7 @@ struct HttpListener::Impl {
         response->body() = std::move(answer.body);
       }
       response->prepare_payload();
+      stream.expires_after(kWriteTimeout);
       http::async_write(
           stream, *response,
           [self = shared_from_this(), response](beast::error_code write_ec, std::size_t) {
@@ -210,6 +214,7 @@ struct HttpListener::Impl {
       response->body() = std::move(text);
       response->keep_alive(false);
       response->prepare_payload();
+      stream.expires_after(kWriteTimeout);
       http::async_write(stream, *response,
                         [self = shared_from_this(), response](beast::error_code, std::size_t) {
                           beast::error_code ignored;

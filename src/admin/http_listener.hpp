@@ -50,8 +50,9 @@ class HttpListener {
 
   /// host:port it listens on (the chosen port when the config asked for 0).
   [[nodiscard]] std::string address() const;
-  /// Closes the listener and every connection, and joins the threads once a request in progress
-  /// has its answer (requests still queued get none). Idempotent.
+  /// Closes the listener and every connection and joins the threads. A request in progress on
+  /// the request thread runs to its end, but its answer may not be sent; requests still queued
+  /// do not run. Idempotent.
   void stop();
 
   struct Impl;

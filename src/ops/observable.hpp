@@ -27,8 +27,10 @@ struct Request {
 };
 
 /// A part of a node (a subsystem) that operators can see into and act on through the node's
-/// admin listener, which finds it among the node's subsystems. Every hook runs on the admin's
-/// thread and must return promptly; none is called once the node has stopped.
+/// admin listener, which finds it among the node's subsystems. not_ready() runs on the listener's
+/// network thread and must never wait; the others run on its request thread, one at a time, and
+/// may wait for a bounded time (an action waiting for its outcome). The two threads call at the
+/// same time, so the hooks must be thread-safe. None is called once the node has stopped.
 ///
 /// JSON answers are text: each part builds its own, and the admin puts it in place.
 class Observable {
