@@ -536,9 +536,13 @@ class Sink : public ember::Service {
         order.push_back(e.text());
       }
       received.fetch_add(1);  // last: a test that waits on it then reads `order` sees the entry
+      if (count_into) {
+        count_into->fetch_add(1);
+      }
       return {};
     });
   }
+  std::shared_ptr<std::atomic<int>> count_into;  // outlives the service
   std::atomic<int> received{0};
   std::atomic<int> out_of_order{0};
   std::vector<std::int64_t> last_seq = std::vector<std::int64_t>(64, -1);
@@ -663,6 +667,139 @@ TEST(Rpc, KeyedSendsKeepPerKeyOrderOnManyLanes) {
   }
   ASSERT_TRUE(wait_for([&] { return sink->received.load() == kKeys * kPerKey; }));
   EXPECT_EQ(sink->out_of_order.load(), 0);
+}
+
+// --- Sends a handler makes are enqueued in batches ---------------------------------------------
+
+pb::Echo echo(std::string text, std::int64_t seq = 0, std::uint64_t key = 0) {
+  pb::Echo e;
+  e.set_text(std::move(text));
+  e.set_seq(seq);
+  e.set_key(key);
+  return e;
+}
+
+TEST(Rpc, AHandlersSendsKeepTheirOrderAcrossBatchesKeysAndCalls) {
+  ember::Node node(two_threads());
+  auto* sink = static_cast<Sink*>(*node.add_service(std::make_unique<Sink>(), named("sink")));
+  auto* other = static_cast<Sink*>(*node.add_service(std::make_unique<Sink>(), named("other")));
+  ASSERT_TRUE(node.add_service(std::make_unique<Sink>(), named("producer")));
+  ASSERT_TRUE(node.start());
+  constexpr int kSends = 300;  // several batches of SendBatch::kLimit
+  std::atomic<int> refused{0};
+  ASSERT_TRUE(run_in(node, "producer", [&] {
+    auto to_sink = ember::select(node, Selector::name("sink"));
+    auto to_other = ember::select(node, Selector::name("other"));
+    for (int i = 0; i < kSends; ++i) {
+      // A key and another target break a batch; a call must not overtake what was sent.
+      ember::CallOptions options;
+      if (i % 9 == 0) {
+        options.key = ember::DispatchKey::from_int(7);
+      }
+      if (!to_sink.send("RpcPush", echo(std::to_string(i)), options)) {
+        refused.fetch_add(1);
+      }
+      if (i % 7 == 0 && !to_other.send("RpcPush", echo("o"))) {
+        refused.fetch_add(1);
+      }
+      if (i % 50 == 49) {
+        auto answered = to_sink.call<ember::NoReply>("RpcPush", echo("call " + std::to_string(i)));
+        EXPECT_TRUE(answered) << answered.error().to_string();
+      }
+    }
+  }));
+  EXPECT_EQ(refused.load(), 0);
+  constexpr int kCalls = kSends / 50;
+  ASSERT_TRUE(wait_for([&] { return sink->received.load() == kSends + kCalls; }));
+  EXPECT_TRUE(wait_for([&] { return other->received.load() == (kSends + 6) / 7; }));
+  std::vector<std::string> expected;
+  for (int i = 0; i < kSends; ++i) {
+    expected.push_back(std::to_string(i));
+    if (i % 50 == 49) {
+      expected.push_back("call " + std::to_string(i));
+    }
+  }
+  std::lock_guard lock(sink->mu);
+  EXPECT_EQ(sink->order, expected);
+}
+
+TEST(Rpc, WhatAHandlerSentIsDeliveredBeforeItBlocks) {
+  ember::Node node(two_threads());
+  auto* sink = static_cast<Sink*>(*node.add_service(std::make_unique<Sink>(), named("sink")));
+  ASSERT_TRUE(node.add_service(std::make_unique<Sink>(), named("producer")));
+  ASSERT_TRUE(node.start());
+  auto done = std::make_shared<std::atomic<bool>>(false);
+  ASSERT_TRUE(node.post("producer", [&node, done] {
+    auto to_sink = ember::select(node, Selector::name("sink"));
+    for (int i = 0; i < 5; ++i) {
+      (void)to_sink.send("RpcPush", echo(std::to_string(i)));
+    }
+    // Waits without posting anything: only the hook before blocking can let the Sends out.
+    (void)ember::wait_for(node, Selector::name("never-started"), 3s);
+    done->store(true);
+  }));
+  EXPECT_TRUE(wait_for([&] { return sink->received.load() == 5; }, 2s));
+  EXPECT_FALSE(done->load()) << "the handler was not blocked while the sends arrived";
+  EXPECT_TRUE(wait_for([&] { return done->load(); }, 10s));
+}
+
+TEST(Rpc, SendsHeldForATargetThatStopsMeanwhileAreDroppedNotLeaked) {
+  ember::Node node(two_threads());
+  auto* sink = static_cast<Sink*>(*node.add_service(std::make_unique<Sink>(), named("sink")));
+  ASSERT_TRUE(node.add_service(std::make_unique<Sink>(), named("producer")));
+  ASSERT_TRUE(node.start());
+  // Every request holds its caller's Pid: the count of its holders shows the requests alive.
+  const std::shared_ptr<const ember::Pid>& producer_pid =
+      ember::detail::ServiceCore::of(*node.find_service("producer"))->shared_pid();
+  const long holders_before = producer_pid.use_count();
+  auto received = std::make_shared<std::atomic<int>>(0);
+  sink->count_into = received;
+  Gate gate;
+  auto sent = std::make_shared<std::atomic<bool>>(false);
+  auto returned = std::make_shared<std::atomic<bool>>(false);
+  ember::Service* producer = node.find_service("producer");
+  ASSERT_TRUE(node.post("producer", [producer, sent, returned, hold = gate.blocker()] {
+    auto to_sink = producer->select(Selector::name("sink"));  // the producer is the caller
+    for (int i = 0; i < 10; ++i) {
+      EXPECT_TRUE(to_sink.send("RpcPush", echo(std::to_string(i))));
+    }
+    sent->store(true);
+    hold();  // a handler busy with its own work: the batch is still held
+    returned->store(true);
+  }));
+  ASSERT_TRUE(wait_for([&] { return sent->load(); }));
+  EXPECT_EQ(producer_pid.use_count(), holders_before + 10) << "the sends are not held back";
+  ASSERT_TRUE(node.stop_service("sink"));  // destroys the sink
+  gate.open();
+  ASSERT_TRUE(wait_for([&] { return returned->load(); }));
+  EXPECT_TRUE(wait_for([&] { return producer_pid.use_count() == holders_before; }))
+      << producer_pid.use_count() - holders_before << " requests were never freed";
+  EXPECT_EQ(received->load(), 0);
+}
+
+TEST(Rpc, SendsToABoundedMailboxAreCountedOneByOne) {
+  ember::Node node(two_threads());
+  auto cfg = named("sink");
+  cfg.worker.mailbox_bound = 3;
+  auto* sink = static_cast<Sink*>(*node.add_service(std::make_unique<Sink>(), cfg));
+  ASSERT_TRUE(node.add_service(std::make_unique<Sink>(), named("producer")));
+  ASSERT_TRUE(node.start());
+  Gate gate;
+  auto entered = std::make_shared<std::atomic<bool>>(false);
+  ASSERT_TRUE(node.post("sink", gate.blocker(entered)));
+  ASSERT_TRUE(wait_for([&] { return entered->load(); }));
+  std::vector<ember::Errc> outcomes;
+  ASSERT_TRUE(run_in(node, "producer", [&] {
+    auto to_sink = ember::select(node, Selector::name("sink"));
+    for (int i = 0; i < 5; ++i) {
+      ember::Status st = to_sink.send("RpcPush", echo(std::to_string(i)));
+      outcomes.push_back(st ? ember::Errc::ok : st.error().code());
+    }
+  }));
+  EXPECT_EQ(outcomes, (std::vector<ember::Errc>{Errc::ok, Errc::ok, Errc::ok, Errc::overloaded,
+                                                Errc::overloaded}));
+  gate.open();
+  EXPECT_TRUE(wait_for([&] { return sink->received.load() == 3; }));
 }
 
 // --- local calls never share a mutable object ------------------------------------------------

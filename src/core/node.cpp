@@ -469,8 +469,9 @@ Result<Service*> Node::add_service(std::unique_ptr<Service> service, ServiceConf
   std::vector<Service*> initialized;
   Service* raw = service.get();
   Status st = n.create_and_init(std::move(service), config, initialized);
-  bool created =
-      std::any_of(n.services.begin(), n.services.end(), [&](auto& p) { return p.get() == raw; });
+  // create_and_init appends the service last once it took it in (a scan here made adding N
+  // services quadratic).
+  const bool created = !n.services.empty() && n.services.back().get() == raw;
   if (st) {
     st = raw->core_->start();
   }

@@ -8,6 +8,7 @@
 #include <thread>
 
 #include "core/node_impl.hpp"
+#include "core/send_batch.hpp"
 #include "metrics/ticks.hpp"
 
 namespace ember::detail {
@@ -148,6 +149,7 @@ timer::TimerService& ServiceCore::timers() noexcept {
 }
 
 Status ServiceCore::post(runtime::Message* m, bool external) noexcept {
+  SendBatch::flush_current();  // what this thread sent before goes first
   ServiceState s = state_.load(std::memory_order_acquire);
   if (s == ServiceState::stopped || (external && s == ServiceState::stopping)) {
     std::string why = "service " + describe(config_) +
@@ -170,6 +172,23 @@ Status ServiceCore::post(runtime::Message* m, bool external) noexcept {
                  "service " + describe(config_) + ": " + pushed.error().message()};
   }
   return {};
+}
+
+bool ServiceCore::post_chain(runtime::Message* first, runtime::Message* last,
+                             std::int64_t count) noexcept {
+  ServiceState s = state_.load(std::memory_order_acquire);
+  if (s == ServiceState::stopped || s == ServiceState::stopping) {
+    return false;
+  }
+  if (timings_ || scaling_) {
+    const std::int64_t now =
+        timings_ ? static_cast<std::int64_t>(metrics::now_ticks()) : ScalingProbe::now_ns();
+    for (runtime::Message* m = first; m != nullptr; m = m->next.load(std::memory_order_relaxed)) {
+      m->enqueued = now;
+    }
+  }
+  mailbox_.push_chain(first, last, count);
+  return true;
 }
 
 void ServiceCore::post_timer_fire(runtime::Message* m) noexcept {
@@ -220,14 +239,17 @@ void ServiceCore::execute(runtime::Message* m, int lane) noexcept {
     int outer_lane = tls_lane;
     tls_current = this;
     tls_lane = lane;
-    try {
-      m->run();
-    } catch (const std::exception& e) {
-      failures_.fetch_add(1, std::memory_order_relaxed);
-      logger_.error("handler '{}' threw: {}", m->name(), e.what());
-    } catch (...) {
-      failures_.fetch_add(1, std::memory_order_relaxed);
-      logger_.error("handler '{}' threw a non-standard exception", m->name());
+    {
+      SendBatch::Scope batching;  // the handler's Sends to one service go out together
+      try {
+        m->run();
+      } catch (const std::exception& e) {
+        failures_.fetch_add(1, std::memory_order_relaxed);
+        logger_.error("handler '{}' threw: {}", m->name(), e.what());
+      } catch (...) {
+        failures_.fetch_add(1, std::memory_order_relaxed);
+        logger_.error("handler '{}' threw a non-standard exception", m->name());
+      }
     }
     tls_current = outer;
     tls_lane = outer_lane;

@@ -55,6 +55,12 @@ class ServiceCore final : public runtime::LaneOwner, public timer::TimerTarget {
   /// Enqueues `m`; on failure deletes it and says why. `external` messages (from other
   /// services or threads) are refused once the service stops and count against the bound.
   Status post(runtime::Message* m, bool external) noexcept;
+  /// A SendBatch's messages from other services, linked through `next`; false (nothing
+  /// enqueued, the caller still owns them) once the service stops taking messages.
+  bool post_chain(runtime::Message* first, runtime::Message* last, std::int64_t count) noexcept;
+  /// Whether Sends to this service may be batched: not with a mailbox bound, which counts
+  /// and may refuse each message.
+  [[nodiscard]] bool takes_batches() const noexcept { return !mailbox_.bounded(); }
   void execute(runtime::Message* m, int lane) noexcept override;
   void slice_done(int lane, std::int64_t cpu_ns) noexcept override;
   void post_timer_fire(runtime::Message* m) noexcept override;

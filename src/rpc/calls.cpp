@@ -7,6 +7,7 @@
 #include <thread>
 
 #include "core/node_impl.hpp"
+#include "core/send_batch.hpp"
 #include "core/service_core.hpp"
 #include "rpc/inbound.hpp"
 #include "rpc/messaging.hpp"
@@ -248,7 +249,15 @@ Status dispatch(const Selection& sel, const Target& t, const CallSpec& spec, Con
           make_request(spec, std::make_shared<LocalResponder>(pending), std::move(ctx), true),
           true);
     }
-    // One pin of the callee for the type check and the post: Send is the hot path.
+    // Send is the hot path. Inside a handler, a Send like the previous one joins its batch
+    // without touching the callee; the first of a batch is checked under one pin.
+    SendBatch* batch = SendBatch::current();
+    const std::type_info& request_type = typeid(spec.message());
+    if (batch != nullptr && batch->matches(t.anchor.get(), spec.method, request_type,
+                                           spec.options.priority, spec.options.key)) {
+      batch->add(make_request(spec, nullptr, std::move(ctx), false));
+      return {};
+    }
     return t.anchor->with_core([&](ServiceCore* core) -> Status {
       if (core == nullptr) {
         return Error{Errc::stopping, "the service is gone"};
@@ -256,9 +265,15 @@ Status dispatch(const Selection& sel, const Target& t, const CallSpec& spec, Con
       if (Status st = check_send_type(*core, spec); !st) {
         return st;
       }
+      if (batch != nullptr && core->takes_batches() && core->state() == ServiceState::running) {
+        batch->start(t.anchor, spec.method, request_type,
+                     make_request(spec, nullptr, std::move(ctx), false));
+        return {};
+      }
       return core->post(make_request(spec, nullptr, std::move(ctx), false), true);
     });
   }
+  SendBatch::flush_current();  // a remote hop must not overtake what this thread sent here
   if (!Messaging::of(*sel.node).remote()) {
     return Error{Errc::node_unreachable,
                  "service " + t.pid().to_string() +

@@ -35,6 +35,12 @@ void Lane::push(Message* m) noexcept {
   try_schedule(false);
 }
 
+void Lane::push_chain(Message* first, Message* last, std::int64_t count) noexcept {
+  (first->priority == Priority::system ? system_ : user_).push_chain(first, last);
+  size_.fetch_add(count, std::memory_order_seq_cst);
+  try_schedule(false);
+}
+
 void Lane::try_schedule(bool resubmit) noexcept {
   if (gate_.load(std::memory_order_seq_cst) > 0) {
     return;
@@ -426,19 +432,28 @@ Status Mailbox::push(Message* m) noexcept {
     }
   }
   enter_post();
-  const Routing* r = routing_.load(std::memory_order_acquire);
-  Lane* lane;
-  if (r->lanes.size() == 1) {
-    lane = r->lanes[0];
-  } else if (m->key.has_value()) {
-    lane = r->lanes[static_cast<std::size_t>(r->lane_for(m->key.hash()))];
-  } else {
-    std::uint64_t n = round_robin_.fetch_add(1, std::memory_order_relaxed);
-    lane = r->lanes[n % r->lanes.size()];
-  }
-  lane->push(m);
+  route(m->key)->push(m);
   leave_post();
   return {};
+}
+
+Lane* Mailbox::route(DispatchKey key) noexcept {
+  const Routing* r = routing_.load(std::memory_order_acquire);
+  if (r->lanes.size() == 1) {
+    return r->lanes[0];
+  }
+  if (key.has_value()) {
+    return r->lanes[static_cast<std::size_t>(r->lane_for(key.hash()))];
+  }
+  // Keyless messages promise no lane, only spreading (a chain goes to one lane).
+  std::uint64_t n = round_robin_.fetch_add(1, std::memory_order_relaxed);
+  return r->lanes[n % r->lanes.size()];
+}
+
+void Mailbox::push_chain(Message* first, Message* last, std::int64_t count) noexcept {
+  enter_post();
+  route(first->key)->push_chain(first, last, count);
+  leave_post();
 }
 
 int Mailbox::lane_count() const {

@@ -53,6 +53,8 @@ class Lane final : public Runnable {
 
   /// Thread-safe.
   void push(Message* m) noexcept;
+  /// Thread-safe. `first`..`last` are linked through `next` and share a priority.
+  void push_chain(Message* first, Message* last, std::int64_t count) noexcept;
   void close_gate() noexcept;
   void open_gate() noexcept;
   /// Thread-safe. Takes ownership of `job`; at most one is pending per lane.
@@ -154,6 +156,10 @@ class Mailbox {
   /// Routes and enqueues. A `counted` user message over the bound is refused with overloaded
   /// and not enqueued (the message is not deleted: the caller still owns it on failure).
   Status push(Message* m) noexcept;
+  /// Enqueues `count` messages linked through `next`, in order, on one lane (the first one's
+  /// key routes them). They share priority and key and are not `counted`: only an unbounded
+  /// mailbox takes chains.
+  void push_chain(Message* first, Message* last, std::int64_t count) noexcept;
 
   /// Requests `lanes` lanes (clamped to [1, kMaxLanes]).
   void resize(int lanes);
@@ -196,6 +202,8 @@ class Mailbox {
   void exclusive_begin() noexcept;
   void exclusive_end() noexcept;
   std::unique_ptr<Routing> build_routing(int lanes);
+  /// The lane for a message with `key` (inside enter_post/leave_post).
+  Lane* route(DispatchKey key) noexcept;
 
   LaneOwner* const owner_;
   Scheduler* const scheduler_;

@@ -22,6 +22,14 @@ class MpscQueue {
     prev->next.store(m, std::memory_order_release);
   }
 
+  /// Appends `first`..`last`, already linked through `next`, with one exchange: what a batch of
+  /// producers' messages saves is the contended exchange per message.
+  void push_chain(Message* first, Message* last) noexcept {
+    last->next.store(nullptr, std::memory_order_relaxed);
+    Message* prev = head_.exchange(last, std::memory_order_acq_rel);
+    prev->next.store(first, std::memory_order_release);
+  }
+
   Message* pop() noexcept {
     Message* tail = tail_;
     Message* next = tail->next.load(std::memory_order_acquire);

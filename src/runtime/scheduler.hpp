@@ -151,6 +151,10 @@ class Scheduler {
   [[nodiscard]] Driver* driver() const noexcept { return driver_; }
   [[nodiscard]] std::uint32_t driver_group() const noexcept { return group_; }
 
+  /// Called first by every BlockingRegion, on any thread: a layer above that holds work back on
+  /// the calling thread (SendBatch) hands it on before the thread waits. Set once, at start-up.
+  static void set_before_blocking(void (*hook)() noexcept) noexcept;
+
   /// Marks the calling worker as blocked for the object's lifetime. No-op off worker threads.
   class BlockingRegion {
    public:
@@ -169,6 +173,7 @@ class Scheduler {
   friend class BlockingRegion;
 
   void worker_main(Worker* w);
+  void wake_unless_spinning();
   Runnable* find_work(Worker* w);
   Runnable* steal(Worker* thief);
   Runnable* pop_global();

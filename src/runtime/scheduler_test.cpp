@@ -185,6 +185,48 @@ TEST(Scheduler, WorkReadiedByALongHandlerIsNotHeldHostage) {
   scheduler.stop();
 }
 
+// Posters skip the futex wake while a worker spins. If the spinner takes a long runnable, what
+// was posted right after it must still find a worker: the spinner wakes a successor.
+TEST(Scheduler, WorkPostedWhileAWorkerSpinsIsNotHeldBehindWhatThatWorkerTook) {
+  Scheduler scheduler(2, "test");
+  class Flag final : public Runnable {
+   public:
+    void run_slice() override { ran.store(true); }
+    std::atomic<bool> ran{false};
+  };
+  class Long final : public Runnable {
+   public:
+    explicit Long(Flag& other) : other_(other) {}
+    void run_slice() override {
+      ok.store(wait_for([&] { return other_.ran.load(); }, std::chrono::seconds(5)));
+      done.store(true);
+    }
+    std::atomic<bool> ok{false};
+    std::atomic<bool> done{false};
+
+   private:
+    Flag& other_;
+  };
+  int held = 0;
+  for (int round = 0; round < 200; ++round) {
+    Flag warm;
+    Flag quick;
+    Long long_runnable(quick);
+    // The warm-up leaves its worker spinning for a few microseconds: post into that window.
+    scheduler.submit(&warm);
+    ASSERT_TRUE(wait_for([&] { return warm.ran.load(); }));
+    scheduler.submit(&long_runnable);
+    scheduler.submit(&quick);
+    ASSERT_TRUE(wait_for([&] { return long_runnable.done.load(); }, std::chrono::seconds(10)));
+    if (!long_runnable.ok.load()) {
+      ++held;
+    }
+    ASSERT_TRUE(wait_for([&] { return quick.ran.load(); }));
+  }
+  EXPECT_EQ(held, 0) << "rounds in which the second runnable waited for the first to finish";
+  scheduler.stop();
+}
+
 TEST(Scheduler, CurrentIsSetOnlyOnWorkers) {
   Scheduler scheduler(1, "test");
   EXPECT_EQ(Scheduler::current(), nullptr);
