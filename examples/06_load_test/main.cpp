@@ -19,6 +19,7 @@
 #include <cstdio>
 #include <ember/ember.hpp>
 #include <fstream>
+#include <iterator>
 #include <memory>
 #include <string>
 #include <thread>
@@ -127,7 +128,7 @@ class LoadDriver : public ember::Service {
   struct Run {
     std::string mode;
     Clock::time_point start;
-    std::vector<std::int64_t> micros;  // per request, by index
+    std::vector<std::int64_t> micros;  // per request, by index; -1: it failed
     std::atomic<std::int64_t> issued{0};
     std::atomic<std::int64_t> completed{0};
     std::atomic<std::int64_t> errors{0};
@@ -137,8 +138,7 @@ class LoadDriver : public ember::Service {
     std::atomic<bool> error_taken{false};
 
     void record(std::int64_t index, Clock::time_point sent, const ember::Status& outcome) {
-      const std::int64_t us = micros_since(sent);
-      micros[static_cast<std::size_t>(index)] = us;
+      micros[static_cast<std::size_t>(index)] = outcome ? micros_since(sent) : -1;
       if (outcome) {
         const std::int64_t at = micros_since(start);
         std::int64_t last = last_success_us.load(std::memory_order_relaxed);
@@ -162,7 +162,7 @@ class LoadDriver : public ember::Service {
     }
     run_ = std::make_unique<Run>();
     run_->mode = modes_[next_++];
-    run_->micros.assign(static_cast<std::size_t>(total_), 0);
+    run_->micros.assign(static_cast<std::size_t>(total_), -1);  // -1 until it ends
     run_->start = Clock::now();
     if (run_->mode == "send") {
       run_send();
@@ -340,9 +340,21 @@ class LoadDriver : public ember::Service {
     const std::int64_t success =
         std::max<std::int64_t>(0, completed - (run.mode == "send" ? 0 : errors));
     const std::int64_t success_ms = std::max<std::int64_t>(1, run.last_success_us.load() / 1000);
-    std::vector<std::int64_t> sorted = run.micros;
+    // Latencies of the requests that succeeded (a timeout's latency is its timeout), by nearest
+    // rank; 0 when none succeeded.
+    std::vector<std::int64_t> sorted;
+    sorted.reserve(run.micros.size());
+    std::copy_if(run.micros.begin(), run.micros.end(), std::back_inserter(sorted),
+                 [](std::int64_t us) { return us >= 0; });
     std::sort(sorted.begin(), sorted.end());
-    auto pct = [&](int p) { return sorted[static_cast<std::size_t>(total_ * p / 100)]; };
+    auto pct = [&](int p) -> std::int64_t {
+      if (sorted.empty()) {
+        return 0;
+      }
+      const auto n = static_cast<std::int64_t>(sorted.size());
+      const std::int64_t rank = std::max<std::int64_t>(1, (n * p + 99) / 100);
+      return sorted[static_cast<std::size_t>(rank - 1)];
+    };
 
     std::string out;
     out += "======== RPC Bench Result ========\n";
