@@ -86,6 +86,9 @@ Result<std::shared_ptr<NatsEvents>> NatsEvents::connect(NodeImpl& node, std::str
   if (s == NATS_OK) {
     s = natsOptions_SetReconnectedCB(options, &NatsEvents::on_reconnected, self.get());
   }
+  if (s == NATS_OK) {
+    s = natsOptions_SetClosedCB(options, &NatsEvents::on_closed, self.get());
+  }
   if (s != NATS_OK) {
     natsOptions_Destroy(options);
     return Error{Errc::invalid_argument, "EventBusConf.NatsConf: " + describe(s)};
@@ -281,11 +284,13 @@ void NatsEvents::close() {
   natsConnection_Close(conn);
   std::unique_lock lock(mu_);
   const bool quiet = cv_.wait_for(lock, config_.timeout + std::chrono::seconds(1),
-                                  [&] { return running_handlers_ == 0; });
+                                  [&] { return running_handlers_ == 0 && connection_closed_; });
   if (!quiet) {
-    // A handler still runs: freeing what it uses would crash, so it is left to the process end.
-    node_.log.error("NATS: {} subscription handlers did not finish; connection left open",
-                    running_handlers_);
+    // A handler or a connection callback may still run: freeing what it uses would crash, so
+    // it is left to the process end.
+    node_.log.error("NATS: {} subscription handlers did not finish{}; connection left open",
+                    running_handlers_,
+                    connection_closed_ ? "" : " and the connection's closed callback did not come");
     return;
   }
   for (auto& [subject, sub] : subs_) {
@@ -342,6 +347,13 @@ void NatsEvents::on_disconnected(natsConnection*, void* self_ptr) {
       "NATS connection lost; reconnecting to {} (events published meanwhile are "
       "buffered up to {} bytes, events to this node are missed)",
       self->endpoints_, self->config_.reconnect_buffer);
+}
+
+void NatsEvents::on_closed(natsConnection*, void* self_ptr) {
+  auto* self = static_cast<NatsEvents*>(self_ptr);
+  std::lock_guard lock(self->mu_);
+  self->connection_closed_ = true;
+  self->cv_.notify_all();  // under the lock: close() may free `self` once it holds the lock
 }
 
 void NatsEvents::on_reconnected(natsConnection*, void* self_ptr) {

@@ -52,6 +52,7 @@ class NatsEvents final : public EventRouter {
   static void on_error(natsConnection* nc, natsSubscription* sub, natsStatus status, void* self);
   static void on_disconnected(natsConnection* nc, void* self);
   static void on_reconnected(natsConnection* nc, void* self);
+  static void on_closed(natsConnection* nc, void* self);
 
   NodeImpl& node_;
   const NatsConfig config_;
@@ -71,6 +72,9 @@ class NatsEvents final : public EventRouter {
   // read it without locking.
   std::atomic<bool> closing_{false};
   bool applying_ = false;  // the worker holds wishes taken from wishes_ and not yet applied
+  // The library's last callback for the connection ran: only then may `this` go (its callbacks
+  // arrive on its own thread, after natsConnection_Close returned, even after Destroy).
+  bool connection_closed_ = false;
   std::int64_t dropped_by_closed_ = 0;  // slow-consumer drops of subscriptions already gone
 
   std::atomic<std::uint64_t> sent_{0};
