@@ -245,19 +245,6 @@ void Scheduler::submit(Runnable* r) noexcept {
   }
   push_global(r);
   std::atomic_thread_fence(std::memory_order_seq_cst);
-  wake_unless_spinning();
-}
-
-void Scheduler::wake_unless_spinning() {
-  // A spinning worker takes the work within microseconds; a futex wake would cost the poster a
-  // syscall and the woken thread's core (a thread adding services or an I/O thread posting
-  // requests paid one per message). Safe: the poster published the work and fenced before this
-  // load; a spinner that gives up decrements `spinning_` and fences before its last look in
-  // park(), so one of the two sees the other. A spinner that finds work wakes a successor if
-  // more is visible (worker_main).
-  if (spinning_.load(std::memory_order_seq_cst) > 0) {
-    return;
-  }
   wake_one();
 }
 
@@ -304,7 +291,7 @@ void Scheduler::resubmit(Runnable* r) noexcept {
   }
   push_global(r);
   std::atomic_thread_fence(std::memory_order_seq_cst);
-  wake_unless_spinning();
+  wake_one();
 }
 
 void Scheduler::push_global(Runnable* r) {
@@ -397,13 +384,12 @@ Runnable* Scheduler::find_work(Worker* w) {
 
 void Scheduler::worker_main(Worker* w) {
   tls_worker = w;
-  bool was_idle = false;  // spun or parked since the last runnable
   while (!stopping_.load(std::memory_order_acquire)) {
     Runnable* r = find_work(w);
     // A short spin catches work readied microseconds later without a futex round trip. Only one
     // worker spins at a time, and for ~20 us: spinning steals the core from threads that produce
     // the work (on 2 cores that matters).
-    if (r == nullptr && spinning_.fetch_add(1, std::memory_order_seq_cst) == 0) {
+    if (r == nullptr && spinning_.fetch_add(1, std::memory_order_acq_rel) == 0) {
       const auto until = std::chrono::steady_clock::now() + std::chrono::microseconds(kSpinMicros);
       while (r == nullptr && !stopping_.load(std::memory_order_relaxed)) {
         for (int i = 0; i < 16; ++i) {
@@ -414,20 +400,9 @@ void Scheduler::worker_main(Worker* w) {
           break;
         }
       }
-      spinning_.fetch_sub(1, std::memory_order_seq_cst);
-      was_idle = true;
+      spinning_.fetch_sub(1, std::memory_order_acq_rel);
     } else if (r == nullptr) {
-      spinning_.fetch_sub(1, std::memory_order_seq_cst);
-    }
-    if (r != nullptr && was_idle) {
-      // Posters skip the wake while a worker spins, trusting it to look again; it takes one
-      // runnable here, so it hands on what else is waiting (this is the chain that replaces the
-      // skipped wakes, also after a park that ended with work in sight).
-      was_idle = false;
-      std::atomic_thread_fence(std::memory_order_seq_cst);
-      if (has_visible_work()) {
-        wake_one();
-      }
+      spinning_.fetch_sub(1, std::memory_order_acq_rel);
     }
     if (r != nullptr) {
       w->slice_seq.store(w->slice_seq.load(std::memory_order_relaxed) + 1,
@@ -436,7 +411,6 @@ void Scheduler::worker_main(Worker* w) {
       continue;
     }
     park(w);
-    was_idle = true;
   }
   tls_worker = nullptr;
 }

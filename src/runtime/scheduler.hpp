@@ -173,7 +173,6 @@ class Scheduler {
   friend class BlockingRegion;
 
   void worker_main(Worker* w);
-  void wake_unless_spinning();
   Runnable* find_work(Worker* w);
   Runnable* steal(Worker* thief);
   Runnable* pop_global();

@@ -185,8 +185,8 @@ TEST(Scheduler, WorkReadiedByALongHandlerIsNotHeldHostage) {
   scheduler.stop();
 }
 
-// Posters skip the futex wake while a worker spins. If the spinner takes a long runnable, what
-// was posted right after it must still find a worker: the spinner wakes a successor.
+// Two runnables posted from outside while a worker spins: if the spinner takes the first, a long
+// one, the second must still find a worker. (A wake skipped "because someone spins" broke this.)
 TEST(Scheduler, WorkPostedWhileAWorkerSpinsIsNotHeldBehindWhatThatWorkerTook) {
   Scheduler scheduler(2, "test");
   class Flag final : public Runnable {
