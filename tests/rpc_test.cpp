@@ -6,6 +6,7 @@
 #include <atomic>
 #include <ember/ember.hpp>
 #include <ember/rpc.hpp>
+#include <set>
 #include <thread>
 
 #include "core/node_impl.hpp"
@@ -775,6 +776,83 @@ TEST(Rpc, SendsHeldForATargetThatStopsMeanwhileAreDroppedNotLeaked) {
   EXPECT_TRUE(wait_for([&] { return producer_pid.use_count() == holders_before; }))
       << producer_pid.use_count() - holders_before << " requests were never freed";
   EXPECT_EQ(received->load(), 0);
+}
+
+// Sends ten messages to "sink", then answers: the caller acts on the answer at once.
+class Forwarder : public ember::Service {
+ public:
+  ember::Status on_init() override {
+    return handle("RpcForward", [this](const pb::Echo& e) -> Result<pb::Echo> {
+      auto to_sink = select(Selector::name("sink"));
+      for (int i = 0; i < 10; ++i) {
+        (void)to_sink.send("RpcPush", echo(e.text() + "/" + std::to_string(i)));
+      }
+      return e;
+    });
+  }
+};
+
+TEST(Rpc, AnAnswerNeverOvertakesWhatTheAnsweringHandlerSent) {
+  ember::Node node(two_threads());
+  auto* sink = static_cast<Sink*>(*node.add_service(std::make_unique<Sink>(), named("sink")));
+  ASSERT_TRUE(node.add_service(std::make_unique<Forwarder>(), named("forwarder")));
+  ASSERT_TRUE(node.start());
+  auto forwarder = ember::select(node, Selector::name("forwarder"));
+  auto to_sink = ember::select(node, Selector::name("sink"));
+  constexpr int kRounds = 200;
+  for (int round = 0; round < kRounds; ++round) {
+    // A blocking caller wakes on the answer without a post: the ten Sends must be queued by then.
+    ASSERT_TRUE(forwarder.call<pb::Echo>("RpcForward", echo(std::to_string(round))));
+    ASSERT_TRUE(to_sink.send("RpcPush", echo(std::to_string(round) + "/after")));
+  }
+  ASSERT_TRUE(wait_for([&] { return sink->received.load() == kRounds * 11; }));
+  std::lock_guard lock(sink->mu);
+  int overtaken = 0;
+  for (std::size_t i = 0; i < sink->order.size(); i += 11) {
+    for (std::size_t j = 0; j < 10; ++j) {
+      if (sink->order[i + j].ends_with("/after")) {
+        ++overtaken;
+        break;
+      }
+    }
+  }
+  EXPECT_EQ(overtaken, 0) << "rounds in which the caller's Send came before the handler's";
+}
+
+// Records the lane each message ran on.
+class LaneRecorder : public ember::Service {
+ public:
+  ember::Status on_init() override {
+    return handle("RpcPush", [this](const pb::Echo&) -> ember::Status {
+      std::lock_guard lock(mu);
+      lanes.insert(ember::detail::ServiceCore::current_lane());
+      ++received;
+      return {};
+    });
+  }
+  std::mutex mu;
+  std::set<int> lanes;
+  int received = 0;
+};
+
+TEST(Rpc, KeylessSendsFromAHandlerSpreadOverTheTargetsLanes) {
+  ember::Node node(two_threads());
+  auto* pool = static_cast<LaneRecorder*>(
+      *node.add_service(std::make_unique<LaneRecorder>(), named("pool", "", 4)));
+  ASSERT_TRUE(node.add_service(std::make_unique<Sink>(), named("producer")));
+  ASSERT_TRUE(node.start());
+  ASSERT_TRUE(run_in(node, "producer", [&] {
+    auto to_pool = ember::select(node, Selector::name("pool"));
+    for (int i = 0; i < 64; ++i) {
+      EXPECT_TRUE(to_pool.send("RpcPush", echo(std::to_string(i))));
+    }
+  }));
+  ASSERT_TRUE(wait_for([&] {
+    std::lock_guard lock(pool->mu);
+    return pool->received == 64;
+  }));
+  std::lock_guard lock(pool->mu);
+  EXPECT_EQ(pool->lanes.size(), 4u) << "keyless Sends went to fewer lanes than the service has";
 }
 
 TEST(Rpc, SendsToABoundedMailboxAreCountedOneByOne) {

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "core/node_impl.hpp"
+#include "core/send_batch.hpp"
 #include "core/service_core.hpp"
 #include "ember/wire.pb.h"
 #include "net/simulated_transport.hpp"
@@ -413,6 +414,7 @@ void ClusterLink::purge_locked() {
 }
 
 void ClusterLink::reply(const std::string& to, const std::string& address, std::string bytes) {
+  SendBatch::flush_current();  // the caller may act on the reply: what the handler sent goes first
   if (Status st = transport_->send(to, address, bytes, /*urgent=*/true); !st) {
     system_log().warn("cluster: reply to node {} lost: {}", to, st.error().to_string());
   }

@@ -75,14 +75,16 @@ void SendBatch::flush() noexcept {
   });
 }
 
+// Every handler boundary flushes, nested ones too: the simulator runs other services' handlers
+// inline while a handler waits, and those must see what the waiting handler sent.
 SendBatch::Scope::Scope() noexcept {
+  tls_batch.flush();
   ++tls_batch.depth_;
 }
 
 SendBatch::Scope::~Scope() {
-  if (--tls_batch.depth_ == 0) {
-    tls_batch.flush();
-  }
+  --tls_batch.depth_;
+  tls_batch.flush();
 }
 
 }  // namespace ember::detail

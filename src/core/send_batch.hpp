@@ -19,12 +19,13 @@ class ServiceAnchor;
 /// gate, one exchange on its lane and one wake-up per batch instead of per message. Producers
 /// that share a target then stop fighting over its cache lines (fan-in).
 ///
-/// A batch is enqueued when the handler returns (a coroutine handler: when it suspends), when
-/// it holds kLimit messages, and before the thread enqueues anything else or sends to another
-/// node, so what one thread sends keeps its order. Only the first message of a batch is checked
-/// against the target (alive, method's request type, mailbox bound); the rest share its
-/// outcome. A target that stops before the batch is enqueued drops it, as it refuses a Send
-/// that arrives once it has stopped.
+/// A batch is enqueued when the handler returns (a coroutine handler: when it suspends) or
+/// another handler starts on the thread, when it holds kLimit messages, before the thread
+/// enqueues anything else, sends to another node, completes a call or blocks, so what one thread
+/// sends keeps its order and arrives before the answer that may follow it. Only the first
+/// message of a batch is checked against the target (alive, method's request type, no mailbox
+/// bound, one lane unless keyed); the rest share its outcome. A target that is stopping still
+/// takes the batch and drains it; one that has stopped counts it as rejected.
 ///
 /// One per thread; used only while the thread runs a handler (see Scope).
 class SendBatch {
@@ -51,7 +52,7 @@ class SendBatch {
              const std::type_info& request, runtime::Message* m);
   void flush() noexcept;
 
-  /// Marks the calling thread as running a handler; the outermost scope's end enqueues.
+  /// Marks the calling thread as running a handler; entering and leaving one enqueues.
   class Scope {
    public:
     Scope() noexcept;

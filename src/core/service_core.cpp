@@ -176,8 +176,10 @@ Status ServiceCore::post(runtime::Message* m, bool external) noexcept {
 
 bool ServiceCore::post_chain(runtime::Message* first, runtime::Message* last,
                              std::int64_t count) noexcept {
-  ServiceState s = state_.load(std::memory_order_acquire);
-  if (s == ServiceState::stopped || s == ServiceState::stopping) {
+  // Its first message was accepted while the service ran: like the messages queued before the
+  // stop, the chain is handled while the service drains (or rejected once it has stopped).
+  if (state_.load(std::memory_order_acquire) == ServiceState::stopped) {
+    rejected_.fetch_add(static_cast<std::uint64_t>(count), std::memory_order_relaxed);
     return false;
   }
   if (timings_ || scaling_) {

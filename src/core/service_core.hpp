@@ -56,7 +56,7 @@ class ServiceCore final : public runtime::LaneOwner, public timer::TimerTarget {
   /// services or threads) are refused once the service stops and count against the bound.
   Status post(runtime::Message* m, bool external) noexcept;
   /// A SendBatch's messages from other services, linked through `next`; false (nothing
-  /// enqueued, the caller still owns them) once the service stops taking messages.
+  /// enqueued, the caller still owns them, counted as rejected) once the service has stopped.
   bool post_chain(runtime::Message* first, runtime::Message* last, std::int64_t count) noexcept;
   /// Whether Sends to this service may be batched: not with a mailbox bound, which counts
   /// and may refuse each message.

@@ -265,7 +265,9 @@ Status dispatch(const Selection& sel, const Target& t, const CallSpec& spec, Con
       if (Status st = check_send_type(*core, spec); !st) {
         return st;
       }
-      if (batch != nullptr && core->takes_batches() && core->state() == ServiceState::running) {
+      // Keyless Sends to several lanes are spread one by one (a chain would go to one lane).
+      if (batch != nullptr && core->takes_batches() && core->state() == ServiceState::running &&
+          (spec.options.key.has_value() || core->mailbox().lane_count() == 1)) {
         batch->start(t.anchor, spec.method, request_type,
                      make_request(spec, nullptr, std::move(ctx), false));
         return {};
@@ -305,6 +307,9 @@ PendingCall::~PendingCall() {
 }
 
 bool PendingCall::complete(AnyReply r) {
+  // A blocking caller wakes without a post: what the replying handler sent goes first, as it
+  // would if the reply were posted.
+  SendBatch::flush_current();
   if (done.exchange(true, std::memory_order_acq_rel)) {
     return false;
   }
