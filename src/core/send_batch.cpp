@@ -32,9 +32,7 @@ SendBatch* SendBatch::current() noexcept {
 }
 
 void SendBatch::flush_current() noexcept {
-  if (tls_batch.count_ != 0) {
-    tls_batch.flush();
-  }
+  tls_batch.flush();
 }
 
 void SendBatch::add(runtime::Message* m) noexcept {

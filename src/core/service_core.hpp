@@ -58,9 +58,13 @@ class ServiceCore final : public runtime::LaneOwner, public timer::TimerTarget {
   /// A SendBatch's messages from other services, linked through `next`; false (nothing
   /// enqueued, the caller still owns them, counted as rejected) once the service has stopped.
   bool post_chain(runtime::Message* first, runtime::Message* last, std::int64_t count) noexcept;
-  /// Whether Sends to this service may be batched: not with a mailbox bound, which counts
-  /// and may refuse each message.
-  [[nodiscard]] bool takes_batches() const noexcept { return !mailbox_.bounded(); }
+  /// Whether Sends with `key` may reach this service in a SendBatch: only while it runs, not
+  /// with a mailbox bound (it counts and may refuse each message), and keyless ones only to a
+  /// single lane (a chain goes to one lane; keyless messages are meant to spread).
+  [[nodiscard]] bool takes_batches(DispatchKey key) noexcept {
+    return state() == ServiceState::running && !mailbox_.bounded() &&
+           (key.has_value() || mailbox_.lane_count() == 1);
+  }
   void execute(runtime::Message* m, int lane) noexcept override;
   void slice_done(int lane, std::int64_t cpu_ns) noexcept override;
   void post_timer_fire(runtime::Message* m) noexcept override;

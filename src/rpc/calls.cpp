@@ -265,9 +265,7 @@ Status dispatch(const Selection& sel, const Target& t, const CallSpec& spec, Con
       if (Status st = check_send_type(*core, spec); !st) {
         return st;
       }
-      // Keyless Sends to several lanes are spread one by one (a chain would go to one lane).
-      if (batch != nullptr && core->takes_batches() && core->state() == ServiceState::running &&
-          (spec.options.key.has_value() || core->mailbox().lane_count() == 1)) {
+      if (batch != nullptr && core->takes_batches(spec.options.key)) {
         batch->start(t.anchor, spec.method, request_type,
                      make_request(spec, nullptr, std::move(ctx), false));
         return {};
