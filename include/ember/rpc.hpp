@@ -30,6 +30,7 @@
 #include <ember/error.hpp>
 #include <ember/module.hpp>
 #include <ember/pid.hpp>
+#include <ember/small_alloc.hpp>
 #include <ember/task.hpp>
 #include <functional>
 #include <memory>
@@ -183,14 +184,14 @@ Result<Resp> unpack(AnyReply reply) {
 
 template <class Req>
 std::shared_ptr<const AnyMessage> copy_message(const AnyMessage& request) {
-  return std::make_shared<const Req>(static_cast<const Req&>(request));
+  return std::allocate_shared<Req>(SmallAllocator<Req>{}, static_cast<const Req&>(request));
 }
 
 template <class T>
 std::shared_ptr<const AnyMessage> share(T&& request) {
   using Req = std::decay_t<T>;
   static_assert(std::is_base_of_v<AnyMessage, Req>, "requests must be protobuf messages");
-  return std::make_shared<const Req>(std::forward<T>(request));
+  return std::allocate_shared<Req>(SmallAllocator<Req>{}, std::forward<T>(request));
 }
 
 }  // namespace detail

@@ -246,7 +246,9 @@ Status dispatch(const Selection& sel, const Target& t, const CallSpec& spec, Con
   if (t.anchor) {
     if (pending) {
       return t.anchor->post(
-          make_request(spec, std::make_shared<LocalResponder>(pending), std::move(ctx), true),
+          make_request(
+              spec, std::allocate_shared<LocalResponder>(SmallAllocator<LocalResponder>{}, pending),
+              std::move(ctx), true),
           true);
     }
     // Send is the hot path. Inside a handler, a Send like the previous one joins its batch
@@ -364,7 +366,8 @@ Result<std::shared_ptr<AnyMessage>> call_blocking(CallSpec spec) {
     return *cycle;
   }
   const auto deadline = detail::state(*ctx).deadline;
-  auto pending = std::make_shared<PendingCall>(PendingCall::Mode::blocking, sel.node);
+  auto pending = std::allocate_shared<PendingCall>(SmallAllocator<PendingCall>{},
+                                                   PendingCall::Mode::blocking, sel.node);
   if (Status posted = dispatch(sel, t, spec, std::move(*ctx), pending); !posted) {
     return with_target(posted, t, spec.method).error();
   }
@@ -448,7 +451,7 @@ Module& calling_module(const Selection& sel) {
 /// with the call's priority, and only while the calling module is alive.
 std::shared_ptr<PendingCall> caller_bound(const CallSpec& spec, PendingCall::Mode mode) {
   const Selection& sel = *spec.selection;
-  auto pending = std::make_shared<PendingCall>(mode, sel.node);
+  auto pending = std::allocate_shared<PendingCall>(SmallAllocator<PendingCall>{}, mode, sel.node);
   pending->method = std::string(spec.method);
   pending->caller = sel.from->anchor();
   const Context* parent = current_context();
@@ -517,7 +520,8 @@ bool call_coroutine(CallSpec spec, std::coroutine_handle<> continuation,
   const Selection& sel = *spec.selection;
   if (sel.node == nullptr || sel.from == nullptr) {
     // No mailbox to resume through: the awaiter resumes in place with the error.
-    slot = std::make_shared<PendingCall>(PendingCall::Mode::blocking, sel.node);
+    slot = std::allocate_shared<PendingCall>(SmallAllocator<PendingCall>{},
+                                             PendingCall::Mode::blocking, sel.node);
     slot->complete(Error{Errc::bad_state, "co_call needs a calling service"});
     return false;
   }

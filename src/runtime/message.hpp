@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <ember/dispatch.hpp>
 #include <ember/error.hpp>
+#include <ember/small_alloc.hpp>
 #include <string_view>
 #include <utility>
 
@@ -18,6 +19,14 @@ class Message {
   Message(const Message&) = delete;
   Message& operator=(const Message&) = delete;
   virtual ~Message() = default;
+
+  // A message is mostly made by one thread and freed by another (the sender's and the callee's),
+  // the case a general allocator pays a lock for. Sized: the virtual destructor passes the size
+  // of the message's own type.
+  static void* operator new(std::size_t size) { return detail::small_allocate(size); }
+  static void operator delete(void* block, std::size_t size) noexcept {
+    detail::small_deallocate(block, size);
+  }
 
   /// Runs on the owning lane's thread.
   virtual void run() = 0;

@@ -1,0 +1,43 @@
+// SPDX-License-Identifier: Apache-2.0
+#pragma once
+
+#include <cstddef>
+#include <new>
+
+namespace ember::detail {
+
+/// Memory for the small objects every message allocates (requests, their payloads): per-thread
+/// free lists of fixed-size blocks, handed between threads in batches. A message is mostly freed
+/// by another thread than the one that made it, which a general allocator pays for with a lock
+/// per free. Sizes above kSmallAllocMax go to operator new.
+inline constexpr std::size_t kSmallAllocMax = 512;
+void* small_allocate(std::size_t size);
+void small_deallocate(void* block, std::size_t size) noexcept;
+
+/// A standard allocator over small_allocate, for std::allocate_shared.
+template <class T>
+struct SmallAllocator {
+  using value_type = T;
+  SmallAllocator() = default;
+  template <class U>
+  SmallAllocator(const SmallAllocator<U>&) noexcept {}  // NOLINT(google-explicit-constructor)
+  T* allocate(std::size_t n) {
+    if (n != 1 || sizeof(T) > kSmallAllocMax || alignof(T) > alignof(std::max_align_t)) {
+      return static_cast<T*>(::operator new(n * sizeof(T)));
+    }
+    return static_cast<T*>(small_allocate(sizeof(T)));
+  }
+  void deallocate(T* p, std::size_t n) noexcept {
+    if (n != 1 || sizeof(T) > kSmallAllocMax || alignof(T) > alignof(std::max_align_t)) {
+      ::operator delete(p);
+      return;
+    }
+    small_deallocate(p, sizeof(T));
+  }
+  template <class U>
+  bool operator==(const SmallAllocator<U>&) const noexcept {
+    return true;
+  }
+};
+
+}  // namespace ember::detail
