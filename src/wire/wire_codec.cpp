@@ -264,6 +264,124 @@ void frame_request(const wire::RemoteRequest& request, std::string& frame) {
   request.SerializeWithCachedSizesToArray(reinterpret_cast<std::uint8_t*>(frame.data() + head));
 }
 
+namespace {
+
+void put_varint(std::string& out, std::uint64_t v) {
+  while (v >= 0x80) {
+    out.push_back(static_cast<char>((v & 0x7f) | 0x80));
+    v >>= 7;
+  }
+  out.push_back(static_cast<char>(v));
+}
+
+// Field numbers and wire types of wire.RemoteRequest.
+enum : std::uint32_t { kVarint = 0, kFixed64 = 1, kBytes = 2 };
+void put_tag(std::string& out, std::uint32_t field, std::uint32_t type) {
+  put_varint(out, (field << 3) | type);
+}
+void put_varint_field(std::string& out, std::uint32_t field, std::uint64_t v) {
+  if (v != 0) {
+    put_tag(out, field, kVarint);
+    put_varint(out, v);
+  }
+}
+
+}  // namespace
+
+const RequestFramer::Prefix& RequestFramer::prefix_for(const std::shared_ptr<const Pid>& target,
+                                                       const CallSpec& spec, const Context& context,
+                                                       bool wants_reply,
+                                                       const std::string& reply_address) {
+  const std::shared_ptr<const Pid>& caller = detail::state(context).caller;
+  const void* payload_type = spec.message().GetDescriptor();
+  const void* response_type = wants_reply && spec.response_prototype != nullptr
+                                  ? spec.response_prototype->GetDescriptor()
+                                  : nullptr;
+  for (const Prefix& p : prefixes_) {
+    if (p.target == target && p.caller == caller && p.payload_type == payload_type &&
+        p.response_type == response_type && p.wants_reply == wants_reply &&
+        p.method == spec.method && p.reply_address == reply_address) {
+      return p;
+    }
+  }
+  Prefix& p = prefixes_[next_victim_];
+  next_victim_ = (next_victim_ + 1) % kPrefixes;
+  p.target = target;
+  p.caller = caller;
+  p.method.assign(spec.method);
+  p.payload_type = payload_type;
+  p.response_type = response_type;
+  p.wants_reply = wants_reply;
+  p.reply_address = reply_address;
+  wire::RemoteRequest fixed;
+  {
+    std::string& uid = *fixed.mutable_target_uid();
+    uid.append(std::to_string(target->server_id)).append(".").append(target->name).append(".");
+    uid.append(target->id).append(".").append(target->node_id);
+  }
+  fixed.set_method(p.method);
+  fixed.set_payload_type(spec.message().GetDescriptor()->full_name());
+  fixed.set_wants_reply(wants_reply);
+  to_wire(context.caller(), *fixed.mutable_caller());
+  fixed.set_reply_address(reply_address);
+  if (response_type != nullptr) {
+    fixed.set_response_type(spec.response_prototype->GetDescriptor()->full_name());
+  }
+  p.bytes.clear();
+  fixed.AppendToString(&p.bytes);
+  return p;
+}
+
+Status RequestFramer::frame(const std::shared_ptr<const Pid>& target, const CallSpec& spec,
+                            const Context& context, RequestIdentity identity, bool wants_reply,
+                            const std::string& reply_address, std::string& frame, bool& framed) {
+  const ContextState& state = detail::state(context);
+  framed = false;
+  if (!target || state.headers || state.origin) {
+    return {};
+  }
+  const Prefix& prefix = prefix_for(target, spec, context, wants_reply, reply_address);
+  fields_.clear();
+  put_varint_field(fields_, 1, identity.id);
+  if (identity.incarnation != 0) {
+    put_tag(fields_, 15, kFixed64);
+    for (int i = 0; i < 8; ++i) {
+      fields_.push_back(static_cast<char>((identity.incarnation >> (8 * i)) & 0xff));
+    }
+  }
+  put_varint_field(fields_, 6, state.priority == Priority::system ? 1 : 0);
+  put_varint_field(fields_, 7, state.key.has_value() ? state.key.hash() : 0);
+  if (state.deadline != Context::Clock::time_point::max()) {
+    const WireDeadline d = to_wire_deadline(state.deadline, std::chrono::steady_clock::now(),
+                                            std::chrono::system_clock::now());
+    put_varint_field(fields_, 8, static_cast<std::uint64_t>(d.timeout_ms));
+    put_varint_field(fields_, 16, static_cast<std::uint64_t>(d.deadline_unix_us));
+  }
+  put_varint_field(fields_, 9, state.trace_id);
+  const AnyMessage& payload = spec.message();
+  const std::size_t payload_size = payload.ByteSizeLong();
+  if (payload_size != 0) {
+    put_tag(fields_, 5, kBytes);
+    put_varint(fields_, payload_size);
+  }
+  const std::size_t body = prefix.bytes.size() + fields_.size() + payload_size;
+  frame.clear();
+  frame.push_back('\x0a');  // Envelope field 1 (request), length-delimited
+  put_varint(frame, body);
+  frame.append(prefix.bytes);
+  frame.append(fields_);
+  const std::size_t at = frame.size();
+  frame.resize(at + payload_size);
+  if (payload_size != 0 &&
+      payload.SerializeWithCachedSizesToArray(reinterpret_cast<std::uint8_t*>(frame.data() + at)) !=
+          reinterpret_cast<std::uint8_t*>(frame.data() + at + payload_size)) {
+    return Error{Errc::invalid_argument,
+                 "the request of '" + std::string(spec.method) + "' does not serialize"};
+  }
+  framed = true;
+  return {};
+}
+
 void decode_context(const wire::RemoteRequest& request,
                     std::chrono::steady_clock::time_point deadline, Context& out) {
   ContextState& state = detail::state(out);

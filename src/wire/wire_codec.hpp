@@ -5,6 +5,7 @@
 // decoding of the commonest frame between nodes, a request.
 #pragma once
 
+#include <array>
 #include <chrono>
 #include <cstdint>
 #include <ember/event.hpp>
@@ -87,6 +88,41 @@ void encode_serialized_request(const Pid& target, std::string_view method, std::
 /// Frames a request as an Envelope holding it (field 1, length-delimited) into `frame`, reused:
 /// after warm-up no allocation.
 void frame_request(const wire::RemoteRequest& request, std::string& frame);
+
+/// encode_request + frame_request for a stream of requests: the fields that stay the same from
+/// one request to the next between one caller, target and method (target uid, method, types,
+/// caller, reply address) are serialized once and copied as bytes; only id, deadline, trace id,
+/// key and payload are encoded per request. Protobuf reads fields in any order, so the receiver
+/// parses the same request that encode_request would have made. One per thread.
+class RequestFramer {
+ public:
+  /// `framed` false (and nothing written): the request carries what the cached bytes do not
+  /// cover (headers, an origin); encode it with encode_request.
+  Status frame(const std::shared_ptr<const Pid>& target, const CallSpec& spec,
+               const Context& context, RequestIdentity identity, bool wants_reply,
+               const std::string& reply_address, std::string& frame, bool& framed);
+
+ private:
+  // Holds the Pids it was built for: an address cannot be reused by another Pid meanwhile.
+  struct Prefix {
+    std::shared_ptr<const Pid> target;
+    std::shared_ptr<const Pid> caller;
+    std::string method;
+    const void* payload_type = nullptr;   // protobuf Descriptor
+    const void* response_type = nullptr;  // protobuf Descriptor, when a reply is wanted
+    bool wants_reply = false;
+    std::string reply_address;
+    std::string bytes;
+  };
+  const Prefix& prefix_for(const std::shared_ptr<const Pid>& target, const CallSpec& spec,
+                           const Context& context, bool wants_reply,
+                           const std::string& reply_address);
+
+  static constexpr std::size_t kPrefixes = 4;
+  std::array<Prefix, kPrefixes> prefixes_;
+  std::size_t next_victim_ = 0;
+  std::string fields_;  // the per-request fields, reused
+};
 /// The Context a handler of a request read from the wire sees; `deadline` is this node's, fixed
 /// when the frame was read (local_deadline).
 void decode_context(const wire::RemoteRequest& request,

@@ -441,3 +441,113 @@ TEST(RemoteCall, ADifferentClusterSecretIsWhatTheCallerIsTold) {
 }
 
 }  // namespace
+
+namespace {
+
+// --- framing a stream of requests from cached bytes ---------------------------------------------
+
+std::shared_ptr<const ember::Pid> make_pid(std::string name, std::string node,
+                                           std::uint64_t epoch) {
+  auto pid = std::make_shared<ember::Pid>();
+  pid->name = std::move(name);
+  pid->node_id = std::move(node);
+  pid->id = "7";
+  pid->type = "calc";
+  pid->server_id = 3;
+  pid->master = true;
+  pid->epoch = epoch;
+  pid->version = 12;
+  return pid;
+}
+
+ember::wire::Envelope parse_frame(const std::string& frame) {
+  ember::wire::Envelope envelope;
+  EXPECT_TRUE(envelope.ParseFromString(frame));
+  return envelope;
+}
+
+// The receiver must not be able to tell the two framings apart, request after request, whatever
+// changes between them (target, caller, method, types, deadline, key, priority, trace id).
+TEST(RequestFramer, FramesWhatTheFullEncoderFrames) {
+  using ember::detail::CallSpec;
+  using ember::detail::RequestFramer;
+  using ember::detail::RequestIdentity;
+  std::vector<std::shared_ptr<const ember::Pid>> targets;
+  for (int i = 0; i < 6; ++i) {  // more than the framer keeps: entries are replaced
+    targets.push_back(make_pid("calc" + std::to_string(i), "node-b", 0));
+  }
+  auto caller = make_pid("client", "node-a", 4);
+  RequestFramer framer;
+  std::string fast;
+  std::string full;
+  ember::wire::RemoteRequest reused;
+  for (int round = 0; round < 200; ++round) {
+    const bool wants_reply = round % 3 == 0;
+    pb::Echo echo;
+    echo.set_text(round % 5 == 0 ? "" : "payload " + std::to_string(round));
+    echo.set_seq(round);
+    pb::SumResp prototype;
+    CallSpec spec;
+    spec.method = round % 2 == 0 ? "RpcEcho" : "RpcEchoAgain";
+    spec.request = std::make_shared<pb::Echo>(echo);
+    spec.response_prototype = wants_reply ? &prototype : nullptr;
+    if (round % 7 == 0) {
+      spec.request = std::make_shared<pb::Echo>();  // an empty payload has no bytes at all
+    }
+    ember::Context context;
+    auto& state = ember::detail::state(context);
+    state.caller = round % 4 == 0 ? nullptr : caller;
+    state.trace_id = round % 6 == 0 ? 0 : 0x1234567890abcdefULL + static_cast<unsigned>(round);
+    state.priority = round % 8 == 0 ? ember::Priority::system : ember::Priority::user;
+    if (round % 3 == 1) {
+      state.key = ember::DispatchKey::from_int(static_cast<std::uint64_t>(round));
+    }
+    if (round % 2 == 1) {
+      state.deadline = ember::Context::Clock::now() + std::chrono::milliseconds(500 + round);
+    }
+    const auto& target = targets[static_cast<std::size_t>(round) % targets.size()];
+    const RequestIdentity identity{static_cast<std::uint64_t>(round) * 1000,
+                                   round % 9 == 0 ? 0 : 0xfeedfacecafebeefULL};
+    const std::string address = round % 10 == 0 ? "" : "127.0.0.1:7001";
+    bool framed = false;
+    ASSERT_TRUE(framer.frame(target, spec, context, identity, wants_reply, address, fast, framed));
+    ASSERT_TRUE(framed);
+    ASSERT_TRUE(ember::detail::encode_request(*target, spec, context, identity, wants_reply,
+                                              address, reused));
+    ember::detail::frame_request(reused, full);
+    ember::wire::Envelope a = parse_frame(fast);
+    ember::wire::Envelope b = parse_frame(full);
+    // Deadlines are read from the clock by each encoder: compare them apart, within a bound.
+    auto* ra = a.mutable_request();
+    auto* rb = b.mutable_request();
+    EXPECT_NEAR(static_cast<double>(ra->deadline_unix_us()),
+                static_cast<double>(rb->deadline_unix_us()), 50'000);
+    EXPECT_NEAR(static_cast<double>(ra->timeout_ms()), static_cast<double>(rb->timeout_ms()), 50);
+    EXPECT_EQ(ra->timeout_ms() == 0, rb->timeout_ms() == 0);
+    ra->clear_deadline_unix_us();
+    rb->clear_deadline_unix_us();
+    ra->clear_timeout_ms();
+    rb->clear_timeout_ms();
+    ASSERT_EQ(a.SerializeAsString(), b.SerializeAsString()) << "round " << round;
+    ASSERT_EQ(ra->target_uid(), target->uid());
+  }
+}
+
+// Headers and an origin are rare and varied: such requests take the full encoder.
+TEST(RequestFramer, LeavesRequestsWithHeadersToTheFullEncoder) {
+  ember::detail::RequestFramer framer;
+  ember::detail::CallSpec spec;
+  spec.method = "RpcEcho";
+  spec.request = std::make_shared<pb::Echo>();
+  ember::Context context;
+  ember::detail::state(context).headers =
+      std::make_shared<const ember::Headers>(ember::Headers{{"k", "v"}});
+  std::string frame = "untouched";
+  bool framed = true;
+  ASSERT_TRUE(
+      framer.frame(make_pid("calc", "node-b", 0), spec, context, {1, 2}, false, "", frame, framed));
+  EXPECT_FALSE(framed);
+  EXPECT_EQ(frame, "untouched");
+}
+
+}  // namespace
