@@ -22,17 +22,25 @@ struct SmallAllocator {
   template <class U>
   SmallAllocator(const SmallAllocator<U>&) noexcept {}  // NOLINT(google-explicit-constructor)
   T* allocate(std::size_t n) {
-    if (n != 1 || sizeof(T) > kSmallAllocMax || alignof(T) > alignof(std::max_align_t)) {
-      return static_cast<T*>(::operator new(n * sizeof(T)));
+    if constexpr (alignof(T) > alignof(std::max_align_t)) {
+      return static_cast<T*>(::operator new (n * sizeof(T), std::align_val_t{alignof(T)}));
+    } else {
+      if (n != 1 || sizeof(T) > kSmallAllocMax) {
+        return static_cast<T*>(::operator new(n * sizeof(T)));
+      }
+      return static_cast<T*>(small_allocate(sizeof(T)));
     }
-    return static_cast<T*>(small_allocate(sizeof(T)));
   }
   void deallocate(T* p, std::size_t n) noexcept {
-    if (n != 1 || sizeof(T) > kSmallAllocMax || alignof(T) > alignof(std::max_align_t)) {
-      ::operator delete(p);
-      return;
+    if constexpr (alignof(T) > alignof(std::max_align_t)) {
+      ::operator delete (p, std::align_val_t{alignof(T)});
+    } else {
+      if (n != 1 || sizeof(T) > kSmallAllocMax) {
+        ::operator delete(p);
+        return;
+      }
+      small_deallocate(p, sizeof(T));
     }
-    small_deallocate(p, sizeof(T));
   }
   template <class U>
   bool operator==(const SmallAllocator<U>&) const noexcept {

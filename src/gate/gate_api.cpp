@@ -74,40 +74,49 @@ Status GateCore::push(std::string_view session_id, std::string_view route,
 
 Status GateCore::push_serialized(std::string_view session_id, std::string_view route,
                                  std::string payload) {
-  std::shared_ptr<Session> s = find(session_id);
-  if (!s) {
+  auto frame = push_frame_serialized(route, std::move(payload));
+  // Found and posted under the registry lock: a session that takes this one's entry over
+  // (a resume) then knows every push that went to the old object is queued on its thread.
+  std::shared_lock lock(sessions_mu_);
+  auto it = by_id_.find(session_id);
+  if (it == by_id_.end()) {
+    lock.unlock();
     return no_session(session_id);
   }
   pushes.fetch_add(1, std::memory_order_relaxed);
-  s->post_push(push_frame_serialized(route, std::move(payload)));
+  it->second->post_push(std::move(frame));
   return {};
 }
 
 void GateCore::push_serialized(std::string_view session_id, std::string_view route,
                                std::string payload, PushDone delivered) {
-  std::shared_ptr<Session> s = find(session_id);
-  if (!s) {
+  auto frame = push_frame_serialized(route, std::move(payload));
+  std::shared_lock lock(sessions_mu_);  // as above
+  auto it = by_id_.find(session_id);
+  if (it == by_id_.end()) {
+    lock.unlock();
     delivered(no_session(session_id));
     return;
   }
   pushes.fetch_add(1, std::memory_order_relaxed);
-  s->post_push(push_frame_serialized(route, std::move(payload)), std::move(delivered));
+  it->second->post_push(std::move(frame), std::move(delivered));
 }
 
 void GateCore::push_each_serialized(
     const google::protobuf::RepeatedPtrField<std::string>& session_ids, std::string_view route,
     std::string payload) {
   std::shared_ptr<const std::string> frame;
+  std::shared_lock lock(sessions_mu_);  // as above
   for (const std::string& id : session_ids) {
-    std::shared_ptr<Session> s = find(id);
-    if (!s) {
+    auto it = by_id_.find(id);
+    if (it == by_id_.end()) {
       continue;
     }
     if (!frame) {
       frame = push_frame_serialized(route, std::move(payload));
     }
     pushes.fetch_add(1, std::memory_order_relaxed);
-    s->post_push(frame);
+    it->second->post_push(frame);
   }
 }
 

@@ -597,6 +597,7 @@ bool GateCore::issued_here_or_elsewhere(const std::string& session_id) const {
 void GateCore::adopt_local(const std::shared_ptr<Session>& old,
                            const std::shared_ptr<Session>& session) {
   old->set_successor(session);
+  session->hold_pushes_until_drained(old);
   {
     std::unique_lock lock(sessions_mu_);
     if (auto it = by_id_.find(old->id()); it != by_id_.end() && it->second == old) {

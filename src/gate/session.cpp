@@ -919,18 +919,46 @@ void Session::leave() {
   link_->close("bye");
 }
 
-void Session::post_push(std::shared_ptr<const std::string> frame, PushDone delivered) {
+void Session::post_push(std::shared_ptr<const std::string> frame, PushDone delivered,
+                        bool forwarded) {
   boost::asio::post(link_io_, [s = shared_from_this(), frame = std::move(frame),
-                               delivered = std::move(delivered)]() mutable {
-    s->on_push(std::move(frame), std::move(delivered));
+                               delivered = std::move(delivered), forwarded]() mutable {
+    s->on_push(std::move(frame), std::move(delivered), forwarded);
   });
 }
 
-void Session::on_push(std::shared_ptr<const std::string> frame, PushDone delivered) {
+void Session::hold_pushes_until_drained(const std::shared_ptr<Session>& predecessor) {
+  holding_pushes_.store(true, std::memory_order_release);
+  // Behind every push already queued on the predecessor's thread (GateCore posts pushes under
+  // the registry lock, and the registry moves here right after this): by the time this runs,
+  // they have all been passed on to this session's thread, in order.
+  boost::asio::post(predecessor->link_io_, [successor = shared_from_this()] {
+    boost::asio::post(successor->link_io_, [successor] { successor->release_held_pushes(); });
+  });
+}
+
+void Session::release_held_pushes() {
+  holding_pushes_.store(false, std::memory_order_release);
+  std::vector<std::shared_ptr<const std::string>> held = std::move(held_pushes_);
+  for (auto& frame : held) {
+    on_push(std::move(frame), {}, true);
+  }
+}
+
+void Session::on_push(std::shared_ptr<const std::string> frame, PushDone delivered,
+                      bool forwarded) {
+  if (!forwarded && holding_pushes_.load(std::memory_order_acquire)) {
+    // Its predecessor may still hold earlier pushes for the client: this one waits for them.
+    if (delivered) {
+      delivered({});
+    }
+    held_pushes_.push_back(std::move(frame));
+    return;
+  }
   if (resume_ && resume_->handed_over) {
     // It reached this object after the session moved: it goes where the session went.
     if (auto successor = resume_->successor.lock()) {
-      successor->post_push(std::move(frame), std::move(delivered));
+      successor->post_push(std::move(frame), std::move(delivered), /*forwarded=*/true);
     } else if (!resume_->successor_node.empty()) {
       gate_.forward_push(resume_->successor_node, id_, *frame, std::move(delivered));
     } else if (delivered) {

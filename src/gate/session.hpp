@@ -84,7 +84,13 @@ class Session final : public detail::RequestOrigin, public std::enable_shared_fr
   /// A Push frame for this session (encoded once for many; a resumable session numbers it).
   /// `delivered`, if given, runs once the frame is queued for the client or kept for its resume
   /// (or passed on to where the session moved): a pusher that waits for it keeps its order.
-  void post_push(std::shared_ptr<const std::string> frame, PushDone delivered = {});
+  /// `forwarded`: passed on by the session this one took over (see hold_pushes_until_drained).
+  void post_push(std::shared_ptr<const std::string> frame, PushDone delivered = {},
+                 bool forwarded = false);
+  /// Called before this session takes over the registry entry of `predecessor` on this gateway:
+  /// pushes posted to it directly wait until every push already queued on the predecessor's
+  /// thread has been passed on here, so that a push never overtakes an earlier one.
+  void hold_pushes_until_drained(const std::shared_ptr<Session>& predecessor);
   void post_kick(KickCode code, std::string reason);
   /// A newer login of its UID displaced it: from now on none of its requests starts anywhere
   /// the check reaches, and its client is told (KickCode::replaced) on its I/O thread.
@@ -171,7 +177,8 @@ class Session final : public detail::RequestOrigin, public std::enable_shared_fr
   };
 
   void on_hello(const Hello& hello, SteadyClock::time_point now);
-  void on_push(std::shared_ptr<const std::string> frame, PushDone delivered);
+  void on_push(std::shared_ptr<const std::string> frame, PushDone delivered, bool forwarded);
+  void release_held_pushes();
   void on_handover(std::string secret, std::uint64_t last_push_seq, HandoverDone done);
   void complete_handover_if_quiet();
   void on_resumed(Result<std::shared_ptr<SessionHandover>> handover, bool same_gateway);
@@ -219,6 +226,9 @@ class Session final : public detail::RequestOrigin, public std::enable_shared_fr
   std::atomic<bool> ended_{false};
   std::atomic<bool> replaced_{false};
   std::atomic<bool> detached_{false};
+  // Set on the predecessor's thread, cleared on this session's (hold_pushes_until_drained).
+  std::atomic<bool> holding_pushes_{false};
+  std::vector<std::shared_ptr<const std::string>> held_pushes_;  // this session's I/O thread
   std::atomic<std::int64_t> binding_revision_{0};
   std::string end_reason_;
   SteadyClock::time_point deadline_{};  // handshake, then idle

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <atomic>
+#include <cstddef>
 #include <cstdint>
 #include <ember/dispatch.hpp>
 #include <ember/error.hpp>
@@ -26,6 +27,14 @@ class Message {
   static void* operator new(std::size_t size) { return detail::small_allocate(size); }
   static void operator delete(void* block, std::size_t size) noexcept {
     detail::small_deallocate(block, size);
+  }
+  // The pool's blocks are aligned for max_align_t: an over-aligned message (a posted function
+  // that captures such an object) bypasses it.
+  static void* operator new(std::size_t size, std::align_val_t alignment) {
+    return ::operator new(size, alignment);
+  }
+  static void operator delete(void* block, std::size_t size, std::align_val_t alignment) noexcept {
+    ::operator delete(block, size, alignment);
   }
 
   /// Runs on the owning lane's thread.

@@ -62,11 +62,16 @@ struct ThreadCache {
 };
 constinit thread_local ThreadCache tls_cache{};
 
-void push_shared(std::size_t cls, FreeBlock* head, std::uint32_t count) {
+// Called from noexcept frees: when the list cannot grow (out of memory), the batch is left
+// unreachable, never handed out twice.
+void push_shared(std::size_t cls, FreeBlock* head, std::uint32_t count) noexcept {
   SharedClass& sc = shared().classes[cls];
   std::lock_guard lock(sc.mu);
-  sc.batches.push_back({head, count});
-  sc.blocks += count;
+  try {
+    sc.batches.push_back({head, count});
+    sc.blocks += count;
+  } catch (...) {
+  }
 }
 
 FreeBlock* pop_shared(std::size_t cls, std::uint32_t& count) {

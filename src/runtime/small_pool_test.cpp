@@ -13,6 +13,8 @@
 #include <thread>
 #include <vector>
 
+#include "runtime/message.hpp"
+
 namespace ember::runtime {
 namespace {
 
@@ -151,6 +153,22 @@ TEST(SmallPool, LargeSizesAndSharedPointersGoThroughTheSameFrontDoor) {
   std::weak_ptr<std::array<char, 100>> weak = shared;
   shared.reset();
   EXPECT_TRUE(weak.expired());
+}
+
+// The pool's blocks are aligned for max_align_t; what needs more goes around it, aligned.
+TEST(SmallPool, OverAlignedObjectsAreAlignedAnyway) {
+  struct alignas(64) Wide {
+    char bytes[64];
+  };
+  for (int i = 0; i < 8; ++i) {
+    Wide wide{};
+    wide.bytes[0] = static_cast<char>(i);
+    Message* m = make_message([wide] { (void)wide; }, "wide");
+    EXPECT_EQ(reinterpret_cast<std::uintptr_t>(m) % 64, 0u);
+    delete m;
+    auto shared = std::allocate_shared<Wide>(detail::SmallAllocator<Wide>{});
+    EXPECT_EQ(reinterpret_cast<std::uintptr_t>(shared.get()) % 64, 0u);
+  }
 }
 
 }  // namespace

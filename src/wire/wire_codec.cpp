@@ -304,22 +304,13 @@ const RequestFramer::Prefix& RequestFramer::prefix_for(const std::shared_ptr<con
       return p;
     }
   }
-  Prefix& p = prefixes_[next_victim_];
-  next_victim_ = (next_victim_ + 1) % kPrefixes;
-  p.target = target;
-  p.caller = caller;
-  p.method.assign(spec.method);
-  p.payload_type = payload_type;
-  p.response_type = response_type;
-  p.wants_reply = wants_reply;
-  p.reply_address = reply_address;
   wire::RemoteRequest fixed;
   {
     std::string& uid = *fixed.mutable_target_uid();
     uid.append(std::to_string(target->server_id)).append(".").append(target->name).append(".");
     uid.append(target->id).append(".").append(target->node_id);
   }
-  fixed.set_method(p.method);
+  fixed.set_method(std::string(spec.method));
   fixed.set_payload_type(spec.message().GetDescriptor()->full_name());
   fixed.set_wants_reply(wants_reply);
   to_wire(context.caller(), *fixed.mutable_caller());
@@ -327,8 +318,21 @@ const RequestFramer::Prefix& RequestFramer::prefix_for(const std::shared_ptr<con
   if (response_type != nullptr) {
     fixed.set_response_type(spec.response_prototype->GetDescriptor()->full_name());
   }
-  p.bytes.clear();
-  fixed.AppendToString(&p.bytes);
+  std::string bytes = fixed.SerializeAsString();
+  std::string method(spec.method);
+  std::string address = reply_address;
+  // Everything that can throw is done: an entry is never left with one request's key and
+  // another's bytes.
+  Prefix& p = prefixes_[next_victim_];
+  next_victim_ = (next_victim_ + 1) % kPrefixes;
+  p.target = target;
+  p.caller = caller;
+  p.method = std::move(method);
+  p.payload_type = payload_type;
+  p.response_type = response_type;
+  p.wants_reply = wants_reply;
+  p.reply_address = std::move(address);
+  p.bytes = std::move(bytes);
   return p;
 }
 
