@@ -248,24 +248,7 @@ void encode_serialized_request(const Pid& target, std::string_view method, std::
   out.set_serialized_payload(true);
 }
 
-void frame_request(const wire::RemoteRequest& request, std::string& frame) {
-  const std::size_t size = request.ByteSizeLong();
-  frame.clear();
-  frame.push_back('\x0a');  // Envelope field 1 (request), length-delimited
-  for (std::uint64_t v = size;; v >>= 7) {
-    if (v < 0x80) {
-      frame.push_back(static_cast<char>(v));
-      break;
-    }
-    frame.push_back(static_cast<char>((v & 0x7f) | 0x80));
-  }
-  const std::size_t head = frame.size();
-  frame.resize(head + size);
-  request.SerializeWithCachedSizesToArray(reinterpret_cast<std::uint8_t*>(frame.data() + head));
-}
-
 namespace {
-
 void put_varint(std::string& out, std::uint64_t v) {
   while (v >= 0x80) {
     out.push_back(static_cast<char>((v & 0x7f) | 0x80));
@@ -273,6 +256,20 @@ void put_varint(std::string& out, std::uint64_t v) {
   }
   out.push_back(static_cast<char>(v));
 }
+
+}  // namespace
+
+void frame_request(const wire::RemoteRequest& request, std::string& frame) {
+  const std::size_t size = request.ByteSizeLong();
+  frame.clear();
+  frame.push_back('\x0a');  // Envelope field 1 (request), length-delimited
+  put_varint(frame, size);
+  const std::size_t head = frame.size();
+  frame.resize(head + size);
+  request.SerializeWithCachedSizesToArray(reinterpret_cast<std::uint8_t*>(frame.data() + head));
+}
+
+namespace {
 
 // Field numbers and wire types of wire.RemoteRequest.
 enum : std::uint32_t { kVarint = 0, kFixed64 = 1, kBytes = 2 };
@@ -305,11 +302,7 @@ const RequestFramer::Prefix& RequestFramer::prefix_for(const std::shared_ptr<con
     }
   }
   wire::RemoteRequest fixed;
-  {
-    std::string& uid = *fixed.mutable_target_uid();
-    uid.append(std::to_string(target->server_id)).append(".").append(target->name).append(".");
-    uid.append(target->id).append(".").append(target->node_id);
-  }
+  fixed.set_target_uid(target->uid());
   fixed.set_method(std::string(spec.method));
   fixed.set_payload_type(spec.message().GetDescriptor()->full_name());
   fixed.set_wants_reply(wants_reply);
