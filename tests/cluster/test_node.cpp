@@ -140,6 +140,8 @@ class Ledger : public ember::Service {
       out.set_stale_refused(stale_refused_);
       out.set_epoch_regressions(epoch_regressions_);
       out.set_master(is_master());
+      out.set_slaves_known(static_cast<std::int64_t>(
+          select(ember::Selector::name(name()).role(ember::Role::slave)).targets().size()));
       return out;
     });
   }
