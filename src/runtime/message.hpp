@@ -33,8 +33,10 @@ class Message {
   static void* operator new(std::size_t size, std::align_val_t alignment) {
     return ::operator new(size, alignment);
   }
-  static void operator delete(void* block, std::size_t size, std::align_val_t alignment) noexcept {
-    ::operator delete(block, size, alignment);
+  // The unsized global form: clang declares the sized ones only with -fsized-deallocation.
+  static void operator delete(void* block, std::size_t /*size*/,
+                              std::align_val_t alignment) noexcept {
+    ::operator delete(block, alignment);
   }
 
   /// Runs on the owning lane's thread.
