@@ -177,7 +177,7 @@ TEST(Deadline, ACallerStillWaitingIsToldTheRequestExpiredBeforeItsHandlerRan) {
   ember::detail::state(ctx).deadline = ember::Context::Clock::now() - 1500ms;
   auto* request = new d::Request("RpcAdd", std::make_shared<const pb::SumReq>(sum_req(1, 2)),
                                  &typeid(pb::SumResp), &pb::SumResp::default_instance(),
-                                 std::make_shared<d::LocalResponder>(pending), ctx);
+                                 std::make_shared<d::LocalResponder>(pending), std::move(ctx));
   ASSERT_TRUE(d::ServiceCore::of(*node.find_service("ledger"))->post(request, true));
   ASSERT_TRUE(wait_for([&] { return pending->ready.load(); }));
   auto result = d::take_result(*pending);

@@ -412,6 +412,61 @@ TEST(Rpc, NestedCallsInheritTraceIdAndRemainingDeadline) {
   EXPECT_EQ(r->header(), "v");
 }
 
+// Headers are per call: a nested call does not carry its caller's, and what the nested call adds
+// to its own context (the blocked caller in its chain) leaves the caller's context as it was.
+class HeaderKeeper : public ember::Service {
+ public:
+  ember::Status on_init() override {
+    return handle(
+        "RpcFront", [this](const pb::Echo&, const ember::Context& ctx) -> Result<pb::Probe> {
+          auto inner = select(Selector::name("calc")).call<pb::Probe>("RpcProbe", pb::Echo{});
+          if (!inner) {
+            return inner.error();
+          }
+          after_call = std::string(ctx.header("h"));
+          headers_after_call = ctx.headers().size();
+          return inner;
+        });
+  }
+  std::string after_call;
+  std::size_t headers_after_call = 0;
+};
+
+TEST(Rpc, HeadersStayWithTheirCallAndANestedCallLeavesTheCallersContextAlone) {
+  ember::Node node(two_threads());
+  auto* front =
+      static_cast<HeaderKeeper*>(*node.add_service(std::make_unique<HeaderKeeper>(), named("f")));
+  ASSERT_TRUE(node.add_service(std::make_unique<Calc>(), named("calc")));
+  ASSERT_TRUE(node.start());
+  auto r = ember::select(node, Selector::name("f"))
+               .call<pb::Probe>("RpcFront", pb::Echo{}, {.headers = {{"h", "outer"}, {"x", "y"}}});
+  ASSERT_TRUE(r) << r.error().to_string();
+  EXPECT_EQ(r->header(), "");  // the nested call set none
+  EXPECT_EQ(front->after_call, "outer");
+  EXPECT_EQ(front->headers_after_call, 2u);
+}
+
+TEST(Rpc, AChangedCopyOfAContextLeavesTheOriginalAlone) {
+  ember::Context original;
+  auto& state = ember::detail::state(original);
+  EXPECT_EQ(state.headers(), nullptr);
+  EXPECT_TRUE(state.chain().empty());
+  EXPECT_EQ(state.origin(), nullptr);
+  state.edit().headers = std::make_shared<const ember::Headers>(ember::Headers{{"h", "v"}});
+  const auto* owned = state.extras.get();
+  state.edit().chain.push_back({});
+  EXPECT_EQ(state.extras.get(), owned) << "a context that owns its extras alone changes them";
+
+  ember::Context copy = original;
+  EXPECT_EQ(ember::detail::state(copy).extras, state.extras) << "a copy shares them";
+  ember::detail::state(copy).edit().chain.push_back({});
+  ember::detail::state(copy).edit().headers.reset();
+  EXPECT_EQ(original.header("h"), "v");
+  EXPECT_EQ(state.chain().size(), 1u);
+  EXPECT_EQ(ember::detail::state(copy).chain().size(), 2u);
+  EXPECT_EQ(copy.header("h"), "");
+}
+
 // --- AsyncCall --------------------------------------------------------------------------------
 
 class Asker : public ember::Service {

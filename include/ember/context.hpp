@@ -56,6 +56,15 @@ class RequestOrigin {
   }
 };
 
+/// The parts of a context most requests leave empty, behind one pointer: a request without them
+/// is smaller and cheaper to build, move and free, and the requests of one chain share them. Never
+/// changed while shared: ContextState::edit() copies them first.
+struct ContextExtras {
+  std::shared_ptr<const Headers> headers;
+  std::vector<ChainLink> chain;  // services blocked in synchronous calls up this chain
+  std::shared_ptr<const RequestOrigin> origin;  // inherited by the handler's outgoing calls
+};
+
 /// What the runtime fills in a Context. Shared pieces are immutable and shared along a call
 /// chain, so a request carries a few pointers rather than copies of names.
 struct ContextState {
@@ -66,11 +75,31 @@ struct ContextState {
   DispatchKey key;
   std::chrono::steady_clock::time_point deadline = std::chrono::steady_clock::time_point::max();
   std::uint64_t trace_id = 0;
-  std::shared_ptr<const Headers> headers;
   std::shared_ptr<const Pid> caller;
   std::string_view method;
-  std::vector<ChainLink> chain;  // services blocked in synchronous calls up this chain
-  std::shared_ptr<const RequestOrigin> origin;  // inherited by the handler's outgoing calls
+  std::shared_ptr<const ContextExtras> extras;  // null: no headers, chain or origin
+
+  [[nodiscard]] const Headers* headers() const noexcept {
+    return extras ? extras->headers.get() : nullptr;
+  }
+  [[nodiscard]] const std::vector<ChainLink>& chain() const noexcept {
+    static const std::vector<ChainLink> kNone;
+    return extras ? extras->chain : kNone;
+  }
+  [[nodiscard]] const std::shared_ptr<const RequestOrigin>& origin() const noexcept {
+    static const std::shared_ptr<const RequestOrigin> kNone;
+    return extras ? extras->origin : kNone;
+  }
+  /// The extras, made this context's own (created, or copied when shared) to be changed.
+  ContextExtras& edit() {
+    if (!extras) {
+      extras = std::make_shared<ContextExtras>();
+    } else if (extras.use_count() > 1) {
+      extras = std::make_shared<ContextExtras>(*extras);
+    }
+    // Created non-const above and owned by this context alone now.
+    return const_cast<ContextExtras&>(*extras);
+  }
 };
 
 /// Ember's own access to what it fills in; not part of the public API.
@@ -95,14 +124,16 @@ class Context {
   [[nodiscard]] std::uint64_t trace_id() const noexcept { return state_.trace_id; }
   [[nodiscard]] const Headers& headers() const noexcept {
     static const Headers kNone;
-    return state_.headers ? *state_.headers : kNone;
+    const Headers* held = state_.headers();
+    return held != nullptr ? *held : kNone;
   }
   [[nodiscard]] std::string_view header(std::string_view name) const {
-    if (!state_.headers) {
+    const Headers* held = state_.headers();
+    if (held == nullptr) {
       return {};
     }
-    auto it = state_.headers->find(name);
-    return it == state_.headers->end() ? std::string_view{} : std::string_view(it->second);
+    auto it = held->find(name);
+    return it == held->end() ? std::string_view{} : std::string_view(it->second);
   }
   /// Who sent the request (empty name when it came from outside any service).
   [[nodiscard]] const Pid& caller() const noexcept {

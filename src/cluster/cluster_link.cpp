@@ -71,6 +71,11 @@ bool has_port(const std::string& address) {
   return colon != std::string::npos && colon == address.rfind(':');
 }
 
+// The Sends of one read burst, gathered per target service as a handler's Sends are (I/O
+// thread): a stream of them reaches the mailbox in chains, one pin, gate pass and wake-up each.
+// Opened by the burst's first frame, flushed after its last (TransportOptions::after_frames).
+thread_local std::optional<SendBatch::Scope> tls_burst;
+
 }  // namespace
 
 /// A request from another node, in the callee's mailbox. Parses the payload with the method's
@@ -238,7 +243,7 @@ class RemoteSource {
   const Context& context() {
     decode_context(request(), call_.deadline(), context_);
     if (origin() != nullptr) {
-      state(context_).origin = origin_;
+      state(context_).edit().origin = origin_;
       state(context_).ends_with_origin = request().ends_with_origin();
     }
     return context_;
@@ -287,14 +292,22 @@ Result<std::shared_ptr<ClusterLink>> ClusterLink::create(NodeImpl& impl,
   }
   std::shared_ptr<ClusterLink> link(new ClusterLink(impl));
   ClusterLink* raw = link.get();
+  // A node started under the simulator talks over the world's network instead of sockets.
+  runtime::Driver* driver = runtime::Driver::current();
+  // The simulator delivers frames one by one with no end of burst: nothing to gather there.
+  link->gathers_sends_ = driver == nullptr;
   auto on_frame = [raw](const std::string& from, std::string_view bytes) {
+    if (raw->gathers_sends_ && !tls_burst) {
+      tls_burst.emplace();
+    }
     raw->on_frame(from, bytes);
   };
+  if (link->gathers_sends_) {
+    options.after_frames = [] { tls_burst.reset(); };
+  }
   auto on_peer = [raw](const std::string& peer, bool up, const net::Transport::PeerLoss& loss) {
     raw->on_peer(peer, up, loss);
   };
-  // A node started under the simulator talks over the world's network instead of sockets.
-  runtime::Driver* driver = runtime::Driver::current();
   auto transport =
       driver != nullptr
           ? net::start_simulated(driver->network(), std::move(options), std::move(on_frame),
@@ -567,6 +580,9 @@ void ClusterLink::handle_request(const std::string& from, std::unique_ptr<Remote
   auto* m = call.release();
   m->priority = priority;
   m->key = key;
+  if (!request.wants_reply() && gather(*target, m)) {
+    return;
+  }
   if (Status st = target->anchor->post(m, true); !st) {
     // Overloaded, or stopping: the caller hears it at once. Refused by a stopping service it did
     // not run, and the caller may find another instance: unavailable.
@@ -574,6 +590,27 @@ void ClusterLink::handle_request(const std::string& from, std::unique_ptr<Remote
                            ? Error{Errc::unavailable, st.error().message() + ": it did not run"}
                            : st.error());
   }
+}
+
+bool ClusterLink::gather(const Target& target, runtime::Message* m) {
+  SendBatch* batch = SendBatch::current();
+  if (batch == nullptr) {
+    return false;
+  }
+  const std::string& method = static_cast<RemoteCall*>(m)->request().method();
+  if (batch->matches(target.anchor.get(), method, typeid(RemoteCall), m->priority, m->key)) {
+    batch->add(m);
+    return true;
+  }
+  // Checked as a local Send's batch is: only a running service without a mailbox bound, and a
+  // keyless stream only to a single lane. Anything else is posted one by one.
+  return target.anchor->with_core([&](ServiceCore* core) {
+    if (core == nullptr || !core->takes_batches(m->key)) {
+      return false;
+    }
+    batch->start(target.anchor, method, typeid(RemoteCall), m);
+    return true;
+  });
 }
 
 void ClusterLink::handle_reply(wire::RemoteReply& reply) {

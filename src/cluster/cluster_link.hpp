@@ -93,6 +93,9 @@ class ClusterLink final : public RemoteRouter, public std::enable_shared_from_th
     void fail(Error why) const;
   };
   void handle_request(const std::string& from, std::unique_ptr<RemoteCall> call);
+  /// Adds a Send to the I/O thread's burst when one is open and the target takes it; false: post
+  /// it on its own.
+  bool gather(const Target& target, runtime::Message* m);
   void handle_reply(wire::RemoteReply& reply);
   void handle_event(const wire::EventFrame& event);
   /// Whether (from, incarnation, id) ran already. `send_responder`, when given, receives the
@@ -133,6 +136,7 @@ class ClusterLink final : public RemoteRouter, public std::enable_shared_from_th
   std::string cached_uid_;
   std::uint64_t cached_version_ = ~std::uint64_t{0};
   std::optional<Target> cached_target_;
+  bool gathers_sends_ = false;  // frames come in bursts (a socket transport, not the simulator)
 };
 
 }  // namespace ember::detail

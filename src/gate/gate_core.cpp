@@ -821,7 +821,7 @@ bool Gate::exists(Node& node) noexcept {
 }
 
 std::optional<SessionRef> session_of(const Context& context) {
-  const auto& origin = detail::state(context).origin;
+  const auto& origin = detail::state(context).origin();
   if (const auto* session = dynamic_cast<const Session*>(origin.get())) {
     if (session->uid().empty()) {
       return std::nullopt;  // the login request: nobody is logged in yet

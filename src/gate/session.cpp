@@ -346,7 +346,7 @@ void Session::post_login(std::string_view avoid_node) {
   state.key = DispatchKey(std::string_view(id_));
   state.trace_id = new_trace_id();
   state.deadline = Clock::now() + gate_.config().request_timeout;
-  state.origin = shared_from_this();
+  state.edit().origin = shared_from_this();
   state.ends_with_origin = true;
   Status posted = post(*target, login.substr(dot + 1), login_->request, std::move(context),
                        std::make_shared<LoginResponder>(shared_from_this()));
@@ -543,7 +543,7 @@ void Session::on_request(const Request& request, SteadyClock::time_point now) {
   }
   const auto deadline = now + config.request_timeout;
   state.deadline = Clock::now() + config.request_timeout;
-  state.origin = shared_from_this();
+  state.edit().origin = shared_from_this();
   state.ends_with_origin = true;
   std::shared_ptr<ClientResponder> responder;
   if (request.seq() != 0) {

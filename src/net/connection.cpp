@@ -135,8 +135,14 @@ bool Connection::consume_frames() {
     }
     pos += kLengthPrefix + length;
     if (closed_) {
+      if (t_.options.after_frames) {
+        t_.options.after_frames();
+      }
       return false;
     }
+  }
+  if (pos > 0 && t_.options.after_frames) {
+    t_.options.after_frames();
   }
   if (pos > 0) {
     std::memmove(in_buf_.data(), in_buf_.data() + pos, in_len_ - pos);

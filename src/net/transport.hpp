@@ -32,6 +32,10 @@ struct TransportOptions {
   std::chrono::milliseconds reject_log_window{10000};
   /// Peer IPs with their own summary; refusals from further ones share an "other addresses" line.
   std::size_t reject_log_addresses = 1024;
+  /// Runs on the I/O thread after the frames of one read have gone to OnFrame (none when a read
+  /// completed no frame): a receiver that gathers what a burst of frames carries hands it on
+  /// here. Optional.
+  std::function<void()> after_frames;
 };
 
 struct TransportStats {

@@ -129,39 +129,52 @@ std::string timeout_text(std::string_view method, const std::string& target,
   return text;
 }
 
-/// `is_send`: nobody waits, so a Send has a deadline only when its own options set a timeout
-/// (and only then reads the clock). It does not inherit the calling handler's deadline: a
-/// one-way message is not part of the answer that handler's caller waits for.
-Result<Context> outgoing_context(const Selection& sel, const CallSpec& spec, bool inherit_chain,
-                                 bool is_send = false, DeadlineOrigin* origin = nullptr) {
+/// Fills `ctx` (a fresh Context, built in place: a request's context is moved once, into the
+/// request). `is_send`: nobody waits, so a Send has a deadline only when its own options set a
+/// timeout (and only then reads the clock). It does not inherit the calling handler's deadline:
+/// a one-way message is not part of the answer that handler's caller waits for.
+Status outgoing_context(Context& ctx, const Selection& sel, const CallSpec& spec,
+                        bool inherit_chain, bool is_send = false,
+                        DeadlineOrigin* origin = nullptr) {
   NodeImpl& node = *sel.node;
-  Context ctx;
-  detail::state(ctx).priority = spec.options.priority;
-  detail::state(ctx).key = spec.options.key;
-  if (!spec.options.headers.empty()) {
-    detail::state(ctx).headers = std::make_shared<const Headers>(spec.options.headers);
-  }
+  ContextState& state = detail::state(ctx);
+  state.priority = spec.options.priority;
+  state.key = spec.options.key;
   const Context* parent = current_context();
-  detail::state(ctx).trace_id = parent != nullptr && detail::state(*parent).trace_id != 0
-                                    ? detail::state(*parent).trace_id
-                                    : new_trace_id();
-  if (parent != nullptr && detail::state(*parent).origin) {
-    detail::state(ctx).origin = detail::state(*parent).origin;  // the session reaches every hop
+  const ContextState* up = parent != nullptr ? &detail::state(*parent) : nullptr;
+  state.trace_id = up != nullptr && up->trace_id != 0 ? up->trace_id : new_trace_id();
+  if (up != nullptr && up->extras) {
+    // The origin reaches every hop (a client session); the chain only blocking calls; headers
+    // are per call. Most chains carry just the origin: the parent's extras are shared as is.
+    const ContextExtras& above = *up->extras;
+    if (!above.headers && (inherit_chain || above.chain.empty())) {
+      state.extras = up->extras;
+    } else {
+      if (above.origin) {
+        state.edit().origin = above.origin;
+      }
+      if (inherit_chain && !above.chain.empty()) {
+        state.edit().chain = above.chain;
+      }
+    }
+  }
+  if (!spec.options.headers.empty()) {
+    state.edit().headers = std::make_shared<const Headers>(spec.options.headers);
   }
   if (is_send) {
     if (spec.options.timeout.count() > 0) {
-      detail::state(ctx).deadline = Clock::now() + spec.options.timeout;
+      state.deadline = Clock::now() + spec.options.timeout;
     }
   } else {
     auto timeout =
         spec.options.timeout.count() > 0 ? spec.options.timeout : node.config.call_timeout;
     const auto now = Clock::now();
-    detail::state(ctx).deadline = now + timeout;
+    state.deadline = now + timeout;
     bool inherited = false;
-    if (parent != nullptr && detail::state(*parent).deadline < detail::state(ctx).deadline) {
-      detail::state(ctx).deadline = detail::state(*parent).deadline;
+    if (up != nullptr && up->deadline < state.deadline) {
+      state.deadline = up->deadline;
       inherited = true;
-      if (detail::state(ctx).deadline <= now) {
+      if (state.deadline <= now) {
         return Error{Errc::timeout, "the deadline of the calling handler passed before calling '" +
                                         std::string(spec.method) + "'"};
       }
@@ -171,17 +184,14 @@ Result<Context> outgoing_context(const Selection& sel, const CallSpec& spec, boo
       using std::chrono::milliseconds;
       origin->own = duration_cast<milliseconds>(timeout);
       origin->own_is_option = spec.options.timeout.count() > 0;
-      origin->span = duration_cast<milliseconds>(detail::state(ctx).deadline - now);
+      origin->span = duration_cast<milliseconds>(state.deadline - now);
       origin->kind = inherited               ? DeadlineOrigin::Kind::caller
                      : origin->own_is_option ? DeadlineOrigin::Kind::option
                                              : DeadlineOrigin::Kind::node_default;
     }
   }
-  detail::state(ctx).caller = sel.from != nullptr ? sel.from->shared_pid() : node.node_pid;
-  if (inherit_chain && parent != nullptr) {
-    detail::state(ctx).chain = detail::state(*parent).chain;
-  }
-  return ctx;
+  state.caller = sel.from != nullptr ? sel.from->shared_pid() : node.node_pid;
+  return {};
 }
 
 /// A blocking call into a lane that is itself blocked up the chain can never be answered.
@@ -195,12 +205,13 @@ std::optional<Error> find_cycle(const Context& ctx, const Target& target, Dispat
     }
     int lanes = core->mailbox().lane_count();
     int lane = lanes == 1 ? 0 : (key.has_value() ? core->mailbox().lane_for_key(key.hash()) : -1);
-    for (std::size_t i = 0; i < detail::state(ctx).chain.size(); ++i) {
-      const ChainLink& link = detail::state(ctx).chain[i];
+    const std::vector<ChainLink>& chain = detail::state(ctx).chain();
+    for (std::size_t i = 0; i < chain.size(); ++i) {
+      const ChainLink& link = chain[i];
       if (link.service == core && lane >= 0 && (lanes == 1 || link.lane == lane)) {
         std::string path;
-        for (std::size_t j = i; j < detail::state(ctx).chain.size(); ++j) {
-          path += detail::state(ctx).chain[j].name + " → ";
+        for (std::size_t j = i; j < chain.size(); ++j) {
+          path += chain[j].name + " → ";
         }
         path += target.pid().to_string();
         return Error{Errc::call_cycle, "call cycle: " + path + " (" + target.pid().to_string() +
@@ -212,7 +223,7 @@ std::optional<Error> find_cycle(const Context& ctx, const Target& target, Dispat
   });
 }
 
-Request* make_request(const CallSpec& spec, std::shared_ptr<Responder> responder, Context ctx,
+Request* make_request(const CallSpec& spec, std::shared_ptr<Responder> responder, Context&& ctx,
                       bool check_response) {
   auto* req = new Request(spec.method, spec.shared(), check_response ? spec.response_type : nullptr,
                           spec.response_prototype, std::move(responder), std::move(ctx));
@@ -241,7 +252,7 @@ Status check_send_type(const ServiceCore& core, const CallSpec& spec) {
                                             request.GetDescriptor()->full_name()};
 }
 
-Status dispatch(const Selection& sel, const Target& t, const CallSpec& spec, Context ctx,
+Status dispatch(const Selection& sel, const Target& t, const CallSpec& spec, Context&& ctx,
                 const std::shared_ptr<PendingCall>& pending) {
   if (t.anchor) {
     if (pending) {
@@ -354,21 +365,21 @@ Result<std::shared_ptr<AnyMessage>> call_blocking(CallSpec spec) {
   }
   const Target& t = **target;
   DeadlineOrigin origin;
-  auto ctx = outgoing_context(sel, spec, true, false, &origin);
-  if (!ctx) {
-    return std::move(ctx).error();
+  Context ctx;
+  if (Status made = outgoing_context(ctx, sel, spec, true, false, &origin); !made) {
+    return made.error();
   }
   if (ServiceCore* self = ServiceCore::current()) {
-    detail::state(*ctx).chain.push_back(
+    detail::state(ctx).edit().chain.push_back(
         ChainLink{self, ServiceCore::current_lane(), self->pid().to_string()});
   }
-  if (auto cycle = find_cycle(*ctx, t, spec.options.key)) {
+  if (auto cycle = find_cycle(ctx, t, spec.options.key)) {
     return *cycle;
   }
-  const auto deadline = detail::state(*ctx).deadline;
+  const auto deadline = detail::state(ctx).deadline;
   auto pending = std::allocate_shared<PendingCall>(SmallAllocator<PendingCall>{},
                                                    PendingCall::Mode::blocking, sel.node);
-  if (Status posted = dispatch(sel, t, spec, std::move(*ctx), pending); !posted) {
+  if (Status posted = dispatch(sel, t, spec, std::move(ctx), pending); !posted) {
     return with_target(posted, t, spec.method).error();
   }
   if (runtime::Driver* driver = runtime::Driver::current()) {
@@ -418,14 +429,16 @@ Status send(CallSpec spec) {
   if (sel.targets.empty()) {
     return no_match(sel);
   }
-  auto ctx = outgoing_context(sel, spec, false, /*is_send=*/true);
-  if (!ctx) {
-    return ctx.error();
+  Context ctx;
+  if (Status made = outgoing_context(ctx, sel, spec, false, /*is_send=*/true); !made) {
+    return made;
   }
   std::size_t refused = 0;
   std::optional<Error> first;
   for (const Target& t : sel.targets) {
-    Status st = dispatch(sel, t, spec, *ctx, nullptr);  // Send: nobody waits for an outcome
+    // Send: nobody waits for an outcome. The last target takes the context itself.
+    Status st = &t == &sel.targets.back() ? dispatch(sel, t, spec, std::move(ctx), nullptr)
+                                          : dispatch(sel, t, spec, Context(ctx), nullptr);
     if (!st) {
       ++refused;
       if (!first) {
@@ -502,13 +515,13 @@ Result<CallHandle> call_async(CallSpec spec, std::function<void(AnyReply)> on_do
   }
   const Target& t = **target;
   DeadlineOrigin origin;
-  auto ctx = outgoing_context(sel, spec, false, false, &origin);
-  if (!ctx) {
-    return std::move(ctx).error();
+  Context ctx;
+  if (Status made = outgoing_context(ctx, sel, spec, false, false, &origin); !made) {
+    return made.error();
   }
-  auto pending = start_async(spec, PendingCall::Mode::callback, t, *ctx, origin);
+  auto pending = start_async(spec, PendingCall::Mode::callback, t, ctx, origin);
   pending->callback = std::move(on_done);
-  if (Status posted = dispatch(sel, t, spec, std::move(*ctx), pending); !posted) {
+  if (Status posted = dispatch(sel, t, spec, std::move(ctx), pending); !posted) {
     pending->cancel();  // refused now: report it here, the callback will not run
     return with_target(posted, t, spec.method).error();
   }
@@ -527,12 +540,13 @@ bool call_coroutine(CallSpec spec, std::coroutine_handle<> continuation,
   }
   auto target = single_target(sel, "co_call");
   DeadlineOrigin origin;
-  auto ctx =
-      target ? outgoing_context(sel, spec, true, false, &origin) : Result<Context>(target.error());
+  Context ctx;
+  const Status made =
+      target ? outgoing_context(ctx, sel, spec, true, false, &origin) : Status(target.error());
   const Target* t = target ? *target : nullptr;
   std::shared_ptr<PendingCall> pending;
-  if (t != nullptr && ctx) {
-    pending = start_async(spec, PendingCall::Mode::coroutine, *t, *ctx, origin);
+  if (t != nullptr && made) {
+    pending = start_async(spec, PendingCall::Mode::coroutine, *t, ctx, origin);
   } else {
     pending = caller_bound(spec, PendingCall::Mode::coroutine);  // failed setup: no timer needed
   }
@@ -545,11 +559,11 @@ bool call_coroutine(CallSpec spec, std::coroutine_handle<> continuation,
   // The slot lives in the coroutine frame: fill it before anything can resume the coroutine,
   // and touch nothing of the frame afterwards.
   slot = pending;
-  if (!ctx) {
-    pending->complete(ctx.error());  // resumes through the mailbox like any other outcome
+  if (!made) {
+    pending->complete(made.error());  // resumes through the mailbox like any other outcome
     return true;
   }
-  if (Status posted = dispatch(sel, *t, spec, std::move(*ctx), pending); !posted) {
+  if (Status posted = dispatch(sel, *t, spec, std::move(ctx), pending); !posted) {
     pending->complete(with_target(posted, *t, spec.method).error());
   }
   return true;

@@ -115,7 +115,7 @@ class Request final : public runtime::Message {
  public:
   Request(std::string_view method, std::shared_ptr<const AnyMessage> payload,
           const std::type_info* response_type, const AnyMessage* response_prototype,
-          std::shared_ptr<Responder> responder, Context context);
+          std::shared_ptr<Responder> responder, Context&& context);
   void run() override;
   void reject(const Error& why) noexcept override;
   [[nodiscard]] std::string_view name() const noexcept override { return method_; }

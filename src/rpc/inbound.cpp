@@ -40,7 +40,7 @@ void LocalResponder::deliver(AnyReply result) {
 
 Request::Request(std::string_view method, std::shared_ptr<const AnyMessage> payload,
                  const std::type_info* response_type, const AnyMessage* response_prototype,
-                 std::shared_ptr<Responder> responder, Context context)
+                 std::shared_ptr<Responder> responder, Context&& context)
     : method_(method),
       payload_(std::move(payload)),
       response_type_(response_type),
@@ -67,7 +67,7 @@ struct LocalSource {
   }
   [[nodiscard]] bool origin_ended() const noexcept {
     const ContextState& state = detail::state(context_);
-    return state.ends_with_origin && state.origin && state.origin->ended();
+    return state.ends_with_origin && state.origin() && state.origin()->ended();
   }
   [[nodiscard]] const std::shared_ptr<Responder>& responder() const noexcept { return responder_; }
   std::optional<std::string> offered_type_if_not(const MethodEntry& entry) const {
@@ -142,7 +142,7 @@ struct BytesSource {
   }
   [[nodiscard]] bool origin_ended() const noexcept {
     const ContextState& state = detail::state(request.context_);
-    return state.ends_with_origin && state.origin && state.origin->ended();
+    return state.ends_with_origin && state.origin() && state.origin()->ended();
   }
   [[nodiscard]] const std::shared_ptr<Responder>& responder() const noexcept {
     return request.responder_;

@@ -217,7 +217,7 @@ void encode_request_head(const Pid& target, std::string_view method, const Conte
   out.set_wants_reply(wants_reply);
   to_wire(context.caller(), *out.mutable_caller());
   out.set_reply_address(reply_address);
-  if (state.origin && state.origin->wire_identity(*out.mutable_origin())) {
+  if (state.origin() && state.origin()->wire_identity(*out.mutable_origin())) {
     out.set_ends_with_origin(state.ends_with_origin);
   }
 }
@@ -334,7 +334,7 @@ Status RequestFramer::frame(const std::shared_ptr<const Pid>& target, const Call
                             const std::string& reply_address, std::string& frame, bool& framed) {
   const ContextState& state = detail::state(context);
   framed = false;
-  if (!target || state.headers || state.origin) {
+  if (!target || state.headers() != nullptr || state.origin()) {
     return {};
   }
   const Prefix& prefix = prefix_for(target, spec, context, wants_reply, reply_address);
@@ -391,7 +391,7 @@ void decode_context(const wire::RemoteRequest& request,
     for (const auto& [k, v] : request.headers()) {
       headers->emplace(k, v);
     }
-    state.headers = std::move(headers);
+    state.edit().headers = std::move(headers);
   }
   state.caller = from_wire(request.caller(), request.reply_address());
   state.method = request.method();

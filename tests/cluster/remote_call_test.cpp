@@ -540,7 +540,7 @@ TEST(RequestFramer, LeavesRequestsWithHeadersToTheFullEncoder) {
   spec.method = "RpcEcho";
   spec.request = std::make_shared<pb::Echo>();
   ember::Context context;
-  ember::detail::state(context).headers =
+  ember::detail::state(context).edit().headers =
       std::make_shared<const ember::Headers>(ember::Headers{{"k", "v"}});
   std::string frame = "untouched";
   bool framed = true;
