@@ -494,6 +494,9 @@ void ClusterLink::on_frame(const std::string& from, std::string_view bytes) {
       return;
     }
   }
+  // Whatever this frame does (a reply a client's gateway passes on without a post, an event, an
+  // ended origin), the Sends gathered before it go first.
+  SendBatch::flush_current();
   wire::Envelope envelope;
   if (!envelope.ParseFromArray(bytes.data(), static_cast<int>(bytes.size()))) {
     system_log().warn("cluster: node {} sent a frame that is not an envelope ({} bytes)", from,
@@ -593,7 +596,9 @@ void ClusterLink::handle_request(const std::string& from, std::unique_ptr<Remote
 }
 
 bool ClusterLink::gather(const Target& target, runtime::Message* m) {
-  SendBatch* batch = SendBatch::current();
+  // Only in the I/O thread's own burst: under the simulator a frame may be delivered while a
+  // handler waits with its batch open, and a Send gathered there would wait with it.
+  SendBatch* batch = tls_burst ? SendBatch::current() : nullptr;
   if (batch == nullptr) {
     return false;
   }

@@ -116,6 +116,17 @@ bool Connection::consume_frames() {
   // Authenticated: from now on frames may be as large as the configured limit.
   const std::size_t limit = t_.options.max_frame;
   std::size_t pos = 0;
+  // Whatever ends this read (all frames cut, a partial one, an oversized one, the connection
+  // closed by a handler), a receiver that gathered what the frames carried hands it on now.
+  struct AfterFrames {
+    const std::function<void()>& hook;
+    const std::size_t& consumed;
+    ~AfterFrames() {
+      if (consumed > 0 && hook) {
+        hook();
+      }
+    }
+  } after_frames{t_.options.after_frames, pos};
   while (in_len_ - pos >= kLengthPrefix) {
     const std::size_t length = decode_length(in_buf_.data() + pos);
     if (length > limit) {
@@ -135,14 +146,8 @@ bool Connection::consume_frames() {
     }
     pos += kLengthPrefix + length;
     if (closed_) {
-      if (t_.options.after_frames) {
-        t_.options.after_frames();
-      }
       return false;
     }
-  }
-  if (pos > 0 && t_.options.after_frames) {
-    t_.options.after_frames();
   }
   if (pos > 0) {
     std::memmove(in_buf_.data(), in_buf_.data() + pos, in_len_ - pos);

@@ -203,6 +203,52 @@ struct Silent {
   }
 };
 
+// A receiver that gathers what frames carry hands it on when a read's frames are through: after
+// every read, including one that ends on an oversized frame (which closes the connection).
+TEST(Transport, EveryReadEndsWithTheAfterFramesHookEvenWhenAFrameIsOversized) {
+  Inbox ia, ib;
+  std::atomic<int> ungathered{0};  // frames delivered since the hook last ran
+  std::atomic<int> hooks{0};
+  TransportOptions o;
+  o.cluster = "test";
+  o.node_id = "b";
+  o.secret = "s3cret";
+  o.max_frame = 1024;
+  o.after_frames = [&] {
+    ungathered.store(0);
+    hooks.fetch_add(1);
+  };
+  auto started = Transport::start(
+      o,
+      [&](const std::string& from, std::string_view payload) {
+        ungathered.fetch_add(1);
+        ib.on_frame()(from, payload);
+      },
+      ib.on_peer());
+  ASSERT_TRUE(started) << started.error().to_string();
+  auto b = std::move(*started);
+  auto a = make("a", ia);
+  for (int round = 0; round < 3; ++round) {
+    SCOPED_TRACE("round " + std::to_string(round));
+    const int before = ib.count.load();
+    const int downs = ib.downs.load();
+    const int a_downs = ia.downs.load();
+    // Small frames and then one over b's limit, staged together: usually one read on b.
+    for (int i = 0; i < 50; ++i) {
+      ASSERT_TRUE(a->send("b", addr(*b), "m" + std::to_string(i)));
+    }
+    ASSERT_TRUE(a->send("b", addr(*b), std::string(4096, 'x')));
+    ASSERT_TRUE(wait_for([&] { return ib.downs.load() > downs; }, 10s)) << "b kept the link";
+    ASSERT_EQ(ib.count.load(), before + 50);
+    EXPECT_EQ(ungathered.load(), 0) << "frames of the last read were never handed on";
+    // Once a has seen the loss, it reconnects after its backoff for the next round.
+    ASSERT_TRUE(wait_for([&] { return ia.downs.load() > a_downs; }, 10s));
+    ASSERT_TRUE(wait_for([&] { return a->send("b", addr(*b), "hello").ok(); }, 10s));
+    ASSERT_TRUE(wait_for([&] { return ib.count.load() == before + 51; }, 10s));
+  }
+  EXPECT_GT(hooks.load(), 0);
+}
+
 TEST(Transport, PendingHandshakesAreCappedAndSilentConnectionsTimeOut) {
   constexpr int kCap = 4;
   Inbox ia, ib;
