@@ -7,8 +7,9 @@
 #       every suite in turn: local vs CAF, remote (against the raw TCP floor, gRPC and CAF),
 #       events, autoscaling, the admin listener's overhead, the gateway, and the seed's load test
 #       (two node processes over etcd). One JSON object per figure, each with its suite and
-#       commit, goes to FILE (default bench-results-all.jsonl, replaced). --quick takes about
-#       15 minutes, the full run over an hour.
+#       commit, goes to FILE (default bench-results-all.jsonl, replaced). Once built, --quick
+#       takes about 7 minutes on two cores and the full run about 12 (more where the descriptor
+#       limit lets the gateway suite hold all of its idle sessions).
 #   scripts/bench.sh --compare OLD.jsonl NEW.jsonl
 #       the figures of two --all runs side by side, with NEW/OLD
 set -euo pipefail

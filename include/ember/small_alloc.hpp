@@ -22,24 +22,20 @@ struct SmallAllocator {
   template <class U>
   SmallAllocator(const SmallAllocator<U>&) noexcept {}  // NOLINT(google-explicit-constructor)
   T* allocate(std::size_t n) {
+    if (n > static_cast<std::size_t>(-1) / sizeof(T)) {
+      throw std::bad_array_new_length();
+    }
     if constexpr (alignof(T) > alignof(std::max_align_t)) {
       return static_cast<T*>(::operator new (n * sizeof(T), std::align_val_t{alignof(T)}));
     } else {
-      if (n != 1 || sizeof(T) > kSmallAllocMax) {
-        return static_cast<T*>(::operator new(n * sizeof(T)));
-      }
-      return static_cast<T*>(small_allocate(sizeof(T)));
+      return static_cast<T*>(small_allocate(n * sizeof(T)));  // it sends large sizes to new
     }
   }
   void deallocate(T* p, std::size_t n) noexcept {
     if constexpr (alignof(T) > alignof(std::max_align_t)) {
       ::operator delete (p, std::align_val_t{alignof(T)});
     } else {
-      if (n != 1 || sizeof(T) > kSmallAllocMax) {
-        ::operator delete(p);
-        return;
-      }
-      small_deallocate(p, sizeof(T));
+      small_deallocate(p, n * sizeof(T));
     }
   }
   template <class U>

@@ -295,14 +295,14 @@ Result<std::shared_ptr<ClusterLink>> ClusterLink::create(NodeImpl& impl,
   // A node started under the simulator talks over the world's network instead of sockets.
   runtime::Driver* driver = runtime::Driver::current();
   // The simulator delivers frames one by one with no end of burst: nothing to gather there.
-  link->gathers_sends_ = driver == nullptr;
-  auto on_frame = [raw](const std::string& from, std::string_view bytes) {
-    if (raw->gathers_sends_ && !tls_burst) {
+  const bool gathers_sends = driver == nullptr;
+  auto on_frame = [raw, gathers_sends](const std::string& from, std::string_view bytes) {
+    if (gathers_sends && !tls_burst) {
       tls_burst.emplace();
     }
     raw->on_frame(from, bytes);
   };
-  if (link->gathers_sends_) {
+  if (gathers_sends) {
     options.after_frames = [] { tls_burst.reset(); };
   }
   auto on_peer = [raw](const std::string& peer, bool up, const net::Transport::PeerLoss& loss) {

@@ -136,7 +136,6 @@ class ClusterLink final : public RemoteRouter, public std::enable_shared_from_th
   std::string cached_uid_;
   std::uint64_t cached_version_ = ~std::uint64_t{0};
   std::optional<Target> cached_target_;
-  bool gathers_sends_ = false;  // frames come in bursts (a socket transport, not the simulator)
 };
 
 }  // namespace ember::detail

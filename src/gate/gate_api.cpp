@@ -72,19 +72,27 @@ Status GateCore::push(std::string_view session_id, std::string_view route,
   return push_serialized(session_id, route, std::move(*payload));
 }
 
+Session* GateCore::push_target_locked(std::string_view session_id) {
+  auto it = by_id_.find(session_id);
+  if (it == by_id_.end()) {
+    return nullptr;
+  }
+  pushes.fetch_add(1, std::memory_order_relaxed);
+  return it->second.get();
+}
+
 Status GateCore::push_serialized(std::string_view session_id, std::string_view route,
                                  std::string payload) {
   auto frame = push_frame_serialized(route, std::move(payload));
   // Found and posted under the registry lock: a session that takes this one's entry over
   // (a resume) then knows every push that went to the old object is queued on its thread.
   std::shared_lock lock(sessions_mu_);
-  auto it = by_id_.find(session_id);
-  if (it == by_id_.end()) {
+  Session* session = push_target_locked(session_id);
+  if (session == nullptr) {
     lock.unlock();
     return no_session(session_id);
   }
-  pushes.fetch_add(1, std::memory_order_relaxed);
-  it->second->post_push(std::move(frame));
+  session->post_push(std::move(frame));
   return {};
 }
 
@@ -92,14 +100,13 @@ void GateCore::push_serialized(std::string_view session_id, std::string_view rou
                                std::string payload, PushDone delivered) {
   auto frame = push_frame_serialized(route, std::move(payload));
   std::shared_lock lock(sessions_mu_);  // as above
-  auto it = by_id_.find(session_id);
-  if (it == by_id_.end()) {
+  Session* session = push_target_locked(session_id);
+  if (session == nullptr) {
     lock.unlock();
     delivered(no_session(session_id));
     return;
   }
-  pushes.fetch_add(1, std::memory_order_relaxed);
-  it->second->post_push(std::move(frame), std::move(delivered));
+  session->post_push(std::move(frame), std::move(delivered));
 }
 
 void GateCore::push_each_serialized(
@@ -108,15 +115,14 @@ void GateCore::push_each_serialized(
   std::shared_ptr<const std::string> frame;
   std::shared_lock lock(sessions_mu_);  // as above
   for (const std::string& id : session_ids) {
-    auto it = by_id_.find(id);
-    if (it == by_id_.end()) {
+    Session* session = push_target_locked(id);
+    if (session == nullptr) {
       continue;
     }
     if (!frame) {
       frame = push_frame_serialized(route, std::move(payload));
     }
-    pushes.fetch_add(1, std::memory_order_relaxed);
-    it->second->post_push(frame);
+    session->post_push(frame);
   }
 }
 

@@ -232,6 +232,10 @@ class GateCore final : public detail::Subsystem, public Gate, public ops::Observ
 
  private:
   std::shared_ptr<Session> find(std::string_view session_id) const;
+  /// The session a push goes to, counted as pushed; nullptr if it is not here. Called with
+  /// sessions_mu_ held (shared), and the caller posts to it before letting go (see
+  /// push_serialized).
+  Session* push_target_locked(std::string_view session_id);
   /// Where this gateway's clients may go instead: the other gateways that are not draining.
   std::vector<std::string> other_gateways();
   /// Waits (bounded) until no connection and no detached session is left; false when some
