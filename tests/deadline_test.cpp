@@ -119,6 +119,10 @@ TEST(Deadline, QueuedRequestsThatExpiredDoNotRunAndTheirCallersGetTimeout) {
   for (int i = 0; i < kTimedSends; ++i) {
     ASSERT_TRUE(bus.send("RpcAdd", sum_req(i, 2), {.timeout = 100ms}));
   }
+  // No caller waits for a Send, so nothing below waits out its deadline: the test does. The
+  // callers above can give up before it (they called earlier), and a Send dequeued before its
+  // deadline rightly runs.
+  const auto sends_expire = std::chrono::steady_clock::now() + 100ms;
   // Requests without a deadline never expire: these Sends must still run.
   constexpr int kPlainSends = 2;
   for (int i = 0; i < kPlainSends; ++i) {
@@ -144,9 +148,11 @@ TEST(Deadline, QueuedRequestsThatExpiredDoNotRunAndTheirCallersGetTimeout) {
   ASSERT_FALSE(relayed);
   EXPECT_EQ(relayed.error().code(), Errc::timeout) << relayed.error().to_string();
   EXPECT_EQ(node.stats().expired, 0u);
+  ASSERT_TRUE(wait_for([&] { return std::chrono::steady_clock::now() > sends_expire; }));
 
   gate.open();
-  ASSERT_TRUE(wait_for([&] { return node.stats().expired == kExpiring; })) << node.stats().expired;
+  ASSERT_TRUE(wait_for([&] { return node.stats().expired == kExpiring; }))
+      << node.stats().expired << " expired, " << ledger->runs.load() << " ran";
   ASSERT_TRUE(wait_for([&] { return ledger->runs.load() == kPlainSends; }));
   // One more request proves the lane got past every queued one, and nothing expired ran.
   auto after = bus.call<pb::SumResp>("RpcAdd", sum_req(20, 22));

@@ -13,6 +13,8 @@
 // threads); without one, a process-wide runtime with one thread is used.
 #pragma once
 
+#include <ember/requires_cxx20.hpp>
+
 #include <chrono>
 #include <cstdint>
 #include <ember/error.hpp>

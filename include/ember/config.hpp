@@ -14,6 +14,8 @@
 // Every field below has the default that really applies when the key is absent.
 #pragma once
 
+#include <ember/requires_cxx20.hpp>
+
 #include <algorithm>
 #include <chrono>
 #include <cstdint>

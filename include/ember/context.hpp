@@ -4,6 +4,8 @@
 // A handler's outgoing calls inherit its trace id and its remaining deadline.
 #pragma once
 
+#include <ember/requires_cxx20.hpp>
+
 #include <chrono>
 #include <cstdint>
 #include <ember/clock.hpp>

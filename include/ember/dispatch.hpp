@@ -7,6 +7,8 @@
 // lane; messages without a key are spread over the lanes with no order between them.
 #pragma once
 
+#include <ember/requires_cxx20.hpp>
+
 #include <cstdint>
 #include <string_view>
 

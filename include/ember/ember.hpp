@@ -2,6 +2,8 @@
 // Umbrella header for examples and quick starts.
 #pragma once
 
+#include <ember/requires_cxx20.hpp>
+
 #include <ember/config.hpp>
 #include <ember/context.hpp>
 #include <ember/dispatch.hpp>

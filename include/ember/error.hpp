@@ -8,6 +8,8 @@
 //   if (!port) { log.error("{}", port.error().message()); }
 #pragma once
 
+#include <ember/requires_cxx20.hpp>
+
 #include <cstdint>
 #include <iosfwd>
 #include <string>

@@ -13,6 +13,8 @@
 // module drops its subscriptions.
 #pragma once
 
+#include <ember/requires_cxx20.hpp>
+
 #include <google/protobuf/message.h>
 
 #include <cstdint>

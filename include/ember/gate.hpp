@@ -17,6 +17,8 @@
 // for a player who is gone); subscribe to kSessionClosed to clean up after a player.
 #pragma once
 
+#include <ember/requires_cxx20.hpp>
+
 #include <cstddef>
 #include <cstdint>
 #include <ember/context.hpp>

@@ -8,6 +8,8 @@
 // Every service has its own Logger whose lines carry the node and service names.
 #pragma once
 
+#include <ember/requires_cxx20.hpp>
+
 #include <fmt/core.h>
 
 #include <cstdint>

@@ -17,6 +17,8 @@
 // on_release, then cancels its timers and whatever else it registered.
 #pragma once
 
+#include <ember/requires_cxx20.hpp>
+
 #include <chrono>
 #include <cstdint>
 #include <ember/dispatch.hpp>

@@ -9,6 +9,8 @@
 // reverse order on SIGINT/SIGTERM, draining each mailbox within NodeConf.ShutdownTimeout.
 #pragma once
 
+#include <ember/requires_cxx20.hpp>
+
 #include <chrono>
 #include <cstdint>
 #include <ember/config.hpp>

@@ -21,6 +21,8 @@
 // request under the callee.
 #pragma once
 
+#include <ember/requires_cxx20.hpp>
+
 #include <google/protobuf/empty.pb.h>
 #include <google/protobuf/message.h>
 

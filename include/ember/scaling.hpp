@@ -19,6 +19,8 @@
 // 20ms}}}}.
 #pragma once
 
+#include <ember/requires_cxx20.hpp>
+
 #include <array>
 #include <chrono>
 #include <cstdint>

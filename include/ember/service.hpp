@@ -23,6 +23,8 @@
 // across keys then needs its own synchronization.
 #pragma once
 
+#include <ember/requires_cxx20.hpp>
+
 #include <chrono>
 #include <cstdint>
 #include <ember/config.hpp>

@@ -1,6 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 #pragma once
 
+#include <ember/requires_cxx20.hpp>
+
 // Deterministic simulation: whole nodes in one thread, on virtual time, in an order drawn from a
 // seed. The same seed replays the same run, so a failure found under one of thousands of seeds
 // can be replayed, stepped through and kept as a regression test.

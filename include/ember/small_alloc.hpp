@@ -1,6 +1,8 @@
 // SPDX-License-Identifier: Apache-2.0
 #pragma once
 
+#include <ember/requires_cxx20.hpp>
+
 #include <cstddef>
 #include <new>
 

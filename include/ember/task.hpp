@@ -12,6 +12,8 @@
 //   }
 #pragma once
 
+#include <ember/requires_cxx20.hpp>
+
 #include <coroutine>
 #include <exception>
 #include <functional>

@@ -1,9 +1,14 @@
 # Compiles one file that must NOT compile, and checks that the compiler says what Ember means it
 # to say, first: a file that compiles, fails for another reason or buries the message under other
 # errors fails the test.
-#   cmake -DCXX=... -DSOURCE=... -DFLAGS="-I...;-I..." -DEXPECT=<regex> -DMAX_ERRORS=<n> -P check.cmake
+#   cmake -DCXX=... -DSOURCE=... -DFLAGS="-I...;-I..." -DEXPECT=<regex> -DMAX_ERRORS=<n>
+#         [-DSTD=c++17] [-DFIRST_ONLY=1] -P check.cmake
+# FIRST_ONLY: the message must be the first error; what a compiler says after it does not count.
+if(NOT DEFINED STD)
+  set(STD c++20)
+endif()
 execute_process(
-  COMMAND ${CXX} -std=c++20 -fsyntax-only ${FLAGS} ${SOURCE}
+  COMMAND ${CXX} -std=${STD} -fsyntax-only ${FLAGS} ${SOURCE}
   RESULT_VARIABLE result
   OUTPUT_VARIABLE out
   ERROR_VARIABLE out)
@@ -15,8 +20,12 @@ if(NOT out MATCHES "${EXPECT}")
 endif()
 string(REGEX MATCHALL "error: " errors "${out}")
 list(LENGTH errors count)
-if(count GREATER MAX_ERRORS)
+string(REGEX MATCH "error: [^\n]*" first "${out}")
+if(FIRST_ONLY)
+  if(NOT first MATCHES "${EXPECT}")
+    message(FATAL_ERROR "${SOURCE}: the first error is not /${EXPECT}/. It said:\n${out}")
+  endif()
+elseif(count GREATER MAX_ERRORS)
   message(FATAL_ERROR "${SOURCE}: ${count} errors, expected at most ${MAX_ERRORS}:\n${out}")
 endif()
-string(REGEX MATCH "error: [^\n]*" first "${out}")
 message(STATUS "${SOURCE}: ${count} error(s), the first: ${first}")
